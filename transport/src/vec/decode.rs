@@ -1,0 +1,438 @@
+//! The incremental VEC entity reader.
+//!
+//! Decoding one entity takes two passes over the buffer:
+//!
+//! 1. **scan**: walk the headers with an explicit stack, summing payload
+//!    lengths, until the header structure is complete. The scan is resumable:
+//!    when the buffer runs out it remembers where the last complete header
+//!    element ended. It enforces the size cap (headers plus declared payloads)
+//!    and the depth cap, so nothing is allocated for a message that will be
+//!    refused.
+//! 2. **build**: once `header_end + payload_total` bytes are buffered, walk
+//!    the headers again and build the entity, taking payloads from the end of
+//!    the message backwards (they are stored in reverse pre-order). Recursion
+//!    depth is bounded by the depth cap checked in the scan.
+
+use bytes::{Buf, BytesMut};
+use num_bigint::{BigInt, Sign};
+
+use super::netbytes::{self, PosInt};
+use super::{code, Codec};
+use crate::entity::{Entity, Owner, VFloat, WireRef};
+use crate::Error;
+
+/// Default cap on one message: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Default cap on entity nesting.
+pub const DEFAULT_MAX_DEPTH: usize = 256;
+
+/// Decoder settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeConfig {
+    /// Largest accepted message (one top-level entity), headers and payloads.
+    pub max_message: usize,
+    /// Deepest accepted nesting of tuples, exceptions and tagged values.
+    pub max_depth: usize,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig {
+            max_message: DEFAULT_MAX_MESSAGE,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// Maps wire references to references of type `R` while decoding.
+///
+/// The link layer implements this to look up its objects and count
+/// receipts; an unknown id is an error that closes the link.
+pub trait RefDecoder<R> {
+    /// The reference for `wire`.
+    fn decode_ref(&mut self, wire: WireRef) -> Result<R, Error>;
+}
+
+impl RefDecoder<WireRef> for crate::entity::RawRefs {
+    fn decode_ref(&mut self, wire: WireRef) -> Result<WireRef, Error> {
+        Ok(wire)
+    }
+}
+
+/// Reads entities from a growing byte buffer.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    config: DecodeConfig,
+    peer_codec: Option<Codec>,
+    scan: Scan,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Scan {
+    /// Offset of the first header element not yet scanned.
+    pos: usize,
+    /// Children still to scan, per open container.
+    stack: Vec<u64>,
+    /// Sum of payload lengths seen so far.
+    payload_total: u64,
+    /// Whether the root element has been scanned.
+    root_seen: bool,
+}
+
+enum Step {
+    NeedMore,
+    Done,
+}
+
+impl Decoder {
+    /// A decoder with the given caps and no peer codec.
+    pub fn new(config: DecodeConfig) -> Self {
+        Decoder {
+            config,
+            peer_codec: None,
+            scan: Scan::default(),
+        }
+    }
+
+    /// Sets the default codec the peer declared in its VEC hello; strings
+    /// without an explicit codec are decoded with it.
+    pub fn set_peer_codec(&mut self, codec: Option<Codec>) {
+        self.peer_codec = codec;
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DecodeConfig {
+        &self.config
+    }
+
+    /// Whether part of an entity has been scanned but not yet returned.
+    pub fn is_mid_entity(&self) -> bool {
+        self.scan.pos > 0
+    }
+
+    /// Decodes the next entity from the front of `buf`, consuming its bytes.
+    ///
+    /// Returns `Ok(None)` if `buf` does not yet hold a whole entity; call
+    /// again when more bytes have been appended (without consuming any).
+    pub fn decode<R>(
+        &mut self,
+        buf: &mut BytesMut,
+        refs: &mut impl RefDecoder<R>,
+    ) -> Result<Option<Entity<R>>, Error> {
+        match self.scan_headers(buf)? {
+            Step::NeedMore => return Ok(None),
+            Step::Done => {}
+        }
+        let header_end = self.scan.pos;
+        let total = header_end as u64 + self.scan.payload_total;
+        if (buf.len() as u64) < total {
+            return Ok(None);
+        }
+        // `total` is at most `max_message`, a usize, as checked by the scan.
+        let total = total as usize;
+        self.scan = Scan::default();
+        let mut builder = Builder {
+            buf: &buf[..total],
+            head: 0,
+            payload_end: total,
+            header_end,
+            peer_codec: self.peer_codec,
+            refs,
+        };
+        let entity = builder.entity()?;
+        debug_assert_eq!(builder.head, header_end);
+        debug_assert_eq!(builder.payload_end, header_end);
+        buf.advance(total);
+        Ok(Some(entity))
+    }
+
+    /// Checks the state at end of stream: leftover bytes are an error.
+    pub fn decode_eof(&self, buf: &BytesMut) -> Result<(), Error> {
+        if buf.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Truncated(buf.len()))
+        }
+    }
+
+    fn too_large(&self, declared: u64) -> Result<(), Error> {
+        if declared > self.config.max_message as u64 {
+            Err(Error::TooLarge {
+                declared,
+                max: self.config.max_message,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn scan_headers(&mut self, buf: &[u8]) -> Result<Step, Error> {
+        loop {
+            // Close finished containers.
+            while self.scan.stack.last() == Some(&0) {
+                self.scan.stack.pop();
+            }
+            if self.scan.root_seen && self.scan.stack.is_empty() {
+                return Ok(Step::Done);
+            }
+            let start = self.scan.pos;
+            let rest = &buf[start..];
+            let Some(&c) = rest.first() else {
+                return Ok(Step::NeedMore);
+            };
+            // Measure the whole element (code plus its leaf fields) first;
+            // nothing is recorded unless all of it is there.
+            let mut at = 1usize;
+            let mut payload = 0u64;
+            let mut children: Option<u64> = None;
+            macro_rules! field {
+                () => {{
+                    match netbytes::field_len(&rest[at..])? {
+                        None => return Ok(Step::NeedMore),
+                        Some(n) => {
+                            let end = (start + at) as u64 + n;
+                            self.too_large(end + self.scan.payload_total)?;
+                            if end > buf.len() as u64 {
+                                return Ok(Step::NeedMore);
+                            }
+                            at += n as usize;
+                        }
+                    }
+                }};
+            }
+            macro_rules! value {
+                ($what:expr) => {{
+                    match netbytes::read(&rest[at..])? {
+                        None => return Ok(Step::NeedMore),
+                        Some((v, n)) => {
+                            at += n;
+                            v.to_u64($what)?
+                        }
+                    }
+                }};
+            }
+            match c {
+                0..=0xee | code::FALSE | code::TRUE | code::NONE => {}
+                code::INT_POS | code::INT_NEG | code::REF_SENDER | code::REF_RECEIVER => field!(),
+                code::BYTES | code::STRING => payload = value!("bytes length"),
+                code::STRING_CODEC => {
+                    payload = value!("codec length");
+                    payload =
+                        payload
+                            .checked_add(value!("string length"))
+                            .ok_or(Error::OutOfRange {
+                                what: "string length",
+                            })?;
+                }
+                code::TUPLE | code::EXCEPTION | code::TAGGED => {
+                    children = Some(value!("tuple length"));
+                }
+                code::FLOAT_2 | code::FLOAT_10 => {
+                    field!();
+                    field!();
+                }
+                code::FLOAT_N => {
+                    field!();
+                    field!();
+                    field!();
+                }
+                _ => return Err(Error::InvalidCode { code: c }),
+            }
+            let payload_total =
+                self.scan
+                    .payload_total
+                    .checked_add(payload)
+                    .ok_or(Error::OutOfRange {
+                        what: "payload length",
+                    })?;
+            self.too_large((start + at) as u64 + payload_total)?;
+            // Commit the element.
+            self.scan.pos = start + at;
+            self.scan.payload_total = payload_total;
+            match self.scan.stack.last_mut() {
+                Some(remaining) => *remaining -= 1,
+                None => self.scan.root_seen = true,
+            }
+            if let Some(n) = children.filter(|n| *n > 0) {
+                if self.scan.stack.len() + 2 > self.config.max_depth {
+                    return Err(Error::TooDeep {
+                        max: self.config.max_depth,
+                    });
+                }
+                // Every child takes at least one header byte.
+                self.too_large(self.scan.pos as u64 + n + payload_total)?;
+                self.scan.stack.push(n);
+            }
+        }
+    }
+}
+
+struct Builder<'a, D> {
+    buf: &'a [u8],
+    head: usize,
+    payload_end: usize,
+    header_end: usize,
+    peer_codec: Option<Codec>,
+    refs: &'a mut D,
+}
+
+impl<D> Builder<'_, D> {
+    fn byte(&mut self) -> Result<u8, Error> {
+        let b = *self
+            .buf
+            .get(self.head)
+            .ok_or(Error::Malformed("header overrun"))?;
+        self.head += 1;
+        Ok(b)
+    }
+
+    fn posint(&mut self) -> Result<PosInt, Error> {
+        let (v, n) = netbytes::read(&self.buf[self.head..self.header_end])?
+            .ok_or(Error::Malformed("header overrun"))?;
+        self.head += n;
+        Ok(v)
+    }
+
+    fn len(&mut self, what: &'static str) -> Result<usize, Error> {
+        self.posint()?.to_usize(what)
+    }
+
+    fn payload(&mut self, len: usize) -> Result<&[u8], Error> {
+        let start = self
+            .payload_end
+            .checked_sub(len)
+            .filter(|s| *s >= self.header_end)
+            .ok_or(Error::Malformed("payload overrun"))?;
+        let data = &self.buf[start..self.payload_end];
+        self.payload_end = start;
+        Ok(data)
+    }
+
+    fn signed(&mut self) -> Result<BigInt, Error> {
+        Ok(netbytes::to_signed(&self.posint()?))
+    }
+
+    fn signed_i64(&mut self, what: &'static str) -> Result<i64, Error> {
+        netbytes::to_signed_i64(&self.posint()?).ok_or(Error::OutOfRange { what })
+    }
+
+    fn entities<R>(&mut self) -> Result<Vec<Entity<R>>, Error>
+    where
+        D: super::RefDecoder<R>,
+    {
+        let n = self.len("tuple length")?;
+        // The scan saw all n children in the header bytes.
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(self.entity()?);
+        }
+        Ok(items)
+    }
+
+    fn entity<R>(&mut self) -> Result<Entity<R>, Error>
+    where
+        D: super::RefDecoder<R>,
+    {
+        let c = self.byte()?;
+        Ok(match c {
+            0..=0xee => Entity::Int(c as i64 - 1),
+            code::INT_POS => match self.posint()? {
+                PosInt::Small(n) => match i64::try_from(n + 238) {
+                    Ok(v) => Entity::Int(v),
+                    Err(_) => Entity::BigInt(BigInt::from(n) + BigInt::from(238)),
+                },
+                big => Entity::int(
+                    BigInt::from_biguint(Sign::Plus, big.to_biguint()) + BigInt::from(238),
+                ),
+            },
+            code::INT_NEG => match self.posint()? {
+                PosInt::Small(n) => match i64::try_from(n + 2) {
+                    Ok(v) => Entity::Int(-v),
+                    Err(_) => Entity::int(-(BigInt::from(n) + BigInt::from(2))),
+                },
+                big => Entity::int(
+                    -(BigInt::from_biguint(Sign::Plus, big.to_biguint()) + BigInt::from(2)),
+                ),
+            },
+            code::FALSE => Entity::Bool(false),
+            code::TRUE => Entity::Bool(true),
+            code::NONE => Entity::None,
+            code::BYTES => {
+                let n = self.len("bytes length")?;
+                Entity::Bytes(self.payload(n)?.to_vec())
+            }
+            code::STRING => {
+                let n = self.len("string length")?;
+                let codec = self.peer_codec.ok_or(Error::NoStringCodec)?;
+                Entity::Str(codec.decode(self.payload(n)?)?)
+            }
+            code::STRING_CODEC => {
+                let codec_len = self.len("codec length")?;
+                let data_len = self.len("string length")?;
+                let name = self.payload(codec_len)?;
+                let codec = Codec::from_name(name).ok_or_else(|| {
+                    Error::UnsupportedCodec(String::from_utf8_lossy(name).into_owned())
+                })?;
+                Entity::Str(codec.decode(self.payload(data_len)?)?)
+            }
+            code::TUPLE => Entity::Tuple(self.entities()?),
+            code::EXCEPTION => Entity::Exception(self.entities()?),
+            code::TAGGED => {
+                let mut items = self.entities()?.into_iter();
+                let value = items
+                    .next()
+                    .ok_or(Error::Malformed("tagged entity without a value"))?;
+                Entity::Tagged(Box::new(value), items.collect())
+            }
+            code::FLOAT_2 | code::FLOAT_10 => {
+                let digits = self.signed()?;
+                let exp = self.signed_i64("float exponent")?;
+                Entity::Float(VFloat {
+                    digits,
+                    base: if c == code::FLOAT_2 { 2 } else { 10 },
+                    exp,
+                })
+            }
+            code::FLOAT_N => {
+                let digits = self.signed()?;
+                let base = self
+                    .signed_i64("float base")
+                    .map_err(|_| Error::InvalidFloatBase)?;
+                let base = u64::try_from(base)
+                    .ok()
+                    .filter(|b| *b >= 2)
+                    .ok_or(Error::InvalidFloatBase)?;
+                let exp = self.signed_i64("float exponent")?;
+                Entity::Float(VFloat { digits, base, exp })
+            }
+            code::REF_SENDER | code::REF_RECEIVER => {
+                let id = self.signed_i64("object id")?;
+                let owner = if c == code::REF_SENDER {
+                    Owner::Sender
+                } else {
+                    Owner::Receiver
+                };
+                Entity::Ref(self.refs.decode_ref(WireRef { owner, id })?)
+            }
+            _ => return Err(Error::InvalidCode { code: c }),
+        })
+    }
+}
+
+/// Decodes exactly one entity with raw wire references from `bytes`.
+///
+/// Trailing bytes after the entity, or too few bytes, are errors.
+pub fn decode_complete(
+    bytes: &[u8],
+    peer_codec: Option<Codec>,
+    config: DecodeConfig,
+) -> Result<Entity, Error> {
+    let mut decoder = Decoder::new(config);
+    decoder.set_peer_codec(peer_codec);
+    let mut buf = BytesMut::from(bytes);
+    match decoder.decode(&mut buf, &mut crate::entity::RawRefs)? {
+        Some(e) if buf.is_empty() => Ok(e),
+        Some(_) => Err(Error::Malformed("trailing bytes after entity")),
+        None => Err(Error::Truncated(bytes.len())),
+    }
+}
