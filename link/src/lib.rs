@@ -1,1 +1,46 @@
-//! placeholder
+//! The VOL link protocol: what runs over a Versile connection once the
+//! transport is negotiated.
+//!
+//! A link connects two object worlds. Each side publishes a *gateway*
+//! object; after the handshake each holds a [`RemoteObject`] for the other's
+//! gateway and can call its methods. Results can carry further objects in
+//! both directions; the link counts references so each side releases an
+//! object exactly when the peer no longer holds it.
+//!
+//! * [`core`]-level protocol handling is sans-IO ([`LinkConfig`] configures
+//!   it); [`Driver`] runs it over any `AsyncRead + AsyncWrite` stream on one
+//!   tokio task; [`serve`] and [`connect`] are the two ways to start one.
+//! * [`Object`] is what can be called; [`publish::Published`] builds objects
+//!   from typed async functions and answers `meta.methods()` / `meta.doc()`.
+//! * [`uri`] parses `vop://host:port/path/name?args` resource identifiers;
+//!   [`resolve`] connects and resolves them; [`router::Router`] builds
+//!   gateways that serve paths.
+//!
+//! What it is not: it opens no sockets itself and does no TLS (see
+//! `vole-transport`), and it knows nothing of processes (see `vole-node`).
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+mod core;
+mod driver;
+mod error;
+mod handle;
+pub mod object;
+pub mod proto;
+pub mod publish;
+mod remote;
+pub mod resolve;
+pub mod router;
+pub mod uri;
+mod value;
+
+pub use crate::core::LinkConfig;
+pub use driver::{connect, serve, Closed, Driver, LinkSetup};
+pub use error::Error;
+pub use handle::{Link, LinkStats};
+pub use object::{CallContext, CallError, CallFuture, LinkInfo, Object, TlsInfo};
+pub use proto::CallKind;
+pub use remote::{IntoArgs, RemoteObject};
+pub use value::{ObjectRef, Value};
+pub use vole_transport::{Entity, FromEntity, IntoEntity};

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod convert;
 pub mod entity;
 mod error;
 pub mod serde;
@@ -31,6 +32,7 @@ pub mod tls;
 pub mod vec;
 pub mod vop;
 
+pub use convert::{FromEntity, IntoEntity};
 pub use entity::{Entity, Owner, RefEncoder, VFloat, WireRef};
 pub use error::Error;
 pub use num_bigint::BigInt;

@@ -1,0 +1,934 @@
+//! The VOL link state machine, without I/O.
+//!
+//! [`LinkCore`] is fed the bytes read from the connection
+//! ([`LinkCore::handle_input`]) and the time ([`LinkCore::handle_timeout`]),
+//! and is told what the local side wants (calls, results, dereferences). It
+//! appends everything to send to an output buffer ([`LinkCore::output`]) and
+//! reports what happened as [`Event`]s ([`LinkCore::poll_event`]). The driver
+//! in [`crate::driver`] is a thin tokio task around it.
+//!
+//! It owns the parts of VOL that are easy to get wrong:
+//!
+//! * the VEC hello, the VOL hello and the call-based handshake, in which each
+//!   side calls `finish()` on the peer's handshake object and receives the
+//!   peer's gateway; `finish()` is answered late if it arrives before this
+//!   side is ready;
+//! * message ids per direction and the matching of results to calls;
+//! * the two object id spaces with send and receive counts, and the
+//!   NOTIFY_DEREF / CONFIRM_DEREF protocol, so an object is released exactly
+//!   when the peer holds no reference to it and none is in flight;
+//! * keep-alive negotiation, sending and expiry.
+//!
+//! Call order for a driver: [`LinkCore::start`] once; then whenever bytes
+//! arrive, [`LinkCore::handle_input`]; drain [`LinkCore::poll_event`]; write out
+//! [`LinkCore::output`]; arm a timer for [`LinkCore::poll_timeout`] and call
+//! [`LinkCore::handle_timeout`] when it fires.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::time::Instant;
+use vole_transport::vec::{
+    hello as vec_hello, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, RefDecoder,
+};
+use vole_transport::{Entity, Owner, RefEncoder, WireRef};
+
+use crate::handle::LinkShared;
+use crate::object::{CallContext, CallError, CallFuture, Object};
+use crate::proto::{self, code, CallKind};
+use crate::remote::{RemoteInner, RemoteObject};
+use crate::{Error, ObjectRef, Value};
+
+/// Settings of one link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Keep the peer's gateway after the handshake. A service sets this to
+    /// false: it never calls the client's gateway, so it releases it at once
+    /// (VPy's `hold_peer=False`).
+    pub hold_peer: bool,
+    /// The handshake must complete within this time.
+    pub handshake_timeout: Duration,
+    /// Ask the peer to send keep-alives at this period; the link is closed
+    /// if nothing arrives for 1.5 periods.
+    pub keep_alive: Option<Duration>,
+    /// The shortest keep-alive period this side agrees to send.
+    pub keep_alive_min_send: Duration,
+    /// Largest accepted message.
+    pub max_message: usize,
+    /// Deepest accepted entity nesting.
+    pub max_depth: usize,
+    /// Incoming calls that may run at once; reading pauses beyond this.
+    pub max_inflight: usize,
+    /// Output buffered beyond this many bytes pauses reading and local calls
+    /// until the peer reads.
+    pub out_high_water: usize,
+    /// If buffered output makes no progress for this long, the peer is
+    /// taken to have stopped reading and the link is closed.
+    pub write_timeout: Duration,
+    /// A graceful close that has not finished after this long is forced.
+    pub close_grace: Duration,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            hold_peer: true,
+            handshake_timeout: Duration::from_secs(30),
+            keep_alive: None,
+            keep_alive_min_send: Duration::from_secs(1),
+            max_message: vole_transport::vec::DecodeConfig::default().max_message,
+            max_depth: vole_transport::vec::DecodeConfig::default().max_depth,
+            max_inflight: 1024,
+            out_high_water: 1 << 20,
+            write_timeout: Duration::from_secs(30),
+            close_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the core reports to its driver.
+pub(crate) enum Event {
+    /// The handshake completed; this is the peer's gateway.
+    HandshakeDone(RemoteObject),
+    /// The peer called one of this side's objects.
+    Call {
+        call_id: u64,
+        future: CallFuture,
+        kind: CallKind,
+    },
+    /// A call this side made has an outcome.
+    Completed {
+        call_id: u64,
+        result: Result<Value, Error>,
+    },
+    /// No references remain in either direction: the link is done.
+    Idle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    VecHello,
+    VolHello,
+    PeerHandshake,
+    Running,
+}
+
+/// The handshake object each side publishes; calls to it never reach user
+/// code, the core answers them.
+struct HandshakeObject;
+
+impl Object for HandshakeObject {
+    fn call(self: Arc<Self>, _cx: CallContext, _args: Vec<Value>) -> CallFuture {
+        Box::pin(async { Err(CallError::failed("handshake object called out of band")) })
+    }
+
+    fn type_name(&self) -> &str {
+        "VHandshake"
+    }
+}
+
+struct LocalEntry {
+    object: Arc<dyn Object>,
+    key: usize,
+    sends: u64,
+}
+
+struct PeerEntry {
+    proxy: Weak<RemoteInner>,
+    recvs: u64,
+    deref_sent: bool,
+}
+
+/// The two id spaces of a link.
+struct RefTable {
+    shared: Arc<LinkShared>,
+    local: HashMap<i64, LocalEntry>,
+    local_ids: HashMap<usize, i64>,
+    next_id: i64,
+    peer: HashMap<i64, PeerEntry>,
+    /// Local ids whose send count the current encode raised, to undo on
+    /// failure.
+    journal: Vec<i64>,
+}
+
+impl RefTable {
+    fn register_local(&mut self, object: Arc<dyn Object>, key: usize) -> i64 {
+        if let Some(id) = self.local_ids.get(&key) {
+            return *id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.local_ids.insert(key, id);
+        self.local.insert(
+            id,
+            LocalEntry {
+                object,
+                key,
+                sends: 0,
+            },
+        );
+        id
+    }
+
+    fn rollback(&mut self) {
+        for id in self.journal.drain(..) {
+            if let Some(entry) = self.local.get_mut(&id) {
+                entry.sends -= 1;
+                if entry.sends == 0 {
+                    let key = entry.key;
+                    self.local.remove(&id);
+                    self.local_ids.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.peer.is_empty()
+    }
+}
+
+fn object_key(object: &Arc<dyn Object>) -> usize {
+    Arc::as_ptr(object) as *const () as usize
+}
+
+impl RefEncoder<ObjectRef> for RefTable {
+    fn encode_ref(&mut self, r: &ObjectRef) -> Result<WireRef, vole_transport::Error> {
+        let id = match r {
+            ObjectRef::Remote(remote) if remote.link_id() == self.shared.id => {
+                return Ok(WireRef {
+                    owner: Owner::Receiver,
+                    id: remote.id(),
+                });
+            }
+            ObjectRef::Remote(remote) => {
+                // A proxy from another link: serve it as a local object that
+                // forwards calls.
+                let key = remote.inner_key();
+                let forward: Arc<dyn Object> = Arc::new(remote.clone());
+                self.register_local(forward, key)
+            }
+            ObjectRef::Local(object) => self.register_local(object.clone(), object_key(object)),
+        };
+        if let Some(entry) = self.local.get_mut(&id) {
+            entry.sends += 1;
+        }
+        self.journal.push(id);
+        Ok(WireRef {
+            owner: Owner::Sender,
+            id,
+        })
+    }
+}
+
+impl RefDecoder<ObjectRef> for RefTable {
+    fn decode_ref(&mut self, wire: WireRef) -> Result<ObjectRef, vole_transport::Error> {
+        match wire.owner {
+            Owner::Receiver => self
+                .local
+                .get(&wire.id)
+                .map(|e| ObjectRef::Local(e.object.clone()))
+                .ok_or(vole_transport::Error::UnknownObject { id: wire.id }),
+            Owner::Sender => {
+                let entry = self.peer.entry(wire.id).or_insert(PeerEntry {
+                    proxy: Weak::new(),
+                    recvs: 0,
+                    deref_sent: false,
+                });
+                entry.recvs += 1;
+                let proxy = match RemoteObject::upgrade(&entry.proxy) {
+                    Some(p) => p,
+                    None => {
+                        let p = RemoteObject::new(wire.id, self.shared.clone());
+                        entry.proxy = p.downgrade();
+                        entry.deref_sent = false;
+                        p
+                    }
+                };
+                Ok(ObjectRef::Remote(proxy))
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Handshake {
+    our_id: i64,
+    peer_object: Option<RemoteObject>,
+    keep_alive_call: Option<i64>,
+    finish_call: Option<i64>,
+    deferred_finish: Vec<u64>,
+    allow_finish: bool,
+    sent_gateway: bool,
+    got_keep_alive_request: bool,
+    peer_gateway: Option<RemoteObject>,
+    done: bool,
+}
+
+/// What a pending outgoing call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    User,
+    KeepAlive,
+    Finish,
+}
+
+/// The sans-IO VOL link.
+pub(crate) struct LinkCore {
+    config: LinkConfig,
+    shared: Arc<LinkShared>,
+    context: CallContext,
+    gateway: Arc<dyn Object>,
+    phase: Phase,
+    encoder: Encoder,
+    decoder: Decoder,
+    refs: RefTable,
+    out: Vec<u8>,
+    next_msg_id: i64,
+    pending: HashMap<i64, Pending>,
+    events: VecDeque<Event>,
+    hs: Handshake,
+    draining: bool,
+    // Keep-alive and timers.
+    handshake_deadline: Instant,
+    last_sent: Instant,
+    last_recv: Instant,
+    keep_alive_send: Option<Duration>,
+    keep_alive_recv: Option<Duration>,
+    keep_alive_times: VecDeque<Instant>,
+}
+
+const KEEP_ALIVE_EXPIRE: f64 = 1.5;
+const KEEP_ALIVE_SPAM: f64 = 0.5;
+const KEEP_ALIVE_WINDOW: usize = 5;
+
+impl LinkCore {
+    /// A core for a new connection; `gateway` is what the peer receives from
+    /// `finish()`.
+    pub(crate) fn new(
+        config: LinkConfig,
+        shared: Arc<LinkShared>,
+        gateway: Arc<dyn Object>,
+        now: Instant,
+    ) -> Self {
+        let mut decoder = Decoder::new(DecodeConfig {
+            max_message: config.max_message,
+            max_depth: config.max_depth,
+        });
+        decoder.set_peer_codec(None);
+        LinkCore {
+            context: CallContext::new(shared.info.clone()),
+            encoder: Encoder::new(EncodeConfig {
+                str_codec: Some(Codec::Utf8),
+                max_depth: config.max_depth,
+            }),
+            decoder,
+            refs: RefTable {
+                shared: shared.clone(),
+                local: HashMap::new(),
+                local_ids: HashMap::new(),
+                next_id: 1,
+                peer: HashMap::new(),
+                journal: Vec::new(),
+            },
+            out: Vec::with_capacity(4096),
+            next_msg_id: 1,
+            pending: HashMap::new(),
+            events: VecDeque::new(),
+            hs: Handshake::default(),
+            draining: false,
+            handshake_deadline: now + config.handshake_timeout,
+            last_sent: now,
+            last_recv: now,
+            keep_alive_send: None,
+            keep_alive_recv: None,
+            keep_alive_times: VecDeque::new(),
+            phase: Phase::VecHello,
+            config,
+            shared,
+            gateway,
+        }
+    }
+
+    /// Queues this side's VEC hello and VOL hello.
+    pub(crate) fn start(&mut self) -> Result<(), Error> {
+        self.out
+            .extend_from_slice(&vec_hello::line(Some(Codec::Utf8)));
+        self.write_raw(&proto::hello())
+    }
+
+    /// Bytes waiting to be written.
+    pub(crate) fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// The next event, if any.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether the handshake has completed.
+    pub(crate) fn is_open(&self) -> bool {
+        self.hs.done
+    }
+
+    /// Whether calls this side made are still waiting for results.
+    pub(crate) fn has_pending_calls(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Stop accepting new calls from the peer: each gets an exception saying
+    /// the link is closing. Calls already running finish normally.
+    pub(crate) fn begin_drain(&mut self) {
+        self.draining = true;
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Feeds bytes read from the connection.
+    pub(crate) fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), Error> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.last_recv = now;
+        loop {
+            match self.phase {
+                Phase::VecHello => match vec_hello::parse(buf)? {
+                    None => return Ok(()),
+                    Some((codec, used)) => {
+                        let _ = buf.split_to(used);
+                        self.decoder.set_peer_codec(codec);
+                        self.phase = Phase::VolHello;
+                    }
+                },
+                Phase::VolHello => {
+                    let Some(hello) = self.decoder.decode(buf, &mut self.refs)? else {
+                        return Ok(());
+                    };
+                    let peer = proto::parse_hello(&hello).map_err(Error::Handshake)?;
+                    if let Some((license, url)) = &peer.copyleft {
+                        tracing::debug!(link = self.shared.id, %license, %url, "peer announces copyleft license");
+                    }
+                    // Publish the handshake object.
+                    let hs: Arc<dyn Object> = Arc::new(HandshakeObject);
+                    self.hs.our_id = self.refs.register_local(hs.clone(), object_key(&hs));
+                    self.write_raw(&Entity::Ref(ObjectRef::Local(hs)))?;
+                    self.phase = Phase::PeerHandshake;
+                }
+                Phase::PeerHandshake => {
+                    let Some(obj) = self.decoder.decode(buf, &mut self.refs)? else {
+                        return Ok(());
+                    };
+                    let Entity::Ref(ObjectRef::Remote(peer_hs)) = obj else {
+                        return Err(Error::Handshake(format!(
+                            "expected the peer's handshake object, got {}",
+                            obj.kind()
+                        )));
+                    };
+                    self.phase = Phase::Running;
+                    self.hs.peer_object = Some(peer_hs.clone());
+                    match self.config.keep_alive {
+                        Some(period) => {
+                            let ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+                            let id = self.send_call(
+                                &peer_hs,
+                                vec![Value::str("keep_alive"), Value::Int(ms)],
+                                CallKind::Normal,
+                            )?;
+                            self.pending.insert(id, Pending::KeepAlive);
+                            self.hs.keep_alive_call = Some(id);
+                        }
+                        None => self.can_finish(&peer_hs)?,
+                    }
+                }
+                Phase::Running => {
+                    let Some(msg) = self.decoder.decode(buf, &mut self.refs)? else {
+                        return Ok(());
+                    };
+                    tracing::trace!(link = self.shared.id, ?msg, "recv");
+                    self.handle_message(msg, now)?;
+                }
+            }
+        }
+    }
+
+    /// The peer closed its sending side.
+    pub(crate) fn handle_eof(&mut self, buf: &BytesMut) -> Result<(), Error> {
+        if self.decoder.is_mid_entity() || !buf.is_empty() {
+            return Err(Error::Transport(vole_transport::Error::Truncated(
+                buf.len(),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Calls `method` on the peer's object `target`. Returns the call id to
+    /// match the [`Event::Completed`] (none for one-way calls).
+    pub(crate) fn call(
+        &mut self,
+        target: &RemoteObject,
+        args: Vec<Value>,
+        kind: CallKind,
+    ) -> Result<Option<i64>, Error> {
+        if target.link_id() != self.shared.id {
+            return Err(Error::Usage("object belongs to another link".to_owned()));
+        }
+        let id = self.send_call(target, args, kind)?;
+        if kind == CallKind::Oneway {
+            return Ok(None);
+        }
+        self.pending.insert(id, Pending::User);
+        Ok(Some(id))
+    }
+
+    /// Answers an incoming call.
+    pub(crate) fn respond(
+        &mut self,
+        call_id: u64,
+        kind: CallKind,
+        result: Result<Value, CallError>,
+    ) -> Result<(), Error> {
+        let call_id = call_id as i64;
+        let result = match (kind, result) {
+            (CallKind::Oneway, Ok(_)) => return Ok(()),
+            (CallKind::Oneway, Err(e)) => {
+                tracing::debug!(link = self.shared.id, call = call_id, error = %e, "one-way call failed");
+                return Ok(());
+            }
+            (CallKind::Void, Ok(_)) => Ok(Value::None),
+            (_, r) => r,
+        };
+        match result {
+            Ok(value) => {
+                let payload = Value::Tuple(vec![Value::Int(call_id), value]);
+                if let Err(e) = self.send(code::CALL_RESULT, payload) {
+                    // The result cannot be encoded (e.g. nested too deep):
+                    // the caller gets a call error, the link stays up.
+                    tracing::warn!(link = self.shared.id, call = call_id, error = %e, "result could not be sent");
+                    self.send(code::CALL_ERROR, Value::Int(call_id))?;
+                }
+            }
+            Err(CallError::Exception(args)) => {
+                let payload = Value::Tuple(vec![Value::Int(call_id), Value::Exception(args)]);
+                if let Err(e) = self.send(code::CALL_EXCEPTION, payload) {
+                    tracing::warn!(link = self.shared.id, call = call_id, error = %e, "exception could not be sent");
+                    self.send(code::CALL_ERROR, Value::Int(call_id))?;
+                }
+            }
+            Err(CallError::Failed(reason)) => {
+                tracing::debug!(link = self.shared.id, call = call_id, %reason, "call failed");
+                self.send(code::CALL_ERROR, Value::Int(call_id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A proxy for the peer's object `id` was dropped.
+    pub(crate) fn release(&mut self, id: i64) -> Result<(), Error> {
+        let Some(entry) = self.refs.peer.get_mut(&id) else {
+            return Ok(());
+        };
+        if entry.proxy.strong_count() > 0 {
+            // A new proxy was made since; its drop will release.
+            return Ok(());
+        }
+        let recvs = entry.recvs as i64;
+        entry.deref_sent = true;
+        self.send(
+            code::NOTIFY_DEREF,
+            Value::Tuple(vec![Value::Int(id), Value::Int(recvs)]),
+        )
+    }
+
+    /// When the core next needs [`LinkCore::handle_timeout`].
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if !self.hs.done {
+            consider(self.handshake_deadline);
+        }
+        if let Some(period) = self.keep_alive_send {
+            consider(self.last_sent + period);
+        }
+        if let Some(period) = self.keep_alive_recv {
+            consider(self.last_recv + period.mul_f64(KEEP_ALIVE_EXPIRE));
+        }
+        next
+    }
+
+    /// Advances timers.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        if !self.hs.done && now >= self.handshake_deadline {
+            return Err(Error::Timeout("link handshake"));
+        }
+        if let Some(period) = self.keep_alive_recv {
+            if now >= self.last_recv + period.mul_f64(KEEP_ALIVE_EXPIRE) {
+                return Err(Error::Timeout("keep-alive"));
+            }
+        }
+        if let Some(period) = self.keep_alive_send {
+            if now >= self.last_sent + period {
+                self.send(code::KEEP_ALIVE, Value::None)?;
+                self.last_sent = now;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- internals -----------------------------------------------------
+
+    fn write_raw(&mut self, entity: &Value) -> Result<(), Error> {
+        self.refs.journal.clear();
+        match self.encoder.encode(entity, &mut self.refs, &mut self.out) {
+            Ok(()) => {
+                self.refs.journal.clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.refs.rollback();
+                Err(Error::Transport(e))
+            }
+        }
+    }
+
+    fn send(&mut self, code: i64, payload: Value) -> Result<(), Error> {
+        self.send_message(code, payload).map(|_| ())
+    }
+
+    fn send_message(&mut self, code: i64, payload: Value) -> Result<i64, Error> {
+        let id = self.next_msg_id;
+        tracing::trace!(link = self.shared.id, id, code, ?payload, "send");
+        let msg = Value::Tuple(vec![Value::Int(id), Value::Int(code), payload]);
+        self.write_raw(&msg)?;
+        self.next_msg_id += 1;
+        self.last_sent = Instant::now();
+        Ok(id)
+    }
+
+    fn send_call(
+        &mut self,
+        target: &RemoteObject,
+        args: Vec<Value>,
+        kind: CallKind,
+    ) -> Result<i64, Error> {
+        let payload = Value::Tuple(vec![
+            Value::Ref(ObjectRef::Remote(target.clone())),
+            Value::Tuple(args),
+        ]);
+        self.send_message(kind.code(), payload)
+    }
+
+    fn can_finish(&mut self, peer_hs: &RemoteObject) -> Result<(), Error> {
+        self.hs.allow_finish = true;
+        for call_id in std::mem::take(&mut self.hs.deferred_finish) {
+            self.answer_finish(call_id)?;
+        }
+        let id = self.send_call(peer_hs, vec![Value::str("finish")], CallKind::Normal)?;
+        self.pending.insert(id, Pending::Finish);
+        self.hs.finish_call = Some(id);
+        Ok(())
+    }
+
+    fn answer_finish(&mut self, call_id: u64) -> Result<(), Error> {
+        let gw = Value::Ref(ObjectRef::Local(self.gateway.clone()));
+        self.respond(call_id, CallKind::Normal, Ok(gw))?;
+        self.hs.sent_gateway = true;
+        self.check_handshake_done();
+        Ok(())
+    }
+
+    fn check_handshake_done(&mut self) {
+        if self.hs.done || !self.hs.sent_gateway || self.hs.peer_gateway.is_none() {
+            return;
+        }
+        self.hs.done = true;
+        // Release the peer's handshake object (its proxy drop sends the
+        // NOTIFY_DEREF).
+        self.hs.peer_object = None;
+        if let Some(gw) = self.hs.peer_gateway.take() {
+            self.events.push_back(Event::HandshakeDone(gw));
+        }
+        tracing::debug!(link = self.shared.id, "link handshake completed");
+    }
+
+    fn handle_message(&mut self, msg: Value, now: Instant) -> Result<(), Error> {
+        let Value::Tuple(parts) = msg else {
+            return Err(violation(format!(
+                "message is a {}, not a 3-tuple",
+                msg.kind()
+            )));
+        };
+        let Ok([msg_id, msg_code, payload]) = <[Value; 3]>::try_from(parts) else {
+            return Err(violation("message is not a 3-tuple"));
+        };
+        let (Value::Int(_msg_id), Value::Int(msg_code)) = (&msg_id, &msg_code) else {
+            return Err(violation("message id and code must be integers"));
+        };
+        match *msg_code {
+            code::METHOD_CALL => self.incoming_call(*_msg_id, payload, CallKind::Normal),
+            code::METHOD_CALL_VOID_RESULT => self.incoming_call(*_msg_id, payload, CallKind::Void),
+            code::METHOD_CALL_NO_RETURN => self.incoming_call(*_msg_id, payload, CallKind::Oneway),
+            code::CALL_RESULT => {
+                let (call_id, value) = pair(payload, "call result")?;
+                self.outcome(call_id, Ok(value))
+            }
+            code::CALL_EXCEPTION => {
+                let (call_id, exc) = pair(payload, "call exception")?;
+                let args = match exc {
+                    Value::Exception(args) => args,
+                    other => vec![other],
+                };
+                self.outcome(call_id, Err(Error::Exception(args)))
+            }
+            code::CALL_ERROR => {
+                let Value::Int(call_id) = payload else {
+                    return Err(violation("call error payload must be a call id"));
+                };
+                self.outcome(call_id, Err(Error::CallError))
+            }
+            code::NOTIFY_DEREF => {
+                let (id, count) = pair(payload, "deref notice")?;
+                let Value::Int(count) = count else {
+                    return Err(violation("deref notice count must be an integer"));
+                };
+                self.notify_deref(id, count)
+            }
+            code::CONFIRM_DEREF => {
+                let Value::Int(id) = payload else {
+                    return Err(violation("deref confirmation payload must be an object id"));
+                };
+                self.confirm_deref(id)
+            }
+            code::KEEP_ALIVE => {
+                if !payload.is_none() {
+                    return Err(violation("keep-alive payload must be None"));
+                }
+                self.keep_alive_received(now)
+            }
+            other => Err(violation(format!("unknown message code {other}"))),
+        }
+    }
+
+    fn incoming_call(&mut self, call_id: i64, payload: Value, kind: CallKind) -> Result<(), Error> {
+        let Value::Tuple(parts) = payload else {
+            return Err(violation("call payload must be (object, args)"));
+        };
+        let Ok([target, args]) = <[Value; 2]>::try_from(parts) else {
+            return Err(violation("call payload must be (object, args)"));
+        };
+        let object = match target {
+            Value::Ref(ObjectRef::Local(object)) => object,
+            Value::Ref(ObjectRef::Remote(_)) => {
+                return Err(violation("call addressed to the caller's own object"))
+            }
+            other => {
+                return Err(violation(format!(
+                    "call target is a {}, not an object",
+                    other.kind()
+                )))
+            }
+        };
+        let Value::Tuple(args) = args else {
+            return Err(violation("call arguments must be a tuple"));
+        };
+        let call_id = u64::try_from(call_id).map_err(|_| violation("negative message id"))?;
+        if self
+            .refs
+            .local
+            .get(&self.hs.our_id)
+            .is_some_and(|e| Arc::ptr_eq(&e.object, &object))
+        {
+            return self.handshake_call(call_id, kind, args);
+        }
+        if self.draining {
+            return self.respond(
+                call_id,
+                kind,
+                Err(CallError::exception("the link is closing; call refused")),
+            );
+        }
+        let future = object.call(self.context.clone(), args);
+        self.events.push_back(Event::Call {
+            call_id,
+            future,
+            kind,
+        });
+        Ok(())
+    }
+
+    fn handshake_call(
+        &mut self,
+        call_id: u64,
+        kind: CallKind,
+        args: Vec<Value>,
+    ) -> Result<(), Error> {
+        match args.as_slice() {
+            [Value::Str(m)] if m == "finish" => {
+                if self.hs.sent_gateway {
+                    return Err(Error::Handshake("finish() called twice".to_owned()));
+                }
+                if self.hs.allow_finish {
+                    self.answer_finish(call_id)
+                } else {
+                    self.hs.deferred_finish.push(call_id);
+                    Ok(())
+                }
+            }
+            [Value::Str(m), Value::Int(ms)] if m == "keep_alive" => {
+                if self.hs.got_keep_alive_request || *ms <= 0 {
+                    return Err(Error::Handshake("invalid keep_alive() request".to_owned()));
+                }
+                self.hs.got_keep_alive_request = true;
+                let min =
+                    i64::try_from(self.config.keep_alive_min_send.as_millis()).unwrap_or(i64::MAX);
+                let granted = (*ms).max(min);
+                self.keep_alive_send = Some(Duration::from_millis(granted as u64));
+                self.respond(call_id, kind, Ok(Value::Int(granted)))
+            }
+            _ => Err(Error::Handshake(format!(
+                "unexpected call on the handshake object: {args:?}"
+            ))),
+        }
+    }
+
+    fn outcome(&mut self, call_id: i64, result: Result<Value, Error>) -> Result<(), Error> {
+        let Some(pending) = self.pending.remove(&call_id) else {
+            return Err(violation(format!("result for unknown call {call_id}")));
+        };
+        match pending {
+            Pending::User => {
+                self.events.push_back(Event::Completed {
+                    call_id: call_id as u64,
+                    result,
+                });
+                Ok(())
+            }
+            Pending::KeepAlive => {
+                let requested = self.config.keep_alive.unwrap_or_default();
+                match result {
+                    Ok(Value::Int(ms))
+                        if ms > 0 && Duration::from_millis(ms as u64) >= requested =>
+                    {
+                        self.keep_alive_recv = Some(Duration::from_millis(ms as u64));
+                    }
+                    other => {
+                        return Err(Error::Handshake(format!(
+                            "peer refused keep-alive: {:?}",
+                            other.map(|v| v.kind())
+                        )));
+                    }
+                }
+                let peer_hs = self
+                    .hs
+                    .peer_object
+                    .clone()
+                    .ok_or_else(|| Error::Handshake("handshake object missing".to_owned()))?;
+                self.can_finish(&peer_hs)
+            }
+            Pending::Finish => match result {
+                Ok(Value::Ref(ObjectRef::Remote(gw))) => {
+                    self.hs.peer_gateway = Some(gw);
+                    self.check_handshake_done();
+                    Ok(())
+                }
+                Ok(other) => Err(Error::Handshake(format!(
+                    "peer gateway is a {}, not an object",
+                    other.kind()
+                ))),
+                Err(e) => Err(Error::Handshake(format!("peer refused finish(): {e}"))),
+            },
+        }
+    }
+
+    fn notify_deref(&mut self, id: i64, count: i64) -> Result<(), Error> {
+        let Some(entry) = self.refs.local.get(&id) else {
+            return Err(violation(format!("deref of unknown object id {id}")));
+        };
+        let count = u64::try_from(count).map_err(|_| violation("negative deref count"))?;
+        if count > entry.sends {
+            return Err(violation(format!(
+                "deref of object {id} claims {count} receipts but {} were sent",
+                entry.sends
+            )));
+        }
+        if count < entry.sends {
+            // More references are in flight to the peer; it will notify again.
+            return Ok(());
+        }
+        let key = entry.key;
+        self.refs.local.remove(&id);
+        self.refs.local_ids.remove(&key);
+        self.send(code::CONFIRM_DEREF, Value::Int(id))?;
+        self.check_idle();
+        Ok(())
+    }
+
+    fn confirm_deref(&mut self, id: i64) -> Result<(), Error> {
+        match self.refs.peer.get(&id) {
+            Some(entry) if entry.deref_sent && entry.proxy.strong_count() == 0 => {
+                self.refs.peer.remove(&id);
+                self.check_idle();
+                Ok(())
+            }
+            Some(_) => Err(violation(format!(
+                "unrequested deref confirmation for object {id}"
+            ))),
+            None => Err(violation(format!(
+                "deref confirmation for unknown object id {id}"
+            ))),
+        }
+    }
+
+    fn check_idle(&mut self) {
+        if self.hs.done && self.refs.is_empty() {
+            self.events.push_back(Event::Idle);
+        }
+    }
+
+    fn keep_alive_received(&mut self, now: Instant) -> Result<(), Error> {
+        let Some(period) = self.keep_alive_recv else {
+            // VPy accepts unrequested keep-alives; so do we.
+            return Ok(());
+        };
+        self.keep_alive_times.push_back(now);
+        if self.keep_alive_times.len() > KEEP_ALIVE_WINDOW + 1 {
+            self.keep_alive_times.pop_front();
+        }
+        if self.keep_alive_times.len() == KEEP_ALIVE_WINDOW + 1 {
+            let mut gaps: Vec<Duration> = self
+                .keep_alive_times
+                .iter()
+                .zip(self.keep_alive_times.iter().skip(1))
+                .map(|(a, b)| b.duration_since(*a))
+                .collect();
+            gaps.sort();
+            if gaps[gaps.len() / 2] < period.mul_f64(KEEP_ALIVE_SPAM) {
+                return Err(violation(
+                    "peer sends keep-alives far more often than agreed",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn violation(reason: impl Into<String>) -> Error {
+    Error::Protocol(reason.into())
+}
+
+fn pair(payload: Value, what: &str) -> Result<(i64, Value), Error> {
+    let Value::Tuple(parts) = payload else {
+        return Err(violation(format!("{what} payload must be a 2-tuple")));
+    };
+    let Ok([first, second]) = <[Value; 2]>::try_from(parts) else {
+        return Err(violation(format!("{what} payload must be a 2-tuple")));
+    };
+    let Value::Int(id) = first else {
+        return Err(violation(format!("{what} must start with an integer id")));
+    };
+    Ok((id, second))
+}

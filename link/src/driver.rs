@@ -1,0 +1,575 @@
+//! The tokio driver of a link: one task that owns the connection and the
+//! [`LinkCore`], reads and writes, runs incoming calls and routes results.
+//!
+//! The driver is a hand-written future rather than a loop of `select!`s so
+//! that reading, writing, running calls and taking commands all happen in
+//! one task with no locks and no extra wake-ups: results produced while
+//! handling one batch of input are written with one `write` call.
+//!
+//! Back-pressure: reading pauses while `max_inflight` calls run or while
+//! more than `out_high_water` bytes wait to be written; local calls wait in
+//! a bounded channel meanwhile. A peer that stops reading is detected by the
+//! write timeout and its link closed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::core::{Event, LinkConfig, LinkCore};
+use crate::handle::{next_link_id, Command, Link, LinkShared, LinkStats};
+use crate::object::{CallError, CallFuture, LinkInfo, Object};
+use crate::proto::CallKind;
+use crate::remote::RemoteObject;
+use crate::{Error, Value};
+
+/// Everything needed to run a link over a connection.
+pub struct LinkSetup {
+    /// Protocol settings.
+    pub config: LinkConfig,
+    /// The object the peer receives as this side's gateway.
+    pub gateway: Arc<dyn Object>,
+    /// What is known about the connection; the link id is filled in.
+    pub info: LinkInfo,
+}
+
+/// How a link ended.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    /// Why, in words.
+    pub reason: Arc<str>,
+    /// False if the link ended on an error (protocol violation, timeout,
+    /// I/O failure) rather than a close by either side.
+    pub clean: bool,
+}
+
+/// Capacity of the local command channel of a link.
+const COMMAND_QUEUE: usize = 1024;
+/// Read at least this much at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a closing link reads (and discards) for the peer's EOF after
+/// shutting down its write side, so that closing does not reset the
+/// connection while the peer is still sending.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// Iterations of the driver loop before it yields to other tasks.
+const BUDGET: usize = 32;
+
+struct Inflight {
+    call_id: u64,
+    kind: CallKind,
+    future: CallFuture,
+}
+
+impl Future for Inflight {
+    type Output = (u64, CallKind, Result<Value, CallError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        this.future
+            .as_mut()
+            .poll(cx)
+            .map(|r| (this.call_id, this.kind, r))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// No new calls from the peer; waiting for running calls and results.
+    Draining {
+        deadline: Instant,
+    },
+    /// Writing what is left, then shutting down the write side.
+    Flushing {
+        deadline: Instant,
+    },
+    /// Write side shut down; reading to EOF so the close is not a reset.
+    Lingering {
+        deadline: Instant,
+    },
+    Done,
+}
+
+/// The task that runs one link. Await it (or spawn it) to run the link.
+pub struct Driver<IO> {
+    io: IO,
+    core: LinkCore,
+    shared: Arc<LinkShared>,
+    config: LinkConfig,
+    cmd_rx: mpsc::Receiver<Command>,
+    deref_rx: mpsc::UnboundedReceiver<i64>,
+    abort: Pin<Box<WaitForCancellationFutureOwned>>,
+    inbuf: BytesMut,
+    written: usize,
+    need_flush: bool,
+    read_closed: bool,
+    stall_since: Option<Instant>,
+    calls: FuturesUnordered<Inflight>,
+    waiting: HashMap<u64, oneshot::Sender<Result<Value, Error>>>,
+    handshake_tx: Option<oneshot::Sender<Result<Option<RemoteObject>, Error>>>,
+    phase: Phase,
+    timer: Pin<Box<Sleep>>,
+    outcome: Option<Closed>,
+}
+
+impl<IO> Driver<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Sets up a link over `io` (whose transport is already negotiated).
+    ///
+    /// Returns the handle, the driver to run, and a receiver that yields the
+    /// peer's gateway once the handshake completes (`None` if the link does
+    /// not hold it).
+    pub fn new(
+        io: IO,
+        setup: LinkSetup,
+    ) -> (
+        Link,
+        Driver<IO>,
+        oneshot::Receiver<Result<Option<RemoteObject>, Error>>,
+    ) {
+        let now = Instant::now();
+        let id = next_link_id();
+        let mut info = setup.info;
+        info.link_id = id;
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (deref_tx, deref_rx) = mpsc::unbounded_channel();
+        let abort = CancellationToken::new();
+        let (closed, _) = watch::channel(None);
+        let shared = Arc::new(LinkShared {
+            id,
+            info: Arc::new(info),
+            cmd_tx,
+            deref_tx,
+            abort: abort.clone(),
+            closed,
+            stats: LinkStats::default(),
+        });
+        let mut core = LinkCore::new(setup.config.clone(), shared.clone(), setup.gateway, now);
+        let start = core.start();
+        let (hs_tx, hs_rx) = oneshot::channel();
+        let driver = Driver {
+            io,
+            core,
+            shared: shared.clone(),
+            config: setup.config,
+            cmd_rx,
+            deref_rx,
+            abort: Box::pin(abort.cancelled_owned()),
+            inbuf: BytesMut::with_capacity(READ_CHUNK),
+            written: 0,
+            need_flush: false,
+            read_closed: false,
+            stall_since: None,
+            calls: FuturesUnordered::new(),
+            waiting: HashMap::new(),
+            handshake_tx: Some(hs_tx),
+            phase: Phase::Running,
+            timer: Box::pin(tokio::time::sleep_until(now)),
+            outcome: None,
+        };
+        let mut driver = driver;
+        if let Err(e) = start {
+            driver.fail(e);
+        }
+        (Link::from_shared(shared), driver, hs_rx)
+    }
+
+    fn finish(&mut self, reason: impl Into<Arc<str>>, clean: bool) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let reason: Arc<str> = reason.into();
+        if clean {
+            tracing::debug!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed");
+        } else {
+            tracing::warn!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed on error");
+        }
+        self.phase = Phase::Done;
+        self.shared.closed.send_replace(Some(reason.clone()));
+        for (_, tx) in self.waiting.drain() {
+            let _ = tx.send(Err(Error::Closed(reason.to_string())));
+        }
+        if let Some(tx) = self.handshake_tx.take() {
+            let _ = tx.send(Err(Error::Handshake(reason.to_string())));
+        }
+        self.cmd_rx.close();
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            if let Command::Call { reply, .. } = cmd {
+                let _ = reply.send(Err(Error::Closed(reason.to_string())));
+            }
+        }
+        self.calls = FuturesUnordered::new();
+        self.outcome = Some(Closed { reason, clean });
+    }
+
+    fn fail(&mut self, e: Error) {
+        let text = crate::object::error_chain(&e);
+        self.finish(text, false);
+    }
+
+    fn begin_drain(&mut self, now: Instant) {
+        if self.phase == Phase::Running {
+            self.core.begin_drain();
+            self.phase = Phase::Draining {
+                deadline: now + self.config.close_grace,
+            };
+        }
+    }
+
+    fn out_len(&mut self) -> usize {
+        self.core.output().len() - self.written
+    }
+
+    fn handle_command(&mut self, cmd: Command, now: Instant) -> Result<(), Error> {
+        match cmd {
+            Command::Call {
+                target,
+                args,
+                kind,
+                reply,
+            } => {
+                self.shared.stats.calls_out.fetch_add(1, Ordering::Relaxed);
+                if !self.core.is_open() {
+                    let _ = reply.send(Err(Error::Usage(
+                        "link handshake has not completed".to_owned(),
+                    )));
+                    return Ok(());
+                }
+                match self.core.call(&target, args, kind) {
+                    Ok(Some(id)) => {
+                        self.waiting.insert(id as u64, reply);
+                    }
+                    Ok(None) => {
+                        let _ = reply.send(Ok(Value::None));
+                    }
+                    // The arguments could not be encoded: the caller's
+                    // fault, the link is fine.
+                    Err(Error::Transport(e)) if !e.is_peer_fault() => {
+                        let _ = reply.send(Err(Error::Convert(e.to_string())));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Command::Drain => self.begin_drain(now),
+        }
+        Ok(())
+    }
+
+    fn handle_events(&mut self, now: Instant) {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::HandshakeDone(gateway) => {
+                    if let Some(tx) = self.handshake_tx.take() {
+                        let _ = tx.send(Ok(self.config.hold_peer.then_some(gateway)));
+                    }
+                }
+                Event::Call {
+                    call_id,
+                    future,
+                    kind,
+                } => {
+                    self.shared.stats.calls_in.fetch_add(1, Ordering::Relaxed);
+                    self.calls.push(Inflight {
+                        call_id,
+                        kind,
+                        future,
+                    });
+                }
+                Event::Completed { call_id, result } => {
+                    if let Some(tx) = self.waiting.remove(&call_id) {
+                        // The caller may have given up waiting; fine.
+                        let _ = tx.send(result);
+                    }
+                }
+                Event::Idle => {
+                    tracing::debug!(link = self.shared.id, "no references remain; closing");
+                    self.begin_drain(now);
+                }
+            }
+        }
+    }
+
+    /// One pass over every source of work. Returns whether anything
+    /// happened.
+    fn step(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool, Error> {
+        let mut progress = false;
+
+        if self.abort.as_mut().poll(cx).is_ready() {
+            return Err(Error::Closed("closed locally".to_owned()));
+        }
+
+        // Dropped proxies.
+        while let Poll::Ready(Some(id)) = self.deref_rx.poll_recv(cx) {
+            self.core.release(id)?;
+            progress = true;
+        }
+
+        // Local commands, while there is room to write.
+        if !matches!(self.phase, Phase::Flushing { .. } | Phase::Lingering { .. }) {
+            while self.out_len() < self.config.out_high_water {
+                match self.cmd_rx.poll_recv(cx) {
+                    Poll::Ready(Some(cmd)) => {
+                        self.handle_command(cmd, now)?;
+                        progress = true;
+                    }
+                    // Every handle holds a sender via the shared state, so
+                    // the channel only ends when the driver closes it.
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+        }
+
+        // Finished calls.
+        while let Poll::Ready(Some((call_id, kind, result))) = self.calls.poll_next_unpin(cx) {
+            if result.is_err() {
+                self.shared.stats.errors_in.fetch_add(1, Ordering::Relaxed);
+            }
+            self.core.respond(call_id, kind, result)?;
+            progress = true;
+        }
+
+        // Read, unless the peer has finished or we are saturated.
+        let can_read = !self.read_closed
+            && self.calls.len() < self.config.max_inflight
+            && self.out_len() < self.config.out_high_water;
+        if can_read {
+            if self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
+                self.inbuf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.inbuf) {
+                Poll::Ready(Ok(0)) => {
+                    self.read_closed = true;
+                    progress = true;
+                    self.on_eof(now)?;
+                }
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    if matches!(self.phase, Phase::Lingering { .. }) {
+                        self.inbuf.clear();
+                    } else {
+                        self.core.handle_input(&mut self.inbuf, now)?;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(Error::Transport(e.into())),
+                Poll::Pending => {}
+            }
+        }
+
+        self.handle_events(now);
+
+        // Write.
+        if self.write(cx, now)? {
+            progress = true;
+        }
+
+        // Phase transitions.
+        match self.phase {
+            Phase::Draining { deadline } => {
+                if self.calls.is_empty()
+                    && self.waiting.is_empty()
+                    && !self.core.has_pending_calls()
+                {
+                    self.phase = Phase::Flushing { deadline };
+                    progress = true;
+                } else if now >= deadline {
+                    return Err(Error::Timeout("graceful close"));
+                }
+            }
+            Phase::Flushing { deadline } => {
+                if self.out_len() == 0 && !self.need_flush {
+                    match Pin::new(&mut self.io).poll_shutdown(cx) {
+                        Poll::Ready(_) => {
+                            if self.read_closed {
+                                self.finish("closed", true);
+                            } else {
+                                self.phase = Phase::Lingering {
+                                    deadline: now + LINGER,
+                                };
+                            }
+                            progress = true;
+                        }
+                        Poll::Pending => {}
+                    }
+                } else if now >= deadline {
+                    return Err(Error::Timeout("graceful close"));
+                }
+            }
+            Phase::Lingering { deadline } => {
+                if self.read_closed || now >= deadline {
+                    self.finish("closed", true);
+                    progress = true;
+                }
+            }
+            Phase::Running | Phase::Done => {}
+        }
+
+        // Timers.
+        if let Err(e) = self.core.handle_timeout(now) {
+            return Err(e);
+        }
+        if let Some(since) = self.stall_since {
+            if now >= since + self.config.write_timeout {
+                return Err(Error::Timeout("writing to the peer (it stopped reading)"));
+            }
+        }
+        Ok(progress)
+    }
+
+    fn on_eof(&mut self, now: Instant) -> Result<(), Error> {
+        if matches!(self.phase, Phase::Lingering { .. }) {
+            return Ok(());
+        }
+        self.core.handle_eof(&self.inbuf)?;
+        if !self.core.is_open() {
+            return Err(Error::Transport(vole_transport::Error::ClosedDuring(
+                "link handshake",
+            )));
+        }
+        // The peer will send nothing more: calls we made cannot complete.
+        for (_, tx) in self.waiting.drain() {
+            let _ = tx.send(Err(Error::Closed("peer closed the link".to_owned())));
+        }
+        self.begin_drain(now);
+        Ok(())
+    }
+
+    /// Writes buffered output. Returns whether any byte was written.
+    fn write(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool, Error> {
+        let mut progress = false;
+        loop {
+            let out = self.core.output();
+            if self.written >= out.len() {
+                break;
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &out[self.written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Err(Error::Transport(
+                        std::io::Error::from(std::io::ErrorKind::WriteZero).into(),
+                    ))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.written += n;
+                    self.need_flush = true;
+                    self.stall_since = None;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(Error::Transport(e.into())),
+                Poll::Pending => {
+                    if self.stall_since.is_none() {
+                        self.stall_since = Some(now);
+                    }
+                    break;
+                }
+            }
+        }
+        let out = self.core.output();
+        if self.written > 0 && self.written == out.len() {
+            out.clear();
+            self.written = 0;
+        } else if self.written > 64 * 1024 && self.written * 2 > out.len() {
+            out.drain(..self.written);
+            self.written = 0;
+        }
+        if self.need_flush {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.need_flush = false,
+                Poll::Ready(Err(e)) => return Err(Error::Transport(e.into())),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next = self.core.poll_timeout();
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        if let Some(since) = self.stall_since {
+            consider(since + self.config.write_timeout);
+        }
+        match self.phase {
+            Phase::Draining { deadline }
+            | Phase::Flushing { deadline }
+            | Phase::Lingering { deadline } => consider(deadline),
+            Phase::Running | Phase::Done => {}
+        }
+        next
+    }
+}
+
+impl<IO> Future for Driver<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = Closed;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
+        let this = self.get_mut();
+        for _ in 0..BUDGET {
+            if let Some(outcome) = this.outcome.take() {
+                return Poll::Ready(outcome);
+            }
+            let now = Instant::now();
+            match this.step(cx, now) {
+                Ok(true) => continue,
+                Ok(false) => {
+                    if let Some(outcome) = this.outcome.take() {
+                        return Poll::Ready(outcome);
+                    }
+                    if let Some(deadline) = this.next_deadline() {
+                        if this.timer.deadline() != deadline {
+                            this.timer.as_mut().reset(deadline);
+                        }
+                        if this.timer.as_mut().poll(cx).is_ready() {
+                            continue;
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                Err(e) => this.fail(e),
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Runs a link on the accepting side in the current task until it closes.
+///
+/// `on_open` receives the link handle at once, so a service can register it
+/// (to drain it on stop, or to count it).
+pub async fn serve<IO>(io: IO, setup: LinkSetup, on_open: impl FnOnce(Link)) -> Closed
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (link, driver, _handshake) = Driver::new(io, setup);
+    on_open(link);
+    driver.await
+}
+
+/// Runs a link on the connecting side: spawns its driver and waits for the
+/// handshake. Returns the link and the peer's gateway.
+pub async fn connect<IO>(io: IO, mut setup: LinkSetup) -> Result<(Link, RemoteObject), Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    setup.config.hold_peer = true;
+    let (link, driver, handshake) = Driver::new(io, setup);
+    tokio::spawn(driver);
+    match handshake.await {
+        Ok(Ok(Some(gateway))) => Ok((link, gateway)),
+        Ok(Ok(None)) => Err(Error::Handshake("peer gateway was not kept".to_owned())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Handshake(link.closed().await.to_string())),
+    }
+}

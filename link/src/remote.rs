@@ -1,0 +1,218 @@
+//! [`RemoteObject`]: a proxy for an object of the peer.
+//!
+//! A proxy is cheap to clone. When the last clone is dropped, the link
+//! tells the peer (NOTIFY_DEREF) so the peer can release the object.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::oneshot;
+use vole_transport::{FromEntity, IntoEntity};
+
+use crate::handle::{Command, Link, LinkShared};
+use crate::object::{CallContext, CallError, CallFuture, Object};
+use crate::proto::CallKind;
+use crate::{Error, ObjectRef, Value};
+
+/// A reference to an object living on the other side of a link.
+#[derive(Clone)]
+pub struct RemoteObject {
+    inner: Arc<RemoteInner>,
+}
+
+pub(crate) struct RemoteInner {
+    id: i64,
+    link: Arc<LinkShared>,
+}
+
+impl Drop for RemoteInner {
+    fn drop(&mut self) {
+        // Unbounded: a drop never blocks. If the link is gone the send
+        // fails, and there is nothing left to release.
+        let _ = self.link.deref_tx.send(self.id);
+    }
+}
+
+impl RemoteObject {
+    pub(crate) fn new(id: i64, link: Arc<LinkShared>) -> Self {
+        RemoteObject {
+            inner: Arc::new(RemoteInner { id, link }),
+        }
+    }
+
+    pub(crate) fn upgrade(weak: &Weak<RemoteInner>) -> Option<Self> {
+        weak.upgrade().map(|inner| RemoteObject { inner })
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<RemoteInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn inner_key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// The object's id in the peer's id space.
+    pub fn id(&self) -> i64 {
+        self.inner.id
+    }
+
+    /// The id of the link this proxy belongs to.
+    pub fn link_id(&self) -> u64 {
+        self.inner.link.id
+    }
+
+    /// The link this proxy belongs to.
+    pub fn link(&self) -> Link {
+        Link::from_shared(self.inner.link.clone())
+    }
+
+    /// Calls `method` with `args` and returns the raw result.
+    ///
+    /// `args` is anything that converts to entities: a tuple of serializable
+    /// values, a `Vec<Value>`, or `()`.
+    pub async fn call(&self, method: &str, args: impl IntoArgs) -> Result<Value, Error> {
+        let mut full = vec![Value::str(method)];
+        full.extend(args.into_args()?);
+        self.call_raw(full, CallKind::Normal).await
+    }
+
+    /// Calls `method` and converts the result to `T`.
+    pub async fn call_as<T: FromEntity<ObjectRef>>(
+        &self,
+        method: &str,
+        args: impl IntoArgs,
+    ) -> Result<T, Error> {
+        let value = self.call(method, args).await?;
+        T::from_entity(value).map_err(|e| Error::Convert(e.to_string()))
+    }
+
+    /// Calls `method` as a void-result call: the peer discards the result
+    /// but errors still come back.
+    pub async fn call_void(&self, method: &str, args: impl IntoArgs) -> Result<(), Error> {
+        let mut full = vec![Value::str(method)];
+        full.extend(args.into_args()?);
+        self.call_raw(full, CallKind::Void).await.map(|_| ())
+    }
+
+    /// Calls `method` one-way: no result and no error ever comes back. Returns
+    /// once the call is queued on the link.
+    pub async fn call_oneway(&self, method: &str, args: impl IntoArgs) -> Result<(), Error> {
+        let mut full = vec![Value::str(method)];
+        full.extend(args.into_args()?);
+        self.call_raw(full, CallKind::Oneway).await.map(|_| ())
+    }
+
+    /// `meta.methods()`: the names of the methods the object publishes.
+    pub async fn meta_methods(&self) -> Result<Vec<String>, Error> {
+        let v = self
+            .call_raw(vec![Value::None, Value::str("methods")], CallKind::Normal)
+            .await?;
+        Vec::<String>::from_entity(v)
+            .map_err(|e| Error::Convert(format!("meta.methods() result: {e}")))
+    }
+
+    /// `meta.doc()`: the object's documentation, or a method's when `method`
+    /// is given.
+    pub async fn meta_doc(&self, method: Option<&str>) -> Result<Option<String>, Error> {
+        let mut args = vec![Value::None, Value::str("doc")];
+        if let Some(m) = method {
+            args.push(Value::str(m));
+        }
+        let v = self.call_raw(args, CallKind::Normal).await?;
+        Option::<String>::from_entity(v)
+            .map_err(|e| Error::Convert(format!("meta.doc() result: {e}")))
+    }
+
+    /// Sends a call with the raw VOB argument tuple (`(method, arg...)` or
+    /// `(None, meta, arg...)`).
+    pub async fn call_raw(&self, args: Vec<Value>, kind: CallKind) -> Result<Value, Error> {
+        let link = &self.inner.link;
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Call {
+            target: self.clone(),
+            args,
+            kind,
+            reply: tx,
+        };
+        if link.cmd_tx.send(cmd).await.is_err() {
+            return Err(link.closed_error());
+        }
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(link.closed_error()),
+        }
+    }
+}
+
+impl PartialEq for RemoteObject {
+    fn eq(&self, other: &Self) -> bool {
+        self.link_id() == other.link_id() && self.id() == other.id()
+    }
+}
+
+impl Eq for RemoteObject {}
+
+impl fmt::Debug for RemoteObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "remote object {} on link {}", self.id(), self.link_id())
+    }
+}
+
+/// A proxy can be served to a third party: calls are forwarded.
+impl Object for RemoteObject {
+    fn call(self: Arc<Self>, _cx: CallContext, args: Vec<Value>) -> CallFuture {
+        Box::pin(async move {
+            self.call_raw(args, CallKind::Normal)
+                .await
+                .map_err(CallError::from)
+        })
+    }
+
+    fn type_name(&self) -> &str {
+        "remote object"
+    }
+}
+
+/// Call arguments: converts to the list of entities after the method name.
+pub trait IntoArgs {
+    /// The arguments as entities.
+    fn into_args(self) -> Result<Vec<Value>, Error>;
+}
+
+impl IntoArgs for Vec<Value> {
+    fn into_args(self) -> Result<Vec<Value>, Error> {
+        Ok(self)
+    }
+}
+
+impl IntoArgs for () {
+    fn into_args(self) -> Result<Vec<Value>, Error> {
+        Ok(Vec::new())
+    }
+}
+
+fn convert<T: IntoEntity<ObjectRef>>(v: T) -> Result<Value, Error> {
+    v.into_entity().map_err(|e| Error::Convert(e.to_string()))
+}
+
+macro_rules! tuple_args {
+    ($($name:ident),+) => {
+        impl<$($name: IntoEntity<ObjectRef>),+> IntoArgs for ($($name,)+) {
+            #[allow(non_snake_case)]
+            fn into_args(self) -> Result<Vec<Value>, Error> {
+                let ($($name,)+) = self;
+                Ok(vec![$(convert($name)?),+])
+            }
+        }
+    };
+}
+
+tuple_args!(A);
+tuple_args!(A, B);
+tuple_args!(A, B, C);
+tuple_args!(A, B, C, D);
+tuple_args!(A, B, C, D, E);
+tuple_args!(A, B, C, D, E, F);
+tuple_args!(A, B, C, D, E, F, G);
+tuple_args!(A, B, C, D, E, F, G, H);

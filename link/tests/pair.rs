@@ -1,0 +1,250 @@
+//! Links over in-memory pipes: handshake, calls, errors, references, close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::timeout;
+use vole_link::publish::Published;
+use vole_link::{
+    connect, serve, CallError, Closed, Error, Link, LinkConfig, LinkInfo, LinkSetup, Object,
+    RemoteObject, Value,
+};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn echo((v,): (Value,)) -> Result<Value, CallError> {
+    Ok(v)
+}
+
+async fn fail((v,): (Value,)) -> Result<Value, CallError> {
+    Err(CallError::Exception(vec![Value::str("boom"), v]))
+}
+
+async fn sleep_then((ms, v): (Value, Value)) -> Result<Value, CallError> {
+    let ms = ms.as_i64().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+    Ok(v)
+}
+
+/// Calls method `args[1]` on the object `args[0]` with the remaining
+/// arguments and returns its result: lets the client test callbacks.
+async fn invoke(args: Vec<Value>) -> Result<Value, CallError> {
+    let mut it = args.into_iter();
+    let (Some(Value::Ref(target)), Some(Value::Str(method))) = (it.next(), it.next()) else {
+        return Err(CallError::failed("invoke(object, method, args...)"));
+    };
+    let remote = target
+        .as_remote()
+        .cloned()
+        .ok_or_else(|| CallError::failed("not a remote object"))?;
+    Ok(remote.call(&method, it.collect::<Vec<_>>()).await?)
+}
+
+fn server_gateway() -> Arc<dyn Object> {
+    Published::new("TestGateway")
+        .doc("test gateway")
+        .method("echo", "echoes", echo)
+        .method("fail", "raises", fail)
+        .method("sleep_then", "", sleep_then)
+        .method("invoke", "", invoke)
+        .into_object()
+}
+
+struct Pair {
+    client: RemoteObject,
+    client_link: Link,
+    server: tokio::task::JoinHandle<Closed>,
+}
+
+async fn pair_with(client_gw: Arc<dyn Object>) -> Pair {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move {
+        let setup = LinkSetup {
+            config: LinkConfig {
+                hold_peer: false,
+                ..LinkConfig::default()
+            },
+            gateway: server_gateway(),
+            info: LinkInfo::default(),
+        };
+        serve(b, setup, |_| {}).await
+    });
+    let setup = LinkSetup {
+        config: LinkConfig::default(),
+        gateway: client_gw,
+        info: LinkInfo::default(),
+    };
+    let (client_link, client) = timeout(LIMIT, connect(a, setup))
+        .await
+        .expect("in time")
+        .expect("handshake");
+    Pair {
+        client,
+        client_link,
+        server,
+    }
+}
+
+async fn pair() -> Pair {
+    pair_with(Published::new("ClientGateway").into_object()).await
+}
+
+#[tokio::test]
+async fn echo_round_trip() {
+    let p = pair().await;
+    let v = timeout(LIMIT, p.client.call("echo", vec![Value::str("hello")]))
+        .await
+        .expect("in time")
+        .expect("call");
+    assert_eq!(v, Value::str("hello"));
+    let nested = Value::Tuple(vec![
+        Value::Int(1),
+        Value::Tuple(vec![Value::Bool(true), Value::None]),
+    ]);
+    let v = p
+        .client
+        .call("echo", vec![nested.clone()])
+        .await
+        .expect("call");
+    assert_eq!(v, nested);
+}
+
+#[tokio::test]
+async fn exceptions_and_unknown_methods_keep_the_link_up() {
+    let p = pair().await;
+    match p.client.call("fail", vec![Value::Int(42)]).await {
+        Err(Error::Exception(args)) => assert_eq!(args, vec![Value::str("boom"), Value::Int(42)]),
+        other => panic!("expected an exception, got {other:?}"),
+    }
+    match p.client.call("nope", ()).await {
+        Err(Error::CallError) => {}
+        other => panic!("expected a call error, got {other:?}"),
+    }
+    match p.client.call("echo", ()).await {
+        Err(Error::CallError) => {}
+        other => panic!("wrong arity must be a call error, got {other:?}"),
+    }
+    assert_eq!(
+        p.client
+            .call("echo", vec![Value::Int(7)])
+            .await
+            .expect("still up"),
+        Value::Int(7)
+    );
+}
+
+#[tokio::test]
+async fn many_calls_in_flight_complete_out_of_order() {
+    let p = pair().await;
+    let mut calls = Vec::new();
+    for i in 0..64i64 {
+        let c = p.client.clone();
+        calls.push(tokio::spawn(async move {
+            let delay = (64 - i) % 7 * 5;
+            c.call("sleep_then", vec![Value::Int(delay), Value::Int(i)])
+                .await
+        }));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        let v = timeout(LIMIT, call)
+            .await
+            .expect("in time")
+            .expect("join")
+            .expect("call");
+        assert_eq!(v, Value::Int(i as i64));
+    }
+}
+
+#[tokio::test]
+async fn the_server_can_call_back_into_client_objects() {
+    let p = pair().await;
+    let callback = Published::new("Callback").method("twice", "", |(v,): (Value,)| async move {
+        let n = v
+            .as_i64()
+            .ok_or_else(|| CallError::failed("int expected"))?;
+        Ok::<_, CallError>(Value::Int(n * 2))
+    });
+    let obj = Value::Ref(vole_link::ObjectRef::local(callback.into_object()));
+    let v = timeout(
+        LIMIT,
+        p.client
+            .call("invoke", vec![obj, Value::str("twice"), Value::Int(21)]),
+    )
+    .await
+    .expect("in time")
+    .expect("callback");
+    assert_eq!(v, Value::Int(42));
+}
+
+#[tokio::test]
+async fn dropping_every_reference_closes_both_sides() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("vole_link=trace")
+        .with_test_writer()
+        .try_init();
+    let p = pair().await;
+    assert_eq!(
+        p.client
+            .call("echo", vec![Value::Int(1)])
+            .await
+            .expect("call"),
+        Value::Int(1)
+    );
+    let link = p.client_link.clone();
+    drop(p.client);
+    drop(p.client_link);
+    let reason = timeout(LIMIT, link.closed())
+        .await
+        .expect("client side closes");
+    assert!(!reason.is_empty());
+    let closed = timeout(LIMIT, p.server)
+        .await
+        .expect("server side closes")
+        .expect("join");
+    assert!(closed.clean, "{closed:?}");
+}
+
+#[tokio::test]
+async fn abort_fails_pending_calls() {
+    let p = pair().await;
+    let c = p.client.clone();
+    let pending = tokio::spawn(async move {
+        c.call("sleep_then", vec![Value::Int(5_000), Value::None])
+            .await
+    });
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    p.client_link.abort();
+    match timeout(LIMIT, pending)
+        .await
+        .expect("in time")
+        .expect("join")
+    {
+        Err(Error::Closed(_)) => {}
+        other => panic!("expected closed, got {other:?}"),
+    }
+    assert!(matches!(
+        p.client.call("echo", vec![Value::None]).await,
+        Err(Error::Closed(_))
+    ));
+}
+
+#[tokio::test]
+async fn graceful_close_lets_running_calls_finish() {
+    let p = pair().await;
+    let c = p.client.clone();
+    let pending = tokio::spawn(async move {
+        c.call("sleep_then", vec![Value::Int(100), Value::str("done")])
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    timeout(LIMIT, p.client_link.close())
+        .await
+        .expect("closes in time");
+    let v = timeout(LIMIT, pending)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("completed");
+    assert_eq!(v, Value::str("done"));
+}
