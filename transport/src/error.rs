@@ -124,6 +124,10 @@ pub enum Error {
     /// TLS configuration is inconsistent.
     #[error("tls configuration: {0}")]
     TlsConfig(String),
+    /// The transport settings are inconsistent (nothing enabled, TLS enabled
+    /// without a TLS configuration, a transport vole does not implement).
+    #[error("transport configuration: {0}")]
+    TransportConfig(String),
 
     // ---- I/O -----------------------------------------------------------------
     /// The TLS layer failed.

@@ -1,1 +1,920 @@
-//! placeholder
+//! The connection the link layer runs over: TCP, VOP negotiation, then TLS
+//! or PLAIN, behind one [`Conn`] type that is `AsyncRead + AsyncWrite`.
+//!
+//! [`accept`] and [`connect`] run the whole handshake (TCP_NODELAY, VOP, TLS)
+//! under one handshake timeout and describe the result in a [`ConnInfo`].
+//! Bytes read past the VOP line during negotiation are kept in a
+//! [`Prefixed`] wrapper and returned first by reads.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, CommonState, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::tls::{fingerprint, Fingerprint};
+use crate::vop::{self, ServerPolicy, Transport};
+use crate::Error;
+
+/// The label of TLS handshake timeouts and early closes.
+const TLS_STEP: &str = "tls handshake";
+
+/// A stream with some bytes already read from it: reads return `prefix`
+/// first, then read from the inner stream. Writes go straight through.
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// Wraps `inner`, with `prefix` to be read before anything from it.
+    pub fn new(prefix: Vec<u8>, inner: S) -> Prefixed<S> {
+        Prefixed {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+
+    /// The inner stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner stream, mutably. Reading from it directly skips the
+    /// prefix bytes not yet returned.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The prefix bytes not yet returned by a read.
+    pub fn buffered(&self) -> &[u8] {
+        &self.prefix[self.pos..]
+    }
+
+    /// The unread prefix bytes and the inner stream.
+    pub fn into_parts(mut self) -> (Vec<u8>, S) {
+        self.prefix.drain(..self.pos);
+        (self.prefix, self.inner)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let n = buf.remaining().min(this.prefix.len() - this.pos);
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// An established connection, after negotiation and any TLS handshake.
+///
+/// The TLS variants are boxed: a rustls session is large, and a `Conn` is
+/// moved around by value.
+#[derive(Debug)]
+pub enum Conn {
+    /// PLAIN: VEC directly on TCP.
+    Plain(Prefixed<TcpStream>),
+    /// TLS, server side.
+    TlsServer(Box<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>>),
+    /// TLS, client side. (A TLS server cannot speak first, so the client
+    /// never has bytes left over from negotiation.)
+    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s.get_ref(),
+            Conn::TlsServer(s) => s.get_ref().0.get_ref(),
+            Conn::TlsClient(s) => s.get_ref().0,
+        }
+    }
+}
+
+/// Delegates a poll method to whichever stream a [`Conn`] holds.
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Conn::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Conn::TlsServer($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+            Conn::TlsClient($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::TlsServer(s) => s.is_write_vectored(),
+            Conn::TlsClient(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+/// What was negotiated on a connection, for logs and access decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The remote address.
+    pub peer: SocketAddr,
+    /// The local address.
+    pub local: SocketAddr,
+    /// The transport VOP chose.
+    pub transport: Transport,
+    /// TLS details, for TLS connections.
+    pub tls: Option<TlsInfo>,
+}
+
+/// Details of a TLS session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The protocol version, e.g. `TLSv1_3`.
+    pub protocol: String,
+    /// The cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: String,
+    /// Server side: the name the client asked for (SNI), if it sent one.
+    /// Client side: `None`.
+    pub sni: Option<String>,
+    /// SHA-256 of the peer's end-entity certificate, if it sent one (the
+    /// server always does; vole clients never do).
+    pub peer_fingerprint: Option<Fingerprint>,
+}
+
+impl TlsInfo {
+    fn from_state(state: &CommonState, sni: Option<String>) -> TlsInfo {
+        let protocol = match state.protocol_version() {
+            Some(v) => v.as_str().map_or_else(|| format!("{v:?}"), str::to_owned),
+            None => "unknown".to_owned(),
+        };
+        let cipher_suite = match state.negotiated_cipher_suite() {
+            Some(s) => {
+                let s = s.suite();
+                s.as_str().map_or_else(|| format!("{s:?}"), str::to_owned)
+            }
+            None => "unknown".to_owned(),
+        };
+        TlsInfo {
+            protocol,
+            cipher_suite,
+            sni,
+            peer_fingerprint: state
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|c| fingerprint(c)),
+        }
+    }
+}
+
+/// How a server accepts connections.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The transports it accepts, in order of preference.
+    pub transports: ServerPolicy,
+    /// The TLS configuration; required if `transports` allows TLS.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// The time a client has for VOP negotiation and the TLS handshake
+    /// together.
+    pub handshake_timeout: Duration,
+}
+
+impl ServerSettings {
+    /// Checks that the settings can accept anything: some transport is
+    /// enabled, all enabled transports are implemented, and TLS has a
+    /// configuration if enabled. [`accept`] checks this too; call it at
+    /// startup to fail early.
+    pub fn validate(&self) -> Result<(), Error> {
+        vop::check_enabled(&self.transports.preference)?;
+        if self.transports.allows(Transport::Tls) && self.tls.is_none() {
+            return Err(Error::TransportConfig(
+                "TLS is enabled but has no server configuration".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// The transports to offer (the server picks).
+    pub offer: Vec<Transport>,
+    /// The TLS configuration; required if `offer` includes TLS.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// The name to verify the server certificate against and send as SNI;
+    /// `None` uses the host passed to [`connect`].
+    pub server_name: Option<ServerName<'static>>,
+    /// The time for VOP negotiation and the TLS handshake together.
+    pub handshake_timeout: Duration,
+    /// The time for name resolution, and for each TCP connection attempt.
+    pub connect_timeout: Duration,
+}
+
+impl ClientSettings {
+    /// Checks that the offer is not empty, names only implemented
+    /// transports, and has a TLS configuration if it includes TLS.
+    pub fn validate(&self) -> Result<(), Error> {
+        vop::check_enabled(&self.offer)?;
+        if self.offer.contains(&Transport::Tls) && self.tls.is_none() {
+            return Err(Error::TransportConfig(
+                "TLS is offered but has no client configuration".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Turns an I/O error from a TLS handshake into the crate error, keeping
+/// the rustls error if there is one.
+pub(crate) fn map_tls_error(e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return Error::ClosedDuring(TLS_STEP);
+    }
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => Error::Tls(tls.clone()),
+        None => Error::Io(e),
+    }
+}
+
+/// Runs the server side of a connection on an accepted TCP stream: sets
+/// TCP_NODELAY, negotiates the transport and runs the TLS handshake if TLS
+/// was chosen, all within `settings.handshake_timeout`.
+///
+/// On error the caller just drops the stream (for
+/// [`Error::NoCommonTransport`] that is the close VOP prescribes).
+pub async fn accept(
+    mut tcp: TcpStream,
+    settings: &ServerSettings,
+) -> Result<(Conn, ConnInfo), Error> {
+    settings.validate()?;
+    let deadline = Instant::now() + settings.handshake_timeout;
+    tcp.set_nodelay(true)?;
+    let peer = tcp.peer_addr()?;
+    let local = tcp.local_addr()?;
+    let (transport, leftover) =
+        vop::negotiate_server(&mut tcp, &settings.transports, settings.handshake_timeout).await?;
+    let io = Prefixed::new(leftover, tcp);
+    let (conn, tls) = match (transport, &settings.tls) {
+        (Transport::Plain, _) => (Conn::Plain(io), None),
+        (Transport::Tls, Some(config)) => {
+            let stream = timeout_at(deadline, TlsAcceptor::from(config.clone()).accept(io))
+                .await
+                .map_err(|_| Error::Timeout(TLS_STEP))?
+                .map_err(map_tls_error)?;
+            let session = stream.get_ref().1;
+            let info = TlsInfo::from_state(session, session.server_name().map(str::to_owned));
+            (Conn::TlsServer(Box::new(stream)), Some(info))
+        }
+        // `validate` and `vop::choose` rule these out.
+        (t, _) => {
+            return Err(Error::TransportConfig(format!(
+                "transport {t} chosen but not available"
+            )))
+        }
+    };
+    let info = ConnInfo {
+        peer,
+        local,
+        transport,
+        tls,
+    };
+    Ok((conn, info))
+}
+
+/// Connects to `host:port` and runs the client side: resolves the name,
+/// tries each address in turn (each within `settings.connect_timeout`),
+/// sets TCP_NODELAY, negotiates the transport and runs the TLS handshake if
+/// the server chose TLS (VOP and TLS together within
+/// `settings.handshake_timeout`).
+///
+/// `host` may be a name or an IP address (IPv6 with or without brackets);
+/// unless `settings.server_name` says otherwise, it is also the name the
+/// server certificate must carry.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    settings: &ClientSettings,
+) -> Result<(Conn, ConnInfo), Error> {
+    settings.validate()?;
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let server_name = match (&settings.server_name, settings.tls.is_some()) {
+        (Some(name), _) => Some(name.clone()),
+        (None, true) => Some(ServerName::try_from(bare.to_owned()).map_err(|_| {
+            Error::TransportConfig(format!("{host:?} is not a valid TLS server name"))
+        })?),
+        (None, false) => None,
+    };
+
+    let addrs: Vec<SocketAddr> = timeout(
+        settings.connect_timeout,
+        tokio::net::lookup_host((bare, port)),
+    )
+    .await
+    .map_err(|_| Error::Timeout("name resolution"))??
+    .collect();
+    let mut last_err = Error::Io(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{host} resolved to no address"),
+    ));
+    let mut tcp = None;
+    for addr in addrs {
+        match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                tcp = Some(stream);
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "connect failed");
+                last_err = Error::Io(e);
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "connect timed out");
+                last_err = Error::Timeout("tcp connect");
+            }
+        }
+    }
+    let Some(mut tcp) = tcp else {
+        return Err(last_err);
+    };
+
+    let deadline = Instant::now() + settings.handshake_timeout;
+    tcp.set_nodelay(true)?;
+    let peer = tcp.peer_addr()?;
+    let local = tcp.local_addr()?;
+    let (transport, leftover) =
+        vop::negotiate_client(&mut tcp, &settings.offer, settings.handshake_timeout).await?;
+    let (conn, tls) = match (transport, &settings.tls, server_name) {
+        (Transport::Plain, _, _) => (Conn::Plain(Prefixed::new(leftover, tcp)), None),
+        (Transport::Tls, Some(config), Some(name)) => {
+            if !leftover.is_empty() {
+                return Err(Error::BadVopLine(format!(
+                    "{} bytes from the server before the TLS handshake",
+                    leftover.len()
+                )));
+            }
+            let stream = timeout_at(
+                deadline,
+                TlsConnector::from(config.clone()).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| Error::Timeout(TLS_STEP))?
+            .map_err(map_tls_error)?;
+            let info = TlsInfo::from_state(stream.get_ref().1, None);
+            (Conn::TlsClient(Box::new(stream)), Some(info))
+        }
+        // `validate` and `vop::parse_server_reply` rule these out.
+        (t, _, _) => {
+            return Err(Error::TransportConfig(format!(
+                "transport {t} chosen but not available"
+            )))
+        }
+    };
+    let info = ConnInfo {
+        peer,
+        local,
+        transport,
+        tls,
+    };
+    Ok((conn, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::tests::dev_server;
+    use crate::tls::{client_config, ServerTrust};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const T: Duration = Duration::from_secs(10);
+
+    fn server_settings(tls: Option<Arc<ServerConfig>>, plain: bool) -> ServerSettings {
+        ServerSettings {
+            transports: ServerPolicy::new(tls.is_some(), plain),
+            tls,
+            handshake_timeout: T,
+        }
+    }
+
+    fn client_settings(tls: Option<Arc<ClientConfig>>, offer: &[Transport]) -> ClientSettings {
+        ClientSettings {
+            offer: offer.to_vec(),
+            tls,
+            server_name: None,
+            handshake_timeout: T,
+            connect_timeout: T,
+        }
+    }
+
+    /// A listener on an ephemeral loopback port and a task accepting one
+    /// connection on it with `settings`.
+    async fn serve_one(
+        settings: ServerSettings,
+    ) -> (
+        u16,
+        tokio::task::JoinHandle<Result<(Conn, ConnInfo), Error>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            accept(tcp, &settings).await
+        });
+        (port, task)
+    }
+
+    async fn echo_once(conn: &mut Conn) {
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).await.expect("read");
+        conn.write_all(&buf).await.expect("write");
+        conn.flush().await.expect("flush");
+    }
+
+    async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+        timeout(Duration::from_secs(20), f).await.expect("bounded")
+    }
+
+    #[tokio::test]
+    async fn tls_echo() {
+        let (_dir, server_tls) = dev_server("stream-tls");
+        let (port, server) =
+            serve_one(server_settings(Some(server_tls.config.clone()), false)).await;
+        let client_tls =
+            client_config(&ServerTrust::Pinned(server_tls.fingerprint)).expect("client");
+        bounded(async {
+            let (mut conn, info) = connect(
+                "localhost",
+                port,
+                &client_settings(Some(client_tls), &[Transport::Tls, Transport::Plain]),
+            )
+            .await
+            .expect("connect");
+            let (mut sconn, sinfo) = server.await.expect("join").expect("accept");
+            assert!(matches!(conn, Conn::TlsClient(_)));
+            assert!(matches!(sconn, Conn::TlsServer(_)));
+            assert_eq!(info.transport, Transport::Tls);
+            assert_eq!(sinfo.transport, Transport::Tls);
+            assert_eq!((info.peer, info.local), (sinfo.local, sinfo.peer));
+            let tls = info.tls.expect("client tls info");
+            assert_eq!(tls.protocol, "TLSv1_3");
+            assert!(
+                tls.cipher_suite.starts_with("TLS13_"),
+                "{}",
+                tls.cipher_suite
+            );
+            assert_eq!(tls.peer_fingerprint, Some(server_tls.fingerprint));
+            assert_eq!(tls.sni, None);
+            let stls = sinfo.tls.expect("server tls info");
+            assert_eq!(stls.sni.as_deref(), Some("localhost"));
+            assert_eq!(stls.peer_fingerprint, None);
+            assert_eq!(stls.cipher_suite, tls.cipher_suite);
+            assert!(conn.tcp().nodelay().expect("nodelay"));
+            assert!(sconn.tcp().nodelay().expect("nodelay"));
+
+            conn.write_all(b"hello").await.expect("write");
+            conn.flush().await.expect("flush");
+            echo_once(&mut sconn).await;
+            let mut back = [0u8; 5];
+            conn.read_exact(&mut back).await.expect("read");
+            assert_eq!(&back, b"hello");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn tls_to_an_ip_address() {
+        let (_dir, server_tls) = dev_server("stream-ip");
+        let (port, server) =
+            serve_one(server_settings(Some(server_tls.config.clone()), false)).await;
+        let ca = _dir.0.join("state").join(crate::tls::DEV_CERT_FILE);
+        let client_tls = client_config(&ServerTrust::CaFile(ca)).expect("client");
+        bounded(async {
+            let (_conn, info) = connect(
+                "127.0.0.1",
+                port,
+                &client_settings(Some(client_tls), &[Transport::Tls]),
+            )
+            .await
+            .expect("connect");
+            assert_eq!(info.transport, Transport::Tls);
+            let (_sconn, sinfo) = server.await.expect("join").expect("accept");
+            // Clients send no SNI for IP addresses.
+            assert_eq!(sinfo.tls.expect("tls").sni, None);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn tls_wrong_pin_fails_on_both_sides() {
+        let (_dir, server_tls) = dev_server("stream-pin");
+        let (port, server) =
+            serve_one(server_settings(Some(server_tls.config.clone()), false)).await;
+        let mut wrong = server_tls.fingerprint;
+        wrong[31] ^= 0x80;
+        let client_tls = client_config(&ServerTrust::Pinned(wrong)).expect("client");
+        bounded(async {
+            let err = connect(
+                "localhost",
+                port,
+                &client_settings(Some(client_tls), &[Transport::Tls]),
+            )
+            .await
+            .expect_err("wrong pin");
+            assert!(
+                matches!(err, Error::Tls(rustls::Error::InvalidCertificate(_))),
+                "{err:?}"
+            );
+            let serr = server.await.expect("join").expect_err("server side");
+            assert!(
+                matches!(serr, Error::Tls(_) | Error::ClosedDuring(_)),
+                "{serr:?}"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn plain_echo_when_both_sides_enable_it() {
+        let (port, server) = serve_one(server_settings(None, true)).await;
+        bounded(async {
+            let (mut conn, info) = connect(
+                "127.0.0.1",
+                port,
+                &client_settings(None, &[Transport::Plain]),
+            )
+            .await
+            .expect("connect");
+            let (mut sconn, sinfo) = server.await.expect("join").expect("accept");
+            assert_eq!(info.transport, Transport::Plain);
+            assert_eq!(sinfo.transport, Transport::Plain);
+            assert_eq!((info.tls, sinfo.tls), (None, None));
+            assert!(conn.tcp().nodelay().expect("nodelay"));
+            assert!(sconn.tcp().nodelay().expect("nodelay"));
+            conn.write_all(b"plain").await.expect("write");
+            echo_once(&mut sconn).await;
+            let mut back = [0u8; 5];
+            conn.read_exact(&mut back).await.expect("read");
+            assert_eq!(&back, b"plain");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn plain_offer_to_a_tls_only_server_fails_on_both_sides() {
+        let (_dir, server_tls) = dev_server("stream-nocommon");
+        let (port, server) =
+            serve_one(server_settings(Some(server_tls.config.clone()), false)).await;
+        bounded(async {
+            let err = connect(
+                "127.0.0.1",
+                port,
+                &client_settings(None, &[Transport::Plain]),
+            )
+            .await
+            .expect_err("refused");
+            assert!(
+                matches!(err, Error::ClosedDuring("vop negotiation")),
+                "{err:?}"
+            );
+            let serr = server.await.expect("join").expect_err("server side");
+            assert!(matches!(serr, Error::NoCommonTransport { .. }), "{serr:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn server_delivers_bytes_sent_with_the_vop_line() {
+        let (port, server) = serve_one(server_settings(None, true)).await;
+        bounded(async {
+            let mut raw = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            raw.write_all(b"VOP_DRAFT-0.8 TRANSPORTS:PLAIN\nVEC_DRAFT-0.8-utf8\n")
+                .await
+                .expect("write");
+            let (mut sconn, _) = server.await.expect("join").expect("accept");
+            let mut hello = [0u8; 19];
+            sconn.read_exact(&mut hello).await.expect("read");
+            assert_eq!(&hello, b"VEC_DRAFT-0.8-utf8\n");
+            let mut reply = [0u8; 34];
+            raw.read_exact(&mut reply).await.expect("reply");
+            assert_eq!(&reply, b"VOP_DRAFT-0.8 USE_TRANSPORT:PLAIN\n");
+        })
+        .await;
+    }
+
+    /// A raw server that reads the offer and answers with `answer` in one
+    /// write, then holds the connection until the client is done.
+    async fn raw_server(answer: &'static [u8]) -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.expect("accept");
+            let mut offer = Vec::new();
+            let mut b = [0u8; 1];
+            while offer.last() != Some(&b'\n') {
+                tcp.read_exact(&mut b).await.expect("offer");
+                offer.push(b[0]);
+            }
+            tcp.write_all(answer).await.expect("answer");
+            let mut rest = Vec::new();
+            let _ = tcp.read_to_end(&mut rest).await;
+            offer
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn client_delivers_bytes_sent_with_the_reply() {
+        // Like VPy's PLAIN server: the VEC hello right behind the reply.
+        let (port, server) =
+            raw_server(b"VOP_DRAFT-0.8 USE_TRANSPORT:PLAIN\nVEC_DRAFT-0.8-utf8\n").await;
+        bounded(async {
+            let (mut conn, _) = connect(
+                "127.0.0.1",
+                port,
+                &client_settings(None, &[Transport::Plain]),
+            )
+            .await
+            .expect("connect");
+            let mut hello = [0u8; 19];
+            conn.read_exact(&mut hello).await.expect("read");
+            assert_eq!(&hello, b"VEC_DRAFT-0.8-utf8\n");
+            drop(conn);
+            let offer = server.await.expect("join");
+            assert_eq!(offer, b"VOP_DRAFT-0.8 TRANSPORTS:PLAIN\n");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn client_refuses_server_bytes_before_tls() {
+        let (port, server) = raw_server(b"VOP_DRAFT-0.8 USE_TRANSPORT:TLS\nhi").await;
+        let client_tls = client_config(&ServerTrust::DangerAcceptAny).expect("client");
+        bounded(async {
+            let err = connect(
+                "127.0.0.1",
+                port,
+                &client_settings(Some(client_tls), &[Transport::Tls]),
+            )
+            .await
+            .expect_err("refused");
+            assert!(matches!(err, Error::BadVopLine(_)), "{err:?}");
+            server.await.expect("join");
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_client_hits_the_handshake_timeout() {
+        let (port, server) = serve_one(ServerSettings {
+            handshake_timeout: Duration::from_secs(30),
+            ..server_settings(None, true)
+        })
+        .await;
+        let _raw = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let started = Instant::now();
+        let err = server.await.expect("join").expect_err("timeout");
+        assert!(matches!(err, Error::Timeout("vop negotiation")), "{err:?}");
+        assert!(started.elapsed() >= Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tls_handshake_shares_the_handshake_timeout() {
+        let (_dir, server_tls) = dev_server("stream-tls-timeout");
+        let (port, server) = serve_one(ServerSettings {
+            handshake_timeout: Duration::from_secs(30),
+            ..server_settings(Some(server_tls.config), false)
+        })
+        .await;
+        // Negotiates TLS, then never sends a ClientHello.
+        let mut raw = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        raw.write_all(b"VOP_DRAFT-0.8 TRANSPORTS:TLS\n")
+            .await
+            .expect("write");
+        let mut reply = [0u8; 32];
+        raw.read_exact(&mut reply).await.expect("reply");
+        let err = server.await.expect("join").expect_err("timeout");
+        assert!(matches!(err, Error::Timeout("tls handshake")), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn client_closing_during_tls_handshake() {
+        let (_dir, server_tls) = dev_server("stream-tls-eof");
+        let (port, server) = serve_one(server_settings(Some(server_tls.config), false)).await;
+        bounded(async {
+            let mut raw = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            raw.write_all(b"VOP_DRAFT-0.8 TRANSPORTS:TLS\n")
+                .await
+                .expect("write");
+            let mut reply = [0u8; 32];
+            raw.read_exact(&mut reply).await.expect("reply");
+            drop(raw);
+            let err = server.await.expect("join").expect_err("closed");
+            assert!(
+                matches!(err, Error::ClosedDuring("tls handshake")),
+                "{err:?}"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn settings_are_validated() {
+        let tcp_pair = || async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let c = TcpStream::connect(listener.local_addr().expect("addr"))
+                .await
+                .expect("connect");
+            let (s, _) = listener.accept().await.expect("accept");
+            (c, s)
+        };
+        for settings in [
+            server_settings(None, false),
+            ServerSettings {
+                transports: ServerPolicy::new(true, false),
+                ..server_settings(None, true)
+            },
+            ServerSettings {
+                transports: ServerPolicy {
+                    preference: vec![Transport::Vts],
+                },
+                ..server_settings(None, true)
+            },
+        ] {
+            assert!(matches!(
+                settings.validate(),
+                Err(Error::TransportConfig(_))
+            ));
+            let (_c, s) = tcp_pair().await;
+            assert!(matches!(
+                accept(s, &settings).await,
+                Err(Error::TransportConfig(_))
+            ));
+        }
+        for settings in [
+            client_settings(None, &[]),
+            client_settings(None, &[Transport::Tls]),
+            client_settings(None, &[Transport::Vts, Transport::Plain]),
+        ] {
+            assert!(matches!(
+                settings.validate(),
+                Err(Error::TransportConfig(_))
+            ));
+            assert!(matches!(
+                connect("127.0.0.1", 9, &settings).await,
+                Err(Error::TransportConfig(_))
+            ));
+        }
+        let tls = client_config(&ServerTrust::DangerAcceptAny).expect("client");
+        assert!(matches!(
+            connect("bad name!", 9, &client_settings(Some(tls), &[Transport::Tls])).await,
+            Err(Error::TransportConfig(m)) if m.contains("server name")
+        ));
+    }
+
+    #[tokio::test]
+    async fn connect_to_a_closed_port_fails() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let err = bounded(connect(
+            "127.0.0.1",
+            port,
+            &client_settings(None, &[Transport::Plain]),
+        ))
+        .await
+        .expect_err("refused");
+        match err {
+            Error::Io(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn prefixed_returns_the_prefix_first() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(b"world").await.expect("write");
+        drop(a);
+        let mut p = Prefixed::new(b"hello ".to_vec(), b);
+        let mut small = [0u8; 4];
+        p.read_exact(&mut small).await.expect("read");
+        assert_eq!(&small, b"hell");
+        assert_eq!(p.buffered(), b"o ");
+        let mut rest = Vec::new();
+        p.read_to_end(&mut rest).await.expect("read");
+        assert_eq!(rest, b"o world");
+        assert!(p.buffered().is_empty());
+        let (left, _) = Prefixed::new(b"abc".to_vec(), tokio::io::empty()).into_parts();
+        assert_eq!(left, b"abc");
+    }
+}
