@@ -110,9 +110,14 @@ pub enum Error {
     /// An object reference that cannot be sent on this link.
     #[error("cannot send object reference: {0}")]
     BadReference(String),
-    /// A value that has no entity form (serde mapping).
+    /// A value that has no entity form, or an entity that does not fit the
+    /// Rust type asked for (serde mapping).
     #[error("cannot convert: {0}")]
     Convert(String),
+    /// An object reference where the Rust type asked for needs a plain value
+    /// (serde mapping). Names the type asked for.
+    #[error("object reference cannot be converted to {0}")]
+    RefNotConvertible(String),
     /// A certificate, key or CA file is unusable.
     #[error("{}: {reason}", path.display())]
     Credentials {
