@@ -385,10 +385,6 @@ impl LinkCore {
         self.draining = true;
     }
 
-    pub(crate) fn is_draining(&self) -> bool {
-        self.draining
-    }
-
     /// Feeds bytes read from the connection.
     pub(crate) fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), Error> {
         if buf.is_empty() {

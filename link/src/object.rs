@@ -82,8 +82,8 @@ impl From<crate::Error> for CallError {
     }
 }
 
-/// The error and its causes on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+/// The error and its causes on one line, separated by `: `.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

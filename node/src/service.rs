@@ -1,0 +1,273 @@
+//! [`Service`]: serves Versile sessions on a listening socket.
+//!
+//! Every accepted connection runs, on its own task: VOP negotiation, the
+//! chosen transport (TLS or PLAIN), then a VOL link whose gateway comes fresh
+//! from the service's factory. The service tracks its links so that a stop
+//! can drain them: new calls are refused, calls already running finish, and
+//! whatever is still open when the grace period ends is closed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use vole_link::{Link, LinkConfig, LinkInfo, LinkSetup, Object};
+use vole_transport::stream::{self, ServerSettings};
+
+/// Makes the gateway object for a new link.
+pub type GatewayFactory = Arc<dyn Fn(&LinkInfo) -> Arc<dyn Object> + Send + Sync>;
+
+/// Settings of a service.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    /// Allowed transports, TLS configuration and the handshake timeout.
+    pub transport: ServerSettings,
+    /// Link settings; `hold_peer` should be false for a service.
+    pub link: LinkConfig,
+    /// The node id reported by `meta.ping()`, when running under a
+    /// controller.
+    pub node_id: Option<u32>,
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("transports", &self.transport.transports)
+            .field("tls", &self.transport.tls.is_some())
+            .field("link", &self.link)
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+/// Counters of a service.
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections whose VOP or TLS handshake failed.
+    pub handshake_failures: AtomicU64,
+    /// Links that ended on an error.
+    pub link_errors: AtomicU64,
+    /// Calls served on links that have closed (add the live links' counts for
+    /// the total).
+    pub calls_closed_links: AtomicU64,
+    /// Failed calls on links that have closed.
+    pub errors_closed_links: AtomicU64,
+}
+
+/// A point-in-time view of a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Open links.
+    pub sessions: u64,
+    /// Connections accepted in total.
+    pub accepted: u64,
+    /// Calls served in total.
+    pub calls: u64,
+    /// Calls that failed in total.
+    pub errors: u64,
+    /// Handshake failures in total.
+    pub handshake_failures: u64,
+}
+
+struct Inner {
+    config: ServiceConfig,
+    factory: GatewayFactory,
+    links: Mutex<HashMap<u64, Link>>,
+    tracker: TaskTracker,
+    stop_accepting: CancellationToken,
+    stats: ServiceStats,
+}
+
+/// A running service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+impl Service {
+    /// A service with the given settings and gateway factory.
+    pub fn new(config: ServiceConfig, factory: GatewayFactory) -> Self {
+        Service {
+            inner: Arc::new(Inner {
+                config,
+                factory,
+                links: Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
+                stop_accepting: CancellationToken::new(),
+                stats: ServiceStats::default(),
+            }),
+        }
+    }
+
+    /// Accepts connections from `listener` until [`Service::stop_accepting`]
+    /// (or [`Service::shutdown`]) is called.
+    pub async fn run(&self, listener: TcpListener) {
+        let stop = self.inner.stop_accepting.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => self.serve_connection(tcp),
+                    Err(e) => accept_error(e).await,
+                },
+            }
+        }
+    }
+
+    /// Serves one accepted connection on a new task.
+    pub fn serve_connection(&self, tcp: TcpStream) {
+        self.inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        self.inner
+            .tracker
+            .spawn(async move { this.session(tcp).await });
+    }
+
+    async fn session(&self, tcp: TcpStream) {
+        let peer = tcp.peer_addr().ok();
+        let inner = &self.inner;
+        let (conn, conn_info) = match stream::accept(tcp, &inner.config.transport).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                inner
+                    .stats
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(?peer, error = %vole_link::object::error_chain(&e), "connection refused during handshake");
+                return;
+            }
+        };
+        if inner.stop_accepting.is_cancelled() {
+            // Stopping: do not start a link we would drain at once.
+            return;
+        }
+        let mut info = LinkInfo::from_conn(&conn_info);
+        info.node_id = inner.config.node_id;
+        let gateway = (inner.factory)(&info);
+        let setup = LinkSetup {
+            config: inner.config.link.clone(),
+            gateway,
+            info,
+        };
+        let mut link_id = 0;
+        let closed = vole_link::serve(conn, setup, |link| {
+            link_id = link.id();
+            tracing::debug!(link = link_id, ?peer, transport = %conn_info.transport, "session opened");
+            if let Ok(mut links) = inner.links.lock() {
+                links.insert(link.id(), link);
+            }
+        })
+        .await;
+        let link = inner
+            .links
+            .lock()
+            .ok()
+            .and_then(|mut links| links.remove(&link_id));
+        if let Some(link) = link {
+            let stats = link.stats();
+            inner
+                .stats
+                .calls_closed_links
+                .fetch_add(stats.calls_in.load(Ordering::Relaxed), Ordering::Relaxed);
+            inner
+                .stats
+                .errors_closed_links
+                .fetch_add(stats.errors_in.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        if !closed.clean {
+            inner.stats.link_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Stops accepting new connections; open links continue.
+    pub fn stop_accepting(&self) {
+        self.inner.stop_accepting.cancel();
+    }
+
+    /// The open links.
+    pub fn links(&self) -> Vec<Link> {
+        self.inner
+            .links
+            .lock()
+            .map(|l| l.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops the service: stops accepting, drains every link (new calls are
+    /// refused, running calls finish and are answered), and after `grace`
+    /// closes whatever is still open. Returns the number of links that had
+    /// to be closed by force.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.stop_accepting();
+        let links = self.links();
+        tracing::info!(
+            links = links.len(),
+            grace_s = grace.as_secs_f64(),
+            "draining links"
+        );
+        let drain = async {
+            let closes: Vec<_> = links.iter().map(|l| l.close()).collect();
+            futures_join_all(closes).await;
+        };
+        let forced = match tokio::time::timeout(grace, drain).await {
+            Ok(()) => 0,
+            Err(_) => {
+                let open = self.links();
+                for link in &open {
+                    link.abort();
+                }
+                open.len()
+            }
+        };
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        forced
+    }
+
+    /// Counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = &self.inner.stats;
+        let links = self.links();
+        let live_calls: u64 = links
+            .iter()
+            .map(|l| l.stats().calls_in.load(Ordering::Relaxed))
+            .sum();
+        let live_errors: u64 = links
+            .iter()
+            .map(|l| l.stats().errors_in.load(Ordering::Relaxed))
+            .sum();
+        Snapshot {
+            sessions: links.len() as u64,
+            accepted: s.accepted.load(Ordering::Relaxed),
+            calls: s.calls_closed_links.load(Ordering::Relaxed) + live_calls,
+            errors: s.errors_closed_links.load(Ordering::Relaxed) + live_errors,
+            handshake_failures: s.handshake_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
+    let mut set: futures_util::stream::FuturesUnordered<F> = futures.into_iter().collect();
+    use futures_util::StreamExt;
+    while set.next().await.is_some() {}
+}
+
+/// Accept errors are about this process or the system (out of file
+/// descriptors or memory), not about a peer: log, pause briefly so the loop
+/// does not spin, and go on.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted => {}
+        _ => {
+            tracing::error!(error = %e, "accept failed; pausing accepts for 100 ms");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
