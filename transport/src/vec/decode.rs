@@ -15,6 +15,7 @@
 
 use bytes::{Buf, BytesMut};
 use num_bigint::{BigInt, Sign};
+use num_traits::ToPrimitive;
 
 use super::netbytes::{self, PosInt};
 use super::{code, Codec};
@@ -395,11 +396,11 @@ impl<D> Builder<'_, D> {
             }
             code::FLOAT_N => {
                 let digits = self.signed()?;
+                // Any base VFloat can hold (2..=u64::MAX), not only those
+                // that fit in an i64: the encoder writes them all.
                 let base = self
-                    .signed_i64("float base")
-                    .map_err(|_| Error::InvalidFloatBase)?;
-                let base = u64::try_from(base)
-                    .ok()
+                    .signed()?
+                    .to_u64()
                     .filter(|b| *b >= 2)
                     .ok_or(Error::InvalidFloatBase)?;
                 let exp = self.signed_i64("float exponent")?;
