@@ -10,11 +10,13 @@
 //!    refused.
 //! 2. **build**: once `header_end + payload_total` bytes are buffered, walk
 //!    the headers again and build the entity, taking payloads from the end of
-//!    the message backwards (they are stored in reverse pre-order). Recursion
-//!    depth is bounded by the depth cap checked in the scan.
+//!    the message backwards (they are stored in reverse pre-order). Open
+//!    containers wait on an explicit stack, so no input, however deeply
+//!    nested, recurses on the native stack.
 
 use bytes::{Buf, BytesMut};
 use num_bigint::{BigInt, Sign};
+use num_traits::ToPrimitive;
 
 use super::netbytes::{self, PosInt};
 use super::{code, Codec};
@@ -124,11 +126,12 @@ impl Decoder {
             Step::Done => {}
         }
         let header_end = self.scan.pos;
-        let total = header_end as u64 + self.scan.payload_total;
+        // At most `max_message` (checked by the scan), so this cannot
+        // saturate, and fits a usize.
+        let total = (header_end as u64).saturating_add(self.scan.payload_total);
         if (buf.len() as u64) < total {
             return Ok(None);
         }
-        // `total` is at most `max_message`, a usize, as checked by the scan.
         let total = total as usize;
         self.scan = Scan::default();
         let mut builder = Builder {
@@ -155,14 +158,16 @@ impl Decoder {
         }
     }
 
-    fn too_large(&self, declared: u64) -> Result<(), Error> {
-        if declared > self.config.max_message as u64 {
-            Err(Error::TooLarge {
-                declared,
+    /// Refuses a message whose size, as far as its headers tell, is the sum
+    /// of `parts` and exceeds the cap. A sum beyond `u64::MAX` exceeds any
+    /// cap: hostile lengths are refused, never wrapped.
+    fn too_large(&self, parts: &[u64]) -> Result<(), Error> {
+        match parts.iter().try_fold(0u64, |sum, p| sum.checked_add(*p)) {
+            Some(declared) if declared <= self.config.max_message as u64 => Ok(()),
+            declared => Err(Error::TooLarge {
+                declared: declared.unwrap_or(u64::MAX),
                 max: self.config.max_message,
-            })
-        } else {
-            Ok(())
+            }),
         }
     }
 
@@ -190,24 +195,29 @@ impl Decoder {
                     match netbytes::field_len(&rest[at..])? {
                         None => return Ok(Step::NeedMore),
                         Some(n) => {
-                            let end = (start + at) as u64 + n;
-                            self.too_large(end + self.scan.payload_total)?;
+                            let field_start = (start + at) as u64;
+                            self.too_large(&[field_start, n, self.scan.payload_total])?;
+                            // Cannot saturate: the sum was checked just above.
+                            let end = field_start.saturating_add(n);
                             if end > buf.len() as u64 {
                                 return Ok(Step::NeedMore);
                             }
+                            // `end` is within `buf`, so `n` fits a usize.
                             at += n as usize;
                         }
                     }
                 }};
             }
+            // A length or count. Its field is bounded like any other first:
+            // the long form can declare a field longer than any message,
+            // which must be refused rather than waited for.
             macro_rules! value {
                 ($what:expr) => {{
-                    match netbytes::read(&rest[at..])? {
+                    let field_start = at;
+                    field!();
+                    match netbytes::read(&rest[field_start..at])? {
                         None => return Ok(Step::NeedMore),
-                        Some((v, n)) => {
-                            at += n;
-                            v.to_u64($what)?
-                        }
+                        Some((v, _)) => v.to_u64($what)?,
                     }
                 }};
             }
@@ -238,14 +248,9 @@ impl Decoder {
                 }
                 _ => return Err(Error::InvalidCode { code: c }),
             }
-            let payload_total =
-                self.scan
-                    .payload_total
-                    .checked_add(payload)
-                    .ok_or(Error::OutOfRange {
-                        what: "payload length",
-                    })?;
-            self.too_large((start + at) as u64 + payload_total)?;
+            self.too_large(&[(start + at) as u64, self.scan.payload_total, payload])?;
+            // Cannot saturate: the sum was checked just above.
+            let payload_total = self.scan.payload_total.saturating_add(payload);
             // Commit the element.
             self.scan.pos = start + at;
             self.scan.payload_total = payload_total;
@@ -260,7 +265,7 @@ impl Decoder {
                     });
                 }
                 // Every child takes at least one header byte.
-                self.too_large(self.scan.pos as u64 + n + payload_total)?;
+                self.too_large(&[self.scan.pos as u64, n, payload_total])?;
                 self.scan.stack.push(n);
             }
         }
@@ -316,25 +321,57 @@ impl<D> Builder<'_, D> {
         netbytes::to_signed_i64(&self.posint()?).ok_or(Error::OutOfRange { what })
     }
 
-    fn entities<R>(&mut self) -> Result<Vec<Entity<R>>, Error>
-    where
-        D: super::RefDecoder<R>,
-    {
-        let n = self.len("tuple length")?;
-        // The scan saw all n children in the header bytes.
-        let mut items = Vec::with_capacity(n);
-        for _ in 0..n {
-            items.push(self.entity()?);
-        }
-        Ok(items)
-    }
-
+    /// Builds the entity whose headers start at `head`.
+    ///
+    /// Iterative: containers wait on an explicit stack, so the native stack
+    /// stays flat however deep the (depth-capped) nesting is. Elements and
+    /// payloads are visited in pre-order, as the recursive definition does.
     fn entity<R>(&mut self) -> Result<Entity<R>, Error>
     where
         D: super::RefDecoder<R>,
     {
+        let mut open: Vec<OpenContainer<R>> = Vec::new();
+        loop {
+            let mut done = match self.element()? {
+                Element::Leaf(e) => e,
+                Element::Container(kind, 0) => kind.close(Vec::new())?,
+                Element::Container(kind, n) => {
+                    // The scan saw all n children in the header bytes, so
+                    // n is bounded by the message size.
+                    open.push(OpenContainer {
+                        kind,
+                        remaining: n,
+                        items: Vec::with_capacity(n),
+                    });
+                    continue;
+                }
+            };
+            // Hand the finished entity to its parent, closing every
+            // container it completes.
+            loop {
+                let Some(mut top) = open.pop() else {
+                    return Ok(done);
+                };
+                top.items.push(done);
+                // Containers are only on the stack with children pending.
+                top.remaining -= 1;
+                if top.remaining > 0 {
+                    open.push(top);
+                    break;
+                }
+                done = top.kind.close(top.items)?;
+            }
+        }
+    }
+
+    /// Reads one header element: a whole leaf entity, or the code and child
+    /// count of a container.
+    fn element<R>(&mut self) -> Result<Element<R>, Error>
+    where
+        D: super::RefDecoder<R>,
+    {
         let c = self.byte()?;
-        Ok(match c {
+        Ok(Element::Leaf(match c {
             0..=0xee => Entity::Int(c as i64 - 1),
             code::INT_POS => match self.posint()? {
                 PosInt::Small(n) => match i64::try_from(n + 238) {
@@ -375,15 +412,9 @@ impl<D> Builder<'_, D> {
                 })?;
                 Entity::Str(codec.decode(self.payload(data_len)?)?)
             }
-            code::TUPLE => Entity::Tuple(self.entities()?),
-            code::EXCEPTION => Entity::Exception(self.entities()?),
-            code::TAGGED => {
-                let mut items = self.entities()?.into_iter();
-                let value = items
-                    .next()
-                    .ok_or(Error::Malformed("tagged entity without a value"))?;
-                Entity::Tagged(Box::new(value), items.collect())
-            }
+            code::TUPLE => return self.container(ContainerKind::Tuple),
+            code::EXCEPTION => return self.container(ContainerKind::Exception),
+            code::TAGGED => return self.container(ContainerKind::Tagged),
             code::FLOAT_2 | code::FLOAT_10 => {
                 let digits = self.signed()?;
                 let exp = self.signed_i64("float exponent")?;
@@ -395,11 +426,11 @@ impl<D> Builder<'_, D> {
             }
             code::FLOAT_N => {
                 let digits = self.signed()?;
+                // Any base VFloat can hold (2..=u64::MAX), not only those
+                // that fit in an i64: the encoder writes them all.
                 let base = self
-                    .signed_i64("float base")
-                    .map_err(|_| Error::InvalidFloatBase)?;
-                let base = u64::try_from(base)
-                    .ok()
+                    .signed()?
+                    .to_u64()
                     .filter(|b| *b >= 2)
                     .ok_or(Error::InvalidFloatBase)?;
                 let exp = self.signed_i64("float exponent")?;
@@ -415,8 +446,50 @@ impl<D> Builder<'_, D> {
                 Entity::Ref(self.refs.decode_ref(WireRef { owner, id })?)
             }
             _ => return Err(Error::InvalidCode { code: c }),
+        }))
+    }
+
+    fn container<R>(&mut self, kind: ContainerKind) -> Result<Element<R>, Error> {
+        Ok(Element::Container(kind, self.len("tuple length")?))
+    }
+}
+
+/// What [`Builder::element`] read.
+enum Element<R> {
+    /// A complete leaf entity.
+    Leaf(Entity<R>),
+    /// A container and how many children follow it.
+    Container(ContainerKind, usize),
+}
+
+#[derive(Clone, Copy)]
+enum ContainerKind {
+    Tuple,
+    Exception,
+    Tagged,
+}
+
+impl ContainerKind {
+    fn close<R>(self, items: Vec<Entity<R>>) -> Result<Entity<R>, Error> {
+        Ok(match self {
+            ContainerKind::Tuple => Entity::Tuple(items),
+            ContainerKind::Exception => Entity::Exception(items),
+            ContainerKind::Tagged => {
+                let mut items = items.into_iter();
+                let value = items
+                    .next()
+                    .ok_or(Error::Malformed("tagged entity without a value"))?;
+                Entity::Tagged(Box::new(value), items.collect())
+            }
         })
     }
+}
+
+/// A container whose children are still being built.
+struct OpenContainer<R> {
+    kind: ContainerKind,
+    remaining: usize,
+    items: Vec<Entity<R>>,
 }
 
 /// Decodes exactly one entity with raw wire references from `bytes`.

@@ -10,6 +10,9 @@
 //!
 //! Everything here is sans-IO: bytes in, entities out.
 
+#[cfg(test)]
+#[path = "tests.rs"]
+mod codec_tests;
 mod decode;
 mod encode;
 pub mod hello;
@@ -191,7 +194,7 @@ mod tests {
             "h"
         );
         assert_eq!(Codec::Utf16.decode(&[b'h', 0]).expect("ok"), "h");
-        assert!(Codec::Utf16.decode(&[b'h']).is_err());
+        assert!(Codec::Utf16.decode(b"h").is_err());
         assert!(
             Codec::Utf16Le.decode(&[0x00, 0xd8]).is_err(),
             "lone surrogate"

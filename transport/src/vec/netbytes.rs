@@ -28,7 +28,8 @@ impl PosInt {
     pub(crate) fn to_u64(&self, what: &'static str) -> Result<u64, Error> {
         match self {
             PosInt::Small(v) => u64::try_from(*v).map_err(|_| Error::OutOfRange { what }),
-            PosInt::Big(_) => Err(Error::OutOfRange { what }),
+            // A non-minimal long form can still hold a small value.
+            PosInt::Big(v) => v.to_u64().ok_or(Error::OutOfRange { what }),
         }
     }
 

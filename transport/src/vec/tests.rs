@@ -1,0 +1,930 @@
+//! Unit tests of the VEC entity codec: round trips, truncation and
+//! streaming, the size and depth caps, malformed input, the encoder's own
+//! limits, the netbytes vectors captured from VPy, and a property test over
+//! arbitrary entities.
+//!
+//! Byte-for-byte agreement with VPy on whole entities is checked by the
+//! integration test `tests/vpy_vectors.rs`; this module reuses the same
+//! fixture as a corpus of real encodings.
+
+use bytes::BytesMut;
+use num_bigint::{BigInt, BigUint, Sign};
+use proptest::prelude::*;
+use serde_json::Value;
+
+use super::decode::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE};
+use super::netbytes::{self, PosInt};
+use super::{decode_complete, encode_to_vec, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder};
+use crate::entity::{Entity, Owner, RawRefs, RefEncoder, VFloat, WireRef};
+use crate::Error;
+
+const FIXTURE: &str = include_str!("../../tests/fixtures/vpy_entities.json");
+
+// ---- helpers -----------------------------------------------------------------
+
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    assert!(s.len() % 2 == 0, "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+fn config(codec: Option<Codec>) -> EncodeConfig {
+    EncodeConfig {
+        str_codec: codec,
+        ..Default::default()
+    }
+}
+
+fn enc(e: &Entity) -> Vec<u8> {
+    encode_to_vec(e, EncodeConfig::default()).expect("encodes")
+}
+
+fn dec(bytes: &[u8]) -> Result<Entity, Error> {
+    decode_complete(bytes, Some(Codec::Utf8), DecodeConfig::default())
+}
+
+fn caps(max_message: usize, max_depth: usize) -> DecodeConfig {
+    DecodeConfig {
+        max_message,
+        max_depth,
+    }
+}
+
+/// Runs a fresh incremental decoder over `bytes`.
+fn decode_incremental(
+    bytes: &[u8],
+    codec: Option<Codec>,
+    config: DecodeConfig,
+) -> Result<Option<Entity>, Error> {
+    let mut decoder = Decoder::new(config);
+    decoder.set_peer_codec(codec);
+    let mut buf = BytesMut::from(bytes);
+    decoder.decode(&mut buf, &mut RawRefs)
+}
+
+fn nested(depth: usize) -> Entity {
+    let mut e = Entity::Int(1);
+    for _ in 1..depth {
+        e = Entity::Tuple(vec![e]);
+    }
+    e
+}
+
+fn wire(owner: Owner, id: i64) -> Entity {
+    Entity::Ref(WireRef { owner, id })
+}
+
+/// One entity of every variant, plus nested mixes.
+fn sample() -> Vec<Entity> {
+    let float = |v: f64| Entity::float(v).expect("finite");
+    let big = BigInt::from(u64::MAX) * BigInt::from(u64::MAX);
+    let mixed = Entity::tuple([
+        Entity::Int(-2),
+        Entity::str("κόσμε"),
+        Entity::bytes(vec![0xf4, 0xf5, 0x00]),
+        Entity::Exception(vec![Entity::str("err"), Entity::None]),
+        Entity::Tagged(
+            Box::new(Entity::tuple([Entity::str("k"), Entity::Int(1)])),
+            vec![Entity::Int(21), Entity::Int(1), Entity::Int(2)],
+        ),
+        wire(Owner::Sender, 3),
+        Entity::tuple([]),
+        Entity::tuple([Entity::str(""), Entity::tuple([Entity::str("deep")])]),
+    ]);
+    vec![
+        Entity::Int(0),
+        Entity::Int(-1),
+        Entity::Int(237),
+        Entity::Int(238),
+        Entity::Int(i64::MAX),
+        Entity::Int(i64::MIN),
+        Entity::int(big.clone()),
+        Entity::int(-big),
+        Entity::Bool(true),
+        Entity::Bool(false),
+        Entity::None,
+        float(1.5),
+        float(-0.1),
+        float(f64::MIN_POSITIVE),
+        Entity::Float(VFloat::decimal(-125, -2)),
+        Entity::Float(VFloat {
+            digits: BigInt::from(3),
+            base: 5,
+            exp: -4,
+        }),
+        Entity::Float(VFloat {
+            digits: BigInt::from(-1),
+            base: u64::MAX,
+            exp: i64::MIN,
+        }),
+        Entity::bytes(Vec::new()),
+        Entity::bytes((0..=255u8).collect::<Vec<_>>()),
+        Entity::str(""),
+        Entity::str("hello"),
+        Entity::str("😀".repeat(100)),
+        Entity::tuple([]),
+        Entity::tuple([Entity::Int(1), Entity::str("two")]),
+        Entity::Exception(vec![]),
+        Entity::Exception(vec![Entity::str("boom"), Entity::Int(42)]),
+        Entity::Tagged(Box::new(Entity::Int(20)), vec![]),
+        Entity::Tagged(Box::new(Entity::str("v")), vec![Entity::str("t")]),
+        wire(Owner::Sender, 1),
+        wire(Owner::Receiver, -7),
+        wire(Owner::Receiver, i64::MIN),
+        mixed.clone(),
+        Entity::tuple([mixed.clone(), mixed]),
+        nested(40),
+    ]
+}
+
+/// The entity vectors of the VPy fixture: bytes and sender codec.
+fn corpus() -> Vec<(String, Vec<u8>, Option<Codec>)> {
+    let all: Vec<Value> = serde_json::from_str(FIXTURE).expect("fixture is JSON");
+    let out: Vec<_> = all
+        .iter()
+        .filter(|e| e.get("value").is_some())
+        .map(|e| {
+            let codec = e["codec"]
+                .as_str()
+                .map(|c| Codec::from_name(c.as_bytes()).expect("known codec"));
+            (
+                e["name"].as_str().expect("name").to_owned(),
+                hex(e["hex"].as_str().expect("hex")),
+                codec,
+            )
+        })
+        .collect();
+    assert!(out.len() >= 150, "fixture has only {} entities", out.len());
+    out
+}
+
+// ---- round trips ---------------------------------------------------------------
+
+#[test]
+fn every_variant_round_trips_with_both_codec_settings() {
+    for codec in [Some(Codec::Utf8), None, Some(Codec::Utf16)] {
+        for e in sample() {
+            let bytes = encode_to_vec(&e, config(codec)).expect("encodes");
+            let back = decode_complete(&bytes, codec, DecodeConfig::default())
+                .unwrap_or_else(|err| panic!("{e:?} with {codec:?}: {err}"));
+            assert_eq!(back, e, "codec {codec:?}");
+        }
+    }
+}
+
+#[test]
+fn codec_setting_chooses_the_string_form() {
+    let e = Entity::str("hé");
+    assert_eq!(enc(&e), hex("f4 03 68 c3 a9"));
+    assert_eq!(
+        encode_to_vec(&e, config(None)).expect("encodes"),
+        hex("f5 04 03 68 c3 a9 75 74 66 38")
+    );
+    // Not declaring UTF-8 means naming it on every string.
+    assert_eq!(
+        encode_to_vec(&e, config(Some(Codec::Utf16))).expect("encodes"),
+        hex("f5 04 03 68 c3 a9 75 74 66 38")
+    );
+    // An explicit codec wins over the peer's default.
+    let explicit = hex("f5 04 03 68 c3 a9 75 74 66 38");
+    for peer in [None, Some(Codec::Utf8), Some(Codec::Utf16)] {
+        assert_eq!(
+            decode_complete(&explicit, peer, DecodeConfig::default()).expect("decodes"),
+            e
+        );
+    }
+}
+
+#[test]
+fn float_bases_beyond_64_bits_are_refused() {
+    // VPy's VFloat(5, -2, base=2**70); VFloat cannot hold the base.
+    let vpy = hex("fb0aff007fffffffffffffff0905");
+    assert!(matches!(dec(&vpy), Err(Error::InvalidFloatBase)));
+}
+
+// ---- truncation and streaming ----------------------------------------------------
+
+#[test]
+fn every_strict_prefix_of_the_corpus_is_incomplete() {
+    for (name, bytes, codec) in corpus() {
+        let whole = decode_complete(&bytes, codec, DecodeConfig::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for cut in 0..bytes.len() {
+            let prefix = &bytes[..cut];
+            let mut decoder = Decoder::new(DecodeConfig::default());
+            decoder.set_peer_codec(codec);
+            let mut buf = BytesMut::from(prefix);
+            let got = decoder
+                .decode(&mut buf, &mut RawRefs)
+                .unwrap_or_else(|e| panic!("{name} cut {cut}: {e}"));
+            assert!(got.is_none(), "{name} cut {cut}: decoded early");
+            assert_eq!(buf.len(), cut, "{name} cut {cut}: consumed bytes");
+            assert!(
+                matches!(
+                    decode_complete(prefix, codec, DecodeConfig::default()),
+                    Err(Error::Truncated(n)) if n == cut
+                ),
+                "{name} cut {cut}: decode_complete accepted a prefix"
+            );
+        }
+        // One byte at a time through a single decoder.
+        let mut decoder = Decoder::new(DecodeConfig::default());
+        decoder.set_peer_codec(codec);
+        let mut buf = BytesMut::new();
+        for (i, b) in bytes.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let got = decoder
+                .decode(&mut buf, &mut RawRefs)
+                .unwrap_or_else(|e| panic!("{name} byte {i}: {e}"));
+            if i + 1 < bytes.len() {
+                assert!(got.is_none(), "{name}: decoded after {} bytes", i + 1);
+                assert_eq!(buf.len(), i + 1, "{name}: consumed before complete");
+            } else {
+                assert_eq!(got.as_ref(), Some(&whole), "{name}: byte-wise result");
+            }
+        }
+        assert!(buf.is_empty(), "{name}: bytes left over");
+        assert!(!decoder.is_mid_entity());
+        decoder.decode_eof(&buf).expect("clean end");
+    }
+}
+
+#[test]
+fn back_to_back_messages_decode_in_order() {
+    let mut entities = sample();
+    let corpus = corpus();
+    let utf8: Vec<_> = corpus
+        .iter()
+        .filter(|(_, b, c)| *c == Some(Codec::Utf8) && b.len() < 4096)
+        .collect();
+    for (_, bytes, _) in &utf8 {
+        entities.push(dec(bytes).expect("decodes"));
+    }
+    let mut stream = Vec::new();
+    let encoder = Encoder::new(EncodeConfig::default());
+    for e in &entities {
+        encoder
+            .encode(e, &mut RawRefs, &mut stream)
+            .expect("encodes");
+    }
+
+    // All at once.
+    let mut decoder = Decoder::new(DecodeConfig::default());
+    decoder.set_peer_codec(Some(Codec::Utf8));
+    let mut buf = BytesMut::from(&stream[..]);
+    for (i, e) in entities.iter().enumerate() {
+        let got = decoder.decode(&mut buf, &mut RawRefs).expect("decodes");
+        assert_eq!(got.as_ref(), Some(e), "message {i}");
+    }
+    assert!(buf.is_empty());
+    assert!(decoder
+        .decode(&mut buf, &mut RawRefs)
+        .expect("empty is fine")
+        .is_none());
+
+    // In odd-sized chunks that straddle message boundaries.
+    let mut decoder = Decoder::new(DecodeConfig::default());
+    decoder.set_peer_codec(Some(Codec::Utf8));
+    let mut buf = BytesMut::new();
+    let mut got = Vec::new();
+    for chunk in stream.chunks(7) {
+        buf.extend_from_slice(chunk);
+        while let Some(e) = decoder.decode(&mut buf, &mut RawRefs).expect("decodes") {
+            got.push(e);
+        }
+    }
+    assert_eq!(got, entities);
+    decoder.decode_eof(&buf).expect("nothing left");
+}
+
+#[test]
+fn leftovers_at_end_of_stream_are_reported() {
+    let decoder = Decoder::new(DecodeConfig::default());
+    assert!(matches!(
+        decoder.decode_eof(&BytesMut::from(&[0xf6u8, 0x02][..])),
+        Err(Error::Truncated(2))
+    ));
+    assert!(matches!(
+        dec(&hex("02 02")),
+        Err(Error::Malformed("trailing bytes after entity"))
+    ));
+}
+
+// ---- caps ------------------------------------------------------------------------
+
+#[test]
+fn oversized_bytes_are_refused_from_the_header_alone() {
+    let mut header = vec![0xf3];
+    netbytes::put_u64(&mut header, 1 << 30);
+    let err = decode_incremental(&header, None, DecodeConfig::default())
+        .expect_err("1 GiB is over the cap");
+    assert!(
+        matches!(err, Error::TooLarge { declared, max }
+            if declared >= 1 << 30 && max == DEFAULT_MAX_MESSAGE),
+        "{err}"
+    );
+    // The same inside a container, after other payloads.
+    let mut header = hex("f6 02 f3 05");
+    header.push(0xf3);
+    netbytes::put_u64(&mut header, (DEFAULT_MAX_MESSAGE - 8) as u64);
+    assert!(matches!(
+        decode_incremental(&header, None, DecodeConfig::default()),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn message_cap_is_inclusive() {
+    let e = Entity::bytes(vec![7u8; 100]);
+    let bytes = enc(&e);
+    assert_eq!(bytes.len(), 102);
+    let at_cap = decode_complete(&bytes, None, caps(102, 8)).expect("fits exactly");
+    assert_eq!(at_cap, e);
+    assert!(matches!(
+        decode_complete(&bytes, None, caps(101, 8)),
+        Err(Error::TooLarge {
+            declared: 102,
+            max: 101
+        })
+    ));
+    // Headers count too: 50 small ints in a tuple are 52 bytes.
+    let t = enc(&Entity::tuple((0..50).map(Entity::Int)));
+    assert_eq!(t.len(), 52);
+    assert!(decode_complete(&t, None, caps(52, 8)).is_ok());
+    assert!(matches!(
+        decode_complete(&t, None, caps(51, 8)),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn huge_child_counts_are_refused_without_allocating() {
+    let mut header = vec![0xf6];
+    netbytes::put_u64(&mut header, 1 << 40);
+    assert!(matches!(
+        decode_incremental(&header, None, DecodeConfig::default()),
+        Err(Error::TooLarge { .. })
+    ));
+    // With no size cap at all, the count is only a counter: the decoder
+    // waits for the children instead of reserving room for them.
+    let mut decoder = Decoder::new(caps(usize::MAX, 8));
+    header.extend_from_slice(&[0x01; 100]);
+    let mut buf = BytesMut::from(&header[..]);
+    assert!(decoder
+        .decode(&mut buf, &mut RawRefs)
+        .expect("no error yet")
+        .is_none());
+    assert!(decoder.is_mid_entity());
+}
+
+#[test]
+fn length_fields_cannot_make_the_decoder_wait_forever() {
+    // A bytes length in netbytes' long form whose own field is 2^56 bytes
+    // long: the field alone is over the cap, so it must be refused now,
+    // not waited for.
+    let mut bytes = hex("f3 ff fe 00 ff ff ff ff ff ff ff");
+    let err = decode_incremental(&bytes, None, DecodeConfig::default())
+        .expect_err("length field over the cap");
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    // And however much junk follows, it stays an error.
+    bytes.resize(4096, 0);
+    assert!(decode_incremental(&bytes, None, DecodeConfig::default()).is_err());
+    // The same for a tuple count and a codec length.
+    for prefix in ["f6", "f7", "fe", "f5", "f5 00"] {
+        let bytes = hex(&format!("{prefix} ff fe 00 ff ff ff ff ff ff ff"));
+        assert!(
+            matches!(
+                decode_incremental(&bytes, None, DecodeConfig::default()),
+                Err(Error::TooLarge { .. })
+            ),
+            "{prefix}"
+        );
+    }
+}
+
+#[test]
+fn field_lengths_near_u64_max_do_not_overflow() {
+    // A 0xef integer whose magnitude field declares ~2^64 bytes, after some
+    // other elements so that offsets are not zero. Must be an error, not an
+    // arithmetic overflow.
+    let declared = u64::MAX - 24 - 247;
+    let mut bytes = hex("f6 0a");
+    bytes.extend_from_slice(&[0x01; 9]);
+    bytes.extend_from_slice(&[0xef, 0xff, 0xfe]);
+    bytes.extend_from_slice(&declared.to_be_bytes());
+    let err = decode_incremental(&bytes, None, caps(usize::MAX, 8)).expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                declared: u64::MAX,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A payload length of u64::MAX with no cap to stop it earlier.
+    let mut bytes = hex("f6 02 01 f3");
+    netbytes::put_u64(&mut bytes, u64::MAX);
+    let err = decode_incremental(&bytes, None, caps(usize::MAX, 8)).expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                declared: u64::MAX,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Two payloads whose lengths sum past u64::MAX.
+    let mut bytes = hex("f6 02 f3");
+    netbytes::put_u64(&mut bytes, u64::MAX / 2 + 1);
+    bytes.push(0xf3);
+    netbytes::put_u64(&mut bytes, u64::MAX / 2 + 1);
+    let err = decode_incremental(&bytes, None, caps(usize::MAX, 8)).expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                declared: u64::MAX,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn hostile_nesting_is_refused_quickly_without_recursion() {
+    let bytes: Vec<u8> = [0xf6, 0x01].repeat(100_000);
+    let start = std::time::Instant::now();
+    let err = decode_incremental(&bytes, None, DecodeConfig::default()).expect_err("too deep");
+    assert!(
+        matches!(err, Error::TooDeep { max } if max == DEFAULT_MAX_DEPTH),
+        "{err}"
+    );
+    assert!(matches!(
+        dec(&bytes),
+        Err(Error::TooDeep {
+            max: DEFAULT_MAX_DEPTH
+        })
+    ));
+    // Also through the other container codes.
+    for code in [0xf7u8, 0xfe] {
+        let bytes: Vec<u8> = [code, 0x01].repeat(100_000);
+        assert!(matches!(dec(&bytes), Err(Error::TooDeep { .. })));
+    }
+    // Generous bound: the scan stops at the cap, so this is microseconds.
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn depth_exactly_at_the_cap_is_accepted() {
+    for max in [1usize, 2, 3, 17, DEFAULT_MAX_DEPTH] {
+        let at_cap = nested(max);
+        assert_eq!(at_cap.depth(), max);
+        let encoder = EncodeConfig {
+            max_depth: max,
+            ..Default::default()
+        };
+        let bytes = encode_to_vec(&at_cap, encoder).expect("encoder accepts the cap");
+        let back = decode_complete(&bytes, None, caps(DEFAULT_MAX_MESSAGE, max))
+            .expect("decoder accepts the cap");
+        assert_eq!(back, at_cap);
+
+        let over = Entity::Tuple(vec![at_cap]);
+        assert!(matches!(
+            encode_to_vec(&over, encoder),
+            Err(Error::EncodeTooDeep { max: m }) if m == max
+        ));
+        let roomy = EncodeConfig {
+            max_depth: max + 1,
+            ..Default::default()
+        };
+        let bytes = encode_to_vec(&over, roomy).expect("encodes");
+        assert!(matches!(
+            decode_complete(&bytes, None, caps(DEFAULT_MAX_MESSAGE, max)),
+            Err(Error::TooDeep { max: m }) if m == max
+        ));
+    }
+    // Empty containers are leaves: they do not add a level.
+    let bytes = hex("f6 01 f6 00");
+    assert!(decode_complete(&bytes, None, caps(100, 2)).is_ok());
+}
+
+#[test]
+fn decoding_at_the_depth_cap_needs_little_stack() {
+    // The builder is iterative: a message nested to the default cap decodes
+    // on a thread with a small stack (a recursive builder needed several
+    // KiB per level in debug builds and overflowed 2 MiB).
+    let mut bytes = [0xf6, 0x01].repeat(DEFAULT_MAX_DEPTH - 1);
+    bytes.push(0x02);
+    let decoded = std::thread::Builder::new()
+        .stack_size(128 * 1024)
+        .spawn(move || dec(&bytes).map(|e| e.depth()))
+        .expect("thread starts")
+        .join()
+        .expect("no stack overflow");
+    assert_eq!(decoded.expect("decodes"), DEFAULT_MAX_DEPTH);
+}
+
+// ---- bad input ---------------------------------------------------------------------
+
+#[test]
+fn invalid_code_is_refused() {
+    assert!(matches!(
+        dec(&[0xff]),
+        Err(Error::InvalidCode { code: 0xff })
+    ));
+    assert!(matches!(
+        dec(&hex("f6 02 01 ff")),
+        Err(Error::InvalidCode { code: 0xff })
+    ));
+}
+
+#[test]
+fn invalid_utf8_is_refused() {
+    assert!(matches!(
+        dec(&hex("f4 02 c3 28")),
+        Err(Error::InvalidString { codec: "utf8" })
+    ));
+    assert!(matches!(
+        dec(&hex("f5 04 01 ff 75 74 66 38")),
+        Err(Error::InvalidString { codec: "utf8" })
+    ));
+    // Odd-length UTF-16.
+    assert!(matches!(
+        decode_complete(
+            &hex("f4 03 ff fe 68"),
+            Some(Codec::Utf16),
+            DecodeConfig::default()
+        ),
+        Err(Error::InvalidString { .. })
+    ));
+}
+
+#[test]
+fn string_without_codec_needs_a_peer_codec() {
+    assert!(matches!(
+        decode_complete(&hex("f4 01 61"), None, DecodeConfig::default()),
+        Err(Error::NoStringCodec)
+    ));
+    assert_eq!(
+        decode_complete(
+            &hex("f4 01 61"),
+            Some(Codec::Latin1),
+            DecodeConfig::default()
+        )
+        .expect("peer codec applies"),
+        Entity::str("a")
+    );
+}
+
+#[test]
+fn unknown_explicit_codec_is_refused() {
+    let mut bytes = hex("f5 06 01 78");
+    bytes.extend_from_slice(b"koi8-r");
+    match dec(&bytes) {
+        Err(Error::UnsupportedCodec(name)) => assert_eq!(name, "koi8-r"),
+        other => panic!("{other:?}"),
+    }
+    // Aliases Python accepts are fine.
+    let mut bytes = hex("f5 05 01 78");
+    bytes.extend_from_slice(b"UTF-8");
+    assert_eq!(dec(&bytes).expect("alias"), Entity::str("x"));
+}
+
+#[test]
+fn tagged_needs_a_value() {
+    assert!(matches!(
+        dec(&hex("fe 00")),
+        Err(Error::Malformed("tagged entity without a value"))
+    ));
+    assert_eq!(
+        dec(&hex("fe 01 15")).expect("value only"),
+        Entity::Tagged(Box::new(Entity::Int(20)), vec![])
+    );
+}
+
+#[test]
+fn float_base_must_be_at_least_two() {
+    // fb <digits 1> <base> <exp 0>
+    for base in ["00", "02", "03", "05", "ff0001ffffffffffffff09"] {
+        assert!(
+            matches!(
+                dec(&hex(&format!("fb 02 {base} 00"))),
+                Err(Error::InvalidFloatBase)
+            ),
+            "base field {base}"
+        );
+    }
+    assert_eq!(
+        dec(&hex("fb 02 04 00")).expect("base 2 via fb"),
+        Entity::Float(VFloat {
+            digits: BigInt::from(1),
+            base: 2,
+            exp: 0
+        })
+    );
+    // Exponents beyond i64 are refused, not wrapped.
+    let mut bytes = hex("fa 02");
+    netbytes::put_signed_big(&mut bytes, &(BigInt::from(i64::MAX) + 1));
+    assert!(matches!(
+        dec(&bytes),
+        Err(Error::OutOfRange {
+            what: "float exponent"
+        })
+    ));
+}
+
+#[test]
+fn netbytes_length_of_length_is_bounded() {
+    // 0xff 0xff would nest the length form: refused.
+    assert!(matches!(
+        dec(&hex("ef ff ff 00")),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        dec(&hex("f3 ff ff 00")),
+        Err(Error::OutOfRange { .. })
+    ));
+    // A length field whose value exceeds u64 is out of range.
+    assert!(matches!(
+        dec(&hex("f3 fe ff ff ff ff ff ff ff ff")),
+        Err(Error::OutOfRange { .. })
+    ));
+}
+
+#[test]
+fn non_minimal_lengths_are_accepted() {
+    // 247 as a bytes length in three forms: minimal (f7 00), with a leading
+    // zero byte (f8 00 00) and in the nine-byte long form (ff 00, m = 0).
+    // VPy accepts all three.
+    for length in ["f7 00", "f8 00 00", "ff 00 00 00 00 00 00 00 00 00 00"] {
+        let mut bytes = hex(&format!("f3 {length}"));
+        bytes.extend_from_slice(&[9u8; 247]);
+        assert_eq!(
+            dec(&bytes).expect("accepted"),
+            Entity::bytes(vec![9u8; 247]),
+            "{length}"
+        );
+    }
+    // The same as a tuple count.
+    let mut bytes = hex("f6 ff 00 00 00 00 00 00 00 00 00 00");
+    bytes.extend_from_slice(&[0x01; 247]);
+    let back = dec(&bytes).expect("accepted");
+    assert_eq!(back.as_tuple().map(<[Entity]>::len), Some(247));
+}
+
+#[test]
+fn object_ids_must_fit_i64() {
+    let mut bytes = vec![0xfc];
+    netbytes::put_signed_big(&mut bytes, &(BigInt::from(i64::MAX) + 1));
+    assert!(matches!(
+        dec(&bytes),
+        Err(Error::OutOfRange { what: "object id" })
+    ));
+    let mut bytes = vec![0xfd];
+    netbytes::put_signed_big(&mut bytes, &(BigInt::from(i64::MIN) - 1));
+    assert!(matches!(
+        dec(&bytes),
+        Err(Error::OutOfRange { what: "object id" })
+    ));
+    assert_eq!(dec(&hex("fd 0f")).expect("ok"), wire(Owner::Receiver, -7));
+}
+
+#[test]
+fn malformed_input_never_panics() {
+    // Every corpus encoding with one byte changed to each "interesting"
+    // value: the decoder may accept or refuse, but must not panic, and what
+    // it accepts must survive a round trip.
+    for (name, bytes, codec) in corpus().into_iter().filter(|(_, b, _)| b.len() <= 64) {
+        for i in 0..bytes.len() {
+            for v in [0x00u8, 0x01, 0xef, 0xf0, 0xf3, 0xf5, 0xf6, 0xf7, 0xfe, 0xff] {
+                let mut bad = bytes.clone();
+                bad[i] = v;
+                for config in [DecodeConfig::default(), caps(usize::MAX, 8)] {
+                    if let Ok(e) = decode_complete(&bad, codec, config) {
+                        let again = encode_to_vec(&e, EncodeConfig::default())
+                            .unwrap_or_else(|err| panic!("{name} [{i}]={v:#x}: {err}"));
+                        assert_eq!(dec(&again).ok().as_ref(), Some(&e), "{name} [{i}]={v:#x}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- encoder ---------------------------------------------------------------------
+
+#[test]
+fn encoder_depth_cap_leaves_output_untouched() {
+    let encoder = Encoder::new(EncodeConfig {
+        max_depth: 4,
+        ..Default::default()
+    });
+    let mut out = vec![0xaa, 0xbb];
+    let err = encoder
+        .encode(&nested(5), &mut RawRefs, &mut out)
+        .expect_err("too deep");
+    assert!(matches!(err, Error::EncodeTooDeep { max: 4 }));
+    assert_eq!(out, vec![0xaa, 0xbb]);
+    // Tagged values count as a level too.
+    let tagged = Entity::Tagged(Box::new(nested(4)), vec![]);
+    assert!(matches!(
+        encoder.encode(&tagged, &mut RawRefs, &mut out),
+        Err(Error::EncodeTooDeep { max: 4 })
+    ));
+    encoder
+        .encode(&nested(4), &mut RawRefs, &mut out)
+        .expect("at the cap");
+    assert_eq!(&out[..2], &[0xaa, 0xbb]);
+}
+
+#[test]
+fn reference_errors_propagate_and_leave_output_untouched() {
+    struct Refuse;
+    impl RefEncoder<WireRef> for Refuse {
+        fn encode_ref(&mut self, r: &WireRef) -> Result<WireRef, Error> {
+            Err(Error::BadReference(format!("id {}", r.id)))
+        }
+    }
+    let e = Entity::tuple([Entity::str("x"), wire(Owner::Sender, 9)]);
+    let mut out = vec![1, 2, 3];
+    let err = Encoder::default()
+        .encode(&e, &mut Refuse, &mut out)
+        .expect_err("refused");
+    assert!(matches!(err, Error::BadReference(ref m) if m == "id 9"));
+    assert_eq!(out, vec![1, 2, 3]);
+}
+
+#[test]
+fn non_finite_floats_have_no_entity() {
+    assert!(Entity::<WireRef>::float(f64::NAN).is_none());
+    assert!(Entity::<WireRef>::float(f64::INFINITY).is_none());
+    assert!(Entity::<WireRef>::float(f64::NEG_INFINITY).is_none());
+    assert!(Entity::<WireRef>::float(f64::MAX).is_some());
+}
+
+// ---- netbytes vectors from VPy -----------------------------------------------------
+
+#[test]
+fn netbytes_match_vpy() {
+    let all: Vec<Value> = serde_json::from_str(FIXTURE).expect("fixture is JSON");
+    let mut checked = 0;
+    for e in all.iter().filter_map(|e| Some((e, e.get("netbytes")?))) {
+        let (entry, nb) = e;
+        let name = entry["name"].as_str().expect("name");
+        let expected = hex(entry["hex"].as_str().expect("hex"));
+        if let Some(n) = nb.get("posint") {
+            let n: BigUint = n.as_str().expect("decimal").parse().expect("integer");
+            let mut out = Vec::new();
+            netbytes::put_big(&mut out, &n);
+            assert_eq!(out, expected, "{name}: put_big");
+            if let Ok(small) = u64::try_from(&n) {
+                let mut out = Vec::new();
+                netbytes::put_u64(&mut out, small);
+                assert_eq!(out, expected, "{name}: put_u64");
+            }
+            let (v, used) = netbytes::read(&expected).expect("valid").expect("complete");
+            assert_eq!(used, expected.len(), "{name}: read length");
+            assert_eq!(v.to_biguint(), n, "{name}: read value");
+            assert_eq!(
+                netbytes::field_len(&expected).expect("valid"),
+                Some(expected.len() as u64),
+                "{name}: field_len"
+            );
+            for cut in 0..expected.len() {
+                assert_eq!(
+                    netbytes::read(&expected[..cut]).expect("prefix"),
+                    None,
+                    "{name} cut {cut}"
+                );
+            }
+        } else {
+            let n: BigInt = nb["signed"]
+                .as_str()
+                .expect("decimal")
+                .parse()
+                .expect("integer");
+            let mut out = Vec::new();
+            netbytes::put_signed_big(&mut out, &n);
+            assert_eq!(out, expected, "{name}: put_signed_big");
+            let (v, _) = netbytes::read(&expected).expect("valid").expect("complete");
+            assert_eq!(netbytes::to_signed(&v), n, "{name}: to_signed");
+            let small = i64::try_from(&n).ok();
+            assert_eq!(netbytes::to_signed_i64(&v), small, "{name}: to_signed_i64");
+            if let Some(small) = small {
+                let mut out = Vec::new();
+                netbytes::put_signed_i64(&mut out, small);
+                assert_eq!(out, expected, "{name}: put_signed_i64");
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} netbytes vectors");
+}
+
+#[test]
+fn long_form_values_that_fit_are_small_enough() {
+    let (v, _) = netbytes::read(&hex("ff 00 00 00 00 00 00 00 00 00 05"))
+        .expect("valid")
+        .expect("complete");
+    assert!(matches!(v, PosInt::Big(_)));
+    assert_eq!(v.to_u64("n").expect("fits"), 252);
+}
+
+// ---- property test -------------------------------------------------------------------
+
+fn arb_bigint() -> impl Strategy<Value = BigInt> {
+    prop_oneof![
+        any::<i64>().prop_map(BigInt::from),
+        (any::<bool>(), prop::collection::vec(any::<u8>(), 0..40)).prop_map(|(neg, bytes)| {
+            let sign = if neg { Sign::Minus } else { Sign::Plus };
+            BigInt::from_bytes_be(sign, &bytes)
+        }),
+    ]
+}
+
+fn arb_vfloat() -> impl Strategy<Value = VFloat> {
+    prop_oneof![
+        any::<f64>().prop_filter_map("finite", VFloat::from_f64),
+        (arb_bigint(), any::<i64>()).prop_map(|(digits, exp)| VFloat::decimal(digits, exp)),
+        (arb_bigint(), 2u64.., any::<i64>()).prop_map(|(digits, base, exp)| VFloat {
+            digits,
+            base,
+            exp
+        }),
+    ]
+}
+
+fn arb_leaf() -> impl Strategy<Value = Entity> {
+    prop_oneof![
+        any::<i64>().prop_map(Entity::Int),
+        arb_bigint().prop_map(Entity::int),
+        any::<bool>().prop_map(Entity::Bool),
+        Just(Entity::None),
+        arb_vfloat().prop_map(Entity::Float),
+        prop::collection::vec(any::<u8>(), 0..48).prop_map(Entity::Bytes),
+        any::<String>().prop_map(Entity::Str),
+        (any::<bool>(), any::<i64>()).prop_map(|(sender, id)| {
+            let owner = if sender {
+                Owner::Sender
+            } else {
+                Owner::Receiver
+            };
+            wire(owner, id)
+        }),
+    ]
+}
+
+fn arb_entity() -> impl Strategy<Value = Entity> {
+    arb_leaf().prop_recursive(6, 64, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Entity::Tuple),
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Entity::Exception),
+            (inner.clone(), prop::collection::vec(inner, 0..3))
+                .prop_map(|(value, tags)| Entity::Tagged(Box::new(value), tags)),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_entities_round_trip(
+        e in arb_entity(),
+        utf8 in any::<bool>(),
+        split in any::<prop::sample::Index>(),
+    ) {
+        let codec = utf8.then_some(Codec::Utf8);
+        let bytes = encode_to_vec(&e, config(codec)).expect("encodes");
+        let back = decode_complete(&bytes, codec, DecodeConfig::default()).expect("decodes");
+        prop_assert_eq!(&back, &e);
+        // The encoding is canonical: re-encoding the decoded value gives
+        // the same bytes.
+        prop_assert_eq!(encode_to_vec(&back, config(codec)).expect("encodes"), bytes.clone());
+        // Split delivery: nothing before the last byte, the entity after.
+        let cut = split.index(bytes.len());
+        let mut decoder = Decoder::new(DecodeConfig::default());
+        decoder.set_peer_codec(codec);
+        let mut buf = BytesMut::from(&bytes[..cut]);
+        prop_assert!(decoder.decode(&mut buf, &mut RawRefs).expect("prefix").is_none());
+        buf.extend_from_slice(&bytes[cut..]);
+        let got = decoder.decode(&mut buf, &mut RawRefs).expect("whole");
+        prop_assert_eq!(got.as_ref(), Some(&e));
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        for codec in [None, Some(Codec::Utf8), Some(Codec::Utf16)] {
+            for config in [DecodeConfig::default(), caps(usize::MAX, 16), caps(16, 2)] {
+                let _ = decode_complete(&bytes, codec, config);
+            }
+        }
+    }
+}
