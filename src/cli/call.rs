@@ -1,0 +1,152 @@
+//! `vole call` and `vole describe`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use vole_link::resolve::{self, Resolved};
+use vole_link::uri::Vri;
+use vole_link::{Entity, ObjectRef, Value};
+use vole_transport::{Owner, WireRef};
+
+use super::exit::Failure;
+use super::trust::client_config;
+use super::{CallArgs, ClientArgs, DescribeArgs};
+
+async fn connect_and_resolve(uri: &str, client: &ClientArgs) -> Result<(Vri, Resolved), Failure> {
+    let vri: Vri = uri
+        .parse()
+        .map_err(|e| Failure::usage(anyhow::Error::new(e).context(format!("bad uri {uri:?}"))))?;
+    let config = client_config(client, &vri.host.to_string()).map_err(Failure::usage)?;
+    let resolved = resolve::resolve(uri, &config)
+        .await
+        .with_context(|| format!("cannot resolve {uri}"))?;
+    Ok((vri, resolved))
+}
+
+/// A command-line argument as an entity: JSON if it parses, else a string.
+/// An integer literal of any size is an exact integer (JSON parsers would
+/// round big ones to floats).
+pub fn parse_arg(text: &str) -> Result<Value, Failure> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(n) = text.parse::<num_bigint::BigInt>() {
+            return Ok(Value::int(n));
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(json) => vole_transport::serde::to_entity(&json).map_err(|e| {
+            Failure::usage(anyhow::Error::new(e).context(format!("argument {text:?}")))
+        }),
+        Err(_) => Ok(Value::Str(text.to_owned())),
+    }
+}
+
+/// An entity as JSON for printing; objects become `{"object": id}`.
+pub fn to_json(value: Value) -> serde_json::Value {
+    let wire = value.try_map_refs(&mut |r: ObjectRef| {
+        Ok::<_, std::convert::Infallible>(WireRef {
+            owner: Owner::Sender,
+            id: r.as_remote().map_or(0, |r| r.id()),
+        })
+    });
+    let wire = match wire {
+        Ok(w) => w,
+        Err(never) => match never {},
+    };
+    vole_transport::serde::from_entity::<serde_json::Value, WireRef>(replace_refs(wire))
+        .unwrap_or_else(|e| serde_json::Value::String(format!("<unprintable: {e}>")))
+}
+
+fn replace_refs(e: Entity<WireRef>) -> Entity<WireRef> {
+    match e {
+        Entity::Ref(r) => {
+            vole_transport::serde::frozen_dict([(Entity::str("object"), Entity::Int(r.id))])
+        }
+        Entity::Tuple(items) => Entity::Tuple(items.into_iter().map(replace_refs).collect()),
+        Entity::Exception(items) => {
+            Entity::Exception(items.into_iter().map(replace_refs).collect())
+        }
+        Entity::Tagged(v, tags) => Entity::Tagged(
+            Box::new(replace_refs(*v)),
+            tags.into_iter().map(replace_refs).collect(),
+        ),
+        other => other,
+    }
+}
+
+fn call_timeout(client: &ClientArgs) -> Duration {
+    Duration::try_from_secs_f64(client.timeout).unwrap_or(Duration::from_secs(10))
+}
+
+/// `vole call`: prints the result as one line of JSON.
+pub async fn call(args: CallArgs) -> Result<(), Failure> {
+    let call_args: Vec<Value> = args
+        .args
+        .iter()
+        .map(|a| parse_arg(a))
+        .collect::<Result<_, _>>()?;
+    if args.method.is_none() && !call_args.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "arguments given without a method"
+        )));
+    }
+    let limit = call_timeout(&args.client);
+    let work = async {
+        let (vri, resolved) = connect_and_resolve(&args.uri, &args.client).await?;
+        let value = match &args.method {
+            None => resolved.value,
+            Some(method) => {
+                let Entity::Ref(ObjectRef::Remote(target)) = &resolved.value else {
+                    return Err(Failure::usage(anyhow::anyhow!(
+                        "{} resolves to a value (the query result), not an object; drop the method or the query",
+                        vri
+                    )));
+                };
+                target
+                    .call(method, call_args)
+                    .await
+                    .with_context(|| format!("{method}() failed"))?
+            }
+        };
+        let json = to_json(value);
+        println!("{}", serde_json::to_string(&json).context("json")?);
+        resolved.link.close().await;
+        Ok(())
+    };
+    tokio::time::timeout(limit * 3, work)
+        .await
+        .map_err(|_| Failure::from(anyhow::Error::new(vole_link::Error::Timeout("the call"))))?
+}
+
+/// `vole describe`: the object's doc and its methods with their docs.
+pub async fn describe(args: DescribeArgs) -> Result<(), Failure> {
+    let limit = call_timeout(&args.client);
+    let work = async {
+        let (vri, resolved) = connect_and_resolve(&args.uri, &args.client).await?;
+        let Entity::Ref(ObjectRef::Remote(target)) = &resolved.value else {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "{vri} resolves to a value, not an object"
+            )));
+        };
+        let doc = target.meta_doc(None).await.context("meta.doc()")?;
+        let methods = target.meta_methods().await.context("meta.methods()")?;
+        println!("{vri}");
+        if let Some(doc) = doc {
+            println!("  {doc}");
+        }
+        println!();
+        let width = methods.iter().map(String::len).max().unwrap_or(0);
+        for m in &methods {
+            let mdoc = target
+                .meta_doc(Some(m))
+                .await
+                .with_context(|| format!("meta.doc({m:?})"))?;
+            println!("  {m:width$}  {}", mdoc.unwrap_or_default());
+        }
+        resolved.link.close().await;
+        Ok(())
+    };
+    tokio::time::timeout(limit * 3, work)
+        .await
+        .map_err(|_| Failure::from(anyhow::Error::new(vole_link::Error::Timeout("describe"))))?
+}

@@ -1,0 +1,79 @@
+//! Exit codes, and which errors map to which.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 2 | the remote side answered with an exception or a call error |
+//! | 3 | connection, TLS or protocol failure (including a port in use) |
+//! | 64 | usage: bad arguments or configuration |
+//! | 70 | internal error |
+
+use vole_link::Error as LinkError;
+use vole_transport::Error as TransportError;
+
+/// Success.
+pub const OK: u8 = 0;
+/// The remote side answered with an error.
+pub const REMOTE: u8 = 2;
+/// Connection, TLS or protocol failure.
+pub const CONNECTION: u8 = 3;
+/// Bad arguments or configuration.
+pub const USAGE: u8 = 64;
+/// A bug in vole.
+pub const INTERNAL: u8 = 70;
+
+/// A failure with the exit code it should produce.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: u8,
+    /// What went wrong.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// A usage failure.
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: USAGE,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure {
+            code: classify(&error),
+            error,
+        }
+    }
+}
+
+/// The exit code for an error, by what caused it.
+pub fn classify(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<LinkError>() {
+            return match e {
+                LinkError::Exception(_) | LinkError::CallError => REMOTE,
+                LinkError::Resolve { source, .. } if source.is_remote() => REMOTE,
+                LinkError::Uri(_) | LinkError::Usage(_) | LinkError::Convert(_) => USAGE,
+                _ => CONNECTION,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<TransportError>() {
+            return match e {
+                TransportError::Credentials { .. }
+                | TransportError::TlsConfig(_)
+                | TransportError::Convert(_) => USAGE,
+                _ => CONNECTION,
+            };
+        }
+        if cause.downcast_ref::<vole_node::Error>().is_some()
+            || cause.downcast_ref::<std::io::Error>().is_some()
+        {
+            return CONNECTION;
+        }
+    }
+    INTERNAL
+}

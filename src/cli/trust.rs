@@ -1,0 +1,56 @@
+//! Turning client flags into a [`ClientConfig`].
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use vole_link::resolve::ClientConfig;
+use vole_transport::tls::{self, ServerTrust};
+
+use super::ClientArgs;
+
+/// Whether `host` names this machine.
+pub fn is_local(host: &str) -> bool {
+    matches!(
+        host.trim_start_matches('[').trim_end_matches(']'),
+        "localhost" | "127.0.0.1" | "::1"
+    )
+}
+
+/// The client configuration the flags ask for, for connecting to `host`.
+///
+/// Trust, in order: `--insecure`, `--pin`, `--ca`; otherwise for localhost
+/// the local dev certificate if there is one, else the system roots.
+pub fn client_config(args: &ClientArgs, host: &str) -> anyhow::Result<ClientConfig> {
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("--timeout must be a positive number of seconds"))?;
+    let mut config = if args.plain {
+        ClientConfig::plain()
+    } else {
+        let trust = if args.insecure {
+            ServerTrust::DangerAcceptAny
+        } else if let Some(pin) = &args.pin {
+            ServerTrust::Pinned(tls::parse_fingerprint(pin).context("--pin")?)
+        } else if let Some(ca) = &args.ca {
+            ServerTrust::CaFile(ca.clone())
+        } else {
+            let state_dir = args
+                .state_dir
+                .clone()
+                .unwrap_or_else(tls::default_state_dir);
+            match tls::local_dev_pin(&state_dir).filter(|_| is_local(host)) {
+                Some(pin) => {
+                    tracing::debug!(fingerprint = %tls::fingerprint_hex(&pin), "trusting the local dev certificate");
+                    ServerTrust::Pinned(pin)
+                }
+                None => ServerTrust::SystemRoots,
+            }
+        };
+        ClientConfig::tls(&trust)?
+    };
+    config.transport.connect_timeout = timeout;
+    config.transport.handshake_timeout = timeout;
+    config.link.handshake_timeout = timeout;
+    Ok(config)
+}

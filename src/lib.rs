@@ -1,0 +1,61 @@
+//! vole hosts Versile-protocol object services across many processes.
+//!
+//! This crate is the `vole` command and a facade over the workspace:
+//!
+//! * [`transport`]: VEC entities and codec, serde mapping, VOP negotiation,
+//!   TLS and PLAIN transports;
+//! * [`link`]: the VOL link protocol, published objects, URIs, resolving;
+//! * [`node`]: serving sessions on a listening socket;
+//! * [`controller`]: the multi-process host;
+//! * [`demo`]: the demo gateway `vole serve` runs.
+//!
+//! A service in a few lines:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use vole::link::{publish::Published, CallError};
+//!
+//! async fn greet((name,): (String,)) -> Result<String, CallError> {
+//!     Ok(format!("hello, {name}"))
+//! }
+//!
+//! let gateway = Published::new("Greeter").method("greet", "Greets.", greet).into_object();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:4433").await?;
+//! let service = vole::serve_plain(Arc::new(move |_| gateway.clone()));
+//! service.run(listener).await;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod demo;
+
+pub use vole_controller as controller;
+pub use vole_link as link;
+pub use vole_node as node;
+pub use vole_transport as transport;
+
+use std::time::Duration;
+
+use vole_link::LinkConfig;
+use vole_node::{GatewayFactory, Service, ServiceConfig};
+use vole_transport::stream::ServerSettings;
+use vole_transport::vop::ServerPolicy;
+
+/// A one-process service over PLAIN only (for trusted networks and tests).
+pub fn serve_plain(factory: GatewayFactory) -> Service {
+    let config = ServiceConfig {
+        transport: ServerSettings {
+            transports: ServerPolicy::new(false, true),
+            tls: None,
+            handshake_timeout: Duration::from_secs(10),
+        },
+        link: LinkConfig {
+            hold_peer: false,
+            ..LinkConfig::default()
+        },
+        node_id: None,
+    };
+    Service::new(config, factory)
+}
