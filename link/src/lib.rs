@@ -36,7 +36,7 @@ pub mod uri;
 mod value;
 
 pub use crate::core::LinkConfig;
-pub use driver::{connect, serve, Closed, Driver, LinkSetup};
+pub use driver::{connect, serve, Closed, Driver, HandshakeReceiver, LinkSetup};
 pub use error::Error;
 pub use handle::{Link, LinkStats};
 pub use object::{CallContext, CallError, CallFuture, LinkInfo, Object, TlsInfo};
