@@ -291,6 +291,8 @@ pub(crate) struct LinkCore {
     events: VecDeque<Event>,
     hs: Handshake,
     draining: bool,
+    /// The time as last told by the driver.
+    now: Instant,
     // Keep-alive and timers.
     handshake_deadline: Instant,
     last_sent: Instant,
@@ -339,6 +341,7 @@ impl LinkCore {
             events: VecDeque::new(),
             hs: Handshake::default(),
             draining: false,
+            now,
             handshake_deadline: now + config.handshake_timeout,
             last_sent: now,
             last_recv: now,
@@ -387,6 +390,7 @@ impl LinkCore {
 
     /// Feeds bytes read from the connection.
     pub(crate) fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), Error> {
+        self.now = now;
         if buf.is_empty() {
             return Ok(());
         }
@@ -558,6 +562,7 @@ impl LinkCore {
 
     /// Advances timers.
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        self.now = now;
         if !self.hs.done && now >= self.handshake_deadline {
             return Err(Error::Timeout("link handshake"));
         }
@@ -569,7 +574,6 @@ impl LinkCore {
         if let Some(period) = self.keep_alive_send {
             if now >= self.last_sent + period {
                 self.send(code::KEEP_ALIVE, Value::None)?;
-                self.last_sent = now;
             }
         }
         Ok(())
@@ -601,7 +605,7 @@ impl LinkCore {
         let msg = Value::Tuple(vec![Value::Int(id), Value::Int(code), payload]);
         self.write_raw(&msg)?;
         self.next_msg_id += 1;
-        self.last_sent = Instant::now();
+        self.last_sent = self.now;
         Ok(id)
     }
 
@@ -928,3 +932,7 @@ fn pair(payload: Value, what: &str) -> Result<(i64, Value), Error> {
     };
     Ok((id, second))
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -1,0 +1,424 @@
+//! Two cores wired back to back, driven by hand with a virtual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::handle::LinkStats;
+use crate::object::LinkInfo;
+use crate::publish::Published;
+
+struct Side {
+    core: LinkCore,
+    inbuf: BytesMut,
+    derefs: mpsc::UnboundedReceiver<i64>,
+    events: Vec<Event>,
+    // Keeps the command channel open for the proxies' sake.
+    _cmds: mpsc::Receiver<crate::handle::Command>,
+}
+
+fn side(config: LinkConfig, gateway: Arc<dyn Object>, now: Instant) -> Side {
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (deref_tx, deref_rx) = mpsc::unbounded_channel();
+    let (closed, _) = watch::channel(None);
+    let shared = Arc::new(LinkShared {
+        id: crate::handle::next_link_id(),
+        info: Arc::new(LinkInfo::default()),
+        cmd_tx,
+        deref_tx,
+        abort: CancellationToken::new(),
+        closed,
+        stats: LinkStats::default(),
+    });
+    let mut core = LinkCore::new(config, shared, gateway, now);
+    core.start().expect("start");
+    Side {
+        core,
+        inbuf: BytesMut::new(),
+        derefs: deref_rx,
+        events: Vec::new(),
+        _cmds: cmd_rx,
+    }
+}
+
+/// Moves bytes and releases until nothing changes. Returns the first error.
+fn pump(a: &mut Side, b: &mut Side, now: Instant) -> Result<(), Error> {
+    loop {
+        let moved = transfer(a, b, now)? | transfer(b, a, now)?;
+        if !moved {
+            return Ok(());
+        }
+    }
+}
+
+fn transfer(from: &mut Side, to: &mut Side, now: Instant) -> Result<bool, Error> {
+    let mut moved = false;
+    while let Ok(id) = from.derefs.try_recv() {
+        from.core.release(id)?;
+        moved = true;
+    }
+    let out = std::mem::take(from.core.output());
+    if !out.is_empty() {
+        moved = true;
+        to.inbuf.extend_from_slice(&out);
+        to.core.handle_input(&mut to.inbuf, now)?;
+    }
+    for s in [from, to] {
+        while let Some(e) = s.core.poll_event() {
+            s.events.push(e);
+        }
+    }
+    Ok(moved)
+}
+
+fn take_gateway(s: &mut Side) -> RemoteObject {
+    let pos = s
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::HandshakeDone(_)))
+        .expect("handshake done");
+    match s.events.remove(pos) {
+        Event::HandshakeDone(gw) => gw,
+        _ => unreachable!("checked above"),
+    }
+}
+
+/// Runs the call events of `s` (their futures must be ready at once) and
+/// answers them.
+fn answer_calls(s: &mut Side) {
+    let events = std::mem::take(&mut s.events);
+    for e in events {
+        match e {
+            Event::Call {
+                call_id,
+                future,
+                kind,
+            } => {
+                let result = future.now_or_never().expect("ready future");
+                s.core.respond(call_id, kind, result).expect("respond");
+            }
+            other => s.events.push(other),
+        }
+    }
+}
+
+fn completed(s: &mut Side) -> Vec<(u64, Result<Value, Error>)> {
+    let mut done = Vec::new();
+    let events = std::mem::take(&mut s.events);
+    for e in events {
+        match e {
+            Event::Completed { call_id, result } => done.push((call_id, result)),
+            other => s.events.push(other),
+        }
+    }
+    done
+}
+
+fn echo_gateway() -> Arc<dyn Object> {
+    Published::new("G")
+        .method(
+            "echo",
+            "",
+            |(v,): (Value,)| async move { Ok::<_, CallError>(v) },
+        )
+        .into_object()
+}
+
+fn connected(a_cfg: LinkConfig, b_cfg: LinkConfig, now: Instant) -> (Side, Side) {
+    let mut a = side(a_cfg, echo_gateway(), now);
+    let mut b = side(b_cfg, echo_gateway(), now);
+    pump(&mut a, &mut b, now).expect("handshake");
+    (a, b)
+}
+
+#[tokio::test]
+async fn handshake_exchanges_gateways_and_releases_handshake_objects() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
+    assert!(a.core.is_open() && b.core.is_open());
+    let gw_b = take_gateway(&mut a);
+    let _gw_a = take_gateway(&mut b);
+    // Both handshake objects were released and confirmed: each side holds
+    // only its gateway (local) and the peer's gateway (peer).
+    pump(&mut a, &mut b, now).expect("derefs");
+    assert_eq!(a.core.refs.local.len(), 1);
+    assert_eq!(a.core.refs.peer.len(), 1);
+    assert_eq!(gw_b.id(), 2, "gateways get id 2 after the handshake object");
+}
+
+#[tokio::test]
+async fn calls_and_results_match_by_id() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
+    let gw = take_gateway(&mut a);
+    let c1 = a
+        .core
+        .call(
+            &gw,
+            vec![Value::str("echo"), Value::Int(1)],
+            CallKind::Normal,
+        )
+        .expect("call")
+        .expect("id");
+    let c2 = a
+        .core
+        .call(
+            &gw,
+            vec![Value::str("echo"), Value::Int(2)],
+            CallKind::Normal,
+        )
+        .expect("call")
+        .expect("id");
+    assert_eq!(
+        a.core
+            .call(
+                &gw,
+                vec![Value::str("echo"), Value::Int(3)],
+                CallKind::Oneway
+            )
+            .expect("call"),
+        None
+    );
+    pump(&mut a, &mut b, now).expect("pump");
+    answer_calls(&mut b);
+    pump(&mut a, &mut b, now).expect("pump");
+    let mut done = completed(&mut a);
+    done.sort_by_key(|(id, _)| *id);
+    assert_eq!(done.len(), 2, "one-way calls get no result");
+    assert_eq!(done[0].0 as i64, c1);
+    assert_eq!(done[1].0 as i64, c2);
+    assert_eq!(done[0].1.as_ref().expect("ok"), &Value::Int(1));
+    assert_eq!(done[1].1.as_ref().expect("ok"), &Value::Int(2));
+}
+
+#[tokio::test]
+async fn an_object_sent_twice_is_released_only_after_both_receipts() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
+    let gw_b = take_gateway(&mut a);
+    let obj: Arc<dyn Object> = echo_gateway();
+    // a sends the same object twice, in two calls to b's echo.
+    for _ in 0..2 {
+        a.core
+            .call(
+                &gw_b,
+                vec![
+                    Value::str("echo"),
+                    Value::Ref(ObjectRef::Local(obj.clone())),
+                ],
+                CallKind::Oneway,
+            )
+            .expect("call");
+    }
+    let id = *a
+        .core
+        .refs
+        .local_ids
+        .get(&object_key(&obj))
+        .expect("registered");
+    assert_eq!(a.core.refs.local[&id].sends, 2);
+    // b decodes both before its proxies are dropped: one peer entry, two receipts.
+    pump(&mut a, &mut b, now).expect("pump");
+    answer_calls(&mut b);
+    pump(&mut a, &mut b, now).expect("pump");
+    assert!(
+        !a.core.refs.local.contains_key(&id),
+        "released once b's proxy is gone"
+    );
+    assert!(!b.core.refs.peer.contains_key(&id));
+}
+
+#[tokio::test]
+async fn a_deref_crossing_a_resend_does_not_release() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
+    let gw_b = take_gateway(&mut a);
+    let obj: Arc<dyn Object> = echo_gateway();
+    let send = |a: &mut Side| {
+        a.core
+            .call(
+                &gw_b,
+                vec![
+                    Value::str("echo"),
+                    Value::Ref(ObjectRef::Local(obj.clone())),
+                ],
+                CallKind::Oneway,
+            )
+            .expect("call");
+    };
+    send(&mut a);
+    // Deliver the first copy to b only.
+    let out = std::mem::take(a.core.output());
+    b.inbuf.extend_from_slice(&out);
+    b.core.handle_input(&mut b.inbuf, now).expect("input");
+    while let Some(e) = b.core.poll_event() {
+        b.events.push(e);
+    }
+    answer_calls(&mut b); // the one-way echo result is dropped: b's proxy dies
+    while let Ok(id) = b.derefs.try_recv() {
+        b.core.release(id).expect("release");
+    }
+    let notify = std::mem::take(b.core.output());
+    assert!(!notify.is_empty(), "b notified the deref");
+    // Meanwhile a sends the object again, before seeing the notice.
+    send(&mut a);
+    a.inbuf.extend_from_slice(&notify);
+    a.core.handle_input(&mut a.inbuf, now).expect("notice");
+    let id = *a
+        .core
+        .refs
+        .local_ids
+        .get(&object_key(&obj))
+        .expect("still registered");
+    assert_eq!(
+        a.core.refs.local[&id].sends, 2,
+        "count mismatch: not released"
+    );
+    // The second copy reaches b and dies too; now the counts match.
+    pump(&mut a, &mut b, now).expect("pump");
+    answer_calls(&mut b);
+    pump(&mut a, &mut b, now).expect("pump");
+    assert!(!a.core.refs.local.contains_key(&id));
+    assert!(!b.core.refs.peer.contains_key(&id));
+}
+
+#[tokio::test]
+async fn keep_alive_is_negotiated_sent_and_expires() {
+    let t0 = Instant::now();
+    let a_cfg = LinkConfig {
+        keep_alive: Some(Duration::from_millis(200)),
+        ..LinkConfig::default()
+    };
+    let b_cfg = LinkConfig {
+        keep_alive_min_send: Duration::from_millis(300),
+        ..LinkConfig::default()
+    };
+    let (mut a, mut b) = connected(a_cfg, b_cfg, t0);
+    assert_eq!(
+        a.core.keep_alive_recv,
+        Some(Duration::from_millis(300)),
+        "granted the peer's minimum"
+    );
+    assert_eq!(b.core.keep_alive_send, Some(Duration::from_millis(300)));
+    // b sends a keep-alive once idle for a period; a stays up.
+    let t1 = t0 + Duration::from_millis(300);
+    b.core.handle_timeout(t1).expect("b timer");
+    assert!(!b.core.output().is_empty(), "keep-alive sent");
+    pump(&mut a, &mut b, t1).expect("pump");
+    a.core
+        .handle_timeout(t1 + Duration::from_millis(400))
+        .expect("within 1.5 periods of the last message");
+    // Nothing more from b: a gives up after 1.5 periods of silence.
+    match a.core.handle_timeout(t1 + Duration::from_millis(451)) {
+        Err(Error::Timeout(what)) => assert_eq!(what, "keep-alive"),
+        other => panic!("expected a keep-alive timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn handshake_times_out() {
+    let t0 = Instant::now();
+    let mut a = side(
+        LinkConfig {
+            handshake_timeout: Duration::from_secs(1),
+            ..LinkConfig::default()
+        },
+        echo_gateway(),
+        t0,
+    );
+    assert_eq!(a.core.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+    a.core
+        .handle_timeout(t0 + Duration::from_millis(999))
+        .expect("not yet");
+    assert!(matches!(
+        a.core.handle_timeout(t0 + Duration::from_secs(1)),
+        Err(Error::Timeout("link handshake"))
+    ));
+}
+
+#[tokio::test]
+async fn calls_arriving_while_draining_get_an_exception() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
+    let gw = take_gateway(&mut a);
+    b.core.begin_drain();
+    a.core
+        .call(
+            &gw,
+            vec![Value::str("echo"), Value::Int(1)],
+            CallKind::Normal,
+        )
+        .expect("call");
+    pump(&mut a, &mut b, now).expect("pump");
+    assert!(
+        !b.events.iter().any(|e| matches!(e, Event::Call { .. })),
+        "not run"
+    );
+    match completed(&mut a).pop() {
+        Some((_, Err(Error::Exception(args)))) => {
+            assert!(matches!(&args[0], Value::Str(s) if s.contains("closing")));
+        }
+        other => panic!(
+            "expected an exception, got {:?}",
+            other.map(|(id, r)| (id, r.map(|v| v.kind())))
+        ),
+    }
+}
+
+#[tokio::test]
+async fn protocol_violations_are_errors() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
+    let _gw = take_gateway(&mut a);
+    let bad: Vec<(&str, Value)> = vec![
+        (
+            "unknown code",
+            Value::Tuple(vec![Value::Int(100), Value::Int(42), Value::None]),
+        ),
+        ("not a tuple", Value::Int(5)),
+        (
+            "result for unknown call",
+            Value::Tuple(vec![
+                Value::Int(100),
+                Value::Int(4),
+                Value::Tuple(vec![Value::Int(999), Value::None]),
+            ]),
+        ),
+        (
+            "deref of unknown id",
+            Value::Tuple(vec![
+                Value::Int(100),
+                Value::Int(7),
+                Value::Tuple(vec![Value::Int(77), Value::Int(1)]),
+            ]),
+        ),
+        (
+            "unrequested confirm",
+            Value::Tuple(vec![Value::Int(100), Value::Int(8), Value::Int(2)]),
+        ),
+        (
+            "bad keep-alive",
+            Value::Tuple(vec![Value::Int(100), Value::Int(9), Value::Int(1)]),
+        ),
+    ];
+    for (what, msg) in bad {
+        b.core.write_raw(&msg).expect("encode");
+        let out = std::mem::take(b.core.output());
+        let mut buf = BytesMut::from(&out[..]);
+        match a.core.handle_input(&mut buf, now) {
+            Err(Error::Protocol(_)) => {}
+            other => panic!("{what}: expected a protocol error, got {other:?}"),
+        }
+        // A fresh pair for the next case: the failed core is done.
+        let (na, nb) = connected(LinkConfig::default(), LinkConfig::default(), now);
+        a = na;
+        b = nb;
+        let _ = take_gateway(&mut a);
+    }
+}
