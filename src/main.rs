@@ -40,23 +40,34 @@ fn init_logging(cli: &Cli) {
         (_, true, _) => "error",
         (_, _, 1) => "debug",
         (_, _, v) if v >= 2 => "trace",
-        (Command::Serve(_), _, _) => "info",
+        (Command::Serve(_) | Command::Node(_), _, _) => "info",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Node processes name their threads vole-node-<id>, so every log line
+    // carries the node id.
+    let node = matches!(cli.command, Command::Node(_));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_thread_names(node)
         .init();
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
     let threads = match &cli.command {
-        Command::Serve(args) => args.threads,
+        Command::Serve(args) => args
+            .threads
+            .or(if args.nodes == Some(0) { None } else { Some(1) }),
+        Command::Node(args) => Some(args.threads.unwrap_or(1)),
         _ => Some(2),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    if let Command::Node(args) = &cli.command {
+        cli::node::set_process_name(args.id);
+        builder.thread_name(format!("vole-node-{}", args.id));
+    }
     if let Some(n) = threads {
         if n == 0 {
             return Err(Failure::usage(anyhow::anyhow!(
@@ -75,6 +86,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Call(args) => cli::call::call(args).await,
             Command::Describe(args) => cli::call::describe(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Status(args) => cli::status::run(args).await,
+            Command::Node(args) => {
+                // On a worker thread, so every log line carries the node's
+                // thread name.
+                let code = tokio::spawn(cli::node::run(args)).await.unwrap_or(1);
+                if code == 0 {
+                    Ok(())
+                } else {
+                    Err(Failure {
+                        code: u8::try_from(code).unwrap_or(1),
+                        error: anyhow::anyhow!("node exited with code {code}"),
+                    })
+                }
+            }
         }
     })
 }

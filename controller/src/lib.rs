@@ -1,7 +1,39 @@
 //! The vole controller: the process that binds the listening socket, starts
-//! node processes, hands them the socket over SCM_RIGHTS, balances accepts
-//! between them over control links, and restarts them when they die.
+//! N node processes from its own executable, hands them the socket over
+//! SCM_RIGHTS, balances connections between them over VOL control links,
+//! restarts them when they die and stops them in order.
 //!
-//! Not built yet: `vole serve` runs one process (see `vole-node`).
+//! * [`balance`]: which node gets the next connection (pure policy);
+//! * [`restart`]: backoff and restart intensity (pure policy);
+//! * [`spawn`]: starting a node process with exactly the right descriptors;
+//! * [`supervisor`]: the runtime tying them together ([`Bound`]);
+//! * [`admin`]: the local admin socket behind `vole status`.
+//!
+//! What it is not: it serves no sessions itself (nodes do, with
+//! `vole-node`), except that in `dispatch` mode it accepts connections and
+//! passes them on.
 
 #![warn(missing_docs)]
+
+pub mod admin;
+pub mod balance;
+pub mod restart;
+pub mod spawn;
+pub mod supervisor;
+
+pub use supervisor::{Bound, ControllerConfig, Outcome};
+
+/// Errors of the controller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Binding or node set-up failed.
+    #[error("node set-up")]
+    Node(#[from] vole_node::Error),
+    /// A system call failed.
+    #[error("i/o")]
+    Io(#[source] std::io::Error),
+}

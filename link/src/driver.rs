@@ -329,6 +329,10 @@ where
 
         // Finished calls.
         while let Poll::Ready(Some((call_id, kind, result))) = self.calls.poll_next_unpin(cx) {
+            self.shared
+                .stats
+                .completed_in
+                .fetch_add(1, Ordering::Relaxed);
             if result.is_err() {
                 self.shared.stats.errors_in.fetch_add(1, Ordering::Relaxed);
             }

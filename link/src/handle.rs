@@ -44,6 +44,14 @@ pub(crate) struct LinkShared {
     pub(crate) stats: LinkStats,
 }
 
+impl LinkStats {
+    /// Calls from the peer running now.
+    pub fn inflight(&self) -> u64 {
+        let done = self.completed_in.load(Ordering::Relaxed);
+        self.calls_in.load(Ordering::Relaxed).saturating_sub(done)
+    }
+}
+
 impl LinkShared {
     /// The error a call gets when the link is gone.
     pub(crate) fn closed_error(&self) -> Error {
@@ -57,6 +65,8 @@ impl LinkShared {
 pub struct LinkStats {
     /// Calls received from the peer.
     pub calls_in: AtomicU64,
+    /// Calls received from the peer that have finished.
+    pub completed_in: AtomicU64,
     /// Calls received from the peer that ended in an exception or error.
     pub errors_in: AtomicU64,
     /// Calls made to the peer.

@@ -11,12 +11,17 @@
 //! `vole-transport`).
 
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod control;
+pub mod fdpass;
 pub mod listen;
+pub mod process;
 mod service;
 
-pub use service::{GatewayFactory, Service, ServiceConfig, ServiceStats, Snapshot};
+pub use service::{
+    GatewayFactory, Service, ServiceConfig, ServiceStats, SessionObserver, Snapshot,
+};
 
 /// Errors of a node.
 #[derive(Debug, thiserror::Error)]
@@ -34,4 +39,10 @@ pub enum Error {
     /// The wire layers failed to configure (TLS files, transports).
     #[error("transport configuration")]
     Transport(#[from] vole_transport::Error),
+    /// The controller's handoff of sockets failed.
+    #[error("socket handoff from the controller failed: {0}")]
+    Handoff(String),
+    /// The control link to the controller failed.
+    #[error("control link: {0}")]
+    Control(String),
 }

@@ -20,6 +20,15 @@ use vole_transport::stream::{self, ServerSettings};
 /// Makes the gateway object for a new link.
 pub type GatewayFactory = Arc<dyn Fn(&LinkInfo) -> Arc<dyn Object> + Send + Sync>;
 
+/// Told when connections start and end (a node reports these to its
+/// controller, which balances on them).
+pub trait SessionObserver: Send + Sync + 'static {
+    /// A connection was accepted.
+    fn opened(&self);
+    /// A connection ended (whether or not its handshake succeeded).
+    fn closed(&self);
+}
+
 /// Settings of a service.
 #[derive(Clone)]
 pub struct ServiceConfig {
@@ -70,6 +79,8 @@ pub struct Snapshot {
     pub calls: u64,
     /// Calls that failed in total.
     pub errors: u64,
+    /// Calls running now.
+    pub inflight: u64,
     /// Handshake failures in total.
     pub handshake_failures: u64,
 }
@@ -77,6 +88,7 @@ pub struct Snapshot {
 struct Inner {
     config: ServiceConfig,
     factory: GatewayFactory,
+    observer: Option<Arc<dyn SessionObserver>>,
     links: Mutex<HashMap<u64, Link>>,
     tracker: TaskTracker,
     stop_accepting: CancellationToken,
@@ -92,10 +104,20 @@ pub struct Service {
 impl Service {
     /// A service with the given settings and gateway factory.
     pub fn new(config: ServiceConfig, factory: GatewayFactory) -> Self {
+        Service::with_observer(config, factory, None)
+    }
+
+    /// A service that reports connections to `observer`.
+    pub fn with_observer(
+        config: ServiceConfig,
+        factory: GatewayFactory,
+        observer: Option<Arc<dyn SessionObserver>>,
+    ) -> Self {
         Service {
             inner: Arc::new(Inner {
                 config,
                 factory,
+                observer,
                 links: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 stop_accepting: CancellationToken::new(),
@@ -123,10 +145,26 @@ impl Service {
     /// Serves one accepted connection on a new task.
     pub fn serve_connection(&self, tcp: TcpStream) {
         self.inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        if let Some(o) = &self.inner.observer {
+            o.opened();
+        }
         let this = self.clone();
-        self.inner
-            .tracker
-            .spawn(async move { this.session(tcp).await });
+        self.inner.tracker.spawn(async move {
+            this.session(tcp).await;
+            if let Some(o) = &this.inner.observer {
+                o.closed();
+            }
+        });
+    }
+
+    /// Whether [`Service::stop_accepting`] has been called.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop_accepting.is_cancelled()
+    }
+
+    /// Resolves when [`Service::stop_accepting`] is called.
+    pub async fn stopping(&self) {
+        self.inner.stop_accepting.cancelled().await
     }
 
     async fn session(&self, tcp: TcpStream) {
@@ -242,12 +280,14 @@ impl Service {
             .iter()
             .map(|l| l.stats().errors_in.load(Ordering::Relaxed))
             .sum();
+        let inflight: u64 = links.iter().map(|l| l.stats().inflight()).sum();
         Snapshot {
             sessions: links.len() as u64,
             accepted: s.accepted.load(Ordering::Relaxed),
             calls: s.calls_closed_links.load(Ordering::Relaxed) + live_calls,
             errors: s.errors_closed_links.load(Ordering::Relaxed) + live_errors,
             handshake_failures: s.handshake_failures.load(Ordering::Relaxed),
+            inflight,
         }
     }
 }
@@ -261,7 +301,7 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) 
 /// Accept errors are about this process or the system (out of file
 /// descriptors or memory), not about a peer: log, pause briefly so the loop
 /// does not spin, and go on.
-async fn accept_error(e: std::io::Error) {
+pub(crate) async fn accept_error(e: std::io::Error) {
     use std::io::ErrorKind;
     match e.kind() {
         ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted => {}

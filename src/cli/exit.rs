@@ -5,6 +5,8 @@
 //! | 0 | success |
 //! | 2 | the remote side answered with an exception or a call error |
 //! | 3 | connection, TLS or protocol failure (including a port in use) |
+//! | 4 | `vole serve`: nodes kept dying (restart intensity exceeded); the service stopped |
+//! | 5 | `vole serve`: stopped, but some node did not drain cleanly |
 //! | 64 | usage: bad arguments or configuration |
 //! | 70 | internal error |
 
@@ -17,6 +19,10 @@ pub const OK: u8 = 0;
 pub const REMOTE: u8 = 2;
 /// Connection, TLS or protocol failure.
 pub const CONNECTION: u8 = 3;
+/// Nodes kept dying: the restart intensity was exceeded.
+pub const RESTART_LIMIT: u8 = 4;
+/// The service stopped but not every node drained cleanly.
+pub const UNCLEAN_STOP: u8 = 5;
 /// Bad arguments or configuration.
 pub const USAGE: u8 = 64;
 /// A bug in vole.
@@ -68,6 +74,18 @@ pub fn classify(error: &anyhow::Error) -> u8 {
                 | TransportError::Convert(_) => USAGE,
                 _ => CONNECTION,
             };
+        }
+        if let Some(e) = cause.downcast_ref::<vole_controller::Error>() {
+            return match e {
+                vole_controller::Error::Config(_) => USAGE,
+                _ => CONNECTION,
+            };
+        }
+        if cause
+            .downcast_ref::<vole_controller::admin::AdminError>()
+            .is_some()
+        {
+            return CONNECTION;
         }
         if cause.downcast_ref::<vole_node::Error>().is_some()
             || cause.downcast_ref::<std::io::Error>().is_some()

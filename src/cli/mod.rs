@@ -2,7 +2,9 @@
 
 pub mod call;
 pub mod exit;
+pub mod node;
 pub mod serve;
+pub mod status;
 pub mod trust;
 
 use std::net::SocketAddr;
@@ -36,6 +38,42 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Load generator: many links, many calls in flight, latency histogram.
     Bench(crate::bench::BenchArgs),
+    /// Show the nodes of a running service (from its admin socket).
+    Status(StatusArgs),
+    /// Internal: a node process, started by the controller.
+    #[command(hide = true)]
+    Node(NodeArgs),
+}
+
+/// `vole status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The service's admin socket [default: the only admin-*.sock in the state directory].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// The service's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `vole node` (internal).
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Node id.
+    #[arg(long)]
+    pub id: u32,
+    /// The control socket's descriptor.
+    #[arg(long)]
+    pub control_fd: i32,
+    /// The connection socket's descriptor (dispatch mode).
+    #[arg(long)]
+    pub conn_fd: Option<i32>,
+    /// Worker threads.
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// `vole serve`.
@@ -75,9 +113,36 @@ pub struct ServeArgs {
     /// Listen backlog.
     #[arg(long, value_name = "N", default_value_t = vole_node::listen::DEFAULT_BACKLOG)]
     pub backlog: i32,
-    /// Worker threads [default: the number of CPUs].
+    /// Worker threads per process [default: the number of CPUs, or 1 per node when nodes run].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Node processes; 0 serves in this one process [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub nodes: Option<u32>,
+    /// How connections are spread over nodes: grant, shared, dispatch, reuseport.
+    #[arg(long, value_name = "MODE", default_value = "grant")]
+    pub balance: vole_node::control::Balance,
+    /// Most open connections over all nodes (grant and dispatch modes).
+    #[arg(long, value_name = "N")]
+    pub max_clients: Option<u64>,
+    /// Most open connections per node (grant and dispatch modes).
+    #[arg(long, value_name = "N")]
+    pub max_node_clients: Option<u64>,
+    /// Seconds between heartbeats to each node.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub heartbeat_interval: f64,
+    /// Seconds a node may take to answer a heartbeat before it is killed as hung.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub heartbeat_timeout: f64,
+    /// Node restarts allowed within --restart-period before the service stops.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub restart_intensity: u32,
+    /// The window for --restart-intensity, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub restart_period: f64,
+    /// The admin socket `vole status` talks to [default: admin-<port>.sock in the state directory].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// Client connection flags shared by `call`, `describe` and `bench`.

@@ -1,0 +1,262 @@
+//! Starting node processes.
+//!
+//! The controller opens its own executable once at start ([`Executable`])
+//! and starts every node from that open file (`/proc/self/fd/N`), so a node
+//! started after the binary on disk was replaced still runs the same code
+//! as its controller. Each node gets:
+//!
+//! * the control socket at descriptor 3 (and, in `dispatch` mode, the
+//!   connection socket at 4): the only descriptors it inherits, since every
+//!   other one the controller holds is close-on-exec;
+//! * `PR_SET_PDEATHSIG` = SIGTERM, set before `exec`, plus a check that the
+//!   controller did not die before that took effect: a node never outlives
+//!   its controller;
+//! * its own process group, so a Ctrl-C in the controller's terminal reaches
+//!   only the controller, which then stops the nodes in order;
+//! * piped stdout and stderr, which the controller copies to its own stderr
+//!   line by line, each line whole and prefixed with the node id and pid.
+
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+use crate::balance::NodeId;
+
+/// The descriptor a node finds its control socket at.
+pub const CONTROL_FD: RawFd = 3;
+/// The descriptor a node finds its connection socket at (`dispatch` mode).
+pub const CONN_FD: RawFd = 4;
+/// Longest node output line copied whole; longer lines are split.
+const MAX_LINE: usize = 64 * 1024;
+
+/// The controller's own executable, opened once.
+#[derive(Debug)]
+pub struct Executable {
+    file: File,
+}
+
+impl Executable {
+    /// Opens the running executable.
+    pub fn open_self() -> io::Result<Self> {
+        Ok(Executable {
+            file: File::open("/proc/self/exe")?,
+        })
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/self/fd/{}", self.file.as_raw_fd())
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct NodeCommand {
+    /// The node's id.
+    pub id: NodeId,
+    /// Arguments after `vole node --id N --control-fd 3 [--conn-fd 4]`.
+    pub extra_args: Vec<String>,
+    /// Whether the node gets a connection socket (`dispatch` mode).
+    pub dispatch: bool,
+}
+
+/// A started node: the process and the controller's ends of its sockets.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The process (stdout and stderr already taken for forwarding).
+    pub child: Child,
+    /// Its pid.
+    pub pid: u32,
+    /// The controller's end of the control socket.
+    pub control: UnixStream,
+    /// The controller's end of the connection socket, in `dispatch` mode.
+    pub conn: Option<UnixStream>,
+}
+
+fn socketpair() -> io::Result<(
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+)> {
+    // Both ends close-on-exec: the child's end is moved to a fixed number
+    // (which clears the flag on that number only) just before exec.
+    std::os::unix::net::UnixStream::pair()
+}
+
+fn tokio_stream(s: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+    s.set_nonblocking(true)?;
+    UnixStream::from_std(s)
+}
+
+/// Starts a node process.
+pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
+    let (control_parent, control_child) = socketpair()?;
+    let conn_pair = if cmd.dispatch {
+        Some(socketpair()?)
+    } else {
+        None
+    };
+    let control_raw = control_child.as_raw_fd();
+    let conn_raw = conn_pair.as_ref().map(|(_, child)| child.as_raw_fd());
+    let controller_pid = nix::unistd::getpid().as_raw();
+
+    let mut command = Command::new(exe.path());
+    command
+        .arg0(format!("vole-node-{}", cmd.id))
+        .arg("node")
+        .arg("--id")
+        .arg(cmd.id.to_string())
+        .arg("--control-fd")
+        .arg(CONTROL_FD.to_string());
+    if cmd.dispatch {
+        command.arg("--conn-fd").arg(CONN_FD.to_string());
+    }
+    command
+        .args(&cmd.extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe system calls (fcntl, dup2, prctl, getppid,
+    // setpgid); it allocates nothing and takes no locks.
+    unsafe {
+        command.pre_exec(move || child_setup(control_raw, conn_raw, controller_pid));
+    }
+    let mut child = command.spawn()?;
+    drop(control_child);
+    let conn = match conn_pair {
+        Some((parent, child_end)) => {
+            drop(child_end);
+            Some(tokio_stream(parent)?)
+        }
+        None => None,
+    };
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("node exited before its pid was known"))?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward_lines(out, cmd.id, pid));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward_lines(err, cmd.id, pid));
+    }
+    Ok(Spawned {
+        child,
+        pid,
+        control: tokio_stream(control_parent)?,
+        conn,
+    })
+}
+
+/// In the child, between fork and exec.
+fn child_setup(control: RawFd, conn: Option<RawFd>, controller_pid: libc::pid_t) -> io::Result<()> {
+    // Move the sockets out of the way first (to numbers above any target),
+    // then onto their fixed numbers; dup2 leaves close-on-exec clear on the
+    // new number only.
+    let high = |fd: RawFd| -> io::Result<RawFd> {
+        // SAFETY: plain fcntl on a descriptor this process owns.
+        let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    let control_high = high(control)?;
+    let conn_high = match conn {
+        Some(fd) => Some(high(fd)?),
+        None => None,
+    };
+    let place = |from: RawFd, to: RawFd| -> io::Result<()> {
+        // SAFETY: dup2 onto a fixed number in the child.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    place(control_high, CONTROL_FD)?;
+    if let Some(fd) = conn_high {
+        place(fd, CONN_FD)?;
+    }
+    // Anything else this process inherited without close-on-exec (from
+    // whatever started the controller) must not reach the node: mark every
+    // descriptor above ours close-on-exec. (Closing them here would also
+    // close the pipe std uses to report a failed exec.)
+    // SAFETY: close_range with the CLOEXEC flag only sets descriptor flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            CONN_FD as libc::c_uint + 1,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    // SAFETY: prctl, getppid and setpgid with valid arguments.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // The controller may have died before PDEATHSIG was armed.
+        if libc::getppid() != controller_pid {
+            return Err(io::Error::other(
+                "controller exited while starting the node",
+            ));
+        }
+        if libc::setpgid(0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Copies a node's output to the controller's stderr, one whole line at a
+/// time, each prefixed with the node id and pid.
+async fn forward_lines(stream: impl AsyncRead + Unpin, id: NodeId, pid: u32) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::with_capacity(256);
+    let prefix = format!("[node {id} pid {pid}] ");
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if line.last() != Some(&b'\n') {
+                    line.push(b'\n');
+                }
+                let mut out = Vec::with_capacity(prefix.len() + line.len());
+                out.extend_from_slice(prefix.as_bytes());
+                out.extend_from_slice(&line);
+                // One write per line under the stderr lock: lines from
+                // different nodes never interleave.
+                let _ = io::stderr().lock().write_all(&out);
+            }
+        }
+    }
+}
+
+/// Sends SIGKILL to a process (ignoring a process that is already gone).
+pub fn kill(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}

@@ -1,0 +1,1109 @@
+//! The controller's runtime: one task that owns every node's state and
+//! reacts to events, plus small tasks per node that run its process, its
+//! control link, its heartbeat and (in `dispatch` mode) the hand-over of
+//! connections.
+//!
+//! A node's death is seen three ways, whichever comes first: its control
+//! link closes (EOF), its process exits (tokio reaps it through SIGCHLD), or
+//! its heartbeat goes unanswered (a hung or stopped process, which is then
+//! killed). Each death is handled once per process: its grants and counts
+//! are dropped from the balancer at once, connections handed to it but not
+//! yet taken go to another node, and a replacement is started after the
+//! restart policy's backoff, unless the restart intensity says to give up.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use vole_link::publish::Published;
+use vole_link::{CallError, Link, LinkConfig, LinkInfo, LinkSetup, Object, RemoteObject};
+use vole_node::control::{
+    Balance, NodeConfig, NodeStatus, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
+};
+use vole_node::fdpass;
+
+use crate::admin::{
+    AdminHandler, AdminRequest, AdminResponse, AdminSocket, NodeReport, StatusReport,
+};
+use crate::balance::{Balancer, Limits, NodeId};
+use crate::restart::{Decision, RestartPolicy, Restarts};
+use crate::spawn::{self, Executable, NodeCommand};
+use crate::Error;
+
+/// Everything the controller needs to know.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Number of node processes.
+    pub nodes: u32,
+    /// How connections are spread.
+    pub balance: Balance,
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Connection limits (`grant` and `dispatch` modes).
+    pub limits: Limits,
+    /// Restart backoff and intensity.
+    pub restart: RestartPolicy,
+    /// How often each node is pinged.
+    pub heartbeat_interval: Duration,
+    /// How long a ping may take before the node is declared hung.
+    pub heartbeat_timeout: Duration,
+    /// Default grace period of a graceful stop.
+    pub grace: Duration,
+    /// The configuration every node gets (its `node_id` is filled in).
+    pub node: NodeConfig,
+    /// Extra arguments for `vole node` (threads, verbosity).
+    pub node_args: Vec<String>,
+}
+
+/// How the controller ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped and every node drained.
+    Stopped,
+    /// Stopped, but some nodes had to be forced or killed.
+    StoppedUnclean,
+    /// Nodes kept dying: more restarts than the intensity allows.
+    Escalated {
+        /// Restarts in the window.
+        restarts: u32,
+    },
+    /// A node found the configuration unusable.
+    ConfigError(String),
+}
+
+/// The sockets the controller serves, bound before any node starts.
+#[derive(Debug)]
+pub struct Bound {
+    config: ControllerConfig,
+    /// Listening sockets (all modes but `reuseport`), or port reservations
+    /// (`reuseport`: bound, not listening).
+    sockets: Vec<std::net::TcpListener>,
+    addrs: Vec<SocketAddr>,
+    exe: Executable,
+}
+
+impl Bound {
+    /// Binds the listening sockets and opens the executable. Errors here
+    /// (a port in use, say) happen before any process starts.
+    pub fn new(config: ControllerConfig) -> Result<Bound, Error> {
+        if config.nodes == 0 {
+            return Err(Error::Config(
+                "a controller needs at least one node".to_owned(),
+            ));
+        }
+        let mut sockets = Vec::new();
+        for addr in &config.listen {
+            let s = match config.balance {
+                Balance::Reuseport => vole_node::listen::bind_reuseport(*addr, None)?,
+                _ => vole_node::listen::bind(*addr, config.backlog)?,
+            };
+            sockets.push(s);
+        }
+        let addrs = sockets
+            .iter()
+            .map(|s| s.local_addr())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::Io)?;
+        let exe = Executable::open_self().map_err(Error::Io)?;
+        Ok(Bound {
+            config,
+            sockets,
+            addrs,
+            exe,
+        })
+    }
+
+    /// The addresses actually bound (ports filled in).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Runs the nodes until stopped. `on_ready` is called once every node
+    /// serves for the first time.
+    pub async fn run(
+        self,
+        admin: Option<AdminSocket>,
+        on_ready: impl FnOnce() + Send + 'static,
+    ) -> Result<Outcome, Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seed =
+            u64::from(std::process::id()) ^ Instant::now().elapsed().as_nanos() as u64 ^ 0x5eed;
+        let mut sup = Supervisor {
+            balancer: Balancer::new(self.config.balance, self.config.limits),
+            restarts: Restarts::new(self.config.restart, seed),
+            slots: BTreeMap::new(),
+            next_gen: 1,
+            tx: tx.clone(),
+            stopping: None,
+            outcome: None,
+            queued: VecDeque::new(),
+            next_conn: 1,
+            on_ready: Some(Box::new(on_ready)),
+            ever_ready: false,
+            started: Instant::now(),
+            bound: self,
+        };
+        let admin_task = admin.map(|sock| {
+            let handler: Arc<dyn AdminHandler> = Arc::new(AdminBridge { tx: tx.clone() });
+            tokio::spawn(async move { sock.serve(handler).await })
+        });
+        let accept_tasks = sup.start_dispatch_accept();
+        for id in 0..sup.bound.config.nodes {
+            sup.slots.insert(id, Slot::new(id));
+            sup.start_node(id);
+        }
+        let outcome = sup.event_loop(rx).await;
+        for t in accept_tasks {
+            t.abort();
+        }
+        if let Some(t) = admin_task {
+            t.abort();
+            let _ = t.await; // drops the socket, removing its file
+        }
+        Ok(outcome)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Serving,
+    Backoff,
+    Exited,
+}
+
+impl Phase {
+    fn name(self, stopping: bool) -> &'static str {
+        match (self, stopping) {
+            (Phase::Starting, _) => "starting",
+            (Phase::Serving, false) => "serving",
+            (Phase::Serving, true) => "stopping",
+            (Phase::Backoff, _) => "restarting",
+            (Phase::Exited, _) => "exited",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: NodeId,
+    gen: u64,
+    pid: Option<u32>,
+    phase: Phase,
+    started_at: Instant,
+    restarts: u32,
+    control: Option<RemoteObject>,
+    link: Option<Link>,
+    said_ready: bool,
+    dispatch_tx: Option<mpsc::UnboundedSender<(u64, OwnedFd)>>,
+    /// Whether this generation's death has been handled.
+    dead: bool,
+    /// Whether this generation's process has been reaped.
+    reaped: bool,
+    exit_code: Option<i32>,
+}
+
+impl Slot {
+    fn new(id: NodeId) -> Self {
+        Slot {
+            id,
+            gen: 0,
+            pid: None,
+            phase: Phase::Starting,
+            started_at: Instant::now(),
+            restarts: 0,
+            control: None,
+            link: None,
+            said_ready: false,
+            dispatch_tx: None,
+            dead: false,
+            reaped: true,
+            exit_code: None,
+        }
+    }
+}
+
+enum Event {
+    LinkUp {
+        id: NodeId,
+        gen: u64,
+        control: RemoteObject,
+        link: Link,
+    },
+    Ready {
+        id: NodeId,
+        gen: u64,
+    },
+    Sessions {
+        id: NodeId,
+        gen: u64,
+        opened: u64,
+        closed: u64,
+    },
+    Died {
+        id: NodeId,
+        gen: u64,
+        why: String,
+    },
+    Exited {
+        id: NodeId,
+        gen: u64,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    RestartDue {
+        id: NodeId,
+    },
+    Connection(OwnedFd),
+    Undelivered {
+        id: NodeId,
+        fds: Vec<OwnedFd>,
+    },
+    Admin(AdminRequest, oneshot::Sender<AdminResponse>),
+    StopTimeout,
+}
+
+struct StopState {
+    force: bool,
+    grace: Duration,
+}
+
+struct Supervisor {
+    bound: Bound,
+    balancer: Balancer,
+    restarts: Restarts,
+    slots: BTreeMap<NodeId, Slot>,
+    next_gen: u64,
+    tx: mpsc::UnboundedSender<Event>,
+    stopping: Option<StopState>,
+    outcome: Option<Outcome>,
+    queued: VecDeque<OwnedFd>,
+    next_conn: u64,
+    on_ready: Option<Box<dyn FnOnce() + Send>>,
+    ever_ready: bool,
+    started: Instant,
+}
+
+/// Connections waiting for a node in `dispatch` mode, at most.
+const MAX_QUEUED: usize = 4096;
+
+impl Supervisor {
+    fn config(&self) -> &ControllerConfig {
+        &self.bound.config
+    }
+
+    async fn event_loop(&mut self, mut rx: mpsc::UnboundedReceiver<Event>) -> Outcome {
+        let mut term = signal(tokio::signal::unix::SignalKind::terminate());
+        let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
+        loop {
+            if self.stopping.is_some()
+                && self
+                    .slots
+                    .values()
+                    .all(|s| s.phase == Phase::Exited && s.reaped)
+            {
+                break;
+            }
+            tokio::select! {
+                Some(ev) = rx.recv() => self.handle(ev),
+                _ = recv_signal(&mut term) => self.on_signal("SIGTERM"),
+                _ = recv_signal(&mut int) => self.on_signal("SIGINT"),
+            }
+        }
+        let clean = self.slots.values().all(|s| s.exit_code == Some(0));
+        match self.outcome.take() {
+            Some(o) => o,
+            None if clean => Outcome::Stopped,
+            None => Outcome::StoppedUnclean,
+        }
+    }
+
+    fn on_signal(&mut self, name: &str) {
+        match &self.stopping {
+            None => {
+                tracing::info!(
+                    signal = name,
+                    "stopping gracefully (a second signal forces)"
+                );
+                self.begin_stop(false, self.config().grace);
+            }
+            Some(s) if !s.force => {
+                tracing::warn!(signal = name, "second signal: forcing the stop");
+                self.begin_stop(true, Duration::ZERO);
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::LinkUp {
+                id,
+                gen,
+                control,
+                link,
+            } => {
+                let stopping = self.stopping.as_ref().map(|s| (s.force, s.grace));
+                let Some(slot) = self.current(id, gen) else {
+                    return;
+                };
+                slot.control = Some(control.clone());
+                slot.link = Some(link);
+                if let Some((force, grace)) = stopping {
+                    send_stop(&control, force, grace);
+                    return;
+                }
+                let hb = (
+                    self.config().heartbeat_interval,
+                    self.config().heartbeat_timeout,
+                );
+                tokio::spawn(heartbeat(self.tx.clone(), id, gen, control, hb.0, hb.1));
+                self.maybe_serving(id);
+            }
+            Event::Ready { id, gen } => {
+                let Some(slot) = self.current(id, gen) else {
+                    return;
+                };
+                slot.said_ready = true;
+                self.maybe_serving(id);
+            }
+            Event::Sessions {
+                id,
+                gen,
+                opened,
+                closed,
+            } => {
+                if self.current(id, gen).is_none() {
+                    return;
+                }
+                self.balancer.sessions(id, opened, closed);
+                self.send_grants();
+                self.flush_queue();
+            }
+            Event::Died { id, gen, why } => self.node_died(id, gen, &why),
+            Event::Exited {
+                id,
+                gen,
+                code,
+                signal,
+            } => {
+                let Some(slot) = self.current(id, gen) else {
+                    return;
+                };
+                slot.reaped = true;
+                slot.exit_code = code;
+                let why = match (code, signal) {
+                    (Some(c), _) => format!("exited with code {c}"),
+                    (None, Some(s)) => format!("killed by signal {s}"),
+                    _ => "exited".to_owned(),
+                };
+                if code == Some(EXIT_CONFIG) && self.stopping.is_none() {
+                    let msg =
+                        format!("node {id} found the configuration unusable (see its log above)");
+                    tracing::error!("{msg}; stopping instead of restarting it");
+                    self.node_died(id, gen, &why);
+                    self.outcome = Some(Outcome::ConfigError(msg));
+                    self.begin_stop(false, self.config().grace);
+                    return;
+                }
+                if code != Some(0) || self.stopping.is_none() {
+                    tracing::info!(node = id, %why, "node process ended");
+                }
+                self.node_died(id, gen, &why);
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    if self.stopping.is_some() {
+                        slot.phase = Phase::Exited;
+                    }
+                }
+            }
+            Event::RestartDue { id } => {
+                if self.stopping.is_none()
+                    && self
+                        .slots
+                        .get(&id)
+                        .is_some_and(|s| s.phase == Phase::Backoff)
+                {
+                    self.start_node(id);
+                }
+            }
+            Event::Connection(fd) => {
+                if self.stopping.is_some() {
+                    return; // dropped: closed
+                }
+                self.queued.push_back(fd);
+                if self.queued.len() > MAX_QUEUED {
+                    tracing::warn!("no node can take connections; dropping the newest");
+                    self.queued.pop_back();
+                }
+                self.flush_queue();
+            }
+            Event::Undelivered { id, fds } => {
+                if !fds.is_empty() {
+                    tracing::info!(
+                        node = id,
+                        count = fds.len(),
+                        "re-dispatching connections the node never took"
+                    );
+                }
+                for fd in fds.into_iter().rev() {
+                    self.queued.push_front(fd);
+                }
+                self.flush_queue();
+            }
+            Event::Admin(req, reply) => self.admin(req, reply),
+            Event::StopTimeout => {
+                for slot in self.slots.values() {
+                    if !slot.reaped {
+                        if let Some(pid) = slot.pid {
+                            tracing::warn!(
+                                node = slot.id,
+                                pid,
+                                "node did not stop in time; killing it"
+                            );
+                            spawn::kill(pid);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The slot if `gen` is its current generation.
+    fn current(&mut self, id: NodeId, gen: u64) -> Option<&mut Slot> {
+        self.slots.get_mut(&id).filter(|s| s.gen == gen)
+    }
+
+    fn maybe_serving(&mut self, id: NodeId) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        if slot.phase != Phase::Starting || !slot.said_ready || slot.control.is_none() {
+            return;
+        }
+        slot.phase = Phase::Serving;
+        tracing::info!(node = id, pid = ?slot.pid, "node serving");
+        self.balancer.node_ready(id);
+        self.send_grants();
+        self.flush_queue();
+        if !self.ever_ready && self.slots.values().all(|s| s.phase == Phase::Serving) {
+            self.ever_ready = true;
+            tracing::info!(nodes = self.slots.len(), "all nodes serving");
+            if let Some(f) = self.on_ready.take() {
+                f();
+            }
+        }
+    }
+
+    fn send_grants(&mut self) {
+        for id in self.balancer.take_grants() {
+            if let Some(control) = self.slots.get(&id).and_then(|s| s.control.clone()) {
+                tokio::spawn(async move {
+                    let _ = control.call_oneway("grant", (1u32,)).await;
+                });
+            }
+        }
+    }
+
+    fn flush_queue(&mut self) {
+        while !self.queued.is_empty() {
+            let Some(id) = self.balancer.pick() else {
+                return;
+            };
+            let Some(tx) = self.slots.get(&id).and_then(|s| s.dispatch_tx.clone()) else {
+                self.balancer.undispatch(id);
+                return;
+            };
+            let Some(fd) = self.queued.pop_front() else {
+                return;
+            };
+            let conn = self.next_conn;
+            self.next_conn += 1;
+            if let Err(mpsc::error::SendError((_, fd))) = tx.send((conn, fd)) {
+                self.balancer.undispatch(id);
+                self.queued.push_front(fd);
+                return;
+            }
+        }
+    }
+
+    fn node_died(&mut self, id: NodeId, gen: u64, why: &str) {
+        let stopping = self.stopping.is_some();
+        let Some(slot) = self.current(id, gen) else {
+            return;
+        };
+        if slot.dead {
+            return;
+        }
+        slot.dead = true;
+        let uptime = slot.started_at.elapsed();
+        let pid = slot.pid;
+        slot.control = None;
+        slot.dispatch_tx = None;
+        if let Some(link) = slot.link.take() {
+            link.abort();
+        }
+        if !slot.reaped && !stopping {
+            // A hung node, or one whose link failed: make sure it is gone.
+            // (While stopping, a closed link is a node on its way out; the
+            // stop deadline kills stragglers.)
+            if let Some(pid) = pid {
+                spawn::kill(pid);
+            }
+        }
+        self.balancer.node_gone(id);
+        self.send_grants();
+        if stopping {
+            tracing::info!(node = id, ?pid, %why, "node stopped");
+            if let Some(slot) = self.slots.get_mut(&id) {
+                if slot.reaped {
+                    slot.phase = Phase::Exited;
+                }
+            }
+            return;
+        }
+        tracing::warn!(node = id, ?pid, %why, uptime_ms = uptime.as_millis() as u64, "node died");
+        match self.restarts.on_exit(id, Instant::now(), uptime) {
+            Decision::RestartAfter(delay) => {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.phase = Phase::Backoff;
+                }
+                tracing::info!(
+                    node = id,
+                    delay_ms = delay.as_millis() as u64,
+                    "restarting node after backoff"
+                );
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Event::RestartDue { id });
+                });
+            }
+            Decision::Escalate { restarts } => {
+                let policy = *self.restarts.policy();
+                tracing::error!(
+                    restarts,
+                    period_s = policy.period.as_secs(),
+                    "nodes keep dying: more restarts than the intensity allows; stopping"
+                );
+                self.outcome = Some(Outcome::Escalated { restarts });
+                self.begin_stop(false, self.config().grace);
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, force: bool, grace: Duration) {
+        self.stopping = Some(StopState { force, grace });
+        for slot in self.slots.values_mut() {
+            match slot.phase {
+                Phase::Backoff => slot.phase = Phase::Exited,
+                _ if slot.reaped && slot.dead => slot.phase = Phase::Exited,
+                _ => {
+                    if let Some(control) = &slot.control {
+                        send_stop(control, force, grace);
+                    }
+                }
+            }
+        }
+        // Connections waiting for a node are closed.
+        self.queued.clear();
+        let tx = self.tx.clone();
+        let limit = grace + Duration::from_secs(3);
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            let _ = tx.send(Event::StopTimeout);
+        });
+    }
+
+    fn start_node(&mut self, id: NodeId) {
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        let config = self.config();
+        let balance = config.balance;
+        let mut node_cfg = config.node.clone();
+        node_cfg.node_id = id;
+        let cmd = NodeCommand {
+            id,
+            extra_args: config.node_args.clone(),
+            dispatch: balance == Balance::Dispatch,
+        };
+        let was_restart = self.slots.get(&id).is_some_and(|s| s.gen != 0);
+        let spawned = spawn::spawn(&self.bound.exe, &cmd);
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        slot.gen = gen;
+        slot.dead = false;
+        slot.said_ready = false;
+        slot.control = None;
+        slot.link = None;
+        slot.exit_code = None;
+        slot.started_at = Instant::now();
+        slot.phase = Phase::Starting;
+        if was_restart {
+            slot.restarts += 1;
+        }
+        let spawned = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                slot.reaped = true;
+                tracing::error!(node = id, error = %e, "cannot start node");
+                let _ = self.tx.send(Event::Died {
+                    id,
+                    gen,
+                    why: format!("could not start: {e}"),
+                });
+                return;
+            }
+        };
+        slot.pid = Some(spawned.pid);
+        slot.reaped = false;
+        tracing::info!(node = id, pid = spawned.pid, "node started");
+        let handoff = match self.handoff_sockets() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(node = id, error = %e, "cannot prepare the node's sockets");
+                spawn::kill(spawned.pid);
+                Vec::new()
+            }
+        };
+        let config_json = serde_json::to_string(&node_cfg).unwrap_or_default();
+        let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
+        let spawn::Spawned {
+            child,
+            control,
+            conn,
+            ..
+        } = spawned;
+        if let Some(conn) = conn {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.dispatch_tx = Some(dispatch_tx);
+            }
+            tokio::spawn(dispatcher(self.tx.clone(), id, conn, dispatch_rx));
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(reap(tx.clone(), id, gen, child));
+        tokio::spawn(run_control(
+            tx,
+            id,
+            gen,
+            control,
+            handoff,
+            balance,
+            config_json,
+        ));
+    }
+
+    /// The listening sockets a new node gets.
+    fn handoff_sockets(&self) -> std::io::Result<Vec<OwnedFd>> {
+        match self.config().balance {
+            Balance::Dispatch => Ok(Vec::new()),
+            Balance::Reuseport => self
+                .bound
+                .addrs
+                .iter()
+                .map(|addr| {
+                    vole_node::listen::bind_reuseport(*addr, Some(self.config().backlog))
+                        .map(OwnedFd::from)
+                        .map_err(std::io::Error::other)
+                })
+                .collect(),
+            Balance::Grant | Balance::Shared => self
+                .bound
+                .sockets
+                .iter()
+                .map(|s| s.as_fd().try_clone_to_owned())
+                .collect(),
+        }
+    }
+
+    fn start_dispatch_accept(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        if self.config().balance != Balance::Dispatch {
+            return Vec::new();
+        }
+        let mut tasks = Vec::new();
+        for s in &self.bound.sockets {
+            let listener = match s.try_clone().and_then(tokio::net::TcpListener::from_std) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot accept in dispatch mode");
+                    continue;
+                }
+            };
+            let tx = self.tx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((tcp, _)) => match tcp.into_std() {
+                            Ok(std) => {
+                                if tx.send(Event::Connection(OwnedFd::from(std))).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "accepted connection unusable"),
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed; pausing 100 ms");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        tasks
+    }
+
+    fn admin(&mut self, req: AdminRequest, reply: oneshot::Sender<AdminResponse>) {
+        match req {
+            AdminRequest::Status => {
+                let stopping = self.stopping.is_some();
+                let nodes: Vec<(NodeReport, Option<RemoteObject>)> = self
+                    .slots
+                    .values()
+                    .map(|s| {
+                        let report = NodeReport {
+                            id: s.id,
+                            pid: if s.reaped { None } else { s.pid },
+                            state: s.phase.name(stopping).to_owned(),
+                            restarts: s.restarts,
+                            uptime_ms: if s.reaped {
+                                0
+                            } else {
+                                s.started_at.elapsed().as_millis() as u64
+                            },
+                            ..NodeReport::default()
+                        };
+                        (report, s.control.clone())
+                    })
+                    .collect();
+                let base = StatusReport {
+                    pid: std::process::id(),
+                    mode: self.config().balance.name().to_owned(),
+                    listen: self.bound.addrs.iter().map(ToString::to_string).collect(),
+                    uptime_ms: self.started.elapsed().as_millis() as u64,
+                    nodes: Vec::new(),
+                };
+                // Gather off the event loop, each node within a deadline, so
+                // a hung node cannot block the answer.
+                tokio::spawn(async move {
+                    let mut status = base;
+                    let gathered = futures_util::future::join_all(nodes.into_iter().map(
+                        |(mut report, control)| async move {
+                            if let Some(c) = control {
+                                match tokio::time::timeout(
+                                    Duration::from_secs(2),
+                                    c.call_as::<NodeStatus>("status", ()),
+                                )
+                                .await
+                                {
+                                    Ok(Ok(s)) => {
+                                        report.sessions = s.sessions;
+                                        report.inflight = s.inflight;
+                                        report.calls = s.calls;
+                                        report.errors = s.errors;
+                                    }
+                                    _ => report.state = "unresponsive".to_owned(),
+                                }
+                            }
+                            report
+                        },
+                    ))
+                    .await;
+                    status.nodes = gathered;
+                    let _ = reply.send(AdminResponse {
+                        ok: true,
+                        error: None,
+                        status: Some(status),
+                    });
+                });
+            }
+            AdminRequest::Stop { force, timeout_s } => {
+                let grace = timeout_s
+                    .and_then(|t| Duration::try_from_secs_f64(t).ok())
+                    .unwrap_or(self.config().grace);
+                if self.stopping.as_ref().is_some_and(|s| s.force || !force) {
+                    let _ = reply.send(AdminResponse::ok());
+                    return;
+                }
+                self.begin_stop(force, if force { Duration::ZERO } else { grace });
+                let _ = reply.send(AdminResponse::ok());
+            }
+        }
+    }
+}
+
+fn send_stop(control: &RemoteObject, force: bool, grace: Duration) {
+    let control = control.clone();
+    let grace_ms = grace.as_millis() as u64;
+    tokio::spawn(async move {
+        let _ = control.call_oneway("stop", (!force, grace_ms)).await;
+    });
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install a signal handler");
+            None
+        }
+    }
+}
+
+async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the node process and reports its exit (reaping it).
+async fn reap(
+    tx: mpsc::UnboundedSender<Event>,
+    id: NodeId,
+    gen: u64,
+    mut child: tokio::process::Child,
+) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let (code, signal) = match child.wait().await {
+        Ok(status) => (status.code(), status.signal()),
+        Err(e) => {
+            tracing::error!(node = id, error = %e, "cannot wait for node");
+            (None, None)
+        }
+    };
+    let _ = tx.send(Event::Exited {
+        id,
+        gen,
+        code,
+        signal,
+    });
+}
+
+/// The controller's control object for one node.
+fn controller_object(
+    tx: mpsc::UnboundedSender<Event>,
+    id: NodeId,
+    gen: u64,
+    config_json: String,
+) -> Arc<dyn Object> {
+    struct State {
+        tx: mpsc::UnboundedSender<Event>,
+        id: NodeId,
+        gen: u64,
+        config_json: String,
+    }
+    Published::with_state(
+        "VoleController",
+        State {
+            tx,
+            id,
+            gen,
+            config_json,
+        },
+    )
+    .method(
+        "hello",
+        "hello(pid): the node's configuration (JSON).",
+        |s: Arc<State>, (_pid,): (u32,)| async move { Ok::<_, CallError>(s.config_json.clone()) },
+    )
+    .method(
+        "sessions",
+        "sessions(opened, closed): connections since the last report.",
+        |s: Arc<State>, (opened, closed): (u64, u64)| async move {
+            let _ = s.tx.send(Event::Sessions {
+                id: s.id,
+                gen: s.gen,
+                opened,
+                closed,
+            });
+            Ok::<_, CallError>(())
+        },
+    )
+    .method(
+        "ready",
+        "The node serves.",
+        |s: Arc<State>, (): ()| async move {
+            let _ = s.tx.send(Event::Ready {
+                id: s.id,
+                gen: s.gen,
+            });
+            Ok::<_, CallError>(())
+        },
+    )
+    .into_object()
+}
+
+/// Hands the sockets to the node and runs the control link until it
+/// closes.
+async fn run_control(
+    tx: mpsc::UnboundedSender<Event>,
+    id: NodeId,
+    gen: u64,
+    control: UnixStream,
+    listeners: Vec<OwnedFd>,
+    balance: Balance,
+    config_json: String,
+) {
+    let tag = if balance == Balance::Dispatch {
+        HANDOFF_DISPATCH
+    } else {
+        HANDOFF_LISTENERS
+    };
+    let borrowed: Vec<_> = listeners.iter().map(AsFd::as_fd).collect();
+    if let Err(e) = fdpass::send(&control, &[tag], &borrowed).await {
+        let _ = tx.send(Event::Died {
+            id,
+            gen,
+            why: format!("socket handoff failed: {e}"),
+        });
+        return;
+    }
+    // Our copies of per-node sockets (reuseport) are closed here.
+    drop(borrowed);
+    drop(listeners);
+    let setup = LinkSetup {
+        config: LinkConfig {
+            hold_peer: true,
+            handshake_timeout: Duration::from_secs(10),
+            ..LinkConfig::default()
+        },
+        gateway: controller_object(tx.clone(), id, gen, config_json),
+        info: LinkInfo {
+            node_id: Some(id),
+            ..LinkInfo::default()
+        },
+    };
+    match vole_link::connect(control, setup).await {
+        Ok((link, node)) => {
+            let _ = tx.send(Event::LinkUp {
+                id,
+                gen,
+                control: node,
+                link: link.clone(),
+            });
+            let reason = link.closed().await;
+            let _ = tx.send(Event::Died {
+                id,
+                gen,
+                why: format!("control link closed: {reason}"),
+            });
+        }
+        Err(e) => {
+            let _ = tx.send(Event::Died {
+                id,
+                gen,
+                why: format!("control link failed: {e}"),
+            });
+        }
+    }
+}
+
+/// Pings the node; a missed answer means it is hung.
+async fn heartbeat(
+    tx: mpsc::UnboundedSender<Event>,
+    id: NodeId,
+    gen: u64,
+    control: RemoteObject,
+    interval: Duration,
+    limit: Duration,
+) {
+    let link = control.link();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = link.closed() => return,
+        }
+        match tokio::time::timeout(limit, control.call("ping", ())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return, // the link is failing; that is reported separately
+            Err(_) => {
+                let _ = tx.send(Event::Died {
+                    id,
+                    gen,
+                    why: format!("no heartbeat answer within {limit:?} (hung)"),
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// `dispatch` mode: passes connections to one node and keeps the
+/// controller's copy of each until the node acknowledges it; whatever is
+/// unacknowledged when the node goes away is given back for another node.
+async fn dispatcher(
+    tx: mpsc::UnboundedSender<Event>,
+    id: NodeId,
+    sock: UnixStream,
+    mut rx: mpsc::UnboundedReceiver<(u64, OwnedFd)>,
+) {
+    let mut pending: HashMap<u64, OwnedFd> = HashMap::new();
+    let mut ack = [0u8; 8];
+    let mut ack_fill = 0usize;
+    loop {
+        tokio::select! {
+            next = rx.recv() => match next {
+                Some((conn, fd)) => {
+                    let sent = fdpass::send(&sock, &conn.to_le_bytes(), &[fd.as_fd()]).await;
+                    pending.insert(conn, fd);
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            ready = sock.readable() => {
+                if ready.is_err() {
+                    break;
+                }
+                match sock.try_read(&mut ack[ack_fill..]) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        ack_fill += n;
+                        if ack_fill == ack.len() {
+                            ack_fill = 0;
+                            pending.remove(&u64::from_le_bytes(ack));
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    rx.close();
+    let mut fds: Vec<OwnedFd> = pending.into_values().collect();
+    while let Ok((_, fd)) = rx.try_recv() {
+        fds.push(fd);
+    }
+    let _ = tx.send(Event::Undelivered { id, fds });
+}
+
+/// Turns admin requests into supervisor events.
+struct AdminBridge {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl AdminHandler for AdminBridge {
+    fn handle(
+        &self,
+        request: AdminRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = AdminResponse> + Send + '_>> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            if self.tx.send(Event::Admin(request, reply)).is_err() {
+                return AdminResponse::error("the service is shutting down");
+            }
+            rx.await
+                .unwrap_or_else(|_| AdminResponse::error("the service is shutting down"))
+        })
+    }
+}

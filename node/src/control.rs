@@ -1,0 +1,146 @@
+//! The control protocol between the controller and a node.
+//!
+//! The two processes talk VOL over a socketpair (no VOP, no TLS: the socket
+//! never leaves the host), each publishing a control object as its gateway,
+//! as VPy's `VServiceController` and `VServiceNode` do. Before the link
+//! starts, the controller sends one frame with the listening sockets
+//! attached (see [`HANDOFF_LISTENERS`]).
+//!
+//! Methods the **node** publishes (the controller calls them):
+//!
+//! | method | kind | meaning |
+//! |---|---|---|
+//! | `grant(n)` | one-way | `grant` mode: accept up to `n` more connections |
+//! | `stop(graceful, grace_ms)` | one-way | stop accepting; drain links for up to `grace_ms` (or close at once) and exit |
+//! | `status()` | call | a [`NodeStatus`] |
+//! | `ping()` | call | heartbeat: answers the node's pid |
+//!
+//! Methods the **controller** publishes (the node calls them):
+//!
+//! | method | kind | meaning |
+//! |---|---|---|
+//! | `hello(pid)` | call | returns the [`NodeConfig`] as JSON |
+//! | `sessions(opened, closed)` | one-way | connections accepted and ended since the last report |
+//! | `ready()` | one-way | the node serves |
+//!
+//! Compatibility rules: the controller and its nodes run the same
+//! executable (the controller re-executes the file it was started from,
+//! opened once at start), so both sides always agree. Still, new fields in
+//! [`NodeConfig`] and [`NodeStatus`] get `#[serde(default)]`, and methods are
+//! only ever added, never renamed.
+
+use serde::{Deserialize, Serialize};
+
+/// Frame tag: the listening sockets are attached.
+pub const HANDOFF_LISTENERS: u8 = b'L';
+/// Frame tag: no listening socket (the controller dispatches connections).
+pub const HANDOFF_DISPATCH: u8 = b'D';
+
+/// Exit code of a node whose configuration is unusable (a bad certificate,
+/// say): the controller reports it and does not restart the node.
+pub const EXIT_CONFIG: i32 = 78;
+
+/// How connections are spread over nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// A node accepts only while it holds grants from the controller, which
+    /// grants to the least-connected nodes (VPy's model).
+    #[default]
+    Grant,
+    /// Every node accepts freely from the shared socket.
+    Shared,
+    /// The controller accepts and hands each connection to the least-loaded
+    /// node.
+    Dispatch,
+    /// Each node has its own `SO_REUSEPORT` socket; the kernel spreads
+    /// connections by hash. A node's queued connections die with it.
+    Reuseport,
+}
+
+impl Balance {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::Grant => "grant",
+            Balance::Shared => "shared",
+            Balance::Dispatch => "dispatch",
+            Balance::Reuseport => "reuseport",
+        }
+    }
+}
+
+impl std::str::FromStr for Balance {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "grant" => Ok(Balance::Grant),
+            "shared" => Ok(Balance::Shared),
+            "dispatch" => Ok(Balance::Dispatch),
+            "reuseport" => Ok(Balance::Reuseport),
+            other => Err(format!(
+                "unknown balance mode {other:?} (grant, shared, dispatch, reuseport)"
+            )),
+        }
+    }
+}
+
+/// TLS files a node loads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: std::path::PathBuf,
+    /// Private key (PEM).
+    pub key: std::path::PathBuf,
+}
+
+/// What a node needs to know to serve, sent by the controller in answer to
+/// `hello`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// The node's id (stable across restarts of the same slot).
+    pub node_id: u32,
+    /// How this node gets connections.
+    pub balance: Balance,
+    /// TLS, if enabled.
+    pub tls: Option<TlsFiles>,
+    /// Whether PLAIN is allowed.
+    pub plain: bool,
+    /// VOP + TLS handshake limit, milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Write-progress limit per link, milliseconds.
+    pub write_timeout_ms: u64,
+    /// Largest accepted message.
+    pub max_message: usize,
+    /// Default grace period for a drain, milliseconds.
+    pub grace_ms: u64,
+}
+
+/// A node's state, as `status()` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Process id.
+    pub pid: u32,
+    /// Open sessions.
+    #[serde(default)]
+    pub sessions: u64,
+    /// Calls running now.
+    #[serde(default)]
+    pub inflight: u64,
+    /// Calls served.
+    #[serde(default)]
+    pub calls: u64,
+    /// Calls that failed.
+    #[serde(default)]
+    pub errors: u64,
+    /// Connections accepted.
+    #[serde(default)]
+    pub accepted: u64,
+    /// Handshake failures.
+    #[serde(default)]
+    pub handshake_failures: u64,
+    /// Milliseconds since the node started.
+    #[serde(default)]
+    pub uptime_ms: u64,
+}

@@ -1,0 +1,272 @@
+//! Passing file descriptors between the controller and its nodes over unix
+//! stream sockets (SCM_RIGHTS).
+//!
+//! Every message is a small fixed-size frame of data with descriptors
+//! attached to it. Received descriptors are always close-on-exec: they are
+//! received with `MSG_CMSG_CLOEXEC`, so there is no window in which an
+//! `exec` elsewhere in the process could inherit them. A frame that arrives
+//! with more descriptors than expected has the extra ones closed, and a
+//! truncated control message (`MSG_CTRUNC`) is an error, never a silent fd
+//! leak.
+//!
+//! This is the only module of the crate with `unsafe` code: adopting a raw
+//! descriptor that the kernel just handed us as an `OwnedFd`.
+
+#![allow(unsafe_code)]
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+
+/// Most descriptors one frame may carry.
+pub const MAX_FDS: usize = 16;
+
+/// Sends `data` as one frame with `fds` attached.
+///
+/// `data` must be non-empty (descriptors ride on data bytes) and small
+/// enough to be sent in one piece (frames here are at most a few dozen
+/// bytes; a unix stream socket never splits those).
+pub async fn send(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if data.is_empty() || fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "frame must carry data and at most 16 fds",
+        ));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    loop {
+        sock.writable().await?;
+        let sent = sock.try_io(Interest::WRITABLE, || {
+            let iov = [IoSlice::new(data)];
+            let cmsg = [ControlMessage::ScmRights(&raw)];
+            let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+            sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            Ok(n) if n == data.len() => return Ok(()),
+            Ok(n) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("frame of {} bytes sent only in part ({n})", data.len()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Receives one frame of exactly `buf.len()` bytes and the descriptors that
+/// came with it. Returns `Ok(None)` on a clean end of stream before the
+/// frame started.
+pub async fn recv(sock: &UnixStream, buf: &mut [u8]) -> io::Result<Option<Vec<OwnedFd>>> {
+    let mut filled = 0;
+    let mut fds = Vec::new();
+    while filled < buf.len() {
+        sock.readable().await?;
+        let got = sock.try_io(Interest::READABLE, || {
+            recv_some(sock.as_raw_fd(), &mut buf[filled..])
+        });
+        match got {
+            Ok((0, _)) if filled == 0 => return Ok(None),
+            Ok((0, _)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "stream ended inside a frame",
+                ));
+            }
+            Ok((n, mut more)) => {
+                filled += n;
+                fds.append(&mut more);
+                if fds.len() > MAX_FDS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "too many descriptors in one frame",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(fds))
+}
+
+fn recv_some(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            for fd in received {
+                // SAFETY: the kernel just installed `fd` in our table for us
+                // (SCM_RIGHTS); nothing else owns it, so adopting it is sound
+                // and guarantees it is closed exactly once.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        // Whatever did arrive is in `fds` and gets closed on return.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "control message truncated (too many descriptors)",
+        ));
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Takes ownership of an inherited descriptor that must be a unix stream
+/// socket, sets close-on-exec on it and registers it with tokio.
+///
+/// The descriptor number comes from the command line the controller wrote;
+/// it is checked (it must be open and a unix stream socket) before it is
+/// adopted, so a wrong number fails cleanly instead of taking over some
+/// other file.
+pub fn adopt_unix_stream(fd: RawFd) -> io::Result<UnixStream> {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType, UnixAddr};
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is a standard stream"),
+        ));
+    }
+    // SAFETY: only borrowed for the checks below; ownership is taken after
+    // they prove the descriptor is an open unix stream socket.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let kind = getsockopt(&borrowed, sockopt::SockType).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a socket: {e}"),
+        )
+    })?;
+    if kind != SockType::Stream || getsockname::<UnixAddr>(fd).is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a unix stream socket"),
+        ));
+    }
+    set_cloexec(borrowed)?;
+    // SAFETY: the descriptor is open (checked above), was left for this
+    // process by its parent, and nothing else in the process refers to it:
+    // it is adopted exactly once, at start-up.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let std = std::os::unix::net::UnixStream::from(owned);
+    std.set_nonblocking(true)?;
+    UnixStream::from_std(std)
+}
+
+/// Whether `fd` has close-on-exec set.
+pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)?;
+    Ok(nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC))
+}
+
+/// Sets close-on-exec on `fd`.
+pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    fn pair() -> (UnixStream, UnixStream) {
+        UnixStream::pair().expect("socketpair")
+    }
+
+    #[tokio::test]
+    async fn passes_descriptors_with_cloexec() {
+        let (a, b) = pair();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        send(&a, b"L", &[listener.as_fd()]).await.expect("send");
+        let mut buf = [0u8; 1];
+        let fds = recv(&b, &mut buf).await.expect("recv").expect("frame");
+        assert_eq!(&buf, b"L");
+        assert_eq!(fds.len(), 1);
+        assert!(
+            is_cloexec(fds[0].as_fd()).expect("fcntl"),
+            "received fds are close-on-exec"
+        );
+        // It is the same socket.
+        let received = std::net::TcpListener::from(fds.into_iter().next().expect("one"));
+        assert_eq!(received.local_addr().expect("addr"), addr);
+    }
+
+    #[tokio::test]
+    async fn frames_without_descriptors_and_several_at_once() {
+        let (a, b) = pair();
+        let f1 = std::fs::File::open("/dev/null").expect("open");
+        let f2 = std::fs::File::open("/dev/null").expect("open");
+        send(&a, b"ab", &[f1.as_fd(), f2.as_fd()])
+            .await
+            .expect("send");
+        send(&a, b"cd", &[]).await.expect("send");
+        let mut buf = [0u8; 2];
+        assert_eq!(
+            recv(&b, &mut buf)
+                .await
+                .expect("recv")
+                .expect("frame")
+                .len(),
+            2
+        );
+        assert_eq!(&buf, b"ab");
+        assert_eq!(
+            recv(&b, &mut buf)
+                .await
+                .expect("recv")
+                .expect("frame")
+                .len(),
+            0
+        );
+        assert_eq!(&buf, b"cd");
+    }
+
+    #[tokio::test]
+    async fn end_of_stream_is_reported() {
+        let (a, b) = pair();
+        drop(a);
+        let mut buf = [0u8; 4];
+        assert!(recv(&b, &mut buf).await.expect("recv").is_none());
+        let (a, b) = pair();
+        send(&a, b"xy", &[]).await.expect("send");
+        drop(a);
+        let err = recv(&b, &mut buf).await.expect_err("short frame");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn adopting_checks_the_descriptor() {
+        use std::os::fd::IntoRawFd;
+        assert!(adopt_unix_stream(1).is_err(), "stdout is refused");
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let raw = tcp.as_fd().as_raw_fd();
+        assert!(adopt_unix_stream(raw).is_err(), "a tcp socket is refused");
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let raw = a.into_raw_fd();
+        let adopted = adopt_unix_stream(raw).expect("a unix stream socket is adopted");
+        assert!(is_cloexec(adopted.as_fd()).expect("fcntl"));
+    }
+
+    #[tokio::test]
+    async fn empty_frames_are_refused() {
+        let (a, _b) = pair();
+        assert_eq!(
+            send(&a, b"", &[]).await.expect_err("empty").kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+}

@@ -1,0 +1,460 @@
+//! The node process: what `vole node` (started by the controller, never by
+//! hand) runs.
+//!
+//! 1. Adopt the control socket the controller left at a known descriptor and
+//!    receive the listening sockets over it (or none, in `dispatch` mode).
+//! 2. Run a VOL control link on that socket; ask the controller for the
+//!    [`NodeConfig`] (`hello`).
+//! 3. Serve: accept as the balance mode says (only while holding grants in
+//!    `grant` mode, freely in `shared` and `reuseport`, or take connections
+//!    the controller passes in `dispatch`), reporting connections opened and
+//!    closed.
+//! 4. Stop when the controller says so (draining links), or at once when the
+//!    control link closes: a node never outlives its controller.
+
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, UnixStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use vole_link::publish::Published;
+use vole_link::{CallError, LinkConfig, LinkInfo, LinkSetup, Object, RemoteObject};
+use vole_transport::stream::ServerSettings;
+use vole_transport::tls::{self, ServerIdentity};
+use vole_transport::vop::ServerPolicy;
+
+use crate::control::{
+    Balance, NodeConfig, NodeStatus, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
+};
+use crate::{fdpass, Error, GatewayFactory, Service, ServiceConfig, SessionObserver};
+
+/// Where the controller left things for the node.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeArgs {
+    /// The node's id (for logs until the controller confirms it).
+    pub id: u32,
+    /// The control socket.
+    pub control_fd: RawFd,
+    /// The socket connections arrive on in `dispatch` mode.
+    pub conn_fd: Option<RawFd>,
+}
+
+/// How the node ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeExit {
+    /// Stopped on the controller's request; every link drained.
+    Stopped,
+    /// Stopped on request, but some links had to be closed by force.
+    StoppedForced,
+    /// The controller went away.
+    Orphaned,
+    /// The configuration is unusable; the controller must not restart it.
+    ConfigError,
+}
+
+impl NodeExit {
+    /// The process exit code for this outcome.
+    pub fn code(self) -> i32 {
+        match self {
+            NodeExit::Stopped | NodeExit::Orphaned => 0,
+            NodeExit::StoppedForced => 1,
+            NodeExit::ConfigError => EXIT_CONFIG,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StopRequest {
+    graceful: bool,
+    grace: Duration,
+}
+
+struct NodeState {
+    started: Instant,
+    service: OnceLock<Service>,
+    grants: Semaphore,
+    stop: watch::Sender<Option<StopRequest>>,
+}
+
+impl NodeState {
+    fn request_stop(&self, req: StopRequest) {
+        self.stop.send_if_modified(|stop| match stop {
+            // A forced stop overrides a graceful one, never the reverse.
+            Some(prev) if !prev.graceful => false,
+            _ => {
+                *stop = Some(req);
+                true
+            }
+        });
+    }
+
+    /// Waits for a stop request.
+    async fn stop_requested(&self) -> StopRequest {
+        let mut rx = self.stop.subscribe();
+        let req = match rx.wait_for(Option::is_some).await {
+            Ok(r) => *r,
+            Err(_) => None,
+        };
+        req.unwrap_or(StopRequest {
+            graceful: true,
+            grace: Duration::from_secs(1),
+        })
+    }
+
+    /// Waits for a forced stop request.
+    async fn force_requested(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| s.is_some_and(|r| !r.graceful)).await;
+    }
+
+    fn status(&self) -> NodeStatus {
+        let snap = self
+            .service
+            .get()
+            .map(Service::snapshot)
+            .unwrap_or_default();
+        NodeStatus {
+            pid: std::process::id(),
+            sessions: snap.sessions,
+            inflight: snap.inflight,
+            calls: snap.calls,
+            errors: snap.errors,
+            accepted: snap.accepted,
+            handshake_failures: snap.handshake_failures,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+/// The node's control object (its gateway on the control link).
+fn control_object(state: Arc<NodeState>) -> Arc<dyn Object> {
+    Published::with_state("VoleNode", state)
+        .doc("vole node control object")
+        .method(
+            "grant",
+            "grant(n): accept up to n more connections.",
+            |s: Arc<Arc<NodeState>>, (n,): (u32,)| async move {
+                // Bounded so a confused controller cannot overflow the semaphore.
+                s.grants.add_permits(n.min(1 << 16) as usize);
+                Ok::<_, CallError>(())
+            },
+        )
+        .method(
+            "stop",
+            "stop(graceful, grace_ms): stop accepting, drain links, exit.",
+            |s: Arc<Arc<NodeState>>, (graceful, grace_ms): (bool, u64)| async move {
+                s.request_stop(StopRequest {
+                    graceful,
+                    grace: Duration::from_millis(grace_ms),
+                });
+                Ok::<_, CallError>(())
+            },
+        )
+        .method(
+            "status",
+            "The node's counters.",
+            |s: Arc<Arc<NodeState>>, (): ()| async move { Ok::<_, CallError>(s.status()) },
+        )
+        .method(
+            "ping",
+            "Heartbeat: answers the pid.",
+            |_s: Arc<Arc<NodeState>>, (): ()| async move { Ok::<_, CallError>(std::process::id()) },
+        )
+        .into_object()
+}
+
+/// Reports connections to the controller in batches, off the accept path.
+struct Notifier {
+    tx: mpsc::UnboundedSender<bool>,
+}
+
+impl SessionObserver for Notifier {
+    fn opened(&self) {
+        let _ = self.tx.send(true);
+    }
+
+    fn closed(&self) {
+        let _ = self.tx.send(false);
+    }
+}
+
+async fn report_sessions(mut rx: mpsc::UnboundedReceiver<bool>, controller: RemoteObject) {
+    while let Some(first) = rx.recv().await {
+        let (mut opened, mut closed) = (0u32, 0u32);
+        let mut count = |o: bool| if o { opened += 1 } else { closed += 1 };
+        count(first);
+        while let Ok(more) = rx.try_recv() {
+            count(more);
+        }
+        if controller
+            .call_oneway("sessions", (opened, closed))
+            .await
+            .is_err()
+        {
+            return; // control link gone; the main task notices too
+        }
+    }
+}
+
+fn listener_from(fd: OwnedFd) -> Result<TcpListener, Error> {
+    let std = std::net::TcpListener::from(fd);
+    std.set_nonblocking(true)
+        .map_err(|e| Error::Handoff(format!("listener: {e}")))?;
+    TcpListener::from_std(std).map_err(|e| Error::Handoff(format!("listener: {e}")))
+}
+
+fn service_config(cfg: &NodeConfig) -> Result<ServiceConfig, Error> {
+    let tls = match &cfg.tls {
+        Some(files) => {
+            let identity = ServerIdentity::Files {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            };
+            Some(tls::server_config(&identity)?.config)
+        }
+        None => None,
+    };
+    Ok(ServiceConfig {
+        transport: ServerSettings {
+            transports: ServerPolicy::new(tls.is_some(), cfg.plain),
+            tls,
+            handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms.max(1)),
+        },
+        link: LinkConfig {
+            hold_peer: false,
+            max_message: cfg.max_message,
+            write_timeout: Duration::from_millis(cfg.write_timeout_ms.max(1)),
+            handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms.max(1)),
+            ..LinkConfig::default()
+        },
+        node_id: Some(cfg.node_id),
+    })
+}
+
+/// Runs a node until it is stopped or orphaned.
+pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Error> {
+    let state = Arc::new(NodeState {
+        started: Instant::now(),
+        service: OnceLock::new(),
+        grants: Semaphore::new(0),
+        stop: watch::channel(None).0,
+    });
+
+    let control = fdpass::adopt_unix_stream(args.control_fd)
+        .map_err(|e| Error::Handoff(format!("control socket: {e}")))?;
+    let conn_socket = match args.conn_fd {
+        Some(fd) => Some(
+            fdpass::adopt_unix_stream(fd)
+                .map_err(|e| Error::Handoff(format!("connection socket: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut tag = [0u8; 1];
+    let fds = fdpass::recv(&control, &mut tag)
+        .await
+        .map_err(|e| Error::Handoff(e.to_string()))?
+        .ok_or_else(|| {
+            Error::Handoff("controller closed the control socket before the handoff".to_owned())
+        })?;
+    let listeners = match tag[0] {
+        HANDOFF_LISTENERS if !fds.is_empty() => fds
+            .into_iter()
+            .map(listener_from)
+            .collect::<Result<Vec<_>, _>>()?,
+        HANDOFF_DISPATCH if fds.is_empty() && conn_socket.is_some() => Vec::new(),
+        other => {
+            return Err(Error::Handoff(format!(
+                "unexpected handoff frame {other:#04x} with {} fds",
+                fds.len()
+            )))
+        }
+    };
+
+    let setup = LinkSetup {
+        config: LinkConfig {
+            hold_peer: true,
+            handshake_timeout: Duration::from_secs(10),
+            ..LinkConfig::default()
+        },
+        gateway: control_object(state.clone()),
+        info: LinkInfo::default(),
+    };
+    let (link, controller) = vole_link::connect(control, setup)
+        .await
+        .map_err(|e| Error::Control(e.to_string()))?;
+    let config_json: String = controller
+        .call_as("hello", (std::process::id(),))
+        .await
+        .map_err(|e| Error::Control(format!("hello: {e}")))?;
+    let cfg: NodeConfig = serde_json::from_str(&config_json)
+        .map_err(|e| Error::Control(format!("node configuration: {e}")))?;
+    if cfg.node_id != args.id {
+        return Err(Error::Control(format!(
+            "controller says node {} but this is node {}",
+            cfg.node_id, args.id
+        )));
+    }
+    let service_cfg = match service_config(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %vole_link::object::error_chain(&e), "node configuration is unusable");
+            return Ok(NodeExit::ConfigError);
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let service = Service::with_observer(service_cfg, factory, Some(Arc::new(Notifier { tx })));
+    let _ = state.service.set(service.clone());
+    tokio::spawn(report_sessions(rx, controller.clone()));
+
+    let mut accept_tasks = Vec::new();
+    match cfg.balance {
+        Balance::Grant => {
+            let (svc, st) = (service.clone(), state.clone());
+            accept_tasks.push(tokio::spawn(async move {
+                accept_with_grants(svc, st, listeners).await
+            }));
+        }
+        Balance::Shared | Balance::Reuseport => {
+            for l in listeners {
+                let svc = service.clone();
+                accept_tasks.push(tokio::spawn(async move { svc.run(l).await }));
+            }
+        }
+        Balance::Dispatch => {
+            let svc = service.clone();
+            let sock = conn_socket.ok_or_else(|| {
+                Error::Handoff("dispatch mode without a connection socket".to_owned())
+            })?;
+            accept_tasks.push(tokio::spawn(
+                async move { take_dispatched(svc, sock).await },
+            ));
+        }
+    }
+    let _ = controller.call_oneway("ready", ()).await;
+    tracing::info!(
+        node = cfg.node_id,
+        balance = cfg.balance.name(),
+        "node serving"
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::Control(format!("signal handler: {e}")))?;
+    let (request, orphaned) = tokio::select! {
+        req = state.stop_requested() => (req, false),
+        reason = link.closed() => {
+            tracing::warn!(%reason, "control link closed: the controller is gone; stopping");
+            (StopRequest { graceful: true, grace: Duration::from_secs(1) }, true)
+        }
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: stopping");
+            (StopRequest { graceful: true, grace: Duration::from_secs(1) }, false)
+        }
+    };
+    service.stop_accepting();
+    // A forced stop that arrives while draining cuts the drain short.
+    let grace = if request.graceful {
+        request.grace
+    } else {
+        Duration::ZERO
+    };
+    let drain = service.shutdown(grace.max(Duration::from_millis(1)));
+    tokio::pin!(drain);
+    let forced = tokio::select! {
+        forced = &mut drain => forced,
+        _ = state.force_requested() => {
+            for l in service.links() {
+                l.abort();
+            }
+            drain.await
+        }
+    };
+    for t in accept_tasks {
+        t.abort();
+    }
+    link.close().await;
+    Ok(match (orphaned, forced) {
+        (true, _) => NodeExit::Orphaned,
+        (false, 0) => NodeExit::Stopped,
+        (false, _) => NodeExit::StoppedForced,
+    })
+}
+
+/// `grant` mode: accept one connection per grant.
+async fn accept_with_grants(service: Service, state: Arc<NodeState>, listeners: Vec<TcpListener>) {
+    loop {
+        let permit = tokio::select! {
+            p = state.grants.acquire() => p,
+            _ = service.stopping() => return,
+        };
+        match permit {
+            Ok(p) => p.forget(),
+            Err(_) => return, // semaphore closed
+        }
+        let accepted = tokio::select! {
+            a = accept_any(&listeners) => a,
+            _ = service.stopping() => return,
+        };
+        match accepted {
+            Ok(tcp) => service.serve_connection(tcp),
+            Err(e) => {
+                // The grant was not used: keep it.
+                state.grants.add_permits(1);
+                crate::service::accept_error(e).await;
+            }
+        }
+    }
+}
+
+async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<tokio::net::TcpStream> {
+    match listeners {
+        [one] => one.accept().await.map(|(s, _)| s),
+        many => {
+            let futures = many.iter().map(|l| Box::pin(l.accept()));
+            let (result, _, _) = futures_util::future::select_all(futures).await;
+            result.map(|(s, _)| s)
+        }
+    }
+}
+
+/// `dispatch` mode: connections arrive over the connection socket as
+/// 8-byte ids with the descriptor attached; each is acknowledged (so the
+/// controller can close its copy) and served.
+async fn take_dispatched(service: Service, sock: UnixStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut sock = sock;
+    loop {
+        let mut id = [0u8; 8];
+        let fds = tokio::select! {
+            r = fdpass::recv(&sock, &mut id) => r,
+            _ = service.stopping() => return,
+        };
+        let fd = match fds {
+            Ok(Some(mut fds)) if fds.len() == 1 => fds.remove(0),
+            Ok(Some(fds)) => {
+                tracing::error!(
+                    fds = fds.len(),
+                    "dispatch frame without exactly one connection; ignored"
+                );
+                continue;
+            }
+            Ok(None) => return, // controller gone
+            Err(e) => {
+                tracing::error!(error = %e, "connection socket failed");
+                return;
+            }
+        };
+        if let Err(e) = sock.write_all(&id).await {
+            tracing::error!(error = %e, "cannot acknowledge a dispatched connection");
+            return;
+        }
+        let std = std::net::TcpStream::from(fd);
+        match std
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(std))
+        {
+            Ok(tcp) => service.serve_connection(tcp),
+            Err(e) => tracing::error!(error = %e, "dispatched connection unusable"),
+        }
+    }
+}

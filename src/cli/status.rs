@@ -1,0 +1,115 @@
+//! `vole status`: a running service's nodes, from its admin socket.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use vole_controller::admin::{self, AdminRequest, StatusReport};
+use vole_transport::tls;
+
+use super::exit::Failure;
+use super::StatusArgs;
+
+/// Finds the admin socket: the one given, else the only `admin-*.sock` in
+/// the state directory.
+pub fn find_socket(
+    explicit: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+) -> Result<PathBuf, Failure> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let dir = state_dir.unwrap_or_else(tls::default_state_dir);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("admin-") && n.ends_with(".sock"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Failure::from(anyhow::anyhow!(
+            "no running service found (no admin-*.sock in {}); give --admin-socket",
+            dir.display()
+        ))),
+        _ => {
+            found.sort();
+            let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
+            Err(Failure::usage(anyhow::anyhow!(
+                "several services run; choose one with --admin-socket: {}",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// Renders a status report as a table.
+pub fn table(s: &StatusReport) -> String {
+    let mut out = format!(
+        "vole pid {}  mode {}  listening {}  up {}\n",
+        s.pid,
+        s.mode,
+        s.listen.join(", "),
+        duration(s.uptime_ms)
+    );
+    out.push_str(&format!(
+        "{:>4} {:>8} {:<12} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8}\n",
+        "NODE", "PID", "STATE", "SESSIONS", "INFLIGHT", "CALLS", "ERRORS", "RESTARTS", "UPTIME"
+    ));
+    for n in &s.nodes {
+        out.push_str(&format!(
+            "{:>4} {:>8} {:<12} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8}\n",
+            n.id,
+            n.pid.map_or("-".to_owned(), |p| p.to_string()),
+            n.state,
+            n.sessions,
+            n.inflight,
+            n.calls,
+            n.errors,
+            n.restarts,
+            if n.pid.is_some() {
+                duration(n.uptime_ms)
+            } else {
+                "-".to_owned()
+            },
+        ));
+    }
+    out
+}
+
+/// Runs `vole status`.
+pub async fn run(args: StatusArgs) -> Result<(), Failure> {
+    let path = find_socket(args.admin_socket, args.state_dir)?;
+    let response = admin::request(&path, &AdminRequest::Status, Duration::from_secs(10))
+        .await
+        .map_err(anyhow::Error::from)?;
+    if !response.ok {
+        return Err(Failure::from(anyhow::anyhow!(
+            "{}",
+            response.error.unwrap_or_default()
+        )));
+    }
+    let status = response.status.context("the service sent no status")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status).context("json")?);
+    } else {
+        print!("{}", table(&status));
+    }
+    Ok(())
+}
