@@ -232,8 +232,17 @@ fn service_config(cfg: &NodeConfig) -> Result<ServiceConfig, Error> {
     })
 }
 
+/// Fault injection for tests of the controller's supervision: the
+/// environment variable `VOLE_TEST_NODE_FAULT` set to `exit` makes a node exit
+/// (code 3) right after it receives its sockets, as a crashing node would;
+/// `config` makes it report its configuration unusable. Never set in
+/// production; the controller passes its environment on to nodes, so a test
+/// sets it on the controller.
+pub const FAULT_ENV: &str = "VOLE_TEST_NODE_FAULT";
+
 /// Runs a node until it is stopped or orphaned.
 pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Error> {
+    let fault = std::env::var(FAULT_ENV).ok();
     let state = Arc::new(NodeState {
         started: Instant::now(),
         service: OnceLock::new(),
@@ -271,6 +280,10 @@ pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Er
         }
     };
 
+    if fault.as_deref() == Some("exit") {
+        tracing::error!("{FAULT_ENV}=exit: exiting at once");
+        std::process::exit(3);
+    }
     let setup = LinkSetup {
         config: LinkConfig {
             hold_peer: true,
@@ -294,6 +307,10 @@ pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Er
             "controller says node {} but this is node {}",
             cfg.node_id, args.id
         )));
+    }
+    if fault.as_deref() == Some("config") {
+        tracing::error!("{FAULT_ENV}=config: reporting the configuration unusable");
+        return Ok(NodeExit::ConfigError);
     }
     let service_cfg = match service_config(&cfg) {
         Ok(c) => c,
