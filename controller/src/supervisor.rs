@@ -204,6 +204,8 @@ struct Slot {
     dispatch_tx: Option<mpsc::UnboundedSender<(u64, OwnedFd)>>,
     /// Whether this generation's death has been handled.
     dead: bool,
+    /// Whether the restart decision for this generation was made.
+    decided: bool,
     /// Whether this generation's process has been reaped.
     reaped: bool,
     exit_code: Option<i32>,
@@ -223,6 +225,7 @@ impl Slot {
             said_ready: false,
             dispatch_tx: None,
             dead: false,
+            decided: false,
             reaped: true,
             exit_code: None,
         }
@@ -416,6 +419,7 @@ impl Supervisor {
                     tracing::info!(node = id, %why, "node process ended");
                 }
                 self.node_died(id, gen, &why);
+                self.decide_restart(id, gen);
                 if let Some(slot) = self.slots.get_mut(&id) {
                     if self.stopping.is_some() {
                         slot.phase = Phase::Exited;
@@ -568,6 +572,26 @@ impl Supervisor {
             return;
         }
         tracing::warn!(node = id, ?pid, %why, uptime_ms = uptime.as_millis() as u64, "node died");
+        // Decide about a replacement once the process is reaped and its exit
+        // code known (a node reporting a configuration error is not
+        // restarted).
+        if self.slots.get(&id).is_some_and(|s| s.reaped) {
+            self.decide_restart(id, gen);
+        }
+    }
+
+    fn decide_restart(&mut self, id: NodeId, gen: u64) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let Some(slot) = self.current(id, gen) else {
+            return;
+        };
+        if slot.decided {
+            return;
+        }
+        slot.decided = true;
+        let uptime = slot.started_at.elapsed();
         match self.restarts.on_exit(id, Instant::now(), uptime) {
             Decision::RestartAfter(delay) => {
                 if let Some(slot) = self.slots.get_mut(&id) {
@@ -639,6 +663,7 @@ impl Supervisor {
         };
         slot.gen = gen;
         slot.dead = false;
+        slot.decided = false;
         slot.said_ready = false;
         slot.control = None;
         slot.link = None;
