@@ -270,6 +270,10 @@ enum Event {
     },
     Admin(AdminRequest, oneshot::Sender<AdminResponse>),
     StopTimeout,
+    KillIfAlive {
+        id: NodeId,
+        gen: u64,
+    },
 }
 
 struct StopState {
@@ -292,6 +296,9 @@ struct Supervisor {
     ever_ready: bool,
     started: Instant,
 }
+
+/// How long a node whose control link closed may take to exit by itself.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Connections waiting for a node in `dispatch` mode, at most.
 const MAX_QUEUED: usize = 4096;
@@ -461,6 +468,18 @@ impl Supervisor {
                 self.flush_queue();
             }
             Event::Admin(req, reply) => self.admin(req, reply),
+            Event::KillIfAlive { id, gen } => {
+                if let Some(slot) = self.current(id, gen) {
+                    if let (false, Some(pid)) = (slot.reaped, slot.pid) {
+                        tracing::warn!(
+                            node = id,
+                            pid,
+                            "node did not exit after its control link closed; killing it"
+                        );
+                        spawn::kill(pid);
+                    }
+                }
+            }
             Event::StopTimeout => {
                 for slot in self.slots.values() {
                     if !slot.reaped {
@@ -553,11 +572,20 @@ impl Supervisor {
             link.abort();
         }
         if !slot.reaped && !stopping {
-            // A hung node, or one whose link failed: make sure it is gone.
-            // (While stopping, a closed link is a node on its way out; the
-            // stop deadline kills stragglers.)
+            // Make sure it is gone: a hung node at once; one whose control
+            // link closed gets a moment to exit on its own (nodes exit when
+            // their link closes), so its exit code is not lost. (While
+            // stopping, the stop deadline kills stragglers.)
             if let Some(pid) = pid {
-                spawn::kill(pid);
+                if why.contains("heartbeat") {
+                    spawn::kill(pid);
+                } else {
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(EXIT_GRACE).await;
+                        let _ = tx.send(Event::KillIfAlive { id, gen });
+                    });
+                }
             }
         }
         self.balancer.node_gone(id);
