@@ -369,6 +369,10 @@ where
 
         self.handle_events(now);
 
+        // Timers, before writing: a keep-alive they queue goes out now,
+        // not when other traffic next wakes the driver.
+        self.core.handle_timeout(now)?;
+
         // Write.
         if self.write(cx, now)? {
             progress = true;
@@ -415,8 +419,6 @@ where
             Phase::Running | Phase::Done => {}
         }
 
-        // Timers.
-        self.core.handle_timeout(now)?;
         if let Some(since) = self.stall_since {
             if now >= since + self.config.write_timeout {
                 return Err(Error::Timeout("writing to the peer (it stopped reading)"));
@@ -570,5 +572,75 @@ where
         Ok(Ok(None)) => Err(Error::Handshake("peer gateway was not kept".to_owned())),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::Handshake(link.closed().await.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::publish::Published;
+
+    async fn echo((v,): (Value,)) -> Result<Value, CallError> {
+        Ok(v)
+    }
+
+    /// A link whose peer asked for keep-alives sends them while idle. The
+    /// keep-alive is produced by a timer, with no other traffic to wake the
+    /// driver: it must still be written at once (VPy closes a link whose
+    /// keep-alives are 1.5 periods late).
+    #[tokio::test(start_paused = true)]
+    async fn idle_link_writes_requested_keep_alives() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = LinkSetup {
+            config: LinkConfig {
+                hold_peer: false,
+                keep_alive_min_send: Duration::from_millis(100),
+                ..LinkConfig::default()
+            },
+            gateway: Published::new("Server")
+                .method("echo", "", echo)
+                .into_object(),
+            info: LinkInfo::default(),
+        };
+        let server = tokio::spawn(serve(b, server, |_| {}));
+        let client = LinkSetup {
+            config: LinkConfig {
+                keep_alive: Some(Duration::from_millis(100)),
+                ..LinkConfig::default()
+            },
+            gateway: Published::new("Client").into_object(),
+            info: LinkInfo::default(),
+        };
+        let (link, gateway) = timeout(Duration::from_secs(10), connect(a, client))
+            .await
+            .expect("handshake in time")
+            .expect("handshake");
+
+        // Ten periods of silence from the application.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !link.is_closed(),
+            "client link closed while idle: {}",
+            link.closed().await
+        );
+        let v = timeout(Duration::from_secs(10), gateway.call("echo", (7,)))
+            .await
+            .expect("call in time")
+            .expect("call after an idle second");
+        assert_eq!(v, Value::Int(7));
+
+        drop(gateway);
+        timeout(Duration::from_secs(10), link.close())
+            .await
+            .expect("close in time");
+        let closed = timeout(Duration::from_secs(10), server)
+            .await
+            .expect("server in time")
+            .expect("server task");
+        assert!(closed.clean, "server link: {}", closed.reason);
     }
 }
