@@ -132,7 +132,8 @@ pub async fn describe(args: DescribeArgs) -> Result<(), Failure> {
         let methods = target.meta_methods().await.context("meta.methods()")?;
         println!("{vri}");
         if let Some(doc) = doc {
-            println!("  {doc}");
+            // VPy ends every doc string with a newline.
+            println!("  {}", doc.trim_end());
         }
         println!();
         let width = methods.iter().map(String::len).max().unwrap_or(0);
@@ -141,7 +142,7 @@ pub async fn describe(args: DescribeArgs) -> Result<(), Failure> {
                 .meta_doc(Some(m))
                 .await
                 .with_context(|| format!("meta.doc({m:?})"))?;
-            println!("  {m:width$}  {}", mdoc.unwrap_or_default());
+            println!("  {m:width$}  {}", mdoc.unwrap_or_default().trim_end());
         }
         resolved.link.close().await;
         Ok(())
