@@ -109,7 +109,7 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
             }
         };
         let json = to_json(value);
-        println!("{}", serde_json::to_string(&json).context("json")?);
+        crate::outln!("{}", serde_json::to_string(&json).context("json")?);
         resolved.link.close().await;
         Ok(())
     };
@@ -130,19 +130,19 @@ pub async fn describe(args: DescribeArgs) -> Result<(), Failure> {
         };
         let doc = target.meta_doc(None).await.context("meta.doc()")?;
         let methods = target.meta_methods().await.context("meta.methods()")?;
-        println!("{vri}");
+        crate::outln!("{vri}");
         if let Some(doc) = doc {
             // VPy ends every doc string with a newline.
-            println!("  {}", doc.trim_end());
+            crate::outln!("  {}", doc.trim_end());
         }
-        println!();
+        crate::outln!();
         let width = methods.iter().map(String::len).max().unwrap_or(0);
         for m in &methods {
             let mdoc = target
                 .meta_doc(Some(m))
                 .await
                 .with_context(|| format!("meta.doc({m:?})"))?;
-            println!("  {m:width$}  {}", mdoc.unwrap_or_default().trim_end());
+            crate::outln!("  {m:width$}  {}", mdoc.unwrap_or_default().trim_end());
         }
         resolved.link.close().await;
         Ok(())

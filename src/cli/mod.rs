@@ -12,6 +12,27 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+/// Writes to stdout; a closed pipe (`vole call ... | head`) ends the
+/// program quietly, as for any Unix filter.
+pub fn out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("vole: cannot write to stdout: {e}");
+        std::process::exit(i32::from(exit::INTERNAL));
+    }
+}
+
+/// `println!` through [`out`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::cli::out(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 /// Host Versile-protocol object services across many processes.
 #[derive(Debug, Parser)]
 #[command(name = "vole", version, propagate_version = true, max_term_width = 100)]

@@ -107,9 +107,9 @@ pub async fn run(args: StatusArgs) -> Result<(), Failure> {
     }
     let status = response.status.context("the service sent no status")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status).context("json")?);
+        crate::outln!("{}", serde_json::to_string_pretty(&status).context("json")?);
     } else {
-        print!("{}", table(&status));
+        super::out(format_args!("{}", table(&status)));
     }
     Ok(())
 }
