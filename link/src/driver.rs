@@ -99,6 +99,10 @@ enum Phase {
     Done,
 }
 
+/// Yields the peer's gateway once the handshake completes (`None` if the
+/// link does not hold it), or why the handshake failed.
+pub type HandshakeReceiver = oneshot::Receiver<Result<Option<RemoteObject>, Error>>;
+
 /// The task that runs one link. Await it (or spawn it) to run the link.
 pub struct Driver<IO> {
     io: IO,
@@ -130,14 +134,7 @@ where
     /// Returns the handle, the driver to run, and a receiver that yields the
     /// peer's gateway once the handshake completes (`None` if the link does
     /// not hold it).
-    pub fn new(
-        io: IO,
-        setup: LinkSetup,
-    ) -> (
-        Link,
-        Driver<IO>,
-        oneshot::Receiver<Result<Option<RemoteObject>, Error>>,
-    ) {
+    pub fn new(io: IO, setup: LinkSetup) -> (Link, Driver<IO>, HandshakeReceiver) {
         let now = Instant::now();
         let id = next_link_id();
         let mut info = setup.info;
@@ -415,9 +412,7 @@ where
         }
 
         // Timers.
-        if let Err(e) = self.core.handle_timeout(now) {
-            return Err(e);
-        }
+        self.core.handle_timeout(now)?;
         if let Some(since) = self.stall_since {
             if now >= since + self.config.write_timeout {
                 return Err(Error::Timeout("writing to the peer (it stopped reading)"));
