@@ -225,7 +225,8 @@ async fn peer_that_stops_reading_is_closed_with_bounded_memory() {
     let (server, good) = setup().await;
     let mut peer = RawPeer::linked(server.port).await;
     let baseline = server.rss_kib();
-    // Sample the server's RSS while it is being flooded.
+    // Sample the server's RSS while it is being flooded. Memory use has no
+    // event to await, so this polls /proc every 20 ms until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(baseline));
     let sampler = {
