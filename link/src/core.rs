@@ -382,6 +382,17 @@ impl LinkCore {
         !self.pending.is_empty()
     }
 
+    /// How many entries the core's tables and queues hold: what it keeps
+    /// per message received. The fuzz harness bounds it by the input size.
+    pub(crate) fn footprint(&self) -> usize {
+        self.refs.local.len()
+            + self.refs.peer.len()
+            + self.pending.len()
+            + self.events.len()
+            + self.hs.deferred_finish.len()
+            + self.keep_alive_times.len()
+    }
+
     /// Stop accepting new calls from the peer: each gets an exception saying
     /// the link is closing. Calls already running finish normally.
     pub(crate) fn begin_drain(&mut self) {

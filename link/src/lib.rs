@@ -25,6 +25,8 @@
 mod core;
 mod driver;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 pub mod object;
 pub mod proto;

@@ -26,6 +26,8 @@
 pub mod convert;
 pub mod entity;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod serde;
 pub mod stream;
 pub mod tls;

@@ -1,0 +1,73 @@
+//! Replays the fuzz corpora on stable, without libFuzzer: every seed under
+//! `fuzz/corpus/<target>/seed-*` and every regression input under
+//! `fuzz/regressions/<target>/` goes through the same entry point its fuzz
+//! target calls (`vole_transport::fuzzing`). With `VOLE_FUZZ_ALL=1` every
+//! file of a local corpus is replayed, not only the seeds.
+
+use std::path::{Path, PathBuf};
+
+use vole_transport::fuzzing;
+
+/// The inputs of one target: seeds and regressions.
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut found = Vec::new();
+    // VOLE_FUZZ_ALL=1 replays a whole local corpus (what fuzzing runs
+    // added too), e.g. to re-check it with debug assertions and overflow
+    // checks, which libFuzzer builds leave off by default.
+    let all = std::env::var_os("VOLE_FUZZ_ALL").is_some();
+    for (dir, seeds_only) in [("corpus", true), ("regressions", false)] {
+        let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_file() && (!seeds_only || all || name.starts_with("seed-")) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Runs every input of `target` through `entry`; fails naming each input
+/// that panics. A target with no seeds fails too: the replay must not pass
+/// by finding nothing.
+fn replay(target: &str, entry: fn(&[u8])) {
+    let inputs = inputs(target);
+    let seeds = inputs
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("seed-"))
+        .count();
+    assert!(seeds > 0, "no seeds for fuzz target {target}");
+    let mut failed = Vec::new();
+    for path in &inputs {
+        let data = std::fs::read(path).expect("readable input");
+        if std::panic::catch_unwind(|| entry(&data)).is_err() {
+            failed.push(path.display().to_string());
+        }
+    }
+    assert!(failed.is_empty(), "{target}: inputs that fail: {failed:#?}");
+}
+
+#[test]
+fn vec_decode_corpus() {
+    replay("vec_decode", fuzzing::vec_decode);
+}
+
+#[test]
+fn vec_hello_corpus() {
+    replay("vec_hello", fuzzing::vec_hello);
+}
+
+#[test]
+fn vop_server_corpus() {
+    replay("vop_server", fuzzing::vop_server);
+}
+
+#[test]
+fn vop_client_corpus() {
+    replay("vop_client", fuzzing::vop_client);
+}
