@@ -47,10 +47,15 @@ fn init_logging(cli: &Cli) {
     // Node processes name their threads vole-node-<id>, so every log line
     // carries the node id.
     let node = matches!(cli.command, Command::Node(_));
+    // A node's stderr is a pipe to its controller: if the controller dies,
+    // writes fail with EPIPE, and tracing-subscriber would then report the
+    // failure with `eprintln!`, which panics, killing whichever task logged
+    // (a link driver, say, leaving the node hung instead of exiting).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_thread_names(node)
+        .log_internal_errors(false)
         .init();
 }
 

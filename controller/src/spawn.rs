@@ -188,11 +188,14 @@ fn child_setup(control: RawFd, conn: Option<RawFd>, controller_pid: libc::pid_t)
     // whatever started the controller) must not reach the node: mark every
     // descriptor above ours close-on-exec. (Closing them here would also
     // close the pipe std uses to report a failed exec.)
+    // The first descriptor above ours: 4 when there is no connection
+    // socket, else an inherited descriptor numbered 4 would reach the node.
+    let first = if conn.is_some() { CONN_FD } else { CONTROL_FD } + 1;
     // SAFETY: close_range with the CLOEXEC flag only sets descriptor flags.
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            CONN_FD as libc::c_uint + 1,
+            first as libc::c_uint,
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );

@@ -403,17 +403,22 @@ impl Supervisor {
                 code,
                 signal,
             } => {
+                let config_error = code == Some(EXIT_CONFIG) && self.stopping.is_none();
                 let Some(slot) = self.current(id, gen) else {
                     return;
                 };
                 slot.reaped = true;
                 slot.exit_code = code;
+                // A node with an unusable configuration is not restarted: no
+                // restart decision for it (that would log a restart and count
+                // against the intensity).
+                slot.decided |= config_error;
                 let why = match (code, signal) {
                     (Some(c), _) => format!("exited with code {c}"),
                     (None, Some(s)) => format!("killed by signal {s}"),
                     _ => "exited".to_owned(),
                 };
-                if code == Some(EXIT_CONFIG) && self.stopping.is_none() {
+                if config_error {
                     let msg =
                         format!("node {id} found the configuration unusable (see its log above)");
                     tracing::error!("{msg}; stopping instead of restarting it");

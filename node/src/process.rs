@@ -380,10 +380,13 @@ pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Er
     let forced = tokio::select! {
         forced = &mut drain => forced,
         _ = state.force_requested() => {
-            for l in service.links() {
+            // Links cut here were not drained: they count as forced (the
+            // drain itself then sees nothing left to force).
+            let open = service.links();
+            for l in &open {
                 l.abort();
             }
-            drain.await
+            drain.await.max(open.len())
         }
     };
     for t in accept_tasks {

@@ -1,0 +1,975 @@
+//! Integration tests of the multi-process host: `vole serve --nodes N` as
+//! real processes on loopback, driven by the library client.
+//!
+//! Every test takes the file's serial lock (they start process trees and
+//! measure time, on CI machines with two CPUs), gives its controller its own
+//! state directory and admin socket, bounds every wait, and leaves nothing
+//! running: the [`harness::Serve`] guard kills and reaps the whole tree when
+//! the test ends, and prints the controller's log if the test failed.
+
+#[path = "multiprocess/harness.rs"]
+mod harness;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use harness::{
+    close, connect, connect_only, echo, my_zombies, ping, run_vole, serial, signal, sleep_call,
+    spread, still_running, wait_dead, Client, Opts, Serve,
+};
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+
+// ------------------------------------------------------------------ 1
+
+/// Connects `n` clients at once, each holding its link.
+async fn connect_many(port: u16, n: usize) -> Vec<Client> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(async move { connect(port).await }))
+        .collect();
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.expect("client task").expect("client connects"));
+    }
+    clients
+}
+
+fn max_minus_min(per: &HashMap<u32, u64>, nodes: u32) -> u64 {
+    let counts: Vec<u64> = (0..nodes)
+        .map(|id| per.get(&id).copied().unwrap_or(0))
+        .collect();
+    counts.iter().max().copied().unwrap_or(0) - counts.iter().min().copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_evenly_in_grant_and_dispatch_modes() {
+    let _serial = serial().await;
+    for mode in ["grant", "dispatch", "shared", "reuseport"] {
+        let serve = Serve::start(Opts::new(3, mode)).await;
+        let clients = connect_many(serve.port(), 60).await;
+        assert_eq!(clients.len(), 60, "{mode}: every client served");
+        let per = spread(&clients);
+        // Every reported pid is the pid of that node's process.
+        let procs = serve.nodes();
+        for c in &clients {
+            let (id, pid) = c.node;
+            assert_eq!(
+                procs.get(&id).map(|p| p.pid),
+                Some(pid),
+                "{mode}: node {id} reported pid {pid}; processes: {procs:?}"
+            );
+        }
+        // The controller's view agrees with what the clients saw.
+        let status = serve.status_nodes().await;
+        for id in 0..3 {
+            let (pid, state, sessions) = status.get(&id).cloned().expect("node in status");
+            assert_eq!(state, "serving", "{mode}: node {id}");
+            assert_eq!(pid, procs.get(&id).map(|p| p.pid), "{mode}: node {id} pid");
+            assert_eq!(
+                sessions,
+                per.get(&id).copied().unwrap_or(0),
+                "{mode}: node {id} sessions in status vs. pings; clients saw {per:?}"
+            );
+        }
+        let spread = max_minus_min(&per, 3);
+        println!("{mode}: sessions per node {per:?}, spread {spread}");
+        if mode == "grant" || mode == "dispatch" {
+            assert!(spread <= 1, "{mode}: sessions per node {per:?}");
+        }
+        for c in &clients {
+            close(&c.link).await;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ 2
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Connecting and the first call (`meta.ping()`): the node is unknown
+    /// until it answers.
+    Connect,
+    /// A call on a link whose node is known.
+    Call,
+}
+
+#[derive(Debug, Clone)]
+struct Failure {
+    phase: Phase,
+    /// (node id, pid) the connection reported, if it got that far.
+    node: Option<(u32, u32)>,
+    started: Instant,
+    ended: Instant,
+    error: String,
+}
+
+#[derive(Default)]
+struct Load {
+    stop: AtomicBool,
+    /// Calls answered so far.
+    calls: watch::Sender<u64>,
+    fresh: AtomicU64,
+    failures: Mutex<Vec<Failure>>,
+    /// Calls answered per (node id, pid), and when each pid was first seen.
+    answered: Mutex<BTreeMap<(u32, u32), u64>>,
+    first_seen: Mutex<HashMap<(u32, u32), Instant>>,
+    seen_tx: Option<watch::Sender<u64>>,
+}
+
+impl Load {
+    fn calls(&self) -> u64 {
+        *self.calls.borrow()
+    }
+
+    /// Waits (up to 10 s) until `more` further calls have been answered.
+    async fn more_calls(&self, more: u64) -> bool {
+        let target = self.calls() + more;
+        let mut rx = self.calls.subscribe();
+        let reached = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|n| *n >= target))
+            .await
+            .is_ok();
+        reached
+    }
+    fn fail(&self, phase: Phase, node: Option<(u32, u32)>, started: Instant, error: String) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.push(Failure {
+                phase,
+                node,
+                started,
+                ended: Instant::now(),
+                error,
+            });
+        }
+    }
+
+    fn seen(&self, node: (u32, u32)) {
+        if let Ok(mut s) = self.first_seen.lock() {
+            if let std::collections::hash_map::Entry::Vacant(e) = s.entry(node) {
+                e.insert(Instant::now());
+                if let Some(tx) = &self.seen_tx {
+                    tx.send_modify(|n| *n += 1);
+                }
+            }
+        }
+    }
+
+    fn answered(&self, node: (u32, u32)) {
+        self.calls.send_modify(|n| *n += 1);
+        if let Ok(mut a) = self.answered.lock() {
+            *a.entry(node).or_default() += 1;
+        }
+    }
+}
+
+/// A client that holds its link and calls in a loop; if the link fails it
+/// connects again.
+async fn held_client(load: Arc<Load>, port: u16, mut client: Option<Client>, id: i64) {
+    let mut i = id * 1_000_000;
+    while !load.stop.load(Ordering::Relaxed) {
+        match &client {
+            Some(c) => {
+                i += 1;
+                match echo(&c.gw, i).await {
+                    Ok(()) => load.answered(c.node),
+                    Err(e) => {
+                        load.fail(Phase::Call, Some(c.node), Instant::now(), e);
+                        client = None;
+                    }
+                }
+            }
+            None => {
+                let started = Instant::now();
+                match connect(port).await {
+                    Ok(c) => {
+                        load.seen(c.node);
+                        client = Some(c);
+                    }
+                    Err(e) => load.fail(Phase::Connect, None, started, e),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if let Some(c) = client {
+        close(&c.link).await;
+    }
+}
+
+/// A client that opens a fresh connection for every call.
+async fn fresh_client(load: Arc<Load>, port: u16, id: i64) {
+    let mut i = id * 1_000_000;
+    while !load.stop.load(Ordering::Relaxed) {
+        i += 1;
+        let started = Instant::now();
+        let (link, gw) = match connect_only(port).await {
+            Ok(c) => c,
+            Err(e) => {
+                load.fail(Phase::Connect, None, started, e);
+                continue;
+            }
+        };
+        match ping(&gw).await {
+            Ok(node) => {
+                load.seen(node);
+                load.fresh.fetch_add(1, Ordering::Relaxed);
+                match echo(&gw, i).await {
+                    Ok(()) => load.answered(node),
+                    Err(e) => load.fail(Phase::Call, Some(node), started, e),
+                }
+            }
+            Err(e) => load.fail(Phase::Connect, None, started, e),
+        }
+        close(&link).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn kill_node_under_load(mode: &'static str) {
+    let _serial = serial().await;
+    const HELD: usize = 32;
+    const FRESH: usize = 32;
+    const VICTIM: u32 = 1;
+    let serve = Serve::start(Opts::new(3, mode)).await;
+    let port = serve.port();
+    let (seen_tx, mut seen_rx) = watch::channel(0u64);
+    let load = Arc::new(Load {
+        seen_tx: Some(seen_tx),
+        ..Load::default()
+    });
+    let held = connect_many(port, HELD).await;
+    let held_on_victim = held.iter().filter(|c| c.node.0 == VICTIM).count();
+    let mut tasks = Vec::new();
+    for (i, c) in held.into_iter().enumerate() {
+        load.seen(c.node);
+        tasks.push(tokio::spawn(held_client(
+            load.clone(),
+            port,
+            Some(c),
+            i as i64,
+        )));
+    }
+    for i in 0..FRESH {
+        tasks.push(tokio::spawn(fresh_client(
+            load.clone(),
+            port,
+            (HELD + i) as i64,
+        )));
+    }
+    // Let the load run, then kill the victim.
+    let running = load.more_calls(500).await;
+    assert!(running, "{mode}: the load never got going");
+    let victim = serve.nodes().remove(&VICTIM).expect("victim node process");
+    let killed_at = Instant::now();
+    signal(victim.pid, Signal::SIGKILL);
+    assert!(
+        wait_dead(&victim, Duration::from_secs(2)).await,
+        "{mode}: the node survived SIGKILL"
+    );
+    // From here on the victim can accept nothing more.
+    let dead_at = Instant::now();
+    let calls_at_kill = load.calls();
+
+    // A replacement serves: some fresh connection reports a new pid for the
+    // victim's slot.
+    let replacement = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let found = load.first_seen.lock().ok().and_then(|s| {
+                s.iter()
+                    .find(|((id, pid), _)| *id == VICTIM && *pid != victim.pid)
+                    .map(|(k, t)| (*k, *t))
+            });
+            if let Some(f) = found {
+                return f;
+            }
+            if seen_rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    })
+    .await;
+    let ((_, new_pid), served_at) =
+        match replacement {
+            Ok(r) => r,
+            Err(_) => panic!(
+            "{mode}: no replacement for node {VICTIM} served within 2 s of the kill; seen: {:?}",
+            load.first_seen.lock().map(|s| s.keys().copied().collect::<Vec<_>>())
+        ),
+        };
+    let replaced_in = served_at.duration_since(killed_at);
+    // The controller reaped the killed node.
+    let zombies: Vec<_> = harness::all_procs()
+        .into_iter()
+        .filter(|p| p.ppid == serve.pid && p.state == 'Z')
+        .collect();
+    assert!(
+        zombies.is_empty(),
+        "{mode}: the controller left zombies: {zombies:?}"
+    );
+    // The controller agrees.
+    let status = serve.status_nodes().await;
+    assert_eq!(
+        status.get(&VICTIM).map(|s| (s.0, s.1.as_str())),
+        Some((Some(new_pid), "serving")),
+        "{mode}: status after the restart: {status:?}"
+    );
+
+    // Keep the load on the new set of nodes for a moment, then stop.
+    let kept = load.more_calls(500).await;
+    assert!(kept, "{mode}: calls stalled after the restart");
+    load.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("client task ends")
+            .expect("client task");
+    }
+
+    // Attribute every failure.
+    let failures = load.failures.lock().expect("failures").clone();
+    let mut allowed = 0;
+    let mut bad = Vec::new();
+    for f in &failures {
+        let on_victim = f.node == Some((VICTIM, victim.pid));
+        let ok = match (f.phase, f.node) {
+            // A call on a link of the killed node.
+            (Phase::Call, Some(_)) => on_victim,
+            // A connection that failed before it could say where it landed:
+            // only one the killed node may have accepted, i.e. one in
+            // progress when it was killed (begun before it was dead, failed
+            // after the kill). Never a refusal: the listening socket outlives
+            // every node.
+            (Phase::Connect, _) => {
+                f.started <= dead_at && f.ended >= killed_at && !f.error.contains("refused")
+            }
+            (Phase::Call, None) => false,
+        };
+        if ok {
+            allowed += 1;
+        } else {
+            bad.push(f.clone());
+        }
+    }
+    let on_victim_calls = failures
+        .iter()
+        .filter(|f| f.phase == Phase::Call && f.node == Some((VICTIM, victim.pid)))
+        .count();
+    let answered = load.answered.lock().expect("answered").clone();
+    let after_kill = load.calls() - calls_at_kill;
+    println!(
+        "{mode}: {} calls, {} fresh connections, {} held links on the victim; \
+         failures: {} attributed to the killed node ({on_victim_calls} calls on its links, \
+         {} connections begun before it was dead), {} not; replacement pid {new_pid} \
+         served {:?} after the kill; calls per (node, pid): {answered:?}",
+        load.calls(),
+        load.fresh.load(Ordering::Relaxed),
+        held_on_victim,
+        allowed,
+        allowed - on_victim_calls,
+        bad.len(),
+        replaced_in,
+    );
+    assert!(
+        bad.is_empty(),
+        "{mode}: failures not attributable to the killed node (kill at +0, dead at {:?}): {:#?}",
+        dead_at.duration_since(killed_at),
+        bad.iter()
+            .map(|f| (
+                f.phase,
+                f.node,
+                f.started.checked_duration_since(killed_at).map_or_else(
+                    || format!("-{:?}", killed_at.duration_since(f.started)),
+                    |d| format!("+{d:?}")
+                ),
+                f.error.clone()
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert!(after_kill > 0, "{mode}: nothing served after the kill");
+    assert!(
+        replaced_in <= Duration::from_secs(2),
+        "{mode}: {replaced_in:?}"
+    );
+    assert!(
+        answered.get(&(VICTIM, new_pid)).copied().unwrap_or(0) > 0,
+        "{mode}: the replacement answered no call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_node_is_replaced_without_losing_other_calls_grant() {
+    kill_node_under_load("grant").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_node_is_replaced_without_losing_other_calls_shared() {
+    kill_node_under_load("shared").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_node_is_replaced_without_losing_other_calls_dispatch() {
+    kill_node_under_load("dispatch").await;
+}
+
+/// `reuseport`: each node has its own socket, so connections queued on the
+/// killed node's socket die with it (the documented cost of the mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuseport_loses_connections_queued_on_a_killed_node() {
+    let _serial = serial().await;
+    const CONNS: usize = 40;
+    // A long heartbeat timeout: the nodes are stopped on purpose here.
+    let serve = Serve::start(Opts::new(2, "reuseport").args(&["--heartbeat-timeout", "60"])).await;
+    let nodes = serve.nodes();
+    let (a, b) = (nodes[&0].clone(), nodes[&1].clone());
+    signal(a.pid, Signal::SIGSTOP);
+    signal(b.pid, Signal::SIGSTOP);
+    let stopped = harness::poll_until(Duration::from_secs(2), || {
+        [a.pid, b.pid]
+            .iter()
+            .all(|p| harness::proc_info(*p).is_some_and(|i| i.state == 'T'))
+    })
+    .await;
+    assert!(stopped, "nodes did not stop");
+    // The kernel completes these handshakes and queues them on one of the
+    // two sockets, by hash.
+    let mut conns = Vec::new();
+    for _ in 0..CONNS {
+        let c = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(serve.addr),
+        )
+        .await
+        .expect("connect in time")
+        .expect("connect");
+        conns.push(c);
+    }
+    signal(a.pid, Signal::SIGKILL);
+    assert!(
+        wait_dead(&a, Duration::from_secs(2)).await,
+        "node 0 survived"
+    );
+    signal(b.pid, Signal::SIGCONT);
+    // Reset connections become readable (with the error) at once; the
+    // survivors, accepted by node 1, wait for the client to speak.
+    let checks = conns.iter().map(|c| async move {
+        let _ = tokio::time::timeout(Duration::from_millis(500), c.readable()).await;
+        let mut buf = [0u8; 1];
+        match c.try_read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset",
+            Ok(0) => "closed",
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => "alive",
+            Ok(_) => "data",
+            Err(_) => "error",
+        }
+    });
+    let outcomes = futures_util::future::join_all(checks).await;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in outcomes {
+        *counts.entry(o).or_default() += 1;
+    }
+    let lost =
+        counts.get("reset").copied().unwrap_or(0) + counts.get("closed").copied().unwrap_or(0);
+    println!("reuseport: of {CONNS} connections queued while the nodes were stopped, {lost} were lost with the killed node: {counts:?}");
+    assert!(
+        lost >= 1,
+        "expected queued connections to be lost: {counts:?}"
+    );
+    assert!(
+        counts.get("alive").copied().unwrap_or(0) >= 1,
+        "connections queued on the surviving node must live: {counts:?}"
+    );
+    drop(conns);
+    // The service still serves.
+    let c = connect(serve.port()).await.expect("a new client is served");
+    close(&c.link).await;
+}
+
+// ------------------------------------------------------------------ 3
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_controller_takes_every_node_down() {
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(3, "grant")).await;
+    let port = serve.port();
+    let clients = connect_many(port, 6).await;
+    let nodes: Vec<_> = serve.nodes().into_values().collect();
+    assert_eq!(nodes.len(), 3);
+    let killed_at = Instant::now();
+    serve.signal(Signal::SIGKILL);
+    serve
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("controller reaped");
+    for n in &nodes {
+        let left = Duration::from_secs(2).saturating_sub(killed_at.elapsed());
+        assert!(
+            wait_dead(n, left).await,
+            "node {} (pid {}) still runs 2 s after its controller was killed",
+            n.comm,
+            n.pid
+        );
+    }
+    println!(
+        "nodes gone {:?} after the controller was killed",
+        killed_at.elapsed()
+    );
+    // The nodes were orphaned to this process (a subreaper): reaped, no
+    // zombie remains.
+    serve.reap_nodes();
+    assert!(my_zombies().is_empty(), "zombies: {:?}", my_zombies());
+    for c in &clients {
+        c.link.abort();
+    }
+    drop(clients);
+    let rebound = std::net::TcpListener::bind(("127.0.0.1", port));
+    assert!(
+        rebound.is_ok(),
+        "port {port} cannot be bound again: {rebound:?}"
+    );
+}
+
+// ------------------------------------------------------------------ 4
+
+const FAULT: &str = "VOLE_TEST_NODE_FAULT";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_nodes_back_off_then_the_service_gives_up() {
+    let _serial = serial().await;
+    let serve = Serve::start(
+        Opts::new(2, "grant")
+            .env(FAULT, "exit")
+            .args(&["--restart-intensity", "5"])
+            .no_wait(),
+    )
+    .await;
+    let code = serve.wait_code(Duration::from_secs(20)).await;
+    let took = serve.uptime();
+    let log = serve.log();
+    assert_eq!(code, Some(4), "exit code (restart intensity exceeded)");
+    println!("gave up after {took:?}");
+    assert!(took < Duration::from_secs(20));
+    let mut delays: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for line in log.lines() {
+        if let (Some(node), Some(ms)) = (
+            harness::field(line, "restarting node after backoff", "node="),
+            harness::field(line, "restarting node after backoff", "delay_ms="),
+        ) {
+            delays.entry(node).or_default().push(ms);
+        }
+    }
+    println!("backoff delays per node (ms): {delays:?}");
+    let total: usize = delays.values().map(Vec::len).sum();
+    assert_eq!(
+        total, 5,
+        "five restarts, then the sixth death escalates: {delays:?}"
+    );
+    assert!(
+        delays.values().any(|d| d.len() >= 3),
+        "some node restarted at least three times: {delays:?}"
+    );
+    for (node, d) in &delays {
+        assert!(
+            d.windows(2).all(|w| w[1] > w[0]),
+            "node {node}'s backoff does not grow: {d:?}"
+        );
+    }
+    assert!(!serve.stdout.text().contains("ready:"), "never ready");
+    assert!(
+        serve.running_nodes().is_empty(),
+        "nodes remain: {:?}",
+        serve.running_nodes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_configuration_stops_without_a_restart_loop() {
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(2, "grant").env(FAULT, "config").no_wait()).await;
+    let code = serve.wait_code(Duration::from_secs(20)).await;
+    let log = serve.log();
+    assert_eq!(code, Some(64), "exit code (configuration error)");
+    assert!(log.contains("configuration unusable"), "log explains why");
+    assert_eq!(
+        log.matches("node started").count(),
+        2,
+        "each node started once, none restarted"
+    );
+    assert!(!log.contains("restarting node after backoff"));
+    assert!(serve.running_nodes().is_empty());
+}
+
+// ------------------------------------------------------------------ 5
+
+/// Polls `vole status` until the nodes report `n` calls in flight.
+async fn wait_inflight(serve: &Serve, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = serve.status().await;
+        let inflight: u64 = s["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["inflight"].as_u64().unwrap_or(0))
+            .sum();
+        if inflight >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {inflight} of {n} calls in flight: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_calls_in_flight_finish() {
+    let _serial = serial().await;
+    const CLIENTS: usize = 12;
+    let serve = Serve::start(Opts::new(3, "grant").args(&["--grace", "10"])).await;
+    let clients = connect_many(serve.port(), CLIENTS).await;
+    let nodes: Vec<_> = serve.nodes().into_values().collect();
+    let calls: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let gw = c.gw.clone();
+            tokio::spawn(async move { sleep_call(&gw, 500).await })
+        })
+        .collect();
+    wait_inflight(&serve, CLIENTS as u64).await;
+    serve.signal(Signal::SIGTERM);
+    for c in calls {
+        let r = c.await.expect("call task");
+        assert_eq!(r, Ok(500), "an in-flight call completes with its result");
+    }
+    let code = serve.wait_code(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "stopped with every node drained");
+    for n in &nodes {
+        assert!(!still_running(n), "node {} remains", n.pid);
+    }
+    assert!(serve.running_nodes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigint_forces_the_stop() {
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(2, "grant").args(&["--grace", "30"])).await;
+    let clients = connect_many(serve.port(), 4).await;
+    let nodes: Vec<_> = serve.nodes().into_values().collect();
+    let calls: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let gw = c.gw.clone();
+            tokio::spawn(async move { sleep_call(&gw, 20_000).await })
+        })
+        .collect();
+    wait_inflight(&serve, 4).await;
+    serve.signal(Signal::SIGINT);
+    assert!(
+        serve
+            .stderr
+            .wait_contains(Duration::from_secs(5), "stopping gracefully")
+            .await,
+        "first SIGINT starts a graceful stop"
+    );
+    let second = Instant::now();
+    serve.signal(Signal::SIGINT);
+    let status = serve.wait_exit(Duration::from_secs(2)).await;
+    let status = status.expect("controller exits within 2 s of the second SIGINT");
+    for n in &nodes {
+        let left = Duration::from_secs(2).saturating_sub(second.elapsed());
+        assert!(wait_dead(n, left).await, "node {} remains", n.pid);
+    }
+    println!("forced stop took {:?}, {status}", second.elapsed());
+    // Calls were cut: not every node drained cleanly.
+    assert_eq!(status.code(), Some(5), "exit code {status}");
+    for c in calls {
+        let r = tokio::time::timeout(Duration::from_secs(5), c)
+            .await
+            .expect("the cut call ends")
+            .expect("call task");
+        assert!(r.is_err(), "the 20 s call was cut short: {r:?}");
+    }
+}
+
+// ------------------------------------------------------------------ 6
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_is_killed_and_replaced() {
+    let _serial = serial().await;
+    const VICTIM: u32 = 1;
+    let serve = Serve::start(Opts::new(3, "grant").args(&[
+        "--heartbeat-interval",
+        "0.2",
+        "--heartbeat-timeout",
+        "0.5",
+    ]))
+    .await;
+    let port = serve.port();
+    let victim = serve.nodes().remove(&VICTIM).expect("victim");
+    let clients = connect_many(port, 9).await;
+    let load = Arc::new(Load::default());
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        if c.node.0 != VICTIM {
+            tasks.push(tokio::spawn(held_client(
+                load.clone(),
+                port,
+                Some(c),
+                i as i64,
+            )));
+        }
+    }
+    let hung_at = Instant::now();
+    signal(victim.pid, Signal::SIGSTOP);
+    let deadline = hung_at + Duration::from_secs(5);
+    let new_pid = loop {
+        let s = serve.status_nodes().await;
+        if let Some((Some(pid), state, _)) = s.get(&VICTIM) {
+            if *pid != victim.pid && state == "serving" {
+                break *pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hung node not replaced within 5 s: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let replaced_in = hung_at.elapsed();
+    assert!(!still_running(&victim), "the hung node was killed");
+    // The replacement serves: in grant mode it has the fewest sessions, so
+    // it takes the next connections.
+    let mut reached = false;
+    for _ in 0..10 {
+        let c = connect(port).await.expect("fresh connection");
+        close(&c.link).await;
+        if c.node == (VICTIM, new_pid) {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "no fresh connection reached the replacement");
+    load.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("client ends")
+            .expect("client task");
+    }
+    let failures = load.failures.lock().expect("failures").clone();
+    println!(
+        "hung node replaced in {replaced_in:?}; {} calls on the other nodes meanwhile",
+        load.calls()
+    );
+    assert!(
+        failures.is_empty(),
+        "other nodes' calls failed: {failures:?}"
+    );
+    assert!(load.calls() > 0);
+    assert!(serve.log().contains("no heartbeat answer"));
+}
+
+// ------------------------------------------------------------------ 7
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_log_lines_carry_the_node_id_and_pid() {
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(2, "grant")).await;
+    let nodes = serve.nodes();
+    for (id, p) in &nodes {
+        let prefix = format!("[node {id} pid {}] ", p.pid);
+        let found = serve
+            .stderr
+            .wait_for(Duration::from_secs(5), |log| {
+                log.lines()
+                    .any(|l| l.starts_with(&prefix) && l.contains("node serving"))
+            })
+            .await;
+        assert!(found, "no line starting {prefix:?} saying \"node serving\"");
+    }
+    // Every line that came from a node is whole and prefixed: none carries
+    // a node's thread name without the prefix.
+    for line in serve.log().lines() {
+        if line.contains(" vole-node-") {
+            assert!(line.starts_with("[node "), "unprefixed node line: {line}");
+        }
+    }
+}
+
+// ------------------------------------------------------------------ 8
+
+/// (fd number, link target) of a process's descriptors.
+fn fds(pid: u32) -> BTreeMap<i32, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in dir.filter_map(Result::ok) {
+            if let (Some(n), Ok(target)) = (
+                e.file_name().to_str().and_then(|s| s.parse().ok()),
+                std::fs::read_link(e.path()),
+            ) {
+                out.insert(n, target.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Inodes of TCP sockets listening on `port` (from /proc/net/tcp).
+fn listening_inodes(port: u16) -> Vec<String> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    tcp.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (local_port == port && *f.get(3)? == "0A").then(|| f.get(9).map(|s| s.to_string()))?
+        })
+        .collect()
+}
+
+async fn nodes_inherit_only_their_descriptors(mode: &'static str) {
+    let _serial = serial().await;
+    let dir = harness::TempDir::new("fds");
+    let marker = dir.path().join("stray-marker");
+    std::fs::write(&marker, b"").expect("marker file");
+    // The controller inherits the marker without close-on-exec at fds 4
+    // and 9; no node may.
+    let serve = Serve::start(Opts::new(2, mode).stray(&marker)).await;
+    let marker_name = marker.to_string_lossy().into_owned();
+    let controller_fds = fds(serve.pid);
+    for n in harness::STRAY_FDS {
+        assert_eq!(
+            controller_fds.get(&n),
+            Some(&marker_name),
+            "the controller should hold the stray descriptor {n} (else this test proves nothing)"
+        );
+    }
+    let listening = listening_inodes(serve.port());
+    for (id, p) in serve.nodes() {
+        let fds = fds(p.pid);
+        let expect_conn = mode == "dispatch";
+        assert_eq!(
+            fds.get(&0).map(String::as_str),
+            Some("/dev/null"),
+            "node {id}: {fds:?}"
+        );
+        assert!(
+            fds.get(&1).is_some_and(|t| t.starts_with("pipe:")),
+            "node {id}: {fds:?}"
+        );
+        assert!(
+            fds.get(&2).is_some_and(|t| t.starts_with("pipe:")),
+            "node {id}: {fds:?}"
+        );
+        assert!(
+            fds.get(&3).is_some_and(|t| t.starts_with("socket:")),
+            "node {id}: {fds:?}"
+        );
+        if expect_conn {
+            assert!(
+                fds.get(&4).is_some_and(|t| t.starts_with("socket:")),
+                "node {id}: {fds:?}"
+            );
+        }
+        for (n, t) in &fds {
+            assert_ne!(*t, marker_name, "node {id} inherited the stray fd {n}");
+            let own = t.starts_with("socket:") || t.starts_with("anon_inode:") || (*n <= 2);
+            assert!(own, "node {id}: unexpected fd {n} -> {t}; all: {fds:?}");
+        }
+        let listeners: Vec<_> = fds
+            .values()
+            .filter(|t| listening.iter().any(|i| **t == format!("socket:[{i}]")))
+            .collect();
+        let want = if mode == "dispatch" { 0 } else { 1 };
+        assert_eq!(
+            listeners.len(),
+            want,
+            "node {id}: listening sockets on port {} (inodes {listening:?}): {fds:?}",
+            serve.port()
+        );
+        println!("{mode} node {id}: {fds:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_inherit_only_their_descriptors_grant() {
+    nodes_inherit_only_their_descriptors("grant").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_inherit_only_their_descriptors_dispatch() {
+    nodes_inherit_only_their_descriptors("dispatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_inherit_only_their_descriptors_reuseport() {
+    nodes_inherit_only_their_descriptors("reuseport").await;
+}
+
+// ------------------------------------------------------------------ 9
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_every_node() {
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(3, "grant")).await;
+    let nodes = serve.nodes();
+    let admin = serve.admin.to_str().expect("path").to_owned();
+
+    let out = run_vole(&["status", "--admin-socket", &admin]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).expect("utf-8");
+    let rows: HashMap<u32, (u32, String)> = table
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("NODE"))
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                f.first()?.parse().ok()?,
+                (f.get(1)?.parse().ok()?, f.get(2)?.to_string()),
+            ))
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "three node rows:\n{table}");
+    for (id, p) in &nodes {
+        assert_eq!(
+            rows.get(id),
+            Some(&(p.pid, "serving".to_owned())),
+            "node {id} in\n{table}"
+        );
+    }
+    assert!(
+        table.contains(&format!("vole pid {}", serve.pid)),
+        "controller pid in\n{table}"
+    );
+
+    let json = serve.status().await;
+    assert_eq!(json["pid"].as_u64(), Some(u64::from(serve.pid)));
+    assert_eq!(json["mode"], "grant");
+    assert_eq!(json["listen"][0], serve.addr.to_string());
+    assert_eq!(json["nodes"].as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_without_a_service_fails_clearly() {
+    let dir = harness::TempDir::new("nostatus");
+    let missing = dir.path().join("missing.sock");
+    let out = run_vole(&["status", "--admin-socket", missing.to_str().expect("path")]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("missing.sock") && err.contains("No such file"),
+        "message names the socket and the problem: {err}"
+    );
+    // Without --admin-socket, an empty state directory: nothing to find.
+    let out = run_vole(&["status", "--state-dir", dir.path().to_str().expect("path")]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no running service found"), "{err}");
+}
