@@ -1,5 +1,6 @@
 //! The `vole` command.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -28,7 +29,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(failure) => {
-            eprintln!("vole: {:#}", failure.error);
+            // Not eprintln!: it panics if stderr is gone.
+            let _ = writeln!(std::io::stderr(), "vole: {:#}", failure.error);
             ExitCode::from(failure.code)
         }
     }

@@ -192,13 +192,33 @@ fn child_setup(control: RawFd, conn: Option<RawFd>, controller_pid: libc::pid_t)
     // socket, else an inherited descriptor numbered 4 would reach the node.
     let first = if conn.is_some() { CONN_FD } else { CONTROL_FD } + 1;
     // SAFETY: close_range with the CLOEXEC flag only sets descriptor flags.
-    unsafe {
+    let marked = unsafe {
         libc::syscall(
             libc::SYS_close_range,
             first as libc::c_uint,
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
-        );
+        )
+    };
+    if marked != 0 {
+        // Kernels before 5.11: set the flag one descriptor at a time, up to
+        // the descriptor limit (fcntl is async-signal-safe).
+        // SAFETY: getrlimit and fcntl on descriptor numbers; F_SETFD on a
+        // closed number just fails with EBADF.
+        unsafe {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur.min(1 << 20) as RawFd
+            } else {
+                4096
+            };
+            for fd in first..max {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
     }
     // SAFETY: prctl, getppid and setpgid with valid arguments.
     unsafe {

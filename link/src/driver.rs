@@ -187,13 +187,15 @@ where
             return;
         }
         let reason: Arc<str> = reason.into();
+        // Mark the link closed before anything else (logging included), so
+        // nothing waiting on it can be left hanging.
+        self.phase = Phase::Done;
+        self.shared.closed.send_replace(Some(reason.clone()));
         if clean {
             tracing::debug!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed");
         } else {
             tracing::warn!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed on error");
         }
-        self.phase = Phase::Done;
-        self.shared.closed.send_replace(Some(reason.clone()));
         for (_, tx) in self.waiting.drain() {
             let _ = tx.send(Err(Error::Closed(reason.to_string())));
         }
@@ -505,6 +507,21 @@ where
             Phase::Running | Phase::Done => {}
         }
         next
+    }
+}
+
+impl<IO> Drop for Driver<IO> {
+    /// A driver dropped before it finished (its task was aborted, or a
+    /// panic unwound through it) still marks the link closed, so callers
+    /// and `Link::closed` never wait on a link nobody drives.
+    fn drop(&mut self) {
+        if self.outcome.is_none() && self.phase != Phase::Done {
+            let reason: Arc<str> = Arc::from("link driver stopped");
+            self.shared.closed.send_replace(Some(reason.clone()));
+            for (_, tx) in self.waiting.drain() {
+                let _ = tx.send(Err(Error::Closed(reason.to_string())));
+            }
+        }
     }
 }
 

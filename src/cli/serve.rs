@@ -195,7 +195,7 @@ async fn controller(args: ServeArgs, nodes: u32) -> Result<(), Failure> {
         Outcome::Escalated { restarts } => Err(Failure {
             code: exit::RESTART_LIMIT,
             error: anyhow::anyhow!(
-                "nodes kept dying ({restarts} restarts within {}s); gave up",
+                "nodes kept dying ({restarts} node deaths within {}s, more than --restart-intensity allows); gave up",
                 args.restart_period
             ),
         }),
