@@ -22,9 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use vole_link::publish::Published;
 use vole_link::{CallError, Link, LinkConfig, LinkInfo, LinkSetup, Object, RemoteObject};
 use vole_node::control::{
-    Balance, NodeConfig, NodeStatus, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
+    Balance, NodeConfig, NodeStatus, TicketKeys, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
 };
 use vole_node::fdpass;
+use vole_transport::tickets::TicketKey;
 
 use crate::admin::{
     AdminHandler, AdminRequest, AdminResponse, AdminSocket, NodeReport, StatusReport,
@@ -59,6 +60,8 @@ pub struct ControllerConfig {
     pub node: NodeConfig,
     /// Extra arguments for `vole node` (threads, verbosity).
     pub node_args: Vec<String>,
+    /// How often the shared TLS ticket key is replaced.
+    pub ticket_rotation: Duration,
 }
 
 /// How the controller ended.
@@ -147,6 +150,7 @@ impl Bound {
             on_ready: Some(Box::new(on_ready)),
             ever_ready: false,
             started: Instant::now(),
+            ticket_keys: Vec::new(),
             bound: self,
         };
         let admin_task = admin.map(|sock| {
@@ -154,11 +158,25 @@ impl Bound {
             tokio::spawn(async move { sock.serve(handler).await })
         });
         let accept_tasks = sup.start_dispatch_accept();
+        sup.rotate_tickets();
+        let rotation = sup.bound.config.ticket_rotation.max(Duration::from_secs(1));
+        let rotate_tx = tx.clone();
+        let rotate_task = tokio::spawn(async move {
+            let mut every =
+                tokio::time::interval_at(tokio::time::Instant::now() + rotation, rotation);
+            loop {
+                every.tick().await;
+                if rotate_tx.send(Event::RotateTickets).is_err() {
+                    return;
+                }
+            }
+        });
         for id in 0..sup.bound.config.nodes {
             sup.slots.insert(id, Slot::new(id));
             sup.start_node(id);
         }
         let outcome = sup.event_loop(rx).await;
+        rotate_task.abort();
         for t in accept_tasks {
             t.abort();
         }
@@ -274,6 +292,7 @@ enum Event {
         id: NodeId,
         gen: u64,
     },
+    RotateTickets,
 }
 
 struct StopState {
@@ -295,6 +314,8 @@ struct Supervisor {
     on_ready: Option<Box<dyn FnOnce() + Send>>,
     ever_ready: bool,
     started: Instant,
+    /// TLS ticket keys, newest first.
+    ticket_keys: Vec<TicketKey>,
 }
 
 /// How long a node whose control link closed may take to exit by itself.
@@ -473,6 +494,7 @@ impl Supervisor {
                 self.flush_queue();
             }
             Event::Admin(req, reply) => self.admin(req, reply),
+            Event::RotateTickets => self.rotate_tickets(),
             Event::KillIfAlive { id, gen } => {
                 if let Some(slot) = self.current(id, gen) {
                     if let (false, Some(pid)) = (slot.reaped, slot.pid) {
@@ -500,6 +522,35 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Replaces the shared ticket key (keeping the previous ones for tickets
+    /// issued before) and hands the keys to every node.
+    fn rotate_tickets(&mut self) {
+        if self.bound.config.node.tls.is_none() {
+            return;
+        }
+        let key = match TicketKey::generate() {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot generate a ticket key; keeping the old one");
+                return;
+            }
+        };
+        self.ticket_keys.insert(0, key);
+        self.ticket_keys.truncate(3);
+        let keys = TicketKeys::new(&self.ticket_keys[0], &self.ticket_keys[1..]);
+        let json = serde_json::to_string(&keys).unwrap_or_default();
+        self.bound.config.node.tickets = Some(keys);
+        for slot in self.slots.values() {
+            if let Some(control) = slot.control.clone() {
+                let json = json.clone();
+                tokio::spawn(async move {
+                    let _ = control.call_oneway("ticket_keys", (json,)).await;
+                });
+            }
+        }
+        tracing::debug!("tls ticket key rotated");
     }
 
     /// The slot if `gen` is its current generation.

@@ -122,6 +122,8 @@ pub struct TlsInfo {
     pub server_name: Option<String>,
     /// SHA-256 of the peer's end-entity certificate, if it sent one.
     pub peer_cert_sha256: Option<[u8; 32]>,
+    /// Whether the TLS session was resumed.
+    pub resumed: bool,
 }
 
 /// The context a call runs in: which link it came from and who the peer is.

@@ -98,6 +98,7 @@ impl LinkInfo {
                 cipher_suite: t.cipher_suite.clone(),
                 server_name: t.sni.clone(),
                 peer_cert_sha256: t.peer_fingerprint,
+                resumed: t.resumed,
             }),
             node_id: None,
         }

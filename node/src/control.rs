@@ -14,6 +14,7 @@
 //! | `stop(graceful, grace_ms)` | one-way | stop accepting; drain links for up to `grace_ms` (or close at once) and exit |
 //! | `status()` | call | a [`NodeStatus`] |
 //! | `ping()` | call | heartbeat: answers the node's pid |
+//! | `ticket_keys(json)` | one-way | new TLS ticket keys ([`TicketKeys`] as JSON) |
 //!
 //! Methods the **controller** publishes (the node calls them):
 //!
@@ -30,6 +31,7 @@
 //! only ever added, never renamed.
 
 use serde::{Deserialize, Serialize};
+use vole_transport::tickets::{SharedTicketer, TicketKey, KEY_ID_LEN, KEY_LEN};
 
 /// Frame tag: the listening sockets are attached.
 pub const HANDOFF_LISTENERS: u8 = b'L';
@@ -115,6 +117,70 @@ pub struct NodeConfig {
     pub max_message: usize,
     /// Default grace period for a drain, milliseconds.
     pub grace_ms: u64,
+    /// TLS session-ticket keys shared by all nodes (so a client resumes on
+    /// whichever node it lands).
+    #[serde(default)]
+    pub tickets: Option<TicketKeys>,
+}
+
+/// TLS ticket keys as sent to nodes: each key is its id and key bytes,
+/// hex-encoded (48 bytes). Sent only over the control link, never logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketKeys {
+    /// The key that seals new tickets.
+    pub current: String,
+    /// Older keys that still open tickets, newest first.
+    #[serde(default)]
+    pub previous: Vec<String>,
+}
+
+impl std::fmt::Debug for TicketKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TicketKeys({} previous)", self.previous.len())
+    }
+}
+
+fn key_hex(k: &TicketKey) -> String {
+    k.id.iter()
+        .chain(k.key.iter())
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn key_from_hex(s: &str) -> Option<TicketKey> {
+    if s.len() != 2 * (KEY_ID_LEN + KEY_LEN) || !s.is_ascii() {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect();
+    let bytes = bytes?;
+    TicketKey::from_parts(&bytes[..KEY_ID_LEN], &bytes[KEY_ID_LEN..]).ok()
+}
+
+impl TicketKeys {
+    /// The wire form of `current` and `previous`.
+    pub fn new(current: &TicketKey, previous: &[TicketKey]) -> Self {
+        TicketKeys {
+            current: key_hex(current),
+            previous: previous.iter().map(key_hex).collect(),
+        }
+    }
+
+    /// Installs these keys in `ticketer`; false if they are malformed.
+    pub fn install(&self, ticketer: &SharedTicketer) -> bool {
+        let Some(current) = key_from_hex(&self.current) else {
+            return false;
+        };
+        let previous: Option<Vec<TicketKey>> =
+            self.previous.iter().map(|p| key_from_hex(p)).collect();
+        let Some(previous) = previous else {
+            return false;
+        };
+        ticketer.set_keys(&current, &previous);
+        true
+    }
 }
 
 /// A node's state, as `status()` reports it.
@@ -143,4 +209,31 @@ pub struct NodeStatus {
     /// Milliseconds since the node started.
     #[serde(default)]
     pub uptime_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_keys_survive_the_wire_form() {
+        let k = TicketKey::generate().expect("key");
+        let p = TicketKey::generate().expect("key");
+        let wire = TicketKeys::new(&k, &[p]);
+        let json = serde_json::to_string(&wire).expect("json");
+        let back: TicketKeys = serde_json::from_str(&json).expect("json");
+        let a = SharedTicketer::new(60);
+        assert!(back.install(&a));
+        let b = SharedTicketer::new(60);
+        b.set_keys(&k, &[]);
+        use rustls::server::ProducesTickets;
+        let t = b.encrypt(b"s").expect("ticket");
+        assert!(a.decrypt(&t).is_some());
+        assert!(!TicketKeys {
+            current: "zz".into(),
+            previous: vec![]
+        }
+        .install(&a));
+        assert!(!format!("{back:?}").contains(&back.current));
+    }
 }

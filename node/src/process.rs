@@ -25,9 +25,13 @@ use vole_transport::tls::{self, ServerIdentity};
 use vole_transport::vop::ServerPolicy;
 
 use crate::control::{
-    Balance, NodeConfig, NodeStatus, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
+    Balance, NodeConfig, NodeStatus, TicketKeys, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
 };
 use crate::{fdpass, Error, GatewayFactory, Service, ServiceConfig, SessionObserver};
+use vole_transport::tickets::{with_ticketer, SharedTicketer};
+
+/// How long a TLS session ticket is valid, seconds.
+pub const TICKET_LIFETIME_SECS: u32 = 6 * 3600;
 
 /// Where the controller left things for the node.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +79,8 @@ struct NodeState {
     service: OnceLock<Service>,
     grants: Semaphore,
     stop: watch::Sender<Option<StopRequest>>,
+    /// TLS tickets, with keys from the controller.
+    ticketer: Arc<SharedTicketer>,
 }
 
 impl NodeState {
@@ -157,6 +163,19 @@ fn control_object(state: Arc<NodeState>) -> Arc<dyn Object> {
             |s: Arc<Arc<NodeState>>, (): ()| async move { Ok::<_, CallError>(s.status()) },
         )
         .method(
+            "ticket_keys",
+            "ticket_keys(json): new TLS session-ticket keys.",
+            |s: Arc<Arc<NodeState>>, (json,): (String,)| async move {
+                let keys: TicketKeys = serde_json::from_str(&json)
+                    .map_err(|e| CallError::failed(format!("ticket keys: {e}")))?;
+                if !keys.install(&s.ticketer) {
+                    return Err(CallError::failed("malformed ticket keys"));
+                }
+                tracing::debug!("ticket keys rotated");
+                Ok(())
+            },
+        )
+        .method(
             "ping",
             "Heartbeat: answers the pid.",
             |_s: Arc<Arc<NodeState>>, (): ()| async move { Ok::<_, CallError>(std::process::id()) },
@@ -204,14 +223,18 @@ fn listener_from(fd: OwnedFd) -> Result<TcpListener, Error> {
     TcpListener::from_std(std).map_err(|e| Error::Handoff(format!("listener: {e}")))
 }
 
-fn service_config(cfg: &NodeConfig) -> Result<ServiceConfig, Error> {
+fn service_config(
+    cfg: &NodeConfig,
+    ticketer: &Arc<SharedTicketer>,
+) -> Result<ServiceConfig, Error> {
     let tls = match &cfg.tls {
         Some(files) => {
             let identity = ServerIdentity::Files {
                 cert: files.cert.clone(),
                 key: files.key.clone(),
             };
-            Some(tls::server_config(&identity)?.config)
+            let config = tls::server_config(&identity)?.config;
+            Some(with_ticketer(&config, ticketer.clone()))
         }
         None => None,
     };
@@ -248,6 +271,7 @@ pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Er
         service: OnceLock::new(),
         grants: Semaphore::new(0),
         stop: watch::channel(None).0,
+        ticketer: SharedTicketer::new(TICKET_LIFETIME_SECS),
     });
 
     let control = fdpass::adopt_unix_stream(args.control_fd)
@@ -312,7 +336,12 @@ pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Er
         tracing::error!("{FAULT_ENV}=config: reporting the configuration unusable");
         return Ok(NodeExit::ConfigError);
     }
-    let service_cfg = match service_config(&cfg) {
+    if let Some(keys) = &cfg.tickets {
+        if !keys.install(&state.ticketer) {
+            tracing::warn!("malformed ticket keys from the controller; tickets disabled until the next rotation");
+        }
+    }
+    let service_cfg = match service_config(&cfg, &state.ticketer) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %vole_link::object::error_chain(&e), "node configuration is unusable");

@@ -19,6 +19,7 @@ use vole_link::LinkConfig;
 use vole_node::control::{NodeConfig, TlsFiles};
 use vole_node::{Service, ServiceConfig};
 use vole_transport::stream::ServerSettings;
+use vole_transport::tickets::{with_ticketer, SharedTicketer, TicketKey};
 use vole_transport::tls::{self, ServerIdentity};
 use vole_transport::vop::ServerPolicy;
 
@@ -114,6 +115,20 @@ fn announce_ready(nodes: u32) {
     let _ = stdout.flush();
 }
 
+/// How often the TLS session-ticket key is replaced.
+const TICKET_ROTATION: Duration = Duration::from_secs(3600);
+
+/// One-process mode: this process makes and rotates its own ticket keys.
+async fn rotate_own_tickets(ticketer: Arc<SharedTicketer>) {
+    loop {
+        match TicketKey::generate() {
+            Ok(k) => ticketer.rotate(&k),
+            Err(e) => tracing::error!(error = %e, "cannot generate a ticket key"),
+        }
+        tokio::time::sleep(TICKET_ROTATION).await;
+    }
+}
+
 /// The number of nodes when not given: one per CPU.
 pub fn default_nodes() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
@@ -170,8 +185,10 @@ async fn controller(args: ServeArgs, nodes: u32) -> Result<(), Failure> {
             write_timeout_ms: c.write_timeout.as_millis() as u64,
             max_message: args.max_message,
             grace_ms: c.grace.as_millis() as u64,
+            tickets: None,
         },
         node_args,
+        ticket_rotation: TICKET_ROTATION,
     };
     let bound = Bound::new(config).map_err(anyhow::Error::from)?;
     let admin = AdminSocket::bind(&admin_path(&args, bound.addrs().first()))
@@ -204,8 +221,11 @@ async fn controller(args: ServeArgs, nodes: u32) -> Result<(), Failure> {
 }
 
 /// The service configuration for one-process mode.
-fn service_config(args: &ServeArgs, c: &Common) -> ServiceConfig {
-    let tls = c.tls.as_ref().map(|(_, config)| config.clone());
+fn service_config(args: &ServeArgs, c: &Common, ticketer: &Arc<SharedTicketer>) -> ServiceConfig {
+    let tls = c
+        .tls
+        .as_ref()
+        .map(|(_, config)| with_ticketer(config, ticketer.clone()));
     ServiceConfig {
         transport: ServerSettings {
             transports: ServerPolicy::new(tls.is_some(), args.plain),
@@ -279,7 +299,9 @@ impl AdminHandler for SingleAdmin {
 
 async fn single(args: ServeArgs) -> Result<(), Failure> {
     let c = common(&args)?;
-    let config = service_config(&args, &c);
+    let ticketer = SharedTicketer::new(vole_node::process::TICKET_LIFETIME_SECS);
+    let config = service_config(&args, &c, &ticketer);
+    let rotation = tokio::spawn(rotate_own_tickets(ticketer));
     let mut listeners = Vec::new();
     for addr in &args.listen {
         let std_listener =
@@ -348,6 +370,7 @@ async fn single(args: ServeArgs) -> Result<(), Failure> {
     }
     admin_task.abort();
     let _ = admin_task.await;
+    rotation.abort();
     if forced > 0 {
         tracing::warn!(
             links = forced,

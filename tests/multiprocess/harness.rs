@@ -268,6 +268,9 @@ pub struct Opts {
     /// Start the controller with this file open, without close-on-exec, at
     /// descriptors [`STRAY_FDS`] (as a careless parent process would).
     pub stray: Option<PathBuf>,
+    /// Serve TLS only (with a dev certificate in the state directory)
+    /// instead of PLAIN only.
+    pub tls: bool,
 }
 
 /// Where [`Opts::stray`] opens its file in the controller: 4 (the first
@@ -283,6 +286,7 @@ impl Opts {
             env: Vec::new(),
             wait_ready: true,
             stray: None,
+            tls: false,
         }
     }
 
@@ -303,6 +307,11 @@ impl Opts {
 
     pub fn env(mut self, k: &'static str, v: &str) -> Self {
         self.env.push((k, v.to_owned()));
+        self
+    }
+
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -387,7 +396,12 @@ impl Serve {
                 c
             }
         };
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--plain", "--no-tls"])
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(if opts.tls {
+                &[][..]
+            } else {
+                &["--plain", "--no-tls"][..]
+            })
             .arg("--nodes")
             .arg(opts.nodes.to_string())
             .arg("--balance")

@@ -30,6 +30,7 @@ mod error;
 pub mod fuzzing;
 pub mod serde;
 pub mod stream;
+pub mod tickets;
 pub mod tls;
 pub mod vec;
 pub mod vop;

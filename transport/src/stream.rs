@@ -236,6 +236,9 @@ pub struct TlsInfo {
     /// SHA-256 of the peer's end-entity certificate, if it sent one (the
     /// server always does; vole clients never do).
     pub peer_fingerprint: Option<Fingerprint>,
+    /// Whether the session was resumed (a ticket or session id from an
+    /// earlier connection) rather than a full handshake.
+    pub resumed: bool,
 }
 
 impl TlsInfo {
@@ -255,6 +258,7 @@ impl TlsInfo {
             protocol,
             cipher_suite,
             sni,
+            resumed: state.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
             peer_fingerprint: state
                 .peer_certificates()
                 .and_then(|chain| chain.first())
