@@ -7,6 +7,10 @@ use clap::Parser as _;
 
 mod bench;
 mod cli;
+mod daemon;
+mod logging;
+mod settings;
+mod systemd_glue;
 
 use cli::exit::{self, Failure};
 use cli::{Cli, Command};
@@ -25,56 +29,25 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(&cli);
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(failure) => {
-            // Not eprintln!: it panics if stderr is gone.
-            let _ = writeln!(std::io::stderr(), "vole: {:#}", failure.error);
+            // Not eprintln!: it panics if stderr is gone. A daemon's start-up
+            // failure was already printed by the launching process.
+            if !daemon::REPORTED.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = writeln!(std::io::stderr(), "vole: {:#}", failure.error);
+            }
             ExitCode::from(failure.code)
         }
     }
 }
 
-fn init_logging(cli: &Cli) {
-    use tracing_subscriber::EnvFilter;
-    let default = match (&cli.command, cli.quiet, cli.verbose) {
-        (_, true, _) => "error",
-        (_, _, 1) => "debug",
-        (_, _, v) if v >= 2 => "trace",
-        (Command::Serve(_) | Command::Node(_), _, _) => "info",
-        _ => "warn",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Node processes name their threads vole-node-<id>, so every log line
-    // carries the node id.
-    let node = matches!(cli.command, Command::Node(_));
-    // A node's stderr is a pipe to its controller: if the controller dies,
-    // writes fail with EPIPE, and tracing-subscriber would then report the
-    // failure with `eprintln!`, which panics, killing whichever task logged
-    // (a link driver, say, leaving the node hung instead of exiting).
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_thread_names(node)
-        .log_internal_errors(false)
-        .init();
-}
-
-fn run(cli: Cli) -> Result<(), Failure> {
-    let threads = match &cli.command {
-        Command::Serve(args) => args
-            .threads
-            .or(if args.nodes == Some(0) { None } else { Some(1) }),
-        Command::Node(args) => Some(args.threads.unwrap_or(1)),
-        _ => Some(2),
-    };
+fn runtime(
+    threads: Option<usize>,
+    name: Option<String>,
+) -> Result<tokio::runtime::Runtime, Failure> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Command::Node(args) = &cli.command {
-        cli::node::set_process_name(args.id);
-        builder.thread_name(format!("vole-node-{}", args.id));
-    }
     if let Some(n) = threads {
         if n == 0 {
             return Err(Failure::usage(anyhow::anyhow!(
@@ -83,30 +56,108 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         builder.worker_threads(n);
     }
-    let runtime = builder.build().map_err(|e| Failure {
+    if let Some(name) = name {
+        builder.thread_name(name);
+    }
+    builder.build().map_err(|e| Failure {
         code: exit::INTERNAL,
         error: e.into(),
-    })?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => cli::serve::run(args).await,
-            Command::Call(args) => cli::call::call(args).await,
-            Command::Describe(args) => cli::call::describe(args).await,
-            Command::Bench(args) => bench::run(args).await,
-            Command::Status(args) => cli::status::run(args).await,
-            Command::Node(args) => {
-                // On a worker thread, so every log line carries the node's
-                // thread name.
-                let code = tokio::spawn(cli::node::run(args)).await.unwrap_or(1);
-                if code == 0 {
-                    Ok(())
-                } else {
-                    Err(Failure {
-                        code: u8::try_from(code).unwrap_or(1),
-                        error: anyhow::anyhow!("node exited with code {code}"),
-                    })
+    })
+}
+
+fn client_log_level(cli: &Cli) -> &'static str {
+    match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "debug",
+        _ => "trace",
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let level = client_log_level(&cli);
+    match cli.command {
+        Command::Serve(args) => {
+            // Before any thread: settings, logging, daemon, pid file.
+            let prepared = cli::serve::prepare(*args, cli.verbose, cli.quiet)?;
+            let rt = match runtime(prepared.threads(), None) {
+                Ok(rt) => rt,
+                Err(f) => {
+                    prepared.report_failure(&f);
+                    return Err(f);
                 }
+            };
+            rt.block_on(cli::serve::run(prepared))
+        }
+        Command::Node(args) => {
+            logging::init(&args.log_level, args.log_format, true);
+            cli::node::set_process_name(args.id);
+            let rt = runtime(
+                Some(args.threads.unwrap_or(1)),
+                Some(format!("vole-node-{}", args.id)),
+            )?;
+            // On a worker thread, so every log line carries the node's
+            // thread name.
+            let code = rt.block_on(async { tokio::spawn(cli::node::run(args)).await.unwrap_or(1) });
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(Failure {
+                    code: u8::try_from(code).unwrap_or(1),
+                    error: anyhow::anyhow!("node exited with code {code}"),
+                })
             }
         }
-    })
+        Command::Config(cmd) => {
+            logging::init(level, settings::LogFormat::Text, false);
+            cli::config::run(cmd)
+        }
+        command => {
+            logging::init(level, settings::LogFormat::Text, false);
+            let rt = runtime(Some(2), None)?;
+            rt.block_on(async move {
+                match command {
+                    Command::Call(args) => cli::call::call(args).await,
+                    Command::Describe(args) => cli::call::describe(args).await,
+                    Command::Bench(args) => bench::run(args).await,
+                    Command::Status(args) => cli::status::run(args).await,
+                    Command::Stop(args) => cli::admin::stop(args).await,
+                    Command::Reload(t) => {
+                        cli::admin::simple(
+                            t,
+                            vole_controller::admin::AdminRequest::Reload,
+                            "reloaded: every node replaced",
+                        )
+                        .await
+                    }
+                    Command::Scale(args) => {
+                        let n = args.nodes;
+                        cli::admin::simple(
+                            args.target,
+                            vole_controller::admin::AdminRequest::Scale { nodes: n },
+                            "scaling",
+                        )
+                        .await
+                    }
+                    Command::ReopenLogs(t) => {
+                        cli::admin::simple(
+                            t,
+                            vole_controller::admin::AdminRequest::ReopenLogs,
+                            "log file reopened",
+                        )
+                        .await
+                    }
+                    Command::Upgrade(t) => {
+                        cli::admin::simple(
+                            t,
+                            vole_controller::admin::AdminRequest::Upgrade,
+                            "upgrade started",
+                        )
+                        .await
+                    }
+                    Command::Serve(_) | Command::Node(_) | Command::Config(_) => Ok(()),
+                }
+            })
+        }
+    }
 }

@@ -665,13 +665,14 @@ async fn a_second_sigint_forces_the_stop() {
         })
         .collect();
     wait_inflight(&serve, 4).await;
-    serve.signal(Signal::SIGINT);
+    // SIGTERM: graceful; then SIGINT (a fast stop) forces at once.
+    serve.signal(Signal::SIGTERM);
     assert!(
         serve
             .stderr
             .wait_contains(Duration::from_secs(5), "stopping gracefully")
             .await,
-        "first SIGINT starts a graceful stop"
+        "SIGTERM starts a graceful stop"
     );
     let second = Instant::now();
     serve.signal(Signal::SIGINT);

@@ -8,9 +8,11 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +39,18 @@ pub enum AdminRequest {
         #[serde(default)]
         timeout_s: Option<f64>,
     },
+    /// Re-read the configuration and replace the nodes one by one.
+    Reload,
+    /// Run this many nodes.
+    Scale {
+        /// The new node count (at least 1).
+        nodes: u32,
+    },
+    /// Reopen the log file (after logrotate moved it).
+    ReopenLogs,
+    /// Start a new controller from the executable on disk, hand it the
+    /// listening sockets, and step down once its nodes serve.
+    Upgrade,
 }
 
 /// One node, as `status` reports it.
@@ -145,11 +159,14 @@ pub enum AdminError {
 pub struct AdminSocket {
     listener: UnixListener,
     path: PathBuf,
+    keep: Arc<AtomicBool>,
 }
 
 impl Drop for AdminSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if !self.keep.load(Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -179,12 +196,37 @@ impl AdminSocket {
         Ok(AdminSocket {
             listener,
             path: path.to_owned(),
+            keep: Arc::default(),
         })
     }
 
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Adopts a listening admin socket inherited from the controller being
+    /// upgraded.
+    pub fn from_fd(fd: OwnedFd, path: &Path) -> io::Result<AdminSocket> {
+        let std = std::os::unix::net::UnixListener::from(fd);
+        std.set_nonblocking(true)?;
+        Ok(AdminSocket {
+            listener: UnixListener::from_std(std)?,
+            path: path.to_owned(),
+            keep: Arc::default(),
+        })
+    }
+
+    /// A duplicate of the listening descriptor, for a new controller to
+    /// inherit.
+    pub fn listener_fd(&self) -> io::Result<OwnedFd> {
+        self.listener.as_fd().try_clone_to_owned()
+    }
+
+    /// Set it to keep the socket file when this is dropped (a new
+    /// controller serves it now).
+    pub fn keep_handle(&self) -> Arc<AtomicBool> {
+        self.keep.clone()
     }
 
     /// Serves requests until the returned future is dropped.
@@ -298,7 +340,7 @@ mod tests {
                             ..StatusReport::default()
                         }),
                     },
-                    AdminRequest::Stop { .. } => AdminResponse::error("not here"),
+                    _ => AdminResponse::error("not here"),
                 }
             })
         }

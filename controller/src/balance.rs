@@ -67,6 +67,11 @@ impl Balancer {
         }
     }
 
+    /// Changes the limits (a reload).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// The mode.
     pub fn mode(&self) -> Balance {
         self.mode

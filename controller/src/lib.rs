@@ -21,7 +21,9 @@ pub mod restart;
 pub mod spawn;
 pub mod supervisor;
 
-pub use supervisor::{Bound, ControllerConfig, Outcome};
+pub use supervisor::{
+    Bound, ControllerConfig, Hooks, Lifecycle, Outcome, UpgradeChild, UpgradeRequest,
+};
 
 /// Errors of the controller.
 #[derive(Debug, thiserror::Error)]

@@ -73,6 +73,11 @@ impl Restarts {
         }
     }
 
+    /// Changes the policy (a reload); history is kept.
+    pub fn set_policy(&mut self, policy: RestartPolicy) {
+        self.policy = policy;
+    }
+
     /// The policy.
     pub fn policy(&self) -> &RestartPolicy {
         &self.policy

@@ -64,6 +64,9 @@ pub struct NodeCommand {
     pub extra_args: Vec<String>,
     /// Whether the node gets a connection socket (`dispatch` mode).
     pub dispatch: bool,
+    /// Run the node as this user and group (uid, gid) instead of the
+    /// controller's.
+    pub user: Option<(u32, u32)>,
 }
 
 /// A started node: the process and the controller's ends of its sockets.
@@ -122,6 +125,12 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some((uid, gid)) = cmd.user {
+        // std sets the group, drops supplementary groups and sets the user
+        // before running the closure below, so PDEATHSIG (which a
+        // credential change would clear) is armed after the switch.
+        command.gid(gid).uid(uid);
+    }
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls (fcntl, dup2, prctl, getppid,
     // setpgid); it allocates nothing and takes no locks.

@@ -88,13 +88,26 @@ impl std::str::FromStr for Balance {
     }
 }
 
-/// TLS files a node loads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TlsFiles {
+/// The TLS certificate chain and key a node serves with, as PEM text: the
+/// controller reads the files (before any privilege drop) and sends their
+/// contents over the private control link.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsMaterial {
     /// Certificate chain (PEM).
-    pub cert: std::path::PathBuf,
+    pub cert_pem: String,
     /// Private key (PEM).
-    pub key: std::path::PathBuf,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        write!(
+            f,
+            "TlsMaterial({} bytes of certificate)",
+            self.cert_pem.len()
+        )
+    }
 }
 
 /// What a node needs to know to serve, sent by the controller in answer to
@@ -106,7 +119,7 @@ pub struct NodeConfig {
     /// How this node gets connections.
     pub balance: Balance,
     /// TLS, if enabled.
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<TlsMaterial>,
     /// Whether PLAIN is allowed.
     pub plain: bool,
     /// VOP + TLS handshake limit, milliseconds.

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use vole_link::publish::Published;
 use vole_link::{CallError, LinkConfig, LinkInfo, LinkSetup, Object, RemoteObject};
 use vole_transport::stream::ServerSettings;
-use vole_transport::tls::{self, ServerIdentity};
+use vole_transport::tls;
 use vole_transport::vop::ServerPolicy;
 
 use crate::control::{
@@ -228,12 +228,12 @@ fn service_config(
     ticketer: &Arc<SharedTicketer>,
 ) -> Result<ServiceConfig, Error> {
     let tls = match &cfg.tls {
-        Some(files) => {
-            let identity = ServerIdentity::Files {
-                cert: files.cert.clone(),
-                key: files.key.clone(),
-            };
-            let config = tls::server_config(&identity)?.config;
+        Some(material) => {
+            let config = tls::server_config_from_pem(
+                material.cert_pem.as_bytes(),
+                material.key_pem.as_bytes(),
+            )?
+            .config;
             Some(with_ticketer(&config, ticketer.clone()))
         }
         None => None,

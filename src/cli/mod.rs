@@ -1,6 +1,8 @@
 //! The `vole` command line: argument definitions (clap) and exit codes.
 
+pub mod admin;
 pub mod call;
+pub mod config;
 pub mod exit;
 pub mod node;
 pub mod serve;
@@ -52,7 +54,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the demo gateway (TLS with a generated dev certificate by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Resolve a vop:// URI and call a method; prints the result as JSON.
     Call(CallArgs),
     /// Resolve a vop:// URI and list the methods of the object with their docs.
@@ -61,9 +63,70 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Show the nodes of a running service (from its admin socket).
     Status(StatusArgs),
+    /// Stop a running service: gracefully, or at once with --force.
+    Stop(StopArgs),
+    /// Re-read the configuration and replace the nodes one by one.
+    Reload(TargetArgs),
+    /// Run this many nodes.
+    Scale(ScaleArgs),
+    /// Reopen the log file (after logrotate).
+    ReopenLogs(TargetArgs),
+    /// Zero-downtime binary upgrade: start a new controller, hand it the sockets, step down.
+    Upgrade(TargetArgs),
+    /// Settings files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Internal: a node process, started by the controller.
     #[command(hide = true)]
     Node(NodeArgs),
+}
+
+/// How admin commands find the running service.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// The service's admin socket.
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// The service's settings file (the admin socket is found from it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The service's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `vole stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Close links at once instead of letting calls finish.
+    #[arg(long)]
+    pub force: bool,
+    /// Grace period for running calls, seconds [the service's grace].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Which service.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `vole scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// The new number of nodes.
+    pub nodes: u32,
+    /// Which service.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `vole config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a settings file without starting anything.
+    Check {
+        /// The settings file (TOML).
+        file: PathBuf,
+    },
 }
 
 /// `vole status`.
@@ -95,75 +158,114 @@ pub struct NodeArgs {
     /// Worker threads.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Log format.
+    #[arg(long, default_value = "text")]
+    pub log_format: crate::settings::LogFormat,
+    /// Log filter.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
 }
 
-/// `vole serve`.
-#[derive(Debug, Args)]
+/// `vole serve`. Every setting can also come from `--config FILE`
+/// (TOML); a flag given here overrides the file. Defaults are in brackets.
+#[derive(Debug, Args, Default, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on; repeat for several.
-    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:4433")]
+    /// Settings file (TOML); see `deploy/vole.toml`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; repeat for several [127.0.0.1:4433].
+    #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
     /// Also accept PLAIN (unencrypted) connections; for trusted networks only.
     #[arg(long)]
     pub plain: bool,
-    /// Disable TLS (then --plain is required).
-    #[arg(long, requires = "plain")]
+    /// Disable TLS (then PLAIN must be enabled).
+    #[arg(long)]
     pub no_tls: bool,
     /// TLS certificate chain (PEM); without it a dev certificate is generated.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// Where the dev certificate is kept [default: $VOLE_STATE_DIR, else $XDG_STATE_HOME/vole, else ~/.local/state/vole].
+    /// Where the dev certificate and admin socket live [$VOLE_STATE_DIR, else $XDG_STATE_HOME/vole, else ~/.local/state/vole].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Seconds a connection has to complete VOP and TLS.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub handshake_timeout: f64,
-    /// Largest accepted message, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
-    pub max_message: usize,
-    /// Seconds to let calls finish on stop before closing links by force.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub grace: f64,
-    /// Seconds a link may fail to make write progress (the peer stopped
-    /// reading) before it is closed.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    pub write_timeout: f64,
-    /// Listen backlog.
-    #[arg(long, value_name = "N", default_value_t = vole_node::listen::DEFAULT_BACKLOG)]
-    pub backlog: i32,
-    /// Worker threads per process [default: the number of CPUs, or 1 per node when nodes run].
+    /// Seconds a connection has to complete VOP and TLS [10].
+    #[arg(long, value_name = "SECS")]
+    pub handshake_timeout: Option<f64>,
+    /// Largest accepted message, in bytes [16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message: Option<usize>,
+    /// Seconds to let calls finish on stop before closing links by force [10].
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<f64>,
+    /// Seconds a link may make no write progress (the peer stopped reading) before it is closed [30].
+    #[arg(long, value_name = "SECS")]
+    pub write_timeout: Option<f64>,
+    /// Listen backlog [1024].
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<i32>,
+    /// Worker threads per process [the number of CPUs in one-process mode, 1 per node].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Node processes; 0 serves in this one process [default: the number of CPUs].
+    /// Node processes; 0 serves in this one process [the number of CPUs].
     #[arg(long, value_name = "N")]
     pub nodes: Option<u32>,
-    /// How connections are spread over nodes: grant, shared, dispatch, reuseport.
-    #[arg(long, value_name = "MODE", default_value = "grant")]
-    pub balance: vole_node::control::Balance,
+    /// How connections are spread over nodes: grant, shared, dispatch, reuseport [grant].
+    #[arg(long, value_name = "MODE")]
+    pub balance: Option<vole_node::control::Balance>,
     /// Most open connections over all nodes (grant and dispatch modes).
     #[arg(long, value_name = "N")]
     pub max_clients: Option<u64>,
     /// Most open connections per node (grant and dispatch modes).
     #[arg(long, value_name = "N")]
     pub max_node_clients: Option<u64>,
-    /// Seconds between heartbeats to each node.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-    pub heartbeat_interval: f64,
-    /// Seconds a node may take to answer a heartbeat before it is killed as hung.
-    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
-    pub heartbeat_timeout: f64,
-    /// Node restarts allowed within --restart-period before the service stops.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub restart_intensity: u32,
-    /// The window for --restart-intensity, seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
-    pub restart_period: f64,
-    /// The admin socket `vole status` talks to [default: admin-<port>.sock in the state directory].
+    /// Seconds between heartbeats to each node [1].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_interval: Option<f64>,
+    /// Seconds a node may take to answer a heartbeat before it is killed as hung [3].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_timeout: Option<f64>,
+    /// Node restarts allowed within --restart-period before the service stops [5].
+    #[arg(long, value_name = "N")]
+    pub restart_intensity: Option<u32>,
+    /// The window for --restart-intensity, seconds [60].
+    #[arg(long, value_name = "SECS")]
+    pub restart_period: Option<f64>,
+    /// The admin socket `vole status` talks to [admin-<port>.sock in the state directory].
     #[arg(long, value_name = "PATH")]
     pub admin_socket: Option<PathBuf>,
+    /// Detach and run in the background (needs --pidfile).
+    #[arg(long)]
+    pub daemon: bool,
+    /// Write the controller's pid here, locked while it runs.
+    #[arg(long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+    /// Log to this file instead of stderr (reopened on SIGUSR1).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Log format: text or json [text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<crate::settings::LogFormat>,
+    /// Log level or filter (e.g. info, debug, vole_link=trace) [info]; RUST_LOG overrides.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Run nodes as this user (the controller binds first, then drops privileges).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run nodes as this group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Allow nodes to run as root.
+    #[arg(long)]
+    pub allow_root_nodes: bool,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Seconds between TLS session-ticket key rotations [3600].
+    #[arg(long, value_name = "SECS")]
+    pub ticket_rotation: Option<f64>,
 }
 
 /// Client connection flags shared by `call`, `describe` and `bench`.

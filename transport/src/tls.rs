@@ -170,8 +170,11 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
 
 /// All certificates in a PEM file, in file order.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let data = read_file(path)?;
-    let certs = CertificateDer::pem_slice_iter(&data)
+    parse_certs(&read_file(path)?, path)
+}
+
+fn parse_certs(data: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(data)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| cred(path, format!("invalid PEM: {e}")))?;
     if certs.is_empty() {
@@ -182,8 +185,11 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 
 /// The first private key in a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
-    let data = read_file(path)?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
+    parse_key(&read_file(path)?, path)
+}
+
+fn parse_key(data: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_slice(data).map_err(|e| match e {
         pem::Error::NoItemsFound => cred(path, "no private key found"),
         e => cred(path, format!("invalid PEM: {e}")),
     })
@@ -210,8 +216,34 @@ pub fn server_config(identity: &ServerIdentity) -> Result<ServerTls, Error> {
 }
 
 fn server_config_from_files(cert_path: &Path, key_path: &Path) -> Result<ServerTls, Error> {
-    let certs = load_certs(cert_path)?;
-    let key = load_key(key_path)?;
+    server_config_from_parts(
+        &read_file(cert_path)?,
+        cert_path,
+        &read_file(key_path)?,
+        key_path,
+    )
+}
+
+/// Builds a server configuration from PEM text already read (a node gets
+/// its certificate and key this way from the controller, so it needs no
+/// access to the files after dropping privileges).
+pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerTls, Error> {
+    server_config_from_parts(
+        cert_pem,
+        Path::new("<certificate>"),
+        key_pem,
+        Path::new("<private key>"),
+    )
+}
+
+fn server_config_from_parts(
+    cert_pem: &[u8],
+    cert_path: &Path,
+    key_pem: &[u8],
+    key_path: &Path,
+) -> Result<ServerTls, Error> {
+    let certs = parse_certs(cert_pem, cert_path)?;
+    let key = parse_key(key_pem, key_path)?;
     let provider = provider();
     // Load the key on its own first so that an unusable key is reported
     // against the key file rather than the certificate.

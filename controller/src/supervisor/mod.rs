@@ -35,6 +35,11 @@ use crate::restart::{Decision, RestartPolicy, Restarts};
 use crate::spawn::{self, Executable, NodeCommand};
 use crate::Error;
 
+mod ops;
+
+pub use ops::{Hooks, Lifecycle, UpgradeChild, UpgradeRequest};
+use ops::{Op, ReloadState};
+
 /// Everything the controller needs to know.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -62,6 +67,8 @@ pub struct ControllerConfig {
     pub node_args: Vec<String>,
     /// How often the shared TLS ticket key is replaced.
     pub ticket_rotation: Duration,
+    /// Run nodes as this user and group (uid, gid).
+    pub node_user: Option<(u32, u32)>,
 }
 
 /// How the controller ended.
@@ -78,6 +85,12 @@ pub enum Outcome {
     },
     /// A node found the configuration unusable.
     ConfigError(String),
+    /// A new controller took over (binary upgrade); this one drained and
+    /// stepped down. The pid file and admin socket now belong to the new one.
+    Upgraded {
+        /// The new controller's pid.
+        pid: u32,
+    },
 }
 
 /// The sockets the controller serves, bound before any node starts.
@@ -122,6 +135,43 @@ impl Bound {
         })
     }
 
+    /// Uses listening sockets made elsewhere (inherited from a controller
+    /// being upgraded, or from systemd socket activation) instead of
+    /// binding. In `reuseport` mode they are the port reservations.
+    pub fn from_listeners(
+        config: ControllerConfig,
+        sockets: Vec<std::net::TcpListener>,
+    ) -> Result<Bound, Error> {
+        if config.nodes == 0 {
+            return Err(Error::Config(
+                "a controller needs at least one node".to_owned(),
+            ));
+        }
+        if sockets.is_empty() {
+            return Err(Error::Config("no listening socket".to_owned()));
+        }
+        for s in &sockets {
+            s.set_nonblocking(true).map_err(Error::Io)?;
+        }
+        let addrs = sockets
+            .iter()
+            .map(|s| s.local_addr())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::Io)?;
+        let exe = Executable::open_self().map_err(Error::Io)?;
+        Ok(Bound {
+            config,
+            sockets,
+            addrs,
+            exe,
+        })
+    }
+
+    /// The listening sockets (or reservations), to hand to a new controller.
+    pub fn sockets(&self) -> &[std::net::TcpListener] {
+        &self.sockets
+    }
+
     /// The addresses actually bound (ports filled in).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
@@ -129,11 +179,7 @@ impl Bound {
 
     /// Runs the nodes until stopped. `on_ready` is called once every node
     /// serves for the first time.
-    pub async fn run(
-        self,
-        admin: Option<AdminSocket>,
-        on_ready: impl FnOnce() + Send + 'static,
-    ) -> Result<Outcome, Error> {
+    pub async fn run(self, admin: Option<AdminSocket>, mut hooks: Hooks) -> Result<Outcome, Error> {
         let (tx, rx) = mpsc::unbounded_channel();
         let seed =
             u64::from(std::process::id()) ^ Instant::now().elapsed().as_nanos() as u64 ^ 0x5eed;
@@ -147,10 +193,16 @@ impl Bound {
             outcome: None,
             queued: VecDeque::new(),
             next_conn: 1,
-            on_ready: Some(Box::new(on_ready)),
+            on_ready: hooks.on_ready.take(),
             ever_ready: false,
             started: Instant::now(),
             ticket_keys: Vec::new(),
+            next_id: self.config.nodes,
+            reload: None,
+            upgrading: false,
+            admin_fd: admin.as_ref().and_then(|a| a.listener_fd().ok()),
+            admin_keep: admin.as_ref().map(|a| a.keep_handle()),
+            hooks,
             bound: self,
         };
         let admin_task = admin.map(|sock| {
@@ -227,6 +279,8 @@ struct Slot {
     /// Whether this generation's process has been reaped.
     reaped: bool,
     exit_code: Option<i32>,
+    /// Being removed (scaled down or replaced by a reload): not restarted.
+    retiring: bool,
 }
 
 impl Slot {
@@ -246,6 +300,7 @@ impl Slot {
             decided: false,
             reaped: true,
             exit_code: None,
+            retiring: false,
         }
     }
 }
@@ -293,6 +348,10 @@ enum Event {
         gen: u64,
     },
     RotateTickets,
+    UpgradeDone {
+        pid: u32,
+        result: Result<(), String>,
+    },
 }
 
 struct StopState {
@@ -316,6 +375,18 @@ struct Supervisor {
     started: Instant,
     /// TLS ticket keys, newest first.
     ticket_keys: Vec<TicketKey>,
+    /// The next id for a node added by scaling or reloading.
+    next_id: NodeId,
+    /// A rolling replacement in progress.
+    reload: Option<ReloadState>,
+    /// A binary upgrade in progress.
+    upgrading: bool,
+    /// The admin socket, for a binary upgrade to inherit.
+    admin_fd: Option<OwnedFd>,
+    /// Set to keep the admin socket file when this controller exits after
+    /// an upgrade.
+    admin_keep: Option<Arc<std::sync::atomic::AtomicBool>>,
+    hooks: Hooks,
 }
 
 /// How long a node whose control link closed may take to exit by itself.
@@ -330,8 +401,16 @@ impl Supervisor {
     }
 
     async fn event_loop(&mut self, mut rx: mpsc::UnboundedReceiver<Event>) -> Outcome {
-        let mut term = signal(tokio::signal::unix::SignalKind::terminate());
-        let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
+        use tokio::signal::unix::SignalKind;
+        let mut term = signal(SignalKind::terminate());
+        let mut int = signal(SignalKind::interrupt());
+        let mut quit = signal(SignalKind::quit());
+        let mut hup = signal(SignalKind::hangup());
+        let mut usr1 = signal(SignalKind::user_defined1());
+        let mut usr2 = signal(SignalKind::user_defined2());
+        let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN));
+        let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU));
+        let mut watchdog = self.hooks.watchdog.map(tokio::time::interval);
         loop {
             if self.stopping.is_some()
                 && self
@@ -344,7 +423,16 @@ impl Supervisor {
             tokio::select! {
                 Some(ev) = rx.recv() => self.handle(ev),
                 _ = recv_signal(&mut term) => self.on_signal("SIGTERM"),
-                _ = recv_signal(&mut int) => self.on_signal("SIGINT"),
+                _ = recv_signal(&mut int) => self.fast_stop("SIGINT"),
+                _ = recv_signal(&mut quit) => self.fast_stop("SIGQUIT"),
+                _ = recv_signal(&mut hup) => self.op(Op::Reload, None),
+                _ = recv_signal(&mut usr1) => self.op(Op::ReopenLogs, None),
+                _ = recv_signal(&mut usr2) => self.op(Op::Upgrade, None),
+                _ = recv_signal(&mut ttin) => self.op(Op::Grow, None),
+                _ = recv_signal(&mut ttou) => self.op(Op::Shrink, None),
+                _ = async { match &mut watchdog { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                    (self.hooks.notify)(Lifecycle::Watchdog);
+                }
             }
         }
         let clean = self.slots.values().all(|s| s.exit_code == Some(0));
@@ -370,6 +458,15 @@ impl Supervisor {
             }
             Some(_) => {}
         }
+    }
+
+    /// SIGINT, SIGQUIT: stop now, closing links without waiting.
+    fn fast_stop(&mut self, name: &str) {
+        if self.stopping.as_ref().is_some_and(|s| s.force) {
+            return;
+        }
+        tracing::warn!(signal = name, "fast stop: closing every link now");
+        self.begin_stop(true, Duration::ZERO);
     }
 
     fn handle(&mut self, ev: Event) {
@@ -448,8 +545,14 @@ impl Supervisor {
                     self.begin_stop(false, self.config().grace);
                     return;
                 }
-                if code != Some(0) || self.stopping.is_none() {
+                let retiring = slot.retiring;
+                if !retiring && (code != Some(0) || self.stopping.is_none()) {
                     tracing::info!(node = id, %why, "node process ended");
+                }
+                if retiring {
+                    self.node_died(id, gen, &why);
+                    self.remove_if_retired(id);
+                    return;
                 }
                 self.node_died(id, gen, &why);
                 self.decide_restart(id, gen);
@@ -495,6 +598,7 @@ impl Supervisor {
             }
             Event::Admin(req, reply) => self.admin(req, reply),
             Event::RotateTickets => self.rotate_tickets(),
+            Event::UpgradeDone { pid, result } => self.upgrade_done(pid, result),
             Event::KillIfAlive { id, gen } => {
                 if let Some(slot) = self.current(id, gen) {
                     if let (false, Some(pid)) = (slot.reaped, slot.pid) {
@@ -573,10 +677,12 @@ impl Supervisor {
         if !self.ever_ready && self.slots.values().all(|s| s.phase == Phase::Serving) {
             self.ever_ready = true;
             tracing::info!(nodes = self.slots.len(), "all nodes serving");
+            (self.hooks.notify)(Lifecycle::Ready);
             if let Some(f) = self.on_ready.take() {
                 f();
             }
         }
+        self.reload_progress();
     }
 
     fn send_grants(&mut self) {
@@ -646,6 +752,11 @@ impl Supervisor {
         }
         self.balancer.node_gone(id);
         self.send_grants();
+        if self.slots.get(&id).is_some_and(|s| s.retiring) {
+            tracing::info!(node = id, ?pid, %why, "retired node stopped");
+            self.remove_if_retired(id);
+            return;
+        }
         if stopping {
             tracing::info!(node = id, ?pid, %why, "node stopped");
             if let Some(slot) = self.slots.get_mut(&id) {
@@ -706,7 +817,15 @@ impl Supervisor {
     }
 
     fn begin_stop(&mut self, force: bool, grace: Duration) {
+        // Not after an upgrade: systemd would stop the unit the new
+        // controller now runs.
+        if self.stopping.is_none() && !matches!(self.outcome, Some(Outcome::Upgraded { .. })) {
+            (self.hooks.notify)(Lifecycle::Stopping);
+        }
         self.stopping = Some(StopState { force, grace });
+        if let Some(reload) = self.reload.take() {
+            reload.fail("the service is stopping");
+        }
         for slot in self.slots.values_mut() {
             match slot.phase {
                 Phase::Backoff => slot.phase = Phase::Exited,
@@ -739,6 +858,7 @@ impl Supervisor {
             id,
             extra_args: config.node_args.clone(),
             dispatch: balance == Balance::Dispatch,
+            user: config.node_user,
         };
         let was_restart = self.slots.get(&id).is_some_and(|s| s.gen != 0);
         let spawned = spawn::spawn(&self.bound.exe, &cmd);
@@ -942,6 +1062,10 @@ impl Supervisor {
                 self.begin_stop(force, if force { Duration::ZERO } else { grace });
                 let _ = reply.send(AdminResponse::ok());
             }
+            AdminRequest::Reload => self.op(Op::Reload, Some(reply)),
+            AdminRequest::Scale { nodes } => self.op(Op::Scale(nodes), Some(reply)),
+            AdminRequest::ReopenLogs => self.op(Op::ReopenLogs, Some(reply)),
+            AdminRequest::Upgrade => self.op(Op::Upgrade, Some(reply)),
         }
     }
 }

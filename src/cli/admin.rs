@@ -1,0 +1,75 @@
+//! Admin commands (`vole stop`, `reload`, `scale`, `reopen-logs`,
+//! `upgrade`): one request over the service's admin socket.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vole_controller::admin::{self, AdminRequest};
+
+use super::exit::Failure;
+use super::{ServeArgs, StopArgs, TargetArgs};
+use crate::settings::Settings;
+
+/// The admin socket of the service the arguments name: `--admin-socket`;
+/// else the one its settings file implies; else the only one in the state
+/// directory.
+pub fn socket(t: &TargetArgs) -> Result<PathBuf, Failure> {
+    if let Some(p) = &t.admin_socket {
+        return Ok(p.clone());
+    }
+    if let Some(file) = &t.config {
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            state_dir: t.state_dir.clone(),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(&args).map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+        return Ok(s.admin_path(s.listen.first()));
+    }
+    super::status::find_socket(None, t.state_dir.clone())
+}
+
+async fn send(t: &TargetArgs, request: AdminRequest, limit: Duration) -> Result<(), Failure> {
+    let path = socket(t)?;
+    let response = admin::request(&path, &request, limit)
+        .await
+        .map_err(anyhow::Error::from)?;
+    if response.ok {
+        Ok(())
+    } else {
+        Err(Failure::from(anyhow::anyhow!(
+            "{}",
+            response.error.unwrap_or_else(|| "refused".to_owned())
+        )))
+    }
+}
+
+/// A request with no arguments of its own; prints `done` on success.
+pub async fn simple(t: TargetArgs, request: AdminRequest, done: &str) -> Result<(), Failure> {
+    // A reload replaces every node, which can take a while.
+    send(&t, request, Duration::from_secs(300)).await?;
+    crate::outln!("{done}");
+    Ok(())
+}
+
+/// `vole stop`.
+pub async fn stop(args: StopArgs) -> Result<(), Failure> {
+    if let Some(t) = args.timeout {
+        if !(t.is_finite() && t >= 0.0) {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--timeout must be a number of seconds"
+            )));
+        }
+    }
+    send(
+        &args.target,
+        AdminRequest::Stop {
+            force: args.force,
+            timeout_s: args.timeout,
+        },
+        Duration::from_secs(10),
+    )
+    .await?;
+    crate::outln!("stopping");
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Controller mode: this process binds, starts the nodes and supervises
+//! them.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use vole_controller::admin::AdminSocket;
+use vole_controller::{Bound, ControllerConfig, Hooks, Lifecycle, Outcome};
+use vole_node::control::NodeConfig;
+
+use super::upgrade::Relaunch;
+use super::{announce, announce_ready, tls_material, transports_name, Prepared};
+use crate::cli::exit::{self, Failure};
+use crate::settings::Settings;
+
+/// The user and group nodes run as: the configured ones; as root with none
+/// configured, `nobody` (nodes never run as root unless
+/// `allow-root-nodes` says so).
+pub fn node_user(s: &Settings) -> Result<Option<(u32, u32)>, Failure> {
+    use nix::unistd::{Group, User};
+    let lookup_user = |name: &str| -> Result<User, Failure> {
+        User::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Failure::usage(anyhow::anyhow!("user: no user named {name:?}")))
+    };
+    let root = nix::unistd::geteuid().is_root();
+    let user = match (&s.user, root, s.allow_root_nodes) {
+        (Some(name), _, _) => Some(lookup_user(name)?),
+        (None, true, false) => {
+            let nobody = lookup_user("nobody")?;
+            tracing::warn!("running as root: nodes run as user nobody (set `user`, or `allow-root-nodes` to keep root)");
+            Some(nobody)
+        }
+        (None, _, _) => None,
+    };
+    let Some(user) = user else {
+        if let Some(g) = &s.group {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "group: {g:?} given without a user"
+            )));
+        }
+        return Ok(None);
+    };
+    let gid = match &s.group {
+        Some(name) => Group::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Failure::usage(anyhow::anyhow!("group: no group named {name:?}")))?
+            .gid
+            .as_raw(),
+        None => user.gid.as_raw(),
+    };
+    if user.uid.is_root() && !s.allow_root_nodes {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "user: refusing to run nodes as root without allow-root-nodes"
+        )));
+    }
+    if !root && user.uid != nix::unistd::geteuid() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "user: only root can run nodes as another user"
+        )));
+    }
+    Ok(Some((user.uid.as_raw(), gid)))
+}
+
+/// The controller configuration for these settings (reads the TLS files).
+pub fn controller_config(s: &Settings) -> Result<ControllerConfig, Failure> {
+    let tls = tls_material(s)?;
+    let mut node_args = vec!["--threads".to_owned(), s.threads.unwrap_or(1).to_string()];
+    if s.log_format == crate::settings::LogFormat::Json {
+        node_args.extend(["--log-format".to_owned(), "json".to_owned()]);
+    }
+    node_args.extend(["--log-level".to_owned(), s.log_level.clone()]);
+    Ok(ControllerConfig {
+        nodes: s.nodes,
+        balance: s.balance,
+        listen: s.listen.clone(),
+        backlog: s.backlog,
+        limits: s.limits,
+        restart: s.restart,
+        heartbeat_interval: s.heartbeat_interval,
+        heartbeat_timeout: s.heartbeat_timeout,
+        grace: s.grace,
+        node: NodeConfig {
+            node_id: 0,
+            balance: s.balance,
+            tls: tls.map(|(material, _)| material),
+            plain: s.plain,
+            handshake_timeout_ms: s.handshake_timeout.as_millis() as u64,
+            write_timeout_ms: s.write_timeout.as_millis() as u64,
+            max_message: s.max_message,
+            grace_ms: s.grace.as_millis() as u64,
+            tickets: None,
+        },
+        node_args,
+        ticket_rotation: s.ticket_rotation,
+        node_user: node_user(s)?,
+    })
+}
+
+/// Runs the controller. Returns whether it stepped down for an upgrade.
+pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
+    let s = &p.settings;
+    let config = controller_config(s)?;
+    let nodes = config.nodes;
+    let inherited = p.inherited.lock().ok().and_then(|mut i| i.take());
+    let (bound, admin) = match inherited {
+        Some(inh) => {
+            let bound =
+                Bound::from_listeners(config, inh.listeners).map_err(anyhow::Error::from)?;
+            let path = s.admin_path(bound.addrs().first());
+            let admin = match inh.admin {
+                Some(fd) => AdminSocket::from_fd(fd, &path).context("inherited admin socket")?,
+                None => AdminSocket::bind(&path)
+                    .await
+                    .map_err(anyhow::Error::from)?,
+            };
+            (bound, admin)
+        }
+        None => {
+            let bound = Bound::new(config).map_err(anyhow::Error::from)?;
+            let admin = AdminSocket::bind(&s.admin_path(bound.addrs().first()))
+                .await
+                .map_err(anyhow::Error::from)?;
+            (bound, admin)
+        }
+    };
+    tracing::info!(path = %admin.path().display(), nodes, balance = s.balance.name(), "controller starting");
+    announce(
+        bound.addrs(),
+        transports_name(
+            !matches!(s.tls, crate::settings::TlsSetting::Disabled),
+            s.plain,
+        ),
+    );
+
+    let relaunch = Relaunch::current();
+    let args = p.args.clone();
+    let log = p.log.clone();
+    let ready = p.ready.clone();
+    let log_to_file = s.log_file.is_some();
+    let notifier = Arc::new(Mutex::new(crate::systemd_glue::Notifier::from_env()));
+    let watchdog = crate::systemd_glue::watchdog_interval();
+    let notify_handle = notifier.clone();
+    let hooks = Hooks {
+        on_ready: Some(Box::new(move || announce_ready(&ready, nodes, log_to_file))),
+        notify: Box::new(move |event: Lifecycle| {
+            if let Ok(n) = notify_handle.lock() {
+                n.lifecycle(event);
+            }
+        }),
+        watchdog,
+        reload: Box::new(move || {
+            let settings = Settings::resolve(&args).map_err(|e| e.to_string())?;
+            controller_config(&settings).map_err(|f| format!("{:#}", f.error))
+        }),
+        reopen_logs: Box::new(move || log.reopen().map_err(|e| e.to_string())),
+        upgrade: Box::new(move |request| super::upgrade::spawn(&relaunch, request)),
+    };
+    let outcome = bound
+        .run(Some(admin), hooks)
+        .await
+        .map_err(anyhow::Error::from)?;
+    match outcome {
+        Outcome::Stopped => {
+            tracing::info!("stopped: every node drained");
+            Ok(false)
+        }
+        Outcome::Upgraded { pid } => {
+            tracing::info!(new_pid = pid, "stepped down after the upgrade");
+            Ok(true)
+        }
+        Outcome::StoppedUnclean => Err(Failure {
+            code: exit::UNCLEAN_STOP,
+            error: anyhow::anyhow!("stopped, but not every node drained cleanly"),
+        }),
+        Outcome::Escalated { restarts } => Err(Failure {
+            code: exit::RESTART_LIMIT,
+            error: anyhow::anyhow!(
+                "nodes kept dying ({restarts} node deaths within {}s, more than restart.intensity allows); gave up",
+                s.restart.period.as_secs()
+            ),
+        }),
+        Outcome::ConfigError(msg) => Err(Failure::usage(anyhow::anyhow!(msg))),
+    }
+}

@@ -1,0 +1,234 @@
+//! `vole serve`: the demo gateway, in one process (`nodes = 0`) or as a
+//! controller with node processes; in the foreground or as a daemon.
+//!
+//! Start-up happens in two steps. [`prepare`] runs before any thread or
+//! runtime exists: it resolves the settings, sets up logging, detaches (in
+//! daemon mode), takes the pid file, and adopts sockets inherited from a
+//! controller being upgraded. [`run`] then runs the service on the tokio
+//! runtime. In daemon mode the launching shell waits until the nodes serve,
+//! or prints why the start failed; nothing is lost silently.
+
+mod controller;
+mod single;
+pub mod upgrade;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use vole_link::LinkConfig;
+use vole_node::control::TlsMaterial;
+use vole_node::ServiceConfig;
+use vole_transport::stream::ServerSettings;
+use vole_transport::tickets::{with_ticketer, SharedTicketer};
+use vole_transport::tls::{self, ServerIdentity};
+use vole_transport::vop::ServerPolicy;
+
+use super::exit::Failure;
+use super::ServeArgs;
+use crate::daemon::{self, PidFile, ReadyPipe};
+use crate::logging::{self, LogTarget};
+use crate::settings::{Settings, TlsSetting};
+
+/// Everything set up before the runtime starts.
+pub struct Prepared {
+    settings: Settings,
+    args: ServeArgs,
+    log: LogTarget,
+    ready: Arc<Mutex<ReadyPipe>>,
+    pidfile: Option<PidFile>,
+    inherited: Mutex<Option<upgrade::Inherited>>,
+}
+
+impl Prepared {
+    /// Worker threads for this process's runtime.
+    pub fn threads(&self) -> Option<usize> {
+        match (self.settings.nodes, self.settings.threads) {
+            (0, t) => t,
+            // The controller itself needs little.
+            (_, _) => Some(1),
+        }
+    }
+
+    /// Reports a start-up failure to the launching shell (daemon mode).
+    pub fn report_failure(&self, failure: &Failure) {
+        if let Ok(mut ready) = self.ready.lock() {
+            if ready.pending() {
+                ready.failed(failure.code, &format!("{:#}", failure.error));
+            }
+        }
+    }
+}
+
+/// The number of nodes when not given: one per CPU.
+pub fn default_nodes() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// Settings, logging, daemon, pid file: everything before threads exist.
+pub fn prepare(args: ServeArgs, verbose: u8, quiet: bool) -> Result<Prepared, Failure> {
+    let settings = Settings::resolve(&args).map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+    let inherited = upgrade::Inherited::take().map_err(Failure::from)?;
+    let level = match (quiet, verbose) {
+        (true, _) => "error".to_owned(),
+        (_, 1) => "debug".to_owned(),
+        (_, v) if v >= 2 => "trace".to_owned(),
+        _ => settings.log_level.clone(),
+    };
+    let mut inherited = inherited;
+    let mut ready = match inherited.as_mut().and_then(|i| i.ready.take()) {
+        Some(fd) => ReadyPipe::from_fd(fd),
+        None => ReadyPipe::none(),
+    };
+    // A controller started by an upgrade is already detached.
+    if settings.daemon && inherited.is_none() {
+        ready = daemon::detach()
+            .context("cannot detach")
+            .map_err(Failure::from)?;
+    }
+    let log = match &settings.log_file {
+        Some(path) => {
+            logging::redirect_stderr(path).with_context(|| format!("log file {}", path.display()))
+        }
+        None => Ok(LogTarget::stderr()),
+    };
+    let log = match log {
+        Ok(l) => l,
+        Err(e) => {
+            let f = Failure::usage(e);
+            ready.failed(f.code, &format!("{:#}", f.error));
+            return Err(f);
+        }
+    };
+    logging::init(&level, settings.log_format, false);
+    let pidfile = match &settings.pidfile {
+        Some(path) => match PidFile::create(path, inherited.as_ref().map(|i| i.from)) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let f = Failure::usage(anyhow::Error::new(e));
+                ready.failed(f.code, &format!("{:#}", f.error));
+                return Err(f);
+            }
+        },
+        None => None,
+    };
+    Ok(Prepared {
+        settings,
+        args,
+        log,
+        ready: Arc::new(Mutex::new(ready)),
+        pidfile,
+        inherited: Mutex::new(inherited),
+    })
+}
+
+/// Runs the service until it stops.
+pub async fn run(p: Prepared) -> Result<(), Failure> {
+    let result = if p.settings.nodes == 0 {
+        single::run(&p).await
+    } else {
+        controller::run(&p).await
+    };
+    if let Err(f) = &result {
+        p.report_failure(f);
+    }
+    // On an upgrade the pid file belongs to the new controller now.
+    result.map(|stepped_down| {
+        if stepped_down {
+            if let Some(pf) = p.pidfile {
+                pf.release();
+            }
+        }
+    })
+}
+
+/// Called once the service serves: tells the launching shell (daemon),
+/// then lets go of the terminal, and prints the ready line.
+fn announce_ready(ready: &Arc<Mutex<ReadyPipe>>, nodes: u32, log_to_file: bool) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "ready: {nodes} node(s) serving");
+    let _ = stdout.flush();
+    if let Ok(mut r) = ready.lock() {
+        if r.pending() {
+            r.ready();
+            if !log_to_file {
+                let _ = daemon::release_terminal();
+            }
+        }
+    }
+}
+
+fn announce(addrs: &[SocketAddr], transports: &str) {
+    let mut stdout = std::io::stdout().lock();
+    for addr in addrs {
+        tracing::info!(%addr, %transports, "serving the demo gateway");
+        // Tests and scripts read this line to learn the port.
+        let _ = writeln!(stdout, "listening on {addr}");
+    }
+    let _ = stdout.flush();
+}
+
+/// The TLS certificate and key (read here, before any privilege drop),
+/// checked by building a server configuration from them.
+pub fn tls_material(
+    settings: &Settings,
+) -> Result<Option<(TlsMaterial, Arc<rustls::ServerConfig>)>, Failure> {
+    let (cert, key) = match &settings.tls {
+        TlsSetting::Disabled => return Ok(None),
+        TlsSetting::Files { cert, key } => (cert.clone(), key.clone()),
+        TlsSetting::Dev => {
+            tls::ensure_dev_identity(&settings.state_dir).context("dev certificate")?
+        }
+    };
+    let server = tls::server_config(&ServerIdentity::Files {
+        cert: cert.clone(),
+        key: key.clone(),
+    })
+    .map_err(|e| Failure::usage(anyhow::Error::new(e).context("tls")))?;
+    tracing::info!(fingerprint = %tls::fingerprint_hex(&server.fingerprint), cert = %cert.display(), "tls certificate (sha256)");
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()));
+    let material = TlsMaterial {
+        cert_pem: read(&cert)?,
+        key_pem: read(&key)?,
+    };
+    Ok(Some((material, server.config)))
+}
+
+fn transports_name(tls: bool, plain: bool) -> &'static str {
+    match (tls, plain) {
+        (true, true) => "TLS,PLAIN",
+        (true, false) => "TLS",
+        (false, _) => "PLAIN",
+    }
+}
+
+/// The service configuration for one process.
+fn service_config(
+    s: &Settings,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    ticketer: &Arc<SharedTicketer>,
+) -> ServiceConfig {
+    let tls = tls.map(|config| with_ticketer(config, ticketer.clone()));
+    ServiceConfig {
+        transport: ServerSettings {
+            transports: ServerPolicy::new(tls.is_some(), s.plain),
+            tls,
+            handshake_timeout: s.handshake_timeout,
+        },
+        link: LinkConfig {
+            hold_peer: false,
+            max_message: s.max_message,
+            write_timeout: s.write_timeout,
+            handshake_timeout: s.handshake_timeout,
+            ..LinkConfig::default()
+        },
+        node_id: None,
+    }
+}
+
+/// How long to keep a forced shutdown from hanging.
+const FORCE_GRACE: Duration = Duration::from_millis(1);

@@ -1,0 +1,190 @@
+//! One-process mode: this process serves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use vole_controller::admin::{
+    AdminHandler, AdminRequest, AdminResponse, AdminSocket, NodeReport, StatusReport,
+};
+use vole_node::Service;
+use vole_transport::tickets::{SharedTicketer, TicketKey};
+
+use super::{
+    announce, announce_ready, service_config, tls_material, transports_name, Prepared, FORCE_GRACE,
+};
+use crate::cli::exit::Failure;
+
+/// What the admin socket and signals ask of the single process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    Stop { force: bool },
+    ReopenLogs,
+}
+
+/// Admin requests in one-process mode: status of this process as node 0.
+struct SingleAdmin {
+    service: Service,
+    started: Instant,
+    listen: Vec<String>,
+    asks: mpsc::UnboundedSender<Ask>,
+}
+
+impl AdminHandler for SingleAdmin {
+    fn handle(
+        &self,
+        request: AdminRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = AdminResponse> + Send + '_>> {
+        Box::pin(async move {
+            match request {
+                AdminRequest::Status => {
+                    let s = self.service.snapshot();
+                    let node = NodeReport {
+                        id: 0,
+                        pid: Some(std::process::id()),
+                        state: if self.service.is_stopping() {
+                            "stopping"
+                        } else {
+                            "serving"
+                        }
+                        .to_owned(),
+                        sessions: s.sessions,
+                        inflight: s.inflight,
+                        calls: s.calls,
+                        errors: s.errors,
+                        restarts: 0,
+                        uptime_ms: self.started.elapsed().as_millis() as u64,
+                    };
+                    AdminResponse {
+                        ok: true,
+                        error: None,
+                        status: Some(StatusReport {
+                            pid: std::process::id(),
+                            mode: "single".to_owned(),
+                            listen: self.listen.clone(),
+                            uptime_ms: self.started.elapsed().as_millis() as u64,
+                            nodes: vec![node],
+                        }),
+                    }
+                }
+                AdminRequest::Stop { force, .. } => {
+                    let _ = self.asks.send(Ask::Stop { force });
+                    AdminResponse::ok()
+                }
+                AdminRequest::ReopenLogs => {
+                    let _ = self.asks.send(Ask::ReopenLogs);
+                    AdminResponse::ok()
+                }
+                AdminRequest::Reload | AdminRequest::Scale { .. } | AdminRequest::Upgrade => {
+                    AdminResponse::error(
+                        "not available in one-process mode (nodes = 0); run with node processes",
+                    )
+                }
+            }
+        })
+    }
+}
+
+/// One-process mode: this process makes and rotates its own ticket keys.
+async fn rotate_own_tickets(ticketer: Arc<SharedTicketer>, every: Duration) {
+    loop {
+        match TicketKey::generate() {
+            Ok(k) => ticketer.rotate(&k),
+            Err(e) => tracing::error!(error = %e, "cannot generate a ticket key"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Runs the one-process service. Returns whether it stepped down for an
+/// upgrade (never, here).
+pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
+    let s = &p.settings;
+    let tls = tls_material(s)?;
+    let ticketer = SharedTicketer::new(vole_node::process::TICKET_LIFETIME_SECS);
+    let config = service_config(s, tls.as_ref().map(|(_, c)| c), &ticketer);
+    let rotation = tokio::spawn(rotate_own_tickets(ticketer, s.ticket_rotation));
+    let mut listeners = Vec::new();
+    for addr in &s.listen {
+        let std_listener =
+            vole_node::listen::bind(*addr, s.backlog).map_err(anyhow::Error::from)?;
+        listeners.push(tokio::net::TcpListener::from_std(std_listener).context("listener")?);
+    }
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()
+        .context("listener address")?;
+    let service = Service::new(config, Arc::new(|_| vole::demo::gateway()));
+    let (asks_tx, mut asks) = mpsc::unbounded_channel();
+    let admin = AdminSocket::bind(&s.admin_path(addrs.first()))
+        .await
+        .map_err(anyhow::Error::from)?;
+    let handler: Arc<dyn AdminHandler> = Arc::new(SingleAdmin {
+        service: service.clone(),
+        started: Instant::now(),
+        listen: addrs.iter().map(ToString::to_string).collect(),
+        asks: asks_tx,
+    });
+    let admin_task = tokio::spawn(async move { admin.serve(handler).await });
+    announce(&addrs, transports_name(tls.is_some(), s.plain));
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let svc = service.clone();
+        tasks.push(tokio::spawn(async move { svc.run(l).await }));
+    }
+    announce_ready(&p.ready, 1, s.log_file.is_some());
+    let mut term = signal(SignalKind::terminate()).context("signal handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("signal handler")?;
+    let mut quit = signal(SignalKind::quit()).context("signal handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("signal handler")?;
+    let force = loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping gracefully"); break false; }
+            _ = int.recv() => { tracing::info!("SIGINT: fast stop"); break true; }
+            _ = quit.recv() => { tracing::info!("SIGQUIT: fast stop"); break true; }
+            _ = usr1.recv() => reopen(p),
+            Some(ask) = asks.recv() => match ask {
+                Ask::Stop { force } => { tracing::info!(force, "stop requested on the admin socket"); break force; }
+                Ask::ReopenLogs => reopen(p),
+            },
+        }
+    };
+    let shutdown = service.shutdown(if force { FORCE_GRACE } else { s.grace });
+    tokio::pin!(shutdown);
+    let forced = tokio::select! {
+        forced = &mut shutdown => forced,
+        _ = async {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {}, _ = quit.recv() => {} }
+        } => {
+            tracing::warn!("forcing the stop: closing every link now");
+            for link in service.links() {
+                link.abort();
+            }
+            shutdown.await
+        }
+    };
+    for t in tasks {
+        let _ = t.await;
+    }
+    admin_task.abort();
+    let _ = admin_task.await;
+    rotation.abort();
+    if forced > 0 {
+        tracing::warn!(
+            links = forced,
+            "links closed by force after the grace period"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(false)
+}
+
+fn reopen(p: &Prepared) {
+    if let Err(e) = p.log.reopen() {
+        tracing::error!(error = %e, "cannot reopen the log file");
+    }
+}

@@ -1,0 +1,635 @@
+//! `vole serve` settings: the TOML file (`--config`), command-line flags
+//! over it, defaults under both, and validation with errors that name the
+//! key.
+//!
+//! [`Settings::resolve`] is the one place that turns what the operator wrote
+//! into what the service runs with; `vole config check` runs it without
+//! starting anything.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use vole_controller::balance::Limits;
+use vole_controller::restart::RestartPolicy;
+use vole_node::control::Balance;
+
+use crate::cli::ServeArgs;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?} (text, json)")),
+        }
+    }
+}
+
+/// The settings file, as written. Every key is optional; unknown keys are
+/// errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    listen: Option<Vec<SocketAddr>>,
+    backlog: Option<i32>,
+    nodes: Option<u32>,
+    balance: Option<Balance>,
+    threads: Option<usize>,
+    max_clients: Option<u64>,
+    max_node_clients: Option<u64>,
+    state_dir: Option<PathBuf>,
+    handshake_timeout: Option<f64>,
+    write_timeout: Option<f64>,
+    max_message: Option<usize>,
+    grace: Option<f64>,
+    admin_socket: Option<PathBuf>,
+    pidfile: Option<PathBuf>,
+    user: Option<String>,
+    group: Option<String>,
+    allow_root_nodes: Option<bool>,
+    metrics: Option<SocketAddr>,
+    ticket_rotation: Option<f64>,
+    transports: Option<TransportsSection>,
+    tls: Option<TlsSection>,
+    restart: Option<RestartSection>,
+    heartbeat: Option<HeartbeatSection>,
+    log: Option<LogSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TransportsSection {
+    tls: Option<bool>,
+    plain: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RestartSection {
+    intensity: Option<u32>,
+    period: Option<f64>,
+    backoff_base: Option<f64>,
+    backoff_max: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HeartbeatSection {
+    interval: Option<f64>,
+    timeout: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct LogSection {
+    level: Option<String>,
+    format: Option<LogFormat>,
+    file: Option<PathBuf>,
+}
+
+/// A settings problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or a key has the wrong type or is unknown.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The problem, with the key.
+        message: String,
+    },
+    /// A value is out of range or settings contradict each other.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// The key (as in the file; flags are named alike).
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+impl FileConfig {
+    /// Reads and parses a settings file.
+    pub fn load(path: &Path) -> Result<FileConfig, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        FileConfig::parse(&text, path)
+    }
+
+    /// Parses settings text; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, SettingsError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| SettingsError::Parse {
+            path: path.to_owned(),
+            message: one_line(&e.to_string()),
+        })?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let message = one_line(&e.into_inner().to_string());
+            SettingsError::Parse {
+                path: path.to_owned(),
+                message: if key == "." || key.is_empty() {
+                    message
+                } else {
+                    format!("key `{key}`: {message}")
+                },
+            }
+        })
+    }
+}
+
+/// toml's messages carry a source excerpt over several lines; keep the
+/// location and the problem on one line.
+fn one_line(msg: &str) -> String {
+    let lines: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|'))
+        .collect();
+    lines.join("; ")
+}
+
+/// TLS, as resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSetting {
+    /// No TLS (PLAIN only).
+    Disabled,
+    /// A generated dev certificate in the state directory.
+    Dev,
+    /// These files.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+}
+
+/// Everything `vole serve` runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Node processes (0: one process).
+    pub nodes: u32,
+    /// Balance mode.
+    pub balance: Balance,
+    /// Worker threads per process, if set.
+    pub threads: Option<usize>,
+    /// Connection limits.
+    pub limits: Limits,
+    /// TLS.
+    pub tls: TlsSetting,
+    /// PLAIN allowed.
+    pub plain: bool,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// VOP + TLS handshake limit.
+    pub handshake_timeout: Duration,
+    /// Write-progress limit per link.
+    pub write_timeout: Duration,
+    /// Largest message.
+    pub max_message: usize,
+    /// Graceful stop period.
+    pub grace: Duration,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Heartbeat answer limit.
+    pub heartbeat_timeout: Duration,
+    /// Log filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log file (stderr if none).
+    pub log_file: Option<PathBuf>,
+    /// Admin socket path (derived from the port if not set).
+    pub admin_socket: Option<PathBuf>,
+    /// Pid file.
+    pub pidfile: Option<PathBuf>,
+    /// Detach.
+    pub daemon: bool,
+    /// User to run nodes as.
+    pub user: Option<String>,
+    /// Group to run nodes as.
+    pub group: Option<String>,
+    /// Allow nodes to run as root.
+    pub allow_root_nodes: bool,
+    /// Prometheus endpoint.
+    #[allow(dead_code)] // wired up with the metrics endpoint
+    pub metrics: Option<SocketAddr>,
+    /// Ticket key rotation period.
+    pub ticket_rotation: Duration,
+}
+
+fn secs(key: &'static str, value: f64) -> Result<Duration, SettingsError> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!("must be a positive number of seconds, not {value}"),
+            )
+        })
+}
+
+impl Settings {
+    /// The settings for `args`: its config file (if any), the flags over
+    /// it, the defaults under both; validated.
+    pub fn resolve(args: &ServeArgs) -> Result<Settings, SettingsError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Settings::merge(args, file)
+    }
+
+    /// Merges flags over a parsed file and validates.
+    pub fn merge(args: &ServeArgs, f: FileConfig) -> Result<Settings, SettingsError> {
+        let transports = f.transports.unwrap_or_default();
+        let tls_files = f.tls.unwrap_or_default();
+        let restart = f.restart.unwrap_or_default();
+        let heartbeat = f.heartbeat.unwrap_or_default();
+        let log = f.log.unwrap_or_default();
+
+        let listen = if !args.listen.is_empty() {
+            args.listen.clone()
+        } else {
+            f.listen
+                .unwrap_or_else(|| vec![SocketAddr::from(([127, 0, 0, 1], 4433))])
+        };
+        if listen.is_empty() {
+            return Err(invalid("listen", "needs at least one address"));
+        }
+        let backlog = args
+            .backlog
+            .or(f.backlog)
+            .unwrap_or(vole_node::listen::DEFAULT_BACKLOG);
+        if backlog < 1 {
+            return Err(invalid("backlog", "must be at least 1"));
+        }
+        let tls_enabled = !args.no_tls && transports.tls.unwrap_or(true);
+        let plain = args.plain || transports.plain.unwrap_or(false);
+        if !tls_enabled && !plain {
+            return Err(invalid(
+                "transports",
+                "TLS is disabled and PLAIN is not enabled: nothing to serve",
+            ));
+        }
+        let cert = args.tls_cert.clone().or(tls_files.cert);
+        let key = args.tls_key.clone().or(tls_files.key);
+        let tls = match (tls_enabled, cert, key) {
+            (false, _, _) => TlsSetting::Disabled,
+            (true, Some(cert), Some(key)) => TlsSetting::Files { cert, key },
+            (true, None, None) => TlsSetting::Dev,
+            (true, Some(_), None) => return Err(invalid("tls.key", "a certificate needs its key")),
+            (true, None, Some(_)) => {
+                return Err(invalid("tls.cert", "a key needs its certificate"))
+            }
+        };
+        let max_message = args
+            .max_message
+            .or(f.max_message)
+            .unwrap_or(16 * 1024 * 1024);
+        if max_message < 1024 {
+            return Err(invalid("max-message", "must be at least 1024 bytes"));
+        }
+        let threads = args.threads.or(f.threads);
+        if threads == Some(0) {
+            return Err(invalid("threads", "must be at least 1"));
+        }
+        let default_restart = RestartPolicy::default();
+        let restart = RestartPolicy {
+            base: secs(
+                "restart.backoff-base",
+                restart
+                    .backoff_base
+                    .unwrap_or(default_restart.base.as_secs_f64()),
+            )?,
+            max: secs(
+                "restart.backoff-max",
+                restart
+                    .backoff_max
+                    .unwrap_or(default_restart.max.as_secs_f64()),
+            )?,
+            intensity: args
+                .restart_intensity
+                .or(restart.intensity)
+                .unwrap_or(default_restart.intensity),
+            period: secs(
+                "restart.period",
+                args.restart_period.or(restart.period).unwrap_or(60.0),
+            )?,
+            stable_after: default_restart.stable_after,
+        };
+        if restart.base > restart.max {
+            return Err(invalid(
+                "restart.backoff-base",
+                "must not exceed restart.backoff-max",
+            ));
+        }
+        let log_level = args
+            .log_level
+            .clone()
+            .or(log.level)
+            .unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!("{log_level:?} is not a log filter"),
+            ));
+        }
+        let daemon = args.daemon;
+        let pidfile = args.pidfile.clone().or(f.pidfile);
+        if daemon && pidfile.is_none() {
+            return Err(invalid("pidfile", "a daemon needs a pid file (--pidfile)"));
+        }
+        let nodes = args
+            .nodes
+            .or(f.nodes)
+            .unwrap_or_else(crate::cli::serve::default_nodes);
+        let user = args.user.clone().or(f.user);
+        let group = args.group.clone().or(f.group);
+        if nodes == 0 && (user.is_some() || group.is_some()) {
+            return Err(invalid(
+                "user",
+                "dropping privileges needs node processes (nodes >= 1)",
+            ));
+        }
+        Ok(Settings {
+            listen,
+            backlog,
+            nodes,
+            balance: args.balance.or(f.balance).unwrap_or_default(),
+            threads,
+            limits: Limits {
+                max_clients: args.max_clients.or(f.max_clients),
+                max_node_clients: args.max_node_clients.or(f.max_node_clients),
+            },
+            tls,
+            plain,
+            state_dir: args
+                .state_dir
+                .clone()
+                .or(f.state_dir)
+                .unwrap_or_else(vole_transport::tls::default_state_dir),
+            handshake_timeout: secs(
+                "handshake-timeout",
+                args.handshake_timeout
+                    .or(f.handshake_timeout)
+                    .unwrap_or(10.0),
+            )?,
+            write_timeout: secs(
+                "write-timeout",
+                args.write_timeout.or(f.write_timeout).unwrap_or(30.0),
+            )?,
+            max_message,
+            grace: secs("grace", args.grace.or(f.grace).unwrap_or(10.0))?,
+            restart,
+            heartbeat_interval: secs(
+                "heartbeat.interval",
+                args.heartbeat_interval
+                    .or(heartbeat.interval)
+                    .unwrap_or(1.0),
+            )?,
+            heartbeat_timeout: secs(
+                "heartbeat.timeout",
+                args.heartbeat_timeout.or(heartbeat.timeout).unwrap_or(3.0),
+            )?,
+            log_level,
+            log_format: args.log_format.or(log.format).unwrap_or_default(),
+            log_file: args.log_file.clone().or(log.file),
+            admin_socket: args.admin_socket.clone().or(f.admin_socket),
+            pidfile,
+            daemon,
+            user,
+            group,
+            allow_root_nodes: args.allow_root_nodes || f.allow_root_nodes.unwrap_or(false),
+            metrics: args.metrics.or(f.metrics),
+            ticket_rotation: secs(
+                "ticket-rotation",
+                args.ticket_rotation.or(f.ticket_rotation).unwrap_or(3600.0),
+            )?,
+        })
+    }
+
+    /// The admin socket path: as set, or `admin-<port>.sock` in the state
+    /// directory for the first listen address.
+    pub fn admin_path(&self, first: Option<&SocketAddr>) -> PathBuf {
+        self.admin_socket.clone().unwrap_or_else(|| {
+            let port = first.map_or(0, |a| a.port());
+            self.state_dir.join(format!("admin-{port}.sock"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, SettingsError> {
+        let f = FileConfig::parse(text, Path::new("test.toml"))?;
+        Settings::merge(&ServeArgs::default(), f)
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Err(e) => e.to_string(),
+            Ok(s) => panic!("expected an error for {text:?}, got {s:?}"),
+        }
+    }
+
+    #[test]
+    fn every_setting_reads_from_the_file() {
+        let s = parse(
+            r#"
+            listen = ["127.0.0.1:5000", "[::1]:5000"]
+            backlog = 64
+            nodes = 3
+            balance = "dispatch"
+            threads = 2
+            max-clients = 100
+            max-node-clients = 40
+            state-dir = "/tmp/x"
+            handshake-timeout = 2.5
+            write-timeout = 7
+            max-message = 4096
+            grace = 3
+            admin-socket = "/tmp/x/admin.sock"
+            pidfile = "/tmp/x/vole.pid"
+            user = "nobody"
+            group = "nogroup"
+            allow-root-nodes = true
+            metrics = "127.0.0.1:9100"
+            ticket-rotation = 600
+            [transports]
+            tls = true
+            plain = true
+            [tls]
+            cert = "/etc/vole/cert.pem"
+            key = "/etc/vole/key.pem"
+            [restart]
+            intensity = 9
+            period = 30
+            backoff-base = 0.5
+            backoff-max = 20
+            [heartbeat]
+            interval = 0.5
+            timeout = 2
+            [log]
+            level = "debug"
+            format = "json"
+            file = "/var/log/vole.log"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(s.listen.len(), 2);
+        assert_eq!(
+            (s.backlog, s.nodes, s.balance, s.threads),
+            (64, 3, Balance::Dispatch, Some(2))
+        );
+        assert_eq!(
+            s.limits,
+            Limits {
+                max_clients: Some(100),
+                max_node_clients: Some(40)
+            }
+        );
+        assert_eq!(
+            s.tls,
+            TlsSetting::Files {
+                cert: "/etc/vole/cert.pem".into(),
+                key: "/etc/vole/key.pem".into()
+            }
+        );
+        assert!(s.plain);
+        assert_eq!(s.handshake_timeout, Duration::from_millis(2500));
+        assert_eq!(s.restart.intensity, 9);
+        assert_eq!(s.restart.base, Duration::from_millis(500));
+        assert_eq!(s.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(
+            (s.log_format, s.log_level.as_str()),
+            (LogFormat::Json, "debug")
+        );
+        assert_eq!(s.metrics, Some("127.0.0.1:9100".parse().expect("addr")));
+        assert_eq!(s.ticket_rotation, Duration::from_secs(600));
+        assert!(s.allow_root_nodes);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = FileConfig::parse(
+            "nodes = 3\nbalance = \"shared\"\ngrace = 5\n",
+            Path::new("t"),
+        )
+        .expect("file");
+        let args = ServeArgs {
+            nodes: Some(1),
+            grace: Some(2.0),
+            ..ServeArgs::default()
+        };
+        let s = Settings::merge(&args, f).expect("valid");
+        assert_eq!(
+            (s.nodes, s.balance, s.grace),
+            (1, Balance::Shared, Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key() {
+        let e = err("nodez = 3\n");
+        assert!(e.contains("nodez"), "{e}");
+        let e = err("nodes = \"three\"\n");
+        assert!(e.contains("nodes") && e.contains("invalid type"), "{e}");
+        let e = err("[restart]\nintensity = -1\n");
+        assert!(e.contains("restart.intensity"), "{e}");
+        let e = err("[log]\nformat = \"xml\"\n");
+        assert!(e.contains("log.format"), "{e}");
+        let e = err("balance = \"random\"\n");
+        assert!(e.contains("balance"), "{e}");
+        let e = err("[tls]\ncolour = 1\n");
+        assert!(e.contains("colour"), "{e}");
+        let e = err("listen = [\"localhost\"]\n");
+        assert!(e.contains("listen"), "{e}");
+        let e = err("nodes = \n");
+        assert!(e.contains("test.toml"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        assert!(err("grace = 0\n").starts_with("grace:"));
+        assert!(err("[transports]\ntls = false\n").starts_with("transports:"));
+        assert!(err("[tls]\ncert = \"a.pem\"\n").starts_with("tls.key:"));
+        assert!(err("max-message = 10\n").starts_with("max-message:"));
+        assert!(err("backlog = 0\n").starts_with("backlog:"));
+        assert!(err("[log]\nlevel = \"not[a filter\"\n").starts_with("log.level:"));
+        assert!(err("[restart]\nbackoff-base = 9\nbackoff-max = 1\n")
+            .starts_with("restart.backoff-base:"));
+        assert!(err("nodes = 0\nuser = \"nobody\"\n").starts_with("user:"));
+        let daemon = ServeArgs {
+            daemon: true,
+            ..ServeArgs::default()
+        };
+        assert!(Settings::merge(&daemon, FileConfig::default())
+            .is_err_and(|e| e.to_string().starts_with("pidfile:")));
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let s = Settings::merge(
+            &ServeArgs {
+                nodes: Some(2),
+                ..ServeArgs::default()
+            },
+            FileConfig::default(),
+        )
+        .expect("ok");
+        assert_eq!(s.listen, vec![SocketAddr::from(([127, 0, 0, 1], 4433))]);
+        assert_eq!(s.tls, TlsSetting::Dev);
+        assert!(!s.plain);
+        assert_eq!(s.grace, Duration::from_secs(10));
+        assert_eq!(s.balance, Balance::Grant);
+    }
+}
