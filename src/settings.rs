@@ -257,7 +257,6 @@ pub struct Settings {
     /// Allow nodes to run as root.
     pub allow_root_nodes: bool,
     /// Prometheus endpoint.
-    #[allow(dead_code)] // wired up with the metrics endpoint
     pub metrics: Option<SocketAddr>,
     /// Ticket key rotation period.
     pub ticket_rotation: Duration,

@@ -74,6 +74,28 @@ pub struct NodeReport {
     pub restarts: u32,
     /// Milliseconds the current process has been up.
     pub uptime_ms: u64,
+    /// Median served-call latency, microseconds (bucket upper bound).
+    #[serde(default)]
+    pub p50_us: Option<u64>,
+    /// 99th percentile served-call latency, microseconds (bucket upper bound).
+    #[serde(default)]
+    pub p99_us: Option<u64>,
+}
+
+impl NodeReport {
+    /// Takes the counters and latency quantiles from a node's status.
+    pub fn fill(&mut self, s: &vole_node::control::NodeStatus) {
+        self.sessions = s.sessions;
+        self.inflight = s.inflight;
+        self.calls = s.calls;
+        self.errors = s.errors;
+        let q = |q| {
+            vole_link::metrics::CallMetrics::quantile(&s.latency_counts, q)
+                .map(|d| d.as_micros() as u64)
+        };
+        self.p50_us = q(0.5);
+        self.p99_us = q(0.99);
+    }
 }
 
 /// What `status` answers.

@@ -39,3 +39,4 @@ pub enum Error {
     #[error("i/o")]
     Io(#[source] std::io::Error),
 }
+pub mod metrics;

@@ -69,6 +69,8 @@ pub struct LinkConfig {
     pub write_timeout: Duration,
     /// A graceful close that has not finished after this long is forced.
     pub close_grace: Duration,
+    /// Where served-call latencies are recorded, if anywhere.
+    pub metrics: Option<std::sync::Arc<crate::metrics::CallMetrics>>,
 }
 
 impl Default for LinkConfig {
@@ -84,6 +86,7 @@ impl Default for LinkConfig {
             out_high_water: 1 << 20,
             write_timeout: Duration::from_secs(30),
             close_grace: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }

@@ -70,18 +70,19 @@ const BUDGET: usize = 32;
 struct Inflight {
     call_id: u64,
     kind: CallKind,
+    started: Instant,
     future: CallFuture,
 }
 
 impl Future for Inflight {
-    type Output = (u64, CallKind, Result<Value, CallError>);
+    type Output = (u64, CallKind, Instant, Result<Value, CallError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         this.future
             .as_mut()
             .poll(cx)
-            .map(|r| (this.call_id, this.kind, r))
+            .map(|r| (this.call_id, this.kind, this.started, r))
     }
 }
 
@@ -282,6 +283,7 @@ where
                     self.calls.push(Inflight {
                         call_id,
                         kind,
+                        started: now,
                         future,
                     });
                 }
@@ -330,7 +332,12 @@ where
         }
 
         // Finished calls.
-        while let Poll::Ready(Some((call_id, kind, result))) = self.calls.poll_next_unpin(cx) {
+        while let Poll::Ready(Some((call_id, kind, started, result))) =
+            self.calls.poll_next_unpin(cx)
+        {
+            if let Some(m) = &self.config.metrics {
+                m.record(now.saturating_duration_since(started));
+            }
             self.shared
                 .stats
                 .completed_in

@@ -28,6 +28,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
+pub mod metrics;
 pub mod object;
 pub mod proto;
 pub mod publish;

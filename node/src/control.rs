@@ -197,7 +197,7 @@ impl TicketKeys {
 }
 
 /// A node's state, as `status()` reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Process id.
     pub pid: u32,
@@ -222,6 +222,15 @@ pub struct NodeStatus {
     /// Milliseconds since the node started.
     #[serde(default)]
     pub uptime_ms: u64,
+    /// Handshake failures by reason.
+    #[serde(default)]
+    pub handshake_failures_by_reason: Vec<(String, u64)>,
+    /// Served-call latency histogram counts (`vole_link::metrics::BUCKETS`).
+    #[serde(default)]
+    pub latency_counts: Vec<u64>,
+    /// Sum of served-call latencies, microseconds.
+    #[serde(default)]
+    pub latency_sum_us: u64,
 }
 
 #[cfg(test)]

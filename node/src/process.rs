@@ -129,6 +129,9 @@ impl NodeState {
             accepted: snap.accepted,
             handshake_failures: snap.handshake_failures,
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            handshake_failures_by_reason: snap.handshake_failures_by_reason,
+            latency_counts: snap.latency_counts,
+            latency_sum_us: snap.latency_sum_us,
         }
     }
 }

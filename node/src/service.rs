@@ -69,7 +69,7 @@ pub struct ServiceStats {
 }
 
 /// A point-in-time view of a service.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Open links.
     pub sessions: u64,
@@ -83,12 +83,34 @@ pub struct Snapshot {
     pub inflight: u64,
     /// Handshake failures in total.
     pub handshake_failures: u64,
+    /// Handshake failures by reason.
+    pub handshake_failures_by_reason: Vec<(String, u64)>,
+    /// Served-call latency histogram counts (see `vole_link::metrics`).
+    pub latency_counts: Vec<u64>,
+    /// Sum of served-call latencies, microseconds.
+    pub latency_sum_us: u64,
+}
+
+/// Why a handshake failed, in a word (a metrics label).
+pub fn handshake_failure_reason(e: &vole_transport::Error) -> &'static str {
+    use vole_transport::Error as E;
+    match e {
+        E::Timeout(_) => "timeout",
+        E::BadVopLine(_) | E::UnknownTransport(_) => "bad_vop",
+        E::NoCommonTransport { .. } => "no_common_transport",
+        E::ClosedDuring(_) => "closed",
+        E::Tls(_) => "tls",
+        E::Io(_) => "io",
+        _ => "other",
+    }
 }
 
 struct Inner {
     config: ServiceConfig,
     factory: GatewayFactory,
     observer: Option<Arc<dyn SessionObserver>>,
+    metrics: Arc<vole_link::metrics::CallMetrics>,
+    failure_reasons: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     links: Mutex<HashMap<u64, Link>>,
     tracker: TaskTracker,
     stop_accepting: CancellationToken,
@@ -109,10 +131,15 @@ impl Service {
 
     /// A service that reports connections to `observer`.
     pub fn with_observer(
-        config: ServiceConfig,
+        mut config: ServiceConfig,
         factory: GatewayFactory,
         observer: Option<Arc<dyn SessionObserver>>,
     ) -> Self {
+        let metrics = config
+            .link
+            .metrics
+            .get_or_insert_with(Default::default)
+            .clone();
         Service {
             inner: Arc::new(Inner {
                 config,
@@ -122,6 +149,8 @@ impl Service {
                 tracker: TaskTracker::new(),
                 stop_accepting: CancellationToken::new(),
                 stats: ServiceStats::default(),
+                metrics,
+                failure_reasons: Mutex::new(std::collections::BTreeMap::new()),
             }),
         }
     }
@@ -177,6 +206,9 @@ impl Service {
                     .stats
                     .handshake_failures
                     .fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut reasons) = inner.failure_reasons.lock() {
+                    *reasons.entry(handshake_failure_reason(&e)).or_default() += 1;
+                }
                 tracing::warn!(?peer, error = %vole_link::object::error_chain(&e), "connection refused during handshake");
                 return;
             }
@@ -287,6 +319,14 @@ impl Service {
             calls: s.calls_closed_links.load(Ordering::Relaxed) + live_calls,
             errors: s.errors_closed_links.load(Ordering::Relaxed) + live_errors,
             handshake_failures: s.handshake_failures.load(Ordering::Relaxed),
+            handshake_failures_by_reason: self
+                .inner
+                .failure_reasons
+                .lock()
+                .map(|r| r.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
+                .unwrap_or_default(),
+            latency_counts: self.inner.metrics.counts(),
+            latency_sum_us: self.inner.metrics.sum_us(),
             inflight,
         }
     }

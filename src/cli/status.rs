@@ -59,6 +59,15 @@ fn duration(ms: u64) -> String {
     }
 }
 
+fn latency(us: Option<u64>) -> String {
+    match us {
+        None => "-".to_owned(),
+        Some(us) if us < 1000 => format!("{us}us"),
+        Some(us) if us < 1_000_000 => format!("{}ms", us / 1000),
+        Some(us) => format!("{}s", us / 1_000_000),
+    }
+}
+
 /// Renders a status report as a table.
 pub fn table(s: &StatusReport) -> String {
     let mut out = format!(
@@ -69,12 +78,22 @@ pub fn table(s: &StatusReport) -> String {
         duration(s.uptime_ms)
     );
     out.push_str(&format!(
-        "{:>4} {:>8} {:<12} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8}\n",
-        "NODE", "PID", "STATE", "SESSIONS", "INFLIGHT", "CALLS", "ERRORS", "RESTARTS", "UPTIME"
+        "{:>4} {:>8} {:<12} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "NODE",
+        "PID",
+        "STATE",
+        "SESSIONS",
+        "INFLIGHT",
+        "CALLS",
+        "ERRORS",
+        "P50",
+        "P99",
+        "RESTARTS",
+        "UPTIME"
     ));
     for n in &s.nodes {
         out.push_str(&format!(
-            "{:>4} {:>8} {:<12} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8}\n",
+            "{:>4} {:>8} {:<12} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
             n.id,
             n.pid.map_or("-".to_owned(), |p| p.to_string()),
             n.state,
@@ -82,6 +101,8 @@ pub fn table(s: &StatusReport) -> String {
             n.inflight,
             n.calls,
             n.errors,
+            latency(n.p50_us),
+            latency(n.p99_us),
             n.restarts,
             if n.pid.is_some() {
                 duration(n.uptime_ms)

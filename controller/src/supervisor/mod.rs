@@ -69,6 +69,9 @@ pub struct ControllerConfig {
     pub ticket_rotation: Duration,
     /// Run nodes as this user and group (uid, gid).
     pub node_user: Option<(u32, u32)>,
+    /// If set, node metrics are polled at this period and recorded through
+    /// the `metrics` crate (an exporter must be installed).
+    pub metrics_interval: Option<Duration>,
 }
 
 /// How the controller ended.
@@ -203,6 +206,7 @@ impl Bound {
             admin_fd: admin.as_ref().and_then(|a| a.listener_fd().ok()),
             admin_keep: admin.as_ref().map(|a| a.keep_handle()),
             hooks,
+            metrics: crate::metrics::Recorder::default(),
             bound: self,
         };
         let admin_task = admin.map(|sock| {
@@ -348,6 +352,7 @@ enum Event {
         gen: u64,
     },
     RotateTickets,
+    Metrics(Vec<(NodeId, NodeStatus)>),
     UpgradeDone {
         pid: u32,
         result: Result<(), String>,
@@ -387,6 +392,7 @@ struct Supervisor {
     /// an upgrade.
     admin_keep: Option<Arc<std::sync::atomic::AtomicBool>>,
     hooks: Hooks,
+    metrics: crate::metrics::Recorder,
 }
 
 /// How long a node whose control link closed may take to exit by itself.
@@ -411,6 +417,7 @@ impl Supervisor {
         let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN));
         let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU));
         let mut watchdog = self.hooks.watchdog.map(tokio::time::interval);
+        let mut metrics_tick = self.config().metrics_interval.map(tokio::time::interval);
         loop {
             if self.stopping.is_some()
                 && self
@@ -430,6 +437,9 @@ impl Supervisor {
                 _ = recv_signal(&mut usr2) => self.op(Op::Upgrade, None),
                 _ = recv_signal(&mut ttin) => self.op(Op::Grow, None),
                 _ = recv_signal(&mut ttou) => self.op(Op::Shrink, None),
+                _ = async { match &mut metrics_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+                    self.gather_metrics();
+                }
                 _ = async { match &mut watchdog { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
                     (self.hooks.notify)(Lifecycle::Watchdog);
                 }
@@ -598,6 +608,15 @@ impl Supervisor {
             }
             Event::Admin(req, reply) => self.admin(req, reply),
             Event::RotateTickets => self.rotate_tickets(),
+            Event::Metrics(statuses) => {
+                for (id, status) in &statuses {
+                    let restarts = self.slots.get(id).map_or(0, |s| s.restarts);
+                    self.metrics.node(*id, status, restarts);
+                }
+                let alive: std::collections::HashSet<NodeId> = self.slots.keys().copied().collect();
+                self.metrics.retain(|id| alive.contains(&id));
+                metrics::gauge!("vole_nodes").set(self.active_serving() as f64);
+            }
             Event::UpgradeDone { pid, result } => self.upgrade_done(pid, result),
             Event::KillIfAlive { id, gen } => {
                 if let Some(slot) = self.current(id, gen) {
@@ -655,6 +674,40 @@ impl Supervisor {
             }
         }
         tracing::debug!("tls ticket key rotated");
+    }
+
+    /// Serving nodes.
+    fn active_serving(&self) -> usize {
+        self.slots
+            .values()
+            .filter(|s| s.phase == Phase::Serving && !s.retiring)
+            .count()
+    }
+
+    /// Polls every node's status off the event loop and records it.
+    fn gather_metrics(&self) {
+        let controls: Vec<(NodeId, RemoteObject)> = self
+            .slots
+            .values()
+            .filter_map(|s| s.control.clone().map(|c| (s.id, c)))
+            .collect();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let polls = controls.into_iter().map(|(id, c)| async move {
+                let status = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    c.call_as::<NodeStatus>("status", ()),
+                )
+                .await;
+                status.ok().and_then(Result::ok).map(|s| (id, s))
+            });
+            let statuses: Vec<(NodeId, NodeStatus)> = futures_util::future::join_all(polls)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            let _ = tx.send(Event::Metrics(statuses));
+        });
     }
 
     /// The slot if `gen` is its current generation.
@@ -1030,12 +1083,7 @@ impl Supervisor {
                                 )
                                 .await
                                 {
-                                    Ok(Ok(s)) => {
-                                        report.sessions = s.sessions;
-                                        report.inflight = s.inflight;
-                                        report.calls = s.calls;
-                                        report.errors = s.errors;
-                                    }
+                                    Ok(Ok(s)) => report.fill(&s),
                                     _ => report.state = "unresponsive".to_owned(),
                                 }
                             }

@@ -96,6 +96,7 @@ pub fn controller_config(s: &Settings) -> Result<ControllerConfig, Failure> {
         node_args,
         ticket_rotation: s.ticket_rotation,
         node_user: node_user(s)?,
+        metrics_interval: s.metrics.map(|_| std::time::Duration::from_secs(1)),
     })
 }
 
@@ -104,6 +105,7 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let s = &p.settings;
     let config = controller_config(s)?;
     let nodes = config.nodes;
+    super::install_metrics(s)?;
     let inherited = p.inherited.lock().ok().and_then(|mut i| i.take());
     let (bound, admin) = match inherited {
         Some(inh) => {

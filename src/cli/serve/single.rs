@@ -41,8 +41,7 @@ impl AdminHandler for SingleAdmin {
         Box::pin(async move {
             match request {
                 AdminRequest::Status => {
-                    let s = self.service.snapshot();
-                    let node = NodeReport {
+                    let mut node = NodeReport {
                         id: 0,
                         pid: Some(std::process::id()),
                         state: if self.service.is_stopping() {
@@ -51,13 +50,10 @@ impl AdminHandler for SingleAdmin {
                             "serving"
                         }
                         .to_owned(),
-                        sessions: s.sessions,
-                        inflight: s.inflight,
-                        calls: s.calls,
-                        errors: s.errors,
-                        restarts: 0,
                         uptime_ms: self.started.elapsed().as_millis() as u64,
+                        ..NodeReport::default()
                     };
+                    node.fill(&node_status(&self.service, self.started));
                     AdminResponse {
                         ok: true,
                         error: None,
@@ -85,6 +81,33 @@ impl AdminHandler for SingleAdmin {
                 }
             }
         })
+    }
+}
+
+/// This process's counters in the form a node reports them.
+fn node_status(service: &Service, started: Instant) -> vole_node::control::NodeStatus {
+    let s = service.snapshot();
+    vole_node::control::NodeStatus {
+        pid: std::process::id(),
+        sessions: s.sessions,
+        inflight: s.inflight,
+        calls: s.calls,
+        errors: s.errors,
+        accepted: s.accepted,
+        handshake_failures: s.handshake_failures,
+        uptime_ms: started.elapsed().as_millis() as u64,
+        handshake_failures_by_reason: s.handshake_failures_by_reason,
+        latency_counts: s.latency_counts,
+        latency_sum_us: s.latency_sum_us,
+    }
+}
+
+/// Records this process's metrics as node 0 every second.
+async fn record_metrics(service: Service, started: Instant) {
+    let mut recorder = vole_controller::metrics::Recorder::default();
+    loop {
+        recorder.node(0, &node_status(&service, started), 0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -119,6 +142,10 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         .collect::<Result<_, _>>()
         .context("listener address")?;
     let service = Service::new(config, Arc::new(|_| vole::demo::gateway()));
+    super::install_metrics(s)?;
+    let metrics_task = s
+        .metrics
+        .map(|_| tokio::spawn(record_metrics(service.clone(), Instant::now())));
     let (asks_tx, mut asks) = mpsc::unbounded_channel();
     let admin = AdminSocket::bind(&s.admin_path(addrs.first()))
         .await
@@ -173,6 +200,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     admin_task.abort();
     let _ = admin_task.await;
     rotation.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if forced > 0 {
         tracing::warn!(
             links = forced,
