@@ -53,6 +53,8 @@ fn init_logging(cli: &Cli) {
 fn run(cli: Cli) -> Result<(), Failure> {
     let threads = match &cli.command {
         Command::Serve(args) => args.threads,
+        Command::Bench(args) => args.threads,
+        Command::BenchServer(args) => args.threads,
         _ => Some(2),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -75,6 +77,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Call(args) => cli::call::call(args).await,
             Command::Describe(args) => cli::call::describe(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchServer(args) => bench::run_server(args).await,
         }
     })
 }

@@ -36,6 +36,9 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Load generator: many links, many calls in flight, latency histogram.
     Bench(crate::bench::BenchArgs),
+    /// Baseline length-prefixed echo server for `vole bench` (raw TLS or TCP).
+    #[command(hide = true)]
+    BenchServer(crate::bench::ServerArgs),
 }
 
 /// `vole serve`.
