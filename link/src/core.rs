@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::time::Instant;
 use vole_transport::vec::{
-    hello as vec_hello, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, RefDecoder,
+    hello as vec_hello, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, Part, RefDecoder,
 };
 use vole_transport::{Entity, Owner, RefEncoder, WireRef};
 
@@ -432,7 +432,7 @@ impl LinkCore {
                             let ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
                             let id = self.send_call(
                                 &peer_hs,
-                                vec![Value::str("keep_alive"), Value::Int(ms)],
+                                &[Value::str("keep_alive"), Value::Int(ms)],
                                 CallKind::Normal,
                             )?;
                             self.pending.insert(id, Pending::KeepAlive);
@@ -473,7 +473,7 @@ impl LinkCore {
         if target.link_id() != self.shared.id {
             return Err(Error::Usage("object belongs to another link".to_owned()));
         }
-        let id = self.send_call(target, args, kind)?;
+        let id = self.send_call(target, &args, kind)?;
         if kind == CallKind::Oneway {
             return Ok(None);
         }
@@ -500,24 +500,25 @@ impl LinkCore {
         };
         match result {
             Ok(value) => {
-                let payload = Value::Tuple(vec![Value::Int(call_id), value]);
-                if let Err(e) = self.send(code::CALL_RESULT, payload) {
+                let payload = [Part::Int(call_id), Part::Entity(&value)];
+                if let Err(e) = self.send(code::CALL_RESULT, Part::Tuple(&payload)) {
                     // The result cannot be encoded (e.g. nested too deep):
                     // the caller gets a call error, the link stays up.
                     tracing::warn!(link = self.shared.id, call = call_id, error = %e, "result could not be sent");
-                    self.send(code::CALL_ERROR, Value::Int(call_id))?;
+                    self.send(code::CALL_ERROR, Part::Int(call_id))?;
                 }
             }
             Err(CallError::Exception(args)) => {
-                let payload = Value::Tuple(vec![Value::Int(call_id), Value::Exception(args)]);
-                if let Err(e) = self.send(code::CALL_EXCEPTION, payload) {
+                let exception = Value::Exception(args);
+                let payload = [Part::Int(call_id), Part::Entity(&exception)];
+                if let Err(e) = self.send(code::CALL_EXCEPTION, Part::Tuple(&payload)) {
                     tracing::warn!(link = self.shared.id, call = call_id, error = %e, "exception could not be sent");
-                    self.send(code::CALL_ERROR, Value::Int(call_id))?;
+                    self.send(code::CALL_ERROR, Part::Int(call_id))?;
                 }
             }
             Err(CallError::Failed(reason)) => {
                 tracing::debug!(link = self.shared.id, call = call_id, %reason, "call failed");
-                self.send(code::CALL_ERROR, Value::Int(call_id))?;
+                self.send(code::CALL_ERROR, Part::Int(call_id))?;
             }
         }
         Ok(())
@@ -536,7 +537,7 @@ impl LinkCore {
         entry.deref_sent = true;
         self.send(
             code::NOTIFY_DEREF,
-            Value::Tuple(vec![Value::Int(id), Value::Int(recvs)]),
+            Part::Tuple(&[Part::Int(id), Part::Int(recvs)]),
         )
     }
 
@@ -568,7 +569,7 @@ impl LinkCore {
         }
         if let Some(period) = self.keep_alive_send {
             if now >= self.last_sent + period {
-                self.send(code::KEEP_ALIVE, Value::None)?;
+                self.send(code::KEEP_ALIVE, Part::Entity(&Value::None))?;
                 self.last_sent = now;
             }
         }
@@ -578,8 +579,15 @@ impl LinkCore {
     // ---- internals -----------------------------------------------------
 
     fn write_raw(&mut self, entity: &Value) -> Result<(), Error> {
+        self.write_part(&Part::Entity(entity))
+    }
+
+    fn write_part(&mut self, part: &Part<'_, ObjectRef>) -> Result<(), Error> {
         self.refs.journal.clear();
-        match self.encoder.encode(entity, &mut self.refs, &mut self.out) {
+        match self
+            .encoder
+            .encode_part(part, &mut self.refs, &mut self.out)
+        {
             Ok(()) => {
                 self.refs.journal.clear();
                 Ok(())
@@ -591,31 +599,33 @@ impl LinkCore {
         }
     }
 
-    fn send(&mut self, code: i64, payload: Value) -> Result<(), Error> {
+    fn send(&mut self, code: i64, payload: Part<'_, ObjectRef>) -> Result<(), Error> {
         self.send_message(code, payload).map(|_| ())
     }
 
-    fn send_message(&mut self, code: i64, payload: Value) -> Result<i64, Error> {
+    /// Writes the message `(id, code, payload)`; the framing tuples are
+    /// encoded in place, never built.
+    fn send_message(&mut self, code: i64, payload: Part<'_, ObjectRef>) -> Result<i64, Error> {
         let id = self.next_msg_id;
         tracing::trace!(link = self.shared.id, id, code, ?payload, "send");
-        let msg = Value::Tuple(vec![Value::Int(id), Value::Int(code), payload]);
-        self.write_raw(&msg)?;
+        self.write_part(&Part::Tuple(&[Part::Int(id), Part::Int(code), payload]))?;
         self.next_msg_id += 1;
-        self.last_sent = Instant::now();
+        if self.keep_alive_send.is_some() {
+            // Only keep-alive sending needs this clock reading.
+            self.last_sent = Instant::now();
+        }
         Ok(id)
     }
 
     fn send_call(
         &mut self,
         target: &RemoteObject,
-        args: Vec<Value>,
+        args: &[Value],
         kind: CallKind,
     ) -> Result<i64, Error> {
-        let payload = Value::Tuple(vec![
-            Value::Ref(ObjectRef::Remote(target.clone())),
-            Value::Tuple(args),
-        ]);
-        self.send_message(kind.code(), payload)
+        let target = ObjectRef::Remote(target.clone());
+        let payload = [Part::Ref(&target), Part::Items(args)];
+        self.send_message(kind.code(), Part::Tuple(&payload))
     }
 
     fn can_finish(&mut self, peer_hs: &RemoteObject) -> Result<(), Error> {
@@ -623,7 +633,7 @@ impl LinkCore {
         for call_id in std::mem::take(&mut self.hs.deferred_finish) {
             self.answer_finish(call_id)?;
         }
-        let id = self.send_call(peer_hs, vec![Value::str("finish")], CallKind::Normal)?;
+        let id = self.send_call(peer_hs, &[Value::str("finish")], CallKind::Normal)?;
         self.pending.insert(id, Pending::Finish);
         self.hs.finish_call = Some(id);
         Ok(())
@@ -783,6 +793,7 @@ impl LinkCore {
                     i64::try_from(self.config.keep_alive_min_send.as_millis()).unwrap_or(i64::MAX);
                 let granted = (*ms).max(min);
                 self.keep_alive_send = Some(Duration::from_millis(granted as u64));
+                self.last_sent = Instant::now();
                 self.respond(call_id, kind, Ok(Value::Int(granted)))
             }
             _ => Err(Error::Handshake(format!(
@@ -858,7 +869,7 @@ impl LinkCore {
         let key = entry.key;
         self.refs.local.remove(&id);
         self.refs.local_ids.remove(&key);
-        self.send(code::CONFIRM_DEREF, Value::Int(id))?;
+        self.send(code::CONFIRM_DEREF, Part::Int(id))?;
         self.check_idle();
         Ok(())
     }
