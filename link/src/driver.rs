@@ -130,6 +130,8 @@ where
     /// Returns the handle, the driver to run, and a receiver that yields the
     /// peer's gateway once the handshake completes (`None` if the link does
     /// not hold it).
+    // The tuple is the API; naming its parts would only move the types.
+    #[allow(clippy::type_complexity)]
     pub fn new(
         io: IO,
         setup: LinkSetup,
@@ -415,9 +417,7 @@ where
         }
 
         // Timers.
-        if let Err(e) = self.core.handle_timeout(now) {
-            return Err(e);
-        }
+        self.core.handle_timeout(now)?;
         if let Some(since) = self.stall_since {
             if now >= since + self.config.write_timeout {
                 return Err(Error::Timeout("writing to the peer (it stopped reading)"));
