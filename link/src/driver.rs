@@ -11,7 +11,6 @@
 //! a bounded channel meanwhile. A peer that stops reading is detected by the
 //! write timeout and its link closed.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -25,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::core::{Event, LinkConfig, LinkCore};
+use crate::core::{Event, IdMap, LinkConfig, LinkCore};
 use crate::handle::{next_link_id, Command, Link, LinkShared, LinkStats};
 use crate::object::{CallError, CallFuture, LinkInfo, Object};
 use crate::proto::CallKind;
@@ -114,7 +113,7 @@ pub struct Driver<IO> {
     read_closed: bool,
     stall_since: Option<Instant>,
     calls: FuturesUnordered<Inflight>,
-    waiting: HashMap<u64, oneshot::Sender<Result<Value, Error>>>,
+    waiting: IdMap<u64, oneshot::Sender<Result<Value, Error>>>,
     handshake_tx: Option<oneshot::Sender<Result<Option<RemoteObject>, Error>>>,
     phase: Phase,
     timer: Pin<Box<Sleep>>,
@@ -174,7 +173,7 @@ where
             read_closed: false,
             stall_since: None,
             calls: FuturesUnordered::new(),
-            waiting: HashMap::new(),
+            waiting: IdMap::default(),
             handshake_tx: Some(hs_tx),
             phase: Phase::Running,
             timer: Box::pin(tokio::time::sleep_until(now)),
