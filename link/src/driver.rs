@@ -267,7 +267,7 @@ where
         Ok(())
     }
 
-    fn handle_events(&mut self, now: Instant) {
+    fn handle_events(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<(), Error> {
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::HandshakeDone(gateway) => {
@@ -281,11 +281,21 @@ where
                     kind,
                 } => {
                     self.shared.stats.calls_in.fetch_add(1, Ordering::Relaxed);
-                    self.calls.push(Inflight {
+                    let mut call = Inflight {
                         call_id,
                         kind,
                         future,
-                    });
+                    };
+                    // Most methods finish without waiting: answer those at
+                    // once, sparing the set of running calls (an allocation
+                    // and a wake-up each). The others go to the set, which
+                    // polls them again and so takes over their wake-ups.
+                    match Pin::new(&mut call).poll(cx) {
+                        Poll::Ready((call_id, kind, result)) => {
+                            self.finished(call_id, kind, result)?
+                        }
+                        Poll::Pending => self.calls.push(call),
+                    }
                 }
                 Event::Completed { call_id, result } => {
                     if let Some(tx) = self.waiting.remove(&call_id) {
@@ -299,6 +309,20 @@ where
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Answers a call of the peer that has finished.
+    fn finished(
+        &mut self,
+        call_id: u64,
+        kind: CallKind,
+        result: Result<Value, CallError>,
+    ) -> Result<(), Error> {
+        if result.is_err() {
+            self.shared.stats.errors_in.fetch_add(1, Ordering::Relaxed);
+        }
+        self.core.respond(call_id, kind, result)
     }
 
     /// One pass over every source of work. Returns whether anything
@@ -333,10 +357,7 @@ where
 
         // Finished calls.
         while let Poll::Ready(Some((call_id, kind, result))) = self.calls.poll_next_unpin(cx) {
-            if result.is_err() {
-                self.shared.stats.errors_in.fetch_add(1, Ordering::Relaxed);
-            }
-            self.core.respond(call_id, kind, result)?;
+            self.finished(call_id, kind, result)?;
             progress = true;
         }
 
@@ -367,7 +388,7 @@ where
             }
         }
 
-        self.handle_events(now);
+        self.handle_events(cx, now)?;
 
         // Write.
         if self.write(cx, now)? {
