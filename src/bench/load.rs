@@ -9,8 +9,13 @@
 //! A call counts in the measured window if it *completes* inside it; a
 //! failure counts if it happens after the window has begun. No new call
 //! starts after the window ends; the calls still in flight then are waited
-//! for (each is bounded by the call timeout) and not counted.
+//! for and not counted. Waiting is bounded by one [`Watchdog`] per link
+//! rather than a timer per call (which would add a timer-wheel insertion
+//! and removal to every call of the load generator): a link on which
+//! nothing finishes for the timeout is given up and its calls in flight
+//! count as errors.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +24,7 @@ use anyhow::Context as _;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use vole_link::resolve::{self, ClientConfig};
 use vole_link::{Entity, Error as LinkError, Link, ObjectRef, RemoteObject, Value};
 
@@ -155,23 +160,59 @@ async fn connect_one(plan: &Plan, config: &ClientConfig) -> anyhow::Result<Conn>
     }
 }
 
+/// Bounds waiting without a timer per call: one timer per link that is
+/// re-armed only when it fires, from the time of the last progress.
+pub struct Watchdog {
+    sleep: Pin<Box<Sleep>>,
+    last: Instant,
+    limit: Duration,
+}
+
+impl Watchdog {
+    /// A watchdog that fires `limit` after the last progress.
+    pub fn new(limit: Duration) -> Watchdog {
+        let now = Instant::now();
+        Watchdog {
+            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
+            last: now,
+            limit,
+        }
+    }
+
+    /// Notes progress at `now`.
+    pub fn progress(&mut self, now: Instant) {
+        self.last = now;
+    }
+
+    /// Resolves once `limit` has passed without progress.
+    pub async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            let due = self.last + self.limit;
+            if Instant::now() >= due {
+                return;
+            }
+            self.sleep.as_mut().reset(due);
+        }
+    }
+}
+
 /// One call; resolves to when it was sent and how it ended.
 async fn one_call(
     target: &RemoteObject,
     method: &str,
     payload: &str,
-    limit: Duration,
 ) -> (Instant, Result<Value, LinkError>) {
     let sent = Instant::now();
-    let call = target.call(method, vec![Value::Str(payload.to_owned())]);
-    let result = match tokio::time::timeout(limit, call).await {
-        Ok(result) => result,
-        Err(_) => Err(LinkError::Timeout("the call")),
-    };
+    let result = target
+        .call(method, vec![Value::Str(payload.to_owned())])
+        .await;
     (sent, result)
 }
 
-/// Keeps `inflight` calls going on one link until `stop_at`.
+/// Keeps `inflight` calls going on one link until `stop_at`. Returns
+/// whether the link was lost (closed, or no call finished within the
+/// timeout: then the calls in flight count as errors).
 async fn drive_link(
     link: &Link,
     target: &RemoteObject,
@@ -183,11 +224,28 @@ async fn drive_link(
     let check = plan.method == "echo";
     let mut calls = FuturesUnordered::new();
     for _ in 0..plan.inflight {
-        calls.push(one_call(target, &plan.method, payload, plan.timeout));
+        calls.push(one_call(target, &plan.method, payload));
     }
+    let mut watchdog = Watchdog::new(plan.timeout);
     let mut lost = false;
-    while let Some((sent, result)) = calls.next().await {
+    loop {
+        let (sent, result) = tokio::select! {
+            biased;
+            next = calls.next() => match next {
+                Some(done) => done,
+                None => break,
+            },
+            () = watchdog.expired() => {
+                tracing::warn!(link = link.id(), in_flight = calls.len(), "no answer within the timeout");
+                let now = Instant::now();
+                for _ in 0..calls.len() {
+                    rec.record(now, now, false);
+                }
+                return true;
+            }
+        };
         let now = Instant::now();
+        watchdog.progress(now);
         let ok = match &result {
             Ok(Entity::Str(s)) if check => s == payload,
             Ok(_) => !check,
@@ -201,7 +259,7 @@ async fn drive_link(
             }
         }
         if !lost && now < stop_at {
-            calls.push(one_call(target, &plan.method, payload, plan.timeout));
+            calls.push(one_call(target, &plan.method, payload));
         }
     }
     lost
@@ -521,6 +579,51 @@ mod tests {
             let config = ClientConfig::plain();
             let (summary, ()) = tokio::join!(run(&plan, &config), killer);
             let summary = summary.expect("run");
+            assert_eq!(summary.links_lost, 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn watchdog_fires_after_the_last_progress() {
+        bounded(async {
+            let limit = Duration::from_millis(40);
+            let start = Instant::now();
+            let mut w = Watchdog::new(limit);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            w.progress(Instant::now());
+            w.expired().await;
+            assert!(
+                start.elapsed() >= Duration::from_millis(65),
+                "{:?}",
+                start.elapsed()
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn unanswered_calls_time_out_as_errors() {
+        bounded(async {
+            async fn never((_x,): (Value,)) -> Result<Value, vole::link::CallError> {
+                std::future::pending().await
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            let service = vole::serve_plain(Arc::new(|_| {
+                vole::link::publish::Published::new("Stuck")
+                    .method("echo", "", never)
+                    .into_object()
+            }));
+            let s = service.clone();
+            tokio::spawn(async move { s.run(listener).await });
+            let mut plan = plan(&format!("vop://127.0.0.1:{port}/"), "echo");
+            plan.timeout = Duration::from_millis(200);
+            let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
+            assert_eq!(summary.calls, 0);
+            assert_eq!(summary.errors, 6);
             assert_eq!(summary.links_lost, 2);
         })
         .await;

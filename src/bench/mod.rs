@@ -72,7 +72,8 @@ pub struct BenchArgs {
     /// Worker threads of the load generator [default: the number of CPUs].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Connection flags (as for `vole call`); --timeout also bounds each call.
+    /// Connection flags (as for `vole call`); a link on which no call
+    /// finishes for --timeout seconds is given up, its calls counted as errors.
     #[command(flatten)]
     pub client: ClientArgs,
 }

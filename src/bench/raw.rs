@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::load::Recorder;
+use super::load::{Recorder, Watchdog};
 
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -185,6 +185,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut out: Vec<u8> = Vec::with_capacity(request.len() * inflight);
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut to_send = inflight;
+    let mut watchdog = Watchdog::new(limit);
     let result = async {
         loop {
             let now = Instant::now();
@@ -204,13 +205,18 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             make_room(&mut inbuf);
-            let n = tokio::time::timeout(limit, stream.read_buf(&mut inbuf))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))??;
+            let n = tokio::select! {
+                biased;
+                n = stream.read_buf(&mut inbuf) => n?,
+                () = watchdog.expired() => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
+                }
+            };
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             let now = Instant::now();
+            watchdog.progress(now);
             let mut pos = 0;
             while let Some(len) = body_len(&inbuf[pos..])? {
                 let Some(body) = inbuf.get(pos + HEADER..pos + HEADER + len) else {
