@@ -62,6 +62,18 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Iterations of the driver loop before it yields to other tasks.
 const BUDGET: usize = 32;
 
+/// The sources that returned `Pending` during the current poll of the
+/// driver. Their wakers are registered, so polling them again before the
+/// task is woken would find nothing; the later passes of the loop skip
+/// them. (A source that stopped for another reason, such as a full output
+/// buffer, is polled again.)
+#[derive(Debug, Default)]
+struct Parked {
+    derefs: bool,
+    commands: bool,
+    read: bool,
+}
+
 struct Inflight {
     call_id: u64,
     kind: CallKind,
@@ -327,21 +339,36 @@ where
 
     /// One pass over every source of work. Returns whether anything
     /// happened.
-    fn step(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool, Error> {
+    fn step(
+        &mut self,
+        cx: &mut Context<'_>,
+        now: Instant,
+        parked: &mut Parked,
+    ) -> Result<bool, Error> {
         let mut progress = false;
 
-        if self.abort.as_mut().poll(cx).is_ready() {
-            return Err(Error::Closed("closed locally".to_owned()));
-        }
-
         // Dropped proxies.
-        while let Poll::Ready(Some(id)) = self.deref_rx.poll_recv(cx) {
-            self.core.release(id)?;
-            progress = true;
+        if !parked.derefs {
+            loop {
+                match self.deref_rx.poll_recv(cx) {
+                    Poll::Ready(Some(id)) => {
+                        self.core.release(id)?;
+                        progress = true;
+                    }
+                    // The driver holds a sender (in `shared`), so the
+                    // channel never ends while it runs.
+                    Poll::Ready(None) | Poll::Pending => {
+                        parked.derefs = true;
+                        break;
+                    }
+                }
+            }
         }
 
         // Local commands, while there is room to write.
-        if !matches!(self.phase, Phase::Flushing { .. } | Phase::Lingering { .. }) {
+        if !parked.commands
+            && !matches!(self.phase, Phase::Flushing { .. } | Phase::Lingering { .. })
+        {
             while self.out_len() < self.config.out_high_water {
                 match self.cmd_rx.poll_recv(cx) {
                     Poll::Ready(Some(cmd)) => {
@@ -350,7 +377,10 @@ where
                     }
                     // Every handle holds a sender via the shared state, so
                     // the channel only ends when the driver closes it.
-                    Poll::Ready(None) | Poll::Pending => break,
+                    Poll::Ready(None) | Poll::Pending => {
+                        parked.commands = true;
+                        break;
+                    }
                 }
             }
         }
@@ -362,7 +392,8 @@ where
         }
 
         // Read, unless the peer has finished or we are saturated.
-        let can_read = !self.read_closed
+        let can_read = !parked.read
+            && !self.read_closed
             && self.calls.len() < self.config.max_inflight
             && self.out_len() < self.config.out_high_water;
         if can_read {
@@ -384,7 +415,7 @@ where
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(Error::Transport(e.into())),
-                Poll::Pending => {}
+                Poll::Pending => parked.read = true,
             }
         }
 
@@ -535,12 +566,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
         let this = self.get_mut();
+        // One registration per poll is enough: a cancel wakes the task,
+        // which then polls again. (Polling a cancellation future takes a
+        // lock, so not once per pass.)
+        if this.phase != Phase::Done && this.abort.as_mut().poll(cx).is_ready() {
+            this.fail(Error::Closed("closed locally".to_owned()));
+        }
+        let mut parked = Parked::default();
+        let now = Instant::now();
         for _ in 0..BUDGET {
             if let Some(outcome) = this.outcome.take() {
                 return Poll::Ready(outcome);
             }
-            let now = Instant::now();
-            match this.step(cx, now) {
+            match this.step(cx, now, &mut parked) {
                 Ok(true) => continue,
                 Ok(false) => {
                     if let Some(outcome) = this.outcome.take() {
