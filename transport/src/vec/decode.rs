@@ -388,25 +388,70 @@ impl<D> Builder<'_, D> {
     /// Iterative: containers wait on an explicit stack, so the native stack
     /// stays flat however deep the (depth-capped) nesting is. Elements and
     /// payloads are visited in pre-order, as the recursive definition does.
+    ///
+    /// The common elements are decoded inline and each finished entity goes
+    /// straight into its parent: wrapping every element in an enum inside a
+    /// `Result` made the compiler shuffle them through the stack, which cost
+    /// more than decoding them.
     fn entity<R>(&mut self) -> Result<Entity<R>, Error>
     where
         D: super::RefDecoder<R>,
     {
         let mut open: OpenStack<R> = OpenStack::new();
         loop {
-            let mut done = match self.element()? {
-                Element::Leaf(e) => e,
-                Element::Container(kind, 0) => kind.close(Vec::new())?,
-                Element::Container(kind, n) => {
-                    // The scan saw all n children in the header bytes, so
-                    // n is bounded by the message size.
-                    open.push(OpenContainer {
-                        kind,
-                        remaining: n,
-                        items: Vec::with_capacity(n),
-                    });
-                    continue;
+            let c = self.byte()?;
+            let mut done: Entity<R> = match c {
+                0..=0xee => Entity::Int(i64::from(c) - 1),
+                code::NONE => Entity::None,
+                code::FALSE => Entity::Bool(false),
+                code::TRUE => Entity::Bool(true),
+                code::INT_POS | code::INT_NEG => match self.small() {
+                    // n + 238 (positive) or -(n + 2) (negative); n < 2^64,
+                    // so this is exact in an i128.
+                    Some(n) => {
+                        let n = i128::from(n);
+                        let v = if c == code::INT_POS {
+                            n + 238
+                        } else {
+                            -(n + 2)
+                        };
+                        match i64::try_from(v) {
+                            Ok(v) => Entity::Int(v),
+                            Err(_) => Entity::BigInt(BigInt::from(v)),
+                        }
+                    }
+                    None => self.big_int(c)?,
+                },
+                code::STRING => Entity::Str(self.string()?),
+                code::REF_SENDER | code::REF_RECEIVER => {
+                    let id = self.signed_i64("object id")?;
+                    let owner = if c == code::REF_SENDER {
+                        Owner::Sender
+                    } else {
+                        Owner::Receiver
+                    };
+                    Entity::Ref(self.refs.decode_ref(WireRef { owner, id })?)
                 }
+                code::TUPLE | code::EXCEPTION | code::TAGGED => {
+                    let kind = match c {
+                        code::TUPLE => ContainerKind::Tuple,
+                        code::EXCEPTION => ContainerKind::Exception,
+                        _ => ContainerKind::Tagged,
+                    };
+                    let n = self.len("tuple length")?;
+                    if n > 0 {
+                        // The scan saw all n children in the header bytes,
+                        // so n is bounded by the message size.
+                        open.push(OpenContainer {
+                            kind,
+                            remaining: n,
+                            items: Vec::with_capacity(n),
+                        });
+                        continue;
+                    }
+                    kind.close(Vec::new())?
+                }
+                _ => self.rare_leaf(c)?,
             };
             // Hand the finished entity to its parent, closing every
             // container it completes.
@@ -422,56 +467,43 @@ impl<D> Builder<'_, D> {
                 }
                 let (kind, items) = (top.kind, std::mem::take(&mut top.items));
                 open.drop_top();
-                done = kind.close(items)?;
+                done = match kind {
+                    ContainerKind::Tuple => Entity::Tuple(items),
+                    ContainerKind::Exception => Entity::Exception(items),
+                    ContainerKind::Tagged => kind.close(items)?,
+                };
             }
         }
     }
 
-    /// Reads one header element: a whole leaf entity, or the code and child
-    /// count of a container.
-    fn element<R>(&mut self) -> Result<Element<R>, Error>
-    where
-        D: super::RefDecoder<R>,
-    {
-        let c = self.byte()?;
-        Ok(Element::Leaf(match c {
-            0..=0xee => Entity::Int(c as i64 - 1),
-            code::INT_POS | code::INT_NEG => match self.small() {
-                // n + 238 (positive) or -(n + 2) (negative); n < 2^64, so
-                // this is exact in an i128.
-                Some(n) => {
-                    let n = i128::from(n);
-                    let v = if c == code::INT_POS {
-                        n + 238
-                    } else {
-                        -(n + 2)
-                    };
-                    match i64::try_from(v) {
-                        Ok(v) => Entity::Int(v),
-                        Err(_) => Entity::BigInt(BigInt::from(v)),
-                    }
-                }
-                None => {
-                    let n = self.posint()?.to_biguint();
-                    let n = BigInt::from_biguint(Sign::Plus, n);
-                    Entity::int(if c == code::INT_POS {
-                        n + BigInt::from(238)
-                    } else {
-                        -(n + BigInt::from(2))
-                    })
-                }
-            },
-            code::FALSE => Entity::Bool(false),
-            code::TRUE => Entity::Bool(true),
-            code::NONE => Entity::None,
+    /// A string in the peer's default codec (code `STRING`).
+    fn string(&mut self) -> Result<String, Error> {
+        let n = self.len("string length")?;
+        let codec = self.peer_codec.ok_or_else(|| Error::NoStringCodec)?;
+        codec.decode(self.payload(n)?)
+    }
+
+    /// An integer too large for the short form (`INT_POS`/`INT_NEG` code
+    /// `c` already read).
+    #[cold]
+    fn big_int<R>(&mut self, c: u8) -> Result<Entity<R>, Error> {
+        let n = self.posint()?.to_biguint();
+        let n = BigInt::from_biguint(Sign::Plus, n);
+        Ok(Entity::int(if c == code::INT_POS {
+            n + BigInt::from(238)
+        } else {
+            -(n + BigInt::from(2))
+        }))
+    }
+
+    /// The leaves [`Builder::entity`] does not decode inline (code `c`
+    /// already read).
+    #[inline(never)]
+    fn rare_leaf<R>(&mut self, c: u8) -> Result<Entity<R>, Error> {
+        Ok(match c {
             code::BYTES => {
                 let n = self.len("bytes length")?;
                 Entity::Bytes(self.payload(n)?.to_vec())
-            }
-            code::STRING => {
-                let n = self.len("string length")?;
-                let codec = self.peer_codec.ok_or_else(|| Error::NoStringCodec)?;
-                Entity::Str(codec.decode(self.payload(n)?)?)
             }
             code::STRING_CODEC => {
                 let codec_len = self.len("codec length")?;
@@ -482,9 +514,6 @@ impl<D> Builder<'_, D> {
                 })?;
                 Entity::Str(codec.decode(self.payload(data_len)?)?)
             }
-            code::TUPLE => return self.container(ContainerKind::Tuple),
-            code::EXCEPTION => return self.container(ContainerKind::Exception),
-            code::TAGGED => return self.container(ContainerKind::Tagged),
             code::FLOAT_2 | code::FLOAT_10 => {
                 let digits = self.signed()?;
                 let exp = self.signed_i64("float exponent")?;
@@ -506,30 +535,9 @@ impl<D> Builder<'_, D> {
                 let exp = self.signed_i64("float exponent")?;
                 Entity::Float(VFloat { digits, base, exp })
             }
-            code::REF_SENDER | code::REF_RECEIVER => {
-                let id = self.signed_i64("object id")?;
-                let owner = if c == code::REF_SENDER {
-                    Owner::Sender
-                } else {
-                    Owner::Receiver
-                };
-                Entity::Ref(self.refs.decode_ref(WireRef { owner, id })?)
-            }
             _ => return Err(Error::InvalidCode { code: c }),
-        }))
+        })
     }
-
-    fn container<R>(&mut self, kind: ContainerKind) -> Result<Element<R>, Error> {
-        Ok(Element::Container(kind, self.len("tuple length")?))
-    }
-}
-
-/// What [`Builder::element`] read.
-enum Element<R> {
-    /// A complete leaf entity.
-    Leaf(Entity<R>),
-    /// A container and how many children follow it.
-    Container(ContainerKind, usize),
 }
 
 #[derive(Clone, Copy)]
