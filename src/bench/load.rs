@@ -16,7 +16,7 @@
 //! count as errors.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,35 +160,63 @@ async fn connect_one(plan: &Plan, config: &ClientConfig) -> anyhow::Result<Conn>
     }
 }
 
+/// When a link (or connection) last made progress, shared by everything
+/// working on it.
+#[derive(Debug)]
+pub struct Progress {
+    origin: Instant,
+    last_ns: AtomicU64,
+}
+
+impl Progress {
+    /// Progress as of now.
+    pub fn new() -> Progress {
+        Progress {
+            origin: Instant::now(),
+            last_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes progress at `now`.
+    pub fn note(&self, now: Instant) {
+        let ns = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        self.last_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The last progress noted.
+    pub fn last(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed))
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
 /// Bounds waiting without a timer per call: one timer per link that is
 /// re-armed only when it fires, from the time of the last progress.
 pub struct Watchdog {
     sleep: Pin<Box<Sleep>>,
-    last: Instant,
     limit: Duration,
 }
 
 impl Watchdog {
     /// A watchdog that fires `limit` after the last progress.
     pub fn new(limit: Duration) -> Watchdog {
-        let now = Instant::now();
         Watchdog {
-            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
-            last: now,
+            sleep: Box::pin(tokio::time::sleep(limit)),
             limit,
         }
     }
 
-    /// Notes progress at `now`.
-    pub fn progress(&mut self, now: Instant) {
-        self.last = now;
-    }
-
-    /// Resolves once `limit` has passed without progress.
-    pub async fn expired(&mut self) {
+    /// Resolves once `limit` has passed without `progress`.
+    pub async fn expired(&mut self, progress: &Progress) {
         loop {
             self.sleep.as_mut().await;
-            let due = self.last + self.limit;
+            let due = progress.last() + self.limit;
             if Instant::now() >= due {
                 return;
             }
@@ -197,22 +225,13 @@ impl Watchdog {
     }
 }
 
-/// One call; resolves to when it was sent and how it ended.
-async fn one_call(
-    target: &RemoteObject,
-    method: &str,
-    payload: &str,
-) -> (Instant, Result<Value, LinkError>) {
-    let sent = Instant::now();
-    let result = target
-        .call(method, vec![Value::Str(payload.to_owned())])
-        .await;
-    (sent, result)
-}
-
 /// Keeps `inflight` calls going on one link until `stop_at`. Returns
 /// whether the link was lost (closed, or no call finished within the
 /// timeout: then the calls in flight count as errors).
+///
+/// Each of the `inflight` slots is one long-lived future that makes its
+/// calls one after another, so the harness allocates nothing per call
+/// beyond what a call itself needs; the slots share the recorder.
 async fn drive_link(
     link: &Link,
     target: &RemoteObject,
@@ -222,47 +241,65 @@ async fn drive_link(
     stop_at: Instant,
 ) -> bool {
     let check = plan.method == "echo";
-    let mut calls = FuturesUnordered::new();
-    for _ in 0..plan.inflight {
-        calls.push(one_call(target, &plan.method, payload));
-    }
-    let mut watchdog = Watchdog::new(plan.timeout);
-    let mut lost = false;
-    loop {
-        let (sent, result) = tokio::select! {
-            biased;
-            next = calls.next() => match next {
-                Some(done) => done,
-                None => break,
-            },
-            () = watchdog.expired() => {
-                tracing::warn!(link = link.id(), in_flight = calls.len(), "no answer within the timeout");
-                let now = Instant::now();
-                for _ in 0..calls.len() {
-                    rec.record(now, now, false);
+    let shared = std::sync::Mutex::new(rec);
+    let progress = Progress::new();
+    let lost = AtomicBool::new(false);
+    let slot = || async {
+        let mut sent = Instant::now();
+        loop {
+            let result = target
+                .call(&plan.method, vec![Value::Str(payload.to_owned())])
+                .await;
+            let now = Instant::now();
+            progress.note(now);
+            let ok = match &result {
+                Ok(Entity::Str(s)) if check => s == payload,
+                Ok(_) => !check,
+                Err(_) => false,
+            };
+            shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(sent, now, ok);
+            if let Err(e) = &result {
+                if (link.is_closed() || matches!(e, LinkError::Closed(_)))
+                    && !lost.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(link = link.id(), error = %e, "link lost");
                 }
-                return true;
             }
-        };
+            if now >= stop_at || lost.load(Ordering::Relaxed) {
+                return;
+            }
+            // The next call goes out now: its clock reading is this one.
+            sent = now;
+        }
+    };
+    let mut slots: FuturesUnordered<_> = (0..plan.inflight).map(|_| slot()).collect();
+    let mut watchdog = Watchdog::new(plan.timeout);
+    let stuck = loop {
+        tokio::select! {
+            biased;
+            next = slots.next() => if next.is_none() {
+                break false;
+            },
+            () = watchdog.expired(&progress) => break true,
+        }
+    };
+    if stuck {
+        let in_flight = slots.len();
+        drop(slots);
+        tracing::warn!(link = link.id(), in_flight, "no answer within the timeout");
         let now = Instant::now();
-        watchdog.progress(now);
-        let ok = match &result {
-            Ok(Entity::Str(s)) if check => s == payload,
-            Ok(_) => !check,
-            Err(_) => false,
-        };
-        rec.record(sent, now, ok);
-        if let Err(e) = &result {
-            if !lost && (link.is_closed() || matches!(e, LinkError::Closed(_))) {
-                tracing::warn!(link = link.id(), error = %e, "link lost");
-                lost = true;
-            }
+        let mut rec = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for _ in 0..in_flight {
+            rec.record(now, now, false);
         }
-        if !lost && now < stop_at {
-            calls.push(one_call(target, &plan.method, payload));
-        }
+        return true;
     }
-    lost
+    lost.load(Ordering::Relaxed)
 }
 
 /// The outcome of one link's task.
@@ -589,10 +626,11 @@ mod tests {
         bounded(async {
             let limit = Duration::from_millis(40);
             let start = Instant::now();
+            let progress = Progress::new();
             let mut w = Watchdog::new(limit);
             tokio::time::sleep(Duration::from_millis(25)).await;
-            w.progress(Instant::now());
-            w.expired().await;
+            progress.note(Instant::now());
+            w.expired(&progress).await;
             assert!(
                 start.elapsed() >= Duration::from_millis(65),
                 "{:?}",

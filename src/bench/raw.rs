@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::load::{Recorder, Watchdog};
+use super::load::{Progress, Recorder, Watchdog};
 
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -186,6 +186,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut to_send = inflight;
     let mut watchdog = Watchdog::new(limit);
+    let progress = Progress::new();
     let result = async {
         loop {
             let now = Instant::now();
@@ -208,7 +209,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             let n = tokio::select! {
                 biased;
                 n = stream.read_buf(&mut inbuf) => n?,
-                () = watchdog.expired() => {
+                () = watchdog.expired(&progress) => {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
                 }
             };
@@ -216,7 +217,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             let now = Instant::now();
-            watchdog.progress(now);
+            progress.note(now);
             let mut pos = 0;
             while let Some(len) = body_len(&inbuf[pos..])? {
                 let Some(body) = inbuf.get(pos + HEADER..pos + HEADER + len) else {
