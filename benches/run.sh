@@ -60,6 +60,7 @@ command -v taskset >/dev/null || { echo "taskset is missing (apt-get install uti
 if [[ -z $out ]]; then out=$(mktemp -d /tmp/vole-bench.XXXXXX); else mkdir -p "$out"; fi
 state=$out/state
 mkdir -p "$state"
+: > "$out/servers.txt"
 results=$out/results.jsonl
 : > "$results"
 log=$out/bench.log
@@ -79,6 +80,7 @@ trap cleanup EXIT
 # its "listening on ADDR" line; sets $server_pid and $server_addr.
 start_server() {
     local name=$1; shift
+    echo "$name: taskset -c $server_cpu $*" >> "$out/servers.txt"
     taskset -c "$server_cpu" "$@" > "$out/$name.out" 2> "$out/$name.err" &
     server_pid=$!
     pids+=("$server_pid")
@@ -186,4 +188,5 @@ done
 
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
 python3 "$here/summarize.py" "$results" | tee "$out/summary.md"
+echo "server commands: $out/servers.txt; client commands: the \"command\" field of $results"
 echo "results in $out"

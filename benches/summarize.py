@@ -56,8 +56,8 @@ def main():
         return (r.get('latency_us') or {}).get(p)
 
     stats = {}
-    print('| variant | runs | calls/s median [range] | p50 us | p99 us | p99.9 us | server us/call | server cores | client cores | errors |')
-    print('|---|---|---|---|---|---|---|---|---|---|')
+    print('| variant | runs | calls/s median [range] | p50 us | p99 us | p99.9 us | server us/call | client us/call | server cores | client cores | errors |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for label, rs in runs.items():
         cps = [r['calls_per_s'] for r in rs]
         s = {
@@ -66,12 +66,13 @@ def main():
             'p99': median([lat(r, 'p99') for r in rs]),
             'p999': median([lat(r, 'p999') for r in rs]),
             'server_us': median([r.get('server_us_per_call') for r in rs]),
+            'client_us': median([r.get('client_us_per_call') for r in rs]),
         }
         stats[label] = s
-        print('| {} | {} | {} [{}] | {} | {} | {} | {} | {} | {} | {} |'.format(
+        print('| {} | {} | {} [{}] | {} | {} | {} | {} | {} | {} | {} | {} |'.format(
             label, len(rs), fmt(s['cps']), spread(cps),
             fmt(s['p50'], 1), fmt(s['p99'], 1), fmt(s['p999'], 1),
-            fmt(s['server_us'], 2),
+            fmt(s['server_us'], 2), fmt(s['client_us'], 2),
             fmt(median([r.get('server_cores') for r in rs]), 2),
             fmt(median([r.get('client_cores') for r in rs]), 2),
             sum(r.get('errors', 0) for r in rs)))
