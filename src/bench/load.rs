@@ -16,11 +16,12 @@
 //! count as errors.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::future::Either;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::sync::oneshot;
@@ -244,6 +245,7 @@ async fn drive_link(
     let shared = std::sync::Mutex::new(rec);
     let progress = Progress::new();
     let lost = AtomicBool::new(false);
+    let running = AtomicUsize::new(plan.inflight);
     let slot = || async {
         let mut sent = Instant::now();
         loop {
@@ -269,26 +271,32 @@ async fn drive_link(
                 }
             }
             if now >= stop_at || lost.load(Ordering::Relaxed) {
+                // Only slots that end here leave the count, so after a
+                // timeout it is the number of calls still in flight.
+                running.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
             // The next call goes out now: its clock reading is this one.
             sent = now;
         }
     };
-    let mut slots: FuturesUnordered<_> = (0..plan.inflight).map(|_| slot()).collect();
+    // With one call in flight the slot runs on its own: a set of one
+    // would only add a wake-up hop per call (the raw client has none).
+    let all = if plan.inflight == 1 {
+        Either::Left(slot())
+    } else {
+        let mut slots: FuturesUnordered<_> = (0..plan.inflight).map(|_| slot()).collect();
+        Either::Right(async move { while slots.next().await.is_some() {} })
+    };
     let mut watchdog = Watchdog::new(plan.timeout);
-    let stuck = loop {
-        tokio::select! {
-            biased;
-            next = slots.next() => if next.is_none() {
-                break false;
-            },
-            () = watchdog.expired(&progress) => break true,
-        }
+    let stuck = tokio::select! {
+        biased;
+        () = all => false,
+        () = watchdog.expired(&progress) => true,
     };
     if stuck {
-        let in_flight = slots.len();
-        drop(slots);
+        // Every slot still running has a call in flight.
+        let in_flight = running.load(Ordering::Relaxed);
         tracing::warn!(link = link.id(), in_flight, "no answer within the timeout");
         let now = Instant::now();
         let mut rec = shared
@@ -572,11 +580,16 @@ mod tests {
     async fn loads_a_vole_service() {
         bounded(async {
             let (_service, port) = vole_service().await;
+            for inflight in [1, 3] {
+                let mut plan = plan(&format!("vop://127.0.0.1:{port}/text/echo/"), "echo");
+                plan.inflight = inflight;
+                let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
+                assert!(summary.calls > 0);
+                assert_eq!((summary.errors, summary.links_lost), (0, 0));
+                assert!(summary.latency.p50 > 0.0);
+            }
             let plan = plan(&format!("vop://127.0.0.1:{port}/text/echo/"), "echo");
             let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
-            assert!(summary.calls > 0);
-            assert_eq!((summary.errors, summary.links_lost), (0, 0));
-            assert!(summary.latency.p50 > 0.0);
             assert!(summary.cpu.server.is_some() && summary.cpu.client.is_some());
         })
         .await;
@@ -657,12 +670,16 @@ mod tests {
             }));
             let s = service.clone();
             tokio::spawn(async move { s.run(listener).await });
-            let mut plan = plan(&format!("vop://127.0.0.1:{port}/"), "echo");
-            plan.timeout = Duration::from_millis(200);
-            let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
-            assert_eq!(summary.calls, 0);
-            assert_eq!(summary.errors, 6);
-            assert_eq!(summary.links_lost, 2);
+            // One call in flight runs the slot alone; more go through a set.
+            for inflight in [1, 3] {
+                let mut plan = plan(&format!("vop://127.0.0.1:{port}/"), "echo");
+                plan.timeout = Duration::from_millis(200);
+                plan.inflight = inflight;
+                let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
+                assert_eq!(summary.calls, 0);
+                assert_eq!(summary.errors, 2 * inflight as u64);
+                assert_eq!(summary.links_lost, 2);
+            }
         })
         .await;
     }
