@@ -114,12 +114,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         command => {
             logging::init(level, settings::LogFormat::Text, false);
-            let rt = runtime(Some(2), None)?;
+            let threads = match &command {
+                Command::Bench(args) => args.threads,
+                Command::BenchServer(args) => args.threads,
+                _ => Some(2),
+            };
+            let rt = runtime(threads.or(Some(2)), None)?;
             rt.block_on(async move {
                 match command {
                     Command::Call(args) => cli::call::call(args).await,
                     Command::Describe(args) => cli::call::describe(args).await,
                     Command::Bench(args) => bench::run(args).await,
+                    Command::BenchServer(args) => bench::run_server(args).await,
                     Command::Status(args) => cli::status::run(args).await,
                     Command::Stop(args) => cli::admin::stop(args).await,
                     Command::Reload(t) => {

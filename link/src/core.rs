@@ -25,13 +25,14 @@
 //! [`LinkCore::handle_timeout`] when it fires.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::time::Instant;
 use vole_transport::vec::{
-    hello as vec_hello, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, RefDecoder,
+    hello as vec_hello, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, Part, RefDecoder,
 };
 use vole_transport::{Entity, Owner, RefEncoder, WireRef};
 
@@ -144,11 +145,48 @@ struct PeerEntry {
     deref_sent: bool,
 }
 
+/// Hashes the integer keys of maps whose keys this side chooses: its
+/// message ids, its object ids, object addresses. A multiply is enough there
+/// and costs a fraction of SipHash, which these maps paid on every call.
+/// Maps keyed by ids the peer chooses keep the default, keyed hasher.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // Swap the halves: the table indexes by the low bits, and the high
+        // bits of the product are the well-mixed ones (addresses, for one,
+        // have zero low bits).
+        self.0.rotate_left(32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// A map keyed by integers this side chooses (see [`IdHasher`]).
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
 /// The two id spaces of a link.
 struct RefTable {
     shared: Arc<LinkShared>,
-    local: HashMap<i64, LocalEntry>,
-    local_ids: HashMap<usize, i64>,
+    local: IdMap<i64, LocalEntry>,
+    local_ids: IdMap<usize, i64>,
     next_id: i64,
     peer: HashMap<i64, PeerEntry>,
     /// Local ids whose send count the current encode raised, to undo on
@@ -290,7 +328,7 @@ pub(crate) struct LinkCore {
     refs: RefTable,
     out: Vec<u8>,
     next_msg_id: i64,
-    pending: HashMap<i64, Pending>,
+    pending: IdMap<i64, Pending>,
     events: VecDeque<Event>,
     hs: Handshake,
     draining: bool,
@@ -332,15 +370,15 @@ impl LinkCore {
             decoder,
             refs: RefTable {
                 shared: shared.clone(),
-                local: HashMap::new(),
-                local_ids: HashMap::new(),
+                local: IdMap::default(),
+                local_ids: IdMap::default(),
                 next_id: 1,
                 peer: HashMap::new(),
                 journal: Vec::new(),
             },
             out: Vec::with_capacity(4096),
             next_msg_id: 1,
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             events: VecDeque::new(),
             hs: Handshake::default(),
             draining: false,
@@ -450,7 +488,7 @@ impl LinkCore {
                             let ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
                             let id = self.send_call(
                                 &peer_hs,
-                                vec![Value::str("keep_alive"), Value::Int(ms)],
+                                &[Value::str("keep_alive"), Value::Int(ms)],
                                 CallKind::Normal,
                             )?;
                             self.pending.insert(id, Pending::KeepAlive);
@@ -491,7 +529,7 @@ impl LinkCore {
         if target.link_id() != self.shared.id {
             return Err(Error::Usage("object belongs to another link".to_owned()));
         }
-        let id = self.send_call(target, args, kind)?;
+        let id = self.send_call(target, &args, kind)?;
         if kind == CallKind::Oneway {
             return Ok(None);
         }
@@ -518,24 +556,25 @@ impl LinkCore {
         };
         match result {
             Ok(value) => {
-                let payload = Value::Tuple(vec![Value::Int(call_id), value]);
-                if let Err(e) = self.send(code::CALL_RESULT, payload) {
+                let payload = [Part::Int(call_id), Part::Entity(&value)];
+                if let Err(e) = self.send(code::CALL_RESULT, Part::Tuple(&payload)) {
                     // The result cannot be encoded (e.g. nested too deep):
                     // the caller gets a call error, the link stays up.
                     tracing::warn!(link = self.shared.id, call = call_id, error = %e, "result could not be sent");
-                    self.send(code::CALL_ERROR, Value::Int(call_id))?;
+                    self.send(code::CALL_ERROR, Part::Int(call_id))?;
                 }
             }
             Err(CallError::Exception(args)) => {
-                let payload = Value::Tuple(vec![Value::Int(call_id), Value::Exception(args)]);
-                if let Err(e) = self.send(code::CALL_EXCEPTION, payload) {
+                let exception = Value::Exception(args);
+                let payload = [Part::Int(call_id), Part::Entity(&exception)];
+                if let Err(e) = self.send(code::CALL_EXCEPTION, Part::Tuple(&payload)) {
                     tracing::warn!(link = self.shared.id, call = call_id, error = %e, "exception could not be sent");
-                    self.send(code::CALL_ERROR, Value::Int(call_id))?;
+                    self.send(code::CALL_ERROR, Part::Int(call_id))?;
                 }
             }
             Err(CallError::Failed(reason)) => {
                 tracing::debug!(link = self.shared.id, call = call_id, %reason, "call failed");
-                self.send(code::CALL_ERROR, Value::Int(call_id))?;
+                self.send(code::CALL_ERROR, Part::Int(call_id))?;
             }
         }
         Ok(())
@@ -554,7 +593,7 @@ impl LinkCore {
         entry.deref_sent = true;
         self.send(
             code::NOTIFY_DEREF,
-            Value::Tuple(vec![Value::Int(id), Value::Int(recvs)]),
+            Part::Tuple(&[Part::Int(id), Part::Int(recvs)]),
         )
     }
 
@@ -587,7 +626,7 @@ impl LinkCore {
         }
         if let Some(period) = self.keep_alive_send {
             if now >= self.last_sent + period {
-                self.send(code::KEEP_ALIVE, Value::None)?;
+                self.send(code::KEEP_ALIVE, Part::Entity(&Value::None))?;
             }
         }
         Ok(())
@@ -596,8 +635,15 @@ impl LinkCore {
     // ---- internals -----------------------------------------------------
 
     fn write_raw(&mut self, entity: &Value) -> Result<(), Error> {
+        self.write_part(&Part::Entity(entity))
+    }
+
+    fn write_part(&mut self, part: &Part<'_, ObjectRef>) -> Result<(), Error> {
         self.refs.journal.clear();
-        match self.encoder.encode(entity, &mut self.refs, &mut self.out) {
+        match self
+            .encoder
+            .encode_part(part, &mut self.refs, &mut self.out)
+        {
             Ok(()) => {
                 self.refs.journal.clear();
                 Ok(())
@@ -609,15 +655,16 @@ impl LinkCore {
         }
     }
 
-    fn send(&mut self, code: i64, payload: Value) -> Result<(), Error> {
+    fn send(&mut self, code: i64, payload: Part<'_, ObjectRef>) -> Result<(), Error> {
         self.send_message(code, payload).map(|_| ())
     }
 
-    fn send_message(&mut self, code: i64, payload: Value) -> Result<i64, Error> {
+    /// Writes the message `(id, code, payload)`; the framing tuples are
+    /// encoded in place, never built.
+    fn send_message(&mut self, code: i64, payload: Part<'_, ObjectRef>) -> Result<i64, Error> {
         let id = self.next_msg_id;
         tracing::trace!(link = self.shared.id, id, code, ?payload, "send");
-        let msg = Value::Tuple(vec![Value::Int(id), Value::Int(code), payload]);
-        self.write_raw(&msg)?;
+        self.write_part(&Part::Tuple(&[Part::Int(id), Part::Int(code), payload]))?;
         self.next_msg_id += 1;
         self.last_sent = self.now;
         Ok(id)
@@ -626,14 +673,12 @@ impl LinkCore {
     fn send_call(
         &mut self,
         target: &RemoteObject,
-        args: Vec<Value>,
+        args: &[Value],
         kind: CallKind,
     ) -> Result<i64, Error> {
-        let payload = Value::Tuple(vec![
-            Value::Ref(ObjectRef::Remote(target.clone())),
-            Value::Tuple(args),
-        ]);
-        self.send_message(kind.code(), payload)
+        let target = ObjectRef::Remote(target.clone());
+        let payload = [Part::Ref(&target), Part::Items(args)];
+        self.send_message(kind.code(), Part::Tuple(&payload))
     }
 
     fn can_finish(&mut self, peer_hs: &RemoteObject) -> Result<(), Error> {
@@ -641,7 +686,7 @@ impl LinkCore {
         for call_id in std::mem::take(&mut self.hs.deferred_finish) {
             self.answer_finish(call_id)?;
         }
-        let id = self.send_call(peer_hs, vec![Value::str("finish")], CallKind::Normal)?;
+        let id = self.send_call(peer_hs, &[Value::str("finish")], CallKind::Normal)?;
         self.pending.insert(id, Pending::Finish);
         self.hs.finish_call = Some(id);
         Ok(())
@@ -801,6 +846,7 @@ impl LinkCore {
                     i64::try_from(self.config.keep_alive_min_send.as_millis()).unwrap_or(i64::MAX);
                 let granted = (*ms).max(min);
                 self.keep_alive_send = Some(Duration::from_millis(granted as u64));
+                self.last_sent = Instant::now();
                 self.respond(call_id, kind, Ok(Value::Int(granted)))
             }
             _ => Err(Error::Handshake(format!(
@@ -876,7 +922,7 @@ impl LinkCore {
         let key = entry.key;
         self.refs.local.remove(&id);
         self.refs.local_ids.remove(&key);
-        self.send(code::CONFIRM_DEREF, Value::Int(id))?;
+        self.send(code::CONFIRM_DEREF, Part::Int(id))?;
         self.check_idle();
         Ok(())
     }
@@ -950,3 +996,44 @@ fn pair(payload: Value, what: &str) -> Result<(i64, Value), Error> {
 #[cfg(test)]
 #[path = "core_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod hasher_tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    fn buckets(keys: impl Iterator<Item = u64>, mask: u64) -> usize {
+        let build = BuildHasherDefault::<IdHasher>::default();
+        let mut seen = std::collections::HashSet::new();
+        for k in keys {
+            seen.insert(build.hash_one(k) & mask);
+        }
+        seen.len()
+    }
+
+    #[test]
+    fn id_hasher_spreads_sequential_ids_and_addresses() {
+        // 1024 keys over 1024 buckets: a good spread fills most of them.
+        let sequential = buckets(1..=1024, 1023);
+        let addresses = buckets((0..1024).map(|i| 0x7f00_0000_0000 + i * 64), 1023);
+        assert!(sequential > 600, "{sequential}");
+        assert!(addresses > 600, "{addresses}");
+        // Byte-wise input (other key types) still hashes by value.
+        let build = BuildHasherDefault::<IdHasher>::default();
+        assert_eq!(build.hash_one("ab"), build.hash_one("ab"));
+        assert_ne!(build.hash_one("ab"), build.hash_one("ba"));
+        assert_eq!(build.hash_one(5i64), build.hash_one(5u64));
+        assert_eq!(build.hash_one(5usize), build.hash_one(5u64));
+    }
+
+    #[test]
+    fn id_maps_work_as_maps() {
+        let mut m: IdMap<i64, i64> = IdMap::default();
+        for i in -500..500 {
+            m.insert(i, i * 2);
+        }
+        assert!((-500..500).all(|i| m.get(&i) == Some(&(i * 2))));
+        assert_eq!(m.remove(&7), Some(14));
+        assert_eq!(m.get(&7), None);
+    }
+}

@@ -11,12 +11,12 @@
 //! a bounded channel meanwhile. A peer that stops reading is detected by the
 //! write timeout and its link closed.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::core::{Event, LinkConfig, LinkCore};
+use crate::core::{Event, IdMap, LinkConfig, LinkCore};
 use crate::handle::{next_link_id, Command, Link, LinkShared, LinkStats};
 use crate::object::{CallError, CallFuture, LinkInfo, Object};
 use crate::proto::CallKind;
@@ -66,6 +66,18 @@ const READ_CHUNK: usize = 16 * 1024;
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Iterations of the driver loop before it yields to other tasks.
 const BUDGET: usize = 32;
+
+/// The sources that returned `Pending` during the current poll of the
+/// driver. Their wakers are registered, so polling them again before the
+/// task is woken would find nothing; the later passes of the loop skip
+/// them. (A source that stopped for another reason, such as a full output
+/// buffer, is polled again.)
+#[derive(Debug, Default)]
+struct Parked {
+    derefs: bool,
+    commands: bool,
+    read: bool,
+}
 
 struct Inflight {
     call_id: u64,
@@ -119,7 +131,7 @@ pub struct Driver<IO> {
     read_closed: bool,
     stall_since: Option<Instant>,
     calls: FuturesUnordered<Inflight>,
-    waiting: HashMap<u64, oneshot::Sender<Result<Value, Error>>>,
+    waiting: IdMap<u64, oneshot::Sender<Result<Value, Error>>>,
     handshake_tx: Option<oneshot::Sender<Result<Option<RemoteObject>, Error>>>,
     phase: Phase,
     timer: Pin<Box<Sleep>>,
@@ -170,7 +182,7 @@ where
             read_closed: false,
             stall_since: None,
             calls: FuturesUnordered::new(),
-            waiting: HashMap::new(),
+            waiting: IdMap::default(),
             handshake_tx: Some(hs_tx),
             phase: Phase::Running,
             timer: Box::pin(tokio::time::sleep_until(now)),
@@ -266,7 +278,7 @@ where
         Ok(())
     }
 
-    fn handle_events(&mut self, now: Instant) {
+    fn handle_events(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<(), Error> {
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::HandshakeDone(gateway) => {
@@ -280,12 +292,22 @@ where
                     kind,
                 } => {
                     self.shared.stats.calls_in.fetch_add(1, Ordering::Relaxed);
-                    self.calls.push(Inflight {
+                    let mut call = Inflight {
                         call_id,
                         kind,
                         started: now,
                         future,
-                    });
+                    };
+                    // Most methods finish without waiting: answer those at
+                    // once, sparing the set of running calls (an allocation
+                    // and a wake-up each). The others go to the set, which
+                    // polls them again and so takes over their wake-ups.
+                    match Pin::new(&mut call).poll(cx) {
+                        Poll::Ready((call_id, kind, _, result)) => {
+                            self.finished(call_id, kind, Duration::ZERO, result)?
+                        }
+                        Poll::Pending => self.calls.push(call),
+                    }
                 }
                 Event::Completed { call_id, result } => {
                     if let Some(tx) = self.waiting.remove(&call_id) {
@@ -299,25 +321,62 @@ where
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Answers a call of the peer that has finished.
+    fn finished(
+        &mut self,
+        call_id: u64,
+        kind: CallKind,
+        elapsed: Duration,
+        result: Result<Value, CallError>,
+    ) -> Result<(), Error> {
+        if let Some(m) = &self.config.metrics {
+            m.record(elapsed);
+        }
+        self.shared
+            .stats
+            .completed_in
+            .fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.shared.stats.errors_in.fetch_add(1, Ordering::Relaxed);
+        }
+        self.core.respond(call_id, kind, result)
     }
 
     /// One pass over every source of work. Returns whether anything
     /// happened.
-    fn step(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool, Error> {
+    fn step(
+        &mut self,
+        cx: &mut Context<'_>,
+        now: Instant,
+        parked: &mut Parked,
+    ) -> Result<bool, Error> {
         let mut progress = false;
 
-        if self.abort.as_mut().poll(cx).is_ready() {
-            return Err(Error::Closed("closed locally".to_owned()));
-        }
-
         // Dropped proxies.
-        while let Poll::Ready(Some(id)) = self.deref_rx.poll_recv(cx) {
-            self.core.release(id)?;
-            progress = true;
+        if !parked.derefs {
+            loop {
+                match self.deref_rx.poll_recv(cx) {
+                    Poll::Ready(Some(id)) => {
+                        self.core.release(id)?;
+                        progress = true;
+                    }
+                    // The driver holds a sender (in `shared`), so the
+                    // channel never ends while it runs.
+                    Poll::Ready(None) | Poll::Pending => {
+                        parked.derefs = true;
+                        break;
+                    }
+                }
+            }
         }
 
         // Local commands, while there is room to write.
-        if !matches!(self.phase, Phase::Flushing { .. } | Phase::Lingering { .. }) {
+        if !parked.commands
+            && !matches!(self.phase, Phase::Flushing { .. } | Phase::Lingering { .. })
+        {
             while self.out_len() < self.config.out_high_water {
                 match self.cmd_rx.poll_recv(cx) {
                     Poll::Ready(Some(cmd)) => {
@@ -326,7 +385,10 @@ where
                     }
                     // Every handle holds a sender via the shared state, so
                     // the channel only ends when the driver closes it.
-                    Poll::Ready(None) | Poll::Pending => break,
+                    Poll::Ready(None) | Poll::Pending => {
+                        parked.commands = true;
+                        break;
+                    }
                 }
             }
         }
@@ -335,22 +397,18 @@ where
         while let Poll::Ready(Some((call_id, kind, started, result))) =
             self.calls.poll_next_unpin(cx)
         {
-            if let Some(m) = &self.config.metrics {
-                m.record(now.saturating_duration_since(started));
-            }
-            self.shared
-                .stats
-                .completed_in
-                .fetch_add(1, Ordering::Relaxed);
-            if result.is_err() {
-                self.shared.stats.errors_in.fetch_add(1, Ordering::Relaxed);
-            }
-            self.core.respond(call_id, kind, result)?;
+            self.finished(
+                call_id,
+                kind,
+                now.saturating_duration_since(started),
+                result,
+            )?;
             progress = true;
         }
 
         // Read, unless the peer has finished or we are saturated.
-        let can_read = !self.read_closed
+        let can_read = !parked.read
+            && !self.read_closed
             && self.calls.len() < self.config.max_inflight
             && self.out_len() < self.config.out_high_water;
         if can_read {
@@ -372,11 +430,11 @@ where
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(Error::Transport(e.into())),
-                Poll::Pending => {}
+                Poll::Pending => parked.read = true,
             }
         }
 
-        self.handle_events(now);
+        self.handle_events(cx, now)?;
 
         // Timers, before writing: a keep-alive they queue goes out now,
         // not when other traffic next wakes the driver.
@@ -540,12 +598,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
         let this = self.get_mut();
+        // One registration per poll is enough: a cancel wakes the task,
+        // which then polls again. (Polling a cancellation future takes a
+        // lock, so not once per pass.)
+        if this.phase != Phase::Done && this.abort.as_mut().poll(cx).is_ready() {
+            this.fail(Error::Closed("closed locally".to_owned()));
+        }
+        let mut parked = Parked::default();
+        let now = Instant::now();
         for _ in 0..BUDGET {
             if let Some(outcome) = this.outcome.take() {
                 return Poll::Ready(outcome);
             }
-            let now = Instant::now();
-            match this.step(cx, now) {
+            match this.step(cx, now, &mut parked) {
                 Ok(true) => continue,
                 Ok(false) => {
                     if let Some(outcome) = this.outcome.take() {

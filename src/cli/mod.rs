@@ -79,6 +79,9 @@ pub enum Command {
     /// Internal: a node process, started by the controller.
     #[command(hide = true)]
     Node(NodeArgs),
+    /// Baseline length-prefixed echo server for `vole bench` (raw TLS or TCP).
+    #[command(hide = true)]
+    BenchServer(crate::bench::ServerArgs),
 }
 
 /// How admin commands find the running service.

@@ -133,7 +133,11 @@ impl Decoder {
             return Ok(None);
         }
         let total = total as usize;
-        self.scan = Scan::default();
+        // Reset, keeping the stack's allocation for the next message.
+        self.scan.pos = 0;
+        self.scan.payload_total = 0;
+        self.scan.root_seen = false;
+        self.scan.stack.clear();
         let mut builder = Builder {
             buf: &buf[..total],
             head: 0,
@@ -161,13 +165,22 @@ impl Decoder {
     /// Refuses a message whose size, as far as its headers tell, is the sum
     /// of `parts` and exceeds the cap. A sum beyond `u64::MAX` exceeds any
     /// cap: hostile lengths are refused, never wrapped.
-    fn too_large(&self, parts: &[u64]) -> Result<(), Error> {
-        match parts.iter().try_fold(0u64, |sum, p| sum.checked_add(*p)) {
+    #[inline]
+    fn too_large(&self, parts: [u64; 3]) -> Result<(), Error> {
+        let declared = parts[0]
+            .checked_add(parts[1])
+            .and_then(|s| s.checked_add(parts[2]));
+        match declared {
             Some(declared) if declared <= self.config.max_message as u64 => Ok(()),
-            declared => Err(Error::TooLarge {
-                declared: declared.unwrap_or(u64::MAX),
-                max: self.config.max_message,
-            }),
+            declared => Err(self.refuse(declared)),
+        }
+    }
+
+    #[cold]
+    fn refuse(&self, declared: Option<u64>) -> Error {
+        Error::TooLarge {
+            declared: declared.unwrap_or(u64::MAX),
+            max: self.config.max_message,
         }
     }
 
@@ -192,11 +205,31 @@ impl Decoder {
             let mut children: Option<u64> = None;
             macro_rules! field {
                 () => {{
+                    match rest.get(at) {
+                        // The short forms: the first byte gives the length,
+                        // and the commit check below bounds the message.
+                        Some(&f) if f != 0xff => {
+                            let n = if f <= 246 {
+                                1
+                            } else {
+                                1 + usize::from(f - 246)
+                            };
+                            if at + n > rest.len() {
+                                return Ok(Step::NeedMore);
+                            }
+                            at += n;
+                        }
+                        _ => field_long!(),
+                    }
+                }};
+            }
+            macro_rules! field_long {
+                () => {{
                     match netbytes::field_len(&rest[at..])? {
                         None => return Ok(Step::NeedMore),
                         Some(n) => {
                             let field_start = (start + at) as u64;
-                            self.too_large(&[field_start, n, self.scan.payload_total])?;
+                            self.too_large([field_start, n, self.scan.payload_total])?;
                             // Cannot saturate: the sum was checked just above.
                             let end = field_start.saturating_add(n);
                             if end > buf.len() as u64 {
@@ -213,11 +246,19 @@ impl Decoder {
             // which must be refused rather than waited for.
             macro_rules! value {
                 ($what:expr) => {{
-                    let field_start = at;
-                    field!();
-                    match netbytes::read(&rest[field_start..at])? {
-                        None => return Ok(Step::NeedMore),
-                        Some((v, _)) => v.to_u64($what)?,
+                    match netbytes::read_u64(&rest[at..]) {
+                        Some((v, n)) => {
+                            at += n;
+                            v
+                        }
+                        None => {
+                            let field_start = at;
+                            field_long!();
+                            match netbytes::read(&rest[field_start..at])? {
+                                None => return Ok(Step::NeedMore),
+                                Some((v, _)) => v.to_u64($what)?,
+                            }
+                        }
                     }
                 }};
             }
@@ -227,12 +268,11 @@ impl Decoder {
                 code::BYTES | code::STRING => payload = value!("bytes length"),
                 code::STRING_CODEC => {
                     payload = value!("codec length");
-                    payload =
-                        payload
-                            .checked_add(value!("string length"))
-                            .ok_or(Error::OutOfRange {
-                                what: "string length",
-                            })?;
+                    payload = payload
+                        .checked_add(value!("string length"))
+                        .ok_or_else(|| Error::OutOfRange {
+                            what: "string length",
+                        })?;
                 }
                 code::TUPLE | code::EXCEPTION | code::TAGGED => {
                     children = Some(value!("tuple length"));
@@ -248,7 +288,7 @@ impl Decoder {
                 }
                 _ => return Err(Error::InvalidCode { code: c }),
             }
-            self.too_large(&[(start + at) as u64, self.scan.payload_total, payload])?;
+            self.too_large([(start + at) as u64, self.scan.payload_total, payload])?;
             // Cannot saturate: the sum was checked just above.
             let payload_total = self.scan.payload_total.saturating_add(payload);
             // Commit the element.
@@ -265,7 +305,7 @@ impl Decoder {
                     });
                 }
                 // Every child takes at least one header byte.
-                self.too_large(&[self.scan.pos as u64, n, payload_total])?;
+                self.too_large([self.scan.pos as u64, n, payload_total])?;
                 self.scan.stack.push(n);
             }
         }
@@ -282,13 +322,24 @@ struct Builder<'a, D> {
 }
 
 impl<D> Builder<'_, D> {
+    #[inline]
     fn byte(&mut self) -> Result<u8, Error> {
-        let b = *self
-            .buf
-            .get(self.head)
-            .ok_or(Error::Malformed("header overrun"))?;
-        self.head += 1;
-        Ok(b)
+        match self.buf.get(self.head) {
+            Some(&b) => {
+                self.head += 1;
+                Ok(b)
+            }
+            None => Err(Error::Malformed("header overrun")),
+        }
+    }
+
+    /// A short-form integer that fits a `u64`, if that is what comes next
+    /// (see [`netbytes::read_u64`]); otherwise nothing is consumed.
+    #[inline]
+    fn small(&mut self) -> Option<u64> {
+        let (v, n) = netbytes::read_u64(self.buf.get(self.head..self.header_end)?)?;
+        self.head += n;
+        Some(v)
     }
 
     fn posint(&mut self) -> Result<PosInt, Error> {
@@ -298,26 +349,37 @@ impl<D> Builder<'_, D> {
         Ok(v)
     }
 
+    #[inline]
     fn len(&mut self, what: &'static str) -> Result<usize, Error> {
-        self.posint()?.to_usize(what)
+        match self.small() {
+            Some(v) => usize::try_from(v).map_err(|_| Error::OutOfRange { what }),
+            None => self.posint()?.to_usize(what),
+        }
     }
 
+    #[inline]
     fn payload(&mut self, len: usize) -> Result<&[u8], Error> {
-        let start = self
-            .payload_end
-            .checked_sub(len)
-            .filter(|s| *s >= self.header_end)
-            .ok_or(Error::Malformed("payload overrun"))?;
-        let data = &self.buf[start..self.payload_end];
-        self.payload_end = start;
-        Ok(data)
+        match self.payload_end.checked_sub(len) {
+            Some(start) if start >= self.header_end => {
+                let data = &self.buf[start..self.payload_end];
+                self.payload_end = start;
+                Ok(data)
+            }
+            _ => Err(Error::Malformed("payload overrun")),
+        }
     }
 
     fn signed(&mut self) -> Result<BigInt, Error> {
         Ok(netbytes::to_signed(&self.posint()?))
     }
 
+    #[inline]
     fn signed_i64(&mut self, what: &'static str) -> Result<i64, Error> {
+        if let Some(v) = self.small() {
+            // v >> 1 < 2^63, so both signs fit.
+            let half = (v >> 1) as i64;
+            return Ok(if v & 1 == 1 { -half } else { half });
+        }
         netbytes::to_signed_i64(&self.posint()?).ok_or(Error::OutOfRange { what })
     }
 
@@ -326,82 +388,122 @@ impl<D> Builder<'_, D> {
     /// Iterative: containers wait on an explicit stack, so the native stack
     /// stays flat however deep the (depth-capped) nesting is. Elements and
     /// payloads are visited in pre-order, as the recursive definition does.
+    ///
+    /// The common elements are decoded inline and each finished entity goes
+    /// straight into its parent: wrapping every element in an enum inside a
+    /// `Result` made the compiler shuffle them through the stack, which cost
+    /// more than decoding them.
     fn entity<R>(&mut self) -> Result<Entity<R>, Error>
     where
         D: super::RefDecoder<R>,
     {
-        let mut open: Vec<OpenContainer<R>> = Vec::new();
+        let mut open: OpenStack<R> = OpenStack::new();
         loop {
-            let mut done = match self.element()? {
-                Element::Leaf(e) => e,
-                Element::Container(kind, 0) => kind.close(Vec::new())?,
-                Element::Container(kind, n) => {
-                    // The scan saw all n children in the header bytes, so
-                    // n is bounded by the message size.
-                    open.push(OpenContainer {
-                        kind,
-                        remaining: n,
-                        items: Vec::with_capacity(n),
-                    });
-                    continue;
+            let c = self.byte()?;
+            let mut done: Entity<R> = match c {
+                0..=0xee => Entity::Int(i64::from(c) - 1),
+                code::NONE => Entity::None,
+                code::FALSE => Entity::Bool(false),
+                code::TRUE => Entity::Bool(true),
+                code::INT_POS | code::INT_NEG => match self.small() {
+                    // n + 238 (positive) or -(n + 2) (negative); n < 2^64,
+                    // so this is exact in an i128.
+                    Some(n) => {
+                        let n = i128::from(n);
+                        let v = if c == code::INT_POS {
+                            n + 238
+                        } else {
+                            -(n + 2)
+                        };
+                        match i64::try_from(v) {
+                            Ok(v) => Entity::Int(v),
+                            Err(_) => Entity::BigInt(BigInt::from(v)),
+                        }
+                    }
+                    None => self.big_int(c)?,
+                },
+                code::STRING => Entity::Str(self.string()?),
+                code::REF_SENDER | code::REF_RECEIVER => {
+                    let id = self.signed_i64("object id")?;
+                    let owner = if c == code::REF_SENDER {
+                        Owner::Sender
+                    } else {
+                        Owner::Receiver
+                    };
+                    Entity::Ref(self.refs.decode_ref(WireRef { owner, id })?)
                 }
+                code::TUPLE | code::EXCEPTION | code::TAGGED => {
+                    let kind = match c {
+                        code::TUPLE => ContainerKind::Tuple,
+                        code::EXCEPTION => ContainerKind::Exception,
+                        _ => ContainerKind::Tagged,
+                    };
+                    let n = self.len("tuple length")?;
+                    if n > 0 {
+                        // The scan saw all n children in the header bytes,
+                        // so n is bounded by the message size.
+                        open.push(OpenContainer {
+                            kind,
+                            remaining: n,
+                            items: Vec::with_capacity(n),
+                        });
+                        continue;
+                    }
+                    kind.close(Vec::new())?
+                }
+                _ => self.rare_leaf(c)?,
             };
             // Hand the finished entity to its parent, closing every
             // container it completes.
             loop {
-                let Some(mut top) = open.pop() else {
+                let Some(top) = open.top_mut() else {
                     return Ok(done);
                 };
                 top.items.push(done);
                 // Containers are only on the stack with children pending.
                 top.remaining -= 1;
                 if top.remaining > 0 {
-                    open.push(top);
                     break;
                 }
-                done = top.kind.close(top.items)?;
+                let (kind, items) = (top.kind, std::mem::take(&mut top.items));
+                open.drop_top();
+                done = match kind {
+                    ContainerKind::Tuple => Entity::Tuple(items),
+                    ContainerKind::Exception => Entity::Exception(items),
+                    ContainerKind::Tagged => kind.close(items)?,
+                };
             }
         }
     }
 
-    /// Reads one header element: a whole leaf entity, or the code and child
-    /// count of a container.
-    fn element<R>(&mut self) -> Result<Element<R>, Error>
-    where
-        D: super::RefDecoder<R>,
-    {
-        let c = self.byte()?;
-        Ok(Element::Leaf(match c {
-            0..=0xee => Entity::Int(c as i64 - 1),
-            code::INT_POS => match self.posint()? {
-                PosInt::Small(n) => match i64::try_from(n + 238) {
-                    Ok(v) => Entity::Int(v),
-                    Err(_) => Entity::BigInt(BigInt::from(n) + BigInt::from(238)),
-                },
-                big => Entity::int(
-                    BigInt::from_biguint(Sign::Plus, big.to_biguint()) + BigInt::from(238),
-                ),
-            },
-            code::INT_NEG => match self.posint()? {
-                PosInt::Small(n) => match i64::try_from(n + 2) {
-                    Ok(v) => Entity::Int(-v),
-                    Err(_) => Entity::int(-(BigInt::from(n) + BigInt::from(2))),
-                },
-                big => Entity::int(
-                    -(BigInt::from_biguint(Sign::Plus, big.to_biguint()) + BigInt::from(2)),
-                ),
-            },
-            code::FALSE => Entity::Bool(false),
-            code::TRUE => Entity::Bool(true),
-            code::NONE => Entity::None,
+    /// A string in the peer's default codec (code `STRING`).
+    fn string(&mut self) -> Result<String, Error> {
+        let n = self.len("string length")?;
+        let codec = self.peer_codec.ok_or_else(|| Error::NoStringCodec)?;
+        codec.decode(self.payload(n)?)
+    }
+
+    /// An integer too large for the short form (`INT_POS`/`INT_NEG` code
+    /// `c` already read).
+    #[cold]
+    fn big_int<R>(&mut self, c: u8) -> Result<Entity<R>, Error> {
+        let n = self.posint()?.to_biguint();
+        let n = BigInt::from_biguint(Sign::Plus, n);
+        Ok(Entity::int(if c == code::INT_POS {
+            n + BigInt::from(238)
+        } else {
+            -(n + BigInt::from(2))
+        }))
+    }
+
+    /// The leaves [`Builder::entity`] does not decode inline (code `c`
+    /// already read).
+    #[inline(never)]
+    fn rare_leaf<R>(&mut self, c: u8) -> Result<Entity<R>, Error> {
+        Ok(match c {
             code::BYTES => {
                 let n = self.len("bytes length")?;
                 Entity::Bytes(self.payload(n)?.to_vec())
-            }
-            code::STRING => {
-                let n = self.len("string length")?;
-                let codec = self.peer_codec.ok_or(Error::NoStringCodec)?;
-                Entity::Str(codec.decode(self.payload(n)?)?)
             }
             code::STRING_CODEC => {
                 let codec_len = self.len("codec length")?;
@@ -412,9 +514,6 @@ impl<D> Builder<'_, D> {
                 })?;
                 Entity::Str(codec.decode(self.payload(data_len)?)?)
             }
-            code::TUPLE => return self.container(ContainerKind::Tuple),
-            code::EXCEPTION => return self.container(ContainerKind::Exception),
-            code::TAGGED => return self.container(ContainerKind::Tagged),
             code::FLOAT_2 | code::FLOAT_10 => {
                 let digits = self.signed()?;
                 let exp = self.signed_i64("float exponent")?;
@@ -436,30 +535,9 @@ impl<D> Builder<'_, D> {
                 let exp = self.signed_i64("float exponent")?;
                 Entity::Float(VFloat { digits, base, exp })
             }
-            code::REF_SENDER | code::REF_RECEIVER => {
-                let id = self.signed_i64("object id")?;
-                let owner = if c == code::REF_SENDER {
-                    Owner::Sender
-                } else {
-                    Owner::Receiver
-                };
-                Entity::Ref(self.refs.decode_ref(WireRef { owner, id })?)
-            }
             _ => return Err(Error::InvalidCode { code: c }),
-        }))
+        })
     }
-
-    fn container<R>(&mut self, kind: ContainerKind) -> Result<Element<R>, Error> {
-        Ok(Element::Container(kind, self.len("tuple length")?))
-    }
-}
-
-/// What [`Builder::element`] read.
-enum Element<R> {
-    /// A complete leaf entity.
-    Leaf(Entity<R>),
-    /// A container and how many children follow it.
-    Container(ContainerKind, usize),
 }
 
 #[derive(Clone, Copy)]
@@ -490,6 +568,58 @@ struct OpenContainer<R> {
     kind: ContainerKind,
     remaining: usize,
     items: Vec<Entity<R>>,
+}
+
+/// Open containers nested deeper than this spill to the heap.
+const INLINE_DEPTH: usize = 8;
+
+/// The builder's stack of open containers: the first [`INLINE_DEPTH`]
+/// levels live inline, so decoding a message of ordinary depth allocates
+/// nothing for the stack itself.
+struct OpenStack<R> {
+    inline: [Option<OpenContainer<R>>; INLINE_DEPTH],
+    len: usize,
+    spill: Vec<OpenContainer<R>>,
+}
+
+impl<R> OpenStack<R> {
+    fn new() -> Self {
+        OpenStack {
+            inline: std::array::from_fn(|_| None),
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, c: OpenContainer<R>) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = Some(c),
+            None => self.spill.push(c),
+        }
+        self.len += 1;
+    }
+
+    fn top_mut(&mut self) -> Option<&mut OpenContainer<R>> {
+        let i = self.len.checked_sub(1)?;
+        match self.inline.get_mut(i) {
+            Some(slot) => slot.as_mut(),
+            None => self.spill.last_mut(),
+        }
+    }
+
+    /// Removes the top entry, if any.
+    fn drop_top(&mut self) {
+        let Some(i) = self.len.checked_sub(1) else {
+            return;
+        };
+        self.len = i;
+        match self.inline.get_mut(i) {
+            Some(slot) => *slot = None,
+            None => {
+                self.spill.pop();
+            }
+        }
+    }
 }
 
 /// Decodes exactly one entity with raw wire references from `bytes`.

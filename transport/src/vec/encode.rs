@@ -2,7 +2,7 @@
 //! reverse pre-order.
 
 use super::{code, netbytes, Codec};
-use crate::entity::{Entity, Owner, RefEncoder, VFloat};
+use crate::entity::{Entity, Owner, RefEncoder, VFloat, WireRef};
 use crate::Error;
 
 /// Encoder settings.
@@ -21,6 +21,49 @@ impl Default for EncodeConfig {
         EncodeConfig {
             str_codec: Some(Codec::Utf8),
             max_depth: super::decode::DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// A tuple to encode, given as borrowed parts, so a caller can wrap
+/// entities in framing (such as a VOL message `(id, code, payload)`) without
+/// building and allocating the enclosing tuples.
+///
+/// [`Encoder::encode_part`] writes exactly the bytes [`Encoder::encode`]
+/// writes for the entity the part stands for.
+pub enum Part<'a, R> {
+    /// An integer.
+    Int(i64),
+    /// A reference.
+    Ref(&'a R),
+    /// An entity.
+    Entity(&'a Entity<R>),
+    /// A tuple of these entities.
+    Items(&'a [Entity<R>]),
+    /// A tuple of these parts.
+    Tuple(&'a [Part<'a, R>]),
+}
+
+impl<R: std::fmt::Debug> std::fmt::Debug for Part<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Part::Int(v) => write!(f, "{v}"),
+            Part::Ref(r) => write!(f, "{r:?}"),
+            Part::Entity(e) => write!(f, "{e:?}"),
+            Part::Items(items) => {
+                let mut t = f.debug_tuple("");
+                for item in items.iter() {
+                    t.field(item);
+                }
+                t.finish()
+            }
+            Part::Tuple(parts) => {
+                let mut t = f.debug_tuple("");
+                for part in parts.iter() {
+                    t.field(part);
+                }
+                t.finish()
+            }
         }
     }
 }
@@ -60,6 +103,74 @@ impl Encoder {
             out.truncate(start);
         }
         result
+    }
+
+    /// Appends the encoding of the entity `part` stands for.
+    ///
+    /// On error `out` is left as it was; `refs` may have registered
+    /// references, as with [`Encoder::encode`].
+    pub fn encode_part<R>(
+        &self,
+        part: &Part<'_, R>,
+        refs: &mut impl RefEncoder<R>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let start = out.len();
+        let result = self
+            .part_headers(part, refs, out, 1)
+            .map(|()| self.part_payloads(part, out));
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn part_headers<R>(
+        &self,
+        part: &Part<'_, R>,
+        refs: &mut impl RefEncoder<R>,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), Error> {
+        if depth > self.config.max_depth {
+            return Err(Error::EncodeTooDeep {
+                max: self.config.max_depth,
+            });
+        }
+        match part {
+            Part::Int(v) => put_int(out, *v),
+            Part::Ref(r) => put_ref(out, refs.encode_ref(r)?),
+            Part::Entity(e) => self.headers(e, refs, out, depth)?,
+            Part::Items(items) => {
+                out.push(code::TUPLE);
+                self.children(items, refs, out, depth)?;
+            }
+            Part::Tuple(parts) => {
+                out.push(code::TUPLE);
+                netbytes::put_u64(out, parts.len() as u64);
+                for p in parts.iter() {
+                    self.part_headers(p, refs, out, depth + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn part_payloads<R>(&self, part: &Part<'_, R>, out: &mut Vec<u8>) {
+        match part {
+            Part::Int(_) | Part::Ref(_) => {}
+            Part::Entity(e) => self.payloads(e, out),
+            Part::Items(items) => {
+                for item in items.iter().rev() {
+                    self.payloads(item, out);
+                }
+            }
+            Part::Tuple(parts) => {
+                for p in parts.iter().rev() {
+                    self.part_payloads(p, out);
+                }
+            }
+        }
     }
 
     fn headers<R>(
@@ -110,14 +221,7 @@ impl Encoder {
                     self.headers(tag, refs, out, depth + 1)?;
                 }
             }
-            Entity::Ref(r) => {
-                let wire = refs.encode_ref(r)?;
-                out.push(match wire.owner {
-                    Owner::Sender => code::REF_SENDER,
-                    Owner::Receiver => code::REF_RECEIVER,
-                });
-                netbytes::put_signed_i64(out, wire.id);
-            }
+            Entity::Ref(r) => put_ref(out, refs.encode_ref(r)?),
         }
         Ok(())
     }
@@ -171,6 +275,14 @@ pub fn encode_to_vec(entity: &Entity, config: EncodeConfig) -> Result<Vec<u8>, E
     let mut out = Vec::new();
     Encoder::new(config).encode(entity, &mut crate::entity::RawRefs, &mut out)?;
     Ok(out)
+}
+
+fn put_ref(out: &mut Vec<u8>, wire: WireRef) {
+    out.push(match wire.owner {
+        Owner::Sender => code::REF_SENDER,
+        Owner::Receiver => code::REF_RECEIVER,
+    });
+    netbytes::put_signed_i64(out, wire.id);
 }
 
 fn put_int(out: &mut Vec<u8>, v: i64) {

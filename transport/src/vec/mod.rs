@@ -19,7 +19,7 @@ pub mod hello;
 pub(crate) mod netbytes;
 
 pub use decode::{decode_complete, DecodeConfig, Decoder, RefDecoder};
-pub use encode::{encode_to_vec, EncodeConfig, Encoder};
+pub use encode::{encode_to_vec, EncodeConfig, Encoder, Part};
 
 /// Entity type codes. Bytes below [`code::INT_POS`] are small integers:
 /// value = byte - 1.

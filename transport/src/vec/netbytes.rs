@@ -97,6 +97,28 @@ pub(crate) fn put_signed_big(out: &mut Vec<u8>, v: &BigInt) {
     put_big(out, &n);
 }
 
+/// Reads a netbytes integer of the short forms (at most 8 value bytes)
+/// whose value fits a `u64`: the common case, without building a
+/// [`PosInt`]. `None` if `buf` holds only a prefix of it, or if it is the
+/// `0xff` form or too large; callers then fall back to [`read`].
+#[inline]
+pub(crate) fn read_u64(buf: &[u8]) -> Option<(u64, usize)> {
+    let first = *buf.first()?;
+    if first <= 246 {
+        return Some((u64::from(first), 1));
+    }
+    if first == 255 {
+        return None;
+    }
+    let len = usize::from(first - 246);
+    let m = buf.get(1..1 + len)?;
+    let mut v: u64 = 0;
+    for &b in m {
+        v = (v << 8) | u64::from(b);
+    }
+    Some((v.checked_add(247)?, 1 + len))
+}
+
 /// Reads one netbytes integer from the start of `buf`.
 ///
 /// Returns `Ok(None)` if `buf` holds only a prefix of it, otherwise the value
@@ -270,6 +292,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_read() {
+        for n in [0u64, 1, 246, 247, 248, 502, 503, 65_782, 1 << 40, u64::MAX] {
+            let bytes = enc(n);
+            assert_eq!(read_u64(&bytes), Some((n, bytes.len())), "{n}");
+            for cut in 0..bytes.len() {
+                assert_eq!(read_u64(&bytes[..cut]), None, "{n} cut {cut}");
+            }
+        }
+        // Beyond u64 after adding 247, and the long form: left to `read`.
+        assert_eq!(
+            read_u64(&hex("fe ffffffffffffffff".replace(' ', "").as_str())),
+            None
+        );
+        assert_eq!(read_u64(&hex("ff00010000000000000000")), None);
+        // Non-minimal forms are accepted, as by `read`.
+        assert_eq!(read_u64(&hex("f800ff")), Some((502, 3)));
     }
 
     #[test]

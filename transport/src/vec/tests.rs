@@ -14,7 +14,9 @@ use serde_json::Value;
 
 use super::decode::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE};
 use super::netbytes::{self, PosInt};
-use super::{decode_complete, encode_to_vec, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder};
+use super::{
+    decode_complete, encode_to_vec, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, Part,
+};
 use crate::entity::{Entity, Owner, RawRefs, RefEncoder, VFloat, WireRef};
 use crate::Error;
 
@@ -760,6 +762,94 @@ fn reference_errors_propagate_and_leave_output_untouched() {
         .expect_err("refused");
     assert!(matches!(err, Error::BadReference(ref m) if m == "id 9"));
     assert_eq!(out, vec![1, 2, 3]);
+}
+
+/// A VOL-style message `(id, code, (ref, (args...)))` as parts.
+fn framed_parts_and_entity(args: &[Entity]) -> (Vec<u8>, Entity) {
+    let target = WireRef {
+        owner: Owner::Receiver,
+        id: 5,
+    };
+    let payload = [Part::Ref(&target), Part::Items(args)];
+    let msg = [Part::Int(300), Part::Int(-7), Part::Tuple(&payload)];
+    let mut out = vec![0xee];
+    Encoder::default()
+        .encode_part(&Part::Tuple(&msg), &mut RawRefs, &mut out)
+        .expect("encodes");
+    let entity = Entity::tuple([
+        Entity::Int(300),
+        Entity::Int(-7),
+        Entity::tuple([Entity::Ref(target), Entity::Tuple(args.to_vec())]),
+    ]);
+    (out, entity)
+}
+
+#[test]
+fn parts_encode_like_the_entity_they_stand_for() {
+    let (bytes, entity) = framed_parts_and_entity(&sample());
+    assert_eq!(bytes[0], 0xee);
+    assert_eq!(&bytes[1..], enc(&entity));
+    let (bytes, entity) = framed_parts_and_entity(&[]);
+    assert_eq!(&bytes[1..], enc(&entity));
+    for e in sample() {
+        let mut out = Vec::new();
+        Encoder::default()
+            .encode_part(&Part::Entity(&e), &mut RawRefs, &mut out)
+            .expect("encodes");
+        assert_eq!(out, enc(&e));
+    }
+}
+
+#[test]
+fn part_errors_leave_output_untouched() {
+    let encoder = Encoder::new(EncodeConfig {
+        max_depth: 3,
+        ..Default::default()
+    });
+    let mut out = vec![0xaa];
+    // Depth counts through parts and into entities alike.
+    let inner = [Part::Entity(&nested(1))];
+    let middle = [Part::Tuple(&inner)];
+    encoder
+        .encode_part(&Part::Tuple(&middle), &mut RawRefs, &mut out)
+        .expect("at the cap");
+    out.truncate(1);
+    let deep = nested(2);
+    let inner = [Part::Entity(&deep)];
+    let middle = [Part::Tuple(&inner)];
+    let err = encoder
+        .encode_part(&Part::Tuple(&middle), &mut RawRefs, &mut out)
+        .expect_err("too deep");
+    assert!(matches!(err, Error::EncodeTooDeep { max: 3 }));
+    let items = [nested(3)];
+    let wrapped = [Part::Items(&items)];
+    assert!(encoder
+        .encode_part(&Part::Tuple(&wrapped), &mut RawRefs, &mut out)
+        .is_err());
+    assert_eq!(out, vec![0xaa]);
+
+    struct Refuse;
+    impl RefEncoder<WireRef> for Refuse {
+        fn encode_ref(&mut self, r: &WireRef) -> Result<WireRef, Error> {
+            Err(Error::BadReference(format!("id {}", r.id)))
+        }
+    }
+    let r = WireRef {
+        owner: Owner::Sender,
+        id: 4,
+    };
+    let parts = [Part::Int(1), Part::Ref(&r)];
+    let err = Encoder::default()
+        .encode_part(&Part::Tuple(&parts), &mut Refuse, &mut out)
+        .expect_err("refused");
+    assert!(matches!(err, Error::BadReference(ref m) if m == "id 4"));
+    assert_eq!(out, vec![0xaa]);
+    assert_eq!(
+        format!("{:?}", Part::Tuple(&parts)),
+        "(1, WireRef { owner: Sender, id: 4 })"
+    );
+    let items = [Entity::Int(2), Entity::None];
+    assert_eq!(format!("{:?}", Part::<WireRef>::Items(&items)), "(2, None)");
 }
 
 #[test]

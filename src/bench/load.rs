@@ -1,0 +1,749 @@
+//! Running the load: connecting the links, keeping calls in flight on
+//! each, recording latencies and counting calls, for both vop:// and the
+//! raw baseline targets.
+//!
+//! Every link runs on its own task with its own [`Recorder`] (an HDR
+//! histogram and counters), so recording takes no lock; the recorders are
+//! merged at the end. Shared atomic [`Counters`] feed the progress line.
+//!
+//! A call counts in the measured window if it *completes* inside it; a
+//! failure counts if it happens after the window has begun. No new call
+//! starts after the window ends; the calls still in flight then are waited
+//! for and not counted. Waiting is bounded by one [`Watchdog`] per link
+//! rather than a timer per call (which would add a timer-wheel insertion
+//! and removal to every call of the load generator): a link on which
+//! nothing finishes for the timeout is given up and its calls in flight
+//! count as errors.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::future::Either;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+use vole_link::resolve::{self, ClientConfig};
+use vole_link::{Entity, Error as LinkError, Link, ObjectRef, RemoteObject, Value};
+
+use super::cpu::{self, Process};
+use super::raw::{self, RawStream};
+use super::report::{CpuUse, Summary};
+use super::{Plan, Target};
+use crate::cli::exit::Failure;
+
+/// Latencies above this (nanoseconds) are recorded as this.
+const MAX_LATENCY_NS: u64 = 60_000_000_000;
+/// Links connected at the same time while setting up.
+const CONNECT_CONCURRENCY: usize = 16;
+
+/// Totals over every link, for the progress line.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Calls that succeeded, warm-up included.
+    pub calls: AtomicU64,
+    /// Calls that failed, warm-up included.
+    pub errors: AtomicU64,
+}
+
+/// The measured window.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// When measuring begins (the warm-up ends).
+    pub start: Instant,
+    /// When measuring ends; no call starts after this.
+    pub end: Instant,
+}
+
+/// What one link measured.
+#[derive(Debug)]
+pub struct Recorder {
+    /// Latencies of the calls counted, in nanoseconds.
+    pub hist: Histogram<u64>,
+    /// Successful calls completed inside the window.
+    pub calls: u64,
+    /// Failed calls since the window began.
+    pub errors: u64,
+    window: Window,
+    counters: Arc<Counters>,
+}
+
+impl Recorder {
+    /// An empty recorder for `window`.
+    pub fn new(window: Window, counters: Arc<Counters>) -> Recorder {
+        Recorder {
+            hist: new_histogram(),
+            calls: 0,
+            errors: 0,
+            window,
+            counters,
+        }
+    }
+
+    /// Records a call sent at `sent` and finished at `done`.
+    pub fn record(&mut self, sent: Instant, done: Instant, ok: bool) {
+        if ok {
+            self.counters.calls.fetch_add(1, Ordering::Relaxed);
+            if done >= self.window.start && done <= self.window.end {
+                self.calls += 1;
+                let ns = u64::try_from(done.duration_since(sent).as_nanos()).unwrap_or(u64::MAX);
+                self.hist.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+            }
+        } else {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            if done >= self.window.start {
+                self.errors += 1;
+            }
+        }
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Bounds and precision are constants that `new_with_bounds` accepts
+    // (low >= 1, high >= 2 * low, sigfig <= 5), so this cannot fail.
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
+}
+
+/// One connected link of either kind.
+enum Conn {
+    Vop {
+        link: Link,
+        target: RemoteObject,
+        // Held so the gateway stays referenced for the link's life.
+        _gateway: RemoteObject,
+    },
+    Raw(RawStream),
+}
+
+async fn connect_one(plan: &Plan, config: &ClientConfig) -> anyhow::Result<Conn> {
+    match &plan.target {
+        Target::Vop(uri) => {
+            // Resolving ends with a call the transport timeouts do not
+            // bound; bound the whole of it.
+            let resolved = tokio::time::timeout(plan.timeout * 3, resolve::resolve(uri, config))
+                .await
+                .map_err(|_| anyhow::anyhow!("resolving {uri} timed out"))?
+                .with_context(|| format!("cannot resolve {uri}"))?;
+            match resolved.value {
+                Entity::Ref(ObjectRef::Remote(target)) => Ok(Conn::Vop {
+                    link: resolved.link,
+                    target,
+                    _gateway: resolved.gateway,
+                }),
+                other => {
+                    resolved.link.abort();
+                    anyhow::bail!(
+                        "{uri} resolves to a {} (a query result), not an object",
+                        other.kind()
+                    )
+                }
+            }
+        }
+        Target::Raw { host, port, tls } => {
+            let tls_config = if *tls {
+                Some(
+                    config
+                        .transport
+                        .tls
+                        .clone()
+                        .ok_or_else(|| anyhow::anyhow!("raw-tls target with --plain"))?,
+                )
+            } else {
+                None
+            };
+            Ok(Conn::Raw(
+                raw::connect(host, *port, tls_config, plan.timeout).await?,
+            ))
+        }
+    }
+}
+
+/// When a link (or connection) last made progress, shared by everything
+/// working on it.
+#[derive(Debug)]
+pub struct Progress {
+    origin: Instant,
+    last_ns: AtomicU64,
+}
+
+impl Progress {
+    /// Progress as of now.
+    pub fn new() -> Progress {
+        Progress {
+            origin: Instant::now(),
+            last_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes progress at `now`.
+    pub fn note(&self, now: Instant) {
+        let ns = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        self.last_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The last progress noted.
+    pub fn last(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed))
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+/// Bounds waiting without a timer per call: one timer per link that is
+/// re-armed only when it fires, from the time of the last progress.
+pub struct Watchdog {
+    sleep: Pin<Box<Sleep>>,
+    limit: Duration,
+}
+
+impl Watchdog {
+    /// A watchdog that fires `limit` after the last progress.
+    pub fn new(limit: Duration) -> Watchdog {
+        Watchdog {
+            sleep: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+
+    /// Resolves once `limit` has passed without `progress`.
+    pub async fn expired(&mut self, progress: &Progress) {
+        loop {
+            self.sleep.as_mut().await;
+            let due = progress.last() + self.limit;
+            if Instant::now() >= due {
+                return;
+            }
+            self.sleep.as_mut().reset(due);
+        }
+    }
+}
+
+/// Keeps `inflight` calls going on one link until `stop_at`. Returns
+/// whether the link was lost (closed, or no call finished within the
+/// timeout: then the calls in flight count as errors).
+///
+/// Each of the `inflight` slots is one long-lived future that makes its
+/// calls one after another, so the harness allocates nothing per call
+/// beyond what a call itself needs; the slots share the recorder.
+async fn drive_link(
+    link: &Link,
+    target: &RemoteObject,
+    plan: &Plan,
+    payload: &str,
+    rec: &mut Recorder,
+    stop_at: Instant,
+) -> bool {
+    let check = plan.method == "echo";
+    let shared = std::sync::Mutex::new(rec);
+    let progress = Progress::new();
+    let lost = AtomicBool::new(false);
+    let running = AtomicUsize::new(plan.inflight);
+    let slot = || async {
+        let mut sent = Instant::now();
+        loop {
+            let result = target
+                .call(&plan.method, vec![Value::Str(payload.to_owned())])
+                .await;
+            let now = Instant::now();
+            progress.note(now);
+            let ok = match &result {
+                Ok(Entity::Str(s)) if check => s == payload,
+                Ok(_) => !check,
+                Err(_) => false,
+            };
+            shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(sent, now, ok);
+            if let Err(e) = &result {
+                if (link.is_closed() || matches!(e, LinkError::Closed(_)))
+                    && !lost.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(link = link.id(), error = %e, "link lost");
+                }
+            }
+            if now >= stop_at || lost.load(Ordering::Relaxed) {
+                // Only slots that end here leave the count, so after a
+                // timeout it is the number of calls still in flight.
+                running.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            // The next call goes out now: its clock reading is this one.
+            sent = now;
+        }
+    };
+    // With one call in flight the slot runs on its own: a set of one
+    // would only add a wake-up hop per call (the raw client has none).
+    let all = if plan.inflight == 1 {
+        Either::Left(slot())
+    } else {
+        let mut slots: FuturesUnordered<_> = (0..plan.inflight).map(|_| slot()).collect();
+        Either::Right(async move { while slots.next().await.is_some() {} })
+    };
+    let mut watchdog = Watchdog::new(plan.timeout);
+    let stuck = tokio::select! {
+        biased;
+        () = all => false,
+        () = watchdog.expired(&progress) => true,
+    };
+    if stuck {
+        // Every slot still running has a call in flight.
+        let in_flight = running.load(Ordering::Relaxed);
+        tracing::warn!(link = link.id(), in_flight, "no answer within the timeout");
+        let now = Instant::now();
+        let mut rec = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for _ in 0..in_flight {
+            rec.record(now, now, false);
+        }
+        return true;
+    }
+    lost.load(Ordering::Relaxed)
+}
+
+/// The outcome of one link's task.
+struct LinkOutcome {
+    rec: Recorder,
+    lost: bool,
+}
+
+async fn run_link(
+    conn: Conn,
+    plan: Arc<Plan>,
+    mut rec: Recorder,
+    stop_at: Instant,
+) -> (LinkOutcome, Option<Link>) {
+    let payload = "x".repeat(plan.payload);
+    match conn {
+        Conn::Vop {
+            link,
+            target,
+            _gateway,
+        } => {
+            let lost = drive_link(&link, &target, &plan, &payload, &mut rec, stop_at).await;
+            (LinkOutcome { rec, lost }, Some(link))
+        }
+        Conn::Raw(stream) => {
+            let result = raw::drive_stream(
+                stream,
+                payload.as_bytes(),
+                plan.inflight,
+                &mut rec,
+                stop_at,
+                plan.timeout,
+            )
+            .await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "connection lost");
+            }
+            (
+                LinkOutcome {
+                    rec,
+                    lost: result.is_err(),
+                },
+                None,
+            )
+        }
+    }
+}
+
+/// Prints a progress line to stderr every second until aborted.
+async fn progress(counters: Arc<Counters>, begun: Instant, window: Window) {
+    let mut tick = tokio::time::interval_at(begun + Duration::from_secs(1), Duration::from_secs(1));
+    let (mut last_calls, mut last_errors, mut last_at) = (0u64, 0u64, begun);
+    loop {
+        let now = tick.tick().await;
+        let calls = counters.calls.load(Ordering::Relaxed);
+        let errors = counters.errors.load(Ordering::Relaxed);
+        let secs = now.duration_since(last_at).as_secs_f64().max(1e-9);
+        let phase = if now <= window.start {
+            "warm-up"
+        } else {
+            "measure"
+        };
+        eprintln!(
+            "bench: {:>5.1}s {phase}  {:>10.0} calls/s  {:>6} errors/s  ({calls} calls, {errors} errors in total)",
+            now.duration_since(begun).as_secs_f64(),
+            (calls - last_calls) as f64 / secs,
+            ((errors - last_errors) as f64 / secs).round(),
+        );
+        (last_calls, last_errors, last_at) = (calls, errors, now);
+    }
+}
+
+/// CPU time of this process and the server over the window, or over the
+/// part of it before `early` fires (every link ended early).
+async fn sample_cpu(window: Window, server: Option<u32>, early: oneshot::Receiver<()>) -> CpuUse {
+    let read = || {
+        (
+            cpu::cpu_time(Process::This),
+            server.and_then(|pid| cpu::cpu_time(Process::Pid(pid))),
+        )
+    };
+    tokio::pin!(early);
+    tokio::select! {
+        _ = tokio::time::sleep_until(window.start) => {}
+        _ = &mut early => return CpuUse::default(),
+    }
+    let (client0, server0) = read();
+    let t0 = Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep_until(window.end) => {}
+        _ = &mut early => {}
+    }
+    let (client1, server1) = read();
+    let wall = t0.elapsed();
+    let diff = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    CpuUse {
+        wall,
+        client: diff(client0, client1),
+        server: diff(server0, server1),
+    }
+}
+
+/// Connects, runs the load and returns the summary.
+pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure> {
+    eprintln!(
+        "bench: connecting {} link(s) to {}",
+        plan.links, plan.target_text
+    );
+    let connecting = futures_util::stream::iter(0..plan.links)
+        .map(|_| connect_one(plan, config))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let mut conns = Vec::with_capacity(plan.links);
+    for c in connecting {
+        match c {
+            Ok(conn) => conns.push(conn),
+            Err(e) => {
+                close_all(conns.into_iter().filter_map(|c| match c {
+                    Conn::Vop { link, .. } => Some(link),
+                    Conn::Raw(_) => None,
+                }))
+                .await;
+                return Err(Failure::from(e));
+            }
+        }
+    }
+
+    let begun = Instant::now();
+    let window = Window {
+        start: begun + plan.warmup,
+        end: begun + plan.warmup + plan.duration,
+    };
+    let counters = Arc::new(Counters::default());
+    let shared_plan = Arc::new(plan.clone());
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|conn| {
+            let rec = Recorder::new(window, counters.clone());
+            tokio::spawn(run_link(conn, shared_plan.clone(), rec, window.end))
+        })
+        .collect();
+    let progress = tokio::spawn(progress(counters.clone(), begun, window));
+    let (early_tx, early_rx) = oneshot::channel();
+    let cpu = tokio::spawn(sample_cpu(window, plan.server_pid, early_rx));
+
+    // Each call is bounded by the timeout, so every task ends by then.
+    let give_up = window.end + plan.timeout + Duration::from_secs(2);
+    let mut hist = new_histogram();
+    let (mut calls, mut errors, mut lost, mut stuck) = (0u64, 0u64, 0usize, 0usize);
+    let mut links = Vec::new();
+    for mut task in tasks {
+        match tokio::time::timeout_at(give_up, &mut task).await {
+            Ok(Ok((outcome, link))) => {
+                // Both histograms have the same bounds, so adding cannot
+                // fail; if it did, the latencies would be short by one link.
+                let _ = hist.add(&outcome.rec.hist);
+                calls += outcome.rec.calls;
+                errors += outcome.rec.errors;
+                lost += usize::from(outcome.lost);
+                links.extend(link);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "link task failed");
+                stuck += 1;
+            }
+            Err(_) => {
+                task.abort();
+                stuck += 1;
+            }
+        }
+    }
+    progress.abort();
+    let _ = early_tx.send(());
+    let cpu = cpu.await.unwrap_or_default();
+    close_all(links.into_iter()).await;
+    Ok(Summary::new(plan, &hist, calls, errors, lost + stuck, cpu))
+}
+
+/// Closes vole links gracefully, giving up after a second.
+async fn close_all(links: impl Iterator<Item = Link>) {
+    let closing: FuturesUnordered<_> = links.map(|l| async move { l.close().await }).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), closing.collect::<Vec<_>>()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(start_in_ms: u64, len_ms: u64) -> (Instant, Window) {
+        let now = Instant::now();
+        let start = now + Duration::from_millis(start_in_ms);
+        (
+            now,
+            Window {
+                start,
+                end: start + Duration::from_millis(len_ms),
+            },
+        )
+    }
+
+    #[test]
+    fn records_only_inside_the_window() {
+        let counters = Arc::new(Counters::default());
+        let (now, w) = window(100, 100);
+        let ms = Duration::from_millis;
+        let mut rec = Recorder::new(w, counters.clone());
+        rec.record(now, now + ms(50), true); // warm-up
+        rec.record(now, now + ms(50), false); // warm-up error
+        rec.record(now + ms(90), now + ms(120), true); // counted
+        rec.record(now + ms(150), now + ms(250), true); // after the end
+        rec.record(now + ms(150), now + ms(250), false); // error after start
+        assert_eq!((rec.calls, rec.errors), (1, 1));
+        assert_eq!(rec.hist.len(), 1);
+        let v = rec.hist.value_at_quantile(0.5);
+        assert!(rec.hist.equivalent(v, 30_000_000), "{v}");
+        assert_eq!(counters.calls.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.errors.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn huge_latencies_are_clamped() {
+        let counters = Arc::new(Counters::default());
+        let (now, w) = window(0, 200_000);
+        let mut rec = Recorder::new(w, counters);
+        rec.record(now, now + Duration::from_secs(100), true);
+        rec.record(now, now, true);
+        assert_eq!(rec.hist.len(), 2);
+        assert!(rec.hist.max() >= MAX_LATENCY_NS);
+        assert_eq!(rec.hist.min(), 1);
+    }
+
+    fn plan(target: &str, method: &str) -> Plan {
+        Plan {
+            target: Target::parse(target).expect("target"),
+            target_text: target.to_owned(),
+            method: method.to_owned(),
+            links: 2,
+            inflight: 3,
+            payload: 10,
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(300),
+            timeout: Duration::from_secs(5),
+            server_pid: Some(std::process::id()),
+            label: None,
+        }
+    }
+
+    async fn vole_service() -> (vole::node::Service, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let service = vole::serve_plain(Arc::new(|_| vole::demo::gateway()));
+        let s = service.clone();
+        tokio::spawn(async move { s.run(listener).await });
+        (service, port)
+    }
+
+    async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("in time")
+    }
+
+    #[tokio::test]
+    async fn loads_a_vole_service() {
+        bounded(async {
+            let (_service, port) = vole_service().await;
+            for inflight in [1, 3] {
+                let mut plan = plan(&format!("vop://127.0.0.1:{port}/text/echo/"), "echo");
+                plan.inflight = inflight;
+                let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
+                assert!(summary.calls > 0);
+                assert_eq!((summary.errors, summary.links_lost), (0, 0));
+                assert!(summary.latency.p50 > 0.0);
+            }
+            let plan = plan(&format!("vop://127.0.0.1:{port}/text/echo/"), "echo");
+            let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
+            assert!(summary.cpu.server.is_some() && summary.cpu.client.is_some());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn failed_calls_are_counted_not_fatal() {
+        bounded(async {
+            let (_service, port) = vole_service().await;
+            let plan = plan(
+                &format!("vop://127.0.0.1:{port}/text/echo/"),
+                "no_such_method",
+            );
+            let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
+            assert_eq!(summary.calls, 0);
+            assert!(summary.errors > 0);
+            assert_eq!(summary.links_lost, 0);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn lost_links_are_counted() {
+        bounded(async {
+            let (service, port) = vole_service().await;
+            let mut plan = plan(&format!("vop://127.0.0.1:{port}/text/echo/"), "echo");
+            plan.duration = Duration::from_secs(20);
+            let killer = async {
+                // Once calls flow, close every link from the server side.
+                while service.snapshot().calls < 10 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                for link in service.links() {
+                    link.abort();
+                }
+            };
+            let config = ClientConfig::plain();
+            let (summary, ()) = tokio::join!(run(&plan, &config), killer);
+            let summary = summary.expect("run");
+            assert_eq!(summary.links_lost, 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn watchdog_fires_after_the_last_progress() {
+        bounded(async {
+            let limit = Duration::from_millis(40);
+            let start = Instant::now();
+            let progress = Progress::new();
+            let mut w = Watchdog::new(limit);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            progress.note(Instant::now());
+            w.expired(&progress).await;
+            assert!(
+                start.elapsed() >= Duration::from_millis(65),
+                "{:?}",
+                start.elapsed()
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn unanswered_calls_time_out_as_errors() {
+        bounded(async {
+            async fn never((_x,): (Value,)) -> Result<Value, vole::link::CallError> {
+                std::future::pending().await
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            let service = vole::serve_plain(Arc::new(|_| {
+                vole::link::publish::Published::new("Stuck")
+                    .method("echo", "", never)
+                    .into_object()
+            }));
+            let s = service.clone();
+            tokio::spawn(async move { s.run(listener).await });
+            // One call in flight runs the slot alone; more go through a set.
+            for inflight in [1, 3] {
+                let mut plan = plan(&format!("vop://127.0.0.1:{port}/"), "echo");
+                plan.timeout = Duration::from_millis(200);
+                plan.inflight = inflight;
+                let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
+                assert_eq!(summary.calls, 0);
+                assert_eq!(summary.errors, 2 * inflight as u64);
+                assert_eq!(summary.links_lost, 2);
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn loads_a_raw_server() {
+        bounded(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            tokio::spawn(raw::serve(listener, None));
+            let plan = plan(&format!("raw-tcp://127.0.0.1:{port}"), "echo");
+            let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
+            assert!(summary.calls > 0);
+            assert_eq!((summary.errors, summary.links_lost), (0, 0));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn connection_failure_is_fatal() {
+        bounded(async {
+            // Bind and drop to find a port nobody listens on.
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                l.local_addr().expect("addr").port()
+            };
+            for target in [
+                format!("raw-tcp://127.0.0.1:{port}"),
+                format!("vop://127.0.0.1:{port}/"),
+            ] {
+                let err = run(&plan(&target, "echo"), &ClientConfig::plain())
+                    .await
+                    .expect_err("refused");
+                assert_eq!(err.code, crate::cli::exit::CONNECTION, "{target}");
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn raw_tls_needs_tls() {
+        let err = connect_one(
+            &plan("raw-tls://127.0.0.1:1", "echo"),
+            &ClientConfig::plain(),
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("--plain"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_query_is_not_a_target() {
+        bounded(async {
+            let (_service, port) = vole_service().await;
+            let target = format!("vop://127.0.0.1:{port}/text/echo/echo?hi");
+            let err = connect_one(&plan(&target, "echo"), &ClientConfig::plain())
+                .await
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("not an object"), "{err}");
+        })
+        .await;
+    }
+}

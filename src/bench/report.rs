@@ -1,0 +1,273 @@
+//! The summary of a run, as text for people and as one JSON line for
+//! scripts (`benches/run.sh` reads the JSON).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::Plan;
+
+/// CPU time used during the measured window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuUse {
+    /// Wall time between the two readings.
+    pub wall: Duration,
+    /// This process (the load generator).
+    pub client: Option<Duration>,
+    /// The server, if its pid was given and readable.
+    pub server: Option<Duration>,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Latency {
+    /// Percentiles of a histogram of nanoseconds.
+    pub fn from_histogram(hist: &Histogram<u64>) -> Latency {
+        if hist.is_empty() {
+            return Latency::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            p50: us(hist.value_at_quantile(0.50)),
+            p90: us(hist.value_at_quantile(0.90)),
+            p99: us(hist.value_at_quantile(0.99)),
+            p999: us(hist.value_at_quantile(0.999)),
+            max: us(hist.max()),
+            mean: hist.mean() / 1000.0,
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The target as given.
+    pub target: String,
+    /// The label, if any.
+    pub label: Option<String>,
+    /// The method (vop targets).
+    pub method: String,
+    /// Links.
+    pub links: usize,
+    /// Calls in flight per link.
+    pub inflight: usize,
+    /// Payload bytes.
+    pub payload: usize,
+    /// Warm-up.
+    pub warmup: Duration,
+    /// The measured window.
+    pub duration: Duration,
+    /// Successful calls completed in the window.
+    pub calls: u64,
+    /// Failed calls after the window began.
+    pub errors: u64,
+    /// Links that were lost or did not finish.
+    pub links_lost: usize,
+    /// Latency of the calls counted.
+    pub latency: Latency,
+    /// CPU use over the window.
+    pub cpu: CpuUse,
+}
+
+impl Summary {
+    /// Builds the summary of a run.
+    pub fn new(
+        plan: &Plan,
+        hist: &Histogram<u64>,
+        calls: u64,
+        errors: u64,
+        links_lost: usize,
+        cpu: CpuUse,
+    ) -> Summary {
+        Summary {
+            target: plan.target_text.clone(),
+            label: plan.label.clone(),
+            method: plan.method.clone(),
+            links: plan.links,
+            inflight: plan.inflight,
+            payload: plan.payload,
+            warmup: plan.warmup,
+            duration: plan.duration,
+            calls,
+            errors,
+            links_lost,
+            latency: Latency::from_histogram(hist),
+            cpu,
+        }
+    }
+
+    /// Successful calls per second of the window.
+    pub fn calls_per_s(&self) -> f64 {
+        self.calls as f64 / self.duration.as_secs_f64()
+    }
+
+    fn cores(&self, used: Option<Duration>) -> Option<f64> {
+        let wall = self.cpu.wall.as_secs_f64();
+        used.filter(|_| wall > 0.0).map(|u| u.as_secs_f64() / wall)
+    }
+
+    /// CPU microseconds per successful call.
+    fn us_per_call(&self, used: Option<Duration>) -> Option<f64> {
+        used.filter(|_| self.calls > 0)
+            .map(|u| u.as_secs_f64() * 1e6 / self.calls as f64)
+    }
+
+    /// The summary as one line of JSON.
+    pub fn to_json(&self) -> String {
+        let l = &self.latency;
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        let opt = |x: Option<f64>| x.map(|v| (v * 1000.0).round() / 1000.0);
+        serde_json::json!({
+            "target": self.target,
+            "label": self.label,
+            "method": self.method,
+            "links": self.links,
+            "inflight": self.inflight,
+            "payload": self.payload,
+            "warmup_s": self.warmup.as_secs_f64(),
+            "duration_s": self.duration.as_secs_f64(),
+            "calls": self.calls,
+            "errors": self.errors,
+            "links_lost": self.links_lost,
+            "calls_per_s": round(self.calls_per_s()),
+            "latency_us": {
+                "p50": round(l.p50),
+                "p90": round(l.p90),
+                "p99": round(l.p99),
+                "p999": round(l.p999),
+                "max": round(l.max),
+                "mean": round(l.mean),
+            },
+            "client_cores": opt(self.cores(self.cpu.client)),
+            "server_cores": opt(self.cores(self.cpu.server)),
+            "client_us_per_call": opt(self.us_per_call(self.cpu.client)),
+            "server_us_per_call": opt(self.us_per_call(self.cpu.server)),
+        })
+        .to_string()
+    }
+
+    /// The summary as a few lines of text.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let l = &self.latency;
+        // Writing to a String cannot fail.
+        let _ = writeln!(s, "target      {}", self.target);
+        let _ = writeln!(
+            s,
+            "load        {} link(s) x {} in flight, {}-byte payload, {:.1} s measured after {:.1} s warm-up",
+            self.links,
+            self.inflight,
+            self.payload,
+            self.duration.as_secs_f64(),
+            self.warmup.as_secs_f64()
+        );
+        let _ = writeln!(
+            s,
+            "calls       {} ({:.0} calls/s), {} errors, {} link(s) lost",
+            self.calls,
+            self.calls_per_s(),
+            self.errors,
+            self.links_lost
+        );
+        let _ = writeln!(
+            s,
+            "latency us  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
+            l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+        );
+        let mut cpu = |who: &str, used: Option<Duration>| {
+            if let (Some(cores), Some(per)) = (self.cores(used), self.us_per_call(used)) {
+                let _ = writeln!(s, "cpu {who:<7} {cores:.2} cores, {per:.2} us/call");
+            }
+        };
+        cpu("client", self.cpu.client);
+        cpu("server", self.cpu.server);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::Target;
+
+    fn plan() -> Plan {
+        Plan {
+            target: Target::Raw {
+                host: "h".into(),
+                port: 1,
+                tls: false,
+            },
+            target_text: "raw-tcp://h:1".into(),
+            method: "echo".into(),
+            links: 2,
+            inflight: 3,
+            payload: 64,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            server_pid: None,
+            label: Some("x".into()),
+        }
+    }
+
+    #[test]
+    fn summary_figures() {
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).expect("hist");
+        for us in 1..=1000u64 {
+            hist.record(us * 1000).expect("record");
+        }
+        let cpu = CpuUse {
+            wall: Duration::from_secs(2),
+            client: Some(Duration::from_secs(1)),
+            server: None,
+        };
+        let s = Summary::new(&plan(), &hist, 1000, 2, 0, cpu);
+        assert_eq!(s.calls_per_s(), 500.0);
+        let json: serde_json::Value = serde_json::from_str(&s.to_json()).expect("json");
+        assert_eq!(json["calls"], 1000);
+        assert_eq!(json["errors"], 2);
+        assert_eq!(json["label"], "x");
+        assert_eq!(json["calls_per_s"], 500.0);
+        assert_eq!(json["client_cores"], 0.5);
+        assert_eq!(json["client_us_per_call"], 1000.0);
+        assert!(json["server_cores"].is_null());
+        let p50 = json["latency_us"]["p50"].as_f64().expect("p50");
+        assert!((499.0..=501.0).contains(&p50), "{p50}");
+        let p999 = json["latency_us"]["p999"].as_f64().expect("p999");
+        assert!((998.0..=1001.0).contains(&p999), "{p999}");
+        let text = s.to_text();
+        assert!(text.contains("1000 (500 calls/s), 2 errors"), "{text}");
+        assert!(
+            text.contains("cpu client  0.50 cores, 1000.00 us/call"),
+            "{text}"
+        );
+        assert!(!text.contains("cpu server"), "{text}");
+    }
+
+    #[test]
+    fn empty_run() {
+        let hist = Histogram::<u64>::new(3).expect("hist");
+        let s = Summary::new(&plan(), &hist, 0, 5, 2, CpuUse::default());
+        assert_eq!(s.latency, Latency::default());
+        let json: serde_json::Value = serde_json::from_str(&s.to_json()).expect("json");
+        assert_eq!(json["calls_per_s"], 0.0);
+        assert_eq!(json["links_lost"], 2);
+        assert!(json["client_us_per_call"].is_null());
+    }
+}
