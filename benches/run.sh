@@ -129,7 +129,7 @@ alternate() {
     if (( $1 % 2 )); then $2; $3; else $3; $2; fi
 }
 
-serve_vole() { start_server "$1" "$vole" serve --threads 1 --listen 127.0.0.1:0 --state-dir "$state" "${@:2}"; }
+serve_vole() { start_server "$1" "$vole" serve --nodes 0 --threads 1 --listen 127.0.0.1:0 --state-dir "$state" "${@:2}"; }
 serve_raw() { start_server "$1" "$vole" bench-server --threads 1 --listen 127.0.0.1:0 --state-dir "$state" "${@:2}"; }
 
 {
