@@ -327,11 +327,17 @@ struct VoleService {
 }
 
 fn vole_serve(plain: bool) -> VoleService {
+    vole_serve_nodes(plain, 0)
+}
+
+/// `vole serve` with `nodes` node processes (0: one process).
+fn vole_serve_nodes(plain: bool, nodes: u32) -> VoleService {
     // Every test here needs Python; say so before starting anything.
     python();
     let state = Scratch::new("state");
     let mut cmd = Command::new(VOLE);
     cmd.args(["-v", "serve", "--listen", "127.0.0.1:0", "--grace", "2"])
+        .args(["--nodes", &nodes.to_string()])
         .arg("--state-dir")
         .arg(&state.0)
         .env_remove("RUST_LOG");
@@ -515,6 +521,44 @@ const VALUE_NAMES: &[&str] = &[
     "tuple.empty",
     "tuple.nested",
 ];
+
+/// VPy clients against a 3-node host see exactly what they see against one
+/// process: the same checks, with the same outcomes.
+#[test]
+fn vpy_clients_behave_the_same_against_a_three_node_host() {
+    let single = vole_serve_nodes(true, 0);
+    let multi = vole_serve_nodes(true, 3);
+    for scenario in [
+        "values",
+        "codecs",
+        "errors",
+        "callback",
+        "adder",
+        "two_links",
+    ] {
+        let a = vpy_client(scenario, single.port);
+        let b = vpy_client(scenario, multi.port);
+        let outcomes = |r: &Report| -> Vec<(String, bool)> {
+            r.checks.iter().map(|c| (c.name.clone(), c.ok)).collect()
+        };
+        assert!(
+            !a.checks.is_empty(),
+            "{scenario}: the scenario ran no check"
+        );
+        assert_eq!(
+            a.failed,
+            Some(0),
+            "{scenario} against one process: {:?}",
+            outcomes(&a)
+        );
+        assert_eq!(
+            outcomes(&a),
+            outcomes(&b),
+            "{scenario}: one process vs 3 nodes differ"
+        );
+        assert_eq!(b.failed, Some(0), "{scenario} against 3 nodes");
+    }
+}
 
 #[test]
 fn vpy_client_echoes_values_through_vole() {
