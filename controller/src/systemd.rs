@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
-use crate::Error;
+use crate::{Error, Lifecycle};
 
 /// Variable naming the service manager's notification socket.
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
@@ -85,6 +85,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Notifier {
     target: Option<Arc<Target>>,
     watchdog: Option<Duration>,
+    /// This process replaces the main process (binary upgrade).
+    successor: bool,
 }
 
 #[derive(Debug)]
@@ -148,6 +150,7 @@ impl Notifier {
                 failing: AtomicBool::new(false),
             })),
             watchdog: None,
+            successor: false,
         })
     }
 
@@ -155,6 +158,36 @@ impl Notifier {
     pub fn with_watchdog(mut self, timeout: Option<Duration>) -> Notifier {
         self.watchdog = timeout.filter(|t| !t.is_zero());
         self
+    }
+
+    /// Marks this process as the replacement of the main process (a binary
+    /// upgrade): [`Lifecycle::Ready`] then also says `MAINPID=<own pid>`
+    /// (see [`Notifier::take_over`]), so systemd follows the new process
+    /// even if the old one cannot say so any more.
+    pub fn successor(mut self) -> Notifier {
+        self.successor = true;
+        self
+    }
+
+    /// Tells systemd about a moment of the controller's life:
+    ///
+    /// | event | datagram |
+    /// |---|---|
+    /// | `Ready` | `READY=1`, `STATUS=serving` (a successor: `MAINPID=<own pid>` first) |
+    /// | `Reloading` | `RELOADING=1`, `MONOTONIC_USEC=<now>` |
+    /// | `Reloaded` | `READY=1`, `STATUS=serving` |
+    /// | `Stopping` | `STOPPING=1` |
+    /// | `MainPid(pid)` | `MAINPID=<pid>` |
+    /// | `Watchdog` | `WATCHDOG=1` |
+    pub fn lifecycle(&self, event: Lifecycle) {
+        match event {
+            Lifecycle::Ready if self.successor => self.take_over(Some("serving")),
+            Lifecycle::Ready | Lifecycle::Reloaded => self.ready(Some("serving")),
+            Lifecycle::Reloading => self.reloading(),
+            Lifecycle::Stopping => self.stopping(),
+            Lifecycle::MainPid(pid) => self.mainpid(pid),
+            Lifecycle::Watchdog => self.watchdog(),
+        }
     }
 
     /// Whether notifications go anywhere.
@@ -656,6 +689,31 @@ mod tests {
         );
         n.send("FOO=1\nBAR=2").expect("raw send");
         assert_eq!(recv(&sock), "FOO=1\nBAR=2");
+    }
+
+    #[test]
+    fn lifecycle_events_map_to_their_notifications() {
+        let (_dir, sock, n) = listening("life");
+        n.lifecycle(Lifecycle::Ready);
+        assert_eq!(recv(&sock), "READY=1\nSTATUS=serving");
+        n.lifecycle(Lifecycle::Reloading);
+        assert!(recv(&sock).starts_with("RELOADING=1\nMONOTONIC_USEC="));
+        n.lifecycle(Lifecycle::Reloaded);
+        assert_eq!(recv(&sock), "READY=1\nSTATUS=serving");
+        n.lifecycle(Lifecycle::MainPid(31337));
+        assert_eq!(recv(&sock), "MAINPID=31337");
+        n.lifecycle(Lifecycle::Watchdog);
+        assert_eq!(recv(&sock), "WATCHDOG=1");
+        n.lifecycle(Lifecycle::Stopping);
+        assert_eq!(recv(&sock), "STOPPING=1");
+        let successor = n.successor();
+        successor.lifecycle(Lifecycle::Ready);
+        assert_eq!(
+            recv(&sock),
+            format!("MAINPID={}\nREADY=1\nSTATUS=serving", std::process::id())
+        );
+        successor.lifecycle(Lifecycle::Reloaded);
+        assert_eq!(recv(&sock), "READY=1\nSTATUS=serving");
     }
 
     #[test]
