@@ -7,7 +7,8 @@
 //! * [`restart`]: backoff and restart intensity (pure policy);
 //! * [`spawn`]: starting a node process with exactly the right descriptors;
 //! * [`supervisor`]: the runtime tying them together ([`Bound`]);
-//! * [`admin`]: the local admin socket behind `vole status`.
+//! * [`admin`]: the local admin socket behind `vole status`;
+//! * [`systemd`]: readiness notifications and socket activation.
 //!
 //! What it is not: it serves no sessions itself (nodes do, with
 //! `vole-node`), except that in `dispatch` mode it accepts connections and
@@ -20,6 +21,7 @@ pub mod balance;
 pub mod restart;
 pub mod spawn;
 pub mod supervisor;
+pub mod systemd;
 
 pub use supervisor::{
     Bound, ControllerConfig, Hooks, Lifecycle, Outcome, UpgradeChild, UpgradeRequest,
@@ -38,5 +40,11 @@ pub enum Error {
     /// A system call failed.
     #[error("i/o")]
     Io(#[source] std::io::Error),
+    /// The descriptors systemd passed (socket activation) are unusable.
+    #[error("socket activation: {0}")]
+    SocketActivation(String),
+    /// The systemd notification socket or watchdog settings are unusable.
+    #[error("systemd notify: {0}")]
+    Notify(String),
 }
 pub mod metrics;
