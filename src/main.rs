@@ -10,7 +10,6 @@ mod cli;
 mod daemon;
 mod logging;
 mod settings;
-mod systemd_glue;
 
 use cli::exit::{self, Failure};
 use cli::{Cli, Command};

@@ -125,6 +125,11 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Nodes do not talk to systemd or take sockets from it: the controller
+    // does.
+    for var in crate::systemd::NODE_ENV_REMOVE {
+        command.env_remove(var);
+    }
     if let Some((uid, gid)) = cmd.user {
         // std sets the group, drops supplementary groups and sets the user
         // before running the closure below, so PDEATHSIG (which a

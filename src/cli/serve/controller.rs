@@ -1,8 +1,6 @@
 //! Controller mode: this process binds, starts the nodes and supervises
 //! them.
 
-use std::sync::{Arc, Mutex};
-
 use anyhow::Context as _;
 use vole_controller::admin::AdminSocket;
 use vole_controller::{Bound, ControllerConfig, Hooks, Lifecycle, Outcome};
@@ -107,8 +105,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let nodes = config.nodes;
     super::install_metrics(s)?;
     let inherited = p.inherited.lock().ok().and_then(|mut i| i.take());
-    let (bound, admin) = match inherited {
-        Some(inh) => {
+    let activated = p.activated.lock().ok().and_then(|mut a| a.take());
+    let (bound, admin) = match (inherited, activated) {
+        (Some(inh), _) => {
             let bound =
                 Bound::from_listeners(config, inh.listeners).map_err(anyhow::Error::from)?;
             let path = s.admin_path(bound.addrs().first());
@@ -120,7 +119,18 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
             };
             (bound, admin)
         }
-        None => {
+        (None, Some(sockets)) => {
+            tracing::info!(
+                sockets = sockets.len(),
+                "using the sockets systemd passed; listen and backlog settings are ignored"
+            );
+            let bound = Bound::from_listeners(config, sockets).map_err(anyhow::Error::from)?;
+            let admin = AdminSocket::bind(&s.admin_path(bound.addrs().first()))
+                .await
+                .map_err(anyhow::Error::from)?;
+            (bound, admin)
+        }
+        (None, None) => {
             let bound = Bound::new(config).map_err(anyhow::Error::from)?;
             let admin = AdminSocket::bind(&s.admin_path(bound.addrs().first()))
                 .await
@@ -142,15 +152,19 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let log = p.log.clone();
     let ready = p.ready.clone();
     let log_to_file = s.log_file.is_some();
-    let notifier = Arc::new(Mutex::new(crate::systemd_glue::Notifier::from_env()));
-    let watchdog = crate::systemd_glue::watchdog_interval();
-    let notify_handle = notifier.clone();
+    let notifier = p.notifier.clone();
+    let watchdog = notifier.watchdog_interval();
+    let upgrade_notifier = notifier.clone();
+    let grace = s.grace;
     let hooks = Hooks {
         on_ready: Some(Box::new(move || announce_ready(&ready, nodes, log_to_file))),
         notify: Box::new(move |event: Lifecycle| {
-            if let Ok(n) = notify_handle.lock() {
-                n.lifecycle(event);
+            if event == Lifecycle::Stopping {
+                // Let systemd wait for the drain (TimeoutStopSec may be
+                // shorter than the grace period).
+                notifier.extend_timeout(grace + std::time::Duration::from_secs(5));
             }
+            notifier.lifecycle(event);
         }),
         watchdog,
         reload: Box::new(move || {
@@ -158,7 +172,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
             controller_config(&settings).map_err(|f| format!("{:#}", f.error))
         }),
         reopen_logs: Box::new(move || log.reopen().map_err(|e| e.to_string())),
-        upgrade: Box::new(move |request| super::upgrade::spawn(&relaunch, request)),
+        upgrade: Box::new(move |request| {
+            super::upgrade::spawn(&relaunch, request, &upgrade_notifier)
+        }),
     };
     let outcome = bound
         .run(Some(admin), hooks)

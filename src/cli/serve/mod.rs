@@ -41,6 +41,9 @@ pub struct Prepared {
     ready: Arc<Mutex<ReadyPipe>>,
     pidfile: Option<PidFile>,
     inherited: Mutex<Option<upgrade::Inherited>>,
+    /// Listening sockets from systemd socket activation.
+    activated: Mutex<Option<Vec<std::net::TcpListener>>>,
+    notifier: vole_controller::systemd::Notifier,
 }
 
 impl Prepared {
@@ -72,6 +75,27 @@ pub fn default_nodes() -> u32 {
 pub fn prepare(args: ServeArgs, verbose: u8, quiet: bool) -> Result<Prepared, Failure> {
     let settings = Settings::resolve(&args).map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
     let inherited = upgrade::Inherited::take().map_err(Failure::from)?;
+    // SAFETY: no thread exists yet (main calls this before building the
+    // runtime), and descriptors from 3 up that LISTEN_FDS names belong to
+    // nobody else in this process.
+    let activated = unsafe { vole_controller::systemd::listen_fds() }
+        .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+    let activated: Vec<std::net::TcpListener> = activated
+        .into_iter()
+        .map(|a| {
+            tracing::info!(name = ?a.name, "socket from systemd");
+            a.listener
+        })
+        .collect();
+    if !activated.is_empty() && settings.balance == vole_node::control::Balance::Reuseport {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "balance: reuseport needs per-node sockets and cannot use systemd socket activation"
+        )));
+    }
+    let mut notifier = vole_controller::systemd::Notifier::from_env();
+    if inherited.is_some() {
+        notifier = notifier.successor();
+    }
     let level = match (quiet, verbose) {
         (true, _) => "error".to_owned(),
         (_, 1) => "debug".to_owned(),
@@ -122,6 +146,8 @@ pub fn prepare(args: ServeArgs, verbose: u8, quiet: bool) -> Result<Prepared, Fa
         ready: Arc::new(Mutex::new(ready)),
         pidfile,
         inherited: Mutex::new(inherited),
+        activated: Mutex::new((!activated.is_empty()).then_some(activated)),
+        notifier,
     })
 }
 

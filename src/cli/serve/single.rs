@@ -130,11 +130,20 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let ticketer = SharedTicketer::new(vole_node::process::TICKET_LIFETIME_SECS);
     let config = service_config(s, tls.as_ref().map(|(_, c)| c), &ticketer);
     let rotation = tokio::spawn(rotate_own_tickets(ticketer, s.ticket_rotation));
+    let activated = p.activated.lock().ok().and_then(|mut a| a.take());
+    let sockets = match activated {
+        Some(sockets) => sockets,
+        None => s
+            .listen
+            .iter()
+            .map(|addr| vole_node::listen::bind(*addr, s.backlog))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::from)?,
+    };
     let mut listeners = Vec::new();
-    for addr in &s.listen {
-        let std_listener =
-            vole_node::listen::bind(*addr, s.backlog).map_err(anyhow::Error::from)?;
-        listeners.push(tokio::net::TcpListener::from_std(std_listener).context("listener")?);
+    for socket in sockets {
+        socket.set_nonblocking(true).context("listener")?;
+        listeners.push(tokio::net::TcpListener::from_std(socket).context("listener")?);
     }
     let addrs: Vec<SocketAddr> = listeners
         .iter()
@@ -164,6 +173,18 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         tasks.push(tokio::spawn(async move { svc.run(l).await }));
     }
     announce_ready(&p.ready, 1, s.log_file.is_some());
+    p.notifier.lifecycle(vole_controller::Lifecycle::Ready);
+    let watchdog = p.notifier.watchdog_interval();
+    let notifier = p.notifier.clone();
+    let watchdog_task = watchdog.map(|every| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                notifier.watchdog();
+            }
+        })
+    });
     let mut term = signal(SignalKind::terminate()).context("signal handler")?;
     let mut int = signal(SignalKind::interrupt()).context("signal handler")?;
     let mut quit = signal(SignalKind::quit()).context("signal handler")?;
@@ -180,6 +201,8 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
             },
         }
     };
+    p.notifier.extend_timeout(s.grace + Duration::from_secs(5));
+    p.notifier.lifecycle(vole_controller::Lifecycle::Stopping);
     let shutdown = service.shutdown(if force { FORCE_GRACE } else { s.grace });
     tokio::pin!(shutdown);
     let forced = tokio::select! {
@@ -200,6 +223,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     admin_task.abort();
     let _ = admin_task.await;
     rotation.abort();
+    if let Some(t) = watchdog_task {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }

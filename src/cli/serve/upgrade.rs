@@ -124,7 +124,11 @@ impl Relaunch {
 }
 
 /// Starts the new controller of an upgrade.
-pub fn spawn(relaunch: &Relaunch, request: UpgradeRequest<'_>) -> Result<UpgradeChild, String> {
+pub fn spawn(
+    relaunch: &Relaunch,
+    request: UpgradeRequest<'_>,
+    notifier: &vole_controller::systemd::Notifier,
+) -> Result<UpgradeChild, String> {
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
     let mut fds: Vec<RawFd> = request
@@ -151,6 +155,14 @@ pub fn spawn(relaunch: &Relaunch, request: UpgradeRequest<'_>) -> Result<Upgrade
         .kill_on_drop(false);
     if let Some(n) = admin_number {
         cmd.env(ENV_ADMIN, n.to_string());
+    }
+    // The new controller talks to systemd as the successor (and must not
+    // inherit a WATCHDOG_PID naming this process).
+    for (key, value) in notifier.successor_env() {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
     }
     let placed = fds.clone();
     // SAFETY: runs in the forked child before exec; fcntl and dup2 only.
