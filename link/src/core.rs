@@ -496,6 +496,9 @@ impl LinkCore {
                 buf.len(),
             )));
         }
+        // No answer can come any more: a graceful close must not wait for
+        // one (the driver fails the callers).
+        self.pending.clear();
         Ok(())
     }
 

@@ -836,4 +836,80 @@ mod tests {
             .await
             .expect("the client follows");
     }
+
+    /// When the peer closes its sending side (still reading, as a closing
+    /// link lingers) while a call of ours waits for its answer, the call
+    /// fails and the link closes at once: no waiting for an answer that can
+    /// no longer come (it used to wait for the close grace).
+    #[tokio::test(start_paused = true)]
+    async fn peer_eof_with_a_call_pending_closes_without_waiting() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // client <-> proxy <-> server; the proxy can end the server-to-client
+        // direction while still reading what the client sends.
+        let (client_io, proxy_c) = tokio::io::duplex(64 * 1024);
+        let (proxy_s, server_io) = tokio::io::duplex(64 * 1024);
+        let (mut c_read, mut c_write) = tokio::io::split(proxy_c);
+        let (mut s_read, mut s_write) = tokio::io::split(proxy_s);
+        let half_close = Arc::new(tokio::sync::Notify::new());
+        let up = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut c_read, &mut s_write).await;
+        });
+        let notified = half_close.clone();
+        let down = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                tokio::select! {
+                    n = s_read.read(&mut buf) => match n {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if c_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    },
+                    _ = notified.notified() => break,
+                }
+            }
+            let _ = c_write.shutdown().await;
+            // Keep the server's side open.
+            std::future::pending::<()>().await;
+            drop(s_read);
+        });
+        let setup = LinkSetup {
+            config: LinkConfig {
+                hold_peer: false,
+                ..LinkConfig::default()
+            },
+            gateway: Published::new("Server")
+                .method("stall", "", stall)
+                .into_object(),
+            info: LinkInfo::default(),
+        };
+        let _server = tokio::spawn(serve(server_io, setup, |_| {}));
+        let client = LinkSetup {
+            config: LinkConfig::default(),
+            gateway: Published::new("Client").into_object(),
+            info: LinkInfo::default(),
+        };
+        let (link, gw) = timeout(Duration::from_secs(10), connect(client_io, client))
+            .await
+            .expect("handshake in time")
+            .expect("handshake");
+        let pending = tokio::spawn(async move { gw.call("stall", ()).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        half_close.notify_one();
+        match timeout(Duration::from_secs(1), pending)
+            .await
+            .expect("the call ends")
+            .expect("call task")
+        {
+            Err(Error::Closed(_)) => {}
+            other => panic!("expected a closed link, got {other:?}"),
+        }
+        timeout(Duration::from_secs(1), link.closed())
+            .await
+            .expect("the link closes without waiting for the close grace");
+        up.abort();
+        down.abort();
+    }
 }
