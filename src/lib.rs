@@ -53,6 +53,7 @@ pub fn serve_plain(factory: GatewayFactory) -> Service {
         },
         link: LinkConfig {
             hold_peer: false,
+            drain_quiet: vole_node::DRAIN_QUIET,
             ..LinkConfig::default()
         },
         node_id: None,

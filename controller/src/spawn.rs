@@ -14,7 +14,9 @@
 //! * its own process group, so a Ctrl-C in the controller's terminal reaches
 //!   only the controller, which then stops the nodes in order;
 //! * piped stdout and stderr, which the controller copies to its own stderr
-//!   line by line, each line whole and prefixed with the node id and pid.
+//!   line by line, each line whole and prefixed with the node id and pid
+//!   (with JSON logs, the id and pid are added to each line's object
+//!   instead, so every line stays one JSON object).
 
 #![allow(unsafe_code)]
 
@@ -67,6 +69,8 @@ pub struct NodeCommand {
     /// Run the node as this user and group (uid, gid) instead of the
     /// controller's.
     pub user: Option<(u32, u32)>,
+    /// The node logs JSON lines: its output is forwarded as JSON objects.
+    pub log_json: bool,
 }
 
 /// A started node: the process and the controller's ends of its sockets.
@@ -155,10 +159,10 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
         .id()
         .ok_or_else(|| io::Error::other("node exited before its pid was known"))?;
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward_lines(out, cmd.id, pid));
+        tokio::spawn(forward_lines(out, cmd.id, pid, cmd.log_json));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward_lines(err, cmd.id, pid));
+        tokio::spawn(forward_lines(err, cmd.id, pid, cmd.log_json));
     }
     Ok(Spawned {
         child,
@@ -260,11 +264,10 @@ fn child_setup(control: RawFd, conn: Option<RawFd>, controller_pid: libc::pid_t)
 }
 
 /// Copies a node's output to the controller's stderr, one whole line at a
-/// time, each prefixed with the node id and pid.
-async fn forward_lines(stream: impl AsyncRead + Unpin, id: NodeId, pid: u32) {
+/// time, each marked with the node id and pid (see [`node_line`]).
+async fn forward_lines(stream: impl AsyncRead + Unpin, id: NodeId, pid: u32, json: bool) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::with_capacity(256);
-    let prefix = format!("[node {id} pid {pid}] ");
     loop {
         line.clear();
         match (&mut reader)
@@ -274,18 +277,61 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, id: NodeId, pid: u32) {
         {
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                if line.last() != Some(&b'\n') {
-                    line.push(b'\n');
-                }
-                let mut out = Vec::with_capacity(prefix.len() + line.len());
-                out.extend_from_slice(prefix.as_bytes());
-                out.extend_from_slice(&line);
+                let out = node_line(&line, id, pid, json);
                 // One write per line under the stderr lock: lines from
                 // different nodes never interleave.
                 let _ = io::stderr().lock().write_all(&out);
             }
         }
     }
+}
+
+/// One line of a node's output as the controller writes it, ending in a
+/// newline. Text logs: prefixed `[node <id> pid <pid>] `. JSON logs: a line
+/// that is a JSON object gets `"node"` and `"pid"` fields (unless it has
+/// them), any other line (a panic message, say) becomes
+/// `{"node":..,"pid":..,"message":"<the line>"}`, so the log stays one JSON
+/// object per line.
+fn node_line(line: &[u8], id: NodeId, pid: u32, json: bool) -> Vec<u8> {
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    if !json {
+        let mut out = format!("[node {id} pid {pid}] ").into_bytes();
+        out.extend_from_slice(text);
+        out.push(b'\n');
+        return out;
+    }
+    let object = std::str::from_utf8(text).ok().and_then(|t| {
+        let map = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(t).ok()?;
+        // A JSON object: `{` is its first non-blank character.
+        let body = t.trim_start().strip_prefix('{')?;
+        Some((map, body))
+    });
+    let mut out = match object {
+        Some((map, body)) => {
+            let mut fields = Vec::new();
+            if !map.contains_key("node") {
+                fields.push(format!("\"node\":{id}"));
+            }
+            if !map.contains_key("pid") {
+                fields.push(format!("\"pid\":{pid}"));
+            }
+            let sep = if fields.is_empty() || map.is_empty() {
+                ""
+            } else {
+                ","
+            };
+            format!("{{{}{sep}{body}", fields.join(","))
+        }
+        None => serde_json::json!({
+            "node": id,
+            "pid": pid,
+            "message": String::from_utf8_lossy(text),
+        })
+        .to_string(),
+    }
+    .into_bytes();
+    out.push(b'\n');
+    out
 }
 
 /// Sends SIGKILL to a process (ignoring a process that is already gone).
@@ -295,5 +341,61 @@ pub fn kill(pid: u32) {
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(input: &str, json: bool) -> String {
+        String::from_utf8(node_line(input.as_bytes(), 3, 42, json)).expect("utf-8")
+    }
+
+    #[test]
+    fn text_lines_get_a_prefix() {
+        assert_eq!(line("hello\n", false), "[node 3 pid 42] hello\n");
+        // A line cut at the length limit still ends in a newline.
+        assert_eq!(line("cut", false), "[node 3 pid 42] cut\n");
+    }
+
+    #[test]
+    fn json_lines_get_the_node_and_pid_as_fields() {
+        let out = line("{\"level\":\"INFO\",\"message\":\"hi\"}\n", true);
+        assert_eq!(
+            out,
+            "{\"node\":3,\"pid\":42,\"level\":\"INFO\",\"message\":\"hi\"}\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!((v["node"].as_u64(), v["pid"].as_u64()), (Some(3), Some(42)));
+        // Fields the line has are kept, not repeated.
+        let out = line("{\"node\":3,\"message\":\"x\"}", true);
+        assert_eq!(out, "{\"pid\":42,\"node\":3,\"message\":\"x\"}\n");
+        let out = line("{\"node\":3,\"pid\":7}", true);
+        assert_eq!(out, "{\"node\":3,\"pid\":7}\n");
+        assert_eq!(line("{}", true), "{\"node\":3,\"pid\":42}\n");
+    }
+
+    #[test]
+    fn other_lines_in_json_mode_become_objects() {
+        for input in [
+            "thread 'main' panicked at src/x.rs:1:1\n",
+            "[1, 2]",
+            "{not json",
+            "\u{fffd}",
+        ] {
+            let out = line(input, true);
+            let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+            assert_eq!(v["node"].as_u64(), Some(3), "{out}");
+            assert_eq!(
+                v["message"].as_str(),
+                Some(input.trim_end_matches('\n')),
+                "{out}"
+            );
+        }
+        // Bytes that are not UTF-8 are replaced, not dropped.
+        let out = String::from_utf8(node_line(b"a\xffb\n", 3, 42, true)).expect("utf-8");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(v["message"].as_str(), Some("a\u{fffd}b"));
     }
 }

@@ -70,6 +70,14 @@ pub struct LinkConfig {
     pub write_timeout: Duration,
     /// A graceful close that has not finished after this long is forced.
     pub close_grace: Duration,
+    /// A graceful close keeps the connection open (refusing the peer's new
+    /// calls as closing) until the link handshake is done and the peer has
+    /// made no call for this long, or has closed its side: a call the peer
+    /// sent before it could see the close is then refused, never lost on
+    /// the wire. Zero closes as soon as running calls are answered. A
+    /// service sets it; the link's creation counts as a call, so a link
+    /// drained as it is set up still refuses its first call.
+    pub drain_quiet: Duration,
     /// Where served-call latencies are recorded, if anywhere.
     pub metrics: Option<std::sync::Arc<crate::metrics::CallMetrics>>,
 }
@@ -87,6 +95,7 @@ impl Default for LinkConfig {
             out_high_water: 1 << 20,
             write_timeout: Duration::from_secs(30),
             close_grace: Duration::from_secs(10),
+            drain_quiet: Duration::ZERO,
             metrics: None,
         }
     }
@@ -338,6 +347,9 @@ pub(crate) struct LinkCore {
     handshake_deadline: Instant,
     last_sent: Instant,
     last_recv: Instant,
+    /// When the peer last called (or the link was created, or its handshake
+    /// completed).
+    last_call_in: Instant,
     keep_alive_send: Option<Duration>,
     keep_alive_recv: Option<Duration>,
     keep_alive_times: VecDeque<Instant>,
@@ -386,6 +398,7 @@ impl LinkCore {
             handshake_deadline: now + config.handshake_timeout,
             last_sent: now,
             last_recv: now,
+            last_call_in: now,
             keep_alive_send: None,
             keep_alive_recv: None,
             keep_alive_times: VecDeque::new(),
@@ -416,6 +429,12 @@ impl LinkCore {
     /// Whether the handshake has completed.
     pub(crate) fn is_open(&self) -> bool {
         self.hs.done
+    }
+
+    /// When the peer last called one of this side's objects (or the link
+    /// was created, or its handshake completed, if later).
+    pub(crate) fn last_call_in(&self) -> Instant {
+        self.last_call_in
     }
 
     /// Whether calls this side made are still waiting for results.
@@ -515,6 +534,9 @@ impl LinkCore {
                 buf.len(),
             )));
         }
+        // No answer can come any more: a graceful close must not wait for
+        // one (the driver fails the callers).
+        self.pending.clear();
         Ok(())
     }
 
@@ -705,6 +727,8 @@ impl LinkCore {
             return;
         }
         self.hs.done = true;
+        // The peer calls next: a drain waits for that as for any call.
+        self.last_call_in = self.now;
         // Release the peer's handshake object (its proxy drop sends the
         // NOTIFY_DEREF).
         self.hs.peer_object = None;
@@ -803,6 +827,7 @@ impl LinkCore {
         {
             return self.handshake_call(call_id, kind, args);
         }
+        self.last_call_in = self.now;
         if self.draining {
             return self.respond(
                 call_id,

@@ -20,7 +20,7 @@ pub mod process;
 mod service;
 
 pub use service::{
-    GatewayFactory, Service, ServiceConfig, ServiceStats, SessionObserver, Snapshot,
+    GatewayFactory, Service, ServiceConfig, ServiceStats, SessionObserver, Snapshot, DRAIN_QUIET,
 };
 
 /// Errors of a node.

@@ -252,6 +252,7 @@ fn service_config(
             max_message: cfg.max_message,
             write_timeout: Duration::from_millis(cfg.write_timeout_ms.max(1)),
             handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms.max(1)),
+            drain_quiet: crate::DRAIN_QUIET,
             ..LinkConfig::default()
         },
         node_id: Some(cfg.node_id),

@@ -17,6 +17,12 @@ use tokio_util::task::TaskTracker;
 use vole_link::{Link, LinkConfig, LinkInfo, LinkSetup, Object};
 use vole_transport::stream::{self, ServerSettings};
 
+/// How long a draining link waits for its peer to stop calling before it
+/// closes (see [`LinkConfig::drain_quiet`]); what a service's link
+/// configuration should use. A client that calls within this time of the
+/// last call gets its calls refused as closing instead of lost.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(250);
+
 /// Makes the gateway object for a new link.
 pub type GatewayFactory = Arc<dyn Fn(&LinkInfo) -> Arc<dyn Object> + Send + Sync>;
 
@@ -213,10 +219,6 @@ impl Service {
                 return;
             }
         };
-        if inner.stop_accepting.is_cancelled() {
-            // Stopping: do not start a link we would drain at once.
-            return;
-        }
         let mut info = LinkInfo::from_conn(&conn_info);
         info.node_id = inner.config.node_id;
         let gateway = (inner.factory)(&info);
@@ -230,7 +232,14 @@ impl Service {
             link_id = link.id();
             tracing::debug!(link = link_id, ?peer, transport = %conn_info.transport, "session opened");
             if let Ok(mut links) = inner.links.lock() {
-                links.insert(link.id(), link);
+                links.insert(link.id(), link.clone());
+            }
+            // Accepted before a stop began but set up after: drain it too
+            // (registered first, so either this check or the stop's list
+            // of links sees it). Its calls are refused as closing, so the
+            // client retries elsewhere, rather than dropping the connection.
+            if inner.stop_accepting.is_cancelled() {
+                tokio::spawn(async move { link.close().await });
             }
         })
         .await;
@@ -349,5 +358,95 @@ pub(crate) async fn accept_error(e: std::io::Error) {
             tracing::error!(error = %e, "accept failed; pausing accepts for 100 ms");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vole_link::publish::Published;
+    use vole_link::{CallError, Error as LinkError, Value};
+    use vole_transport::stream::{Conn, Prefixed};
+    use vole_transport::vop::{self, ServerPolicy, Transport};
+
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn plain_service() -> Service {
+        let config = ServiceConfig {
+            transport: ServerSettings {
+                transports: ServerPolicy::new(false, true),
+                tls: None,
+                handshake_timeout: LIMIT,
+            },
+            link: LinkConfig {
+                hold_peer: false,
+                drain_quiet: DRAIN_QUIET,
+                ..LinkConfig::default()
+            },
+            node_id: None,
+        };
+        Service::new(
+            config,
+            Arc::new(|_| {
+                Published::new("Gateway")
+                    .method(
+                        "echo",
+                        "",
+                        |(v,): (Value,)| async move { Ok::<_, CallError>(v) },
+                    )
+                    .into_object()
+            }),
+        )
+    }
+
+    /// A connection accepted before a stop but set up after it began is
+    /// served and drained like the others: its link comes up and its first
+    /// call is refused as closing (so the client retries elsewhere), instead
+    /// of the connection being dropped mid-handshake.
+    #[tokio::test]
+    async fn a_connection_set_up_during_a_stop_is_drained_not_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        let service = plain_service();
+        // Accepted; its VOP negotiation waits for the client's line.
+        service.serve_connection(accepted);
+        let stopping = service.clone();
+        let shutdown = tokio::spawn(async move { stopping.shutdown(LIMIT).await });
+        tokio::time::timeout(LIMIT, service.stopping())
+            .await
+            .expect("the stop begins");
+
+        let (transport, leftover) = vop::negotiate_client(&mut client, &[Transport::Plain], LIMIT)
+            .await
+            .expect("VOP");
+        assert_eq!(transport, Transport::Plain);
+        let setup = vole_link::LinkSetup {
+            config: LinkConfig::default(),
+            gateway: Published::new("Client").into_object(),
+            info: LinkInfo::default(),
+        };
+        let conn = Conn::Plain(Prefixed::new(leftover, client));
+        let (link, gw) = tokio::time::timeout(LIMIT, vole_link::connect(conn, setup))
+            .await
+            .expect("in time")
+            .expect("the link handshake completes");
+        match gw.call("echo", (1,)).await {
+            Err(e @ LinkError::Exception(_)) => {
+                assert!(e.to_string().contains("closing"), "{e}")
+            }
+            other => panic!("expected a closing refusal, got {other:?}"),
+        }
+        // The client goes away; the drain ends cleanly.
+        tokio::time::timeout(LIMIT, link.close())
+            .await
+            .expect("client closes");
+        let forced = tokio::time::timeout(LIMIT, shutdown)
+            .await
+            .expect("the stop ends")
+            .expect("stop task");
+        assert_eq!(forced, 0, "no link had to be forced");
     }
 }

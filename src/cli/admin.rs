@@ -37,10 +37,11 @@ async fn send(t: &TargetArgs, request: AdminRequest, limit: Duration) -> Result<
     if response.ok {
         Ok(())
     } else {
-        Err(Failure::from(anyhow::anyhow!(
-            "{}",
-            response.error.unwrap_or_else(|| "refused".to_owned())
-        )))
+        // The service answered and said no: not a bug in vole (70).
+        Err(Failure {
+            code: super::exit::REMOTE,
+            error: anyhow::anyhow!("{}", response.error.unwrap_or_else(|| "refused".to_owned())),
+        })
     }
 }
 

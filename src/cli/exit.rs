@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 2 | the remote side answered with an exception or a call error |
+//! | 2 | the remote side answered with an exception or a call error, or a service refused an admin command (a reload with a broken settings file, say) |
 //! | 3 | connection, TLS or protocol failure (including a port in use) |
 //! | 4 | `vole serve`: nodes kept dying (restart intensity exceeded); the service stopped |
 //! | 5 | `vole serve`: stopped, but some node did not drain cleanly |
@@ -15,7 +15,8 @@ use vole_transport::Error as TransportError;
 
 /// Success.
 pub const OK: u8 = 0;
-/// The remote side answered with an error.
+/// The remote side answered with an error (or a service refused an admin
+/// command).
 pub const REMOTE: u8 = 2;
 /// Connection, TLS or protocol failure.
 pub const CONNECTION: u8 = 3;

@@ -107,7 +107,7 @@ pub fn still_running(p: &Proc) -> bool {
 /// controller died becomes our child, so the harness can reap it (an init
 /// that does not reap, as in some containers, would otherwise collect
 /// zombies).
-fn become_subreaper() {
+pub fn become_subreaper() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
@@ -271,6 +271,9 @@ pub struct Opts {
     /// Serve TLS only (with a dev certificate in the state directory)
     /// instead of PLAIN only.
     pub tls: bool,
+    /// Pass `--nodes` (off: the number of nodes comes from a settings file
+    /// given in [`Opts::args`], so a reload can change it).
+    pub nodes_flag: bool,
 }
 
 /// Where [`Opts::stray`] opens its file in the controller: 4 (the first
@@ -287,7 +290,14 @@ impl Opts {
             wait_ready: true,
             stray: None,
             tls: false,
+            nodes_flag: true,
         }
+    }
+
+    /// Leaves `--nodes` out (see [`Opts::nodes_flag`]).
+    pub fn nodes_from_config(mut self) -> Self {
+        self.nodes_flag = false;
+        self
     }
 
     pub fn stray(mut self, file: &Path) -> Self {
@@ -402,8 +412,11 @@ impl Serve {
             } else {
                 &["--plain", "--no-tls"][..]
             })
-            .arg("--nodes")
-            .arg(opts.nodes.to_string())
+            .args(if opts.nodes_flag {
+                vec!["--nodes".to_owned(), opts.nodes.to_string()]
+            } else {
+                Vec::new()
+            })
             .arg("--balance")
             .arg(opts.balance)
             .arg("--state-dir")

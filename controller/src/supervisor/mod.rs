@@ -72,6 +72,9 @@ pub struct ControllerConfig {
     /// If set, node metrics are polled at this period and recorded through
     /// the `metrics` crate (an exporter must be installed).
     pub metrics_interval: Option<Duration>,
+    /// Nodes log JSON lines (`node_args` say `--log-format json`): their
+    /// output is forwarded as JSON objects, not with a text prefix.
+    pub log_json: bool,
 }
 
 /// How the controller ended.
@@ -912,6 +915,7 @@ impl Supervisor {
             extra_args: config.node_args.clone(),
             dispatch: balance == Balance::Dispatch,
             user: config.node_user,
+            log_json: config.log_json,
         };
         let was_restart = self.slots.get(&id).is_some_and(|s| s.gen != 0);
         let spawned = spawn::spawn(&self.bound.exe, &cmd);

@@ -95,6 +95,7 @@ pub fn controller_config(s: &Settings) -> Result<ControllerConfig, Failure> {
         ticket_rotation: s.ticket_rotation,
         node_user: node_user(s)?,
         metrics_interval: s.metrics.map(|_| std::time::Duration::from_secs(1)),
+        log_json: s.log_format == crate::settings::LogFormat::Json,
     })
 }
 

@@ -250,6 +250,7 @@ fn service_config(
             max_message: s.max_message,
             write_timeout: s.write_timeout,
             handshake_timeout: s.handshake_timeout,
+            drain_quiet: vole_node::DRAIN_QUIET,
             ..LinkConfig::default()
         },
         node_id: None,
