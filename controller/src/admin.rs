@@ -279,7 +279,11 @@ async fn serve_client(stream: UnixStream, handler: Arc<dyn AdminHandler>) {
     let me = nix::unistd::geteuid().as_raw();
     let (read, mut write) = stream.into_split();
     if cred.uid() != me && cred.uid() != 0 {
-        tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "admin client of another user refused");
+        tracing::warn!(
+            uid = cred.uid(),
+            pid = cred.pid().unwrap_or(0),
+            "admin client of another user refused"
+        );
         let _ = write_response(&mut write, &AdminResponse::error("permission denied")).await;
         return;
     }
@@ -287,7 +291,12 @@ async fn serve_client(stream: UnixStream, handler: Arc<dyn AdminHandler>) {
     while let Ok(Some(line)) = lines.next_line().await {
         let response = match serde_json::from_str::<AdminRequest>(&line) {
             Ok(request) => {
-                tracing::info!(?request, uid = cred.uid(), pid = ?cred.pid(), "admin command");
+                tracing::info!(
+                    ?request,
+                    uid = cred.uid(),
+                    pid = cred.pid().unwrap_or(0),
+                    "admin command"
+                );
                 handler.handle(request).await
             }
             Err(e) => {

@@ -39,6 +39,14 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// The service refused or failed the request.
+    pub fn remote(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: REMOTE,
+            error: error.into(),
+        }
+    }
+
     /// A usage failure.
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
         Failure {

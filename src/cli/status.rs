@@ -121,7 +121,7 @@ pub async fn run(args: StatusArgs) -> Result<(), Failure> {
         .await
         .map_err(anyhow::Error::from)?;
     if !response.ok {
-        return Err(Failure::from(anyhow::anyhow!(
+        return Err(Failure::remote(anyhow::anyhow!(
             "{}",
             response.error.unwrap_or_default()
         )));

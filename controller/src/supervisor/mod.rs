@@ -726,7 +726,7 @@ impl Supervisor {
             return;
         }
         slot.phase = Phase::Serving;
-        tracing::info!(node = id, pid = ?slot.pid, "node serving");
+        tracing::info!(node = id, pid = slot.pid.unwrap_or(0), "node serving");
         self.balancer.node_ready(id);
         self.send_grants();
         self.flush_queue();
@@ -809,12 +809,12 @@ impl Supervisor {
         self.balancer.node_gone(id);
         self.send_grants();
         if self.slots.get(&id).is_some_and(|s| s.retiring) {
-            tracing::info!(node = id, ?pid, %why, "retired node stopped");
+            tracing::info!(node = id, pid = pid.unwrap_or(0), %why, "retired node stopped");
             self.remove_if_retired(id);
             return;
         }
         if stopping {
-            tracing::info!(node = id, ?pid, %why, "node stopped");
+            tracing::info!(node = id, pid = pid.unwrap_or(0), %why, "node stopped");
             if let Some(slot) = self.slots.get_mut(&id) {
                 if slot.reaped {
                     slot.phase = Phase::Exited;
@@ -822,7 +822,7 @@ impl Supervisor {
             }
             return;
         }
-        tracing::warn!(node = id, ?pid, %why, uptime_ms = uptime.as_millis() as u64, "node died");
+        tracing::warn!(node = id, pid = pid.unwrap_or(0), %why, uptime_ms = uptime.as_millis() as u64, "node died");
         // Decide about a replacement once the process is reaped and its exit
         // code known (a node reporting a configuration error is not
         // restarted).
