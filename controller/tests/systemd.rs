@@ -3,7 +3,7 @@
 //! notification socket in `NOTIFY_SOCKET`, a watchdog) and this test plays
 //! the service manager.
 //!
-//! The child is this test binary again, run with one `#[ignore]`d helper
+//! The child is this test binary again, run with one ignored helper
 //! test selected (`--exact --ignored`) and told what to do by
 //! `VOLE_SYSTEMD_CHILD`. `LISTEN_PID` and `WATCHDOG_PID` must be the child's
 //! own pid, which is known only after the fork: the child runs through
