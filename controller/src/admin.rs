@@ -70,6 +70,10 @@ pub struct NodeReport {
     pub calls: u64,
     /// Calls that failed.
     pub errors: u64,
+    /// Connections accepted by the current process, in total (the
+    /// cumulative count behind per-node fairness of new sessions).
+    #[serde(default)]
+    pub accepted: u64,
     /// Times this slot's node was restarted.
     pub restarts: u32,
     /// Milliseconds the current process has been up.
@@ -89,6 +93,7 @@ impl NodeReport {
         self.inflight = s.inflight;
         self.calls = s.calls;
         self.errors = s.errors;
+        self.accepted = s.accepted;
         let q = |q| {
             vole_link::metrics::CallMetrics::quantile(&s.latency_counts, q)
                 .map(|d| d.as_micros() as u64)
@@ -412,6 +417,26 @@ mod tests {
         // The AdminSocket moved into the aborted task is dropped: file gone.
         assert!(!path.exists(), "socket file removed on drop");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn node_reports_carry_accepted_connections() {
+        let mut report = NodeReport::default();
+        report.fill(&vole_node::control::NodeStatus {
+            sessions: 2,
+            calls: 30,
+            accepted: 7,
+            ..vole_node::control::NodeStatus::default()
+        });
+        assert_eq!((report.sessions, report.calls, report.accepted), (2, 30, 7));
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["accepted"], 7);
+        // A report from a service without the field still reads.
+        let old: NodeReport = serde_json::from_str(
+            r#"{"id":1,"pid":2,"state":"serving","sessions":0,"inflight":0,"calls":0,"errors":0,"restarts":0,"uptime_ms":0}"#,
+        )
+        .expect("old report");
+        assert_eq!(old.accepted, 0);
     }
 
     #[tokio::test]
