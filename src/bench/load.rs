@@ -30,6 +30,7 @@ use vole_link::resolve::{self, ClientConfig};
 use vole_link::{Entity, Error as LinkError, Link, ObjectRef, RemoteObject, Value};
 
 use super::cpu::{self, Process};
+use super::nodes::{self, Basis, Fairness};
 use super::raw::{self, RawStream};
 use super::report::{CpuUse, Summary};
 use super::{Plan, Target};
@@ -56,6 +57,13 @@ pub struct Window {
     pub start: Instant,
     /// When measuring ends; no call starts after this.
     pub end: Instant,
+}
+
+impl Window {
+    /// Whether something that completed at `done` counts.
+    pub fn contains(&self, done: Instant) -> bool {
+        done >= self.start && done <= self.end
+    }
 }
 
 /// What one link measured.
@@ -87,7 +95,7 @@ impl Recorder {
     pub fn record(&mut self, sent: Instant, done: Instant, ok: bool) {
         if ok {
             self.counters.calls.fetch_add(1, Ordering::Relaxed);
-            if done >= self.window.start && done <= self.window.end {
+            if self.window.contains(done) {
                 self.calls += 1;
                 let ns = u64::try_from(done.duration_since(sent).as_nanos()).unwrap_or(u64::MAX);
                 self.hist.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
@@ -101,7 +109,8 @@ impl Recorder {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+/// An empty latency histogram (nanoseconds).
+pub fn new_histogram() -> Histogram<u64> {
     // Bounds and precision are constants that `new_with_bounds` accepts
     // (low >= 1, high >= 2 * low, sigfig <= 5), so this cannot fail.
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
@@ -356,8 +365,9 @@ async fn run_link(
     }
 }
 
-/// Prints a progress line to stderr every second until aborted.
-async fn progress(counters: Arc<Counters>, begun: Instant, window: Window) {
+/// Prints a progress line to stderr every second until aborted; `unit`
+/// names what `counters.calls` counts ("calls", "sessions").
+pub async fn progress(counters: Arc<Counters>, begun: Instant, window: Window, unit: &str) {
     let mut tick = tokio::time::interval_at(begun + Duration::from_secs(1), Duration::from_secs(1));
     let (mut last_calls, mut last_errors, mut last_at) = (0u64, 0u64, begun);
     loop {
@@ -371,7 +381,7 @@ async fn progress(counters: Arc<Counters>, begun: Instant, window: Window) {
             "measure"
         };
         eprintln!(
-            "bench: {:>5.1}s {phase}  {:>10.0} calls/s  {:>6} errors/s  ({calls} calls, {errors} errors in total)",
+            "bench: {:>5.1}s {phase}  {:>10.0} {unit}/s  {:>6} errors/s  ({calls} {unit}, {errors} errors in total)",
             now.duration_since(begun).as_secs_f64(),
             (calls - last_calls) as f64 / secs,
             ((errors - last_errors) as f64 / secs).round(),
@@ -380,36 +390,78 @@ async fn progress(counters: Arc<Counters>, begun: Instant, window: Window) {
     }
 }
 
-/// CPU time of this process and the server over the window, or over the
-/// part of it before `early` fires (every link ended early).
-async fn sample_cpu(window: Window, server: Option<u32>, early: oneshot::Receiver<()>) -> CpuUse {
+/// What is read at the edges of the measured window.
+#[derive(Debug, Default)]
+pub struct Sampled {
+    /// CPU use over the window.
+    pub cpu: CpuUse,
+    /// Per-node counts over the window, if an admin socket was given and
+    /// answered.
+    pub fairness: Option<Fairness>,
+}
+
+/// CPU time of this process and the server, and (given the service's admin
+/// socket) each node's counters, over the window, or over the part of it
+/// before `early` fires (every link ended early). Fairness is judged on
+/// `basis`.
+pub async fn sample_window(
+    window: Window,
+    plan: &Plan,
+    basis: Basis,
+    early: oneshot::Receiver<()>,
+) -> Sampled {
+    let server = plan.server;
     let read = || {
         (
             cpu::cpu_time(Process::This),
-            server.and_then(|pid| cpu::cpu_time(Process::Pid(pid))),
+            server.and_then(cpu::Server::read),
         )
+    };
+    let status = || async {
+        let socket = plan.admin_socket.as_deref()?;
+        match nodes::fetch(socket).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(socket = %socket.display(), error = %e, "no node counts from the admin socket");
+                None
+            }
+        }
     };
     tokio::pin!(early);
     tokio::select! {
         _ = tokio::time::sleep_until(window.start) => {}
-        _ = &mut early => return CpuUse::default(),
+        _ = &mut early => return Sampled::default(),
     }
     let (client0, server0) = read();
     let t0 = Instant::now();
+    let nodes0 = status().await;
     tokio::select! {
         _ = tokio::time::sleep_until(window.end) => {}
         _ = &mut early => {}
     }
     let (client1, server1) = read();
     let wall = t0.elapsed();
+    let nodes1 = status().await;
     let diff = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    CpuUse {
-        wall,
-        client: diff(client0, client1),
-        server: diff(server0, server1),
+    let (server_used, server_procs) = match (&server0, &server1) {
+        (Some(a), Some(b)) => (Some(cpu::used(a, b)), Some(b.processes())),
+        _ => (None, None),
+    };
+    let fairness = match (nodes0, nodes1) {
+        (Some(a), Some(b)) => Some(Fairness::new(nodes::deltas(&a, &b), basis)),
+        _ => None,
+    };
+    Sampled {
+        cpu: CpuUse {
+            wall,
+            client: diff(client0, client1),
+            server: server_used,
+            server_procs,
+        },
+        fairness,
     }
 }
 
@@ -453,9 +505,12 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure>
             tokio::spawn(run_link(conn, shared_plan.clone(), rec, window.end))
         })
         .collect();
-    let progress = tokio::spawn(progress(counters.clone(), begun, window));
+    let progress = tokio::spawn(progress(counters.clone(), begun, window, "calls"));
     let (early_tx, early_rx) = oneshot::channel();
-    let cpu = tokio::spawn(sample_cpu(window, plan.server_pid, early_rx));
+    let sampler = tokio::spawn({
+        let plan = shared_plan.clone();
+        async move { sample_window(window, &plan, Basis::Calls, early_rx).await }
+    });
 
     // Each call is bounded by the timeout, so every task ends by then.
     let give_up = window.end + plan.timeout + Duration::from_secs(2);
@@ -485,13 +540,15 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure>
     }
     progress.abort();
     let _ = early_tx.send(());
-    let cpu = cpu.await.unwrap_or_default();
+    let sampled = sampler.await.unwrap_or_default();
     close_all(links.into_iter()).await;
-    Ok(Summary::new(plan, &hist, calls, errors, lost + stuck, cpu))
+    let mut summary = Summary::new(plan, &hist, calls, errors, lost + stuck, sampled.cpu);
+    summary.fairness = sampled.fairness;
+    Ok(summary)
 }
 
 /// Closes vole links gracefully, giving up after a second.
-async fn close_all(links: impl Iterator<Item = Link>) {
+pub async fn close_all(links: impl Iterator<Item = Link>) {
     let closing: FuturesUnordered<_> = links.map(|l| async move { l.close().await }).collect();
     let _ = tokio::time::timeout(Duration::from_secs(1), closing.collect::<Vec<_>>()).await;
 }
@@ -554,7 +611,11 @@ mod tests {
             warmup: Duration::from_millis(50),
             duration: Duration::from_millis(300),
             timeout: Duration::from_secs(5),
-            server_pid: Some(std::process::id()),
+            server: Some(cpu::Server::Pid(std::process::id())),
+            admin_socket: None,
+            mode: crate::bench::Mode::Held,
+            resume: true,
+            cache_per_worker: false,
             label: None,
         }
     }

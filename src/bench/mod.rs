@@ -4,7 +4,15 @@
 //! `vole bench` opens N links (or raw connections), keeps M calls in flight
 //! on each, runs a warm-up and then a measured window, and reports calls/s,
 //! an HDR latency histogram (p50/p99/p99.9) and, when told the server's pid,
-//! the server's CPU time per call. Targets:
+//! the server's CPU time per call (of one process, or with `--server-tree`
+//! of the process and its descendants: a controller and its nodes).
+//!
+//! With `--sessions` it measures new sessions instead of held links: N
+//! workers each loop connect, VOP and TLS, the link handshake, resolving the
+//! path, one call, close ([`sessions`]); sessions/s, the latency of the whole
+//! session, and how many resumed their TLS session. With `--admin-socket`
+//! it reads each node's counters from the service at the window's edges
+//! and reports their fairness as Jain's index ([`nodes`]). Targets:
 //!
 //! * `vop://host:port/path/`: a Versile service; the path is resolved once
 //!   per link and `method` is called on the object with a string payload;
@@ -12,14 +20,17 @@
 //!   echo servers of `vole bench-server`, driven with the same links,
 //!   in-flight depth, payload and window, so the figures compare directly.
 //!
-//! The modules: [`load`] runs the links and records, [`raw`] is the
-//! baseline protocol (server and client), [`cpu`] reads process CPU time,
-//! [`report`] prints the summary.
+//! The modules: [`load`] runs the links and records, [`sessions`] runs new
+//! sessions, [`raw`] is the baseline protocol (server and client), [`cpu`]
+//! reads process CPU time, [`nodes`] the per-node counts, [`report`] prints
+//! the summary.
 
 pub mod cpu;
 pub mod load;
+pub mod nodes;
 pub mod raw;
 pub mod report;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,12 +56,28 @@ pub struct BenchArgs {
     /// Method called on the resolved object (vop:// targets), with one string argument.
     #[arg(long, value_name = "NAME", default_value = "echo")]
     pub method: String,
-    /// Links (connections) to open.
+    /// Links (connections) to open; with --sessions, concurrent workers.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 64)]
     pub links: usize,
-    /// Calls kept in flight on each link.
+    /// Calls kept in flight on each link (1 with --sessions).
     #[arg(short = 'm', long, value_name = "M", default_value_t = 1)]
     pub inflight: usize,
+    /// New sessions instead of held links: each of --links workers loops
+    /// connect, VOP and TLS, link handshake, resolve the path, one call
+    /// (checked), close. Counts sessions; the latency is the whole session.
+    #[arg(long)]
+    pub sessions: bool,
+    /// With --sessions: no TLS resumption, every session a full handshake
+    /// (by default all workers share one session cache, as one reconnecting
+    /// client does).
+    #[arg(long, requires = "sessions")]
+    pub no_resume: bool,
+    /// With --sessions: give each worker its own TLS session cache, as N
+    /// separate clients each reconnecting (a shared cache holds at most 8
+    /// tickets per server, so with more than 8 workers some sessions find
+    /// it empty and do a full handshake).
+    #[arg(long, requires = "sessions", conflicts_with = "no_resume")]
+    pub cache_per_worker: bool,
     /// Payload size in bytes (a string of this many ASCII characters).
     #[arg(long, value_name = "BYTES", default_value_t = 64)]
     pub payload: usize,
@@ -63,6 +90,15 @@ pub struct BenchArgs {
     /// Also measure this process's CPU time over the window (the server's pid).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// With --server-pid: measure the process and all its descendants (a
+    /// controller and its nodes), listed again at each reading.
+    #[arg(long, requires = "server_pid")]
+    pub server_tree: bool,
+    /// The service's admin socket: read each node's counters at the start and
+    /// the end of the window, and report them with Jain's index over nodes
+    /// (of calls with held links, of accepted connections with --sessions).
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
     /// Print the summary as one line of JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -178,6 +214,25 @@ fn seconds(value: f64, flag: &str, allow_zero: bool) -> Result<Duration, Failure
         })
 }
 
+/// What a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Calls on links held open for the whole run.
+    Held,
+    /// New sessions, one call each.
+    Sessions,
+}
+
+impl Mode {
+    /// Its name in the JSON summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Held => "held",
+            Mode::Sessions => "sessions",
+        }
+    }
+}
+
 /// The validated plan of a run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -199,8 +254,16 @@ pub struct Plan {
     pub duration: Duration,
     /// Bound on connecting and on each call.
     pub timeout: Duration,
-    /// Server pid for CPU accounting.
-    pub server_pid: Option<u32>,
+    /// Server process(es) for CPU accounting.
+    pub server: Option<cpu::Server>,
+    /// The service's admin socket, for per-node counts.
+    pub admin_socket: Option<PathBuf>,
+    /// Held links or new sessions.
+    pub mode: Mode,
+    /// New sessions: allow TLS resumption.
+    pub resume: bool,
+    /// New sessions: one TLS session cache per worker instead of one shared.
+    pub cache_per_worker: bool,
     /// Label for the report.
     pub label: Option<String>,
 }
@@ -214,6 +277,21 @@ impl Plan {
                 "--links and --inflight must be at least 1"
             )));
         }
+        let mode = if args.sessions {
+            if args.inflight != 1 {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--sessions makes one call per session: --inflight must be 1"
+                )));
+            }
+            if !matches!(target, Target::Vop(_)) {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--sessions needs a vop:// target"
+                )));
+            }
+            Mode::Sessions
+        } else {
+            Mode::Held
+        };
         if args.payload > raw::MAX_FRAME {
             return Err(Failure::usage(anyhow::anyhow!(
                 "--payload must be at most {} bytes",
@@ -230,7 +308,17 @@ impl Plan {
             warmup: seconds(args.warmup, "--warmup", true)?,
             duration: seconds(args.duration, "--duration", false)?,
             timeout: seconds(args.client.timeout, "--timeout", false)?,
-            server_pid: args.server_pid,
+            server: args.server_pid.map(|pid| {
+                if args.server_tree {
+                    cpu::Server::Tree(pid)
+                } else {
+                    cpu::Server::Pid(pid)
+                }
+            }),
+            admin_socket: args.admin_socket.clone(),
+            mode,
+            resume: !args.no_resume,
+            cache_per_worker: args.cache_per_worker,
             label: args.label.clone(),
         })
     }
@@ -241,7 +329,10 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     let plan = Plan::from_args(&args)?;
     let host = plan.target.host().map_err(Failure::usage)?;
     let config = crate::cli::trust::client_config(&args.client, &host).map_err(Failure::usage)?;
-    let summary = load::run(&plan, &config).await?;
+    let summary = match plan.mode {
+        Mode::Held => load::run(&plan, &config).await?,
+        Mode::Sessions => sessions::run(&plan, &config).await?,
+    };
     if args.json {
         println!("{}", summary.to_json());
     } else {
@@ -365,5 +456,54 @@ mod tests {
             assert_eq!(err.code, crate::cli::exit::USAGE, "{bad:?}");
         }
         assert!(Plan::from_args(&args(&["--warmup", "0"])).is_ok());
+    }
+
+    #[test]
+    fn plan_modes() {
+        let plan = Plan::from_args(&args(&[])).expect("default plan");
+        assert_eq!(
+            (plan.mode, plan.resume, plan.server),
+            (Mode::Held, true, None)
+        );
+        let plan = Plan::from_args(&args(&[
+            "--sessions",
+            "--no-resume",
+            "--server-pid",
+            "7",
+            "--server-tree",
+            "--admin-socket",
+            "/tmp/a.sock",
+        ]))
+        .expect("sessions plan");
+        assert_eq!(plan.mode, Mode::Sessions);
+        assert!(!plan.resume && !plan.cache_per_worker);
+        assert_eq!(plan.server, Some(cpu::Server::Tree(7)));
+        assert_eq!(plan.admin_socket, Some(PathBuf::from("/tmp/a.sock")));
+        let plan = Plan::from_args(&args(&["--sessions", "--cache-per-worker"])).expect("plan");
+        assert!(plan.resume && plan.cache_per_worker);
+        let plan = Plan::from_args(&args(&["--server-pid", "7"])).expect("plan");
+        assert_eq!(plan.server, Some(cpu::Server::Pid(7)));
+        for bad in [
+            &["--sessions", "--inflight", "2"][..],
+            &["--sessions", "--target", "raw-tls://127.0.0.1:1"],
+        ] {
+            let err = Plan::from_args(&args(bad)).expect_err("bad plan");
+            assert_eq!(err.code, crate::cli::exit::USAGE, "{bad:?}");
+        }
+        use clap::Parser as _;
+        for bad in [
+            &["vole", "bench", "--no-resume"][..],
+            &["vole", "bench", "--server-tree"],
+            &["vole", "bench", "--cache-per-worker"],
+            &[
+                "vole",
+                "bench",
+                "--sessions",
+                "--cache-per-worker",
+                "--no-resume",
+            ],
+        ] {
+            assert!(crate::cli::Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::Plan;
+use super::nodes::Fairness;
+use super::{Mode, Plan};
 
 /// CPU time used during the measured window.
 #[derive(Debug, Clone, Copy, Default)]
@@ -15,8 +16,11 @@ pub struct CpuUse {
     pub wall: Duration,
     /// This process (the load generator).
     pub client: Option<Duration>,
-    /// The server, if its pid was given and readable.
+    /// The server (its process, or its process tree), if its pid was given
+    /// and readable.
     pub server: Option<Duration>,
+    /// The server processes read at the end of the window.
+    pub server_procs: Option<usize>,
 }
 
 /// Latency percentiles in microseconds.
@@ -54,9 +58,34 @@ impl Latency {
     }
 }
 
+/// Failed new sessions by the step that failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageErrors {
+    /// TCP connect, VOP, TLS or the link handshake.
+    pub connect: u64,
+    /// Resolving the path (`urlget`).
+    pub resolve: u64,
+    /// The call, or a wrong echo.
+    pub call: u64,
+    /// The whole session took longer than its bound.
+    pub timeout: u64,
+}
+
 /// What a run measured.
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// Held links, or new sessions.
+    pub mode: Mode,
+    /// New sessions: whether TLS resumption was allowed.
+    pub resume: bool,
+    /// New sessions: one TLS session cache per worker.
+    pub cache_per_worker: bool,
+    /// New sessions counted whose TLS session was resumed.
+    pub resumed: u64,
+    /// New sessions: the failures by step.
+    pub stages: StageErrors,
+    /// Per-node counts over the window (from the admin socket).
+    pub fairness: Option<Fairness>,
     /// The target as given.
     pub target: String,
     /// The label, if any.
@@ -96,6 +125,12 @@ impl Summary {
         cpu: CpuUse,
     ) -> Summary {
         Summary {
+            mode: plan.mode,
+            resume: plan.resume,
+            cache_per_worker: plan.cache_per_worker,
+            resumed: 0,
+            stages: StageErrors::default(),
+            fairness: None,
             target: plan.target_text.clone(),
             label: plan.label.clone(),
             method: plan.method.clone(),
@@ -128,12 +163,19 @@ impl Summary {
             .map(|u| u.as_secs_f64() * 1e6 / self.calls as f64)
     }
 
+    /// The fraction of counted sessions that resumed TLS.
+    fn resumed_fraction(&self) -> Option<f64> {
+        (self.calls > 0).then(|| self.resumed as f64 / self.calls as f64)
+    }
+
     /// The summary as one line of JSON.
     pub fn to_json(&self) -> String {
         let l = &self.latency;
         let round = |x: f64| (x * 10.0).round() / 10.0;
         let opt = |x: Option<f64>| x.map(|v| (v * 1000.0).round() / 1000.0);
-        serde_json::json!({
+        let fairness = self.fairness.as_ref();
+        let mut json = serde_json::json!({
+            "mode": self.mode.name(),
             "target": self.target,
             "label": self.label,
             "method": self.method,
@@ -158,8 +200,39 @@ impl Summary {
             "server_cores": opt(self.cores(self.cpu.server)),
             "client_us_per_call": opt(self.us_per_call(self.cpu.client)),
             "server_us_per_call": opt(self.us_per_call(self.cpu.server)),
-        })
-        .to_string()
+            "server_procs": self.cpu.server_procs,
+            "nodes": fairness.map(|f| &f.nodes),
+            "jain": opt(fairness.and_then(|f| f.jain)),
+            "jain_of": fairness.map(|f| f.basis.name()),
+            "node_sessions_min": fairness.and_then(|f| f.sessions_min),
+            "node_sessions_max": fairness.and_then(|f| f.sessions_max),
+        });
+        if self.mode == Mode::Sessions {
+            let extra = serde_json::json!({
+                "sessions": self.calls,
+                "sessions_per_s": round(self.calls_per_s()),
+                "resume": self.resume,
+                "session_cache": match (self.resume, self.cache_per_worker) {
+                    (false, _) => "off",
+                    (true, false) => "shared",
+                    (true, true) => "per-worker",
+                },
+                "resumed": self.resumed,
+                "resumed_fraction": opt(self.resumed_fraction()),
+                "errors_by_stage": {
+                    "connect": self.stages.connect,
+                    "resolve": self.stages.resolve,
+                    "call": self.stages.call,
+                    "timeout": self.stages.timeout,
+                },
+                "client_us_per_session": opt(self.us_per_call(self.cpu.client)),
+                "server_us_per_session": opt(self.us_per_call(self.cpu.server)),
+            });
+            if let (Some(map), serde_json::Value::Object(extra)) = (json.as_object_mut(), extra) {
+                map.extend(extra);
+            }
+        }
+        json.to_string()
     }
 
     /// The summary as a few lines of text.
@@ -168,35 +241,105 @@ impl Summary {
         let l = &self.latency;
         // Writing to a String cannot fail.
         let _ = writeln!(s, "target      {}", self.target);
-        let _ = writeln!(
-            s,
-            "load        {} link(s) x {} in flight, {}-byte payload, {:.1} s measured after {:.1} s warm-up",
-            self.links,
-            self.inflight,
-            self.payload,
-            self.duration.as_secs_f64(),
-            self.warmup.as_secs_f64()
-        );
-        let _ = writeln!(
-            s,
-            "calls       {} ({:.0} calls/s), {} errors, {} link(s) lost",
-            self.calls,
-            self.calls_per_s(),
-            self.errors,
-            self.links_lost
-        );
+        let unit = match self.mode {
+            Mode::Held => {
+                let _ = writeln!(
+                    s,
+                    "load        {} link(s) x {} in flight, {}-byte payload, {:.1} s measured after {:.1} s warm-up",
+                    self.links,
+                    self.inflight,
+                    self.payload,
+                    self.duration.as_secs_f64(),
+                    self.warmup.as_secs_f64()
+                );
+                let _ = writeln!(
+                    s,
+                    "calls       {} ({:.0} calls/s), {} errors, {} link(s) lost",
+                    self.calls,
+                    self.calls_per_s(),
+                    self.errors,
+                    self.links_lost
+                );
+                "call"
+            }
+            Mode::Sessions => {
+                let _ = writeln!(
+                    s,
+                    "load        {} worker(s) of new sessions (connect, handshake, resolve, one call, close), {}-byte payload, {:.1} s measured after {:.1} s warm-up",
+                    self.links,
+                    self.payload,
+                    self.duration.as_secs_f64(),
+                    self.warmup.as_secs_f64()
+                );
+                let st = &self.stages;
+                let _ = writeln!(
+                    s,
+                    "sessions    {} ({:.0} sessions/s), {} errors (connect {}, resolve {}, call {}, timeout {}), {} worker(s) stuck",
+                    self.calls,
+                    self.calls_per_s(),
+                    self.errors,
+                    st.connect,
+                    st.resolve,
+                    st.call,
+                    st.timeout,
+                    self.links_lost
+                );
+                let resumed = match (self.resume, self.resumed_fraction()) {
+                    (false, _) => "off (--no-resume)".to_owned(),
+                    (true, Some(f)) => format!(
+                        "{} ({:.1}%), {} TLS session cache",
+                        self.resumed,
+                        f * 100.0,
+                        if self.cache_per_worker {
+                            "a per-worker"
+                        } else {
+                            "one shared"
+                        }
+                    ),
+                    (true, None) => "-".to_owned(),
+                };
+                let _ = writeln!(s, "resumed     {resumed}");
+                "session"
+            }
+        };
         let _ = writeln!(
             s,
             "latency us  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         );
-        let mut cpu = |who: &str, used: Option<Duration>| {
+        let mut cpu = |who: &str, used: Option<Duration>, procs: Option<usize>| {
             if let (Some(cores), Some(per)) = (self.cores(used), self.us_per_call(used)) {
-                let _ = writeln!(s, "cpu {who:<7} {cores:.2} cores, {per:.2} us/call");
+                let procs = match procs {
+                    Some(n) if n > 1 => format!(" ({n} processes)"),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    s,
+                    "cpu {who:<7} {cores:.2} cores, {per:.2} us/{unit}{procs}"
+                );
             }
         };
-        cpu("client", self.cpu.client);
-        cpu("server", self.cpu.server);
+        cpu("client", self.cpu.client, None);
+        cpu("server", self.cpu.server, self.cpu.server_procs);
+        if let Some(f) = &self.fairness {
+            let per_node: Vec<String> = f
+                .nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{}: {} calls, {} accepted, {} open",
+                        n.id, n.calls, n.accepted, n.sessions
+                    )
+                })
+                .collect();
+            let _ = writeln!(s, "nodes       {}", per_node.join("; "));
+            let jain = f.jain.map_or("-".to_owned(), |j| format!("{j:.4}"));
+            let _ = writeln!(
+                s,
+                "fairness    Jain's index {jain} over {} per node",
+                f.basis.name()
+            );
+        }
         s
     }
 }
@@ -221,7 +364,11 @@ mod tests {
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
-            server_pid: None,
+            server: None,
+            admin_socket: None,
+            mode: Mode::Held,
+            resume: true,
+            cache_per_worker: false,
             label: Some("x".into()),
         }
     }
@@ -236,6 +383,7 @@ mod tests {
             wall: Duration::from_secs(2),
             client: Some(Duration::from_secs(1)),
             server: None,
+            server_procs: None,
         };
         let s = Summary::new(&plan(), &hist, 1000, 2, 0, cpu);
         assert_eq!(s.calls_per_s(), 500.0);
