@@ -325,12 +325,21 @@ struct LinkOutcome {
     lost: bool,
 }
 
+/// A vop link kept until the run closes it, with the objects it holds: the
+/// service may close a link on which the client holds no reference any
+/// more, and the sessions open at the window's end are counted after the
+/// link tasks have ended.
+struct Held {
+    link: Link,
+    _objects: (RemoteObject, RemoteObject),
+}
+
 async fn run_link(
     conn: Conn,
     plan: Arc<Plan>,
     mut rec: Recorder,
     stop_at: Instant,
-) -> (LinkOutcome, Option<Link>) {
+) -> (LinkOutcome, Option<Held>) {
     let payload = "x".repeat(plan.payload);
     match conn {
         Conn::Vop {
@@ -339,7 +348,11 @@ async fn run_link(
             _gateway,
         } => {
             let lost = drive_link(&link, &target, &plan, &payload, &mut rec, stop_at).await;
-            (LinkOutcome { rec, lost }, Some(link))
+            let held = Held {
+                link,
+                _objects: (target, _gateway),
+            };
+            (LinkOutcome { rec, lost }, Some(held))
         }
         Conn::Raw(stream) => {
             let result = raw::drive_stream(
@@ -411,12 +424,8 @@ pub async fn sample_window(
     early: oneshot::Receiver<()>,
 ) -> Sampled {
     let server = plan.server;
-    let read = || {
-        (
-            cpu::cpu_time(Process::This),
-            server.and_then(cpu::Server::read),
-        )
-    };
+    let own = || cpu::cpu_time(Process::This);
+    let theirs = || server.and_then(cpu::Server::read);
     let status = || async {
         let socket = plan.admin_socket.as_deref()?;
         match nodes::fetch(socket).await {
@@ -432,15 +441,20 @@ pub async fn sample_window(
         _ = tokio::time::sleep_until(window.start) => {}
         _ = &mut early => return Sampled::default(),
     }
-    let (client0, server0) = read();
+    // Listing a process tree may scan /proc: do it outside the client's
+    // window (before it starts and after it ends). The status requests are
+    // inside it, a few hundred microseconds in a window of seconds.
+    let server0 = theirs();
+    let client0 = own();
     let t0 = Instant::now();
     let nodes0 = status().await;
     tokio::select! {
         _ = tokio::time::sleep_until(window.end) => {}
         _ = &mut early => {}
     }
-    let (client1, server1) = read();
+    let client1 = own();
     let wall = t0.elapsed();
+    let server1 = theirs();
     let nodes1 = status().await;
     let diff = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
@@ -541,7 +555,8 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure>
     progress.abort();
     let _ = early_tx.send(());
     let sampled = sampler.await.unwrap_or_default();
-    close_all(links.into_iter()).await;
+    close_all(links.iter().map(|h| h.link.clone())).await;
+    drop(links);
     let mut summary = Summary::new(plan, &hist, calls, errors, lost + stuck, sampled.cpu);
     summary.fairness = sampled.fairness;
     Ok(summary)
