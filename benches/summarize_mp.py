@@ -127,6 +127,8 @@ def stats_of(rs, session):
         'p99': median([lat(r, 'p99') for r in rs]),
         'server_us': median([r.get(us_key, r.get('server_us_per_call')) for r in rs]),
         'client_us': median([r.get(cus_key, r.get('client_us_per_call')) for r in rs]),
+        # The tree's root alone: the controller (or the one process).
+        'root_us': median([r.get('server_root_us_per_call') for r in rs]),
         'server_cores': median([r.get('server_cores') for r in rs]),
         'client_cores': median([r.get('client_cores') for r in rs]),
         'procs': median([r.get('server_procs') for r in rs]),
@@ -205,6 +207,8 @@ def print_targets(stats):
     print('Cost of the controller path: server CPU (process tree) per operation against `--nodes 0`'
           ' (issue #3: dispatch <= {}x per new TLS session):'.format(TARGET_DISPATCH_COST))
     print()
+    print('(in brackets: of which the controller process)')
+    print()
     print('| variant | held us/call | x single | sess us/session | x single | full us/session | x single | target (dispatch, full) | full x shared-N |')
     print('|---|---|---|---|---|---|---|---|---|')
     for mode in MODES:
@@ -216,7 +220,10 @@ def print_targets(stats):
                 s, base = stats.get((bench, v)), stats.get((bench, 'single'))
                 us = s['server_us'] if s else None
                 have = have or s is not None
-                row += [fmt(us, 2), fmt(ratio(us, base['server_us'] if base else None), 3)]
+                cell = fmt(us, 2)
+                if s and s['root_us'] is not None:
+                    cell += ' [{}]'.format(fmt(s['root_us'], 2))
+                row += [cell, fmt(ratio(us, base['server_us'] if base else None), 3)]
             if not have:
                 continue
             full, base = stats.get(('full', v)), stats.get(('full', 'single'))

@@ -93,6 +93,8 @@ pub enum Server {
 /// CPU time per process of a [`Server`] at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reading {
+    /// The process read first (the controller of a tree).
+    pub root: u32,
     /// Pid to CPU time so far.
     pub times: BTreeMap<u32, Duration>,
 }
@@ -123,7 +125,7 @@ impl Server {
                 None => return None,
             }
         }
-        Some(Reading { times })
+        Some(Reading { root, times })
     }
 }
 
@@ -134,6 +136,12 @@ pub fn used(start: &Reading, end: &Reading) -> Duration {
         .iter()
         .map(|(pid, t)| t.saturating_sub(start.times.get(pid).copied().unwrap_or_default()))
         .sum()
+}
+
+/// CPU used by the root process alone between two readings.
+pub fn used_by_root(start: &Reading, end: &Reading) -> Option<Duration> {
+    let (a, b) = (start.times.get(&start.root)?, end.times.get(&end.root)?);
+    (start.root == end.root).then(|| b.saturating_sub(*a))
 }
 
 /// `root` and its descendants, root first.
@@ -273,14 +281,23 @@ mod tests {
     fn used_counts_new_processes_whole() {
         let ms = Duration::from_millis;
         let start = Reading {
+            root: 1,
             times: [(1, ms(100)), (2, ms(50)), (3, ms(10))].into(),
         };
         let end = Reading {
+            root: 1,
             // 3 exited (missed); 4 is new; 2's clock cannot go back.
             times: [(1, ms(150)), (2, ms(40)), (4, ms(7))].into(),
         };
         assert_eq!(used(&start, &end), ms(57));
         assert_eq!(end.processes(), 3);
+        assert_eq!(used_by_root(&start, &end), Some(ms(50)));
+        let other = Reading {
+            root: 2,
+            ..end.clone()
+        };
+        assert_eq!(used_by_root(&start, &other), None);
+        assert_eq!(used_by_root(&start, &Reading::default()), None);
     }
 
     #[test]

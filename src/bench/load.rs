@@ -460,9 +460,13 @@ pub async fn sample_window(
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let (server_used, server_procs) = match (&server0, &server1) {
-        (Some(a), Some(b)) => (Some(cpu::used(a, b)), Some(b.processes())),
-        _ => (None, None),
+    let (server_used, server_root, server_procs) = match (&server0, &server1) {
+        (Some(a), Some(b)) => (
+            Some(cpu::used(a, b)),
+            cpu::used_by_root(a, b),
+            Some(b.processes()),
+        ),
+        _ => (None, None, None),
     };
     let fairness = match (nodes0, nodes1) {
         (Some(a), Some(b)) => Some(Fairness::new(nodes::deltas(&a, &b), basis)),
@@ -473,6 +477,7 @@ pub async fn sample_window(
             wall,
             client: diff(client0, client1),
             server: server_used,
+            server_root,
             server_procs,
         },
         fairness,

@@ -19,6 +19,8 @@ pub struct CpuUse {
     /// The server (its process, or its process tree), if its pid was given
     /// and readable.
     pub server: Option<Duration>,
+    /// The server's root process alone (of a tree: the controller).
+    pub server_root: Option<Duration>,
     /// The server processes read at the end of the window.
     pub server_procs: Option<usize>,
 }
@@ -201,6 +203,8 @@ impl Summary {
             "client_us_per_call": opt(self.us_per_call(self.cpu.client)),
             "server_us_per_call": opt(self.us_per_call(self.cpu.server)),
             "server_procs": self.cpu.server_procs,
+            "server_root_cores": opt(self.cores(self.cpu.server_root)),
+            "server_root_us_per_call": opt(self.us_per_call(self.cpu.server_root)),
             "nodes": fairness.map(|f| &f.nodes),
             "jain": opt(fairness.and_then(|f| f.jain)),
             "jain_of": fairness.map(|f| f.basis.name()),
@@ -227,6 +231,7 @@ impl Summary {
                 },
                 "client_us_per_session": opt(self.us_per_call(self.cpu.client)),
                 "server_us_per_session": opt(self.us_per_call(self.cpu.server)),
+                "server_root_us_per_session": opt(self.us_per_call(self.cpu.server_root)),
             });
             if let (Some(map), serde_json::Value::Object(extra)) = (json.as_object_mut(), extra) {
                 map.extend(extra);
@@ -321,6 +326,9 @@ impl Summary {
         };
         cpu("client", self.cpu.client, None);
         cpu("server", self.cpu.server, self.cpu.server_procs);
+        if self.cpu.server_procs.is_some_and(|n| n > 1) {
+            cpu("root", self.cpu.server_root, None);
+        }
         if let Some(f) = &self.fairness {
             let per_node: Vec<String> = f
                 .nodes
@@ -383,6 +391,7 @@ mod tests {
             wall: Duration::from_secs(2),
             client: Some(Duration::from_secs(1)),
             server: None,
+            server_root: None,
             server_procs: None,
         };
         let s = Summary::new(&plan(), &hist, 1000, 2, 0, cpu);

@@ -498,6 +498,7 @@ mod tests {
             assert_eq!(json["resumed_fraction"], 0.0);
             assert!(json["server_us_per_session"].as_f64().is_some());
             assert!(json["server_procs"].as_u64().is_some_and(|n| n >= 1));
+            assert!(json["server_root_us_per_call"].as_f64().is_some());
             // The sessions have all ended.
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert_eq!(service.snapshot().sessions, 0);
