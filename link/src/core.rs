@@ -32,7 +32,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::time::Instant;
 use vole_transport::vec::{
-    hello as vec_hello, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, Part, RefDecoder,
+    hello as vec_hello, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, Part, Reader,
+    RefDecoder,
 };
 use vole_transport::{Entity, Owner, RefEncoder, WireRef};
 
@@ -517,7 +518,10 @@ impl LinkCore {
                     }
                 }
                 Phase::Running => {
-                    let Some(msg) = self.decoder.decode(buf, &mut self.refs)? else {
+                    let Some(msg) = self
+                        .decoder
+                        .decode_with(buf, &mut self.refs, read_message)?
+                    else {
                         return Ok(());
                     };
                     tracing::trace!(link = self.shared.id, ?msg, "recv");
@@ -738,35 +742,24 @@ impl LinkCore {
         tracing::debug!(link = self.shared.id, "link handshake completed");
     }
 
-    fn handle_message(&mut self, msg: Value, now: Instant) -> Result<(), Error> {
-        let Value::Tuple(parts) = msg else {
-            return Err(violation(format!(
-                "message is a {}, not a 3-tuple",
-                msg.kind()
-            )));
-        };
-        let Ok([msg_id, msg_code, payload]) = <[Value; 3]>::try_from(parts) else {
-            return Err(violation("message is not a 3-tuple"));
-        };
-        let (Value::Int(_msg_id), Value::Int(msg_code)) = (&msg_id, &msg_code) else {
-            return Err(violation("message id and code must be integers"));
-        };
-        match *msg_code {
-            code::METHOD_CALL => self.incoming_call(*_msg_id, payload, CallKind::Normal),
-            code::METHOD_CALL_VOID_RESULT => self.incoming_call(*_msg_id, payload, CallKind::Void),
-            code::METHOD_CALL_NO_RETURN => self.incoming_call(*_msg_id, payload, CallKind::Oneway),
-            code::CALL_RESULT => {
-                let (call_id, value) = pair(payload, "call result")?;
-                self.outcome(call_id, Ok(value))
-            }
-            code::CALL_EXCEPTION => {
-                let (call_id, exc) = pair(payload, "call exception")?;
-                let args = match exc {
-                    Value::Exception(args) => args,
-                    other => vec![other],
-                };
-                self.outcome(call_id, Err(Error::Exception(args)))
-            }
+    fn handle_message(&mut self, msg: Incoming, now: Instant) -> Result<(), Error> {
+        match msg {
+            Incoming::Call {
+                call_id,
+                kind,
+                object,
+                args,
+            } => self.incoming_call(call_id, object, args, kind),
+            Incoming::Outcome { call_id, result } => self.outcome(call_id, result),
+            Incoming::Other { code, payload } => self.other_message(code, payload, now),
+            Incoming::Violation(reason) => Err(violation(reason)),
+        }
+    }
+
+    /// The messages that are neither calls nor their outcomes (and call
+    /// errors).
+    fn other_message(&mut self, msg_code: i64, payload: Value, now: Instant) -> Result<(), Error> {
+        match msg_code {
             code::CALL_ERROR => {
                 let Value::Int(call_id) = payload else {
                     return Err(violation("call error payload must be a call id"));
@@ -796,28 +789,13 @@ impl LinkCore {
         }
     }
 
-    fn incoming_call(&mut self, call_id: i64, payload: Value, kind: CallKind) -> Result<(), Error> {
-        let Value::Tuple(parts) = payload else {
-            return Err(violation("call payload must be (object, args)"));
-        };
-        let Ok([target, args]) = <[Value; 2]>::try_from(parts) else {
-            return Err(violation("call payload must be (object, args)"));
-        };
-        let object = match target {
-            Value::Ref(ObjectRef::Local(object)) => object,
-            Value::Ref(ObjectRef::Remote(_)) => {
-                return Err(violation("call addressed to the caller's own object"))
-            }
-            other => {
-                return Err(violation(format!(
-                    "call target is a {}, not an object",
-                    other.kind()
-                )))
-            }
-        };
-        let Value::Tuple(args) = args else {
-            return Err(violation("call arguments must be a tuple"));
-        };
+    fn incoming_call(
+        &mut self,
+        call_id: i64,
+        object: Arc<dyn Object>,
+        args: Vec<Value>,
+        kind: CallKind,
+    ) -> Result<(), Error> {
         let call_id = u64::try_from(call_id).map_err(|_| violation("negative message id"))?;
         if self
             .refs
@@ -999,6 +977,109 @@ impl LinkCore {
         }
         Ok(())
     }
+}
+
+/// A VOL message as [`read_message`] takes it apart.
+#[derive(Debug)]
+enum Incoming {
+    /// A call of one of this side's objects.
+    Call {
+        call_id: i64,
+        kind: CallKind,
+        object: Arc<dyn Object>,
+        args: Vec<Value>,
+    },
+    /// A result or exception for a call this side made.
+    Outcome {
+        call_id: i64,
+        result: Result<Value, Error>,
+    },
+    /// Any other message, payload whole.
+    Other { code: i64, payload: Value },
+    /// A message of the wrong shape: closes the link with this reason.
+    Violation(String),
+}
+
+/// Reads a VOL message `(id, code, payload)`. The framing and the payloads
+/// of calls and results are taken apart as they are read, so none of their
+/// tuples is built; the other payloads are read whole.
+fn read_message(r: &mut Reader<'_, RefTable>) -> Result<Incoming, vole_transport::Error> {
+    // A message of an unexpected shape is read to its end (so that the
+    // decoder agrees it was read) and reported.
+    macro_rules! bad {
+        ($reason:expr) => {{
+            let reason = String::from($reason);
+            r.skip_rest::<ObjectRef>()?;
+            return Ok(Incoming::Violation(reason));
+        }};
+    }
+    match r.tuple()? {
+        Some(3) => {}
+        Some(_) => bad!("message is not a 3-tuple"),
+        None => {
+            let msg: Value = r.entity()?;
+            bad!(format!("message is a {}, not a 3-tuple", msg.kind()))
+        }
+    }
+    let (Some(msg_id), Some(msg_code)) = (r.int(), r.int()) else {
+        bad!("message id and code must be integers")
+    };
+    let kind = match msg_code {
+        code::METHOD_CALL => CallKind::Normal,
+        code::METHOD_CALL_VOID_RESULT => CallKind::Void,
+        code::METHOD_CALL_NO_RETURN => CallKind::Oneway,
+        code::CALL_RESULT | code::CALL_EXCEPTION => {
+            let what = if msg_code == code::CALL_RESULT {
+                "call result"
+            } else {
+                "call exception"
+            };
+            if r.tuple()? != Some(2) {
+                bad!(format!("{what} payload must be a 2-tuple"))
+            }
+            let Some(call_id) = r.int() else {
+                bad!(format!("{what} must start with an integer id"))
+            };
+            let value: Value = r.entity()?;
+            let result = if msg_code == code::CALL_RESULT {
+                Ok(value)
+            } else {
+                Err(Error::Exception(match value {
+                    Value::Exception(args) => args,
+                    other => vec![other],
+                }))
+            };
+            return Ok(Incoming::Outcome { call_id, result });
+        }
+        _ => {
+            let payload = r.entity()?;
+            return Ok(Incoming::Other {
+                code: msg_code,
+                payload,
+            });
+        }
+    };
+    if r.tuple()? != Some(2) {
+        bad!("call payload must be (object, args)")
+    }
+    let object = match r.entity()? {
+        Value::Ref(ObjectRef::Local(object)) => object,
+        Value::Ref(ObjectRef::Remote(_)) => bad!("call addressed to the caller's own object"),
+        other => bad!(format!("call target is a {}, not an object", other.kind())),
+    };
+    let Some(n) = r.tuple()? else {
+        bad!("call arguments must be a tuple")
+    };
+    let mut args = Vec::with_capacity(n);
+    for _ in 0..n {
+        args.push(r.entity()?);
+    }
+    Ok(Incoming::Call {
+        call_id: msg_id,
+        kind,
+        object,
+        args,
+    })
 }
 
 fn violation(reason: impl Into<String>) -> Error {

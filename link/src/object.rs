@@ -31,6 +31,12 @@ pub trait Object: Send + Sync + 'static {
     }
 }
 
+impl fmt::Debug for dyn Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "local {}", self.type_name())
+    }
+}
+
 /// How a call failed, as the method reports it.
 #[derive(Debug, Clone)]
 pub enum CallError {

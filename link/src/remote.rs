@@ -72,8 +72,7 @@ impl RemoteObject {
     /// `args` is anything that converts to entities: a tuple of serializable
     /// values, a `Vec<Value>`, or `()`.
     pub async fn call(&self, method: &str, args: impl IntoArgs) -> Result<Value, Error> {
-        let mut full = vec![Value::str(method)];
-        full.extend(args.into_args()?);
+        let full = args.into_call(Value::str(method))?;
         self.call_raw(full, CallKind::Normal).await
     }
 
@@ -90,16 +89,14 @@ impl RemoteObject {
     /// Calls `method` as a void-result call: the peer discards the result
     /// but errors still come back.
     pub async fn call_void(&self, method: &str, args: impl IntoArgs) -> Result<(), Error> {
-        let mut full = vec![Value::str(method)];
-        full.extend(args.into_args()?);
+        let full = args.into_call(Value::str(method))?;
         self.call_raw(full, CallKind::Void).await.map(|_| ())
     }
 
     /// Calls `method` one-way: no result and no error ever comes back. Returns
     /// once the call is queued on the link.
     pub async fn call_oneway(&self, method: &str, args: impl IntoArgs) -> Result<(), Error> {
-        let mut full = vec![Value::str(method)];
-        full.extend(args.into_args()?);
+        let full = args.into_call(Value::str(method))?;
         self.call_raw(full, CallKind::Oneway).await.map(|_| ())
     }
 
@@ -178,6 +175,19 @@ impl Object for RemoteObject {
 pub trait IntoArgs {
     /// The arguments as entities.
     fn into_args(self) -> Result<Vec<Value>, Error>;
+
+    /// The argument tuple of a call: `head` (the method name) and then the
+    /// arguments, in one allocation.
+    fn into_call(self, head: Value) -> Result<Vec<Value>, Error>
+    where
+        Self: Sized,
+    {
+        let args = self.into_args()?;
+        let mut full = Vec::with_capacity(1 + args.len());
+        full.push(head);
+        full.extend(args);
+        Ok(full)
+    }
 }
 
 impl IntoArgs for Vec<Value> {
@@ -203,6 +213,12 @@ macro_rules! tuple_args {
             fn into_args(self) -> Result<Vec<Value>, Error> {
                 let ($($name,)+) = self;
                 Ok(vec![$(convert($name)?),+])
+            }
+
+            #[allow(non_snake_case)]
+            fn into_call(self, head: Value) -> Result<Vec<Value>, Error> {
+                let ($($name,)+) = self;
+                Ok(vec![head, $(convert($name)?),+])
             }
         }
     };

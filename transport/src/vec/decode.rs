@@ -121,23 +121,9 @@ impl Decoder {
         buf: &mut BytesMut,
         refs: &mut impl RefDecoder<R>,
     ) -> Result<Option<Entity<R>>, Error> {
-        match self.scan_headers(buf)? {
-            Step::NeedMore => return Ok(None),
-            Step::Done => {}
-        }
-        let header_end = self.scan.pos;
-        // At most `max_message` (checked by the scan), so this cannot
-        // saturate, and fits a usize.
-        let total = (header_end as u64).saturating_add(self.scan.payload_total);
-        if (buf.len() as u64) < total {
+        let Some((header_end, total)) = self.take_message(buf)? else {
             return Ok(None);
-        }
-        let total = total as usize;
-        // Reset, keeping the stack's allocation for the next message.
-        self.scan.pos = 0;
-        self.scan.payload_total = 0;
-        self.scan.root_seen = false;
-        self.scan.stack.clear();
+        };
         let mut builder = Builder {
             buf: &buf[..total],
             head: 0,
@@ -151,6 +137,70 @@ impl Decoder {
         debug_assert_eq!(builder.payload_end, header_end);
         buf.advance(total);
         Ok(Some(entity))
+    }
+
+    /// Decodes the next entity from the front of `buf` element by element:
+    /// once it is wholly buffered, `read` pulls its elements from a
+    /// [`Reader`], and must pull all of them.
+    ///
+    /// This is for callers that know the shape of a message's outer levels
+    /// (a link reading its `(id, code, payload)` framing): they take those
+    /// levels apart as they read them, and no tuple is built for them.
+    ///
+    /// Returns `Ok(None)`, consuming nothing, if `buf` does not yet hold a
+    /// whole entity. Otherwise the entity's bytes are consumed, and the
+    /// result is `read`'s, or an error if `read` left elements unread.
+    pub fn decode_with<R, D, T>(
+        &mut self,
+        buf: &mut BytesMut,
+        refs: &mut D,
+        read: impl FnOnce(&mut Reader<'_, D>) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error>
+    where
+        D: RefDecoder<R>,
+    {
+        let Some((header_end, total)) = self.take_message(buf)? else {
+            return Ok(None);
+        };
+        let mut reader = Reader {
+            b: Builder {
+                buf: &buf[..total],
+                head: 0,
+                payload_end: total,
+                header_end,
+                peer_codec: self.peer_codec,
+                refs,
+            },
+            open: [0; READER_DEPTH],
+            depth: 0,
+            root_done: false,
+        };
+        let result = read(&mut reader).and_then(|v| reader.finish().map(|()| v));
+        buf.advance(total);
+        result.map(Some)
+    }
+
+    /// Scans for the next whole entity. Once its headers and payloads are
+    /// all buffered, resets the scan for the one after and returns where its
+    /// headers end and its total length.
+    fn take_message(&mut self, buf: &[u8]) -> Result<Option<(usize, usize)>, Error> {
+        match self.scan_headers(buf)? {
+            Step::NeedMore => return Ok(None),
+            Step::Done => {}
+        }
+        let header_end = self.scan.pos;
+        // At most `max_message` (checked by the scan), so this cannot
+        // saturate, and fits a usize.
+        let total = (header_end as u64).saturating_add(self.scan.payload_total);
+        if (buf.len() as u64) < total {
+            return Ok(None);
+        }
+        // Reset, keeping the stack's allocation for the next message.
+        self.scan.pos = 0;
+        self.scan.payload_total = 0;
+        self.scan.root_seen = false;
+        self.scan.stack.clear();
+        Ok(Some((header_end, total as usize)))
     }
 
     /// Checks the state at end of stream: leftover bytes are an error.
@@ -319,6 +369,172 @@ struct Builder<'a, D> {
     header_end: usize,
     peer_codec: Option<Codec>,
     refs: &'a mut D,
+}
+
+/// Tuples a [`Reader`] can have open at once.
+const READER_DEPTH: usize = 8;
+
+/// Reads one complete, scanned entity element by element (see
+/// [`Decoder::decode_with`]).
+///
+/// Elements come in pre-order. [`Reader::tuple`] opens a tuple, whose
+/// elements are then read in turn; [`Reader::entity`] reads a whole element
+/// (with everything in it) as an [`Entity`]. The structure was checked by
+/// the scan, so reads fail only on a shape the caller does not expect, and
+/// a caller that reads less than the whole entity gets an error from
+/// `decode_with`.
+pub struct Reader<'a, D> {
+    b: Builder<'a, D>,
+    /// Elements still to read, per open tuple.
+    open: [usize; READER_DEPTH],
+    depth: usize,
+    /// Whether the root element has been read (or opened).
+    root_done: bool,
+}
+
+impl<D> Reader<'_, D> {
+    /// The code byte of the next element, or `None` if no element is left
+    /// to read at this level (the open tuple is complete, or the root has
+    /// been read).
+    pub fn peek(&self) -> Option<u8> {
+        if self.remaining() == 0 {
+            return None;
+        }
+        self.b.buf.get(self.b.head).copied()
+    }
+
+    /// Elements left to read in the innermost open tuple (1 or 0 for the
+    /// root).
+    pub fn remaining(&self) -> usize {
+        match self.depth.checked_sub(1) {
+            Some(i) => self.open[i],
+            None => usize::from(!self.root_done),
+        }
+    }
+
+    /// Counts one element read at the current level, closing the tuples it
+    /// completes.
+    fn consumed(&mut self) {
+        match self.depth.checked_sub(1) {
+            Some(i) => {
+                self.open[i] -= 1;
+                let mut d = self.depth;
+                // Close every tuple this element completes, innermost first.
+                while d > 0 && self.open[d - 1] == 0 {
+                    d -= 1;
+                }
+                self.depth = d;
+            }
+            None => self.root_done = true,
+        }
+    }
+
+    /// If the next element is a tuple, opens it and returns its length:
+    /// its elements are read next. Otherwise reads nothing and returns
+    /// `None`.
+    pub fn tuple(&mut self) -> Result<Option<usize>, Error> {
+        if self.peek() != Some(code::TUPLE) {
+            return Ok(None);
+        }
+        let save = self.b.head;
+        self.b.head += 1;
+        let n = match self.b.len("tuple length") {
+            Ok(n) => n,
+            Err(e) => {
+                self.b.head = save;
+                return Err(e);
+            }
+        };
+        if n == 0 {
+            self.consumed();
+            return Ok(Some(0));
+        }
+        if self.depth == READER_DEPTH {
+            return Err(Error::Malformed("message framing nested too deep"));
+        }
+        // Counted as read at its own level once its last element is.
+        self.open[self.depth] = n;
+        self.depth += 1;
+        // The tuple's own slot in its parent is settled when it closes:
+        // record it now, as the parent's count is what closes it.
+        self.settle_parent();
+        Ok(Some(n))
+    }
+
+    /// Takes the opened tuple's slot out of its parent's count; a parent
+    /// whose count that ends stays open until this tuple closes (its count
+    /// is below it on the stack).
+    fn settle_parent(&mut self) {
+        match self.depth.checked_sub(2) {
+            Some(p) => self.open[p] -= 1,
+            None => self.root_done = true,
+        }
+    }
+
+    /// If the next element is an integer that fits an `i64`, reads it.
+    /// Otherwise reads nothing and returns `None`.
+    pub fn int(&mut self) -> Option<i64> {
+        let c = self.peek()?;
+        let v = match c {
+            0..=0xee => i64::from(c) - 1,
+            code::INT_POS | code::INT_NEG => {
+                let (n, used) =
+                    netbytes::read_u64(self.b.buf.get(self.b.head + 1..self.b.header_end)?)?;
+                let n = i128::from(n);
+                let v = if c == code::INT_POS {
+                    n + 238
+                } else {
+                    -(n + 2)
+                };
+                let v = i64::try_from(v).ok()?;
+                self.b.head += used;
+                v
+            }
+            _ => return None,
+        };
+        self.b.head += 1;
+        self.consumed();
+        Some(v)
+    }
+
+    /// Reads the next element whole.
+    pub fn entity<R>(&mut self) -> Result<Entity<R>, Error>
+    where
+        D: RefDecoder<R>,
+    {
+        if self.remaining() == 0 {
+            return Err(Error::Malformed("read past the end of a tuple"));
+        }
+        let e = self.b.entity()?;
+        self.consumed();
+        Ok(e)
+    }
+
+    /// Reads (and drops) every element not yet read, at every open level:
+    /// for a caller that met a shape it does not expect and wants only to
+    /// report it.
+    pub fn skip_rest<R>(&mut self) -> Result<(), Error>
+    where
+        D: RefDecoder<R>,
+    {
+        while self.remaining() > 0 {
+            self.entity::<R>()?;
+        }
+        Ok(())
+    }
+
+    /// Checks that everything was read.
+    fn finish(&self) -> Result<(), Error> {
+        if self.root_done
+            && self.depth == 0
+            && self.b.head == self.b.header_end
+            && self.b.payload_end == self.b.header_end
+        {
+            Ok(())
+        } else {
+            Err(Error::Malformed("entity not read to its end"))
+        }
+    }
 }
 
 impl<D> Builder<'_, D> {

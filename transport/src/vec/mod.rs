@@ -18,7 +18,7 @@ mod encode;
 pub mod hello;
 pub(crate) mod netbytes;
 
-pub use decode::{decode_complete, DecodeConfig, Decoder, RefDecoder};
+pub use decode::{decode_complete, DecodeConfig, Decoder, Reader, RefDecoder};
 pub use encode::{encode_to_vec, EncodeConfig, Encoder, Part};
 
 /// Entity type codes. Bytes below [`code::INT_POS`] are small integers:

@@ -1018,3 +1018,164 @@ proptest! {
         }
     }
 }
+
+// ---- Reader (decode_with) ---------------------------------------------
+
+/// `(1000, 1, (ref, ("echo", "hi")))`, the shape of a VOL call.
+fn call_shape() -> Entity {
+    Entity::Tuple(vec![
+        Entity::Int(1000),
+        Entity::Int(1),
+        Entity::Tuple(vec![
+            wire(Owner::Receiver, 5),
+            Entity::Tuple(vec![Entity::str("echo"), Entity::str("hi")]),
+        ]),
+    ])
+}
+
+fn decoder_utf8() -> Decoder {
+    let mut d = Decoder::new(DecodeConfig::default());
+    d.set_peer_codec(Some(Codec::Utf8));
+    d
+}
+
+#[test]
+fn reader_takes_a_message_apart_level_by_level() {
+    let mut buf = BytesMut::from(&enc(&call_shape())[..]);
+    // A second message behind the first stays in the buffer.
+    buf.extend_from_slice(&enc(&Entity::Int(7)));
+    let mut d = decoder_utf8();
+    let got = d
+        .decode_with(&mut buf, &mut RawRefs, |r| {
+            assert_eq!(r.peek(), Some(super::code::TUPLE));
+            assert_eq!(r.tuple()?, Some(3));
+            assert_eq!(r.remaining(), 3);
+            assert_eq!(r.tuple()?, None, "an int is not a tuple");
+            let id = r.int();
+            let code = r.int();
+            assert_eq!(r.tuple()?, Some(2));
+            let target: Entity = r.entity()?;
+            assert_eq!(r.int(), None, "a tuple is not an int");
+            assert_eq!(r.tuple()?, Some(2));
+            let method: Entity = r.entity()?;
+            let arg: Entity = r.entity()?;
+            assert_eq!(r.remaining(), 0);
+            assert_eq!(r.peek(), None, "nothing left to read");
+            Ok((id, code, target, method, arg))
+        })
+        .expect("reads")
+        .expect("a whole message");
+    assert_eq!(
+        got,
+        (
+            Some(1000),
+            Some(1),
+            wire(Owner::Receiver, 5),
+            Entity::str("echo"),
+            Entity::str("hi")
+        )
+    );
+    assert_eq!(dec(&buf).expect("the next message"), Entity::Int(7));
+}
+
+#[test]
+fn reader_ints_cover_the_i64_range_and_no_more() {
+    for v in [-1i64, 0, 237, 238, -2, -3, i64::MAX, i64::MIN] {
+        let mut buf = BytesMut::from(&enc(&Entity::Int(v))[..]);
+        let got = decoder_utf8()
+            .decode_with(&mut buf, &mut RawRefs, |r| Ok(r.int()))
+            .expect("reads");
+        assert_eq!(got, Some(Some(v)), "{v}");
+    }
+    // Beyond i64: not an int for the reader, but readable as an entity.
+    let big = Entity::<WireRef>::int(BigInt::from(i64::MAX) + 1);
+    let mut buf = BytesMut::from(&enc(&big)[..]);
+    let got = decoder_utf8()
+        .decode_with(&mut buf, &mut RawRefs, |r| {
+            assert_eq!(r.int(), None);
+            r.entity::<WireRef>()
+        })
+        .expect("reads");
+    assert_eq!(got, Some(big));
+}
+
+#[test]
+fn reader_must_read_the_whole_message() {
+    let bytes = enc(&call_shape());
+    // Stops after the first two elements.
+    let mut buf = BytesMut::from(&bytes[..]);
+    let err = decoder_utf8()
+        .decode_with(&mut buf, &mut RawRefs, |r| {
+            r.tuple()?;
+            r.int();
+            r.int();
+            Ok(())
+        })
+        .expect_err("unread elements");
+    assert!(matches!(err, Error::Malformed(_)), "{err}");
+    assert!(buf.is_empty(), "the message is consumed either way");
+    // Reading past the end of a tuple is refused too.
+    let mut buf = BytesMut::from(&enc(&Entity::<WireRef>::Tuple(vec![]))[..]);
+    let err = decoder_utf8()
+        .decode_with(&mut buf, &mut RawRefs, |r| {
+            assert_eq!(r.tuple()?, Some(0));
+            r.entity::<WireRef>()
+        })
+        .expect_err("nothing to read");
+    assert!(matches!(err, Error::Malformed(_)), "{err}");
+}
+
+#[test]
+fn reader_can_skip_what_it_does_not_want() {
+    let mut buf = BytesMut::from(&enc(&call_shape())[..]);
+    let got = decoder_utf8()
+        .decode_with(&mut buf, &mut RawRefs, |r| {
+            r.tuple()?;
+            let id = r.int();
+            r.skip_rest::<WireRef>()?;
+            Ok(id)
+        })
+        .expect("skipping reads the rest");
+    assert_eq!(got, Some(Some(1000)));
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn reader_waits_for_a_whole_message_and_consumes_nothing_before() {
+    let bytes = enc(&call_shape());
+    let mut d = decoder_utf8();
+    for cut in 0..bytes.len() {
+        let mut buf = BytesMut::from(&bytes[..cut]);
+        let got = d
+            .decode_with(&mut buf, &mut RawRefs, |_| -> Result<(), Error> {
+                panic!("called on {cut} of {} bytes", bytes.len())
+            })
+            .expect("a prefix is not an error");
+        assert_eq!(got, None);
+        assert_eq!(buf.len(), cut, "nothing consumed");
+    }
+    // The decoder resumes where its scan left off once the rest arrives.
+    let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
+    assert_eq!(
+        d.decode_with(&mut buf, &mut RawRefs, |r| r.entity::<WireRef>())
+            .expect("prefix"),
+        None
+    );
+    buf.extend_from_slice(&bytes[bytes.len() - 1..]);
+    let got = d
+        .decode_with(&mut buf, &mut RawRefs, |r| r.entity::<WireRef>())
+        .expect("reads");
+    assert_eq!(got, Some(call_shape()));
+}
+
+#[test]
+fn reader_refuses_framing_nested_deeper_than_it_tracks() {
+    let mut buf = BytesMut::from(&enc(&nested(12))[..]);
+    let err = decoder_utf8()
+        .decode_with(&mut buf, &mut RawRefs, |r| {
+            while r.tuple()?.is_some() {}
+            Ok(())
+        })
+        .expect_err("too deep for a reader");
+    assert!(matches!(err, Error::Malformed(_)), "{err}");
+}
