@@ -19,18 +19,15 @@ struct Side {
     inbuf: BytesMut,
     derefs: mpsc::UnboundedReceiver<i64>,
     events: Vec<Event>,
-    // Keeps the command channel open for the proxies' sake.
-    _cmds: mpsc::Receiver<crate::handle::Command>,
 }
 
 fn side(config: LinkConfig, gateway: Arc<dyn Object>, now: Instant) -> Side {
-    let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let (deref_tx, deref_rx) = mpsc::unbounded_channel();
     let (closed, _) = watch::channel(None);
     let shared = Arc::new(LinkShared {
         id: crate::handle::next_link_id(),
         info: Arc::new(LinkInfo::default()),
-        cmd_tx,
+        calls: crate::calls::Calls::default(),
         deref_tx,
         abort: CancellationToken::new(),
         closed,
@@ -43,7 +40,6 @@ fn side(config: LinkConfig, gateway: Arc<dyn Object>, now: Instant) -> Side {
         inbuf: BytesMut::new(),
         derefs: deref_rx,
         events: Vec::new(),
-        _cmds: cmd_rx,
     }
 }
 

@@ -11,6 +11,7 @@
 //! a bounded channel meanwhile. A peer that stops reading is detected by the
 //! write timeout and its link closed.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -25,8 +26,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::calls::{Calls, Queued, Wakeups};
 use crate::core::{Event, IdMap, LinkConfig, LinkCore};
-use crate::handle::{next_link_id, Command, Link, LinkShared, LinkStats};
+use crate::handle::{next_link_id, Link, LinkShared, LinkStats};
 use crate::object::{CallError, CallFuture, LinkInfo, Object};
 use crate::proto::CallKind;
 use crate::remote::RemoteObject;
@@ -56,8 +58,6 @@ pub struct Closed {
 /// link does not hold it).
 pub type HandshakeReceiver = oneshot::Receiver<Result<Option<RemoteObject>, Error>>;
 
-/// Capacity of the local command channel of a link.
-const COMMAND_QUEUE: usize = 1024;
 /// Read at least this much at a time.
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing link reads (and discards) for the peer's EOF after
@@ -122,7 +122,10 @@ pub struct Driver<IO> {
     core: LinkCore,
     shared: Arc<LinkShared>,
     config: LinkConfig,
-    cmd_rx: mpsc::Receiver<Command>,
+    /// Calls taken from the shared queue and not yet sent.
+    backlog: VecDeque<Queued>,
+    /// Callers to wake once this poll is done with the shared state.
+    wakeups: Wakeups,
     deref_rx: mpsc::UnboundedReceiver<i64>,
     abort: Pin<Box<WaitForCancellationFutureOwned>>,
     inbuf: BytesMut,
@@ -131,7 +134,8 @@ pub struct Driver<IO> {
     read_closed: bool,
     stall_since: Option<Instant>,
     calls: FuturesUnordered<Inflight>,
-    waiting: IdMap<u64, oneshot::Sender<Result<Value, Error>>>,
+    /// Calls sent and waiting for their outcome: call id to result slot.
+    waiting: IdMap<u64, usize>,
     handshake_tx: Option<oneshot::Sender<Result<Option<RemoteObject>, Error>>>,
     phase: Phase,
     timer: Pin<Box<Sleep>>,
@@ -152,14 +156,13 @@ where
         let id = next_link_id();
         let mut info = setup.info;
         info.link_id = id;
-        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (deref_tx, deref_rx) = mpsc::unbounded_channel();
         let abort = CancellationToken::new();
         let (closed, _) = watch::channel(None);
         let shared = Arc::new(LinkShared {
             id,
             info: Arc::new(info),
-            cmd_tx,
+            calls: Calls::default(),
             deref_tx,
             abort: abort.clone(),
             closed,
@@ -173,7 +176,8 @@ where
             core,
             shared: shared.clone(),
             config: setup.config,
-            cmd_rx,
+            backlog: VecDeque::new(),
+            wakeups: Wakeups::default(),
             deref_rx,
             abort: Box::pin(abort.cancelled_owned()),
             inbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -209,17 +213,13 @@ where
         } else {
             tracing::warn!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed on error");
         }
-        for (_, tx) in self.waiting.drain() {
-            let _ = tx.send(Err(Error::Closed(reason.to_string())));
-        }
+        // Every call sent, taken or queued fails with the reason.
+        self.waiting.clear();
+        self.shared.calls.close(&reason);
+        self.backlog.clear();
+        self.wakeups.wake();
         if let Some(tx) = self.handshake_tx.take() {
             let _ = tx.send(Err(Error::Handshake(reason.to_string())));
-        }
-        self.cmd_rx.close();
-        while let Ok(cmd) = self.cmd_rx.try_recv() {
-            if let Command::Call { reply, .. } = cmd {
-                let _ = reply.send(Err(Error::Closed(reason.to_string())));
-            }
         }
         self.calls = FuturesUnordered::new();
         self.outcome = Some(Closed { reason, clean });
@@ -243,37 +243,32 @@ where
         self.core.output().len() - self.written
     }
 
-    fn handle_command(&mut self, cmd: Command, now: Instant) -> Result<(), Error> {
-        match cmd {
-            Command::Call {
-                target,
-                args,
-                kind,
-                reply,
-            } => {
-                self.shared.stats.calls_out.fetch_add(1, Ordering::Relaxed);
-                if !self.core.is_open() {
-                    let _ = reply.send(Err(Error::Usage(
-                        "link handshake has not completed".to_owned(),
-                    )));
-                    return Ok(());
-                }
-                match self.core.call(&target, args, kind) {
-                    Ok(Some(id)) => {
-                        self.waiting.insert(id as u64, reply);
-                    }
-                    Ok(None) => {
-                        let _ = reply.send(Ok(Value::None));
-                    }
-                    // The arguments could not be encoded: the caller's
-                    // fault, the link is fine.
-                    Err(Error::Transport(e)) if !e.is_peer_fault() => {
-                        let _ = reply.send(Err(Error::Convert(e.to_string())));
-                    }
-                    Err(e) => return Err(e),
-                }
+    /// Sends a call the application made.
+    fn handle_call(&mut self, call: Queued) -> Result<(), Error> {
+        let Queued {
+            target,
+            args,
+            kind,
+            slot,
+        } = call;
+        self.shared.stats.calls_out.fetch_add(1, Ordering::Relaxed);
+        let calls = &self.shared.calls;
+        if !self.core.is_open() {
+            let e = Error::Usage("link handshake has not completed".to_owned());
+            calls.complete(slot, Err(e), &mut self.wakeups);
+            return Ok(());
+        }
+        match self.core.call(&target, args, kind) {
+            Ok(Some(id)) => {
+                self.waiting.insert(id as u64, slot);
             }
-            Command::Drain => self.begin_drain(now),
+            Ok(None) => calls.complete(slot, Ok(Value::None), &mut self.wakeups),
+            // The arguments could not be encoded: the caller's
+            // fault, the link is fine.
+            Err(Error::Transport(e)) if !e.is_peer_fault() => {
+                calls.complete(slot, Err(Error::Convert(e.to_string())), &mut self.wakeups);
+            }
+            Err(e) => return Err(e),
         }
         Ok(())
     }
@@ -310,9 +305,9 @@ where
                     }
                 }
                 Event::Completed { call_id, result } => {
-                    if let Some(tx) = self.waiting.remove(&call_id) {
+                    if let Some(slot) = self.waiting.remove(&call_id) {
                         // The caller may have given up waiting; fine.
-                        let _ = tx.send(result);
+                        self.shared.calls.complete(slot, result, &mut self.wakeups);
                     }
                 }
                 Event::Idle => {
@@ -373,21 +368,31 @@ where
             }
         }
 
-        // Local commands, while there is room to write.
+        // Local calls, while there is room to write. Calls are taken from
+        // the shared queue only once the last batch is sent, so a full
+        // output buffer leaves them queued and callers wait for room.
         if !parked.commands
             && !matches!(self.phase, Phase::Flushing { .. } | Phase::Lingering { .. })
         {
             while self.out_len() < self.config.out_high_water {
-                match self.cmd_rx.poll_recv(cx) {
-                    Poll::Ready(Some(cmd)) => {
-                        self.handle_command(cmd, now)?;
+                match self.backlog.pop_front() {
+                    Some(call) => {
+                        self.handle_call(call)?;
                         progress = true;
                     }
-                    // Every handle holds a sender via the shared state, so
-                    // the channel only ends when the driver closes it.
-                    Poll::Ready(None) | Poll::Pending => {
-                        parked.commands = true;
-                        break;
+                    None => {
+                        let drain =
+                            self.shared
+                                .calls
+                                .take(cx, &mut self.backlog, &mut self.wakeups);
+                        if drain {
+                            self.begin_drain(now);
+                            progress = true;
+                        }
+                        if self.backlog.is_empty() {
+                            parked.commands = true;
+                            break;
+                        }
                     }
                 }
             }
@@ -506,8 +511,9 @@ where
             )));
         }
         // The peer will send nothing more: calls we made cannot complete.
-        for (_, tx) in self.waiting.drain() {
-            let _ = tx.send(Err(Error::Closed("peer closed the link".to_owned())));
+        for (_, slot) in self.waiting.drain() {
+            let e = Error::Closed("peer closed the link".to_owned());
+            self.shared.calls.complete(slot, Err(e), &mut self.wakeups);
         }
         self.begin_drain(now);
         Ok(())
@@ -607,9 +613,7 @@ impl<IO> Drop for Driver<IO> {
         if self.outcome.is_none() && self.phase != Phase::Done {
             let reason: Arc<str> = Arc::from("link driver stopped");
             self.shared.closed.send_replace(Some(reason.clone()));
-            for (_, tx) in self.waiting.drain() {
-                let _ = tx.send(Err(Error::Closed(reason.to_string())));
-            }
+            self.shared.calls.close(&reason);
         }
     }
 }
@@ -628,29 +632,43 @@ where
         if this.phase != Phase::Done && this.abort.as_mut().poll(cx).is_ready() {
             this.fail(Error::Closed("closed locally".to_owned()));
         }
+        let result = this.run(cx);
+        // Callers are woken once the driver is done with the shared state.
+        this.wakeups.wake();
+        result
+    }
+}
+
+impl<IO> Driver<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// One poll of the driver: passes over every source of work until
+    /// nothing happens, the budget runs out or the link ends.
+    fn run(&mut self, cx: &mut Context<'_>) -> Poll<Closed> {
         let mut parked = Parked::default();
         let now = Instant::now();
         for _ in 0..BUDGET {
-            if let Some(outcome) = this.outcome.take() {
+            if let Some(outcome) = self.outcome.take() {
                 return Poll::Ready(outcome);
             }
-            match this.step(cx, now, &mut parked) {
+            match self.step(cx, now, &mut parked) {
                 Ok(true) => continue,
                 Ok(false) => {
-                    if let Some(outcome) = this.outcome.take() {
+                    if let Some(outcome) = self.outcome.take() {
                         return Poll::Ready(outcome);
                     }
-                    if let Some(deadline) = this.next_deadline(now) {
-                        if this.timer.deadline() != deadline {
-                            this.timer.as_mut().reset(deadline);
+                    if let Some(deadline) = self.next_deadline(now) {
+                        if self.timer.deadline() != deadline {
+                            self.timer.as_mut().reset(deadline);
                         }
-                        if this.timer.as_mut().poll(cx).is_ready() {
+                        if self.timer.as_mut().poll(cx).is_ready() {
                             continue;
                         }
                     }
                     return Poll::Pending;
                 }
-                Err(e) => this.fail(e),
+                Err(e) => self.fail(e),
             }
         }
         cx.waker().wake_by_ref();

@@ -110,22 +110,18 @@ fn prefix(stage: u8) -> Vec<u8> {
 struct Harness {
     core: LinkCore,
     deref_rx: mpsc::UnboundedReceiver<i64>,
-    // Held so proxies' calls see an open link; never read (the gateway
-    // makes no calls).
-    _cmd_rx: mpsc::Receiver<crate::handle::Command>,
     /// Everything the core produced, as if written.
     output: usize,
 }
 
 impl Harness {
     fn new(now: Instant) -> Harness {
-        let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (deref_tx, deref_rx) = mpsc::unbounded_channel();
         let (closed, _) = watch::channel(None);
         let shared = Arc::new(LinkShared {
             id: next_link_id(),
             info: Arc::new(LinkInfo::default()),
-            cmd_tx,
+            calls: crate::calls::Calls::default(),
             deref_tx,
             abort: CancellationToken::new(),
             closed,
@@ -141,7 +137,6 @@ impl Harness {
         Harness {
             core,
             deref_rx,
-            _cmd_rx: cmd_rx,
             output: 0,
         }
     }

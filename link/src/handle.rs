@@ -4,13 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::calls::Calls;
 use crate::object::LinkInfo;
-use crate::proto::CallKind;
-use crate::remote::RemoteObject;
-use crate::{Error, Value};
 
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -19,23 +17,12 @@ pub(crate) fn next_link_id() -> u64 {
     NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// What the application and proxies ask of the driver.
-pub(crate) enum Command {
-    Call {
-        target: RemoteObject,
-        args: Vec<Value>,
-        kind: CallKind,
-        reply: oneshot::Sender<Result<Value, Error>>,
-    },
-    /// Refuse new calls, let running ones finish, then close.
-    Drain,
-}
-
 /// State shared by the driver, the [`Link`] handles and every proxy.
 pub(crate) struct LinkShared {
     pub(crate) id: u64,
     pub(crate) info: Arc<LinkInfo>,
-    pub(crate) cmd_tx: mpsc::Sender<Command>,
+    /// Calls made through the link's proxies, and their outcomes.
+    pub(crate) calls: Calls,
     pub(crate) deref_tx: mpsc::UnboundedSender<i64>,
     /// Cancelled to close the link at once.
     pub(crate) abort: CancellationToken,
@@ -49,14 +36,6 @@ impl LinkStats {
     pub fn inflight(&self) -> u64 {
         let done = self.completed_in.load(Ordering::Relaxed);
         self.calls_in.load(Ordering::Relaxed).saturating_sub(done)
-    }
-}
-
-impl LinkShared {
-    /// The error a call gets when the link is gone.
-    pub(crate) fn closed_error(&self) -> Error {
-        let reason = self.closed.borrow().clone();
-        Error::Closed(reason.map_or_else(|| "link is closing".to_owned(), |r| r.to_string()))
     }
 }
 
@@ -113,7 +92,7 @@ impl Link {
     /// link's grace period the close is forced. Returns when closed.
     pub async fn close(&self) {
         // If the driver is gone the link is already closed.
-        let _ = self.shared.cmd_tx.send(Command::Drain).await;
+        self.shared.calls.request_drain();
         self.closed().await;
     }
 

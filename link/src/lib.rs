@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod calls;
 mod core;
 mod driver;
 mod error;

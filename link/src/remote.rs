@@ -6,10 +6,10 @@
 use std::fmt;
 use std::sync::{Arc, Weak};
 
-use tokio::sync::oneshot;
 use vole_transport::{FromEntity, IntoEntity};
 
-use crate::handle::{Command, Link, LinkShared};
+use crate::calls::CallOutcome;
+use crate::handle::{Link, LinkShared};
 use crate::object::{CallContext, CallError, CallFuture, Object};
 use crate::proto::CallKind;
 use crate::{Error, ObjectRef, Value};
@@ -60,6 +60,11 @@ impl RemoteObject {
     /// The id of the link this proxy belongs to.
     pub fn link_id(&self) -> u64 {
         self.inner.link.id
+    }
+
+    /// The state of the link this proxy belongs to.
+    pub(crate) fn shared(&self) -> &Arc<LinkShared> {
+        &self.inner.link
     }
 
     /// The link this proxy belongs to.
@@ -124,21 +129,7 @@ impl RemoteObject {
     /// Sends a call with the raw VOB argument tuple (`(method, arg...)` or
     /// `(None, meta, arg...)`).
     pub async fn call_raw(&self, args: Vec<Value>, kind: CallKind) -> Result<Value, Error> {
-        let link = &self.inner.link;
-        let (tx, rx) = oneshot::channel();
-        let cmd = Command::Call {
-            target: self.clone(),
-            args,
-            kind,
-            reply: tx,
-        };
-        if link.cmd_tx.send(cmd).await.is_err() {
-            return Err(link.closed_error());
-        }
-        match rx.await {
-            Ok(result) => result,
-            Err(_) => Err(link.closed_error()),
-        }
+        CallOutcome::new(self.clone(), args, kind).await
     }
 }
 

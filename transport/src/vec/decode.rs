@@ -613,7 +613,9 @@ impl<D> Builder<'_, D> {
     where
         D: super::RefDecoder<R>,
     {
-        let mut open: OpenStack<R> = OpenStack::new();
+        // Made at the first container: a leaf (what a reader mostly asks
+        // for) needs no stack, and setting one up costs more than the leaf.
+        let mut open: Option<OpenStack<R>> = None;
         loop {
             let c = self.byte()?;
             let mut done: Entity<R> = match c {
@@ -658,7 +660,7 @@ impl<D> Builder<'_, D> {
                     if n > 0 {
                         // The scan saw all n children in the header bytes,
                         // so n is bounded by the message size.
-                        open.push(OpenContainer {
+                        open.get_or_insert_with(OpenStack::new).push(OpenContainer {
                             kind,
                             remaining: n,
                             items: Vec::with_capacity(n),
@@ -672,7 +674,7 @@ impl<D> Builder<'_, D> {
             // Hand the finished entity to its parent, closing every
             // container it completes.
             loop {
-                let Some(top) = open.top_mut() else {
+                let Some(top) = open.as_mut().and_then(OpenStack::top_mut) else {
                     return Ok(done);
                 };
                 top.items.push(done);
@@ -682,7 +684,9 @@ impl<D> Builder<'_, D> {
                     break;
                 }
                 let (kind, items) = (top.kind, std::mem::take(&mut top.items));
-                open.drop_top();
+                if let Some(open) = open.as_mut() {
+                    open.drop_top();
+                }
                 done = match kind {
                     ContainerKind::Tuple => Entity::Tuple(items),
                     ContainerKind::Exception => Entity::Exception(items),
