@@ -189,6 +189,12 @@ impl Calls {
         }
     }
 
+    /// Calls queued and not yet taken by the driver.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
     /// Asks the driver for a graceful close.
     pub(crate) fn request_drain(&self) {
         let driver = {

@@ -776,6 +776,55 @@ mod tests {
         assert!(closed.clean, "server link: {}", closed.reason);
     }
 
+    /// Calls queue up to the cap while the driver is busy; callers beyond
+    /// it wait for room rather than queue without bound, and every queued
+    /// call gets its outcome once the driver runs.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_call_queue_makes_callers_wait() {
+        use crate::calls::QUEUE_CAP;
+        let (a, _b) = tokio::io::duplex(64 * 1024);
+        let setup = LinkSetup {
+            config: LinkConfig::default(),
+            gateway: Published::new("Client").into_object(),
+            info: LinkInfo::default(),
+        };
+        let (link, driver, _hs) = Driver::new(a, setup);
+        // A proxy for an object of the peer, as the handshake would give.
+        let target = RemoteObject::new(1, link.shared().clone());
+        let mut calls: Vec<_> = (0..=QUEUE_CAP)
+            .map(|i| {
+                let target = target.clone();
+                tokio::spawn(async move { target.call("m", (i as i64,)).await })
+            })
+            .collect();
+        // Let every caller run; the driver is not running yet.
+        for _ in 0..1000 {
+            if link.shared().calls.queued() == QUEUE_CAP {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // And once more, so the last caller has surely tried.
+        tokio::task::yield_now().await;
+        let queued = link.shared().calls.queued();
+        assert_eq!(queued, QUEUE_CAP, "the queue is capped");
+        let last = calls.pop().expect("one more than the cap");
+        assert!(!last.is_finished(), "the caller beyond the cap waits");
+        // Once the driver runs, every call gets an outcome (the handshake
+        // never completed, so each is refused, not lost).
+        let driver = tokio::spawn(driver);
+        calls.push(last);
+        for call in calls {
+            let r = timeout(Duration::from_secs(5), call)
+                .await
+                .expect("an outcome in time")
+                .expect("task");
+            assert!(matches!(r, Err(Error::Usage(_))), "{r:?}");
+        }
+        link.abort();
+        let _ = timeout(Duration::from_secs(5), driver).await;
+    }
+
     /// A client and a server link over an in-memory pipe; the server's
     /// handle comes from `on_open`.
     async fn pair(server_config: LinkConfig) -> (Link, RemoteObject, Link, JoinHandle<Closed>) {

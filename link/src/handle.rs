@@ -66,6 +66,11 @@ impl Link {
         Link { shared }
     }
 
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<LinkShared> {
+        &self.shared
+    }
+
     /// The process-unique id of this link.
     pub fn id(&self) -> u64 {
         self.shared.id
