@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::calls::{Calls, Queued, Wakeups};
+use crate::calls::{Calls, Queued, Reply, Wakeups};
 use crate::core::{Event, IdMap, LinkConfig, LinkCore};
 use crate::handle::{next_link_id, Link, LinkShared, LinkStats};
 use crate::object::{CallError, CallFuture, LinkInfo, Object};
@@ -134,8 +134,9 @@ pub struct Driver<IO> {
     read_closed: bool,
     stall_since: Option<Instant>,
     calls: FuturesUnordered<Inflight>,
-    /// Calls sent and waiting for their outcome: call id to result slot.
-    waiting: IdMap<u64, usize>,
+    /// Calls sent and waiting for their outcome: call id to where the
+    /// outcome goes.
+    waiting: IdMap<u64, Reply>,
     handshake_tx: Option<oneshot::Sender<Result<Option<RemoteObject>, Error>>>,
     phase: Phase,
     timer: Pin<Box<Sleep>>,
@@ -214,8 +215,9 @@ where
             tracing::warn!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed on error");
         }
         // Every call sent, taken or queued fails with the reason.
-        self.waiting.clear();
-        self.shared.calls.close(&reason);
+        let held = self.waiting.drain().map(|(_, r)| r);
+        let held: Vec<Reply> = held.chain(self.backlog.iter().map(|q| q.reply)).collect();
+        self.shared.calls.close(&reason, held);
         self.backlog.clear();
         self.wakeups.wake();
         if let Some(tx) = self.handshake_tx.take() {
@@ -249,7 +251,7 @@ where
             target,
             args,
             kind,
-            slot,
+            reply: slot,
         } = call;
         self.shared.stats.calls_out.fetch_add(1, Ordering::Relaxed);
         let calls = &self.shared.calls;
@@ -268,7 +270,12 @@ where
             Err(Error::Transport(e)) if !e.is_peer_fault() => {
                 calls.complete(slot, Err(Error::Convert(e.to_string())), &mut self.wakeups);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // The link fails; this call fails with it.
+                let closed = Error::Closed(crate::object::error_chain(&e));
+                calls.complete(slot, Err(closed), &mut self.wakeups);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -613,7 +620,9 @@ impl<IO> Drop for Driver<IO> {
         if self.outcome.is_none() && self.phase != Phase::Done {
             let reason: Arc<str> = Arc::from("link driver stopped");
             self.shared.closed.send_replace(Some(reason.clone()));
-            self.shared.calls.close(&reason);
+            let held = self.waiting.drain().map(|(_, r)| r);
+            let held: Vec<Reply> = held.chain(self.backlog.iter().map(|q| q.reply)).collect();
+            self.shared.calls.close(&reason, held);
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod router;
 pub mod uri;
 mod value;
 
+pub use crate::calls::Pipeline;
 pub use crate::core::LinkConfig;
 pub use driver::{connect, serve, Closed, Driver, HandshakeReceiver, LinkSetup};
 pub use error::Error;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 
 use vole_transport::{FromEntity, IntoEntity};
 
-use crate::calls::CallOutcome;
+use crate::calls::{CallOutcome, Pipeline};
 use crate::handle::{Link, LinkShared};
 use crate::object::{CallContext, CallError, CallFuture, Object};
 use crate::proto::CallKind;
@@ -79,6 +79,12 @@ impl RemoteObject {
     pub async fn call(&self, method: &str, args: impl IntoArgs) -> Result<Value, Error> {
         let full = args.into_call(Value::str(method))?;
         self.call_raw(full, CallKind::Normal).await
+    }
+
+    /// A [`Pipeline`] of calls on this object: many in flight, outcomes in
+    /// the order they arrive.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::new(self.clone())
     }
 
     /// Calls `method` and converts the result to `T`.

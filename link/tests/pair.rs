@@ -248,3 +248,100 @@ async fn graceful_close_lets_running_calls_finish() {
         .expect("completed");
     assert_eq!(v, Value::str("done"));
 }
+
+/// A pipeline returns every outcome once, with its call's ticket, in the
+/// order outcomes arrive (not the order of the calls). Virtual time: the
+/// sleeps end in a fixed order however loaded the machine is.
+#[tokio::test(start_paused = true)]
+async fn a_pipeline_returns_each_outcome_with_its_ticket_as_it_arrives() {
+    let p = pair().await;
+    let mut pipe = p.client.pipeline();
+    // Later calls sleep less, so they finish first.
+    let mut expected = Vec::new();
+    for i in 0..8i64 {
+        let ms = Value::Int(80 - i * 10);
+        let t = timeout(LIMIT, pipe.call("sleep_then", (ms, Value::Int(i))))
+            .await
+            .expect("queued in time")
+            .expect("queued");
+        assert_eq!(t, i as u64, "tickets count from 0");
+        expected.push(t);
+    }
+    // An exception and an unknown method come back as outcomes too.
+    let t_fail = pipe.call("fail", (Value::Int(9),)).await.expect("queued");
+    let t_nope = pipe.call("nope", ()).await.expect("queued");
+    assert_eq!(pipe.outstanding(), 10);
+    let mut order = Vec::new();
+    while let Some((ticket, outcome)) = timeout(LIMIT, pipe.next()).await.expect("in time") {
+        match ticket {
+            t if t == t_fail => assert!(matches!(outcome, Err(Error::Exception(_))), "{outcome:?}"),
+            t if t == t_nope => assert!(matches!(outcome, Err(Error::CallError)), "{outcome:?}"),
+            t => {
+                assert_eq!(outcome.expect("echoed"), Value::Int(t as i64));
+                order.push(t);
+            }
+        }
+    }
+    assert_eq!(pipe.outstanding(), 0);
+    let mut reversed = expected.clone();
+    reversed.reverse();
+    assert_eq!(order, reversed, "outcomes in the order they arrived");
+    // Nothing outstanding: next() ends at once.
+    assert!(pipe.next().await.is_none());
+}
+
+/// When the link closes, every call queued on a pipeline still gets an
+/// outcome (an error); none is lost and next() then ends.
+#[tokio::test]
+async fn a_closed_link_fails_every_pipelined_call() {
+    let p = pair().await;
+    let mut pipe = p.client.pipeline();
+    for _ in 0..5 {
+        pipe.call("sleep_then", (Value::Int(60_000), Value::None))
+            .await
+            .expect("queued");
+    }
+    p.client_link.abort();
+    let mut outcomes = 0;
+    while let Some((_, outcome)) = timeout(LIMIT, pipe.next()).await.expect("in time") {
+        assert!(matches!(outcome, Err(Error::Closed(_))), "{outcome:?}");
+        outcomes += 1;
+    }
+    assert_eq!(outcomes, 5);
+    // Calls after the close fail at once.
+    assert!(matches!(
+        pipe.call("echo", (1,)).await,
+        Err(Error::Closed(_))
+    ));
+}
+
+/// A pipeline dropped with calls in flight leaves the link working: the
+/// outcomes that arrive later are discarded.
+#[tokio::test]
+async fn dropping_a_pipeline_with_calls_in_flight_is_harmless() {
+    let p = pair().await;
+    {
+        let mut pipe = p.client.pipeline();
+        for i in 0..4i64 {
+            pipe.call("sleep_then", (Value::Int(20), Value::Int(i)))
+                .await
+                .expect("queued");
+        }
+    }
+    // The link still serves calls, and a new pipeline works.
+    let mut pipe = p.client.pipeline();
+    pipe.call("echo", (7,)).await.expect("queued");
+    let (_, outcome) = timeout(LIMIT, pipe.next())
+        .await
+        .expect("in time")
+        .expect("an outcome");
+    assert_eq!(outcome.expect("echo"), Value::Int(7));
+    let v = timeout(
+        LIMIT,
+        p.client.call("sleep_then", (Value::Int(40), Value::Int(3))),
+    )
+    .await
+    .expect("in time")
+    .expect("call after the dropped pipeline's calls finished");
+    assert_eq!(v, Value::Int(3));
+}
