@@ -460,6 +460,12 @@ impl LinkCore {
         self.draining = true;
     }
 
+    /// Tells the core the time, for what it records when sending (calls
+    /// made without input or a timer still date their sending right).
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
     /// Feeds bytes read from the connection.
     pub(crate) fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), Error> {
         self.now = now;

@@ -128,6 +128,8 @@ pub struct Driver<IO> {
     wakeups: Wakeups,
     deref_rx: mpsc::UnboundedReceiver<i64>,
     abort: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The waker `abort` was last polled with.
+    abort_waker: Option<std::task::Waker>,
     inbuf: BytesMut,
     written: usize,
     need_flush: bool,
@@ -181,6 +183,7 @@ where
             wakeups: Wakeups::default(),
             deref_rx,
             abort: Box::pin(abort.cancelled_owned()),
+            abort_waker: None,
             inbuf: BytesMut::with_capacity(READ_CHUNK),
             written: 0,
             need_flush: false,
@@ -356,6 +359,7 @@ where
         parked: &mut Parked,
     ) -> Result<bool, Error> {
         let mut progress = false;
+        self.core.set_now(now);
 
         // Dropped proxies.
         if !parked.derefs {
@@ -450,7 +454,9 @@ where
 
         // Timers, before writing: a keep-alive they queue goes out now,
         // not when other traffic next wakes the driver.
-        self.core.handle_timeout(now)?;
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now)?;
+        }
 
         // Write.
         if self.write(cx, now)? {
@@ -638,8 +644,19 @@ where
         // One registration per poll is enough: a cancel wakes the task,
         // which then polls again. (Polling a cancellation future takes a
         // lock, so not once per pass.)
-        if this.phase != Phase::Done && this.abort.as_mut().poll(cx).is_ready() {
-            this.fail(Error::Closed("closed locally".to_owned()));
+        // The cancellation future keeps the waker it was last polled with;
+        // poll it again only when that waker would not wake this task (it
+        // takes a lock), or to see a cancellation.
+        let registered = this
+            .abort_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if this.phase != Phase::Done && (!registered || this.shared.abort.is_cancelled()) {
+            if this.abort.as_mut().poll(cx).is_ready() {
+                this.fail(Error::Closed("closed locally".to_owned()));
+            } else {
+                this.abort_waker = Some(cx.waker().clone());
+            }
         }
         let result = this.run(cx);
         // Callers are woken once the driver is done with the shared state.
