@@ -234,7 +234,19 @@ impl Bound {
             sup.slots.insert(id, Slot::new(id));
             sup.start_node(id);
         }
-        let outcome = sup.event_loop(rx).await;
+        // The event loop runs as a task, not on the thread that called
+        // `run` (`block_on`'s thread in `vole serve`): every event comes
+        // from a task on the runtime's workers (control links, accepts),
+        // and a loop on another thread costs a futex wake and a context
+        // switch per event, and another to spawn each reply back.
+        let outcome = match tokio::spawn(async move { sup.event_loop(rx).await }).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::other(format!(
+                    "the controller's event loop failed: {e}"
+                ))))
+            }
+        };
         rotate_task.abort();
         for t in accept_tasks {
             t.abort();
