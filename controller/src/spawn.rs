@@ -26,8 +26,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
-use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
+use vole_node::quiet::QuietStream;
 
 use crate::balance::NodeId;
 
@@ -81,9 +81,10 @@ pub struct Spawned {
     /// Its pid.
     pub pid: u32,
     /// The controller's end of the control socket.
-    pub control: UnixStream,
-    /// The controller's end of the connection socket, in `dispatch` mode.
-    pub conn: Option<UnixStream>,
+    pub control: QuietStream,
+    /// The controller's end of the connection socket, in `dispatch` mode
+    /// (dormant: see [`QuietStream::dormant`]).
+    pub conn: Option<QuietStream>,
 }
 
 fn socketpair() -> io::Result<(
@@ -93,11 +94,6 @@ fn socketpair() -> io::Result<(
     // Both ends close-on-exec: the child's end is moved to a fixed number
     // (which clears the flag on that number only) just before exec.
     std::os::unix::net::UnixStream::pair()
-}
-
-fn tokio_stream(s: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
-    s.set_nonblocking(true)?;
-    UnixStream::from_std(s)
 }
 
 /// Starts a node process.
@@ -151,7 +147,9 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
     let conn = match conn_pair {
         Some((parent, child_end)) => {
             drop(child_end);
-            Some(tokio_stream(parent)?)
+            // Its incoming data (acknowledgments) is read when the
+            // dispatcher is awake anyway: it wakes nobody.
+            Some(QuietStream::dormant(parent)?)
         }
         None => None,
     };
@@ -167,7 +165,7 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
     Ok(Spawned {
         child,
         pid,
-        control: tokio_stream(control_parent)?,
+        control: QuietStream::new(control_parent)?,
         conn,
     })
 }

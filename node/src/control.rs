@@ -24,6 +24,15 @@
 //! | `sessions(opened, closed)` | one-way | connections accepted and ended since the last report |
 //! | `ready()` | one-way | the node serves |
 //!
+//! In `dispatch` mode connections travel over a second socket, not the
+//! control link: each frame is one byte, the number of descriptors attached
+//! (1 to [`crate::fdpass::MAX_FDS`]), and the node answers with the running
+//! total of descriptors it has taken (8 bytes, little-endian), once for all
+//! the frames it found waiting, before it reads from any of those
+//! connections. The controller keeps its copy of each connection until it
+//! is counted taken, and hands the others to another node if this one
+//! goes away.
+//!
 //! Compatibility rules: the controller and its nodes run the same
 //! executable (the controller re-executes the file it was started from,
 //! opened once at start), so both sides always agree. Still, new fields in

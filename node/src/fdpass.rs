@@ -9,8 +9,9 @@
 //! truncated control message (`MSG_CTRUNC`) is an error, never a silent fd
 //! leak.
 //!
-//! This is the only module of the crate with `unsafe` code: adopting a raw
-//! descriptor that the kernel just handed us as an `OwnedFd`.
+//! This module has the crate's `unsafe` code (with `quiet`'s reactor
+//! registration): adopting a raw descriptor that the kernel just handed us
+//! as an `OwnedFd`.
 
 #![allow(unsafe_code)]
 
@@ -18,8 +19,8 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
-use tokio::io::Interest;
-use tokio::net::UnixStream;
+
+use crate::quiet::QuietStream;
 
 /// Most descriptors one frame may carry.
 pub const MAX_FDS: usize = 16;
@@ -29,7 +30,7 @@ pub const MAX_FDS: usize = 16;
 /// `data` must be non-empty (descriptors ride on data bytes) and small
 /// enough to be sent in one piece (frames here are at most a few dozen
 /// bytes; a unix stream socket never splits those).
-pub async fn send(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+pub async fn send(sock: &mut QuietStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     if data.is_empty() || fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -37,63 +38,86 @@ pub async fn send(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io:
         ));
     }
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    loop {
-        sock.writable().await?;
-        let sent = sock.try_io(Interest::WRITABLE, || {
+    let sent = sock
+        .write_with(|s| {
             let iov = [IoSlice::new(data)];
             let cmsg = [ControlMessage::ScmRights(&raw)];
             let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
-            sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+            sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
                 .map_err(io::Error::from)
-        });
-        match sent {
-            Ok(n) if n == data.len() => return Ok(()),
-            Ok(n) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("frame of {} bytes sent only in part ({n})", data.len()),
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
+        })
+        .await?;
+    if sent == data.len() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("frame of {} bytes sent only in part ({sent})", data.len()),
+        ))
     }
 }
 
 /// Receives one frame of exactly `buf.len()` bytes and the descriptors that
 /// came with it. Returns `Ok(None)` on a clean end of stream before the
 /// frame started.
-pub async fn recv(sock: &UnixStream, buf: &mut [u8]) -> io::Result<Option<Vec<OwnedFd>>> {
-    let mut filled = 0;
+pub async fn recv(sock: &QuietStream, buf: &mut [u8]) -> io::Result<Option<Vec<OwnedFd>>> {
     let mut fds = Vec::new();
-    while filled < buf.len() {
-        sock.readable().await?;
-        let got = sock.try_io(Interest::READABLE, || {
-            recv_some(sock.as_raw_fd(), &mut buf[filled..])
-        });
-        match got {
-            Ok((0, _)) if filled == 0 => return Ok(None),
-            Ok((0, _)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "stream ended inside a frame",
-                ));
-            }
-            Ok((n, mut more)) => {
-                filled += n;
-                fds.append(&mut more);
-                if fds.len() > MAX_FDS {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "too many descriptors in one frame",
-                    ));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
+    let n = sock
+        .read_with(|s| {
+            let (n, mut more) = recv_some(s.as_raw_fd(), buf)?;
+            fds.append(&mut more);
+            Ok(n)
+        })
+        .await?;
+    finish(sock, buf, n, fds).await
+}
+
+/// As [`recv`], but only if a frame has begun to arrive: `WouldBlock` if
+/// nothing is there (a frame that has begun is waited for whole).
+pub async fn try_recv(sock: &QuietStream, buf: &mut [u8]) -> io::Result<Option<Vec<OwnedFd>>> {
+    let (n, fds) = recv_some(sock.as_raw_fd(), buf)?;
+    finish(sock, buf, n, fds).await
+}
+
+/// The rest of a frame of which `filled` bytes (and `fds`) came.
+async fn finish(
+    sock: &QuietStream,
+    buf: &mut [u8],
+    mut filled: usize,
+    mut fds: Vec<OwnedFd>,
+) -> io::Result<Option<Vec<OwnedFd>>> {
+    if filled == 0 && !buf.is_empty() {
+        return Ok(None);
     }
+    while filled < buf.len() {
+        check_count(&fds)?;
+        let n = sock
+            .read_with(|s| {
+                let (n, mut more) = recv_some(s.as_raw_fd(), &mut buf[filled..])?;
+                fds.append(&mut more);
+                Ok(n)
+            })
+            .await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream ended inside a frame",
+            ));
+        }
+        filled += n;
+    }
+    check_count(&fds)?;
     Ok(Some(fds))
+}
+
+fn check_count(fds: &[OwnedFd]) -> io::Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "too many descriptors in one frame",
+        ));
+    }
+    Ok(())
 }
 
 fn recv_some(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
@@ -122,13 +146,14 @@ fn recv_some(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
 }
 
 /// Takes ownership of an inherited descriptor that must be a unix stream
-/// socket, sets close-on-exec on it and registers it with tokio.
+/// socket, sets close-on-exec on it and registers it with tokio (for
+/// reading only: see [`QuietStream`]).
 ///
 /// The descriptor number comes from the command line the controller wrote;
 /// it is checked (it must be open and a unix stream socket) before it is
 /// adopted, so a wrong number fails cleanly instead of taking over some
 /// other file.
-pub fn adopt_unix_stream(fd: RawFd) -> io::Result<UnixStream> {
+pub fn adopt_unix_stream(fd: RawFd) -> io::Result<QuietStream> {
     use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType, UnixAddr};
     if fd < 3 {
         return Err(io::Error::new(
@@ -156,9 +181,7 @@ pub fn adopt_unix_stream(fd: RawFd) -> io::Result<UnixStream> {
     // process by its parent, and nothing else in the process refers to it:
     // it is adopted exactly once, at start-up.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let std = std::os::unix::net::UnixStream::from(owned);
-    std.set_nonblocking(true)?;
-    UnixStream::from_std(std)
+    QuietStream::new(std::os::unix::net::UnixStream::from(owned))
 }
 
 /// Whether `fd` has close-on-exec set.
@@ -182,16 +205,20 @@ mod tests {
 
     use super::*;
 
-    fn pair() -> (UnixStream, UnixStream) {
-        UnixStream::pair().expect("socketpair")
+    fn pair() -> (QuietStream, QuietStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        (
+            QuietStream::new(a).expect("a"),
+            QuietStream::new(b).expect("b"),
+        )
     }
 
     #[tokio::test]
     async fn passes_descriptors_with_cloexec() {
-        let (a, b) = pair();
+        let (mut a, b) = pair();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        send(&a, b"L", &[listener.as_fd()]).await.expect("send");
+        send(&mut a, b"L", &[listener.as_fd()]).await.expect("send");
         let mut buf = [0u8; 1];
         let fds = recv(&b, &mut buf).await.expect("recv").expect("frame");
         assert_eq!(&buf, b"L");
@@ -207,13 +234,13 @@ mod tests {
 
     #[tokio::test]
     async fn frames_without_descriptors_and_several_at_once() {
-        let (a, b) = pair();
+        let (mut a, b) = pair();
         let f1 = std::fs::File::open("/dev/null").expect("open");
         let f2 = std::fs::File::open("/dev/null").expect("open");
-        send(&a, b"ab", &[f1.as_fd(), f2.as_fd()])
+        send(&mut a, b"ab", &[f1.as_fd(), f2.as_fd()])
             .await
             .expect("send");
-        send(&a, b"cd", &[]).await.expect("send");
+        send(&mut a, b"cd", &[]).await.expect("send");
         let mut buf = [0u8; 2];
         assert_eq!(
             recv(&b, &mut buf)
@@ -236,13 +263,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn try_recv_takes_only_what_has_arrived() {
+        let (mut a, b) = pair();
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            try_recv(&b, &mut buf)
+                .await
+                .expect_err("nothing yet")
+                .kind(),
+            io::ErrorKind::WouldBlock
+        );
+        let f = std::fs::File::open("/dev/null").expect("open");
+        send(&mut a, b"x", &[f.as_fd(), f.as_fd()])
+            .await
+            .expect("send");
+        send(&mut a, b"y", &[f.as_fd()]).await.expect("send");
+        // One frame per call, each with its own descriptors.
+        let first = try_recv(&b, &mut buf).await.expect("first").expect("frame");
+        assert_eq!((&buf, first.len()), (b"x", 2));
+        let second = try_recv(&b, &mut buf)
+            .await
+            .expect("second")
+            .expect("frame");
+        assert_eq!((&buf, second.len()), (b"y", 1));
+        assert_eq!(
+            try_recv(&b, &mut buf).await.expect_err("drained").kind(),
+            io::ErrorKind::WouldBlock
+        );
+        drop(a);
+        assert!(try_recv(&b, &mut buf).await.expect("eof").is_none());
+    }
+
+    #[tokio::test]
     async fn end_of_stream_is_reported() {
         let (a, b) = pair();
         drop(a);
         let mut buf = [0u8; 4];
         assert!(recv(&b, &mut buf).await.expect("recv").is_none());
-        let (a, b) = pair();
-        send(&a, b"xy", &[]).await.expect("send");
+        let (mut a, b) = pair();
+        send(&mut a, b"xy", &[]).await.expect("send");
         drop(a);
         let err = recv(&b, &mut buf).await.expect_err("short frame");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
@@ -263,9 +322,9 @@ mod tests {
 
     #[tokio::test]
     async fn empty_frames_are_refused() {
-        let (a, _b) = pair();
+        let (mut a, _b) = pair();
         assert_eq!(
-            send(&a, b"", &[]).await.expect_err("empty").kind(),
+            send(&mut a, b"", &[]).await.expect_err("empty").kind(),
             io::ErrorKind::InvalidInput
         );
     }

@@ -17,6 +17,7 @@ pub mod control;
 pub mod fdpass;
 pub mod listen;
 pub mod process;
+pub mod quiet;
 mod service;
 
 pub use service::{

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::Error;
 
@@ -55,9 +57,84 @@ pub fn bind_reuseport(
     Ok(socket.into())
 }
 
+/// Accepts connections that are passed on, not served here (the
+/// controller in `dispatch` mode): accepted sockets are never registered
+/// with this process's reactor, which saves registering and deregistering
+/// each (two `epoll_ctl` calls per connection), and every connection
+/// already waiting is taken per wake-up.
+#[derive(Debug)]
+pub struct Acceptor {
+    listener: AsyncFd<std::net::TcpListener>,
+}
+
+impl Acceptor {
+    /// Accepts on `listener` (made non-blocking).
+    pub fn new(listener: std::net::TcpListener) -> std::io::Result<Acceptor> {
+        listener.set_nonblocking(true)?;
+        Ok(Acceptor {
+            listener: crate::quiet::register(listener, Interest::READABLE)?,
+        })
+    }
+
+    /// Waits for connections and returns those waiting, at most `max` (at
+    /// least one). Accepted sockets are blocking and close-on-exec.
+    pub async fn accept_batch(&self, max: usize) -> std::io::Result<Vec<std::net::TcpStream>> {
+        loop {
+            let mut guard = self.listener.readable().await?;
+            let mut batch = Vec::new();
+            while batch.len() < max.max(1) {
+                match guard.get_inner().accept() {
+                    Ok((tcp, _)) => batch.push(tcp),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    // The client gave up while queued, or a signal: next.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) if batch.is_empty() => return Err(e),
+                    // Report it on the next call; hand over what we have.
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_acceptor_takes_every_waiting_connection_at_once() {
+        let l = bind("127.0.0.1:0".parse().expect("addr"), 16).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let acceptor = Acceptor::new(l).expect("acceptor");
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let mut got = Vec::new();
+        while got.len() < clients.len() {
+            let batch = acceptor.accept_batch(64).await.expect("accept");
+            assert!(!batch.is_empty());
+            got.extend(batch);
+        }
+        assert_eq!(got.len(), 3);
+        let two_at_most = {
+            let _more: Vec<_> = (0..3)
+                .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+                .collect();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            acceptor.accept_batch(2).await.expect("accept").len()
+        };
+        assert_eq!(two_at_most, 2, "the batch stops at its limit");
+    }
 
     #[test]
     fn binds_ephemeral_ports_and_reports_busy_ones() {

@@ -16,7 +16,7 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, UnixStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use vole_link::publish::Published;
 use vole_link::{CallError, LinkConfig, LinkInfo, LinkSetup, Object, RemoteObject};
@@ -27,6 +27,7 @@ use vole_transport::vop::ServerPolicy;
 use crate::control::{
     Balance, NodeConfig, NodeStatus, TicketKeys, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
 };
+use crate::quiet::QuietStream;
 use crate::{fdpass, Error, GatewayFactory, Service, ServiceConfig, SessionObserver};
 use vole_transport::tickets::{with_ticketer, SharedTicketer};
 
@@ -470,44 +471,154 @@ async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<tokio::net::Tc
     }
 }
 
-/// `dispatch` mode: connections arrive over the connection socket as
-/// 8-byte ids with the descriptor attached; each is acknowledged (so the
-/// controller can close its copy) and served.
-async fn take_dispatched(service: Service, sock: UnixStream) {
+/// `dispatch` mode: connections arrive over the connection socket in
+/// frames of one byte, the number of descriptors attached (see
+/// [`crate::control`]). Every frame that has arrived is taken, the running
+/// total taken is acknowledged once for all of them (so the controller can
+/// close its copies), and only then are they served: a connection is never
+/// read from before the controller knows this node has it.
+async fn take_dispatched(service: Service, mut sock: QuietStream) {
     use tokio::io::AsyncWriteExt;
-    let mut sock = sock;
+    let mut taken: u64 = 0;
+    let mut batch: Vec<OwnedFd> = Vec::new();
     loop {
-        let mut id = [0u8; 8];
-        let fds = tokio::select! {
-            r = fdpass::recv(&sock, &mut id) => r,
+        let mut count = [0u8; 1];
+        let first = tokio::select! {
+            r = fdpass::recv(&sock, &mut count) => r,
             _ = service.stopping() => return,
         };
-        let fd = match fds {
-            Ok(Some(mut fds)) if fds.len() == 1 => fds.remove(0),
-            Ok(Some(fds)) => {
-                tracing::error!(
-                    fds = fds.len(),
-                    "dispatch frame without exactly one connection; ignored"
-                );
-                continue;
-            }
+        let mut ended = false;
+        match first {
+            Ok(Some(fds)) => taken += take_frame(count[0], fds, &mut batch),
             Ok(None) => return, // controller gone
             Err(e) => {
                 tracing::error!(error = %e, "connection socket failed");
                 return;
             }
-        };
-        if let Err(e) = sock.write_all(&id).await {
-            tracing::error!(error = %e, "cannot acknowledge a dispatched connection");
+        }
+        loop {
+            match fdpass::try_recv(&sock, &mut count).await {
+                Ok(Some(fds)) => taken += take_frame(count[0], fds, &mut batch),
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "connection socket failed");
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if !ended {
+            if let Err(e) = sock.write_all(&taken.to_le_bytes()).await {
+                tracing::error!(error = %e, "cannot acknowledge dispatched connections");
+                ended = true;
+            }
+        }
+        for fd in batch.drain(..) {
+            let std = std::net::TcpStream::from(fd);
+            match std
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(std))
+            {
+                Ok(tcp) => service.serve_connection(tcp),
+                Err(e) => tracing::error!(error = %e, "dispatched connection unusable"),
+            }
+        }
+        if ended {
             return;
         }
-        let std = std::net::TcpStream::from(fd);
-        match std
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpStream::from_std(std))
-        {
-            Ok(tcp) => service.serve_connection(tcp),
-            Err(e) => tracing::error!(error = %e, "dispatched connection unusable"),
-        }
+    }
+}
+
+/// The connections of one dispatch frame that said it carries `count`;
+/// returns the count the controller sent (what the acknowledgment counts).
+fn take_frame(count: u8, fds: Vec<OwnedFd>, batch: &mut Vec<OwnedFd>) -> u64 {
+    if fds.len() != usize::from(count) {
+        tracing::error!(
+            said = count,
+            fds = fds.len(),
+            "dispatch frame with a wrong number of connections"
+        );
+    }
+    batch.extend(fds);
+    u64::from(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain_service() -> Service {
+        use vole_link::publish::Published;
+        let config = ServiceConfig {
+            transport: ServerSettings {
+                transports: ServerPolicy::new(false, true),
+                tls: None,
+                handshake_timeout: Duration::from_secs(10),
+            },
+            link: LinkConfig {
+                hold_peer: false,
+                ..LinkConfig::default()
+            },
+            node_id: Some(0),
+        };
+        Service::new(
+            config,
+            Arc::new(|_| Published::new("Gateway").into_object()),
+        )
+    }
+
+    /// Frames that arrive together are taken together and acknowledged
+    /// once, with the running total of connections taken, before any is
+    /// served.
+    #[tokio::test]
+    async fn dispatched_frames_are_acknowledged_per_batch() {
+        use std::os::fd::AsFd;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let mut controller = QuietStream::new(ours).expect("controller end");
+        let node = QuietStream::new(theirs).expect("node end");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let accepted: Vec<_> = (0..3)
+            .map(|_| listener.accept().expect("accept").0)
+            .collect();
+        let fds: Vec<_> = accepted.iter().map(AsFd::as_fd).collect();
+        // Both frames are waiting before the node looks.
+        fdpass::send(&mut controller, &[2], &fds[..2])
+            .await
+            .expect("send");
+        fdpass::send(&mut controller, &[1], &fds[2..])
+            .await
+            .expect("send");
+        let service = plain_service();
+        let task = tokio::spawn(take_dispatched(service.clone(), node));
+        let mut ack = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(10), async {
+            use tokio::io::AsyncReadExt;
+            controller.read_exact(&mut ack).await
+        })
+        .await
+        .expect("in time")
+        .expect("an acknowledgment");
+        assert_eq!(
+            u64::from_le_bytes(ack),
+            3,
+            "one acknowledgment for both frames"
+        );
+        assert_eq!(service.snapshot().accepted, 3);
+        // The controller goes away: the node stops taking connections.
+        drop(controller);
+        drop(clients);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the task ends")
+            .expect("task");
+        service.shutdown(Duration::from_millis(10)).await;
     }
 }

@@ -11,13 +11,12 @@
 //! yet taken go to another node, and a replacement is started after the
 //! restart policy's backoff, unless the restart intensity says to give up.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use vole_link::publish::Published;
 use vole_link::{CallError, Link, LinkConfig, LinkInfo, LinkSetup, Object, RemoteObject};
@@ -25,6 +24,7 @@ use vole_node::control::{
     Balance, NodeConfig, NodeStatus, TicketKeys, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
 };
 use vole_node::fdpass;
+use vole_node::quiet::QuietStream;
 use vole_transport::tickets::TicketKey;
 
 use crate::admin::{
@@ -198,7 +198,7 @@ impl Bound {
             stopping: None,
             outcome: None,
             queued: VecDeque::new(),
-            next_conn: 1,
+            rebalance: false,
             on_ready: hooks.on_ready.take(),
             ever_ready: false,
             started: Instant::now(),
@@ -290,7 +290,7 @@ struct Slot {
     control: Option<RemoteObject>,
     link: Option<Link>,
     said_ready: bool,
-    dispatch_tx: Option<mpsc::UnboundedSender<(u64, OwnedFd)>>,
+    dispatch_tx: Option<mpsc::UnboundedSender<OwnedFd>>,
     /// Whether this generation's death has been handled.
     dead: bool,
     /// Whether the restart decision for this generation was made.
@@ -355,7 +355,8 @@ enum Event {
     RestartDue {
         id: NodeId,
     },
-    Connection(OwnedFd),
+    /// Connections accepted in `dispatch` mode (all that were waiting).
+    Connections(Vec<OwnedFd>),
     Undelivered {
         id: NodeId,
         fds: Vec<OwnedFd>,
@@ -389,7 +390,9 @@ struct Supervisor {
     stopping: Option<StopState>,
     outcome: Option<Outcome>,
     queued: VecDeque<OwnedFd>,
-    next_conn: u64,
+    /// Reports or connections arrived: grant or dispatch once the events
+    /// waiting now are handled.
+    rebalance: bool,
     on_ready: Option<Box<dyn FnOnce() + Send>>,
     ever_ready: bool,
     started: Instant,
@@ -415,6 +418,22 @@ const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Connections waiting for a node in `dispatch` mode, at most.
 const MAX_QUEUED: usize = 4096;
+
+/// Events handled at most per wake-up of the event loop before it grants
+/// and dispatches (and looks at signals again).
+const EVENT_BATCH: usize = 256;
+
+/// Connections accepted at most per wake-up in `dispatch` mode.
+const ACCEPT_BATCH: usize = 64;
+
+/// How long the dispatcher leaves acknowledgments unread while it has
+/// nothing to send (it reads them whenever it sends): the longest it keeps
+/// its copy of a connection a node has taken.
+const ACK_READ_DELAY: Duration = Duration::from_millis(5);
+
+/// How long a dispatcher whose node is gone waits for the node's end of
+/// the socket to close, to read every acknowledgment it sent.
+const ACK_DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 impl Supervisor {
     fn config(&self) -> &ControllerConfig {
@@ -443,7 +462,22 @@ impl Supervisor {
                 break;
             }
             tokio::select! {
-                Some(ev) = rx.recv() => self.handle(ev),
+                Some(ev) = rx.recv() => {
+                    self.handle(ev);
+                    // Take what else is waiting before granting or
+                    // dispatching, so reports from several nodes, or a
+                    // burst of connections, get one round of answers.
+                    for _ in 0..EVENT_BATCH {
+                        match rx.try_recv() {
+                            Ok(ev) => self.handle(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    if std::mem::take(&mut self.rebalance) {
+                        self.send_grants();
+                        self.flush_queue();
+                    }
+                }
                 _ = recv_signal(&mut term) => self.on_signal("SIGTERM"),
                 _ = recv_signal(&mut int) => self.fast_stop("SIGINT"),
                 _ = recv_signal(&mut quit) => self.fast_stop("SIGQUIT"),
@@ -536,8 +570,7 @@ impl Supervisor {
                     return;
                 }
                 self.balancer.sessions(id, opened, closed);
-                self.send_grants();
-                self.flush_queue();
+                self.rebalance = true;
             }
             Event::Died { id, gen, why } => self.node_died(id, gen, &why),
             Event::Exited {
@@ -597,16 +630,18 @@ impl Supervisor {
                     self.start_node(id);
                 }
             }
-            Event::Connection(fd) => {
+            Event::Connections(fds) => {
                 if self.stopping.is_some() {
                     return; // dropped: closed
                 }
-                self.queued.push_back(fd);
-                if self.queued.len() > MAX_QUEUED {
-                    tracing::warn!("no node can take connections; dropping the newest");
-                    self.queued.pop_back();
+                for fd in fds {
+                    if self.queued.len() >= MAX_QUEUED {
+                        tracing::warn!("no node can take connections; dropping the newest");
+                        break;
+                    }
+                    self.queued.push_back(fd);
                 }
-                self.flush_queue();
+                self.rebalance = true;
             }
             Event::Undelivered { id, fds } => {
                 if !fds.is_empty() {
@@ -775,9 +810,7 @@ impl Supervisor {
             let Some(fd) = self.queued.pop_front() else {
                 return;
             };
-            let conn = self.next_conn;
-            self.next_conn += 1;
-            if let Err(mpsc::error::SendError((_, fd))) = tx.send((conn, fd)) {
+            if let Err(mpsc::error::SendError(fd)) = tx.send(fd) {
                 self.balancer.undispatch(id);
                 self.queued.push_front(fd);
                 return;
@@ -1026,8 +1059,8 @@ impl Supervisor {
         }
         let mut tasks = Vec::new();
         for s in &self.bound.sockets {
-            let listener = match s.try_clone().and_then(tokio::net::TcpListener::from_std) {
-                Ok(l) => l,
+            let acceptor = match s.try_clone().and_then(vole_node::listen::Acceptor::new) {
+                Ok(a) => a,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot accept in dispatch mode");
                     continue;
@@ -1036,15 +1069,15 @@ impl Supervisor {
             let tx = self.tx.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    match listener.accept().await {
-                        Ok((tcp, _)) => match tcp.into_std() {
-                            Ok(std) => {
-                                if tx.send(Event::Connection(OwnedFd::from(std))).is_err() {
-                                    return;
-                                }
+                    // Every connection already waiting: one event, one
+                    // round of dispatching, for the lot.
+                    match acceptor.accept_batch(ACCEPT_BATCH).await {
+                        Ok(batch) => {
+                            let fds = batch.into_iter().map(OwnedFd::from).collect();
+                            if tx.send(Event::Connections(fds)).is_err() {
+                                return;
                             }
-                            Err(e) => tracing::warn!(error = %e, "accepted connection unusable"),
-                        },
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "accept failed; pausing 100 ms");
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1244,7 +1277,7 @@ async fn run_control(
     tx: mpsc::UnboundedSender<Event>,
     id: NodeId,
     gen: u64,
-    control: UnixStream,
+    mut control: QuietStream,
     listeners: Vec<OwnedFd>,
     balance: Balance,
     config_json: String,
@@ -1255,7 +1288,7 @@ async fn run_control(
         HANDOFF_LISTENERS
     };
     let borrowed: Vec<_> = listeners.iter().map(AsFd::as_fd).collect();
-    if let Err(e) = fdpass::send(&control, &[tag], &borrowed).await {
+    if let Err(e) = fdpass::send(&mut control, &[tag], &borrowed).await {
         let _ = tx.send(Event::Died {
             id,
             gen,
@@ -1333,52 +1366,148 @@ async fn heartbeat(
     }
 }
 
-/// `dispatch` mode: passes connections to one node and keeps the
-/// controller's copy of each until the node acknowledges it; whatever is
-/// unacknowledged when the node goes away is given back for another node.
+/// The connections handed to one node and not yet acknowledged, in the
+/// order they were sent, and the node's running count of those it took.
+#[derive(Debug, Default)]
+struct Handed {
+    /// Our copies of connections sent and not yet acknowledged.
+    pending: VecDeque<OwnedFd>,
+    /// Descriptors sent in total.
+    sent: u64,
+    /// Descriptors the node said it took in total.
+    acked: u64,
+    /// A partly read acknowledgment.
+    buf: [u8; 8],
+    fill: usize,
+}
+
+impl Handed {
+    fn sent(&mut self, fds: impl IntoIterator<Item = OwnedFd>) {
+        for fd in fds {
+            self.pending.push_back(fd);
+            self.sent += 1;
+        }
+    }
+
+    /// Takes in acknowledgment bytes; closes our copies of connections the
+    /// node has taken. A count that goes backwards or beyond what was sent
+    /// is the node's error: it is ignored (nothing is closed for it).
+    fn ack_bytes(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let n = (self.buf.len() - self.fill).min(bytes.len());
+            self.buf[self.fill..self.fill + n].copy_from_slice(&bytes[..n]);
+            self.fill += n;
+            bytes = &bytes[n..];
+            if self.fill < self.buf.len() {
+                break;
+            }
+            self.fill = 0;
+            let total = u64::from_le_bytes(self.buf);
+            if total <= self.acked || total > self.sent {
+                if total != self.acked {
+                    tracing::warn!(
+                        total,
+                        acked = self.acked,
+                        sent = self.sent,
+                        "bad dispatch acknowledgment; ignored"
+                    );
+                }
+                continue;
+            }
+            for _ in self.acked..total {
+                self.pending.pop_front();
+            }
+            self.acked = total;
+        }
+    }
+
+    /// Reads the acknowledgments that have arrived, without waiting.
+    /// Returns false once the node's end is closed (or failed).
+    fn read_acks(&mut self, sock: &QuietStream) -> bool {
+        let mut buf = [0u8; 256];
+        loop {
+            match sock.try_read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => self.ack_bytes(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// `dispatch` mode: passes connections to one node, several per frame when
+/// several are waiting, and keeps the controller's copy of each until the
+/// node acknowledges it; whatever is unacknowledged when the node goes away
+/// is given back for another node.
+///
+/// The socket is dormant (not registered with the reactor): acknowledgments
+/// are read whenever there is something to send, and otherwise
+/// [`ACK_READ_DELAY`] after the last send, so they cost the controller no
+/// wake-up of their own. The node's death is learnt from the supervisor
+/// (which drops the sender), or from a failed send.
 async fn dispatcher(
     tx: mpsc::UnboundedSender<Event>,
     id: NodeId,
-    sock: UnixStream,
-    mut rx: mpsc::UnboundedReceiver<(u64, OwnedFd)>,
+    mut sock: QuietStream,
+    mut rx: mpsc::UnboundedReceiver<OwnedFd>,
 ) {
-    let mut pending: HashMap<u64, OwnedFd> = HashMap::new();
-    let mut ack = [0u8; 8];
-    let mut ack_fill = 0usize;
-    loop {
+    let mut handed = Handed::default();
+    let mut batch: Vec<OwnedFd> = Vec::with_capacity(fdpass::MAX_FDS);
+    let mut open = true;
+    while open {
         tokio::select! {
-            next = rx.recv() => match next {
-                Some((conn, fd)) => {
-                    let sent = fdpass::send(&sock, &conn.to_le_bytes(), &[fd.as_fd()]).await;
-                    pending.insert(conn, fd);
-                    if sent.is_err() {
-                        break;
-                    }
+            n = rx.recv_many(&mut batch, fdpass::MAX_FDS) => {
+                if n == 0 {
+                    break; // the node died (as the supervisor saw it)
                 }
-                None => break,
-            },
-            ready = sock.readable() => {
-                if ready.is_err() {
+                open = handed.read_acks(&sock);
+                let count = batch.len() as u8;
+                let sent = {
+                    let fds: Vec<_> = batch.iter().map(AsFd::as_fd).collect();
+                    fdpass::send(&mut sock, &[count], &fds).await
+                };
+                handed.sent(batch.drain(..));
+                if sent.is_err() {
                     break;
                 }
-                match sock.try_read(&mut ack[ack_fill..]) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        ack_fill += n;
-                        if ack_fill == ack.len() {
-                            ack_fill = 0;
-                            pending.remove(&u64::from_le_bytes(ack));
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
-                }
+            }
+            _ = tokio::time::sleep(ACK_READ_DELAY), if !handed.pending.is_empty() => {
+                open = handed.read_acks(&sock);
             }
         }
     }
     rx.close();
-    let mut fds: Vec<OwnedFd> = pending.into_values().collect();
-    while let Ok((_, fd)) = rx.try_recv() {
+    // Every acknowledgment the node sent before it went is in the socket:
+    // read them all (up to its end of the socket closing), so no
+    // connection it took is handed to another node.
+    let drained = match sock.wake_for_reading() {
+        Ok(()) => {
+            tokio::time::timeout(ACK_DRAIN_LIMIT, async {
+                while handed.read_acks(&sock) {
+                    if sock.readable().await.is_err() {
+                        handed.read_acks(&sock);
+                        break;
+                    }
+                }
+            })
+            .await
+        }
+        Err(e) => {
+            tracing::warn!(node = id, error = %e, "cannot wait for the connection socket");
+            handed.read_acks(&sock);
+            Ok(())
+        }
+    };
+    if drained.is_err() && !handed.pending.is_empty() {
+        tracing::warn!(
+            node = id,
+            "the node's connection socket did not close; treating unacknowledged connections as not taken"
+        );
+    }
+    let mut fds: Vec<OwnedFd> = handed.pending.into_iter().collect();
+    while let Ok(fd) = rx.try_recv() {
         fds.push(fd);
     }
     let _ = tx.send(Event::Undelivered { id, fds });
@@ -1402,5 +1531,93 @@ impl AdminHandler for AdminBridge {
             rx.await
                 .unwrap_or_else(|_| AdminResponse::error("the service is shutting down"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    fn devnull() -> OwnedFd {
+        OwnedFd::from(std::fs::File::open("/dev/null").expect("open"))
+    }
+
+    #[test]
+    fn acknowledgments_close_copies_in_order_and_bad_ones_are_ignored() {
+        let mut h = Handed::default();
+        let fds: Vec<OwnedFd> = (0..4).map(|_| devnull()).collect();
+        let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        h.sent(fds);
+        // Split across reads.
+        let two = 2u64.to_le_bytes();
+        h.ack_bytes(&two[..3]);
+        assert_eq!(h.pending.len(), 4, "half an acknowledgment closes nothing");
+        h.ack_bytes(&two[3..]);
+        assert_eq!(h.pending.len(), 2);
+        assert_eq!(h.pending[0].as_raw_fd(), raw[2], "the oldest go first");
+        // Backwards, repeated, or more than was sent: ignored.
+        h.ack_bytes(&1u64.to_le_bytes());
+        h.ack_bytes(&2u64.to_le_bytes());
+        h.ack_bytes(&9u64.to_le_bytes());
+        assert_eq!((h.pending.len(), h.acked), (2, 2));
+        // Several in one read: the last counts.
+        let mut both = 3u64.to_le_bytes().to_vec();
+        both.extend(4u64.to_le_bytes());
+        h.ack_bytes(&both);
+        assert!(h.pending.is_empty());
+        assert_eq!(h.acked, 4);
+    }
+
+    /// Connections travel several per frame; those the node acknowledged
+    /// are not handed back when it dies, the others are (and so are those
+    /// still queued for it).
+    #[tokio::test]
+    async fn a_dead_node_s_unacknowledged_connections_come_back() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let sock = QuietStream::dormant(ours).expect("dormant");
+        let mut node = QuietStream::new(theirs).expect("node end");
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let (conns, rx) = mpsc::unbounded_channel();
+        for _ in 0..5 {
+            conns.send(devnull()).expect("queue");
+        }
+        let task = tokio::spawn(dispatcher(events_tx, 7, sock, rx));
+        let mut got = 0;
+        let mut frames = 0;
+        while got < 5 {
+            let mut count = [0u8; 1];
+            let fds =
+                tokio::time::timeout(Duration::from_secs(10), fdpass::recv(&node, &mut count))
+                    .await
+                    .expect("in time")
+                    .expect("recv")
+                    .expect("frame");
+            assert_eq!(fds.len(), usize::from(count[0]));
+            got += fds.len();
+            frames += 1;
+        }
+        assert!(
+            frames < 5,
+            "queued connections share frames ({frames} frames)"
+        );
+        // The node takes three, then dies.
+        use tokio::io::AsyncWriteExt;
+        node.write_all(&3u64.to_le_bytes()).await.expect("ack");
+        drop(node);
+        drop(conns);
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("in time")
+            .expect("an event");
+        match event {
+            Event::Undelivered { id, fds } => {
+                assert_eq!(id, 7);
+                assert_eq!(fds.len(), 2, "the two it never acknowledged");
+            }
+            _ => panic!("expected Undelivered"),
+        }
+        task.await.expect("dispatcher ends");
     }
 }
