@@ -84,6 +84,53 @@ async fn sessions_spread_evenly_in_grant_and_dispatch_modes() {
     }
 }
 
+/// Nodes report connections in coalesced batches (one report per burst,
+/// after a few milliseconds): closes still reach the controller, and steer
+/// new connections to the node that has room, within one, in `grant` and
+/// `dispatch` modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_sessions_steer_new_ones_in_grant_and_dispatch_modes() {
+    let _serial = serial().await;
+    for mode in ["grant", "dispatch"] {
+        let serve = Serve::start(Opts::new(2, mode)).await;
+        let clients = connect_many(serve.port(), 10).await;
+        let per = spread(&clients);
+        assert_eq!(max_minus_min(&per, 2), 0, "{mode}: {per:?}");
+        // Every client of node 0 leaves.
+        let (leaving, staying): (Vec<_>, Vec<_>) = clients.into_iter().partition(|c| c.node.0 == 0);
+        for c in &leaving {
+            close(&c.link).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = serve.status_nodes().await;
+            if status.get(&0).map(|s| s.2) == Some(0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: node 0 never emptied: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Well past the reporting delay: the controller knows.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let fresh = connect_many(serve.port(), 6).await;
+        let mut per = spread(&staying);
+        for (id, n) in spread(&fresh) {
+            *per.entry(id).or_default() += n;
+        }
+        println!("{mode}: after 5 closes on node 0 and 6 new clients: {per:?}");
+        assert!(
+            max_minus_min(&per, 2) <= 1,
+            "{mode}: new clients went where the closes were: {per:?}"
+        );
+        for c in staying.iter().chain(&fresh) {
+            close(&c.link).await;
+        }
+    }
+}
+
 // ------------------------------------------------------------------ 2
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

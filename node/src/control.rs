@@ -24,6 +24,12 @@
 //! | `sessions(opened, closed)` | one-way | connections accepted and ended since the last report |
 //! | `ready()` | one-way | the node serves |
 //!
+//! Reports are coalesced ([`Balance::report_delay`]): a node sends one
+//! `sessions` for all the connections that opened and closed within the
+//! delay after the first, and a `grant` node that used its last grant
+//! reports at once. The controller answers a report with at most one
+//! `grant(n)` per node.
+//!
 //! In `dispatch` mode connections travel over a second socket, not the
 //! control link: each frame is one byte, the number of descriptors attached
 //! (1 to [`crate::fdpass::MAX_FDS`]), and the node answers with the running
@@ -38,6 +44,8 @@
 //! opened once at start), so both sides always agree. Still, new fields in
 //! [`NodeConfig`] and [`NodeStatus`] get `#[serde(default)]`, and methods are
 //! only ever added, never renamed.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vole_transport::tickets::{SharedTicketer, TicketKey, KEY_ID_LEN, KEY_LEN};
@@ -77,6 +85,24 @@ impl Balance {
             Balance::Shared => "shared",
             Balance::Dispatch => "dispatch",
             Balance::Reuseport => "reuseport",
+        }
+    }
+}
+
+/// How long a node coalesces session reports in `grant` and `dispatch`
+/// modes, where the controller balances on them.
+pub const REPORT_DELAY: Duration = Duration::from_millis(5);
+
+/// How long a node coalesces session reports in `shared` and `reuseport`
+/// modes, where nothing waits on them (`status` asks nodes directly).
+pub const LAZY_REPORT_DELAY: Duration = Duration::from_secs(1);
+
+impl Balance {
+    /// How long a node may hold connection events before reporting them.
+    pub fn report_delay(self) -> Duration {
+        match self {
+            Balance::Grant | Balance::Dispatch => REPORT_DELAY,
+            Balance::Shared | Balance::Reuseport => LAZY_REPORT_DELAY,
         }
     }
 }

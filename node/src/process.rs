@@ -16,8 +16,10 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use vole_link::publish::Published;
 use vole_link::{CallError, LinkConfig, LinkInfo, LinkSetup, Object, RemoteObject};
 use vole_transport::stream::ServerSettings;
@@ -187,29 +189,82 @@ fn control_object(state: Arc<NodeState>) -> Arc<dyn Object> {
         .into_object()
 }
 
-/// Reports connections to the controller in batches, off the accept path.
-struct Notifier {
-    tx: mpsc::UnboundedSender<bool>,
+/// Connections opened and closed that the controller has not been told
+/// about yet, and when to tell it.
+///
+/// Reports are coalesced: the first connection event after a report wakes
+/// the reporter, which waits [`Balance::report_delay`] for more before it
+/// sends one `sessions(opened, closed)` for all of them, so a burst of
+/// connections costs one control message, not one each (each message wakes
+/// the controller, a context switch on a shared core). A `grant` node that
+/// has used its last grant asks for an immediate report
+/// ([`Reports::flush_now`]): the controller grants again on reports.
+#[derive(Default)]
+struct Reports {
+    opened: AtomicU64,
+    closed: AtomicU64,
+    /// The reporter has been woken for the counts gathering now.
+    pending: AtomicBool,
+    /// Report without waiting.
+    urgent: AtomicBool,
+    wake: Notify,
 }
 
-impl SessionObserver for Notifier {
+impl Reports {
+    fn poke(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Reports what is counted at once, without the coalescing delay.
+    fn flush_now(&self) {
+        self.urgent.store(true, Ordering::SeqCst);
+        self.pending.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Waits until a report is due and takes its counts.
+    async fn next(&self, delay: Duration) -> (u64, u64) {
+        loop {
+            self.wake.notified().await;
+            let deadline = tokio::time::Instant::now() + delay;
+            while !self.urgent.load(Ordering::SeqCst) {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = self.wake.notified() => {}
+                }
+            }
+            // Cleared before the counts are taken: an event counted after
+            // this wakes the reporter again.
+            self.urgent.store(false, Ordering::SeqCst);
+            self.pending.store(false, Ordering::SeqCst);
+            let opened = self.opened.swap(0, Ordering::SeqCst);
+            let closed = self.closed.swap(0, Ordering::SeqCst);
+            if opened != 0 || closed != 0 {
+                return (opened, closed);
+            }
+        }
+    }
+}
+
+impl SessionObserver for Reports {
     fn opened(&self) {
-        let _ = self.tx.send(true);
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        self.poke();
     }
 
     fn closed(&self) {
-        let _ = self.tx.send(false);
+        self.closed.fetch_add(1, Ordering::SeqCst);
+        self.poke();
     }
 }
 
-async fn report_sessions(mut rx: mpsc::UnboundedReceiver<bool>, controller: RemoteObject) {
-    while let Some(first) = rx.recv().await {
-        let (mut opened, mut closed) = (0u32, 0u32);
-        let mut count = |o: bool| if o { opened += 1 } else { closed += 1 };
-        count(first);
-        while let Ok(more) = rx.try_recv() {
-            count(more);
-        }
+/// Sends the controller coalesced `sessions(opened, closed)` reports, off
+/// the accept path.
+async fn report_sessions(reports: Arc<Reports>, controller: RemoteObject, delay: Duration) {
+    loop {
+        let (opened, closed) = reports.next(delay).await;
         if controller
             .call_oneway("sessions", (opened, closed))
             .await
@@ -353,17 +408,22 @@ pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Er
             return Ok(NodeExit::ConfigError);
         }
     };
-    let (tx, rx) = mpsc::unbounded_channel();
-    let service = Service::with_observer(service_cfg, factory, Some(Arc::new(Notifier { tx })));
+    let reports = Arc::new(Reports::default());
+    let observer: Arc<dyn SessionObserver> = reports.clone();
+    let service = Service::with_observer(service_cfg, factory, Some(observer));
     let _ = state.service.set(service.clone());
-    tokio::spawn(report_sessions(rx, controller.clone()));
+    tokio::spawn(report_sessions(
+        reports.clone(),
+        controller.clone(),
+        cfg.balance.report_delay(),
+    ));
 
     let mut accept_tasks = Vec::new();
     match cfg.balance {
         Balance::Grant => {
-            let (svc, st) = (service.clone(), state.clone());
+            let (svc, st, rep) = (service.clone(), state.clone(), reports.clone());
             accept_tasks.push(tokio::spawn(async move {
-                accept_with_grants(svc, st, listeners).await
+                accept_with_grants(svc, st, rep, listeners).await
             }));
         }
         Balance::Shared | Balance::Reuseport => {
@@ -434,8 +494,14 @@ pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Er
     })
 }
 
-/// `grant` mode: accept one connection per grant.
-async fn accept_with_grants(service: Service, state: Arc<NodeState>, listeners: Vec<TcpListener>) {
+/// `grant` mode: accept one connection per grant. Using the last grant
+/// reports at once, so that the controller can grant again.
+async fn accept_with_grants(
+    service: Service,
+    state: Arc<NodeState>,
+    reports: Arc<Reports>,
+    listeners: Vec<TcpListener>,
+) {
     loop {
         let permit = tokio::select! {
             p = state.grants.acquire() => p,
@@ -450,7 +516,12 @@ async fn accept_with_grants(service: Service, state: Arc<NodeState>, listeners: 
             _ = service.stopping() => return,
         };
         match accepted {
-            Ok(tcp) => service.serve_connection(tcp),
+            Ok(tcp) => {
+                service.serve_connection(tcp);
+                if state.grants.available_permits() == 0 {
+                    reports.flush_now();
+                }
+            }
             Err(e) => {
                 // The grant was not used: keep it.
                 state.grants.add_permits(1);
@@ -550,6 +621,64 @@ fn take_frame(count: u8, fds: Vec<OwnedFd>, batch: &mut Vec<OwnedFd>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DELAY: Duration = Duration::from_millis(5);
+
+    /// Connections opened and closed within the delay after the first go
+    /// out as one report, counted right; nothing is reported twice.
+    #[tokio::test(start_paused = true)]
+    async fn reports_coalesce_within_the_delay() {
+        let reports = Arc::new(Reports::default());
+        for _ in 0..10 {
+            reports.opened();
+        }
+        let later = reports.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(DELAY / 2).await;
+            for _ in 0..3 {
+                later.closed();
+            }
+        });
+        let start = tokio::time::Instant::now();
+        assert_eq!(reports.next(DELAY).await, (10, 3));
+        assert!(start.elapsed() >= DELAY, "the report waited for more");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), reports.next(DELAY))
+                .await
+                .is_err(),
+            "nothing new: no report"
+        );
+        reports.closed();
+        assert_eq!(
+            reports.next(DELAY).await,
+            (0, 1),
+            "a later event is reported"
+        );
+    }
+
+    /// A node that used its last grant reports at once, with whatever is
+    /// counted.
+    #[tokio::test(start_paused = true)]
+    async fn flush_now_skips_the_delay() {
+        let reports = Arc::new(Reports::default());
+        reports.closed();
+        reports.opened();
+        reports.flush_now();
+        let start = tokio::time::Instant::now();
+        assert_eq!(reports.next(Duration::from_secs(60)).await, (1, 1));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // Urgency arriving while a report waits cuts the wait short.
+        reports.opened();
+        let urgent = reports.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            urgent.opened();
+            urgent.flush_now();
+        });
+        let start = tokio::time::Instant::now();
+        assert_eq!(reports.next(Duration::from_secs(60)).await, (2, 0));
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
 
     fn plain_service() -> Service {
         use vole_link::publish::Published;
