@@ -789,10 +789,10 @@ impl Supervisor {
     }
 
     fn send_grants(&mut self) {
-        for id in self.balancer.take_grants() {
+        for (id, n) in self.balancer.take_grants() {
             if let Some(control) = self.slots.get(&id).and_then(|s| s.control.clone()) {
                 tokio::spawn(async move {
-                    let _ = control.call_oneway("grant", (1u32,)).await;
+                    let _ = control.call_oneway("grant", (n,)).await;
                 });
             }
         }
@@ -979,6 +979,7 @@ impl Supervisor {
         if was_restart {
             slot.restarts += 1;
         }
+        self.balancer.node_starting(id);
         let spawned = match spawned {
             Ok(s) => s,
             Err(e) => {
