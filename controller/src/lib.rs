@@ -6,6 +6,8 @@
 //! * [`balance`]: which node gets the next connection (pure policy);
 //! * [`restart`]: backoff and restart intensity (pure policy);
 //! * [`spawn`]: starting a node process with exactly the right descriptors;
+//! * [`sched`]: the controller runs `SCHED_BATCH`, so it never preempts a
+//!   node;
 //! * [`supervisor`]: the runtime tying them together ([`Bound`]);
 //! * [`admin`]: the local admin socket behind `vole status`;
 //! * [`systemd`]: readiness notifications and socket activation.
@@ -19,6 +21,7 @@
 pub mod admin;
 pub mod balance;
 pub mod restart;
+pub mod sched;
 pub mod spawn;
 pub mod supervisor;
 pub mod systemd;

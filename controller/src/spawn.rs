@@ -107,6 +107,7 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
     let control_raw = control_child.as_raw_fd();
     let conn_raw = conn_pair.as_ref().map(|(_, child)| child.as_raw_fd());
     let controller_pid = nix::unistd::getpid().as_raw();
+    let reset_sched = crate::sched::nodes_need_reset();
 
     let mut command = Command::new(exe.path());
     command
@@ -137,10 +138,16 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
         command.gid(gid).uid(uid);
     }
     // SAFETY: the closure runs in the forked child before exec and only
-    // makes async-signal-safe system calls (fcntl, dup2, prctl, getppid,
-    // setpgid); it allocates nothing and takes no locks.
+    // makes async-signal-safe system calls (sched_setscheduler, fcntl, dup2,
+    // prctl, getppid, setpgid); it allocates nothing and takes no locks.
     unsafe {
-        command.pre_exec(move || child_setup(control_raw, conn_raw, controller_pid));
+        command.pre_exec(move || {
+            if reset_sched {
+                // Not fatal: a node left SCHED_BATCH still serves.
+                let _ = crate::sched::reset_in_child();
+            }
+            child_setup(control_raw, conn_raw, controller_pid)
+        });
     }
     let mut child = command.spawn()?;
     drop(control_child);

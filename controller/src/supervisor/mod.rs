@@ -184,8 +184,10 @@ impl Bound {
     }
 
     /// Runs the nodes until stopped. `on_ready` is called once every node
-    /// serves for the first time.
+    /// serves for the first time. The calling process's threads are put
+    /// under `SCHED_BATCH`, its nodes under `SCHED_OTHER` (see [`crate::sched`]).
     pub async fn run(self, admin: Option<AdminSocket>, mut hooks: Hooks) -> Result<Outcome, Error> {
+        crate::sched::yield_to_nodes();
         let (tx, rx) = mpsc::unbounded_channel();
         let seed =
             u64::from(std::process::id()) ^ Instant::now().elapsed().as_nanos() as u64 ^ 0x5eed;
