@@ -89,9 +89,15 @@ impl Balance {
     }
 }
 
-/// How long a node coalesces session reports in `grant` and `dispatch`
-/// modes, where the controller balances on them.
+/// How long a node coalesces session reports in `grant` mode, where the
+/// controller grants on them (a node that used its last grant reports at
+/// once).
 pub const REPORT_DELAY: Duration = Duration::from_millis(5);
+
+/// How long a node coalesces session reports in `dispatch` mode: the
+/// controller counts connections as it dispatches them, so reports only
+/// bring closes, which matter less promptly.
+pub const DISPATCH_REPORT_DELAY: Duration = Duration::from_millis(20);
 
 /// How long a node coalesces session reports in `shared` and `reuseport`
 /// modes, where nothing waits on them (`status` asks nodes directly).
@@ -101,7 +107,8 @@ impl Balance {
     /// How long a node may hold connection events before reporting them.
     pub fn report_delay(self) -> Duration {
         match self {
-            Balance::Grant | Balance::Dispatch => REPORT_DELAY,
+            Balance::Grant => REPORT_DELAY,
+            Balance::Dispatch => DISPATCH_REPORT_DELAY,
             Balance::Shared | Balance::Reuseport => LAZY_REPORT_DELAY,
         }
     }
