@@ -754,8 +754,9 @@ impl LinkCore {
                 call_id,
                 kind,
                 object,
+                method,
                 args,
-            } => self.incoming_call(call_id, object, args, kind),
+            } => self.incoming_call(call_id, object, method, args, kind),
             Incoming::Outcome { call_id, result } => self.outcome(call_id, result),
             Incoming::Other { code, payload } => self.other_message(code, payload, now),
             Incoming::Violation(reason) => Err(violation(reason)),
@@ -799,7 +800,8 @@ impl LinkCore {
         &mut self,
         call_id: i64,
         object: Arc<dyn Object>,
-        args: Vec<Value>,
+        method: Option<MethodName>,
+        mut args: Vec<Value>,
         kind: CallKind,
     ) -> Result<(), Error> {
         let call_id = u64::try_from(call_id).map_err(|_| violation("negative message id"))?;
@@ -809,6 +811,9 @@ impl LinkCore {
             .get(&self.hs.our_id)
             .is_some_and(|e| Arc::ptr_eq(&e.object, &object))
         {
+            if let Some(m) = &method {
+                args.insert(0, Value::str(m.as_str()));
+            }
             return self.handshake_call(call_id, kind, args);
         }
         self.last_call_in = self.now;
@@ -819,7 +824,10 @@ impl LinkCore {
                 Err(CallError::exception("the link is closing; call refused")),
             );
         }
-        let future = object.call(self.context.clone(), args);
+        let future = match &method {
+            Some(m) => object.call_method(self.context.clone(), m.as_str(), args),
+            None => object.call(self.context.clone(), args),
+        };
         self.events.push_back(Event::Call {
             call_id,
             future,
@@ -988,11 +996,13 @@ impl LinkCore {
 /// A VOL message as [`read_message`] takes it apart.
 #[derive(Debug)]
 enum Incoming {
-    /// A call of one of this side's objects.
+    /// A call of one of this side's objects: `method(args)` if the method
+    /// name could be read in place, otherwise the raw argument tuple.
     Call {
         call_id: i64,
         kind: CallKind,
         object: Arc<dyn Object>,
+        method: Option<MethodName>,
         args: Vec<Value>,
     },
     /// A result or exception for a call this side made.
@@ -1004,6 +1014,38 @@ enum Incoming {
     Other { code: i64, payload: Value },
     /// A message of the wrong shape: closes the link with this reason.
     Violation(String),
+}
+
+/// A method name read from a call, kept inline (no allocation) when short.
+#[derive(Clone)]
+pub(crate) struct MethodName {
+    len: u8,
+    bytes: [u8; MethodName::MAX],
+}
+
+impl MethodName {
+    /// Longest name kept inline.
+    const MAX: usize = 46;
+
+    fn new(name: &str) -> Option<Self> {
+        let len = u8::try_from(name.len())
+            .ok()
+            .filter(|n| usize::from(*n) <= Self::MAX)?;
+        let mut bytes = [0; Self::MAX];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Some(MethodName { len, bytes })
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Copied from a `&str` whole, so always valid UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for MethodName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 /// Reads a VOL message `(id, code, payload)`. The framing and the payloads
@@ -1076,14 +1118,34 @@ fn read_message(r: &mut Reader<'_, RefTable>) -> Result<Incoming, vole_transport
     let Some(n) = r.tuple()? else {
         bad!("call arguments must be a tuple")
     };
+    // The method name, read in place when it is short: most calls then
+    // allocate only their arguments.
     let mut args = Vec::with_capacity(n);
-    for _ in 0..n {
+    let method = match r.str()? {
+        Some(name) => {
+            let method = MethodName::new(name);
+            if method.is_none() {
+                // Too long to keep inline: the first argument, as read.
+                args.push(Value::str(name));
+            }
+            method
+        }
+        None => {
+            if n > 0 {
+                // A meta call's None, or anything else: read whole.
+                args.push(r.entity()?);
+            }
+            None
+        }
+    };
+    for _ in 1..n {
         args.push(r.entity()?);
     }
     Ok(Incoming::Call {
         call_id: msg_id,
         kind,
         object,
+        method,
         args,
     })
 }

@@ -98,6 +98,16 @@ impl Future for Inflight {
     }
 }
 
+/// Counters of one poll of the driver (see [`Driver::flush_tally`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    calls_in: u64,
+    completed_in: u64,
+    errors_in: u64,
+    /// Calls answered in the pass that received them (latency zero).
+    immediate: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
@@ -126,6 +136,9 @@ pub struct Driver<IO> {
     backlog: VecDeque<Queued>,
     /// Callers to wake once this poll is done with the shared state.
     wakeups: Wakeups,
+    /// Calls counted during this poll, added to the shared counters at its
+    /// end (a few atomic additions per poll, not per call).
+    tally: Tally,
     deref_rx: mpsc::UnboundedReceiver<i64>,
     abort: Pin<Box<WaitForCancellationFutureOwned>>,
     /// The waker `abort` was last polled with.
@@ -181,6 +194,7 @@ where
             config: setup.config,
             backlog: VecDeque::new(),
             wakeups: Wakeups::default(),
+            tally: Tally::default(),
             deref_rx,
             abort: Box::pin(abort.cancelled_owned()),
             abort_waker: None,
@@ -296,7 +310,7 @@ where
                     future,
                     kind,
                 } => {
-                    self.shared.stats.calls_in.fetch_add(1, Ordering::Relaxed);
+                    self.tally.calls_in += 1;
                     let mut call = Inflight {
                         call_id,
                         kind,
@@ -337,17 +351,35 @@ where
         elapsed: Duration,
         result: Result<Value, CallError>,
     ) -> Result<(), Error> {
-        if let Some(m) = &self.config.metrics {
+        if elapsed.is_zero() {
+            self.tally.immediate += 1;
+        } else if let Some(m) = &self.config.metrics {
             m.record(elapsed);
         }
-        self.shared
-            .stats
-            .completed_in
-            .fetch_add(1, Ordering::Relaxed);
+        self.tally.completed_in += 1;
         if result.is_err() {
-            self.shared.stats.errors_in.fetch_add(1, Ordering::Relaxed);
+            self.tally.errors_in += 1;
         }
         self.core.respond(call_id, kind, result)
+    }
+
+    /// Adds the calls counted during this poll to the shared counters.
+    fn flush_tally(&mut self) {
+        let t = std::mem::take(&mut self.tally);
+        if t == Tally::default() {
+            return;
+        }
+        let stats = &self.shared.stats;
+        // Calls in before calls completed, so a reader never sees more
+        // completed than received.
+        stats.calls_in.fetch_add(t.calls_in, Ordering::Relaxed);
+        stats
+            .completed_in
+            .fetch_add(t.completed_in, Ordering::Relaxed);
+        stats.errors_in.fetch_add(t.errors_in, Ordering::Relaxed);
+        if let Some(m) = &self.config.metrics {
+            m.record_immediate(t.immediate);
+        }
     }
 
     /// One pass over every source of work. Returns whether anything
@@ -659,6 +691,7 @@ where
             }
         }
         let result = this.run(cx);
+        this.flush_tally();
         // Callers are woken once the driver is done with the shared state.
         this.wakeups.wake();
         result

@@ -44,6 +44,13 @@ impl CallMetrics {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Records `n` calls answered at once (latency zero, the first bucket).
+    pub fn record_immediate(&self, n: u64) {
+        if n > 0 {
+            self.counts[0].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Counts per bucket (not cumulative), the last one unbounded.
     pub fn counts(&self) -> Vec<u64> {
         self.counts

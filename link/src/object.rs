@@ -25,6 +25,18 @@ pub trait Object: Send + Sync + 'static {
     /// Handles one call.
     fn call(self: Arc<Self>, cx: CallContext, args: Vec<Value>) -> CallFuture;
 
+    /// Handles a call of the method named `method`: `args` are the
+    /// arguments after the name. The link calls this for VOB method calls
+    /// whose name it could read in place; the default rebuilds the raw
+    /// argument tuple and hands it to [`Object::call`]. Objects that look
+    /// methods up by name override it and spare that.
+    fn call_method(self: Arc<Self>, cx: CallContext, method: &str, args: Vec<Value>) -> CallFuture {
+        let mut full = Vec::with_capacity(1 + args.len());
+        full.push(Value::str(method));
+        full.extend(args);
+        self.call(cx, full)
+    }
+
     /// A name for the object's type, used in logs and by `describe`.
     fn type_name(&self) -> &str {
         "object"

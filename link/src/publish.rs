@@ -312,6 +312,13 @@ impl<S: Send + Sync + 'static> Object for Published<S> {
         }
     }
 
+    fn call_method(self: Arc<Self>, cx: CallContext, method: &str, args: Vec<Value>) -> CallFuture {
+        match self.methods.get(method) {
+            Some(m) => (m.handler)(&self.state, cx, args),
+            None => Box::pin(std::future::ready(Err(CallError::unknown_method(method)))),
+        }
+    }
+
     fn type_name(&self) -> &str {
         &self.name
     }

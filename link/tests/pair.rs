@@ -40,6 +40,9 @@ async fn invoke(args: Vec<Value>) -> Result<Value, CallError> {
     Ok(remote.call(&method, it.collect::<Vec<_>>()).await?)
 }
 
+/// A method name longer than the link reads in place.
+const LONG_NAME: &str = "a_method_name_longer_than_the_link_keeps_inline_for_dispatch";
+
 fn server_gateway() -> Arc<dyn Object> {
     Published::new("TestGateway")
         .doc("test gateway")
@@ -47,6 +50,7 @@ fn server_gateway() -> Arc<dyn Object> {
         .method("fail", "raises", fail)
         .method("sleep_then", "", sleep_then)
         .method("invoke", "", invoke)
+        .method(LONG_NAME, "", echo)
         .into_object()
 }
 
@@ -344,4 +348,21 @@ async fn dropping_a_pipeline_with_calls_in_flight_is_harmless() {
     .expect("in time")
     .expect("call after the dropped pipeline's calls finished");
     assert_eq!(v, Value::Int(3));
+}
+
+/// Method names of any length reach their method, and meta calls still work.
+#[tokio::test]
+async fn long_method_names_and_meta_calls_dispatch() {
+    let p = pair().await;
+    let v = timeout(LIMIT, p.client.call(LONG_NAME, (5,)))
+        .await
+        .expect("in time")
+        .expect("call");
+    assert_eq!(v, Value::Int(5));
+    let methods = p.client.meta_methods().await.expect("meta.methods()");
+    assert!(methods.iter().any(|m| m == LONG_NAME), "{methods:?}");
+    match p.client.call("no_such_method", ()).await {
+        Err(Error::CallError) => {}
+        other => panic!("expected a call error, got {other:?}"),
+    }
 }

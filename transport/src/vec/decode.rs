@@ -392,7 +392,7 @@ pub struct Reader<'a, D> {
     root_done: bool,
 }
 
-impl<D> Reader<'_, D> {
+impl<'a, D> Reader<'a, D> {
     /// The code byte of the next element, or `None` if no element is left
     /// to read at this level (the open tuple is complete, or the root has
     /// been read).
@@ -497,6 +497,42 @@ impl<D> Reader<'_, D> {
         Some(v)
     }
 
+    /// If the next element is a string in the peer's default codec and that
+    /// codec is UTF-8 (or ASCII), reads it and returns it borrowed from the
+    /// message. Otherwise reads nothing and returns `None`; invalid UTF-8 is
+    /// an error, as it is for [`Reader::entity`].
+    pub fn str(&mut self) -> Result<Option<&'a str>, Error> {
+        if self.peek() != Some(code::STRING)
+            || !matches!(self.b.peer_codec, Some(Codec::Utf8 | Codec::Ascii))
+        {
+            return Ok(None);
+        }
+        let (head, payload_end) = (self.b.head, self.b.payload_end);
+        self.b.head += 1;
+        let data = self.b.len("string length").and_then(|n| self.b.payload(n));
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => {
+                (self.b.head, self.b.payload_end) = (head, payload_end);
+                return Err(e);
+            }
+        };
+        let codec = self.b.peer_codec.unwrap_or(Codec::Utf8);
+        let valid = match codec {
+            Codec::Ascii => data.is_ascii(),
+            _ => true,
+        };
+        match std::str::from_utf8(data) {
+            Ok(text) if valid => {
+                self.consumed();
+                Ok(Some(text))
+            }
+            _ => Err(Error::InvalidString {
+                codec: codec.wire_name(),
+            }),
+        }
+    }
+
     /// Reads the next element whole.
     pub fn entity<R>(&mut self) -> Result<Entity<R>, Error>
     where
@@ -537,7 +573,7 @@ impl<D> Reader<'_, D> {
     }
 }
 
-impl<D> Builder<'_, D> {
+impl<'a, D> Builder<'a, D> {
     #[inline]
     fn byte(&mut self) -> Result<u8, Error> {
         match self.buf.get(self.head) {
@@ -574,10 +610,11 @@ impl<D> Builder<'_, D> {
     }
 
     #[inline]
-    fn payload(&mut self, len: usize) -> Result<&[u8], Error> {
+    fn payload(&mut self, len: usize) -> Result<&'a [u8], Error> {
         match self.payload_end.checked_sub(len) {
             Some(start) if start >= self.header_end => {
-                let data = &self.buf[start..self.payload_end];
+                let buf: &'a [u8] = self.buf;
+                let data = &buf[start..self.payload_end];
                 self.payload_end = start;
                 Ok(data)
             }

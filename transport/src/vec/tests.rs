@@ -1179,3 +1179,46 @@ fn reader_refuses_framing_nested_deeper_than_it_tracks() {
         .expect_err("too deep for a reader");
     assert!(matches!(err, Error::Malformed(_)), "{err}");
 }
+
+#[test]
+fn reader_borrows_strings_in_a_utf8_peer_codec_only() {
+    let msg = Entity::<WireRef>::Tuple(vec![Entity::str("echo"), Entity::Int(1)]);
+    let bytes = enc(&msg);
+    let mut buf = BytesMut::from(&bytes[..]);
+    let got = decoder_utf8()
+        .decode_with(&mut buf, &mut RawRefs, |r| {
+            r.tuple()?;
+            assert_eq!(r.int(), None, "a string is not an int");
+            let name = r.str()?.map(str::to_owned);
+            assert_eq!(r.str()?, None, "an int is not a string");
+            let n = r.int();
+            Ok((name, n))
+        })
+        .expect("reads");
+    assert_eq!(got, Some((Some("echo".to_owned()), Some(1))));
+    // With another peer codec the string is read as an entity instead.
+    let mut d = Decoder::new(DecodeConfig::default());
+    d.set_peer_codec(Some(Codec::Latin1));
+    let mut buf = BytesMut::from(&bytes[..]);
+    let got = d
+        .decode_with(&mut buf, &mut RawRefs, |r| {
+            r.tuple()?;
+            assert_eq!(r.str()?, None);
+            let e: Entity = r.entity()?;
+            r.int();
+            Ok(e)
+        })
+        .expect("reads");
+    assert_eq!(got, Some(Entity::str("echo")));
+    // Invalid UTF-8 is refused, as by the entity decoder.
+    let mut bad = enc(&Entity::<WireRef>::str("ab"));
+    let last = bad.len() - 1;
+    bad[last] = 0xff;
+    let mut buf = BytesMut::from(&bad[..]);
+    let err = decoder_utf8()
+        .decode_with(&mut buf, &mut RawRefs, |r| {
+            r.str().map(|s| s.map(str::to_owned))
+        })
+        .expect_err("invalid UTF-8");
+    assert!(matches!(err, Error::InvalidString { .. }), "{err}");
+}
