@@ -13,7 +13,7 @@
 #
 # Environment: VOLE (default $CARGO_TARGET_DIR/release/vole, else
 # target/release/vole; build it with `cargo build --release`), VPY (the
-# VPy venv's python, default /work/vpy-venv/bin/python), SERVER_CPU (0),
+# VPy venv's python, default target/vpy-venv/bin/python, which .ci/run creates), SERVER_CPU (0),
 # CLIENT_CPU (1).
 #
 # Servers are pinned to SERVER_CPU and run one worker thread; load
@@ -52,7 +52,7 @@ while getopts "r:d:w:s:o:h" opt; do
 done
 
 vole=${VOLE:-${CARGO_TARGET_DIR:-$root/target}/release/vole}
-vpy=${VPY:-/work/vpy-venv/bin/python}
+vpy=${VPY:-$root/target/vpy-venv/bin/python}
 server_cpu=${SERVER_CPU:-0}
 client_cpu=${CLIENT_CPU:-1}
 [[ -x $vole ]] || { echo "no vole binary at $vole (cargo build --release, or set VOLE)" >&2; exit 64; }
