@@ -191,6 +191,13 @@ impl IntoArgs for Vec<Value> {
     fn into_args(self) -> Result<Vec<Value>, Error> {
         Ok(self)
     }
+
+    /// Puts `head` in front in place: no new allocation when the vector has
+    /// room for one more.
+    fn into_call(mut self, head: Value) -> Result<Vec<Value>, Error> {
+        self.insert(0, head);
+        Ok(self)
+    }
 }
 
 impl IntoArgs for () {
