@@ -371,18 +371,24 @@ async fn drive_pipelined(
     let mut lost = false;
     let stuck = {
         let run = async {
+            // Queues the next call, recording `now` as its sending time.
+            async fn send(
+                pipe: &mut vole_link::Pipeline,
+                sent: &mut HashMap<u64, Instant, BuildHasherDefault<TicketHasher>>,
+                method: &str,
+                payload: &str,
+                now: Instant,
+            ) -> Result<(), LinkError> {
+                let ticket = pipe.call(method, call_args(payload)).await?;
+                sent.insert(ticket, now);
+                Ok(())
+            }
             let now = Instant::now();
             for _ in 0..plan.inflight {
-                let args = call_args(payload);
-                match pipe.call(&plan.method, args).await {
-                    Ok(ticket) => {
-                        sent.insert(ticket, now);
-                    }
-                    Err(e) => {
-                        tracing::warn!(link = link.id(), error = %e, "link lost");
-                        lost = true;
-                        break;
-                    }
+                if let Err(e) = send(&mut pipe, &mut sent, &plan.method, payload, now).await {
+                    tracing::warn!(link = link.id(), error = %e, "link lost");
+                    lost = true;
+                    break;
                 }
             }
             while let Some((ticket, result)) = pipe.next().await {
@@ -405,15 +411,9 @@ async fn drive_pipelined(
                     continue;
                 }
                 // The next call goes out now: its clock reading is this one.
-                let args = call_args(payload);
-                match pipe.call(&plan.method, args).await {
-                    Ok(ticket) => {
-                        sent.insert(ticket, now);
-                    }
-                    Err(e) => {
-                        tracing::warn!(link = link.id(), error = %e, "link lost");
-                        lost = true;
-                    }
+                if let Err(e) = send(&mut pipe, &mut sent, &plan.method, payload, now).await {
+                    tracing::warn!(link = link.id(), error = %e, "link lost");
+                    lost = true;
                 }
             }
         };
