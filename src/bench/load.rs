@@ -18,12 +18,11 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures_util::future::Either;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::sync::oneshot;
@@ -241,9 +240,8 @@ impl Watchdog {
 /// whether the link was lost (closed, or no call finished within the
 /// timeout: then the calls in flight count as errors).
 ///
-/// Each of the `inflight` slots is one long-lived future that makes its
-/// calls one after another, so the harness allocates nothing per call
-/// beyond what a call itself needs; the slots share the recorder.
+/// One call in flight is one call after another; more go through a
+/// pipeline ([`drive_pipelined`]).
 async fn drive_link(
     link: &Link,
     target: &RemoteObject,
@@ -255,71 +253,71 @@ async fn drive_link(
     if plan.inflight > 1 {
         return drive_pipelined(link, target, plan, payload, rec, stop_at).await;
     }
-    let check = plan.method == "echo";
-    let shared = std::sync::Mutex::new(rec);
     let progress = Progress::new();
-    let lost = AtomicBool::new(false);
-    let running = AtomicUsize::new(plan.inflight);
-    let slot = || async {
-        let mut sent = Instant::now();
-        loop {
-            let result = target.call(&plan.method, call_args(payload)).await;
-            let now = Instant::now();
-            progress.note(now);
-            let ok = match &result {
-                Ok(Entity::Str(s)) if check => s == payload,
-                Ok(_) => !check,
-                Err(_) => false,
-            };
-            shared
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .record(sent, now, ok);
-            if let Err(e) = &result {
-                if (link.is_closed() || matches!(e, LinkError::Closed(_)))
-                    && !lost.swap(true, Ordering::Relaxed)
-                {
-                    tracing::warn!(link = link.id(), error = %e, "link lost");
+    let mut lost = false;
+    let stuck = {
+        let run = async {
+            let mut sent = Instant::now();
+            loop {
+                let result = target.call(&plan.method, call_args(payload)).await;
+                let now = Instant::now();
+                progress.note(now);
+                rec.record(sent, now, answered_right(&result, plan, payload));
+                note_lost(link, &result, &mut lost);
+                if now >= stop_at || lost {
+                    return;
                 }
+                // The next call goes out now: its clock reading is this one.
+                sent = now;
             }
-            if now >= stop_at || lost.load(Ordering::Relaxed) {
-                // Only slots that end here leave the count, so after a
-                // timeout it is the number of calls still in flight.
-                running.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-            // The next call goes out now: its clock reading is this one.
-            sent = now;
+        };
+        let mut watchdog = Watchdog::new(plan.timeout);
+        tokio::select! {
+            biased;
+            () = run => false,
+            () = watchdog.expired(&progress) => true,
         }
-    };
-    // With one call in flight the slot runs on its own: a set of one
-    // would only add a wake-up hop per call (the raw client has none).
-    let all = if plan.inflight == 1 {
-        Either::Left(slot())
-    } else {
-        let mut slots: FuturesUnordered<_> = (0..plan.inflight).map(|_| slot()).collect();
-        Either::Right(async move { while slots.next().await.is_some() {} })
-    };
-    let mut watchdog = Watchdog::new(plan.timeout);
-    let stuck = tokio::select! {
-        biased;
-        () = all => false,
-        () = watchdog.expired(&progress) => true,
     };
     if stuck {
-        // Every slot still running has a call in flight.
-        let in_flight = running.load(Ordering::Relaxed);
-        tracing::warn!(link = link.id(), in_flight, "no answer within the timeout");
+        // The watchdog fires only while the one call is unanswered.
+        tracing::warn!(
+            link = link.id(),
+            in_flight = 1,
+            "no answer within the timeout"
+        );
         let now = Instant::now();
-        let mut rec = shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for _ in 0..in_flight {
-            rec.record(now, now, false);
-        }
+        rec.record(now, now, false);
         return true;
     }
-    lost.load(Ordering::Relaxed)
+    lost
+}
+
+/// Whether a call's outcome is a success (for `echo`, the payload back).
+fn answered_right(result: &Result<Value, LinkError>, plan: &Plan, payload: &str) -> bool {
+    let check = plan.method == "echo";
+    match result {
+        Ok(Entity::Str(s)) if check => s == payload,
+        Ok(_) => !check,
+        Err(_) => false,
+    }
+}
+
+/// Sets `lost` (logging it once) if a failed call says the link is gone.
+fn note_lost(link: &Link, result: &Result<Value, LinkError>, lost: &mut bool) {
+    if let Err(e) = result {
+        if (link.is_closed() || matches!(e, LinkError::Closed(_))) && !*lost {
+            tracing::warn!(link = link.id(), error = %e, "link lost");
+            *lost = true;
+        }
+    }
+}
+
+/// The argument list of one call, with room for the method name the call
+/// puts in front (so that costs no second allocation).
+fn call_args(payload: &str) -> Vec<Value> {
+    let mut args = Vec::with_capacity(2);
+    args.push(Value::Str(payload.to_owned()));
+    args
 }
 
 /// Hashes the tickets of a pipeline (sequential integers) with a multiply:
@@ -343,14 +341,6 @@ impl std::hash::Hasher for TicketHasher {
     }
 }
 
-/// The argument list of one call, with room for the method name the call
-/// puts in front (so that costs no second allocation).
-fn call_args(payload: &str) -> Vec<Value> {
-    let mut args = Vec::with_capacity(2);
-    args.push(Value::Str(payload.to_owned()));
-    args
-}
-
 /// [`drive_link`] with several calls in flight: one [`vole_link::Pipeline`]
 /// keeps `inflight` calls going and takes their outcomes as they arrive,
 /// as the raw baseline's client keeps its frames going on one connection.
@@ -362,7 +352,6 @@ async fn drive_pipelined(
     rec: &mut Recorder,
     stop_at: Instant,
 ) -> bool {
-    let check = plan.method == "echo";
     let mut pipe = target.pipeline();
     // When each call in flight was sent, by ticket.
     let mut sent: HashMap<u64, Instant, BuildHasherDefault<TicketHasher>> =
@@ -395,18 +384,8 @@ async fn drive_pipelined(
                 let now = Instant::now();
                 progress.note(now);
                 let started = sent.remove(&ticket).unwrap_or(now);
-                let ok = match &result {
-                    Ok(Entity::Str(s)) if check => s == payload,
-                    Ok(_) => !check,
-                    Err(_) => false,
-                };
-                rec.record(started, now, ok);
-                if let Err(e) = &result {
-                    if (link.is_closed() || matches!(e, LinkError::Closed(_))) && !lost {
-                        tracing::warn!(link = link.id(), error = %e, "link lost");
-                        lost = true;
-                    }
-                }
+                rec.record(started, now, answered_right(&result, plan, payload));
+                note_lost(link, &result, &mut lost);
                 if now >= stop_at || lost {
                     continue;
                 }

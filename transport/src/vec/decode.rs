@@ -124,14 +124,7 @@ impl Decoder {
         let Some((header_end, total)) = self.take_message(buf)? else {
             return Ok(None);
         };
-        let mut builder = Builder {
-            buf: &buf[..total],
-            head: 0,
-            payload_end: total,
-            header_end,
-            peer_codec: self.peer_codec,
-            refs,
-        };
+        let mut builder = self.builder(&buf[..total], header_end, refs);
         let entity = builder.entity()?;
         debug_assert_eq!(builder.head, header_end);
         debug_assert_eq!(builder.payload_end, header_end);
@@ -163,14 +156,7 @@ impl Decoder {
             return Ok(None);
         };
         let mut reader = Reader {
-            b: Builder {
-                buf: &buf[..total],
-                head: 0,
-                payload_end: total,
-                header_end,
-                peer_codec: self.peer_codec,
-                refs,
-            },
+            b: self.builder(&buf[..total], header_end, refs),
             open: [0; READER_DEPTH],
             depth: 0,
             root_done: false,
@@ -178,6 +164,19 @@ impl Decoder {
         let result = read(&mut reader).and_then(|v| reader.finish().map(|()| v));
         buf.advance(total);
         result.map(Some)
+    }
+
+    /// A builder over one whole message `msg` whose headers end at
+    /// `header_end`.
+    fn builder<'a, D>(&self, msg: &'a [u8], header_end: usize, refs: &'a mut D) -> Builder<'a, D> {
+        Builder {
+            buf: msg,
+            head: 0,
+            payload_end: msg.len(),
+            header_end,
+            peer_codec: self.peer_codec,
+            refs,
+        }
     }
 
     /// Scans for the next whole entity. Once its headers and payloads are
