@@ -621,31 +621,91 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure>
             tokio::spawn(run_link(conn, shared_plan.clone(), rec, window.end))
         })
         .collect();
-    let progress = tokio::spawn(progress(counters.clone(), begun, window, "calls"));
-    let (early_tx, early_rx) = oneshot::channel();
-    let sampler = tokio::spawn({
-        let plan = shared_plan.clone();
-        async move { sample_window(window, &plan, Basis::Calls, early_rx).await }
-    });
+    let watch = Watch::start(
+        &counters,
+        begun,
+        window,
+        &shared_plan,
+        Basis::Calls,
+        "calls",
+    );
 
     // Each call is bounded by the timeout, so every task ends by then.
     let give_up = window.end + plan.timeout + Duration::from_secs(2);
     let mut hist = new_histogram();
-    let (mut calls, mut errors, mut lost, mut stuck) = (0u64, 0u64, 0usize, 0usize);
+    let (mut calls, mut errors, mut lost) = (0u64, 0u64, 0usize);
     let mut links = Vec::new();
+    let stuck = join_until(tasks, give_up, "link task", |(outcome, link)| {
+        // Both histograms have the same bounds, so adding cannot fail; if
+        // it did, the latencies would be short by one link.
+        let _ = hist.add(&outcome.rec.hist);
+        calls += outcome.rec.calls;
+        errors += outcome.rec.errors;
+        lost += usize::from(outcome.lost);
+        links.extend(link);
+    })
+    .await;
+    let sampled = watch.finish().await;
+    close_all(links.iter().map(|h| h.link.clone())).await;
+    drop(links);
+    let mut summary = Summary::new(plan, &hist, calls, errors, lost + stuck, sampled.cpu);
+    summary.fairness = sampled.fairness;
+    Ok(summary)
+}
+
+/// What runs beside the workers of a run: the progress line and the
+/// sampler of CPU and per-node counts over the window.
+pub struct Watch {
+    progress: tokio::task::JoinHandle<()>,
+    early: oneshot::Sender<()>,
+    sampler: tokio::task::JoinHandle<Sampled>,
+}
+
+impl Watch {
+    /// Starts both; `unit` names what the progress line counts.
+    pub fn start(
+        counters: &Arc<Counters>,
+        begun: Instant,
+        window: Window,
+        plan: &Arc<Plan>,
+        basis: Basis,
+        unit: &'static str,
+    ) -> Watch {
+        let progress = tokio::spawn(progress(counters.clone(), begun, window, unit));
+        let (early, early_rx) = oneshot::channel();
+        let plan = plan.clone();
+        let sampler =
+            tokio::spawn(async move { sample_window(window, &plan, basis, early_rx).await });
+        Watch {
+            progress,
+            early,
+            sampler,
+        }
+    }
+
+    /// Stops the progress line and takes the samples (early, if the
+    /// workers ended before the window did).
+    pub async fn finish(self) -> Sampled {
+        self.progress.abort();
+        let _ = self.early.send(());
+        self.sampler.await.unwrap_or_default()
+    }
+}
+
+/// Awaits worker tasks until `give_up`, handing each result to `take`.
+/// Returns how many failed or had not finished (those are aborted).
+pub async fn join_until<T: 'static>(
+    tasks: Vec<tokio::task::JoinHandle<T>>,
+    give_up: Instant,
+    what: &str,
+    mut take: impl FnMut(T),
+) -> usize {
+    let mut stuck = 0;
     for mut task in tasks {
         match tokio::time::timeout_at(give_up, &mut task).await {
-            Ok(Ok((outcome, link))) => {
-                // Both histograms have the same bounds, so adding cannot
-                // fail; if it did, the latencies would be short by one link.
-                let _ = hist.add(&outcome.rec.hist);
-                calls += outcome.rec.calls;
-                errors += outcome.rec.errors;
-                lost += usize::from(outcome.lost);
-                links.extend(link);
-            }
+            Ok(Ok(result)) => take(result),
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "link task failed");
+                tracing::error!(error = %e, "{what} failed");
                 stuck += 1;
             }
             Err(_) => {
@@ -654,14 +714,7 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure>
             }
         }
     }
-    progress.abort();
-    let _ = early_tx.send(());
-    let sampled = sampler.await.unwrap_or_default();
-    close_all(links.iter().map(|h| h.link.clone())).await;
-    drop(links);
-    let mut summary = Summary::new(plan, &hist, calls, errors, lost + stuck, sampled.cpu);
-    summary.fairness = sampled.fairness;
-    Ok(summary)
+    stuck
 }
 
 /// Closes vole links gracefully, giving up after a second.

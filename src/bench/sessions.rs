@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use vole_link::resolve::{self, ClientConfig};
 use vole_link::uri::Vri;
@@ -350,44 +349,33 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure>
             ))
         })
         .collect();
-    let progress = tokio::spawn(load::progress(counters.clone(), begun, window, "sessions"));
-    let (early_tx, early_rx) = oneshot::channel();
-    let sampler = tokio::spawn({
-        let plan = shared_plan.clone();
-        async move { load::sample_window(window, &plan, Basis::Accepted, early_rx).await }
-    });
+    let watch = load::Watch::start(
+        &counters,
+        begun,
+        window,
+        &shared_plan,
+        Basis::Accepted,
+        "sessions",
+    );
 
     // Every session is bounded, so every worker ends by then.
     let give_up = window.end + session_limit(plan) + Duration::from_secs(2);
     let mut hist = load::new_histogram();
-    let (mut sessions, mut errors, mut resumed, mut stuck) = (0u64, 0u64, 0u64, 0usize);
+    let (mut sessions, mut errors, mut resumed) = (0u64, 0u64, 0u64);
     let mut stages = StageErrors::default();
-    for mut task in tasks {
-        match tokio::time::timeout_at(give_up, &mut task).await {
-            Ok(Ok(r)) => {
-                // Same bounds: adding cannot fail (see load::run).
-                let _ = hist.add(&r.rec.hist);
-                sessions += r.rec.calls;
-                errors += r.rec.errors;
-                resumed += r.resumed;
-                stages.connect += r.stages.connect;
-                stages.resolve += r.stages.resolve;
-                stages.call += r.stages.call;
-                stages.timeout += r.stages.timeout;
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "session worker failed");
-                stuck += 1;
-            }
-            Err(_) => {
-                task.abort();
-                stuck += 1;
-            }
-        }
-    }
-    progress.abort();
-    let _ = early_tx.send(());
-    let sampled = sampler.await.unwrap_or_default();
+    let stuck = load::join_until(tasks, give_up, "session worker", |r| {
+        // Same bounds: adding cannot fail (see load::run).
+        let _ = hist.add(&r.rec.hist);
+        sessions += r.rec.calls;
+        errors += r.rec.errors;
+        resumed += r.resumed;
+        stages.connect += r.stages.connect;
+        stages.resolve += r.stages.resolve;
+        stages.call += r.stages.call;
+        stages.timeout += r.stages.timeout;
+    })
+    .await;
+    let sampled = watch.finish().await;
     let mut summary = Summary::new(plan, &hist, sessions, errors, stuck, sampled.cpu);
     summary.resumed = resumed;
     summary.stages = stages;
