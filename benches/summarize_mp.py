@@ -27,9 +27,12 @@ the CPU-per-operation figures over the rates.
 """
 
 import json
-import statistics
+import os
 import sys
 from collections import OrderedDict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from summarize import fmt, median, spread  # noqa: E402  (the same helpers as run.sh's tables)
 
 MODES = ['grant', 'shared', 'dispatch', 'reuseport']
 SESSION_BENCHES = ['sess', 'full', 'sshared']
@@ -44,24 +47,6 @@ TARGET_DISPATCH_COST = 1.05
 TARGET_JAIN = 0.98
 JAIN_MODES = ['grant', 'dispatch']
 TARGET_RESUMED = 0.95
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def fmt(v, digits=0):
-    if v is None:
-        return '-'
-    return '{:,.{}f}'.format(v, digits)
-
-
-def spread(values, digits=0):
-    values = [v for v in values if v is not None]
-    if not values:
-        return '-'
-    return '{}..{}'.format(fmt(min(values), digits), fmt(max(values), digits))
 
 
 def verdict(value, target, at_least=True):
