@@ -5,6 +5,9 @@
 //! Run with `cargo bench --bench codec`; `cargo bench --bench codec -- decode`
 //! runs a subset.
 
+#[path = "support/echo_pair.rs"]
+mod echo_pair;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use vole::link::publish::Published;
-use vole::link::{CallError, LinkSetup, Value};
+use vole::link::Value;
 use vole::transport::entity::{Entity, Owner, RawRefs, WireRef};
 use vole::transport::vec::{Codec, DecodeConfig, Decoder, EncodeConfig, Encoder};
 
@@ -101,34 +103,13 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-async fn echo((value,): (Value,)) -> Result<Value, CallError> {
-    Ok(value)
-}
-
 /// Calls per iteration of the link benchmark, and in flight at once.
 fn link(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (client_io, server_io) = tokio::io::duplex(1 << 20);
-    let (_link, target) = rt.block_on(async {
-        let gateway = Published::new("Echoer")
-            .method("echo", "", echo)
-            .into_object();
-        let setup = LinkSetup {
-            config: Default::default(),
-            gateway,
-            info: Default::default(),
-        };
-        tokio::spawn(vole::link::serve(server_io, setup, |_| {}));
-        let setup = LinkSetup {
-            config: Default::default(),
-            gateway: Published::new("Client").into_object(),
-            info: Default::default(),
-        };
-        vole::link::connect(client_io, setup).await.expect("link")
-    });
+    let (_link, target) = rt.block_on(echo_pair::echo_pair());
     let target = Arc::new(target);
     let payload = "x".repeat(64);
     let mut g = c.benchmark_group("link");

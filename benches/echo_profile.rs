@@ -11,20 +11,18 @@
 //! under callgrind and divide the difference by the difference in calls to
 //! get instructions per call without the setup.
 
+#[path = "support/echo_pair.rs"]
+mod echo_pair;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use vole::link::publish::Published;
-use vole::link::{CallError, LinkSetup, Value};
+use vole::link::Value;
 
 /// As in the `vole` binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-async fn echo((value,): (Value,)) -> Result<Value, CallError> {
-    Ok(value)
-}
 
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
@@ -35,22 +33,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let (client_io, server_io) = tokio::io::duplex(1 << 20);
-        let gateway = Published::new("Echoer")
-            .method("echo", "", echo)
-            .into_object();
-        let setup = LinkSetup {
-            config: Default::default(),
-            gateway,
-            info: Default::default(),
-        };
-        tokio::spawn(vole::link::serve(server_io, setup, |_| {}));
-        let setup = LinkSetup {
-            config: Default::default(),
-            gateway: Published::new("Client").into_object(),
-            info: Default::default(),
-        };
-        let (_link, target) = vole::link::connect(client_io, setup).await.expect("link");
+        let (_link, target) = echo_pair::echo_pair().await;
         let target = Arc::new(target);
         let payload = "x".repeat(64);
         let start = Instant::now();
