@@ -18,6 +18,9 @@ pub const PROMPT: Duration = Duration::from_secs(5);
 /// A running `vole serve`.
 pub struct Server {
     child: Child,
+    /// Its state directory (dev certificate, admin socket), removed on
+    /// drop: the tests never touch the user's own state directory.
+    state: std::path::PathBuf,
     /// The port it listens on (127.0.0.1).
     pub port: u16,
     log: watch::Receiver<Vec<String>>,
@@ -27,6 +30,12 @@ impl Server {
     /// Starts `vole serve`, PLAIN only, with short timeouts and a 64 KiB
     /// message cap, and waits for its `listening on ADDR` line.
     pub fn start() -> Server {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let state = std::env::temp_dir().join(format!(
+            "vole-bad-input-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let mut child = Command::new(env!("CARGO_BIN_EXE_vole"))
             .args([
                 "serve",
@@ -43,6 +52,8 @@ impl Server {
                 "--threads",
                 "2",
             ])
+            .arg("--state-dir")
+            .arg(&state)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -56,6 +67,7 @@ impl Server {
         let (log_tx, log) = watch::channel(Vec::new());
         let mut server = Server {
             child,
+            state,
             port: 0,
             log,
         };
@@ -145,6 +157,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state);
     }
 }
 
