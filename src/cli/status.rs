@@ -11,7 +11,8 @@ use super::exit::Failure;
 use super::StatusArgs;
 
 /// Finds the admin socket: the one given, else the only `admin-*.sock` in
-/// the state directory.
+/// the state directory that a service answers on (a service killed
+/// without its clean-up leaves its socket behind; those are skipped).
 pub fn find_socket(
     explicit: Option<PathBuf>,
     state_dir: Option<PathBuf>,
@@ -30,13 +31,14 @@ pub fn find_socket(
                         .and_then(|n| n.to_str())
                         .is_some_and(|n| n.starts_with("admin-") && n.ends_with(".sock"))
                 })
+                .filter(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
                 .collect()
         })
         .unwrap_or_default();
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(Failure::from(anyhow::anyhow!(
-            "no running service found (no admin-*.sock in {}); give --admin-socket",
+            "no running service found (no admin-*.sock in {} answers); give --admin-socket",
             dir.display()
         ))),
         _ => {
@@ -133,4 +135,26 @@ pub async fn run(args: StatusArgs) -> Result<(), Failure> {
         super::out(format_args!("{}", table(&status)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket left by a killed service is skipped; the live one is found.
+    #[test]
+    fn stale_admin_sockets_are_skipped() {
+        let dir = std::env::temp_dir().join(format!("vole-status-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // Bound and dropped: the file stays, nobody answers.
+        drop(std::os::unix::net::UnixListener::bind(dir.join("admin-1.sock")).expect("bind"));
+        let err = find_socket(None, Some(dir.clone())).expect_err("only a stale socket");
+        let text = err.error.to_string();
+        assert!(text.contains("no running service found"), "{text}");
+        let live = dir.join("admin-2.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&live).expect("bind");
+        let found = find_socket(None, Some(dir.clone())).expect("the live socket");
+        assert_eq!(found, live);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
