@@ -41,6 +41,7 @@ use crate::handle::LinkShared;
 use crate::object::{CallContext, CallError, CallFuture, Object};
 use crate::proto::{self, code, CallKind};
 use crate::remote::{RemoteInner, RemoteObject};
+use crate::seqmap::SeqMap;
 use crate::{Error, ObjectRef, Value};
 
 /// Settings of one link.
@@ -338,7 +339,7 @@ pub(crate) struct LinkCore {
     refs: RefTable,
     out: Vec<u8>,
     next_msg_id: i64,
-    pending: IdMap<i64, Pending>,
+    pending: SeqMap<Pending>,
     events: VecDeque<Event>,
     hs: Handshake,
     draining: bool,
@@ -391,7 +392,7 @@ impl LinkCore {
             },
             out: Vec::with_capacity(4096),
             next_msg_id: 1,
-            pending: IdMap::default(),
+            pending: SeqMap::default(),
             events: VecDeque::new(),
             hs: Handshake::default(),
             draining: false,
@@ -517,7 +518,7 @@ impl LinkCore {
                                 &[Value::str("keep_alive"), Value::Int(ms)],
                                 CallKind::Normal,
                             )?;
-                            self.pending.insert(id, Pending::KeepAlive);
+                            self.pending.insert(id as u64, Pending::KeepAlive);
                             self.hs.keep_alive_call = Some(id);
                         }
                         None => self.can_finish(&peer_hs)?,
@@ -565,7 +566,7 @@ impl LinkCore {
         if kind == CallKind::Oneway {
             return Ok(None);
         }
-        self.pending.insert(id, Pending::User);
+        self.pending.insert(id as u64, Pending::User);
         Ok(Some(id))
     }
 
@@ -719,7 +720,7 @@ impl LinkCore {
             self.answer_finish(call_id)?;
         }
         let id = self.send_call(peer_hs, &[Value::str("finish")], CallKind::Normal)?;
-        self.pending.insert(id, Pending::Finish);
+        self.pending.insert(id as u64, Pending::Finish);
         self.hs.finish_call = Some(id);
         Ok(())
     }
@@ -873,7 +874,7 @@ impl LinkCore {
     }
 
     fn outcome(&mut self, call_id: i64, result: Result<Value, Error>) -> Result<(), Error> {
-        let Some(pending) = self.pending.remove(&call_id) else {
+        let Some(pending) = self.pending.remove(call_id as u64) else {
             return Err(violation(format!("result for unknown call {call_id}")));
         };
         match pending {

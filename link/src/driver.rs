@@ -27,11 +27,12 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::calls::{Calls, Queued, Reply, Wakeups};
-use crate::core::{Event, IdMap, LinkConfig, LinkCore};
+use crate::core::{Event, LinkConfig, LinkCore};
 use crate::handle::{next_link_id, Link, LinkShared, LinkStats};
 use crate::object::{CallError, CallFuture, LinkInfo, Object};
 use crate::proto::CallKind;
 use crate::remote::RemoteObject;
+use crate::seqmap::SeqMap;
 use crate::{Error, Value};
 
 /// Everything needed to run a link over a connection.
@@ -151,7 +152,7 @@ pub struct Driver<IO> {
     calls: FuturesUnordered<Inflight>,
     /// Calls sent and waiting for their outcome: call id to where the
     /// outcome goes.
-    waiting: IdMap<u64, Reply>,
+    waiting: SeqMap<Reply>,
     handshake_tx: Option<oneshot::Sender<Result<Option<RemoteObject>, Error>>>,
     phase: Phase,
     timer: Pin<Box<Sleep>>,
@@ -204,7 +205,7 @@ where
             read_closed: false,
             stall_since: None,
             calls: FuturesUnordered::new(),
-            waiting: IdMap::default(),
+            waiting: SeqMap::default(),
             handshake_tx: Some(hs_tx),
             phase: Phase::Running,
             timer: Box::pin(tokio::time::sleep_until(now)),
@@ -329,7 +330,7 @@ where
                     }
                 }
                 Event::Completed { call_id, result } => {
-                    if let Some(slot) = self.waiting.remove(&call_id) {
+                    if let Some(slot) = self.waiting.remove(call_id) {
                         // The caller may have given up waiting; fine.
                         self.shared.calls.complete(slot, result, &mut self.wakeups);
                     }
