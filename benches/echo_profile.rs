@@ -6,8 +6,9 @@
 //! valgrind --tool=callgrind target/release/deps/echo_profile-* 100000 16
 //! ```
 //!
-//! Arguments: calls (default 100000) and calls in flight (default 16). It
-//! prints the wall time per call; run it twice with different call counts
+//! Arguments: calls (default 100000), calls in flight (default 16) and
+//! `pipe` to keep them in flight through one `Pipeline` (as `vole bench`
+//! does) instead of one future per call. It prints the wall time per call; run it twice with different call counts
 //! under callgrind and divide the difference by the difference in calls to
 //! get instructions per call without the setup.
 
@@ -28,6 +29,7 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let calls: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let inflight: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(16);
+    let pipelined = args.next().as_deref() == Some("pipe");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -37,6 +39,31 @@ fn main() {
         let target = Arc::new(target);
         let payload = "x".repeat(64);
         let start = Instant::now();
+        if pipelined {
+            let mut pipe = target.pipeline();
+            let mut sent = 0;
+            while sent < inflight.min(calls) {
+                pipe.call("echo", vec![Value::Str(payload.clone())])
+                    .await
+                    .expect("queued");
+                sent += 1;
+            }
+            while let Some((_, v)) = pipe.next().await {
+                let v = v.expect("echo");
+                assert!(matches!(v, Value::Str(ref s) if s.len() == payload.len()));
+                if sent < calls {
+                    pipe.call("echo", vec![Value::Str(payload.clone())])
+                        .await
+                        .expect("queued");
+                    sent += 1;
+                }
+            }
+            println!(
+                "{calls} calls, {inflight} in flight, pipelined: {:.3} us/call",
+                start.elapsed().as_secs_f64() * 1e6 / calls as f64
+            );
+            return;
+        }
         let slot = || {
             let target = target.clone();
             let payload = payload.clone();

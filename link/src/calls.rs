@@ -238,6 +238,15 @@ impl Calls {
         closed
     }
 
+    /// Moves the pipeline's outcomes into `out` (an empty queue), without
+    /// keeping a waker.
+    fn take_pipe(&self, pipe: usize, out: &mut VecDeque<(u64, Result<Value, Error>)>) {
+        let mut inner = self.lock();
+        if let Some(p) = inner.pipes.get_mut(pipe) {
+            std::mem::swap(&mut p.done, out);
+        }
+    }
+
     /// The pipeline is dropped.
     fn close_pipe(&self, pipe: usize) {
         let mut inner = self.lock();
@@ -595,6 +604,24 @@ impl Pipeline {
                 .await?
             }
         };
+        self.outstanding -= 1;
+        Some(outcome)
+    }
+
+    /// The next outcome if one has already arrived, without waiting:
+    /// after [`Pipeline::next`] returns, the rest of the batch that came
+    /// with it. `None` if no outcome is there yet (or none is due).
+    pub fn try_next(&mut self) -> Option<(u64, Result<Value, Error>)> {
+        if self.outstanding == 0 {
+            return None;
+        }
+        if self.local.is_empty() {
+            self.target
+                .shared()
+                .calls
+                .take_pipe(self.pipe, &mut self.local);
+        }
+        let outcome = self.local.pop_front()?;
         self.outstanding -= 1;
         Some(outcome)
     }

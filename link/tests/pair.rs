@@ -294,6 +294,55 @@ async fn a_pipeline_returns_each_outcome_with_its_ticket_as_it_arrives() {
     assert!(pipe.next().await.is_none());
 }
 
+/// `try_next` never waits: nothing before an outcome has arrived, then the
+/// outcomes that arrived together with the one `next` returned, each once.
+#[tokio::test(start_paused = true)]
+async fn try_next_takes_only_outcomes_already_there() {
+    let p = pair().await;
+    let mut pipe = p.client.pipeline();
+    assert!(pipe.try_next().is_none(), "nothing queued");
+    // Three calls that finish together, and one much later.
+    for i in 0..3i64 {
+        pipe.call("sleep_then", (Value::Int(10), Value::Int(i)))
+            .await
+            .expect("queued");
+    }
+    let late = pipe
+        .call("sleep_then", (Value::Int(5_000), Value::Int(9)))
+        .await
+        .expect("queued");
+    assert!(pipe.try_next().is_none(), "no outcome has arrived yet");
+    assert_eq!(pipe.outstanding(), 4);
+    let (first, outcome) = timeout(LIMIT, pipe.next())
+        .await
+        .expect("in time")
+        .expect("an outcome");
+    assert_eq!(outcome.expect("echoed"), Value::Int(first as i64));
+    // The other two arrive at the same virtual instant; give the driver
+    // the turn it needs to hand them over, without moving the clock.
+    let mut seen = vec![first];
+    for _ in 0..100 {
+        if let Some((t, outcome)) = pipe.try_next() {
+            assert_eq!(outcome.expect("echoed"), Value::Int(t as i64));
+            seen.push(t);
+        }
+        if seen.len() == 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, vec![0, 1, 2]);
+    assert_eq!(pipe.outstanding(), 1);
+    assert!(pipe.try_next().is_none(), "the late call is not done");
+    let (t, outcome) = timeout(LIMIT, pipe.next())
+        .await
+        .expect("in time")
+        .expect("the late outcome");
+    assert_eq!((t, outcome.expect("echoed")), (late, Value::Int(9)));
+    assert!(pipe.try_next().is_none(), "nothing outstanding");
+}
+
 /// When the link closes, every call queued on a pipeline still gets an
 /// outcome (an error); none is lost and next() then ends.
 #[tokio::test]

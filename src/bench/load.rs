@@ -16,7 +16,6 @@
 //! count as errors.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -320,24 +319,52 @@ fn call_args(payload: &str) -> Vec<Value> {
     args
 }
 
-/// Hashes the tickets of a pipeline (sequential integers) with a multiply:
-/// the keys are this process's own, so no keyed hash is needed.
-#[derive(Default)]
-struct TicketHasher(u64);
+/// When each call in flight on a pipeline was sent, by ticket.
+///
+/// Tickets count up from 0 and most outcomes come back soon after their
+/// call, so the times live in a ring indexed by ticket; a call still
+/// outstanding when its ring slot comes round again (a slow answer) moves
+/// to a map. (A hash map alone churns: every call inserts and removes a
+/// key, and the tombstones that leaves force periodic rehashes.)
+struct SentTimes {
+    ring: Vec<Option<(u64, Instant)>>,
+    mask: u64,
+    late: HashMap<u64, Instant>,
+}
 
-impl std::hash::Hasher for TicketHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+impl SentTimes {
+    /// Room in the ring for about four times `inflight` calls.
+    fn new(inflight: usize) -> SentTimes {
+        let len = (inflight.max(1) * 4).next_power_of_two();
+        SentTimes {
+            ring: vec![None; len],
+            // `len` is a power of two, so this is all ones below it.
+            mask: len as u64 - 1,
+            late: HashMap::new(),
         }
     }
 
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(32);
+    fn slot(&self, ticket: u64) -> usize {
+        // Masked to below the ring's length, which is a usize.
+        (ticket & self.mask) as usize
+    }
+
+    fn insert(&mut self, ticket: u64, at: Instant) {
+        let i = self.slot(ticket);
+        if let Some((older, t)) = self.ring[i].replace((ticket, at)) {
+            self.late.insert(older, t);
+        }
+    }
+
+    fn remove(&mut self, ticket: u64) -> Option<Instant> {
+        let i = self.slot(ticket);
+        match self.ring[i] {
+            Some((t, at)) if t == ticket => {
+                self.ring[i] = None;
+                Some(at)
+            }
+            _ => self.late.remove(&ticket),
+        }
     }
 }
 
@@ -354,8 +381,7 @@ async fn drive_pipelined(
 ) -> bool {
     let mut pipe = target.pipeline();
     // When each call in flight was sent, by ticket.
-    let mut sent: HashMap<u64, Instant, BuildHasherDefault<TicketHasher>> =
-        HashMap::with_capacity_and_hasher(plan.inflight * 2, Default::default());
+    let mut sent = SentTimes::new(plan.inflight);
     let progress = Progress::new();
     let mut lost = false;
     let stuck = {
@@ -363,7 +389,7 @@ async fn drive_pipelined(
             // Queues the next call, recording `now` as its sending time.
             async fn send(
                 pipe: &mut vole_link::Pipeline,
-                sent: &mut HashMap<u64, Instant, BuildHasherDefault<TicketHasher>>,
+                sent: &mut SentTimes,
                 method: &str,
                 payload: &str,
                 now: Instant,
@@ -380,19 +406,30 @@ async fn drive_pipelined(
                     break;
                 }
             }
-            while let Some((ticket, result)) = pipe.next().await {
+            while let Some(first) = pipe.next().await {
+                // One clock reading for the outcomes that arrived together
+                // (as the raw client reads the clock once per read).
                 let now = Instant::now();
                 progress.note(now);
-                let started = sent.remove(&ticket).unwrap_or(now);
-                rec.record(started, now, answered_right(&result, plan, payload));
-                note_lost(link, &result, &mut lost);
+                let mut answered = 0;
+                let mut outcome = Some(first);
+                while let Some((ticket, result)) = outcome {
+                    let started = sent.remove(ticket).unwrap_or(now);
+                    rec.record(started, now, answered_right(&result, plan, payload));
+                    note_lost(link, &result, &mut lost);
+                    answered += 1;
+                    outcome = pipe.try_next();
+                }
                 if now >= stop_at || lost {
                     continue;
                 }
-                // The next call goes out now: its clock reading is this one.
-                if let Err(e) = send(&mut pipe, &mut sent, &plan.method, payload, now).await {
-                    tracing::warn!(link = link.id(), error = %e, "link lost");
-                    lost = true;
+                // The next calls go out now: their clock reading is this one.
+                for _ in 0..answered {
+                    if let Err(e) = send(&mut pipe, &mut sent, &plan.method, payload, now).await {
+                        tracing::warn!(link = link.id(), error = %e, "link lost");
+                        lost = true;
+                        break;
+                    }
                 }
             }
         };
@@ -737,6 +774,34 @@ mod tests {
                 end: start + Duration::from_millis(len_ms),
             },
         )
+    }
+
+    #[test]
+    fn sent_times_survive_slow_answers_and_any_order() {
+        let t0 = Instant::now();
+        let at = |i: u64| t0 + Duration::from_micros(i);
+        // A ring of 4: ticket 0 stays outstanding while 1..=9 come and go,
+        // so its slot is reused twice.
+        let mut sent = SentTimes::new(1);
+        assert_eq!(sent.ring.len(), 4);
+        for i in 0..10 {
+            sent.insert(i, at(i));
+            if i > 0 {
+                assert_eq!(sent.remove(i), Some(at(i)));
+            }
+        }
+        assert_eq!(sent.remove(0), Some(at(0)), "moved aside, not lost");
+        assert_eq!(sent.remove(0), None, "each ticket once");
+        // Out of order, with every slot full and overwritten.
+        for i in 10..30 {
+            sent.insert(i, at(i));
+        }
+        for i in (10..30).rev() {
+            assert_eq!(sent.remove(i), Some(at(i)), "ticket {i}");
+        }
+        assert!(sent.late.is_empty());
+        assert!(sent.ring.iter().all(Option::is_none));
+        assert_eq!(sent.remove(99), None);
     }
 
     #[test]
