@@ -102,6 +102,7 @@ impl Future for Inflight {
 /// Counters of one poll of the driver (see [`Driver::flush_tally`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Tally {
+    calls_out: u64,
     calls_in: u64,
     completed_in: u64,
     errors_in: u64,
@@ -271,7 +272,7 @@ where
             kind,
             reply: slot,
         } = call;
-        self.shared.stats.calls_out.fetch_add(1, Ordering::Relaxed);
+        self.tally.calls_out += 1;
         let calls = &self.shared.calls;
         if !self.core.is_open() {
             let e = Error::Usage("link handshake has not completed".to_owned());
@@ -371,6 +372,7 @@ where
             return;
         }
         let stats = &self.shared.stats;
+        stats.calls_out.fetch_add(t.calls_out, Ordering::Relaxed);
         // Calls in before calls completed, so a reader never sees more
         // completed than received.
         stats.calls_in.fetch_add(t.calls_in, Ordering::Relaxed);
