@@ -96,13 +96,22 @@ impl Encoder {
         out: &mut Vec<u8>,
     ) -> Result<(), Error> {
         let start = out.len();
+        let mut pays = Payloads::new();
         let result = self
-            .headers(entity, refs, out, 1)
-            .map(|()| self.payloads(entity, out));
-        if result.is_err() {
-            out.truncate(start);
+            .too_deep(1)
+            .and_then(|()| self.element(entity, refs, out, 1, &mut pays));
+        match result {
+            Ok(()) => {
+                if !pays.write(out) {
+                    self.payloads(entity, out);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
         }
-        result
     }
 
     /// Appends the encoding of the entity `part` stands for.
@@ -116,44 +125,82 @@ impl Encoder {
         out: &mut Vec<u8>,
     ) -> Result<(), Error> {
         let start = out.len();
+        let mut pays = Payloads::new();
         let result = self
-            .part_headers(part, refs, out, 1)
-            .map(|()| self.part_payloads(part, out));
-        if result.is_err() {
-            out.truncate(start);
+            .too_deep(1)
+            .and_then(|()| self.part_element(part, refs, out, 1, &mut pays));
+        match result {
+            Ok(()) => {
+                if !pays.write(out) {
+                    self.part_payloads(part, out);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
         }
-        result
     }
 
-    fn part_headers<R>(
+    /// Refuses elements nested deeper than the cap. Children are checked
+    /// once per container, before the first of them is written: all of them
+    /// are at the same depth, and the first would fail before doing
+    /// anything.
+    #[inline]
+    fn too_deep(&self, depth: usize) -> Result<(), Error> {
+        if depth > self.config.max_depth {
+            Err(Error::EncodeTooDeep {
+                max: self.config.max_depth,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The headers of `part`, at `depth` (already checked). The leaves are
+    /// written in place; only containers call out.
+    #[inline(always)]
+    fn part_element<'e, R>(
         &self,
-        part: &Part<'_, R>,
+        part: &'e Part<'e, R>,
         refs: &mut impl RefEncoder<R>,
         out: &mut Vec<u8>,
         depth: usize,
+        pays: &mut Payloads<'e>,
     ) -> Result<(), Error> {
-        if depth > self.config.max_depth {
-            return Err(Error::EncodeTooDeep {
-                max: self.config.max_depth,
-            });
-        }
         match part {
             Part::Int(v) => put_int(out, *v),
             Part::Ref(r) => put_ref(out, refs.encode_ref(r)?),
-            Part::Entity(e) => self.headers(e, refs, out, depth)?,
-            Part::Items(items) => {
-                out.push(code::TUPLE);
-                self.children(items, refs, out, depth)?;
-            }
-            Part::Tuple(parts) => {
-                out.push(code::TUPLE);
-                netbytes::put_u64(out, parts.len() as u64);
-                for p in parts.iter() {
-                    self.part_headers(p, refs, out, depth + 1)?;
-                }
-            }
+            Part::Entity(e) => self.element(e, refs, out, depth, pays)?,
+            Part::Items(_) | Part::Tuple(_) => self.part_headers(part, refs, out, depth, pays)?,
         }
         Ok(())
+    }
+
+    /// The headers of a container part at `depth` (already checked).
+    fn part_headers<'e, R>(
+        &self,
+        part: &'e Part<'e, R>,
+        refs: &mut impl RefEncoder<R>,
+        out: &mut Vec<u8>,
+        depth: usize,
+        pays: &mut Payloads<'e>,
+    ) -> Result<(), Error> {
+        match part {
+            Part::Items(items) => self.children(code::TUPLE, items, refs, out, depth, pays),
+            Part::Tuple(parts) => {
+                netbytes::put_coded(out, code::TUPLE, parts.len() as u64);
+                if !parts.is_empty() {
+                    self.too_deep(depth + 1)?;
+                }
+                for p in parts.iter() {
+                    self.part_element(p, refs, out, depth + 1, pays)?;
+                }
+                Ok(())
+            }
+            _ => self.part_element(part, refs, out, depth, pays),
+        }
     }
 
     fn part_payloads<R>(&self, part: &Part<'_, R>, out: &mut Vec<u8>) {
@@ -173,18 +220,47 @@ impl Encoder {
         }
     }
 
-    fn headers<R>(
+    /// The headers of `e`, at `depth` (already checked): the common leaves
+    /// in place, the rest in [`Encoder::headers`].
+    #[inline(always)]
+    fn element<'e, R>(
         &self,
-        e: &Entity<R>,
+        e: &'e Entity<R>,
         refs: &mut impl RefEncoder<R>,
         out: &mut Vec<u8>,
         depth: usize,
+        pays: &mut Payloads<'e>,
     ) -> Result<(), Error> {
-        if depth > self.config.max_depth {
-            return Err(Error::EncodeTooDeep {
-                max: self.config.max_depth,
-            });
+        match e {
+            Entity::Int(v) => put_int(out, *v),
+            Entity::Str(s) => self.put_str(out, s, pays),
+            Entity::Ref(r) => put_ref(out, refs.encode_ref(r)?),
+            _ => self.headers(e, refs, out, depth, pays)?,
         }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn put_str<'e>(&self, out: &mut Vec<u8>, s: &'e str, pays: &mut Payloads<'e>) {
+        if self.config.str_codec == Some(Codec::Utf8) {
+            netbytes::put_coded(out, code::STRING, s.len() as u64);
+        } else {
+            netbytes::put_coded(out, code::STRING_CODEC, UTF8.len() as u64);
+            netbytes::put_u64(out, s.len() as u64);
+            pays.push(UTF8);
+        }
+        pays.push(s.as_bytes());
+    }
+
+    /// The headers of `e` at `depth` (already checked).
+    fn headers<'e, R>(
+        &self,
+        e: &'e Entity<R>,
+        refs: &mut impl RefEncoder<R>,
+        out: &mut Vec<u8>,
+        depth: usize,
+        pays: &mut Payloads<'e>,
+    ) -> Result<(), Error> {
         match e {
             Entity::Int(v) => put_int(out, *v),
             Entity::BigInt(v) => put_bigint(out, v),
@@ -193,32 +269,20 @@ impl Encoder {
             Entity::None => out.push(code::NONE),
             Entity::Float(f) => put_float(out, f),
             Entity::Bytes(b) => {
-                out.push(code::BYTES);
-                netbytes::put_u64(out, b.len() as u64);
+                netbytes::put_coded(out, code::BYTES, b.len() as u64);
+                pays.push(b);
             }
-            Entity::Str(s) => {
-                if self.config.str_codec == Some(Codec::Utf8) {
-                    out.push(code::STRING);
-                } else {
-                    out.push(code::STRING_CODEC);
-                    netbytes::put_u64(out, UTF8.len() as u64);
-                }
-                netbytes::put_u64(out, s.len() as u64);
-            }
-            Entity::Tuple(items) => {
-                out.push(code::TUPLE);
-                self.children(items, refs, out, depth)?;
-            }
+            Entity::Str(s) => self.put_str(out, s, pays),
+            Entity::Tuple(items) => self.children(code::TUPLE, items, refs, out, depth, pays)?,
             Entity::Exception(items) => {
-                out.push(code::EXCEPTION);
-                self.children(items, refs, out, depth)?;
+                self.children(code::EXCEPTION, items, refs, out, depth, pays)?;
             }
             Entity::Tagged(value, tags) => {
-                out.push(code::TAGGED);
-                netbytes::put_u64(out, 1 + tags.len() as u64);
-                self.headers(value, refs, out, depth + 1)?;
+                netbytes::put_coded(out, code::TAGGED, 1 + tags.len() as u64);
+                self.too_deep(depth + 1)?;
+                self.element(value, refs, out, depth + 1, pays)?;
                 for tag in tags {
-                    self.headers(tag, refs, out, depth + 1)?;
+                    self.element(tag, refs, out, depth + 1, pays)?;
                 }
             }
             Entity::Ref(r) => put_ref(out, refs.encode_ref(r)?),
@@ -226,16 +290,23 @@ impl Encoder {
         Ok(())
     }
 
-    fn children<R>(
+    /// A tuple or exception (`code`) of `items`, itself at `depth` (already
+    /// checked).
+    fn children<'e, R>(
         &self,
-        items: &[Entity<R>],
+        code: u8,
+        items: &'e [Entity<R>],
         refs: &mut impl RefEncoder<R>,
         out: &mut Vec<u8>,
         depth: usize,
+        pays: &mut Payloads<'e>,
     ) -> Result<(), Error> {
-        netbytes::put_u64(out, items.len() as u64);
+        netbytes::put_coded(out, code, items.len() as u64);
+        if !items.is_empty() {
+            self.too_deep(depth + 1)?;
+        }
         for item in items {
-            self.headers(item, refs, out, depth + 1)?;
+            self.element(item, refs, out, depth + 1, pays)?;
         }
         Ok(())
     }
@@ -270,6 +341,55 @@ impl Encoder {
 
 const UTF8: &[u8] = b"utf8";
 
+/// Payloads the header walk keeps for writing after the headers.
+const PAYLOADS_INLINE: usize = 8;
+
+/// The payloads met by the header walk, in pre-order, so that they can be
+/// written in reverse without walking the entity again. An entity with more
+/// of them than fit is walked again instead (see [`Payloads::write`]).
+struct Payloads<'e> {
+    inline: [&'e [u8]; PAYLOADS_INLINE],
+    len: usize,
+    total: usize,
+}
+
+impl<'e> Payloads<'e> {
+    #[inline]
+    fn new() -> Self {
+        Payloads {
+            inline: [&[]; PAYLOADS_INLINE],
+            len: 0,
+            total: 0,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, payload: &'e [u8]) {
+        if payload.is_empty() {
+            return;
+        }
+        if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = payload;
+            self.total = self.total.saturating_add(payload.len());
+        }
+        self.len += 1;
+    }
+
+    /// Appends the payloads in reverse pre-order; `false` (and nothing
+    /// written) if there were too many to keep.
+    #[inline]
+    fn write(&self, out: &mut Vec<u8>) -> bool {
+        let Some(kept) = self.inline.get(..self.len) else {
+            return false;
+        };
+        out.reserve(self.total);
+        for p in kept.iter().rev() {
+            out.extend_from_slice(p);
+        }
+        true
+    }
+}
+
 /// Encodes one entity with raw wire references into a new buffer.
 pub fn encode_to_vec(entity: &Entity, config: EncodeConfig) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
@@ -277,24 +397,38 @@ pub fn encode_to_vec(entity: &Entity, config: EncodeConfig) -> Result<Vec<u8>, E
     Ok(out)
 }
 
+#[inline(always)]
 fn put_ref(out: &mut Vec<u8>, wire: WireRef) {
-    out.push(match wire.owner {
+    let c = match wire.owner {
         Owner::Sender => code::REF_SENDER,
         Owner::Receiver => code::REF_RECEIVER,
-    });
-    netbytes::put_signed_i64(out, wire.id);
+    };
+    match netbytes::signed_u64(wire.id) {
+        Some(n) => netbytes::put_coded(out, c, n),
+        None => {
+            out.push(c);
+            netbytes::put_signed_i64(out, wire.id);
+        }
+    }
 }
 
+/// An integer: one byte for the small ones, written in place.
+#[inline(always)]
 fn put_int(out: &mut Vec<u8>, v: i64) {
     if (-1..=237).contains(&v) {
         out.push((v + 1) as u8);
-    } else if v >= 238 {
-        out.push(code::INT_POS);
-        netbytes::put_u64(out, (v - 238) as u64);
     } else {
-        out.push(code::INT_NEG);
+        put_int_long(out, v);
+    }
+}
+
+#[inline(never)]
+fn put_int_long(out: &mut Vec<u8>, v: i64) {
+    if v >= 238 {
+        netbytes::put_coded(out, code::INT_POS, (v - 238) as u64);
+    } else {
         // v <= -2, so -(v + 2) >= 0 and cannot overflow.
-        netbytes::put_u64(out, (-(v + 2)) as u64);
+        netbytes::put_coded(out, code::INT_NEG, (-(v + 2)) as u64);
     }
 }
 

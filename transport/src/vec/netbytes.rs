@@ -47,15 +47,66 @@ impl PosInt {
 }
 
 /// Appends the netbytes form of `n`.
+#[inline]
 pub(crate) fn put_u64(out: &mut Vec<u8>, n: u64) {
     if n <= 246 {
         out.push(n as u8);
-        return;
+    } else {
+        put_u64_long(out, n);
     }
+}
+
+/// [`put_u64`] for `n > 246`: the length byte and the value bytes in one
+/// fixed-size append (no variable-length copy), then cut to length.
+#[inline(never)]
+fn put_u64_long(out: &mut Vec<u8>, n: u64) {
     let m = n - 247;
     let len = (8 - (m.leading_zeros() / 8) as usize).max(1);
-    out.push(246 + len as u8);
-    out.extend_from_slice(&m.to_be_bytes()[8 - len..]);
+    let mut field = [0u8; 9];
+    field[0] = 246 + len as u8;
+    // The value's `len` bytes, big-endian, moved to the front of the eight.
+    field[1..].copy_from_slice(&(m << (8 * (8 - len))).to_be_bytes());
+    let end = out.len() + 1 + len;
+    out.extend_from_slice(&field);
+    out.truncate(end);
+}
+
+/// Appends the byte `code` followed by the netbytes form of `n`: the
+/// header of an element with one integer field.
+#[inline]
+pub(crate) fn put_coded(out: &mut Vec<u8>, code: u8, n: u64) {
+    if n <= 246 {
+        out.extend_from_slice(&[code, n as u8]);
+    } else {
+        put_coded_long(out, code, n);
+    }
+}
+
+/// [`put_coded`] for `n > 246`, in one fixed-size append cut to length.
+#[inline(never)]
+fn put_coded_long(out: &mut Vec<u8>, code: u8, n: u64) {
+    let m = n - 247;
+    let len = (8 - (m.leading_zeros() / 8) as usize).max(1);
+    let mut field = [0u8; 10];
+    field[0] = code;
+    field[1] = 246 + len as u8;
+    field[2..].copy_from_slice(&(m << (8 * (8 - len))).to_be_bytes());
+    let end = out.len() + 2 + len;
+    out.extend_from_slice(&field);
+    out.truncate(end);
+}
+
+/// The unsigned form of the signed netbytes of `v`, if it fits a `u64`
+/// (all but `i64::MIN`).
+#[inline]
+pub(crate) fn signed_u64(v: i64) -> Option<u64> {
+    if v >= 0 {
+        Some((v as u64) << 1)
+    } else if v > i64::MIN {
+        Some(((-v) as u64) << 1 | 1)
+    } else {
+        None
+    }
 }
 
 /// Appends the netbytes form of an arbitrary non-negative integer.

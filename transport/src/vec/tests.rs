@@ -1222,3 +1222,266 @@ fn reader_borrows_strings_in_a_utf8_peer_codec_only() {
         .expect_err("invalid UTF-8");
     assert!(matches!(err, Error::InvalidString { .. }), "{err}");
 }
+
+// ---- the encoder against its plain form ---------------------------------
+
+/// The encoder as it was before its fast paths: a recursive walk for the
+/// headers, another for the payloads, netbytes pushed byte by byte. The
+/// fast encoder must agree with it byte for byte, and fail where it fails.
+mod plain {
+    use super::super::{code, netbytes, Codec};
+    use crate::entity::{Entity, Owner, VFloat, WireRef};
+
+    pub fn put_u64(out: &mut Vec<u8>, n: u64) {
+        if n <= 246 {
+            out.push(n as u8);
+            return;
+        }
+        let m = n - 247;
+        let len = (8 - (m.leading_zeros() / 8) as usize).max(1);
+        out.push(246 + len as u8);
+        for b in &m.to_be_bytes()[8 - len..] {
+            out.push(*b);
+        }
+    }
+
+    fn put_signed(out: &mut Vec<u8>, v: i64) {
+        if v >= 0 {
+            put_u64(out, (v as u64) << 1);
+        } else if v > i64::MIN {
+            put_u64(out, ((-v) as u64) << 1 | 1);
+        } else {
+            netbytes::put_signed_big(out, &num_bigint::BigInt::from(v));
+        }
+    }
+
+    fn put_int(out: &mut Vec<u8>, v: i64) {
+        if (-1..=237).contains(&v) {
+            out.push((v + 1) as u8);
+        } else if v >= 238 {
+            out.push(code::INT_POS);
+            put_u64(out, (v - 238) as u64);
+        } else {
+            out.push(code::INT_NEG);
+            put_u64(out, (-(v + 2)) as u64);
+        }
+    }
+
+    fn put_float(out: &mut Vec<u8>, f: &VFloat) {
+        out.push(match f.base {
+            2 => code::FLOAT_2,
+            10 => code::FLOAT_10,
+            _ => code::FLOAT_N,
+        });
+        netbytes::put_signed_big(out, &f.digits);
+        if f.base != 2 && f.base != 10 {
+            netbytes::put_signed_big(out, &num_bigint::BigInt::from(f.base));
+        }
+        put_signed(out, f.exp);
+    }
+
+    /// `None` where the fast encoder must refuse (too deep).
+    pub fn encode(
+        e: &Entity<WireRef>,
+        str_codec: Option<Codec>,
+        max_depth: usize,
+    ) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        headers(e, str_codec, &mut out, 1, max_depth)?;
+        payloads(e, str_codec, &mut out);
+        Some(out)
+    }
+
+    fn headers(
+        e: &Entity<WireRef>,
+        codec: Option<Codec>,
+        out: &mut Vec<u8>,
+        depth: usize,
+        max: usize,
+    ) -> Option<()> {
+        if depth > max {
+            return None;
+        }
+        let children = |out: &mut Vec<u8>, c: u8, items: &[Entity<WireRef>]| {
+            out.push(c);
+            put_u64(out, items.len() as u64);
+            items
+                .iter()
+                .try_for_each(|i| headers(i, codec, out, depth + 1, max))
+        };
+        match e {
+            Entity::Int(v) => put_int(out, *v),
+            Entity::BigInt(v) => {
+                use num_traits::ToPrimitive;
+                match v.to_i64() {
+                    Some(small) => put_int(out, small),
+                    // Beyond i64: the BigUint path, which the fast paths
+                    // left alone.
+                    None => out.extend(super::super::encode_to_vec(e, Default::default()).ok()?),
+                }
+            }
+            Entity::Bool(true) => out.push(code::TRUE),
+            Entity::Bool(false) => out.push(code::FALSE),
+            Entity::None => out.push(code::NONE),
+            Entity::Float(f) => put_float(out, f),
+            Entity::Bytes(b) => {
+                out.push(code::BYTES);
+                put_u64(out, b.len() as u64);
+            }
+            Entity::Str(s) => {
+                if codec == Some(Codec::Utf8) {
+                    out.push(code::STRING);
+                } else {
+                    out.push(code::STRING_CODEC);
+                    put_u64(out, 4);
+                }
+                put_u64(out, s.len() as u64);
+            }
+            Entity::Tuple(items) => children(out, code::TUPLE, items)?,
+            Entity::Exception(items) => children(out, code::EXCEPTION, items)?,
+            Entity::Tagged(value, tags) => {
+                out.push(code::TAGGED);
+                put_u64(out, 1 + tags.len() as u64);
+                headers(value, codec, out, depth + 1, max)?;
+                for t in tags {
+                    headers(t, codec, out, depth + 1, max)?;
+                }
+            }
+            Entity::Ref(r) => {
+                out.push(match r.owner {
+                    Owner::Sender => code::REF_SENDER,
+                    Owner::Receiver => code::REF_RECEIVER,
+                });
+                put_signed(out, r.id);
+            }
+        }
+        Some(())
+    }
+
+    fn payloads(e: &Entity<WireRef>, codec: Option<Codec>, out: &mut Vec<u8>) {
+        match e {
+            Entity::Bytes(b) => out.extend_from_slice(b),
+            Entity::Str(s) => {
+                out.extend_from_slice(s.as_bytes());
+                if codec != Some(Codec::Utf8) {
+                    out.extend_from_slice(b"utf8");
+                }
+            }
+            Entity::Tuple(items) | Entity::Exception(items) => {
+                for i in items.iter().rev() {
+                    payloads(i, codec, out);
+                }
+            }
+            Entity::Tagged(value, tags) => {
+                for t in tags.iter().rev() {
+                    payloads(t, codec, out);
+                }
+                payloads(value, codec, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the fast encoder writes for `e`, through `encode` and through a
+/// VOL-style framing of parts around it; `None` if it refuses.
+fn fast_both_ways(e: &Entity, codec: Option<Codec>, max_depth: usize) -> [Option<Vec<u8>>; 2] {
+    let encoder = Encoder::new(EncodeConfig {
+        str_codec: codec,
+        max_depth,
+    });
+    let mut whole = vec![0x55];
+    let whole = encoder
+        .encode(e, &mut RawRefs, &mut whole)
+        .ok()
+        .map(|()| whole[1..].to_vec());
+    let target = WireRef {
+        owner: Owner::Receiver,
+        id: 77,
+    };
+    let items = match e {
+        Entity::Tuple(items) => items.as_slice(),
+        other => std::slice::from_ref(other),
+    };
+    let payload = [Part::Ref(&target), Part::Items(items), Part::Entity(e)];
+    let msg = [Part::Int(70_000), Part::Int(1), Part::Tuple(&payload)];
+    let mut framed = vec![0x55];
+    let framed = encoder
+        .encode_part(&Part::Tuple(&msg), &mut RawRefs, &mut framed)
+        .ok()
+        .map(|()| framed[1..].to_vec());
+    [whole, framed]
+}
+
+fn plain_both_ways(e: &Entity, codec: Option<Codec>, max_depth: usize) -> [Option<Vec<u8>>; 2] {
+    let items = match e {
+        Entity::Tuple(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    let framed = Entity::tuple([
+        Entity::Int(70_000),
+        Entity::Int(1),
+        Entity::tuple([wire(Owner::Receiver, 77), Entity::Tuple(items), e.clone()]),
+    ]);
+    [
+        plain::encode(e, codec, max_depth),
+        plain::encode(&framed, codec, max_depth),
+    ]
+}
+
+#[test]
+fn encoder_agrees_with_its_plain_form() {
+    let many_strings = Entity::Tuple((0..40).map(|i| Entity::str("s".repeat(i))).collect());
+    let mut all = sample();
+    all.push(many_strings);
+    all.push(Entity::Tuple(
+        (0..300).map(|i| Entity::bytes(vec![i as u8; i])).collect(),
+    ));
+    all.push(Entity::Tuple((-300..300).map(Entity::Int).collect()));
+    for e in &all {
+        for codec in [Some(Codec::Utf8), None, Some(Codec::Utf16)] {
+            for max_depth in [DEFAULT_MAX_DEPTH, 0, 1, 2, 3, 4] {
+                assert_eq!(
+                    fast_both_ways(e, codec, max_depth),
+                    plain_both_ways(e, codec, max_depth),
+                    "{e:?} {codec:?} depth cap {max_depth}"
+                );
+            }
+        }
+    }
+    // Every integer width, both signs.
+    for shift in 0..64 {
+        for v in [
+            1i64 << shift,
+            (1i64 << shift).wrapping_sub(1),
+            (1i64 << shift).wrapping_neg(),
+            237,
+            238,
+            484,
+            485,
+        ] {
+            for v in [v, v.wrapping_add(238), v.wrapping_sub(2)] {
+                let e = Entity::tuple([Entity::Int(v), wire(Owner::Sender, v)]);
+                assert_eq!(
+                    fast_both_ways(&e, Some(Codec::Utf8), DEFAULT_MAX_DEPTH),
+                    plain_both_ways(&e, Some(Codec::Utf8), DEFAULT_MAX_DEPTH),
+                    "{v}"
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_entities_encode_as_plainly(
+        e in arb_entity(),
+        codec in prop_oneof![Just(Some(Codec::Utf8)), Just(None), Just(Some(Codec::Utf16))],
+        max_depth in prop_oneof![Just(DEFAULT_MAX_DEPTH), 0usize..8],
+    ) {
+        prop_assert_eq!(
+            fast_both_ways(&e, codec, max_depth),
+            plain_both_ways(&e, codec, max_depth)
+        );
+    }
+}
