@@ -67,6 +67,9 @@ pub struct Decoder {
     config: DecodeConfig,
     peer_codec: Option<Codec>,
     scan: Scan,
+    /// Tests compare the scan with and without [`Decoder::scan_fast`].
+    #[cfg(test)]
+    pub(crate) general_scan_only: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -93,6 +96,8 @@ impl Decoder {
             config,
             peer_codec: None,
             scan: Scan::default(),
+            #[cfg(test)]
+            general_scan_only: false,
         }
     }
 
@@ -233,7 +238,114 @@ impl Decoder {
         }
     }
 
+    /// The scan's common case, with its state in locals: elements with
+    /// short-form fields, containers at most [`FAST_DEPTH`] deep. It
+    /// commits exactly what [`Decoder::scan_headers`] would, element by
+    /// element, and leaves an element it does not take in the common case
+    /// (incomplete, a long-form field, an unusual or invalid code, a cap
+    /// reached) uncommitted for the general loop, which then decides about
+    /// it as it always did. Returns whether the headers are complete.
+    ///
+    /// Called on a fresh scan only.
+    fn scan_fast(&mut self, buf: &[u8]) -> bool {
+        let max_depth = self.config.max_depth;
+        // Elements still to scan per open level: `top` for the innermost,
+        // `outer[..depth]` below it. Level 0 stands for the root (one
+        // element); level `d` is the `d`-th entry of the general scan's
+        // stack.
+        let mut outer = [0u64; FAST_DEPTH];
+        let mut depth = 0usize;
+        let mut top = 1u64;
+        let mut pos = 0usize;
+        let mut total = 0u64;
+        // What the size cap leaves: `max_message - pos - total`, so that
+        // the size check of an element (`too_large`) is one subtraction.
+        let mut budget = self.config.max_message as u64;
+        let done = loop {
+            // Close finished levels.
+            while top == 0 {
+                let Some(d) = depth.checked_sub(1) else {
+                    break;
+                };
+                depth = d;
+                top = outer[d];
+            }
+            if top == 0 {
+                break true;
+            }
+            let Some(&c) = buf.get(pos) else {
+                break false;
+            };
+            let (len, payload, children) = match c {
+                0..=0xee | code::FALSE | code::TRUE | code::NONE => (1, 0, 0),
+                code::INT_POS | code::INT_NEG | code::REF_SENDER | code::REF_RECEIVER => {
+                    let len = match buf.get(pos + 1) {
+                        Some(&f) if f <= 246 => 2,
+                        Some(&f) if f != 0xff => 2 + usize::from(f - 246),
+                        _ => break false,
+                    };
+                    if pos + len > buf.len() {
+                        break false;
+                    }
+                    (len, 0, 0)
+                }
+                code::BYTES | code::STRING | code::TUPLE | code::EXCEPTION | code::TAGGED => {
+                    let Some((v, n)) = buf.get(pos + 1..).and_then(netbytes::read_u64) else {
+                        break false;
+                    };
+                    if c == code::BYTES || c == code::STRING {
+                        (1 + n, v, 0)
+                    } else {
+                        (1 + n, 0, v)
+                    }
+                }
+                _ => break false,
+            };
+            // The element's size check, then its children's (each takes
+            // at least a byte), as the general scan makes them; an element
+            // that fails one is left to it.
+            let Some(left) = payload
+                .checked_add(len as u64)
+                .and_then(|need| budget.checked_sub(need))
+            else {
+                break false;
+            };
+            if children > 0 && (depth + 2 > max_depth || depth == FAST_DEPTH || children > left) {
+                break false;
+            }
+            // Commit the element.
+            budget = left;
+            pos += len;
+            total += payload;
+            top -= 1;
+            if children > 0 {
+                outer[depth] = top;
+                depth += 1;
+                top = children;
+            }
+        };
+        self.scan.pos = pos;
+        self.scan.payload_total = total;
+        // The root is scanned once level 0 is done or a level opened above.
+        self.scan.root_seen = done || depth > 0 || top == 0;
+        if !done {
+            // The general scan's stack: levels 1..=depth.
+            if depth > 0 {
+                self.scan.stack.extend_from_slice(&outer[1..depth]);
+                self.scan.stack.push(top);
+            }
+        }
+        done
+    }
+
     fn scan_headers(&mut self, buf: &[u8]) -> Result<Step, Error> {
+        #[cfg(test)]
+        let fresh = self.scan.pos == 0 && !self.general_scan_only;
+        #[cfg(not(test))]
+        let fresh = self.scan.pos == 0;
+        if fresh && self.scan_fast(buf) {
+            return Ok(Step::Done);
+        }
         loop {
             // Close finished containers.
             while self.scan.stack.last() == Some(&0) {
@@ -369,6 +481,10 @@ struct Builder<'a, D> {
     peer_codec: Option<Codec>,
     refs: &'a mut D,
 }
+
+/// Containers [`Decoder::scan_fast`] tracks in place; deeper nesting is left
+/// to the general scan.
+const FAST_DEPTH: usize = 16;
 
 /// Tuples a [`Reader`] can have open at once.
 const READER_DEPTH: usize = 8;

@@ -1485,3 +1485,115 @@ proptest! {
         );
     }
 }
+
+// ---- the fast scan against the general one ------------------------------
+
+/// Feeds `bytes` split at `cut` to a decoder with and without the fast
+/// scan; both must give the same results and end in the same state.
+fn scans_agree(bytes: &[u8], config: DecodeConfig, cut: usize) -> Result<(), String> {
+    let run = |general_scan_only: bool| {
+        let mut d = Decoder::new(config);
+        d.set_peer_codec(Some(Codec::Utf8));
+        d.general_scan_only = general_scan_only;
+        let shown = |d: &Decoder| {
+            let mut d = d.clone();
+            d.general_scan_only = false;
+            format!("{d:?}")
+        };
+        let mut buf = BytesMut::from(&bytes[..cut]);
+        let first = d.decode(&mut buf, &mut RawRefs);
+        let failed = first.is_err();
+        let first = format!("{first:?} {} {}", shown(&d), buf.len());
+        if failed {
+            // A decoder is not used after an error.
+            return (first, String::new());
+        }
+        buf.extend_from_slice(&bytes[cut..]);
+        let second = d.decode(&mut buf, &mut RawRefs);
+        let second = format!("{second:?} {} {}", shown(&d), buf.len());
+        (first, second)
+    };
+    let run = |general_scan_only| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(general_scan_only)))
+            .map_err(|_| format!("panicked, general scan only: {general_scan_only}"))
+    };
+    let (fast, general) = (run(false)?, run(true)?);
+    if fast == general {
+        Ok(())
+    } else {
+        Err(format!(
+            "cut {cut}:\n fast    {fast:?}\n general {general:?}"
+        ))
+    }
+}
+
+/// Messages for the scan comparison: the corpus, the samples, and the
+/// edges of the fast scan (long-form fields, codes it leaves to the
+/// general scan, nesting beyond what it tracks, invalid codes).
+fn scan_cases() -> Vec<Vec<u8>> {
+    let mut all: Vec<Vec<u8>> = corpus().into_iter().map(|(_, b, _)| b).collect();
+    all.extend(sample().iter().map(enc));
+    all.push(enc(&call_shape()));
+    all.push(enc(&nested(15)));
+    all.push(enc(&nested(16)));
+    all.push(enc(&nested(17)));
+    all.push(enc(&nested(30)));
+    all.push(enc(&Entity::tuple([nested(18), Entity::str("x")])));
+    all.push(enc(&Entity::Tuple(
+        (0..300).map(|i| Entity::bytes(vec![1; i % 7])).collect(),
+    )));
+    // Long-form length of a string, a non-minimal tuple count, an invalid
+    // code inside a tuple, a huge count, a huge payload, a field cut short.
+    all.push(hex("f4 ff 00 0000000000000000 05 6162636465"));
+    all.push(hex("f6 f800 02 01 02"));
+    all.push(hex("f6 02 01 ff"));
+    all.push(hex("f6 fe ffffffffffffffff"));
+    all.push(hex("f6 02 f3 fe ffffffffffffff00 01"));
+    all.push(hex("f6 02 ef fe 01"));
+    all.push(hex("f6 01 f6 01 f6 00"));
+    all
+}
+
+#[test]
+fn fast_scan_agrees_with_the_general_one_at_every_cut() {
+    for bytes in scan_cases() {
+        let n = bytes.len();
+        let mut configs = vec![DecodeConfig::default(), caps(usize::MAX, 3)];
+        for m in [n / 2, n.saturating_sub(1), n] {
+            configs.push(caps(m, DEFAULT_MAX_DEPTH));
+        }
+        for d in [2, 17] {
+            configs.push(caps(DEFAULT_MAX_MESSAGE, d));
+        }
+        // Every cut of the headers; of a long message's payloads a few.
+        let cuts: Vec<usize> = (0..=n)
+            .filter(|c| *c < 400 || n - c < 8 || c % 997 == 0)
+            .collect();
+        for config in configs {
+            for &cut in &cuts {
+                if let Err(e) = scans_agree(&bytes, config, cut) {
+                    panic!("{bytes:02x?} {config:?} {e}");
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn fast_scan_agrees_on_arbitrary_bytes(
+        bytes in prop::collection::vec(
+            prop_oneof![any::<u8>(), 0xefu8..=0xff, Just(0xf6), Just(0x01)],
+            0..48,
+        ),
+        cut in any::<prop::sample::Index>(),
+        max_message in prop_oneof![Just(DEFAULT_MAX_MESSAGE), 0usize..64],
+        max_depth in prop_oneof![Just(DEFAULT_MAX_DEPTH), 0usize..20],
+    ) {
+        let cut = cut.index(bytes.len() + 1);
+        let result = scans_agree(&bytes, caps(max_message, max_depth), cut);
+        if let Err(e) = result {
+            prop_assert!(false, "{:02x?} {}", bytes, e);
+        }
+    }
+}
