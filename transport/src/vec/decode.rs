@@ -595,13 +595,7 @@ impl<'a, D> Reader<'a, D> {
             code::INT_POS | code::INT_NEG => {
                 let (n, used) =
                     netbytes::read_u64(self.b.buf.get(self.b.head + 1..self.b.header_end)?)?;
-                let n = i128::from(n);
-                let v = if c == code::INT_POS {
-                    n + 238
-                } else {
-                    -(n + 2)
-                };
-                let v = i64::try_from(v).ok()?;
+                let v = int_i64(c, n)?;
                 self.b.head += used;
                 v
             }
@@ -716,12 +710,18 @@ impl<'a, D> Builder<'a, D> {
         Ok(v)
     }
 
-    #[inline]
+    #[inline(always)]
     fn len(&mut self, what: &'static str) -> Result<usize, Error> {
         match self.small() {
             Some(v) => usize::try_from(v).map_err(|_| Error::OutOfRange { what }),
-            None => self.posint()?.to_usize(what),
+            None => self.long_len(what),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn long_len(&mut self, what: &'static str) -> Result<usize, Error> {
+        self.posint()?.to_usize(what)
     }
 
     #[inline]
@@ -776,20 +776,10 @@ impl<'a, D> Builder<'a, D> {
                 code::FALSE => Entity::Bool(false),
                 code::TRUE => Entity::Bool(true),
                 code::INT_POS | code::INT_NEG => match self.small() {
-                    // n + 238 (positive) or -(n + 2) (negative); n < 2^64,
-                    // so this is exact in an i128.
-                    Some(n) => {
-                        let n = i128::from(n);
-                        let v = if c == code::INT_POS {
-                            n + 238
-                        } else {
-                            -(n + 2)
-                        };
-                        match i64::try_from(v) {
-                            Ok(v) => Entity::Int(v),
-                            Err(_) => Entity::BigInt(BigInt::from(v)),
-                        }
-                    }
+                    Some(n) => match int_i64(c, n) {
+                        Some(v) => Entity::Int(v),
+                        None => int_i128(c, n),
+                    },
                     None => self.big_int(c)?,
                 },
                 code::STRING => Entity::Str(self.string()?),
@@ -910,6 +900,31 @@ impl<'a, D> Builder<'a, D> {
             _ => return Err(Error::InvalidCode { code: c }),
         })
     }
+}
+
+/// The integer of code `c` (`INT_POS` or `INT_NEG`) with field value `n`,
+/// if it fits an `i64`: `n + 238` or `-(n + 2)`.
+#[inline(always)]
+fn int_i64(c: u8, n: u64) -> Option<i64> {
+    if c == code::INT_POS {
+        i64::try_from(n.checked_add(238)?).ok()
+    } else {
+        // n <= i64::MAX - 1 exactly when -(n + 2) >= i64::MIN.
+        let n = i64::try_from(n).ok().filter(|n| *n < i64::MAX)?;
+        Some(-n - 2)
+    }
+}
+
+/// [`int_i64`] for the values beyond an `i64`; exact in an `i128`, as
+/// `n < 2^64`.
+#[cold]
+fn int_i128<R>(c: u8, n: u64) -> Entity<R> {
+    let n = i128::from(n);
+    Entity::BigInt(BigInt::from(if c == code::INT_POS {
+        n + 238
+    } else {
+        -(n + 2)
+    }))
 }
 
 #[derive(Clone, Copy)]

@@ -162,11 +162,20 @@ pub(crate) fn read_u64(buf: &[u8]) -> Option<(u64, usize)> {
         return None;
     }
     let len = usize::from(first - 246);
-    let m = buf.get(1..1 + len)?;
-    let mut v: u64 = 0;
-    for &b in m {
-        v = (v << 8) | u64::from(b);
-    }
+    let v = match buf.get(1..9) {
+        // Eight bytes at hand: one load, the bytes beyond the field
+        // shifted out.
+        Some(&[b0, b1, b2, b3, b4, b5, b6, b7]) => {
+            u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7]) >> (8 * (8 - len))
+        }
+        _ => {
+            let mut v: u64 = 0;
+            for &b in buf.get(1..1 + len)? {
+                v = (v << 8) | u64::from(b);
+            }
+            v
+        }
+    };
     Some((v.checked_add(247)?, 1 + len))
 }
 
@@ -350,6 +359,10 @@ mod tests {
         for n in [0u64, 1, 246, 247, 248, 502, 503, 65_782, 1 << 40, u64::MAX] {
             let bytes = enc(n);
             assert_eq!(read_u64(&bytes), Some((n, bytes.len())), "{n}");
+            // With bytes behind the field, as in a message.
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(&[0xaa; 9]);
+            assert_eq!(read_u64(&longer), Some((n, bytes.len())), "{n} in more");
             for cut in 0..bytes.len() {
                 assert_eq!(read_u64(&bytes[..cut]), None, "{n} cut {cut}");
             }

@@ -1597,3 +1597,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn short_form_integers_just_beyond_i64_decode_as_big() {
+    let edges: [BigInt; 9] = [
+        BigInt::from(i64::MIN),
+        BigInt::from(i64::MIN) - 1,
+        BigInt::from(i64::MIN) - 2,
+        -(BigInt::from(u64::MAX) + BigInt::from(1)),
+        -(BigInt::from(u64::MAX) + BigInt::from(2)),
+        BigInt::from(i64::MAX),
+        BigInt::from(i64::MAX) + 1,
+        BigInt::from(u64::MAX) + 237,
+        BigInt::from(u64::MAX) + 238,
+    ];
+    for v in edges {
+        let e = Entity::int(v.clone());
+        let bytes = enc(&e);
+        assert_eq!(dec(&bytes).expect("decodes"), e, "{v}");
+        let mut buf = BytesMut::from(&bytes[..]);
+        let got = decoder_utf8()
+            .decode_with(&mut buf, &mut RawRefs, |r| match r.int() {
+                Some(i) => Ok(Some(i)),
+                None => r.entity::<WireRef>().map(|_| None),
+            })
+            .expect("reads");
+        let fits = i64::try_from(v.clone()).ok();
+        assert_eq!(got, Some(fits), "{v}");
+    }
+}
