@@ -11,6 +11,9 @@ import re
 import subprocess
 import sys
 
+if len(sys.argv) != 2 or sys.argv[1].startswith('-'):
+    print('usage: perf_categories.py PERF.DATA', file=sys.stderr)
+    sys.exit(64)
 data = sys.argv[1]
 out = subprocess.run(['perf','report','-i',data,'--no-children','--sort','dso,symbol','--stdio','-g','none'],capture_output=True,text=True).stdout
 cats = {}

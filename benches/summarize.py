@@ -46,6 +46,9 @@ def spread(values, digits=0):
 
 
 def main():
+    if len(sys.argv) != 2 or sys.argv[1].startswith('-'):
+        print('usage: summarize.py RESULTS.JSONL', file=sys.stderr)
+        sys.exit(64)
     runs = OrderedDict()
     with open(sys.argv[1]) as f:
         for line in f:

@@ -259,7 +259,7 @@ def print_targets(stats):
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 2 or sys.argv[1].startswith('-'):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         sys.exit(64)
     runs = load(sys.argv[1])
