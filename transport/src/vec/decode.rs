@@ -67,6 +67,9 @@ pub struct Decoder {
     config: DecodeConfig,
     peer_codec: Option<Codec>,
     scan: Scan,
+    /// A message was refused: where the next one starts is unknown, so
+    /// every later call fails too (see [`Decoder::take_message`]).
+    failed: bool,
     /// Tests compare the scan with and without [`Decoder::scan_fast`].
     #[cfg(test)]
     pub(crate) general_scan_only: bool,
@@ -96,6 +99,7 @@ impl Decoder {
             config,
             peer_codec: None,
             scan: Scan::default(),
+            failed: false,
             #[cfg(test)]
             general_scan_only: false,
         }
@@ -187,10 +191,24 @@ impl Decoder {
     /// Scans for the next whole entity. Once its headers and payloads are
     /// all buffered, resets the scan for the one after and returns where its
     /// headers end and its total length.
+    ///
+    /// Once the scan has refused a message, the stream is out of step (the
+    /// refused message's end is unknown, and the scan stopped part-way
+    /// through it): every later call fails with [`Error::Malformed`]
+    /// rather than read on from a wrong place.
     fn take_message(&mut self, buf: &[u8]) -> Result<Option<(usize, usize)>, Error> {
-        match self.scan_headers(buf)? {
-            Step::NeedMore => return Ok(None),
-            Step::Done => {}
+        if self.failed {
+            return Err(Error::Malformed(
+                "decoding after a refused message (the stream is out of step)",
+            ));
+        }
+        match self.scan_headers(buf) {
+            Ok(Step::NeedMore) => return Ok(None),
+            Ok(Step::Done) => {}
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
         }
         let header_end = self.scan.pos;
         // At most `max_message` (checked by the scan), so this cannot

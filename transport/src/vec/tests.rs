@@ -548,6 +548,46 @@ fn invalid_code_is_refused() {
     ));
 }
 
+/// After a refused message the stream is out of step: a decoder fed more
+/// bytes keeps refusing (with a clear error) rather than read a valid-looking
+/// message from the middle of the bad one, or a hostile length from it.
+#[test]
+fn a_decoder_refuses_everything_after_a_refused_message() {
+    for bad in [hex("f6 03 01 ff 02"), hex("f6 02 f6 01 ff")] {
+        let mut decoder = Decoder::new(DecodeConfig::default());
+        let mut buf = BytesMut::from(&bad[..]);
+        assert!(matches!(
+            decoder.decode(&mut buf, &mut RawRefs),
+            Err(Error::InvalidCode { code: 0xff })
+        ));
+        // A whole, valid message after it changes nothing.
+        buf.extend_from_slice(&enc(&Entity::Int(5)));
+        for _ in 0..2 {
+            assert!(matches!(
+                decoder.decode(&mut buf, &mut RawRefs),
+                Err(Error::Malformed(m)) if m.contains("refused message")
+            ));
+            let read =
+                decoder.decode_with::<WireRef, _, _>(&mut buf, &mut RawRefs, |r| Ok(r.int()));
+            assert!(matches!(read, Err(Error::Malformed(_))), "{read:?}");
+        }
+    }
+    // A message that is merely incomplete is no refusal.
+    let mut decoder = Decoder::new(DecodeConfig::default());
+    decoder.set_peer_codec(Some(Codec::Utf8));
+    let whole = enc(&Entity::Tuple(vec![Entity::Int(1), Entity::str("ab")]));
+    let mut buf = BytesMut::from(&whole[..whole.len() - 1]);
+    assert!(decoder
+        .decode(&mut buf, &mut RawRefs)
+        .expect("no error")
+        .is_none());
+    buf.extend_from_slice(&whole[whole.len() - 1..]);
+    assert!(decoder
+        .decode(&mut buf, &mut RawRefs)
+        .expect("decodes")
+        .is_some());
+}
+
 #[test]
 fn invalid_utf8_is_refused() {
     assert!(matches!(
