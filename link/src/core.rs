@@ -37,6 +37,7 @@ use vole_transport::vec::{
 };
 use vole_transport::{Entity, Owner, RefEncoder, WireRef};
 
+use crate::calls::Reply;
 use crate::handle::LinkShared;
 use crate::object::{CallContext, CallError, CallFuture, Object};
 use crate::proto::{self, code, CallKind};
@@ -113,9 +114,9 @@ pub(crate) enum Event {
         future: CallFuture,
         kind: CallKind,
     },
-    /// A call this side made has an outcome.
+    /// A call this side made has an outcome, for `reply`.
     Completed {
-        call_id: u64,
+        reply: Reply,
         result: Result<Value, Error>,
     },
     /// No references remain in either direction: the link is done.
@@ -322,7 +323,8 @@ struct Handshake {
 /// What a pending outgoing call is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
-    User,
+    /// A call of the application's, whose outcome goes to this reply.
+    User(Reply),
     KeepAlive,
     Finish,
 }
@@ -538,8 +540,9 @@ impl LinkCore {
         }
     }
 
-    /// The peer closed its sending side.
-    pub(crate) fn handle_eof(&mut self, buf: &BytesMut) -> Result<(), Error> {
+    /// The peer closed its sending side. Returns the replies of the
+    /// application's calls still waiting, which can get no outcome now.
+    pub(crate) fn handle_eof(&mut self, buf: &BytesMut) -> Result<Vec<Reply>, Error> {
         if self.decoder.is_mid_entity() || !buf.is_empty() {
             return Err(Error::Transport(vole_transport::Error::Truncated(
                 buf.len(),
@@ -547,17 +550,20 @@ impl LinkCore {
         }
         // No answer can come any more: a graceful close must not wait for
         // one (the driver fails the callers).
+        let replies = self.take_user_calls();
         self.pending.clear();
-        Ok(())
+        Ok(replies)
     }
 
-    /// Calls `method` on the peer's object `target`. Returns the call id to
-    /// match the [`Event::Completed`] (none for one-way calls).
+    /// Calls `method` on the peer's object `target`; the outcome comes as
+    /// an [`Event::Completed`] for `reply`. Returns the call id (none for
+    /// one-way calls, which have no outcome).
     pub(crate) fn call(
         &mut self,
         target: &RemoteObject,
         args: Vec<Value>,
         kind: CallKind,
+        reply: Reply,
     ) -> Result<Option<i64>, Error> {
         if target.link_id() != self.shared.id {
             return Err(Error::Usage("object belongs to another link".to_owned()));
@@ -566,8 +572,25 @@ impl LinkCore {
         if kind == CallKind::Oneway {
             return Ok(None);
         }
-        self.pending.insert(id as u64, Pending::User);
+        self.pending.insert(id as u64, Pending::User(reply));
         Ok(Some(id))
+    }
+
+    /// The replies of every call of the application's still waiting for
+    /// an outcome, which none will now get; they are forgotten here.
+    pub(crate) fn take_user_calls(&mut self) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        let mut kept = Vec::new();
+        for (id, p) in self.pending.drain() {
+            match p {
+                Pending::User(reply) => replies.push(reply),
+                other => kept.push((id, other)),
+            }
+        }
+        for (id, p) in kept {
+            self.pending.insert(id, p);
+        }
+        replies
     }
 
     /// Answers an incoming call.
@@ -878,11 +901,8 @@ impl LinkCore {
             return Err(violation(format!("result for unknown call {call_id}")));
         };
         match pending {
-            Pending::User => {
-                self.events.push_back(Event::Completed {
-                    call_id: call_id as u64,
-                    result,
-                });
+            Pending::User(reply) => {
+                self.events.push_back(Event::Completed { reply, result });
                 Ok(())
             }
             Pending::KeepAlive => {

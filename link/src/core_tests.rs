@@ -104,12 +104,13 @@ fn answer_calls(s: &mut Side) {
     }
 }
 
-fn completed(s: &mut Side) -> Vec<(u64, Result<Value, Error>)> {
+/// The outcomes the core reported, with the reply each is for.
+fn completed(s: &mut Side) -> Vec<(Reply, Result<Value, Error>)> {
     let mut done = Vec::new();
     let events = std::mem::take(&mut s.events);
     for e in events {
         match e {
-            Event::Completed { call_id, result } => done.push((call_id, result)),
+            Event::Completed { reply, result } => done.push((reply, result)),
             other => s.events.push(other),
         }
     }
@@ -159,6 +160,7 @@ async fn calls_and_results_match_by_id() {
             &gw,
             vec![Value::str("echo"), Value::Int(1)],
             CallKind::Normal,
+            Reply::Slot(1),
         )
         .expect("call")
         .expect("id");
@@ -168,6 +170,7 @@ async fn calls_and_results_match_by_id() {
             &gw,
             vec![Value::str("echo"), Value::Int(2)],
             CallKind::Normal,
+            Reply::Slot(2),
         )
         .expect("call")
         .expect("id");
@@ -176,7 +179,8 @@ async fn calls_and_results_match_by_id() {
             .call(
                 &gw,
                 vec![Value::str("echo"), Value::Int(3)],
-                CallKind::Oneway
+                CallKind::Oneway,
+                Reply::Slot(0),
             )
             .expect("call"),
         None
@@ -185,10 +189,14 @@ async fn calls_and_results_match_by_id() {
     answer_calls(&mut b);
     pump(&mut a, &mut b, now).expect("pump");
     let mut done = completed(&mut a);
-    done.sort_by_key(|(id, _)| *id);
+    assert_ne!(c1, c2);
+    done.sort_by_key(|(reply, _)| match reply {
+        Reply::Slot(i) => *i,
+        Reply::Pipe { .. } => usize::MAX,
+    });
     assert_eq!(done.len(), 2, "one-way calls get no result");
-    assert_eq!(done[0].0 as i64, c1);
-    assert_eq!(done[1].0 as i64, c2);
+    assert_eq!(done[0].0, Reply::Slot(1));
+    assert_eq!(done[1].0, Reply::Slot(2));
     assert_eq!(done[0].1.as_ref().expect("ok"), &Value::Int(1));
     assert_eq!(done[1].1.as_ref().expect("ok"), &Value::Int(2));
 }
@@ -209,6 +217,7 @@ async fn an_object_sent_twice_is_released_only_after_both_receipts() {
                     Value::Ref(ObjectRef::Local(obj.clone())),
                 ],
                 CallKind::Oneway,
+                Reply::Slot(0),
             )
             .expect("call");
     }
@@ -245,6 +254,7 @@ async fn a_deref_crossing_a_resend_does_not_release() {
                     Value::Ref(ObjectRef::Local(obj.clone())),
                 ],
                 CallKind::Oneway,
+                Reply::Slot(0),
             )
             .expect("call");
     };
@@ -349,6 +359,7 @@ async fn calls_arriving_while_draining_get_an_exception() {
             &gw,
             vec![Value::str("echo"), Value::Int(1)],
             CallKind::Normal,
+            Reply::Slot(0),
         )
         .expect("call");
     pump(&mut a, &mut b, now).expect("pump");

@@ -26,13 +26,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::calls::{Calls, Queued, Reply, Wakeups};
+use crate::calls::{Calls, Queued, Wakeups};
 use crate::core::{Event, LinkConfig, LinkCore};
 use crate::handle::{next_link_id, Link, LinkShared, LinkStats};
 use crate::object::{CallError, CallFuture, LinkInfo, Object};
 use crate::proto::CallKind;
 use crate::remote::RemoteObject;
-use crate::seqmap::SeqMap;
 use crate::{Error, Value};
 
 /// Everything needed to run a link over a connection.
@@ -151,9 +150,6 @@ pub struct Driver<IO> {
     read_closed: bool,
     stall_since: Option<Instant>,
     calls: FuturesUnordered<Inflight>,
-    /// Calls sent and waiting for their outcome: call id to where the
-    /// outcome goes.
-    waiting: SeqMap<Reply>,
     handshake_tx: Option<oneshot::Sender<Result<Option<RemoteObject>, Error>>>,
     phase: Phase,
     timer: Pin<Box<Sleep>>,
@@ -206,7 +202,6 @@ where
             read_closed: false,
             stall_since: None,
             calls: FuturesUnordered::new(),
-            waiting: SeqMap::default(),
             handshake_tx: Some(hs_tx),
             phase: Phase::Running,
             timer: Box::pin(tokio::time::sleep_until(now)),
@@ -234,8 +229,8 @@ where
             tracing::warn!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed on error");
         }
         // Every call sent, taken or queued fails with the reason.
-        let held = self.waiting.drain().map(|(_, r)| r);
-        let held: Vec<Reply> = held.chain(self.backlog.iter().map(|q| q.reply)).collect();
+        let mut held = self.core.take_user_calls();
+        held.extend(self.backlog.iter().map(|q| q.reply));
         self.shared.calls.close(&reason, held);
         self.backlog.clear();
         self.wakeups.wake();
@@ -279,10 +274,8 @@ where
             calls.complete(slot, Err(e), &mut self.wakeups);
             return Ok(());
         }
-        match self.core.call(&target, args, kind) {
-            Ok(Some(id)) => {
-                self.waiting.insert(id as u64, slot);
-            }
+        match self.core.call(&target, args, kind, slot) {
+            Ok(Some(_)) => {}
             Ok(None) => calls.complete(slot, Ok(Value::None), &mut self.wakeups),
             // The arguments could not be encoded: the caller's
             // fault, the link is fine.
@@ -330,11 +323,9 @@ where
                         Poll::Pending => self.calls.push(call),
                     }
                 }
-                Event::Completed { call_id, result } => {
-                    if let Some(slot) = self.waiting.remove(call_id) {
-                        // The caller may have given up waiting; fine.
-                        self.shared.calls.complete(slot, result, &mut self.wakeups);
-                    }
+                Event::Completed { reply, result } => {
+                    // The caller may have given up waiting; fine.
+                    self.shared.calls.complete(reply, result, &mut self.wakeups);
                 }
                 Event::Idle => {
                     tracing::debug!(link = self.shared.id, "no references remain; closing");
@@ -502,7 +493,6 @@ where
         match self.phase {
             Phase::Draining { deadline } => {
                 if self.calls.is_empty()
-                    && self.waiting.is_empty()
                     && !self.core.has_pending_calls()
                     && self.quiet_until(now).is_none()
                 {
@@ -552,14 +542,14 @@ where
         if matches!(self.phase, Phase::Lingering { .. }) {
             return Ok(());
         }
-        self.core.handle_eof(&self.inbuf)?;
+        let unanswered = self.core.handle_eof(&self.inbuf)?;
         if !self.core.is_open() {
             return Err(Error::Transport(vole_transport::Error::ClosedDuring(
                 "link handshake",
             )));
         }
         // The peer will send nothing more: calls we made cannot complete.
-        for (_, slot) in self.waiting.drain() {
+        for slot in unanswered {
             let e = Error::Closed("peer closed the link".to_owned());
             self.shared.calls.complete(slot, Err(e), &mut self.wakeups);
         }
@@ -661,8 +651,8 @@ impl<IO> Drop for Driver<IO> {
         if self.outcome.is_none() && self.phase != Phase::Done {
             let reason: Arc<str> = Arc::from("link driver stopped");
             self.shared.closed.send_replace(Some(reason.clone()));
-            let held = self.waiting.drain().map(|(_, r)| r);
-            let held: Vec<Reply> = held.chain(self.backlog.iter().map(|q| q.reply)).collect();
+            let mut held = self.core.take_user_calls();
+            held.extend(self.backlog.iter().map(|q| q.reply));
             self.shared.calls.close(&reason, held);
         }
     }
