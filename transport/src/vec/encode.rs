@@ -95,23 +95,11 @@ impl Encoder {
         refs: &mut impl RefEncoder<R>,
         out: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let start = out.len();
-        let mut pays = Payloads::new();
-        let result = self
-            .too_deep(1)
-            .and_then(|()| self.element(entity, refs, out, 1, &mut pays));
-        match result {
-            Ok(()) => {
-                if !pays.write(out) {
-                    self.payloads(entity, out);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                out.truncate(start);
-                Err(e)
-            }
-        }
+        self.encode_in(
+            out,
+            |out, pays| self.element(entity, refs, out, 1, pays),
+            |out| self.payloads(entity, out),
+        )
     }
 
     /// Appends the encoding of the entity `part` stands for.
@@ -124,15 +112,30 @@ impl Encoder {
         refs: &mut impl RefEncoder<R>,
         out: &mut Vec<u8>,
     ) -> Result<(), Error> {
+        self.encode_in(
+            out,
+            |out, pays| self.part_element(part, refs, out, 1, pays),
+            |out| self.part_payloads(part, out),
+        )
+    }
+
+    /// One top-level entity: `headers` writes its headers (at depth 1) and
+    /// keeps its payloads in a [`Payloads`]; if there were too many to keep,
+    /// `payloads` walks the entity again for them. On error `out` is left
+    /// as it was.
+    #[inline(always)]
+    fn encode_in<'e>(
+        &self,
+        out: &mut Vec<u8>,
+        headers: impl FnOnce(&mut Vec<u8>, &mut Payloads<'e>) -> Result<(), Error>,
+        payloads: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), Error> {
         let start = out.len();
         let mut pays = Payloads::new();
-        let result = self
-            .too_deep(1)
-            .and_then(|()| self.part_element(part, refs, out, 1, &mut pays));
-        match result {
+        match self.too_deep(1).and_then(|()| headers(out, &mut pays)) {
             Ok(()) => {
                 if !pays.write(out) {
-                    self.part_payloads(part, out);
+                    payloads(out);
                 }
                 Ok(())
             }
