@@ -36,7 +36,7 @@ pub mod publish;
 mod remote;
 pub mod resolve;
 pub mod router;
-mod seqmap;
+pub mod seqmap;
 pub mod uri;
 mod value;
 

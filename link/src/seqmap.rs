@@ -1,4 +1,6 @@
-//! A map for keys that count up: the ids of calls this side sends.
+//! A map for keys that count up: the ids of calls this side sends (and,
+//! outside the link, anything keyed the same way, such as a
+//! [`Pipeline`](crate::Pipeline)'s tickets).
 //!
 //! Every call inserts its id when sent and removes it when the answer
 //! arrives. In a hash map that churn leaves tombstones, which force a
@@ -17,7 +19,7 @@ const MAX_RING: usize = 1 << 16;
 
 /// A map from increasing `u64` keys to `V` (see the module documentation).
 #[derive(Debug)]
-pub(crate) struct SeqMap<V> {
+pub struct SeqMap<V> {
     ring: Vec<Option<(u64, V)>>,
     /// Entries moved out of the ring.
     late: IdMap<u64, V>,
@@ -43,7 +45,7 @@ impl<V> SeqMap<V> {
     }
 
     /// Inserts `value` at `key`, replacing (and returning) any value there.
-    pub(crate) fn insert(&mut self, key: u64, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
         if self.ring.is_empty() {
             self.ring.resize_with(FIRST, || None);
         }
@@ -72,7 +74,7 @@ impl<V> SeqMap<V> {
     }
 
     /// Removes and returns the value at `key`.
-    pub(crate) fn remove(&mut self, key: u64) -> Option<V> {
+    pub fn remove(&mut self, key: u64) -> Option<V> {
         if self.ring.is_empty() {
             return None;
         }
@@ -87,23 +89,25 @@ impl<V> SeqMap<V> {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
         self.in_ring + self.late.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Removes every entry, keeping the ring's allocation.
-    pub(crate) fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.ring.iter_mut().for_each(|e| *e = None);
         self.in_ring = 0;
         self.late.clear();
     }
 
     /// Removes and returns every entry, in no particular order.
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (u64, V)> + '_ {
+    pub fn drain(&mut self) -> impl Iterator<Item = (u64, V)> + '_ {
         self.in_ring = 0;
         self.ring
             .iter_mut()

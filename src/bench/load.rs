@@ -15,7 +15,6 @@
 //! nothing finishes for the timeout is given up and its calls in flight
 //! count as errors.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +26,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use vole_link::resolve::{self, ClientConfig};
+use vole_link::seqmap::SeqMap;
 use vole_link::{Entity, Error as LinkError, Link, ObjectRef, RemoteObject, Value};
 
 use super::cpu::{self, Process};
@@ -319,55 +319,6 @@ fn call_args(payload: &str) -> Vec<Value> {
     args
 }
 
-/// When each call in flight on a pipeline was sent, by ticket.
-///
-/// Tickets count up from 0 and most outcomes come back soon after their
-/// call, so the times live in a ring indexed by ticket; a call still
-/// outstanding when its ring slot comes round again (a slow answer) moves
-/// to a map. (A hash map alone churns: every call inserts and removes a
-/// key, and the tombstones that leaves force periodic rehashes.)
-struct SentTimes {
-    ring: Vec<Option<(u64, Instant)>>,
-    mask: u64,
-    late: HashMap<u64, Instant>,
-}
-
-impl SentTimes {
-    /// Room in the ring for about four times `inflight` calls.
-    fn new(inflight: usize) -> SentTimes {
-        let len = (inflight.max(1) * 4).next_power_of_two();
-        SentTimes {
-            ring: vec![None; len],
-            // `len` is a power of two, so this is all ones below it.
-            mask: len as u64 - 1,
-            late: HashMap::new(),
-        }
-    }
-
-    fn slot(&self, ticket: u64) -> usize {
-        // Masked to below the ring's length, which is a usize.
-        (ticket & self.mask) as usize
-    }
-
-    fn insert(&mut self, ticket: u64, at: Instant) {
-        let i = self.slot(ticket);
-        if let Some((older, t)) = self.ring[i].replace((ticket, at)) {
-            self.late.insert(older, t);
-        }
-    }
-
-    fn remove(&mut self, ticket: u64) -> Option<Instant> {
-        let i = self.slot(ticket);
-        match self.ring[i] {
-            Some((t, at)) if t == ticket => {
-                self.ring[i] = None;
-                Some(at)
-            }
-            _ => self.late.remove(&ticket),
-        }
-    }
-}
-
 /// [`drive_link`] with several calls in flight: one [`vole_link::Pipeline`]
 /// keeps `inflight` calls going and takes their outcomes as they arrive,
 /// as the raw baseline's client keeps its frames going on one connection.
@@ -381,7 +332,8 @@ async fn drive_pipelined(
 ) -> bool {
     let mut pipe = target.pipeline();
     // When each call in flight was sent, by ticket.
-    let mut sent = SentTimes::new(plan.inflight);
+    // When each call in flight was sent, by ticket (tickets count up).
+    let mut sent: SeqMap<Instant> = SeqMap::default();
     let progress = Progress::new();
     let mut lost = false;
     let stuck = {
@@ -389,7 +341,7 @@ async fn drive_pipelined(
             // Queues the next call, recording `now` as its sending time.
             async fn send(
                 pipe: &mut vole_link::Pipeline,
-                sent: &mut SentTimes,
+                sent: &mut SeqMap<Instant>,
                 method: &str,
                 payload: &str,
                 now: Instant,
@@ -774,34 +726,6 @@ mod tests {
                 end: start + Duration::from_millis(len_ms),
             },
         )
-    }
-
-    #[test]
-    fn sent_times_survive_slow_answers_and_any_order() {
-        let t0 = Instant::now();
-        let at = |i: u64| t0 + Duration::from_micros(i);
-        // A ring of 4: ticket 0 stays outstanding while 1..=9 come and go,
-        // so its slot is reused twice.
-        let mut sent = SentTimes::new(1);
-        assert_eq!(sent.ring.len(), 4);
-        for i in 0..10 {
-            sent.insert(i, at(i));
-            if i > 0 {
-                assert_eq!(sent.remove(i), Some(at(i)));
-            }
-        }
-        assert_eq!(sent.remove(0), Some(at(0)), "moved aside, not lost");
-        assert_eq!(sent.remove(0), None, "each ticket once");
-        // Out of order, with every slot full and overwritten.
-        for i in 10..30 {
-            sent.insert(i, at(i));
-        }
-        for i in (10..30).rev() {
-            assert_eq!(sent.remove(i), Some(at(i)), "ticket {i}");
-        }
-        assert!(sent.late.is_empty());
-        assert!(sent.ring.iter().all(Option::is_none));
-        assert_eq!(sent.remove(99), None);
     }
 
     #[test]
