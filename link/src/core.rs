@@ -550,9 +550,11 @@ impl LinkCore {
         }
         // No answer can come any more: a graceful close must not wait for
         // one (the driver fails the callers).
-        let replies = self.take_user_calls();
-        self.pending.clear();
-        Ok(replies)
+        let replies = self.pending.drain().filter_map(|(_, p)| match p {
+            Pending::User(reply) => Some(reply),
+            Pending::KeepAlive | Pending::Finish => None,
+        });
+        Ok(replies.collect())
     }
 
     /// Calls `method` on the peer's object `target`; the outcome comes as

@@ -99,13 +99,6 @@ impl<V> SeqMap<V> {
         self.len() == 0
     }
 
-    /// Removes every entry, keeping the ring's allocation.
-    pub fn clear(&mut self) {
-        self.ring.iter_mut().for_each(|e| *e = None);
-        self.in_ring = 0;
-        self.late.clear();
-    }
-
     /// Removes and returns every entry, in no particular order.
     pub fn drain(&mut self) -> impl Iterator<Item = (u64, V)> + '_ {
         self.in_ring = 0;
@@ -196,7 +189,7 @@ mod tests {
         }
         assert!(m.is_empty());
         m.insert(5, 1);
-        m.clear();
+        assert_eq!(m.drain().collect::<Vec<_>>(), vec![(5, 1)]);
         assert!(m.is_empty());
         assert_eq!(m.remove(5), None);
     }
