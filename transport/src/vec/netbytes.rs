@@ -56,18 +56,33 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, n: u64) {
     }
 }
 
-/// [`put_u64`] for `n > 246`: the length byte and the value bytes in one
-/// fixed-size append (no variable-length copy), then cut to length.
+/// [`put_u64`] for `n > 246`.
 #[inline(never)]
 fn put_u64_long(out: &mut Vec<u8>, n: u64) {
+    let (field, len) = long_field(n);
+    append_cut(out, &field, len);
+}
+
+/// The long netbytes form of `n > 246`, padded to nine bytes, and how many
+/// of them it takes: the length byte, then the value less 247 big-endian in
+/// as few bytes as it needs (at least one).
+#[inline(always)]
+fn long_field(n: u64) -> ([u8; 9], usize) {
     let m = n - 247;
     let len = (8 - (m.leading_zeros() / 8) as usize).max(1);
     let mut field = [0u8; 9];
     field[0] = 246 + len as u8;
     // The value's `len` bytes, big-endian, moved to the front of the eight.
     field[1..].copy_from_slice(&(m << (8 * (8 - len))).to_be_bytes());
-    let end = out.len() + 1 + len;
-    out.extend_from_slice(&field);
+    (field, 1 + len)
+}
+
+/// Appends the first `len` bytes of `bytes` as one fixed-size append (no
+/// variable-length copy), then cut to length.
+#[inline(always)]
+fn append_cut<const N: usize>(out: &mut Vec<u8>, bytes: &[u8; N], len: usize) {
+    let end = out.len() + len;
+    out.extend_from_slice(bytes);
     out.truncate(end);
 }
 
@@ -82,18 +97,14 @@ pub(crate) fn put_coded(out: &mut Vec<u8>, code: u8, n: u64) {
     }
 }
 
-/// [`put_coded`] for `n > 246`, in one fixed-size append cut to length.
+/// [`put_coded`] for `n > 246`.
 #[inline(never)]
 fn put_coded_long(out: &mut Vec<u8>, code: u8, n: u64) {
-    let m = n - 247;
-    let len = (8 - (m.leading_zeros() / 8) as usize).max(1);
-    let mut field = [0u8; 10];
-    field[0] = code;
-    field[1] = 246 + len as u8;
-    field[2..].copy_from_slice(&(m << (8 * (8 - len))).to_be_bytes());
-    let end = out.len() + 2 + len;
-    out.extend_from_slice(&field);
-    out.truncate(end);
+    let (field, len) = long_field(n);
+    let mut header = [0u8; 10];
+    header[0] = code;
+    header[1..].copy_from_slice(&field);
+    append_cut(out, &header, 1 + len);
 }
 
 /// The unsigned form of the signed netbytes of `v`, if it fits a `u64`
