@@ -2,6 +2,7 @@
 //! configurable backlog, IPv6 sockets that accept only IPv6, close-on-exec.
 
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -79,12 +80,36 @@ impl Acceptor {
     /// Waits for connections and returns those waiting, at most `max` (at
     /// least one). Accepted sockets are blocking and close-on-exec.
     pub async fn accept_batch(&self, max: usize) -> std::io::Result<Vec<std::net::TcpStream>> {
+        let mut batch = Vec::new();
+        std::future::poll_fn(|cx| self.poll_accept_batch(cx, max, &mut batch)).await?;
+        Ok(batch)
+    }
+
+    /// The polling form of [`Acceptor::accept_batch`], for a caller that
+    /// waits on several sources in one task: appends the connections
+    /// waiting (at most `max`, at least one) to `batch` and returns
+    /// `Ready(Ok(n))` with their number, or `Pending` (with the task's waker
+    /// registered) while none is waiting.
+    pub fn poll_accept_batch(
+        &self,
+        cx: &mut Context<'_>,
+        max: usize,
+        batch: &mut Vec<std::net::TcpStream>,
+    ) -> Poll<std::io::Result<usize>> {
+        let max = max.max(1);
         loop {
-            let mut guard = self.listener.readable().await?;
-            let mut batch = Vec::new();
-            while batch.len() < max.max(1) {
+            let mut guard = match self.listener.poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            let mut n = 0;
+            while n < max {
                 match guard.get_inner().accept() {
-                    Ok((tcp, _)) => batch.push(tcp),
+                    Ok((tcp, _)) => {
+                        batch.push(tcp);
+                        n += 1;
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         guard.clear_ready();
                         break;
@@ -95,14 +120,16 @@ impl Acceptor {
                             e.kind(),
                             std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
                         ) => {}
-                    Err(e) if batch.is_empty() => return Err(e),
+                    Err(e) if n == 0 => return Poll::Ready(Err(e)),
                     // Report it on the next call; hand over what we have.
                     Err(_) => break,
                 }
             }
-            if !batch.is_empty() {
-                return Ok(batch);
+            if n > 0 {
+                return Poll::Ready(Ok(n));
             }
+            // Readiness cleared and nothing taken: poll again, which
+            // registers the waker.
         }
     }
 }
@@ -134,6 +161,36 @@ mod tests {
             acceptor.accept_batch(2).await.expect("accept").len()
         };
         assert_eq!(two_at_most, 2, "the batch stops at its limit");
+    }
+
+    #[tokio::test]
+    async fn polling_waits_registered_and_appends_to_the_batch() {
+        let l = bind("127.0.0.1:0".parse().expect("addr"), 16).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let acceptor = Acceptor::new(l).expect("acceptor");
+        let keep = std::net::TcpStream::connect(addr).expect("connect");
+        let mut batch = acceptor.accept_batch(8).await.expect("accept");
+        assert_eq!(batch.len(), 1);
+        // Nothing waiting: Pending, and the waker is registered, so a new
+        // connection completes the same wait.
+        let mut polls = 0;
+        let waiting = std::future::poll_fn(|cx| {
+            polls += 1;
+            acceptor.poll_accept_batch(cx, 8, &mut batch)
+        });
+        let connect = async {
+            tokio::task::yield_now().await;
+            std::net::TcpStream::connect(addr).expect("connect")
+        };
+        let (n, _second) = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            tokio::join!(waiting, connect)
+        })
+        .await
+        .expect("woken by the new connection");
+        assert_eq!(n.expect("accept"), 1);
+        assert!(polls >= 2, "the first poll found nothing");
+        assert_eq!(batch.len(), 2, "appended to what was there");
+        drop(keep);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -218,7 +219,6 @@ impl Bound {
             let handler: Arc<dyn AdminHandler> = Arc::new(AdminBridge { tx: tx.clone() });
             tokio::spawn(async move { sock.serve(handler).await })
         });
-        let accept_tasks = sup.start_dispatch_accept();
         sup.rotate_tickets();
         let rotation = sup.bound.config.ticket_rotation.max(Duration::from_secs(1));
         let rotate_tx = tx.clone();
@@ -250,9 +250,6 @@ impl Bound {
             }
         };
         rotate_task.abort();
-        for t in accept_tasks {
-            t.abort();
-        }
         if let Some(t) = admin_task {
             t.abort();
             let _ = t.await; // drops the socket, removing its file
@@ -359,6 +356,8 @@ enum Event {
     },
     /// Connections accepted in `dispatch` mode (all that were waiting).
     Connections(Vec<OwnedFd>),
+    /// A signal the controller acts on.
+    Signal(Sig),
     Undelivered {
         id: NodeId,
         fds: Vec<OwnedFd>,
@@ -443,15 +442,15 @@ impl Supervisor {
     }
 
     async fn event_loop(&mut self, mut rx: mpsc::UnboundedReceiver<Event>) -> Outcome {
-        use tokio::signal::unix::SignalKind;
-        let mut term = signal(SignalKind::terminate());
-        let mut int = signal(SignalKind::interrupt());
-        let mut quit = signal(SignalKind::quit());
-        let mut hup = signal(SignalKind::hangup());
-        let mut usr1 = signal(SignalKind::user_defined1());
-        let mut usr2 = signal(SignalKind::user_defined2());
-        let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN));
-        let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU));
+        // Signals wait in a task of their own: eight receivers polled (and
+        // their waiters re-registered) on every wake-up of this loop would
+        // be paid per batch of connections in `dispatch` mode.
+        let signals = tokio::spawn(forward_signals(self.tx.clone()));
+        // In `dispatch` mode connections are accepted here, not in a task
+        // that hands them over: one task woken per batch, not two.
+        let acceptors = self.dispatch_acceptors();
+        let mut accepted: Vec<std::net::TcpStream> = Vec::new();
+        let mut accept_pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut watchdog = self.hooks.watchdog.map(tokio::time::interval);
         let mut metrics_tick = self.config().metrics_interval.map(tokio::time::interval);
         loop {
@@ -463,31 +462,28 @@ impl Supervisor {
             {
                 break;
             }
+            let accepting = !acceptors.is_empty() && accept_pause.is_none();
             tokio::select! {
                 Some(ev) = rx.recv() => {
                     self.handle(ev);
-                    // Take what else is waiting before granting or
-                    // dispatching, so reports from several nodes, or a
-                    // burst of connections, get one round of answers.
-                    for _ in 0..EVENT_BATCH {
-                        match rx.try_recv() {
-                            Ok(ev) => self.handle(ev),
-                            Err(_) => break,
+                    self.handle_waiting(&mut rx);
+                }
+                got = std::future::poll_fn(|cx| poll_accept_any(&acceptors, cx, &mut accepted)), if accepting => {
+                    match got {
+                        Ok(()) => {
+                            let fds = accepted.drain(..).map(OwnedFd::from).collect();
+                            self.handle(Event::Connections(fds));
+                            self.handle_waiting(&mut rx);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed; pausing 100 ms");
+                            accept_pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(100))));
                         }
                     }
-                    if std::mem::take(&mut self.rebalance) {
-                        self.send_grants();
-                        self.flush_queue();
-                    }
                 }
-                _ = recv_signal(&mut term) => self.on_signal("SIGTERM"),
-                _ = recv_signal(&mut int) => self.fast_stop("SIGINT"),
-                _ = recv_signal(&mut quit) => self.fast_stop("SIGQUIT"),
-                _ = recv_signal(&mut hup) => self.op(Op::Reload, None),
-                _ = recv_signal(&mut usr1) => self.op(Op::ReopenLogs, None),
-                _ = recv_signal(&mut usr2) => self.op(Op::Upgrade, None),
-                _ = recv_signal(&mut ttin) => self.op(Op::Grow, None),
-                _ = recv_signal(&mut ttou) => self.op(Op::Shrink, None),
+                _ = async { match &mut accept_pause { Some(p) => p.as_mut().await, None => std::future::pending().await } } => {
+                    accept_pause = None;
+                }
                 _ = async { match &mut metrics_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
                     self.gather_metrics();
                 }
@@ -496,11 +492,41 @@ impl Supervisor {
                 }
             }
         }
+        signals.abort();
         let clean = self.slots.values().all(|s| s.exit_code == Some(0));
         match self.outcome.take() {
             Some(o) => o,
             None if clean => Outcome::Stopped,
             None => Outcome::StoppedUnclean,
+        }
+    }
+
+    /// Takes what else is waiting before granting or dispatching, so
+    /// reports from several nodes, or a burst of connections, get one round
+    /// of answers.
+    fn handle_waiting(&mut self, rx: &mut mpsc::UnboundedReceiver<Event>) {
+        for _ in 0..EVENT_BATCH {
+            match rx.try_recv() {
+                Ok(ev) => self.handle(ev),
+                Err(_) => break,
+            }
+        }
+        if std::mem::take(&mut self.rebalance) {
+            self.send_grants();
+            self.flush_queue();
+        }
+    }
+
+    fn os_signal(&mut self, sig: Sig) {
+        match sig {
+            Sig::Term => self.on_signal("SIGTERM"),
+            Sig::Int => self.fast_stop("SIGINT"),
+            Sig::Quit => self.fast_stop("SIGQUIT"),
+            Sig::Hup => self.op(Op::Reload, None),
+            Sig::Usr1 => self.op(Op::ReopenLogs, None),
+            Sig::Usr2 => self.op(Op::Upgrade, None),
+            Sig::Ttin => self.op(Op::Grow, None),
+            Sig::Ttou => self.op(Op::Shrink, None),
         }
     }
 
@@ -659,6 +685,7 @@ impl Supervisor {
                 self.flush_queue();
             }
             Event::Admin(req, reply) => self.admin(req, reply),
+            Event::Signal(sig) => self.os_signal(sig),
             Event::RotateTickets => self.rotate_tickets(),
             Event::Metrics(statuses) => {
                 for (id, status) in &statuses {
@@ -1056,40 +1083,19 @@ impl Supervisor {
         }
     }
 
-    fn start_dispatch_accept(&self) -> Vec<tokio::task::JoinHandle<()>> {
+    /// The acceptors of `dispatch` mode (none in the other modes).
+    fn dispatch_acceptors(&self) -> Vec<vole_node::listen::Acceptor> {
         if self.config().balance != Balance::Dispatch {
             return Vec::new();
         }
-        let mut tasks = Vec::new();
+        let mut acceptors = Vec::new();
         for s in &self.bound.sockets {
-            let acceptor = match s.try_clone().and_then(vole_node::listen::Acceptor::new) {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot accept in dispatch mode");
-                    continue;
-                }
-            };
-            let tx = self.tx.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    // Every connection already waiting: one event, one
-                    // round of dispatching, for the lot.
-                    match acceptor.accept_batch(ACCEPT_BATCH).await {
-                        Ok(batch) => {
-                            let fds = batch.into_iter().map(OwnedFd::from).collect();
-                            if tx.send(Event::Connections(fds)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed; pausing 100 ms");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            }));
+            match s.try_clone().and_then(vole_node::listen::Acceptor::new) {
+                Ok(a) => acceptors.push(a),
+                Err(e) => tracing::error!(error = %e, "cannot accept in dispatch mode"),
+            }
         }
-        tasks
+        acceptors
     }
 
     fn admin(&mut self, req: AdminRequest, reply: oneshot::Sender<AdminResponse>) {
@@ -1195,6 +1201,64 @@ async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// The signals the controller acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sig {
+    Term,
+    Int,
+    Quit,
+    Hup,
+    Usr1,
+    Usr2,
+    Ttin,
+    Ttou,
+}
+
+/// Turns signals into supervisor events, until the supervisor is gone.
+async fn forward_signals(tx: mpsc::UnboundedSender<Event>) {
+    use tokio::signal::unix::SignalKind;
+    let mut term = signal(SignalKind::terminate());
+    let mut int = signal(SignalKind::interrupt());
+    let mut quit = signal(SignalKind::quit());
+    let mut hup = signal(SignalKind::hangup());
+    let mut usr1 = signal(SignalKind::user_defined1());
+    let mut usr2 = signal(SignalKind::user_defined2());
+    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN));
+    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU));
+    loop {
+        let sig = tokio::select! {
+            _ = recv_signal(&mut term) => Sig::Term,
+            _ = recv_signal(&mut int) => Sig::Int,
+            _ = recv_signal(&mut quit) => Sig::Quit,
+            _ = recv_signal(&mut hup) => Sig::Hup,
+            _ = recv_signal(&mut usr1) => Sig::Usr1,
+            _ = recv_signal(&mut usr2) => Sig::Usr2,
+            _ = recv_signal(&mut ttin) => Sig::Ttin,
+            _ = recv_signal(&mut ttou) => Sig::Ttou,
+        };
+        if tx.send(Event::Signal(sig)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Polls every acceptor in turn; the first with connections waiting adds
+/// them to `batch`.
+fn poll_accept_any(
+    acceptors: &[vole_node::listen::Acceptor],
+    cx: &mut std::task::Context<'_>,
+    batch: &mut Vec<std::net::TcpStream>,
+) -> std::task::Poll<std::io::Result<()>> {
+    for a in acceptors {
+        match a.poll_accept_batch(cx, ACCEPT_BATCH, batch) {
+            std::task::Poll::Ready(Ok(_)) => return std::task::Poll::Ready(Ok(())),
+            std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => {}
+        }
+    }
+    std::task::Poll::Pending
 }
 
 /// Waits for the node process and reports its exit (reaping it).
