@@ -230,13 +230,20 @@ impl Balancer {
             .filter(|l| l.ready && self.under_limits(l, 0))
             .map(|l| l.open)
             .min()?;
-        let ties: Vec<NodeId> = self
+        // Called per dispatched connection: the ties are counted and the
+        // chosen one found in a second pass, not collected.
+        let is_tie = |l: &&Load| l.ready && l.open == min && self.under_limits(l, 0);
+        let ties = self.nodes.values().filter(is_tie).count() as u64;
+        if ties == 0 {
+            return None;
+        }
+        let nth = (self.rotate % ties) as usize;
+        let id = self
             .nodes
             .iter()
-            .filter(|(_, l)| l.ready && l.open == min && self.under_limits(l, 0))
-            .map(|(id, _)| *id)
-            .collect();
-        let id = *ties.get((self.rotate % ties.len() as u64) as usize)?;
+            .filter(|(_, l)| is_tie(l))
+            .nth(nth)
+            .map(|(id, _)| *id)?;
         self.rotate = self.rotate.wrapping_add(1);
         if let Some(l) = self.nodes.get_mut(&id) {
             l.open += 1;

@@ -832,7 +832,7 @@ impl Supervisor {
             let Some(id) = self.balancer.pick() else {
                 return;
             };
-            let Some(tx) = self.slots.get(&id).and_then(|s| s.dispatch_tx.clone()) else {
+            let Some(tx) = self.slots.get(&id).and_then(|s| s.dispatch_tx.as_ref()) else {
                 self.balancer.undispatch(id);
                 return;
             };
