@@ -274,6 +274,37 @@ fn serves_on_a_socket_passed_by_socket_activation() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"activated\"");
+    // `meta.ping` from the command line names the node that served it.
+    let uri = format!("vop://127.0.0.1:{port}/");
+    let ping = Command::new(VOLE)
+        .args(["call", "--plain", &uri, "meta.ping"])
+        .output()
+        .expect("vole call meta.ping");
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    let answer: serde_json::Value =
+        serde_json::from_slice(&ping.stdout).expect("meta.ping prints JSON");
+    let (node, pid) = (answer[0].as_u64(), answer[1].as_u64());
+    assert!(
+        matches!(node, Some(0 | 1)),
+        "node id of one of 2 nodes: {answer}"
+    );
+    let controller = cleanup.child.as_ref().map(|c| u64::from(c.id()));
+    assert!(pid.is_some() && pid != controller, "a node's pid: {answer}");
+    // An unknown meta call is the peer's error (exit code 2), not a usage one.
+    let bad = Command::new(VOLE)
+        .args(["call", "--plain", &uri, "meta.no_such"])
+        .output()
+        .expect("vole call meta.no_such");
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     if let Some(c) = cleanup.child.as_mut() {
         // SAFETY: kill(2) on our child.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };

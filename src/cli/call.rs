@@ -102,10 +102,19 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
                         vri
                     )));
                 };
-                target
-                    .call(method, call_args)
-                    .await
-                    .with_context(|| format!("{method}() failed"))?
+                let outcome = match method.strip_prefix("meta.") {
+                    // `meta.ping`, `meta.methods`, `meta.doc`: VOL's meta
+                    // calls, sent as `(None, name, arg...)`.
+                    Some(meta) if !meta.is_empty() => {
+                        let mut full = Vec::with_capacity(call_args.len() + 2);
+                        full.push(Value::None);
+                        full.push(Value::str(meta));
+                        full.extend(call_args);
+                        target.call_raw(full, vole_link::CallKind::Normal).await
+                    }
+                    _ => target.call(method, call_args).await,
+                };
+                outcome.with_context(|| format!("{method}() failed"))?
             }
         };
         let json = to_json(value);

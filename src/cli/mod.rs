@@ -299,7 +299,8 @@ pub struct ClientArgs {
 pub struct CallArgs {
     /// vop://host[:port]/path/[name[?args]]
     pub uri: String,
-    /// Method to call on the resolved object.
+    /// Method to call on the resolved object; `meta.NAME` sends a meta call
+    /// (`meta.ping`, `meta.methods`, `meta.doc`).
     pub method: Option<String>,
     /// Arguments: each is parsed as JSON if it can be, otherwise taken as a string.
     #[arg(allow_hyphen_values = true)]
