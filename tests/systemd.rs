@@ -276,10 +276,13 @@ fn serves_on_a_socket_passed_by_socket_activation() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"activated\"");
     // `meta.ping` from the command line names the node that served it.
     let uri = format!("vop://127.0.0.1:{port}/");
-    let ping = Command::new(VOLE)
-        .args(["call", "--plain", &uri, "meta.ping"])
-        .output()
-        .expect("vole call meta.ping");
+    let call = |method: &str| {
+        Command::new(VOLE)
+            .args(["call", "--plain", &uri, method])
+            .output()
+            .expect("vole call")
+    };
+    let ping = call("meta.ping");
     assert!(
         ping.status.success(),
         "{}",
@@ -295,10 +298,7 @@ fn serves_on_a_socket_passed_by_socket_activation() {
     let controller = cleanup.child.as_ref().map(|c| u64::from(c.id()));
     assert!(pid.is_some() && pid != controller, "a node's pid: {answer}");
     // An unknown meta call is the peer's error (exit code 2), not a usage one.
-    let bad = Command::new(VOLE)
-        .args(["call", "--plain", &uri, "meta.no_such"])
-        .output()
-        .expect("vole call meta.no_such");
+    let bad = call("meta.no_such");
     assert_eq!(
         bad.status.code(),
         Some(2),

@@ -111,11 +111,21 @@ impl RemoteObject {
         self.call_raw(full, CallKind::Oneway).await.map(|_| ())
     }
 
+    /// A VOL meta call `meta.<name>(args...)`, sent as `(None, name, arg...)`:
+    /// `ping`, `methods`, `doc` on vole's objects.
+    pub async fn call_meta(
+        &self,
+        name: &str,
+        args: impl IntoIterator<Item = Value>,
+    ) -> Result<Value, Error> {
+        let mut full = vec![Value::None, Value::str(name)];
+        full.extend(args);
+        self.call_raw(full, CallKind::Normal).await
+    }
+
     /// `meta.methods()`: the names of the methods the object publishes.
     pub async fn meta_methods(&self) -> Result<Vec<String>, Error> {
-        let v = self
-            .call_raw(vec![Value::None, Value::str("methods")], CallKind::Normal)
-            .await?;
+        let v = self.call_meta("methods", []).await?;
         Vec::<String>::from_entity(v)
             .map_err(|e| Error::Convert(format!("meta.methods() result: {e}")))
     }
@@ -123,11 +133,7 @@ impl RemoteObject {
     /// `meta.doc()`: the object's documentation, or a method's when `method`
     /// is given.
     pub async fn meta_doc(&self, method: Option<&str>) -> Result<Option<String>, Error> {
-        let mut args = vec![Value::None, Value::str("doc")];
-        if let Some(m) = method {
-            args.push(Value::str(m));
-        }
-        let v = self.call_raw(args, CallKind::Normal).await?;
+        let v = self.call_meta("doc", method.map(Value::str)).await?;
         Option::<String>::from_entity(v)
             .map_err(|e| Error::Convert(format!("meta.doc() result: {e}")))
     }

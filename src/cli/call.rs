@@ -103,15 +103,7 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
                     )));
                 };
                 let outcome = match method.strip_prefix("meta.") {
-                    // `meta.ping`, `meta.methods`, `meta.doc`: VOL's meta
-                    // calls, sent as `(None, name, arg...)`.
-                    Some(meta) if !meta.is_empty() => {
-                        let mut full = Vec::with_capacity(call_args.len() + 2);
-                        full.push(Value::None);
-                        full.push(Value::str(meta));
-                        full.extend(call_args);
-                        target.call_raw(full, vole_link::CallKind::Normal).await
-                    }
+                    Some(meta) if !meta.is_empty() => target.call_meta(meta, call_args).await,
                     _ => target.call(method, call_args).await,
                 };
                 outcome.with_context(|| format!("{method}() failed"))?

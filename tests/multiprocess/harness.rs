@@ -18,7 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 use vole_link::resolve::{connect_to, ClientConfig};
-use vole_link::{CallKind, Entity, Link, RemoteObject, Value};
+use vole_link::{Entity, Link, RemoteObject};
 
 /// The `vole` binary under test.
 pub const VOLE: &str = env!("CARGO_BIN_EXE_vole");
@@ -725,13 +725,10 @@ pub async fn connect_only(port: u16) -> Result<(Link, RemoteObject), String> {
 
 /// `meta.ping()`: (node id, pid).
 pub async fn ping(gw: &RemoteObject) -> Result<(u32, u32), String> {
-    let v = tokio::time::timeout(
-        CALL_LIMIT,
-        gw.call_raw(vec![Value::None, Value::str("ping")], CallKind::Normal),
-    )
-    .await
-    .map_err(|_| "ping timed out".to_owned())?
-    .map_err(|e| format!("ping: {e}"))?;
+    let v = tokio::time::timeout(CALL_LIMIT, gw.call_meta("ping", []))
+        .await
+        .map_err(|_| "ping timed out".to_owned())?
+        .map_err(|e| format!("ping: {e}"))?;
     match v {
         Entity::Tuple(items) => match items.as_slice() {
             [Entity::Int(node), Entity::Int(pid)] => Ok((*node as u32, *pid as u32)),
