@@ -22,7 +22,7 @@
 
 use std::fs::File;
 use std::io::{self, Write as _};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
@@ -82,9 +82,21 @@ pub struct Spawned {
     pub pid: u32,
     /// The controller's end of the control socket.
     pub control: QuietStream,
-    /// The controller's end of the connection socket, in `dispatch` mode
-    /// (dormant: see [`QuietStream::dormant`]).
-    pub conn: Option<QuietStream>,
+    /// The connection socket, in `dispatch` mode.
+    pub conn: Option<ConnSocket>,
+}
+
+/// The controller's hold on a node's `dispatch` connection socket.
+#[derive(Debug)]
+pub struct ConnSocket {
+    /// The controller's end, which it sends connections on (dormant: the
+    /// node sends nothing back; see [`QuietStream::dormant`]).
+    pub ours: QuietStream,
+    /// A copy of the node's end, never read while the node lives. It keeps
+    /// the node's end of the socket, and the connections queued in it, in
+    /// existence after the node is gone, so the controller can take back
+    /// those it never received ([`vole_node::fdpass::drain`]).
+    pub node_end: OwnedFd,
 }
 
 fn socketpair() -> io::Result<(
@@ -152,12 +164,12 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
     let mut child = command.spawn()?;
     drop(control_child);
     let conn = match conn_pair {
-        Some((parent, child_end)) => {
-            drop(child_end);
-            // Its incoming data (acknowledgments) is read when the
-            // dispatcher is awake anyway: it wakes nobody.
-            Some(QuietStream::dormant(parent)?)
-        }
+        Some((parent, child_end)) => Some(ConnSocket {
+            ours: QuietStream::dormant(parent)?,
+            // Close-on-exec like every descriptor here: no other node
+            // inherits it.
+            node_end: OwnedFd::from(child_end),
+        }),
         None => None,
     };
     let pid = child

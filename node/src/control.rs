@@ -32,12 +32,11 @@
 //!
 //! In `dispatch` mode connections travel over a second socket, not the
 //! control link: each frame is one byte, the number of descriptors attached
-//! (1 to [`crate::fdpass::MAX_FDS`]), and the node answers with the running
-//! total of descriptors it has taken (8 bytes, little-endian), once for all
-//! the frames it found waiting, before it reads from any of those
-//! connections. The controller keeps its copy of each connection until it
-//! is counted taken, and hands the others to another node if this one
-//! goes away.
+//! (1 to [`crate::fdpass::MAX_FDS`]). Nothing comes back: the controller
+//! closes its copies as soon as a frame is sent, and keeps a copy of the
+//! node's end of the socket instead, so that if the node goes away it can
+//! take the frames the node never received out of the socket
+//! ([`crate::fdpass::drain`]) and hand them to another node.
 //!
 //! Compatibility rules: the controller and its nodes run the same
 //! executable (the controller re-executes the file it was started from,

@@ -120,10 +120,45 @@ fn check_count(fds: &[OwnedFd]) -> io::Result<()> {
     Ok(())
 }
 
+/// Takes every descriptor waiting in `sock`'s receive queue, without
+/// waiting, and discards the data bytes they came with.
+///
+/// For the controller, which keeps a copy of a node's end of the `dispatch`
+/// connection socket: once the node is gone, what it never received is
+/// still queued there, and comes back this way. A descriptor is received
+/// by exactly one reader, so nothing a node took can come back as well.
+pub fn drain(sock: BorrowedFd<'_>) -> io::Result<Vec<OwnedFd>> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match recv_flags(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok((0, fds)) => {
+                all.extend(fds);
+                return Ok(all);
+            }
+            Ok((_, fds)) => all.extend(fds),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(all),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A truncated frame: what did arrive was closed; go on.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn recv_some(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    recv_flags(sock, buf, MsgFlags::empty())
+}
+
+fn recv_flags(sock: RawFd, buf: &mut [u8], flags: MsgFlags) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let msg = recvmsg::<()>(
+        sock,
+        &mut iov,
+        Some(&mut space),
+        flags | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
     let mut fds = Vec::new();
     for cmsg in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(received) = cmsg {
@@ -230,6 +265,51 @@ mod tests {
         // It is the same socket.
         let received = std::net::TcpListener::from(fds.into_iter().next().expect("one"));
         assert_eq!(received.local_addr().expect("addr"), addr);
+    }
+
+    /// What the reader never received comes back whole and in order, and
+    /// nothing it did receive comes back too.
+    #[tokio::test]
+    async fn drain_takes_back_exactly_what_was_not_received() {
+        let (mut a, b) = pair();
+        let listeners: Vec<std::net::TcpListener> = (0..5)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let port = |fd: &OwnedFd| {
+            let l = std::net::TcpListener::from(fd.try_clone().expect("dup"));
+            l.local_addr().expect("addr").port()
+        };
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("addr").port())
+            .collect();
+        send(&mut a, &[2], &[listeners[0].as_fd(), listeners[1].as_fd()])
+            .await
+            .expect("send");
+        send(&mut a, &[1], &[listeners[2].as_fd()])
+            .await
+            .expect("send");
+        send(&mut a, &[2], &[listeners[3].as_fd(), listeners[4].as_fd()])
+            .await
+            .expect("send");
+        let mut count = [0u8; 1];
+        let taken = recv(&b, &mut count).await.expect("recv").expect("frame");
+        assert_eq!(taken.iter().map(port).collect::<Vec<_>>(), ports[..2]);
+        let back = drain(b.as_fd()).expect("drain");
+        assert_eq!(back.iter().map(port).collect::<Vec<_>>(), ports[2..]);
+        for fd in &back {
+            assert!(
+                is_cloexec(fd.as_fd()).expect("fcntl"),
+                "drained fds are close-on-exec"
+            );
+        }
+        assert!(drain(b.as_fd()).expect("drain again").is_empty());
+        // The end of the stream ends a drain too.
+        send(&mut a, &[1], &[listeners[0].as_fd()])
+            .await
+            .expect("send");
+        drop(a);
+        assert_eq!(drain(b.as_fd()).expect("drain at EOF").len(), 1);
     }
 
     #[tokio::test]

@@ -544,51 +544,32 @@ async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<tokio::net::Tc
 
 /// `dispatch` mode: connections arrive over the connection socket in
 /// frames of one byte, the number of descriptors attached (see
-/// [`crate::control`]). Every frame that has arrived is taken, the running
-/// total taken is acknowledged once for all of them (so the controller can
-/// close its copies), and only then are they served: a connection is never
-/// read from before the controller knows this node has it.
-async fn take_dispatched(service: Service, mut sock: QuietStream) {
-    use tokio::io::AsyncWriteExt;
-    let mut taken: u64 = 0;
-    let mut batch: Vec<OwnedFd> = Vec::new();
+/// [`crate::control`]), and are served as they come. Nothing goes back: a
+/// connection is this node's once received, and if the node dies, the
+/// controller takes those it never received out of the socket itself.
+async fn take_dispatched(service: Service, sock: QuietStream) {
     loop {
         let mut count = [0u8; 1];
-        let first = tokio::select! {
+        let frame = tokio::select! {
             r = fdpass::recv(&sock, &mut count) => r,
             _ = service.stopping() => return,
         };
-        let mut ended = false;
-        match first {
-            Ok(Some(fds)) => taken += take_frame(count[0], fds, &mut batch),
+        let fds = match frame {
+            Ok(Some(fds)) => fds,
             Ok(None) => return, // controller gone
             Err(e) => {
                 tracing::error!(error = %e, "connection socket failed");
                 return;
             }
+        };
+        if fds.len() != usize::from(count[0]) {
+            tracing::error!(
+                said = count[0],
+                fds = fds.len(),
+                "dispatch frame with a wrong number of connections"
+            );
         }
-        loop {
-            match fdpass::try_recv(&sock, &mut count).await {
-                Ok(Some(fds)) => taken += take_frame(count[0], fds, &mut batch),
-                Ok(None) => {
-                    ended = true;
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "connection socket failed");
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        if !ended {
-            if let Err(e) = sock.write_all(&taken.to_le_bytes()).await {
-                tracing::error!(error = %e, "cannot acknowledge dispatched connections");
-                ended = true;
-            }
-        }
-        for fd in batch.drain(..) {
+        for fd in fds {
             let std = std::net::TcpStream::from(fd);
             match std
                 .set_nonblocking(true)
@@ -598,24 +579,7 @@ async fn take_dispatched(service: Service, mut sock: QuietStream) {
                 Err(e) => tracing::error!(error = %e, "dispatched connection unusable"),
             }
         }
-        if ended {
-            return;
-        }
     }
-}
-
-/// The connections of one dispatch frame that said it carries `count`;
-/// returns the count the controller sent (what the acknowledgment counts).
-fn take_frame(count: u8, fds: Vec<OwnedFd>, batch: &mut Vec<OwnedFd>) -> u64 {
-    if fds.len() != usize::from(count) {
-        tracing::error!(
-            said = count,
-            fds = fds.len(),
-            "dispatch frame with a wrong number of connections"
-        );
-    }
-    batch.extend(fds);
-    u64::from(count)
 }
 
 #[cfg(test)]
@@ -700,50 +664,57 @@ mod tests {
         )
     }
 
-    /// Frames that arrive together are taken together and acknowledged
-    /// once, with the running total of connections taken, before any is
-    /// served.
+    /// Every connection of every frame is served (each client gets its
+    /// VOP answer), and nothing is written back to the controller.
     #[tokio::test]
-    async fn dispatched_frames_are_acknowledged_per_batch() {
+    async fn dispatched_connections_are_served_and_nothing_goes_back() {
         use std::os::fd::AsFd;
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
         let mut controller = QuietStream::new(ours).expect("controller end");
         let node = QuietStream::new(theirs).expect("node end");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let clients: Vec<_> = (0..3)
-            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
-            .collect();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
         let accepted: Vec<_> = (0..3)
             .map(|_| listener.accept().expect("accept").0)
             .collect();
         let fds: Vec<_> = accepted.iter().map(AsFd::as_fd).collect();
-        // Both frames are waiting before the node looks.
         fdpass::send(&mut controller, &[2], &fds[..2])
             .await
             .expect("send");
         fdpass::send(&mut controller, &[1], &fds[2..])
             .await
             .expect("send");
+        drop(accepted); // the frames hold them now
         let service = plain_service();
         let task = tokio::spawn(take_dispatched(service.clone(), node));
-        let mut ack = [0u8; 8];
-        tokio::time::timeout(Duration::from_secs(10), async {
-            use tokio::io::AsyncReadExt;
-            controller.read_exact(&mut ack).await
-        })
-        .await
-        .expect("in time")
-        .expect("an acknowledgment");
-        assert_eq!(
-            u64::from_le_bytes(ack),
-            3,
-            "one acknowledgment for both frames"
-        );
+        for client in clients {
+            let mut client = tokio::io::BufReader::new(client);
+            client
+                .get_mut()
+                .write_all(b"VOP_DRAFT-0.8 TRANSPORTS:PLAIN\n")
+                .await
+                .expect("hello");
+            let mut line = String::new();
+            tokio::time::timeout(Duration::from_secs(10), client.read_line(&mut line))
+                .await
+                .expect("in time")
+                .expect("answer");
+            assert_eq!(line, "VOP_DRAFT-0.8 USE_TRANSPORT:PLAIN\n");
+        }
         assert_eq!(service.snapshot().accepted, 3);
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            controller.try_read(&mut buf).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "the node sends nothing back"
+        );
         // The controller goes away: the node stops taking connections.
         drop(controller);
-        drop(clients);
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .expect("the task ends")

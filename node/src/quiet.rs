@@ -18,8 +18,8 @@
 //! goes through again, so the costly-but-rare case still waits properly.
 //! A [`QuietStream::dormant`] one is not registered at all until asked
 //! ([`QuietStream::wake_for_reading`]): for a socket whose incoming data is
-//! read only when convenient (the controller's end of the `dispatch`
-//! connection socket, whose acknowledgments it reads when it sends). Even a
+//! read only when convenient, or never (the controller's end of the
+//! `dispatch` connection socket, on which nodes send nothing). Even a
 //! registration for hang-ups alone would not do: Linux wakes a waiter
 //! registered for `EPOLLPRI` on every arriving message, only to find
 //! nothing to report.

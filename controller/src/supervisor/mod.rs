@@ -289,7 +289,9 @@ struct Slot {
     control: Option<RemoteObject>,
     link: Option<Link>,
     said_ready: bool,
-    dispatch_tx: Option<mpsc::UnboundedSender<OwnedFd>>,
+    /// Where connections for this node go, in `dispatch` mode; dropped when
+    /// the node dies, which tells its dispatcher.
+    dispatch: Option<DispatchHandle>,
     /// Whether this generation's death has been handled.
     dead: bool,
     /// Whether the restart decision for this generation was made.
@@ -313,7 +315,7 @@ impl Slot {
             control: None,
             link: None,
             said_ready: false,
-            dispatch_tx: None,
+            dispatch: None,
             dead: false,
             decided: false,
             reaped: true,
@@ -426,15 +428,6 @@ const EVENT_BATCH: usize = 256;
 
 /// Connections accepted at most per wake-up in `dispatch` mode.
 const ACCEPT_BATCH: usize = 64;
-
-/// How long the dispatcher leaves acknowledgments unread while it has
-/// nothing to send (it reads them whenever it sends): the longest it keeps
-/// its copy of a connection a node has taken.
-const ACK_READ_DELAY: Duration = Duration::from_millis(5);
-
-/// How long a dispatcher whose node is gone waits for the node's end of
-/// the socket to close, to read every acknowledgment it sent.
-const ACK_DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 impl Supervisor {
     fn config(&self) -> &ControllerConfig {
@@ -832,7 +825,12 @@ impl Supervisor {
             let Some(id) = self.balancer.pick() else {
                 return;
             };
-            let Some(tx) = self.slots.get(&id).and_then(|s| s.dispatch_tx.as_ref()) else {
+            let Some(tx) = self
+                .slots
+                .get(&id)
+                .and_then(|s| s.dispatch.as_ref())
+                .map(|d| &d.tx)
+            else {
                 self.balancer.undispatch(id);
                 return;
             };
@@ -859,7 +857,7 @@ impl Supervisor {
         let uptime = slot.started_at.elapsed();
         let pid = slot.pid;
         slot.control = None;
-        slot.dispatch_tx = None;
+        slot.dispatch = None;
         if let Some(link) = slot.link.take() {
             link.abort();
         }
@@ -1034,7 +1032,6 @@ impl Supervisor {
             }
         };
         let config_json = serde_json::to_string(&node_cfg).unwrap_or_default();
-        let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
         let spawn::Spawned {
             child,
             control,
@@ -1042,10 +1039,12 @@ impl Supervisor {
             ..
         } = spawned;
         if let Some(conn) = conn {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (gone_tx, gone) = oneshot::channel();
             if let Some(slot) = self.slots.get_mut(&id) {
-                slot.dispatch_tx = Some(dispatch_tx);
+                slot.dispatch = Some(DispatchHandle { tx, _gone: gone_tx });
             }
-            tokio::spawn(dispatcher(self.tx.clone(), id, conn, dispatch_rx));
+            tokio::spawn(dispatcher(self.tx.clone(), id, conn, rx, gone));
         }
         let tx = self.tx.clone();
         tokio::spawn(reap(tx.clone(), id, gen, child));
@@ -1433,150 +1432,86 @@ async fn heartbeat(
     }
 }
 
-/// The connections handed to one node and not yet acknowledged, in the
-/// order they were sent, and the node's running count of those it took.
-#[derive(Debug, Default)]
-struct Handed {
-    /// Our copies of connections sent and not yet acknowledged.
-    pending: VecDeque<OwnedFd>,
-    /// Descriptors sent in total.
-    sent: u64,
-    /// Descriptors the node said it took in total.
-    acked: u64,
-    /// A partly read acknowledgment.
-    buf: [u8; 8],
-    fill: usize,
-}
-
-impl Handed {
-    fn sent(&mut self, fds: impl IntoIterator<Item = OwnedFd>) {
-        for fd in fds {
-            self.pending.push_back(fd);
-            self.sent += 1;
-        }
-    }
-
-    /// Takes in acknowledgment bytes; closes our copies of connections the
-    /// node has taken. A count that goes backwards or beyond what was sent
-    /// is the node's error: it is ignored (nothing is closed for it).
-    fn ack_bytes(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let n = (self.buf.len() - self.fill).min(bytes.len());
-            self.buf[self.fill..self.fill + n].copy_from_slice(&bytes[..n]);
-            self.fill += n;
-            bytes = &bytes[n..];
-            if self.fill < self.buf.len() {
-                break;
-            }
-            self.fill = 0;
-            let total = u64::from_le_bytes(self.buf);
-            if total <= self.acked || total > self.sent {
-                if total != self.acked {
-                    tracing::warn!(
-                        total,
-                        acked = self.acked,
-                        sent = self.sent,
-                        "bad dispatch acknowledgment; ignored"
-                    );
-                }
-                continue;
-            }
-            for _ in self.acked..total {
-                self.pending.pop_front();
-            }
-            self.acked = total;
-        }
-    }
-
-    /// Reads the acknowledgments that have arrived, without waiting.
-    /// Returns false once the node's end is closed (or failed).
-    fn read_acks(&mut self, sock: &QuietStream) -> bool {
-        let mut buf = [0u8; 256];
-        loop {
-            match sock.try_read(&mut buf) {
-                Ok(0) => return false,
-                Ok(n) => self.ack_bytes(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-    }
+/// The supervisor's side of one node's dispatcher.
+#[derive(Debug)]
+struct DispatchHandle {
+    /// Connections for the node.
+    tx: mpsc::UnboundedSender<OwnedFd>,
+    /// Dropped (with `tx`) when the node is gone: wakes a dispatcher that
+    /// waits for room in a socket the dead node no longer reads.
+    _gone: oneshot::Sender<()>,
 }
 
 /// `dispatch` mode: passes connections to one node, several per frame when
-/// several are waiting, and keeps the controller's copy of each until the
-/// node acknowledges it; whatever is unacknowledged when the node goes away
-/// is given back for another node.
+/// several are waiting, and closes its copies once a frame is sent.
 ///
-/// The socket is dormant (not registered with the reactor): acknowledgments
-/// are read whenever there is something to send, and otherwise
-/// [`ACK_READ_DELAY`] after the last send, so they cost the controller no
-/// wake-up of their own. The node's death is learnt from the supervisor
+/// The frame itself keeps each connection until the node receives it, and
+/// the controller holds a copy of the node's end of the socket
+/// ([`spawn::ConnSocket::node_end`]), so a node that dies leaves the frames
+/// it never received where the controller can take them back
+/// ([`fdpass::drain`]) for another node. A descriptor is received by
+/// exactly one reader: nothing the node took comes back, and no
+/// acknowledgment is needed. The node's death is learnt from the supervisor
 /// (which drops the sender), or from a failed send.
 async fn dispatcher(
     tx: mpsc::UnboundedSender<Event>,
     id: NodeId,
-    mut sock: QuietStream,
+    conn: spawn::ConnSocket,
     mut rx: mpsc::UnboundedReceiver<OwnedFd>,
+    mut gone: oneshot::Receiver<()>,
 ) {
-    let mut handed = Handed::default();
+    let spawn::ConnSocket {
+        ours: mut sock,
+        node_end,
+    } = conn;
     let mut batch: Vec<OwnedFd> = Vec::with_capacity(fdpass::MAX_FDS);
-    let mut open = true;
-    while open {
+    loop {
+        // `gone` first: once the node is dead, what is still queued is not
+        // sent. (Each branch on `gone` ends the loop: it is never polled
+        // again once it has fired.)
         tokio::select! {
+            biased;
+            _ = &mut gone => break,
             n = rx.recv_many(&mut batch, fdpass::MAX_FDS) => {
                 if n == 0 {
                     break; // the node died (as the supervisor saw it)
                 }
-                open = handed.read_acks(&sock);
-                let count = batch.len() as u8;
-                let sent = {
-                    let fds: Vec<_> = batch.iter().map(AsFd::as_fd).collect();
-                    fdpass::send(&mut sock, &[count], &fds).await
-                };
-                handed.sent(batch.drain(..));
-                if sent.is_err() {
-                    break;
-                }
             }
-            _ = tokio::time::sleep(ACK_READ_DELAY), if !handed.pending.is_empty() => {
-                open = handed.read_acks(&sock);
+        }
+        let frame = [batch.len() as u8];
+        let sent = {
+            let fds: Vec<_> = batch.iter().map(AsFd::as_fd).collect();
+            tokio::select! {
+                r = fdpass::send(&mut sock, &frame, &fds) => Some(r),
+                // The socket is full and the node will never read it.
+                _ = &mut gone => None,
             }
+        };
+        match sent {
+            // The frame holds them now.
+            Some(Ok(())) => batch.clear(),
+            Some(Err(e)) => {
+                tracing::warn!(node = id, error = %e, "cannot pass connections to the node");
+                break;
+            }
+            None => break,
         }
     }
     rx.close();
-    // Every acknowledgment the node sent before it went is in the socket:
-    // read them all (up to its end of the socket closing), so no
-    // connection it took is handed to another node.
-    let drained = match sock.wake_for_reading() {
-        Ok(()) => {
-            tokio::time::timeout(ACK_DRAIN_LIMIT, async {
-                while handed.read_acks(&sock) {
-                    if sock.readable().await.is_err() {
-                        handed.read_acks(&sock);
-                        break;
-                    }
-                }
-            })
-            .await
-        }
+    // In the order they were accepted: the frames the node never received,
+    // a batch that could not be sent, then what was still queued.
+    let mut fds = match fdpass::drain(node_end.as_fd()) {
+        Ok(fds) => fds,
         Err(e) => {
-            tracing::warn!(node = id, error = %e, "cannot wait for the connection socket");
-            handed.read_acks(&sock);
-            Ok(())
+            tracing::error!(node = id, error = %e, "cannot take back the connections the node never received");
+            Vec::new()
         }
     };
-    if drained.is_err() && !handed.pending.is_empty() {
-        tracing::warn!(
-            node = id,
-            "the node's connection socket did not close; treating unacknowledged connections as not taken"
-        );
-    }
-    let mut fds: Vec<OwnedFd> = handed.pending.into_iter().collect();
+    fds.append(&mut batch);
     while let Ok(fd) = rx.try_recv() {
         fds.push(fd);
     }
+    drop(node_end);
     let _ = tx.send(Event::Undelivered { id, fds });
 }
 
@@ -1603,7 +1538,6 @@ impl AdminHandler for AdminBridge {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd;
 
     use super::*;
 
@@ -1611,49 +1545,56 @@ mod tests {
         OwnedFd::from(std::fs::File::open("/dev/null").expect("open"))
     }
 
-    #[test]
-    fn acknowledgments_close_copies_in_order_and_bad_ones_are_ignored() {
-        let mut h = Handed::default();
-        let fds: Vec<OwnedFd> = (0..4).map(|_| devnull()).collect();
-        let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-        h.sent(fds);
-        // Split across reads.
-        let two = 2u64.to_le_bytes();
-        h.ack_bytes(&two[..3]);
-        assert_eq!(h.pending.len(), 4, "half an acknowledgment closes nothing");
-        h.ack_bytes(&two[3..]);
-        assert_eq!(h.pending.len(), 2);
-        assert_eq!(h.pending[0].as_raw_fd(), raw[2], "the oldest go first");
-        // Backwards, repeated, or more than was sent: ignored.
-        h.ack_bytes(&1u64.to_le_bytes());
-        h.ack_bytes(&2u64.to_le_bytes());
-        h.ack_bytes(&9u64.to_le_bytes());
-        assert_eq!((h.pending.len(), h.acked), (2, 2));
-        // Several in one read: the last counts.
-        let mut both = 3u64.to_le_bytes().to_vec();
-        both.extend(4u64.to_le_bytes());
-        h.ack_bytes(&both);
-        assert!(h.pending.is_empty());
-        assert_eq!(h.acked, 4);
+    fn conn_socket() -> (spawn::ConnSocket, QuietStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let node_end = OwnedFd::from(theirs.try_clone().expect("dup"));
+        let conn = spawn::ConnSocket {
+            ours: QuietStream::dormant(ours).expect("dormant"),
+            node_end,
+        };
+        (conn, QuietStream::new(theirs).expect("node end"))
     }
 
-    /// Connections travel several per frame; those the node acknowledged
-    /// are not handed back when it dies, the others are (and so are those
-    /// still queued for it).
+    fn port(fd: &OwnedFd) -> u16 {
+        let l = std::net::TcpListener::from(fd.try_clone().expect("dup"));
+        l.local_addr().expect("addr").port()
+    }
+
+    async fn undelivered(events: &mut mpsc::UnboundedReceiver<Event>) -> (NodeId, Vec<OwnedFd>) {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("in time")
+            .expect("an event");
+        match event {
+            Event::Undelivered { id, fds } => (id, fds),
+            _ => panic!("expected Undelivered"),
+        }
+    }
+
+    /// Connections travel several per frame; those the node received are
+    /// not handed back when it dies, those still in its socket are, in the
+    /// order they were accepted.
     #[tokio::test]
-    async fn a_dead_node_s_unacknowledged_connections_come_back() {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
-        let sock = QuietStream::dormant(ours).expect("dormant");
-        let mut node = QuietStream::new(theirs).expect("node end");
+    async fn a_dead_node_s_unreceived_connections_come_back() {
+        let (conn, node) = conn_socket();
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (conns, rx) = mpsc::unbounded_channel();
-        for _ in 0..5 {
-            conns.send(devnull()).expect("queue");
+        let (gone_tx, gone) = oneshot::channel();
+        let listeners: Vec<std::net::TcpListener> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("addr").port())
+            .collect();
+        let mut listeners = listeners.into_iter().map(OwnedFd::from);
+        for fd in listeners.by_ref().take(3) {
+            conns.send(fd).expect("queue");
         }
-        let task = tokio::spawn(dispatcher(events_tx, 7, sock, rx));
-        let mut got = 0;
+        let task = tokio::spawn(dispatcher(events_tx, 7, conn, rx, gone));
+        let mut got = Vec::new();
         let mut frames = 0;
-        while got < 5 {
+        while got.len() < 3 {
             let mut count = [0u8; 1];
             let fds =
                 tokio::time::timeout(Duration::from_secs(10), fdpass::recv(&node, &mut count))
@@ -1662,29 +1603,61 @@ mod tests {
                     .expect("recv")
                     .expect("frame");
             assert_eq!(fds.len(), usize::from(count[0]));
-            got += fds.len();
+            got.extend(fds);
             frames += 1;
         }
         assert!(
-            frames < 5,
+            frames < 3,
             "queued connections share frames ({frames} frames)"
         );
-        // The node takes three, then dies.
-        use tokio::io::AsyncWriteExt;
-        node.write_all(&3u64.to_le_bytes()).await.expect("ack");
-        drop(node);
+        assert_eq!(got.iter().map(port).collect::<Vec<_>>(), ports[..3]);
+        // Three more; the node dies (as the supervisor sees it) without
+        // reading them. The dispatcher sends what was queued before it saw
+        // that, so all three come back out of the node's socket.
+        for fd in listeners {
+            conns.send(fd).expect("queue");
+        }
         drop(conns);
-        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        let (id, back) = undelivered(&mut events).await;
+        assert_eq!(id, 7);
+        assert_eq!(
+            back.iter().map(port).collect::<Vec<_>>(),
+            ports[3..],
+            "exactly the three it never received, in order"
+        );
+        task.await.expect("dispatcher ends");
+        drop((node, gone_tx));
+    }
+
+    /// A node that stops reading fills its socket; when it is found dead,
+    /// the dispatcher waiting for room lets go and every connection comes
+    /// back: those in the socket, the batch it could not send, the queue.
+    #[tokio::test]
+    async fn a_dispatcher_blocked_on_a_full_socket_lets_go_when_its_node_dies() {
+        let (conn, node) = conn_socket();
+        // The smallest send buffer: a few frames fill it.
+        nix::sys::socket::setsockopt(&conn.ours, nix::sys::socket::sockopt::SndBuf, &1)
+            .expect("SO_SNDBUF");
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let (conns, rx) = mpsc::unbounded_channel();
+        let (gone_tx, gone) = oneshot::channel();
+        const N: usize = 200;
+        let task = tokio::spawn(dispatcher(events_tx, 3, conn, rx, gone));
+        for _ in 0..N {
+            conns.send(devnull()).expect("queue");
+            // One frame per connection while the socket has room.
+            tokio::task::yield_now().await;
+        }
+        // The node's socket holds some frames, and the rest cannot follow.
+        tokio::time::timeout(Duration::from_secs(10), node.readable())
             .await
             .expect("in time")
-            .expect("an event");
-        match event {
-            Event::Undelivered { id, fds } => {
-                assert_eq!(id, 7);
-                assert_eq!(fds.len(), 2, "the two it never acknowledged");
-            }
-            _ => panic!("expected Undelivered"),
-        }
+            .expect("readable");
+        drop(node);
+        drop((conns, gone_tx));
+        let (id, back) = undelivered(&mut events).await;
+        assert_eq!(id, 3);
+        assert_eq!(back.len(), N, "every connection comes back");
         task.await.expect("dispatcher ends");
     }
 }
