@@ -9,9 +9,9 @@
 //! truncated control message (`MSG_CTRUNC`) is an error, never a silent fd
 //! leak.
 //!
-//! This module has the crate's `unsafe` code (with `quiet`'s reactor
-//! registration): adopting a raw descriptor that the kernel just handed us
-//! as an `OwnedFd`.
+//! One of the three modules of the crate with `unsafe` code (with `quiet`'s
+//! reactor registration and `listen`'s `getsockopt`): adopting a raw
+//! descriptor that the kernel just handed us as an `OwnedFd`.
 
 #![allow(unsafe_code)]
 

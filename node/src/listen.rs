@@ -1,5 +1,11 @@
 //! Binding listening sockets the way a server should: SO_REUSEADDR, a
-//! configurable backlog, IPv6 sockets that accept only IPv6, close-on-exec.
+//! configurable backlog, IPv6 sockets that accept only IPv6, close-on-exec;
+//! and accepting in batches without the `accept` that fails.
+//!
+//! Has `unsafe` code (with `fdpass` and `quiet`): one `getsockopt` into a
+//! plain C struct.
+
+#![allow(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
@@ -58,11 +64,53 @@ pub fn bind_reuseport(
     Ok(socket.into())
 }
 
+/// How many connections wait in `listener`'s accept queue, as the kernel
+/// counts them (`TCP_INFO` of a listening socket: `tcpi_unacked`), or
+/// `None` if it does not say (not a listening TCP socket).
+pub fn accept_queue_len(listener: &std::net::TcpListener) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is plain old data (integers only), so all zeroes
+    // is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the buffer is a live `tcp_info` and `len` its size; the
+    // kernel writes at most `len` bytes and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    // The fields read here are in every kernel's `tcp_info` (and were
+    // written if the kernel's struct is at least as long as their offset).
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_unacked)
+        + std::mem::size_of_val(&info.tcpi_unacked);
+    if r != 0 || (len as usize) < needed || info.tcpi_state != TCP_LISTEN {
+        return None;
+    }
+    usize::try_from(info.tcpi_unacked).ok()
+}
+
+/// `TCP_LISTEN` in the kernel's `enum tcp_state` (`tcpi_state`).
+const TCP_LISTEN: u8 = 10;
+
 /// Accepts connections that are passed on, not served here (the
 /// controller in `dispatch` mode): accepted sockets are never registered
 /// with this process's reactor, which saves registering and deregistering
 /// each (two `epoll_ctl` calls per connection), and every connection
 /// already waiting is taken per wake-up.
+///
+/// A batch takes as many connections as the kernel says are queued
+/// ([`accept_queue_len`]) and stops there, instead of calling `accept`
+/// until it fails: Linux allocates a socket, an inode and a file for every
+/// `accept` before it looks at the queue, and frees them again when the
+/// queue is empty, so the failing call costs about what a successful one
+/// does. A connection that arrives after the count raises a new readiness
+/// edge (epoll reports every arrival after the last wait), so nothing is
+/// left waiting.
 #[derive(Debug)]
 pub struct Acceptor {
     listener: AsyncFd<std::net::TcpListener>,
@@ -103,8 +151,11 @@ impl Acceptor {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             };
+            let queued = accept_queue_len(guard.get_inner());
+            let want = queued.map_or(max, |q| q.min(max));
             let mut n = 0;
-            while n < max {
+            let mut drained = false;
+            while n < want {
                 match guard.get_inner().accept() {
                     Ok((tcp, _)) => {
                         batch.push(tcp);
@@ -112,6 +163,7 @@ impl Acceptor {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         guard.clear_ready();
+                        drained = true;
                         break;
                     }
                     // The client gave up while queued, or a signal: next.
@@ -124,6 +176,11 @@ impl Acceptor {
                     // Report it on the next call; hand over what we have.
                     Err(_) => break,
                 }
+            }
+            if !drained && queued.is_some_and(|q| q <= max) && n == want {
+                // All the kernel counted are taken: the queue is empty as
+                // far as this wake-up knows (see the type's documentation).
+                guard.clear_ready();
             }
             if n > 0 {
                 return Poll::Ready(Ok(n));
@@ -153,14 +210,50 @@ mod tests {
             got.extend(batch);
         }
         assert_eq!(got.len(), 3);
-        let two_at_most = {
-            let _more: Vec<_> = (0..3)
-                .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
-                .collect();
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            acceptor.accept_batch(2).await.expect("accept").len()
-        };
+        let _more: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        queued_reaches(&acceptor, 3).await;
+        let two_at_most = acceptor.accept_batch(2).await.expect("accept").len();
         assert_eq!(two_at_most, 2, "the batch stops at its limit");
+        // The third is still there, and readiness was kept for it.
+        let last =
+            tokio::time::timeout(std::time::Duration::from_secs(5), acceptor.accept_batch(64))
+                .await
+                .expect("the one left is taken without a new arrival")
+                .expect("accept");
+        assert_eq!(last.len(), 1);
+        assert_eq!(accept_queue_len(acceptor.listener.get_ref()), Some(0));
+    }
+
+    /// Waits (boundedly) until the kernel counts `n` connections queued:
+    /// the handshake's last ACK may still be on its way when `connect`
+    /// returns.
+    async fn queued_reaches(acceptor: &Acceptor, n: usize) {
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while accept_queue_len(acceptor.listener.get_ref()) != Some(n) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the connections reach the accept queue");
+    }
+
+    #[tokio::test]
+    async fn the_accept_queue_is_counted_and_only_for_listening_sockets() {
+        let l = bind("127.0.0.1:0".parse().expect("addr"), 16).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        assert_eq!(accept_queue_len(&l), Some(0));
+        let acceptor = Acceptor::new(l).expect("acceptor");
+        let _clients: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        queued_reaches(&acceptor, 2).await;
+        assert_eq!(acceptor.accept_batch(64).await.expect("accept").len(), 2);
+        assert_eq!(accept_queue_len(acceptor.listener.get_ref()), Some(0));
+        // Bound but not listening: the kernel has no queue to count.
+        let reserve = bind_reuseport("127.0.0.1:0".parse().expect("addr"), None).expect("reserve");
+        assert_eq!(accept_queue_len(&reserve), None);
     }
 
     #[tokio::test]

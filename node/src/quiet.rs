@@ -24,8 +24,9 @@
 //! registered for `EPOLLPRI` on every arriving message, only to find
 //! nothing to report.
 //!
-//! Besides `fdpass`, the only module of the crate with `unsafe` code: the
-//! reactor registration of a descriptor, which the stream owns.
+//! Besides `fdpass` and `listen`, the only module of the crate with
+//! `unsafe` code: the reactor registration of a descriptor, which the
+//! stream owns.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
