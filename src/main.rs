@@ -71,6 +71,21 @@ fn runtime(
     })
 }
 
+/// A controller's runtime: one thread, no worker pool. Everything it does
+/// (accepting and passing on connections in `dispatch` mode, control
+/// links, supervision) is a little work on each wake-up, and a
+/// multi-threaded runtime's worker and handoffs cost more per wake-up than
+/// that work (docs/design.md, "One thread").
+fn controller_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            code: exit::INTERNAL,
+            error: e.into(),
+        })
+}
+
 fn client_log_level(cli: &Cli) -> &'static str {
     match (cli.quiet, cli.verbose) {
         (true, _) => "error",
@@ -86,7 +101,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve(args) => {
             // Before any thread: settings, logging, daemon, pid file.
             let prepared = cli::serve::prepare(*args, cli.verbose, cli.quiet)?;
-            let rt = match runtime(prepared.threads(), None) {
+            let rt = match if prepared.is_controller() {
+                controller_runtime()
+            } else {
+                runtime(prepared.threads(), None)
+            } {
                 Ok(rt) => rt,
                 Err(f) => {
                     prepared.report_failure(&f);

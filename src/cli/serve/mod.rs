@@ -47,13 +47,15 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Worker threads for this process's runtime.
+    /// Whether this process is a controller (it starts nodes).
+    pub fn is_controller(&self) -> bool {
+        self.settings.nodes > 0
+    }
+
+    /// Worker threads for a one-process server's runtime (a controller
+    /// runs on one thread, and its nodes get `threads` each).
     pub fn threads(&self) -> Option<usize> {
-        match (self.settings.nodes, self.settings.threads) {
-            (0, t) => t,
-            // The controller itself needs little.
-            (_, _) => Some(1),
-        }
+        self.settings.threads
     }
 
     /// Reports a start-up failure to the launching shell (daemon mode).
