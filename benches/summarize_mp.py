@@ -27,6 +27,7 @@ the CPU-per-operation figures over the rates.
 """
 
 import json
+import random
 import os
 import sys
 from collections import OrderedDict
@@ -167,7 +168,51 @@ def ratio(a, b):
     return a / b
 
 
-def print_targets(stats):
+def bootstrap_median(values, n=10000, seed=1):
+    """A 95% interval of the median of `values` (rounds resampled with
+    replacement; a fixed seed, so the same input gives the same interval)."""
+    rng = random.Random(seed)
+    meds = sorted(median(rng.choices(values, k=len(values))) for _ in range(n))
+    return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
+
+
+def print_paired(runs):
+    """dispatch-N's server CPU per full session over single's and
+    shared-N's in the same round: the host drifts between rounds by more
+    than the cost measured, so pairing by round is the comparison that
+    holds still."""
+    full = runs.get('full') or {}
+
+    def by_round(variant):
+        return {r.get('round'): r.get('server_us_per_session') for r in full.get(variant, [])
+                if r.get('round') is not None and r.get('server_us_per_session')}
+
+    rows = []
+    for n in (1, 2):
+        d = by_round('dispatch-{}'.format(n))
+        for base in ('single', 'shared-{}'.format(n)):
+            b = by_round(base)
+            common = sorted(set(d) & set(b))
+            if len(common) < 2:
+                continue
+            xs = [d[r] / b[r] for r in common]
+            lo, hi = bootstrap_median(xs)
+            rows.append('| dispatch-{} / {} | {} | {} [{}, {}] | {} | {} of {} |'.format(
+                n, base, len(xs), fmt(median(xs), 3), fmt(lo, 3), fmt(hi, 3),
+                fmt(sum(xs) / len(xs), 3), sum(1 for x in xs if x > 1), len(xs)))
+    if not rows:
+        return
+    print('Full sessions paired by round: server CPU per session of dispatch-N over the variant beside it'
+          ' in the same round (median of the per-round ratios, 95% bootstrap interval):')
+    print()
+    print('| ratio | rounds | median [95% interval] | mean | rounds above 1 |')
+    print('|---|---|---|---|---|')
+    for row in rows:
+        print(row)
+    print()
+
+
+def print_targets(stats, runs):
     single_held = stats.get(('held', 'single'))
     print('### Targets')
     print()
@@ -221,6 +266,8 @@ def print_targets(stats):
             print('| ' + ' | '.join(row) + ' |')
     print()
 
+    print_paired(runs)
+
     print("Fairness, Jain's index over per-node counts with 2 nodes, medians [range] (issue #3: >= {} for {}):".format(
         TARGET_JAIN, ' and '.join(JAIN_MODES)))
     print()
@@ -264,7 +311,7 @@ def main():
         sys.exit(64)
     runs = load(sys.argv[1])
     stats = print_tables(runs)
-    print_targets(stats)
+    print_targets(stats, runs)
 
 
 if __name__ == '__main__':
