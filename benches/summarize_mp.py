@@ -177,10 +177,10 @@ def bootstrap_median(values, n=10000, seed=1):
 
 
 def print_paired(runs):
-    """dispatch-N's server CPU per full session over single's and
-    shared-N's in the same round: the host drifts between rounds by more
-    than the cost measured, so pairing by round is the comparison that
-    holds still."""
+    """Ratios within a round: dispatch-N's server CPU per full session over
+    single's and shared-N's, and 2 nodes' held-link calls/s over single's.
+    The host drifts between rounds by more than the effects measured, so
+    pairing by round is the comparison that holds still."""
     full = runs.get('full') or {}
 
     def by_round(variant):
@@ -200,16 +200,47 @@ def print_paired(runs):
             rows.append('| dispatch-{} / {} | {} | {} [{}, {}] | {} | {} of {} |'.format(
                 n, base, len(xs), fmt(median(xs), 3), fmt(lo, 3), fmt(hi, 3),
                 fmt(sum(xs) / len(xs), 3), sum(1 for x in xs if x > 1), len(xs)))
-    if not rows:
-        return
-    print('Full sessions paired by round: server CPU per session of dispatch-N over the variant beside it'
-          ' in the same round (median of the per-round ratios, 95% bootstrap interval):')
-    print()
-    print('| ratio | rounds | median [95% interval] | mean | rounds above 1 |')
-    print('|---|---|---|---|---|')
-    for row in rows:
-        print(row)
-    print()
+    if rows:
+        print('Full sessions paired by round: server CPU per session of dispatch-N over the variant beside it'
+              ' in the same round (median of the per-round ratios, 95% bootstrap interval):')
+        print()
+        print('| ratio | rounds | median [95% interval] | mean | rounds above 1 |')
+        print('|---|---|---|---|---|')
+        for row in rows:
+            print(row)
+        print()
+
+    held = runs.get('held') or {}
+
+    def held_by_round(variant, key):
+        return {r.get('round'): r.get(key) for r in held.get(variant, [])
+                if r.get('round') is not None and r.get(key)}
+
+    single_calls = held_by_round('single', 'calls_per_s')
+    single_us = held_by_round('single', 'server_us_per_call')
+    rows = []
+    for mode in MODES:
+        v = '{}-2'.format(mode)
+        calls, us = held_by_round(v, 'calls_per_s'), held_by_round(v, 'server_us_per_call')
+        common = sorted(set(calls) & set(single_calls) & set(us) & set(single_us))
+        if len(common) < 2:
+            continue
+        xs = [calls[r] / single_calls[r] for r in common]
+        cs = [single_us[r] / us[r] for r in common]
+        lo, hi = bootstrap_median(xs)
+        clo, chi = bootstrap_median(cs)
+        rows.append('| {} | {} | {} [{}, {}] | {}..{} | {} [{}, {}] |'.format(
+            v, len(xs), fmt(median(xs), 3), fmt(lo, 3), fmt(hi, 3), fmt(min(xs), 2), fmt(max(xs), 2),
+            fmt(median(cs), 3), fmt(clo, 3), fmt(chi, 3)))
+    if rows:
+        print('Held links paired by round: 2 nodes over one process in the same round (median of the'
+              ' per-round ratios, 95% bootstrap interval):')
+        print()
+        print('| variant | rounds | calls/s ratio | per-round range | CPU-bound ratio (single us/call over variant) |')
+        print('|---|---|---|---|---|')
+        for row in rows:
+            print(row)
+        print()
 
 
 def print_targets(stats, runs):
