@@ -16,10 +16,10 @@
 //! the socket; only a write that would block registers a second descriptor
 //! for the same socket (a `dup`) for writability, and drops it once a write
 //! goes through again, so the costly-but-rare case still waits properly.
-//! A [`QuietStream::dormant`] one is not registered at all until asked
-//! ([`QuietStream::wake_for_reading`]): for a socket whose incoming data is
-//! read only when convenient, or never (the controller's end of the
-//! `dispatch` connection socket, on which nodes send nothing). Even a
+//! A [`QuietStream::dormant`] one is not registered at all: for a socket
+//! whose incoming data is read only when convenient, or never (the
+//! controller's end of the `dispatch` connection socket, on which nodes
+//! send nothing). Even a
 //! registration for hang-ups alone would not do: Linux wakes a waiter
 //! registered for `EPOLLPRI` on every arriving message, only to find
 //! nothing to report.
@@ -38,7 +38,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// A unix stream socket registered with the reactor for reading only (or,
-/// if dormant, not at all until asked); see the module documentation.
+/// if dormant, not at all); see the module documentation.
 #[derive(Debug)]
 pub struct QuietStream {
     io: Io,
@@ -51,9 +51,8 @@ pub struct QuietStream {
 enum Io {
     /// Registered for reading.
     Reading(AsyncFd<StdUnixStream>),
-    /// Not registered; a duplicate is registered for reading once
-    /// [`QuietStream::wake_for_reading`] asks.
-    Dormant(StdUnixStream, Option<AsyncFd<StdUnixStream>>),
+    /// Not registered for reading at all.
+    Dormant(StdUnixStream),
 }
 
 impl QuietStream {
@@ -68,12 +67,11 @@ impl QuietStream {
 
     /// Wraps `stream` (made non-blocking) without registering it: data that
     /// arrives wakes nobody; [`QuietStream::try_read`] takes what is there.
-    /// Writes work as on any `QuietStream`. To wait for data (or the end of
-    /// the stream), call [`QuietStream::wake_for_reading`] first.
+    /// Writes work as on any `QuietStream`; waiting for data does not.
     pub fn dormant(stream: StdUnixStream) -> io::Result<QuietStream> {
         stream.set_nonblocking(true)?;
         Ok(QuietStream {
-            io: Io::Dormant(stream, None),
+            io: Io::Dormant(stream),
             write_wait: None,
         })
     }
@@ -83,29 +81,20 @@ impl QuietStream {
         QuietStream::new(stream.into_std()?)
     }
 
-    /// Registers a dormant stream for reading from now on (a no-op for
-    /// others).
-    pub fn wake_for_reading(&mut self) -> io::Result<()> {
-        if let Io::Dormant(sock, read @ None) = &mut self.io {
-            *read = Some(register(sock.try_clone()?, Interest::READABLE)?);
-        }
-        Ok(())
-    }
-
     /// The socket.
     pub fn get_ref(&self) -> &StdUnixStream {
         match &self.io {
             Io::Reading(fd) => fd.get_ref(),
-            Io::Dormant(sock, _) => sock,
+            Io::Dormant(sock) => sock,
         }
     }
 
     fn read_registration(&self) -> io::Result<&AsyncFd<StdUnixStream>> {
         match &self.io {
-            Io::Reading(fd) | Io::Dormant(_, Some(fd)) => Ok(fd),
-            Io::Dormant(_, None) => Err(io::Error::new(
+            Io::Reading(fd) => Ok(fd),
+            Io::Dormant(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "a dormant stream waits for data only after wake_for_reading",
+                "a dormant stream does not wait for data",
             )),
         }
     }
@@ -337,7 +326,7 @@ mod tests {
             dormant.try_read(&mut buf).expect_err("nothing yet").kind(),
             io::ErrorKind::WouldBlock
         );
-        assert!(dormant.readable().await.is_err(), "not registered yet");
+        assert!(dormant.readable().await.is_err(), "not registered");
         peer.write_all(b"ack").await.expect("write");
         assert_eq!(dormant.try_read(&mut buf).expect("data"), 3);
         assert_eq!(&buf[..3], b"ack");
@@ -348,12 +337,7 @@ mod tests {
         let mut got = [0u8; 3];
         peer.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"out");
-        dormant.wake_for_reading().expect("register");
         drop(peer);
-        tokio::time::timeout(std::time::Duration::from_secs(5), dormant.readable())
-            .await
-            .expect("the hang-up wakes it")
-            .expect("readable");
         assert_eq!(dormant.try_read(&mut buf).expect("eof"), 0);
     }
 }
