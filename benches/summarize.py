@@ -12,6 +12,7 @@ processes saturating their cores and which contention barely moves.
 """
 
 import json
+import random
 import statistics
 import sys
 from collections import OrderedDict
@@ -30,6 +31,14 @@ PAIRS = [
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def bootstrap_median(values, n=10000, seed=1):
+    """A 95% interval of the median of `values` (resampled with
+    replacement; a fixed seed, so the same input gives the same interval)."""
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(n))
+    return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
 
 
 def fmt(v, digits=0):

@@ -12,10 +12,13 @@ a shared machine is larger than the effects measured here.
 usage: benches/summarize_ab.py FILE   (or - for standard input)
 """
 
-import random
+import os
 import re
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from summarize import bootstrap_median  # noqa: E402  (shared with summarize_mp.py)
 
 LINE = re.compile(
     r"^(\d+) (\S+) sessions=(\d+) tree_us=([0-9.]+) ctl_us=([0-9.]+)$"
@@ -36,14 +39,6 @@ def parse(lines):
             order.append(variant)
         runs[variant][rnd] = (tree, ctl)
     return order, runs
-
-
-def bootstrap_median(values, n=10000, seed=1):
-    rng = random.Random(seed)
-    meds = sorted(
-        statistics.median(rng.choices(values, k=len(values))) for _ in range(n)
-    )
-    return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
 
 
 def main():

@@ -27,13 +27,12 @@ the CPU-per-operation figures over the rates.
 """
 
 import json
-import random
 import os
 import sys
 from collections import OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from summarize import fmt, median, spread  # noqa: E402  (the same helpers as run.sh's tables)
+from summarize import bootstrap_median, fmt, median, spread  # noqa: E402  (the same helpers as run.sh's tables)
 
 MODES = ['grant', 'shared', 'dispatch', 'reuseport']
 SESSION_BENCHES = ['sess', 'full', 'sshared']
@@ -166,14 +165,6 @@ def ratio(a, b):
     if a is None or not b:
         return None
     return a / b
-
-
-def bootstrap_median(values, n=10000, seed=1):
-    """A 95% interval of the median of `values` (rounds resampled with
-    replacement; a fixed seed, so the same input gives the same interval)."""
-    rng = random.Random(seed)
-    meds = sorted(median(rng.choices(values, k=len(values))) for _ in range(n))
-    return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
 
 
 def print_paired(runs):
