@@ -6,6 +6,7 @@
 //!   TLS and PLAIN transports;
 //! * [`link`]: the VOL link protocol, published objects, URIs, resolving;
 //! * [`node`]: serving sessions on a listening socket;
+//! * [`control`]: the controller-node protocol and descriptor plumbing;
 //! * [`controller`]: the multi-process host;
 //! * [`demo`]: the demo gateway `vole serve` runs.
 //!
@@ -31,6 +32,7 @@
 
 pub mod demo;
 
+pub use vole_control as control;
 pub use vole_controller as controller;
 pub use vole_link as link;
 pub use vole_node as node;

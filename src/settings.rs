@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use vole_control::control::Balance;
 use vole_controller::balance::Limits;
 use vole_controller::restart::RestartPolicy;
-use vole_node::control::Balance;
 
 use crate::cli::ServeArgs;
 
@@ -305,7 +305,7 @@ impl Settings {
         let backlog = args
             .backlog
             .or(f.backlog)
-            .unwrap_or(vole_node::listen::DEFAULT_BACKLOG);
+            .unwrap_or(vole_control::listen::DEFAULT_BACKLOG);
         if backlog < 1 {
             return Err(invalid("backlog", "must be at least 1"));
         }

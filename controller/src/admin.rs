@@ -88,7 +88,7 @@ pub struct NodeReport {
 
 impl NodeReport {
     /// Takes the counters and latency quantiles from a node's status.
-    pub fn fill(&mut self, s: &vole_node::control::NodeStatus) {
+    pub fn fill(&mut self, s: &vole_control::control::NodeStatus) {
         self.sessions = s.sessions;
         self.inflight = s.inflight;
         self.calls = s.calls;
@@ -422,11 +422,11 @@ mod tests {
     #[test]
     fn node_reports_carry_accepted_connections() {
         let mut report = NodeReport::default();
-        report.fill(&vole_node::control::NodeStatus {
+        report.fill(&vole_control::control::NodeStatus {
             sessions: 2,
             calls: 30,
             accepted: 7,
-            ..vole_node::control::NodeStatus::default()
+            ..vole_control::control::NodeStatus::default()
         });
         assert_eq!((report.sessions, report.calls, report.accepted), (2, 30, 7));
         let json = serde_json::to_value(&report).expect("json");

@@ -24,14 +24,14 @@
 //! lazily (once a second) and nothing balances on them (`status` asks the
 //! nodes directly).
 //!
-//! Counts come from coalesced node reports (`vole_node::control`), so they
+//! Counts come from coalesced node reports (`vole_control::control`), so they
 //! lag the nodes by a few milliseconds; what the bounds above promise holds
 //! against the real counts all the same (a node's opens not yet reported
 //! are still counted as grants it holds).
 
 use std::collections::BTreeMap;
 
-use vole_node::control::Balance;
+use vole_control::control::Balance;
 
 /// A node slot id.
 pub type NodeId = u32;

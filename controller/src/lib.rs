@@ -37,9 +37,9 @@ pub enum Error {
     /// The configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
-    /// Binding or node set-up failed.
-    #[error("node set-up")]
-    Node(#[from] vole_node::Error),
+    /// A listening socket could not be set up.
+    #[error(transparent)]
+    Listen(#[from] vole_control::Error),
     /// A system call failed.
     #[error("i/o")]
     Io(#[source] std::io::Error),

@@ -16,8 +16,8 @@
 
 use std::collections::HashMap;
 
+use vole_control::control::NodeStatus;
 use vole_link::metrics::BUCKETS;
-use vole_node::control::NodeStatus;
 
 /// Name of the call latency histogram (the exporter needs its buckets).
 pub const CALL_DURATION: &str = "vole_call_duration_seconds";

@@ -27,7 +27,7 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
 use tokio::process::{Child, Command};
-use vole_node::quiet::QuietStream;
+use vole_control::quiet::QuietStream;
 
 use crate::balance::NodeId;
 
@@ -95,7 +95,7 @@ pub struct ConnSocket {
     /// A copy of the node's end, never read while the node lives. It keeps
     /// the node's end of the socket, and the connections queued in it, in
     /// existence after the node is gone, so the controller can take back
-    /// those it never received ([`vole_node::fdpass::drain`]).
+    /// those it never received ([`vole_control::fdpass::drain`]).
     pub node_end: OwnedFd,
 }
 

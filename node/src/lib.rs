@@ -5,19 +5,19 @@
 //! It is the whole server in one-process mode (`vole serve --nodes 0`) and
 //! the serving half of every node process under a controller.
 //!
+//! [`process`] is the node process runtime: it takes the sockets the
+//! controller hands over, speaks the control link (its schema is in
+//! `vole-control`) and runs a [`Service`] until told to stop.
+//!
 //! What it is not: it does not bind sockets passed to it by a controller or
-//! decide which node accepts (that is `vole-controller` and the node process
-//! runtime), and it implements no protocol itself (see `vole-link` and
-//! `vole-transport`).
+//! decide which node accepts (that is `vole-controller`), and it implements
+//! no protocol itself (see `vole-link`, `vole-transport` and
+//! `vole-control`).
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod control;
-pub mod fdpass;
-pub mod listen;
 pub mod process;
-pub mod quiet;
 mod service;
 
 pub use service::{
@@ -29,14 +29,8 @@ pub use service::{
 #[non_exhaustive]
 pub enum Error {
     /// The listening socket could not be set up.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] vole_control::Error),
     /// The wire layers failed to configure (TLS files, transports).
     #[error("transport configuration")]
     Transport(#[from] vole_transport::Error),

@@ -26,11 +26,12 @@ use vole_transport::stream::ServerSettings;
 use vole_transport::tls;
 use vole_transport::vop::ServerPolicy;
 
-use crate::control::{
+use crate::{Error, GatewayFactory, Service, ServiceConfig, SessionObserver};
+use vole_control::control::{
     Balance, NodeConfig, NodeStatus, TicketKeys, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
 };
-use crate::quiet::QuietStream;
-use crate::{fdpass, Error, GatewayFactory, Service, ServiceConfig, SessionObserver};
+use vole_control::fdpass;
+use vole_control::quiet::QuietStream;
 use vole_transport::tickets::{with_ticketer, SharedTicketer};
 
 /// How long a TLS session ticket is valid, seconds.
@@ -544,7 +545,7 @@ async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<tokio::net::Tc
 
 /// `dispatch` mode: connections arrive over the connection socket in
 /// frames of one byte, the number of descriptors attached (see
-/// [`crate::control`]), and are served as they come. Nothing goes back: a
+/// [`vole_control::control`]), and are served as they come. Nothing goes back: a
 /// connection is this node's once received, and if the node dies, the
 /// controller takes those it never received out of the socket itself.
 async fn take_dispatched(service: Service, sock: QuietStream) {

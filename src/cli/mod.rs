@@ -217,7 +217,7 @@ pub struct ServeArgs {
     pub nodes: Option<u32>,
     /// How connections are spread over nodes: grant, shared, dispatch, reuseport [grant].
     #[arg(long, value_name = "MODE")]
-    pub balance: Option<vole_node::control::Balance>,
+    pub balance: Option<vole_control::control::Balance>,
     /// Most open connections over all nodes (grant and dispatch modes).
     #[arg(long, value_name = "N")]
     pub max_clients: Option<u64>,

@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use vole_link::publish::Published;
-use vole_link::{CallError, Link, LinkConfig, LinkInfo, LinkSetup, Object, RemoteObject};
-use vole_node::control::{
+use vole_control::control::{
     Balance, NodeConfig, NodeStatus, TicketKeys, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
 };
-use vole_node::fdpass;
-use vole_node::quiet::QuietStream;
+use vole_control::fdpass;
+use vole_control::quiet::QuietStream;
+use vole_link::publish::Published;
+use vole_link::{CallError, Link, LinkConfig, LinkInfo, LinkSetup, Object, RemoteObject};
 use vole_transport::tickets::TicketKey;
 
 use crate::admin::{
@@ -123,8 +123,8 @@ impl Bound {
         let mut sockets = Vec::new();
         for addr in &config.listen {
             let s = match config.balance {
-                Balance::Reuseport => vole_node::listen::bind_reuseport(*addr, None)?,
-                _ => vole_node::listen::bind(*addr, config.backlog)?,
+                Balance::Reuseport => vole_control::listen::bind_reuseport(*addr, None)?,
+                _ => vole_control::listen::bind(*addr, config.backlog)?,
             };
             sockets.push(s);
         }
@@ -1068,7 +1068,7 @@ impl Supervisor {
                 .addrs
                 .iter()
                 .map(|addr| {
-                    vole_node::listen::bind_reuseport(*addr, Some(self.config().backlog))
+                    vole_control::listen::bind_reuseport(*addr, Some(self.config().backlog))
                         .map(OwnedFd::from)
                         .map_err(std::io::Error::other)
                 })
@@ -1083,13 +1083,13 @@ impl Supervisor {
     }
 
     /// The acceptors of `dispatch` mode (none in the other modes).
-    fn dispatch_acceptors(&self) -> Vec<vole_node::listen::Acceptor> {
+    fn dispatch_acceptors(&self) -> Vec<vole_control::listen::Acceptor> {
         if self.config().balance != Balance::Dispatch {
             return Vec::new();
         }
         let mut acceptors = Vec::new();
         for s in &self.bound.sockets {
-            match s.try_clone().and_then(vole_node::listen::Acceptor::new) {
+            match s.try_clone().and_then(vole_control::listen::Acceptor::new) {
                 Ok(a) => acceptors.push(a),
                 Err(e) => tracing::error!(error = %e, "cannot accept in dispatch mode"),
             }
@@ -1246,7 +1246,7 @@ async fn forward_signals(tx: mpsc::UnboundedSender<Event>) {
 /// Polls every acceptor in turn; the first with connections waiting adds
 /// them to `batch`.
 fn poll_accept_any(
-    acceptors: &[vole_node::listen::Acceptor],
+    acceptors: &[vole_control::listen::Acceptor],
     cx: &mut std::task::Context<'_>,
     batch: &mut Vec<std::net::TcpStream>,
 ) -> std::task::Poll<std::io::Result<()>> {

@@ -2,9 +2,9 @@
 //! them.
 
 use anyhow::Context as _;
+use vole_control::control::NodeConfig;
 use vole_controller::admin::AdminSocket;
 use vole_controller::{Bound, ControllerConfig, Hooks, Lifecycle, Outcome};
-use vole_node::control::NodeConfig;
 
 use super::upgrade::Relaunch;
 use super::{announce, announce_ready, tls_material, transports_name, Prepared};

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use vole_control::control::TlsMaterial;
 use vole_link::LinkConfig;
-use vole_node::control::TlsMaterial;
 use vole_node::ServiceConfig;
 use vole_transport::stream::ServerSettings;
 use vole_transport::tickets::{with_ticketer, SharedTicketer};
@@ -89,7 +89,7 @@ pub fn prepare(args: ServeArgs, verbose: u8, quiet: bool) -> Result<Prepared, Fa
             a.listener
         })
         .collect();
-    if !activated.is_empty() && settings.balance == vole_node::control::Balance::Reuseport {
+    if !activated.is_empty() && settings.balance == vole_control::control::Balance::Reuseport {
         return Err(Failure::usage(anyhow::anyhow!(
             "balance: reuseport needs per-node sockets and cannot use systemd socket activation"
         )));

@@ -85,9 +85,9 @@ impl AdminHandler for SingleAdmin {
 }
 
 /// This process's counters in the form a node reports them.
-fn node_status(service: &Service, started: Instant) -> vole_node::control::NodeStatus {
+fn node_status(service: &Service, started: Instant) -> vole_control::control::NodeStatus {
     let s = service.snapshot();
-    vole_node::control::NodeStatus {
+    vole_control::control::NodeStatus {
         pid: std::process::id(),
         sessions: s.sessions,
         inflight: s.inflight,
@@ -136,7 +136,7 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         None => s
             .listen
             .iter()
-            .map(|addr| vole_node::listen::bind(*addr, s.backlog))
+            .map(|addr| vole_control::listen::bind(*addr, s.backlog))
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::from)?,
     };

@@ -50,7 +50,7 @@ fn adopt(fd: RawFd, what: &str) -> anyhow::Result<OwnedFd> {
     // SAFETY: the descriptor is open (checked) and was handed to this
     // process by its parent for exactly this purpose; it is adopted once.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    vole_node::fdpass::set_cloexec(std::os::fd::AsFd::as_fd(&owned))?;
+    vole_control::fdpass::set_cloexec(std::os::fd::AsFd::as_fd(&owned))?;
     Ok(owned)
 }
 
