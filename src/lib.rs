@@ -1,6 +1,21 @@
 //! vole hosts Versile-protocol object services across many processes.
 //!
-//! This crate is the `vole` command and a facade over the workspace:
+//! **vole hosts your service.** [`Host`] turns any program into a full
+//! host for its own gateway: a controller with N node processes re-executed
+//! from the program's binary, balancing, supervision, daemon mode, the
+//! admin commands, systemd and metrics, all on one command line:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # fn my_gateway(_: &vole::link::LinkInfo) -> Arc<dyn vole::link::Object> { vole::demo::gateway() }
+//! fn main() -> std::process::ExitCode {
+//!     vole::Host::new("greeter", |info: &vole::link::LinkInfo| my_gateway(info)).main()
+//! }
+//! ```
+//!
+//! The `vole` command is built the same way (its service is the demo
+//! gateway) plus client commands. This crate is also a facade over the
+//! workspace:
 //!
 //! * [`transport`]: VEC entities and codec, serde mapping, VOP negotiation,
 //!   TLS and PLAIN transports;
@@ -8,9 +23,11 @@
 //! * [`node`]: serving sessions on a listening socket;
 //! * [`control`]: the controller-node protocol and descriptor plumbing;
 //! * [`controller`]: the multi-process host;
-//! * [`demo`]: the demo gateway `vole serve` runs.
+//! * [`demo`]: the demo gateway `vole serve` runs;
+//! * [`host`], [`cli`], [`settings`]: the host, its command line and its
+//!   settings.
 //!
-//! A service in a few lines:
+//! A one-process service without the host, in a few lines:
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,7 +47,15 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
+mod daemon;
 pub mod demo;
+pub mod host;
+mod hosted;
+mod logging;
+pub mod settings;
+
+pub use host::Host;
 
 pub use vole_control as control;
 pub use vole_controller as controller;

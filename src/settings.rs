@@ -1,10 +1,11 @@
-//! `vole serve` settings: the TOML file (`--config`), command-line flags
-//! over it, defaults under both, and validation with errors that name the
-//! key.
+//! Serve settings: the TOML file (`--config`), command-line values over
+//! it, the host's defaults under both, and validation with errors that name
+//! the key.
 //!
 //! [`Settings::resolve`] is the one place that turns what the operator wrote
-//! into what the service runs with; `vole config check` runs it without
-//! starting anything.
+//! into what the service runs with; `config check` runs it without starting
+//! anything. The command line is turned into [`Overrides`] by the CLI; this
+//! module knows nothing of how arguments are parsed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,8 +15,6 @@ use serde::Deserialize;
 use vole_control::control::Balance;
 use vole_controller::balance::Limits;
 use vole_controller::restart::RestartPolicy;
-
-use crate::cli::ServeArgs;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -69,6 +68,8 @@ pub struct FileConfig {
     restart: Option<RestartSection>,
     heartbeat: Option<HeartbeatSection>,
     log: Option<LogSection>,
+    /// The hosted service's own settings, checked by the service.
+    service: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,11 +110,106 @@ struct LogSection {
     file: Option<PathBuf>,
 }
 
+/// What the command line says, over the settings file. `None` (or
+/// `false`) leaves the file's value or the default.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// The settings file.
+    pub config: Option<PathBuf>,
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Allow PLAIN.
+    pub plain: bool,
+    /// Disable TLS.
+    pub no_tls: bool,
+    /// TLS certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS key.
+    pub tls_key: Option<PathBuf>,
+    /// State directory.
+    pub state_dir: Option<PathBuf>,
+    /// Handshake limit, seconds.
+    pub handshake_timeout: Option<f64>,
+    /// Largest message.
+    pub max_message: Option<usize>,
+    /// Grace period, seconds.
+    pub grace: Option<f64>,
+    /// Write-progress limit, seconds.
+    pub write_timeout: Option<f64>,
+    /// Listen backlog.
+    pub backlog: Option<i32>,
+    /// Worker threads per process.
+    pub threads: Option<usize>,
+    /// Node processes.
+    pub nodes: Option<u32>,
+    /// Balance mode.
+    pub balance: Option<Balance>,
+    /// Most connections over all nodes.
+    pub max_clients: Option<u64>,
+    /// Most connections per node.
+    pub max_node_clients: Option<u64>,
+    /// Heartbeat period, seconds.
+    pub heartbeat_interval: Option<f64>,
+    /// Heartbeat answer limit, seconds.
+    pub heartbeat_timeout: Option<f64>,
+    /// Restart intensity.
+    pub restart_intensity: Option<u32>,
+    /// Restart window, seconds.
+    pub restart_period: Option<f64>,
+    /// Admin socket.
+    pub admin_socket: Option<PathBuf>,
+    /// Detach.
+    pub daemon: bool,
+    /// Pid file.
+    pub pidfile: Option<PathBuf>,
+    /// Log file.
+    pub log_file: Option<PathBuf>,
+    /// Log format.
+    pub log_format: Option<LogFormat>,
+    /// Log filter.
+    pub log_level: Option<String>,
+    /// Node user.
+    pub user: Option<String>,
+    /// Node group.
+    pub group: Option<String>,
+    /// Allow root nodes.
+    pub allow_root_nodes: bool,
+    /// Prometheus endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// Ticket rotation, seconds.
+    pub ticket_rotation: Option<f64>,
+}
+
+/// The host's defaults: what a service built with [`crate::Host`] chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    /// The port of the default listen address (`127.0.0.1:<port>`).
+    pub port: u16,
+    /// The state directory when neither the file nor the command line
+    /// names one.
+    pub state_dir: PathBuf,
+}
+
+impl Default for Defaults {
+    /// `vole`'s own: port 4433, the `vole` state directory.
+    fn default() -> Self {
+        Defaults {
+            port: 4433,
+            state_dir: vole_transport::tls::default_state_dir(),
+        }
+    }
+}
+
+/// The number of nodes when not given: one per CPU.
+pub fn default_nodes() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
 /// A settings problem, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -260,6 +356,9 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Ticket key rotation period.
     pub ticket_rotation: Duration,
+    /// The hosted service's own settings (the `[service]` table), unchecked
+    /// here: the service deserializes it.
+    pub service: Option<toml::Table>,
 }
 
 fn secs(key: &'static str, value: f64) -> Result<Duration, SettingsError> {
@@ -275,18 +374,22 @@ fn secs(key: &'static str, value: f64) -> Result<Duration, SettingsError> {
 }
 
 impl Settings {
-    /// The settings for `args`: its config file (if any), the flags over
-    /// it, the defaults under both; validated.
-    pub fn resolve(args: &ServeArgs) -> Result<Settings, SettingsError> {
+    /// The settings for `args`: its config file (if any), the command line
+    /// over it, the defaults under both; validated.
+    pub fn resolve(args: &Overrides, defaults: &Defaults) -> Result<Settings, SettingsError> {
         let file = match &args.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        Settings::merge(args, file)
+        Settings::merge(args, file, defaults)
     }
 
-    /// Merges flags over a parsed file and validates.
-    pub fn merge(args: &ServeArgs, f: FileConfig) -> Result<Settings, SettingsError> {
+    /// Merges the command line over a parsed file and validates.
+    pub fn merge(
+        args: &Overrides,
+        f: FileConfig,
+        defaults: &Defaults,
+    ) -> Result<Settings, SettingsError> {
         let transports = f.transports.unwrap_or_default();
         let tls_files = f.tls.unwrap_or_default();
         let restart = f.restart.unwrap_or_default();
@@ -297,7 +400,7 @@ impl Settings {
             args.listen.clone()
         } else {
             f.listen
-                .unwrap_or_else(|| vec![SocketAddr::from(([127, 0, 0, 1], 4433))])
+                .unwrap_or_else(|| vec![SocketAddr::from(([127, 0, 0, 1], defaults.port))])
         };
         if listen.is_empty() {
             return Err(invalid("listen", "needs at least one address"));
@@ -385,10 +488,7 @@ impl Settings {
         if daemon && pidfile.is_none() {
             return Err(invalid("pidfile", "a daemon needs a pid file (--pidfile)"));
         }
-        let nodes = args
-            .nodes
-            .or(f.nodes)
-            .unwrap_or_else(crate::cli::serve::default_nodes);
+        let nodes = args.nodes.or(f.nodes).unwrap_or_else(default_nodes);
         let user = args.user.clone().or(f.user);
         let group = args.group.clone().or(f.group);
         if nodes == 0 && (user.is_some() || group.is_some()) {
@@ -413,7 +513,7 @@ impl Settings {
                 .state_dir
                 .clone()
                 .or(f.state_dir)
-                .unwrap_or_else(vole_transport::tls::default_state_dir),
+                .unwrap_or_else(|| defaults.state_dir.clone()),
             handshake_timeout: secs(
                 "handshake-timeout",
                 args.handshake_timeout
@@ -451,6 +551,7 @@ impl Settings {
                 "ticket-rotation",
                 args.ticket_rotation.or(f.ticket_rotation).unwrap_or(3600.0),
             )?,
+            service: f.service,
         })
     }
 
@@ -470,7 +571,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Settings, SettingsError> {
         let f = FileConfig::parse(text, Path::new("test.toml"))?;
-        Settings::merge(&ServeArgs::default(), f)
+        Settings::merge(&Overrides::default(), f, &Defaults::default())
     }
 
     fn err(text: &str) -> String {
@@ -564,12 +665,12 @@ mod tests {
             Path::new("t"),
         )
         .expect("file");
-        let args = ServeArgs {
+        let args = Overrides {
             nodes: Some(1),
             grace: Some(2.0),
-            ..ServeArgs::default()
+            ..Overrides::default()
         };
-        let s = Settings::merge(&args, f).expect("valid");
+        let s = Settings::merge(&args, f, &Defaults::default()).expect("valid");
         assert_eq!(
             (s.nodes, s.balance, s.grace),
             (1, Balance::Shared, Duration::from_secs(2))
@@ -607,22 +708,25 @@ mod tests {
         assert!(err("[restart]\nbackoff-base = 9\nbackoff-max = 1\n")
             .starts_with("restart.backoff-base:"));
         assert!(err("nodes = 0\nuser = \"nobody\"\n").starts_with("user:"));
-        let daemon = ServeArgs {
+        let daemon = Overrides {
             daemon: true,
-            ..ServeArgs::default()
+            ..Overrides::default()
         };
-        assert!(Settings::merge(&daemon, FileConfig::default())
-            .is_err_and(|e| e.to_string().starts_with("pidfile:")));
+        assert!(
+            Settings::merge(&daemon, FileConfig::default(), &Defaults::default())
+                .is_err_and(|e| e.to_string().starts_with("pidfile:"))
+        );
     }
 
     #[test]
     fn defaults_without_a_file() {
         let s = Settings::merge(
-            &ServeArgs {
+            &Overrides {
                 nodes: Some(2),
-                ..ServeArgs::default()
+                ..Overrides::default()
             },
             FileConfig::default(),
+            &Defaults::default(),
         )
         .expect("ok");
         assert_eq!(s.listen, vec![SocketAddr::from(([127, 0, 0, 1], 4433))]);
@@ -630,5 +734,50 @@ mod tests {
         assert!(!s.plain);
         assert_eq!(s.grace, Duration::from_secs(10));
         assert_eq!(s.balance, Balance::Grant);
+        assert!(s.service.is_none());
+    }
+
+    #[test]
+    fn a_host_s_defaults_apply_under_the_file_and_flags() {
+        let defaults = Defaults {
+            port: 7000,
+            state_dir: PathBuf::from("/srv/greeter"),
+        };
+        let s =
+            Settings::merge(&Overrides::default(), FileConfig::default(), &defaults).expect("ok");
+        assert_eq!(s.listen, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]);
+        assert_eq!(s.state_dir, PathBuf::from("/srv/greeter"));
+        assert_eq!(
+            s.admin_path(s.listen.first()),
+            PathBuf::from("/srv/greeter/admin-7000.sock")
+        );
+        let f = FileConfig::parse("state-dir = \"/x\"\n", Path::new("t")).expect("file");
+        let s = Settings::merge(&Overrides::default(), f, &defaults).expect("ok");
+        assert_eq!(s.state_dir, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn the_service_table_is_kept_for_the_service() {
+        let s = parse("[service]\ngreeting = \"hi\"\n[service.db]\npool = 4\n").expect("ok");
+        let table = s.service.expect("a table");
+        assert_eq!(table["greeting"].as_str(), Some("hi"));
+        assert_eq!(table["db"]["pool"].as_integer(), Some(4));
+        let e = err("service = 3\n");
+        assert!(e.contains("service"), "{e}");
+    }
+
+    #[test]
+    fn a_read_error_names_the_file_once() {
+        let e = Settings::resolve(
+            &Overrides {
+                config: Some(PathBuf::from("/nonexistent/vole.toml")),
+                ..Overrides::default()
+            },
+            &Defaults::default(),
+        )
+        .expect_err("missing file");
+        assert_eq!(e.to_string(), "cannot read /nonexistent/vole.toml");
+        let cause = std::error::Error::source(&e).expect("a cause").to_string();
+        assert!(cause.contains("No such file"), "{cause}");
     }
 }

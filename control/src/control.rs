@@ -175,6 +175,11 @@ pub struct NodeConfig {
     /// whichever node it lands).
     #[serde(default)]
     pub tickets: Option<TicketKeys>,
+    /// The hosted service's own settings: the `[service]` table of the
+    /// settings file as TOML text, for its per-node init (parsed there by
+    /// the same deserializer that validated it); `None` when there is none.
+    #[serde(default)]
+    pub service: Option<String>,
 }
 
 /// TLS ticket keys as sent to nodes: each key is its id and key bytes,

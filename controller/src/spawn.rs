@@ -62,6 +62,9 @@ impl Executable {
 pub struct NodeCommand {
     /// The node's id.
     pub id: NodeId,
+    /// The hosted service's name; the node's `argv[0]` is
+    /// `<name>-node-<id>`.
+    pub name: String,
     /// Arguments after `vole node --id N --control-fd 3 [--conn-fd 4]`.
     pub extra_args: Vec<String>,
     /// Whether the node gets a connection socket (`dispatch` mode).
@@ -123,7 +126,7 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
 
     let mut command = Command::new(exe.path());
     command
-        .arg0(format!("vole-node-{}", cmd.id))
+        .arg0(format!("{}-node-{}", cmd.name, cmd.id))
         .arg("node")
         .arg("--id")
         .arg(cmd.id.to_string())

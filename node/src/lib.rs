@@ -40,4 +40,7 @@ pub enum Error {
     /// The control link to the controller failed.
     #[error("control link: {0}")]
     Control(String),
+    /// The hosted service's per-node init failed.
+    #[error("the service's init failed: {0}")]
+    Init(String),
 }

@@ -324,8 +324,52 @@ fn service_config(
 /// sets it on the controller.
 pub const FAULT_ENV: &str = "VOLE_TEST_NODE_FAULT";
 
+/// What a node's init gets: the node's id and the hosted service's own
+/// settings (the `[service]` table), as the controller sent them.
+#[derive(Debug, Clone)]
+pub struct NodeStart {
+    /// The node's id.
+    pub node_id: u32,
+    /// The `[service]` settings table as TOML text, if the settings have
+    /// one.
+    pub service: Option<String>,
+}
+
+/// Why a node's init failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InitError {
+    /// The service's settings are unusable: the node reports a
+    /// configuration error and is not restarted.
+    #[error("the service's settings are unusable: {0}")]
+    Config(String),
+    /// The init failed (a database that does not answer, say): the node
+    /// exits and the controller's restart policy decides what next.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A future that makes the node's gateway factory.
+pub type InitFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<GatewayFactory, InitError>> + Send>>;
+
+/// Makes what a node serves, once, after the controller's configuration
+/// has arrived and before the node takes connections (open a database
+/// pool, load a model).
+pub type NodeInit = Box<dyn FnOnce(NodeStart) -> InitFuture + Send>;
+
+/// A [`NodeInit`] that serves `factory` and needs no set-up.
+pub fn serve_factory(factory: GatewayFactory) -> NodeInit {
+    Box::new(move |_| Box::pin(std::future::ready(Ok(factory))))
+}
+
 /// Runs a node until it is stopped or orphaned.
-pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Error> {
+///
+/// `init` runs once the controller's configuration has arrived; while it
+/// runs the node answers heartbeats, and a stop or the controller's death
+/// ends it. Its failure ends the node: [`InitError::Config`] as a
+/// configuration error (not restarted), [`InitError::Failed`] as
+/// [`Error::Init`] (restarted as the restart policy says).
+pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
     let fault = std::env::var(FAULT_ENV).ok();
     let state = Arc::new(NodeState {
         started: Instant::now(),
@@ -407,6 +451,29 @@ pub async fn run(args: NodeArgs, factory: GatewayFactory) -> Result<NodeExit, Er
         Err(e) => {
             tracing::error!(error = %vole_link::object::error_chain(&e), "node configuration is unusable");
             return Ok(NodeExit::ConfigError);
+        }
+    };
+    let start = NodeStart {
+        node_id: cfg.node_id,
+        service: cfg.service.clone(),
+    };
+    let factory = tokio::select! {
+        made = init(start) => match made {
+            Ok(f) => f,
+            Err(InitError::Config(e)) => {
+                tracing::error!(error = %e, "the service's settings are unusable");
+                return Ok(NodeExit::ConfigError);
+            }
+            Err(InitError::Failed(e)) => return Err(Error::Init(e)),
+        },
+        req = state.stop_requested() => {
+            tracing::info!(graceful = req.graceful, "stopped before the service's init finished");
+            link.close().await;
+            return Ok(NodeExit::Stopped);
+        }
+        reason = link.closed() => {
+            tracing::warn!(%reason, "control link closed during the service's init: the controller is gone");
+            return Ok(NodeExit::Orphaned);
         }
     };
     let reports = Arc::new(Reports::default());

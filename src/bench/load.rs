@@ -34,7 +34,7 @@ use super::nodes::{self, Basis, Fairness};
 use super::raw::{self, RawStream};
 use super::report::{CpuUse, Summary};
 use super::{Plan, Target};
-use crate::cli::exit::Failure;
+use vole::cli::exit::Failure;
 
 /// Latencies above this (nanoseconds) are recorded as this.
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
@@ -935,7 +935,7 @@ mod tests {
                 let err = run(&plan(&target, "echo"), &ClientConfig::plain())
                     .await
                     .expect_err("refused");
-                assert_eq!(err.code, crate::cli::exit::CONNECTION, "{target}");
+                assert_eq!(err.code, vole::cli::exit::CONNECTION, "{target}");
             }
         })
         .await;

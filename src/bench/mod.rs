@@ -39,8 +39,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::cli::exit::Failure;
-use crate::cli::ClientArgs;
+use vole::cli::exit::Failure;
+use vole::cli::ClientArgs;
 
 /// `vole bench` arguments.
 #[derive(Debug, Args)]
@@ -328,7 +328,7 @@ impl Plan {
 pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     let plan = Plan::from_args(&args)?;
     let host = plan.target.host().map_err(Failure::usage)?;
-    let config = crate::cli::trust::client_config(&args.client, &host).map_err(Failure::usage)?;
+    let config = vole::cli::trust::client_config(&args.client, &host).map_err(Failure::usage)?;
     let summary = match plan.mode {
         Mode::Held => load::run(&plan, &config).await?,
         Mode::Sessions => sessions::run(&plan, &config).await?,
@@ -426,14 +426,10 @@ mod tests {
     }
 
     fn args(extra: &[&str]) -> BenchArgs {
-        use clap::Parser as _;
         let mut argv = vec!["vole", "bench"];
         argv.extend_from_slice(extra);
-        match crate::cli::Cli::try_parse_from(argv)
-            .expect("arguments parse")
-            .command
-        {
-            crate::cli::Command::Bench(a) => a,
+        match crate::ClientCli::try_parse_from(argv).expect("arguments parse") {
+            crate::Client::Bench(a) => a,
             _ => unreachable!(),
         }
     }
@@ -453,7 +449,7 @@ mod tests {
             &["--target", "nope"],
         ] {
             let err = Plan::from_args(&args(bad)).expect_err("bad plan");
-            assert_eq!(err.code, crate::cli::exit::USAGE, "{bad:?}");
+            assert_eq!(err.code, vole::cli::exit::USAGE, "{bad:?}");
         }
         assert!(Plan::from_args(&args(&["--warmup", "0"])).is_ok());
     }
@@ -488,9 +484,8 @@ mod tests {
             &["--sessions", "--target", "raw-tls://127.0.0.1:1"],
         ] {
             let err = Plan::from_args(&args(bad)).expect_err("bad plan");
-            assert_eq!(err.code, crate::cli::exit::USAGE, "{bad:?}");
+            assert_eq!(err.code, vole::cli::exit::USAGE, "{bad:?}");
         }
-        use clap::Parser as _;
         for bad in [
             &["vole", "bench", "--no-resume"][..],
             &["vole", "bench", "--server-tree"],
@@ -503,7 +498,7 @@ mod tests {
                 "--no-resume",
             ],
         ] {
-            assert!(crate::cli::Cli::try_parse_from(bad).is_err(), "{bad:?}");
+            assert!(crate::ClientCli::try_parse_from(bad).is_err(), "{bad:?}");
         }
     }
 }

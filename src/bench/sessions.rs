@@ -36,7 +36,7 @@ use super::load::{self, Counters, Recorder, Window};
 use super::nodes::Basis;
 use super::report::{StageErrors, Summary};
 use super::{Plan, Target};
-use crate::cli::exit::Failure;
+use vole::cli::exit::Failure;
 
 /// Pause after a failed connect, so a worker facing a dead server does not
 /// spin.
@@ -505,12 +505,12 @@ mod tests {
             let err = run(&p, &ClientConfig::plain())
                 .await
                 .expect_err("call fails");
-            assert_eq!(err.code, crate::cli::exit::REMOTE);
+            assert_eq!(err.code, vole::cli::exit::REMOTE);
             let p = plan(&format!("vop://127.0.0.1:{port}/no/such/"), "echo");
             let err = run(&p, &ClientConfig::plain())
                 .await
                 .expect_err("resolve fails");
-            assert_ne!(err.code, crate::cli::exit::OK);
+            assert_ne!(err.code, vole::cli::exit::OK);
         })
         .await;
     }
@@ -622,7 +622,7 @@ mod tests {
             )
             .await
             .expect_err("refused");
-            assert_eq!(err.code, crate::cli::exit::CONNECTION);
+            assert_eq!(err.code, vole::cli::exit::CONNECTION);
         })
         .await;
     }

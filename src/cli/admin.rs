@@ -7,30 +7,37 @@ use std::time::Duration;
 use vole_controller::admin::{self, AdminRequest};
 
 use super::exit::Failure;
-use super::{ServeArgs, StopArgs, TargetArgs};
-use crate::settings::Settings;
+use super::{StopArgs, TargetArgs};
+use crate::hosted::HostedService;
+use crate::settings::{Overrides, Settings};
 
 /// The admin socket of the service the arguments name: `--admin-socket`;
 /// else the one its settings file implies; else the only one in the state
 /// directory.
-pub fn socket(t: &TargetArgs) -> Result<PathBuf, Failure> {
+pub fn socket(t: &TargetArgs, service: &HostedService) -> Result<PathBuf, Failure> {
     if let Some(p) = &t.admin_socket {
         return Ok(p.clone());
     }
     if let Some(file) = &t.config {
-        let args = ServeArgs {
+        let args = Overrides {
             config: Some(file.clone()),
             state_dir: t.state_dir.clone(),
-            ..ServeArgs::default()
+            ..Overrides::default()
         };
-        let s = Settings::resolve(&args).map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+        let s = Settings::resolve(&args, &service.defaults)
+            .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
         return Ok(s.admin_path(s.listen.first()));
     }
-    super::status::find_socket(None, t.state_dir.clone())
+    super::status::find_socket(None, t.state_dir.clone(), service)
 }
 
-async fn send(t: &TargetArgs, request: AdminRequest, limit: Duration) -> Result<(), Failure> {
-    let path = socket(t)?;
+async fn send(
+    t: &TargetArgs,
+    service: &HostedService,
+    request: AdminRequest,
+    limit: Duration,
+) -> Result<(), Failure> {
+    let path = socket(t, service)?;
     let response = admin::request(&path, &request, limit)
         .await
         .map_err(anyhow::Error::from)?;
@@ -46,15 +53,20 @@ async fn send(t: &TargetArgs, request: AdminRequest, limit: Duration) -> Result<
 }
 
 /// A request with no arguments of its own; prints `done` on success.
-pub async fn simple(t: TargetArgs, request: AdminRequest, done: &str) -> Result<(), Failure> {
+pub async fn simple(
+    t: TargetArgs,
+    service: &HostedService,
+    request: AdminRequest,
+    done: &str,
+) -> Result<(), Failure> {
     // A reload replaces every node, which can take a while.
-    send(&t, request, Duration::from_secs(300)).await?;
+    send(&t, service, request, Duration::from_secs(300)).await?;
     crate::outln!("{done}");
     Ok(())
 }
 
 /// `vole stop`.
-pub async fn stop(args: StopArgs) -> Result<(), Failure> {
+pub async fn stop(args: StopArgs, service: &HostedService) -> Result<(), Failure> {
     if let Some(t) = args.timeout {
         if !(t.is_finite() && t >= 0.0) {
             return Err(Failure::usage(anyhow::anyhow!(
@@ -64,6 +76,7 @@ pub async fn stop(args: StopArgs) -> Result<(), Failure> {
     }
     send(
         &args.target,
+        service,
         AdminRequest::Stop {
             force: args.force,
             timeout_s: args.timeout,

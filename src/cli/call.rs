@@ -8,9 +8,36 @@ use vole_link::uri::Vri;
 use vole_link::{Entity, ObjectRef, Value};
 use vole_transport::{Owner, WireRef};
 
+use clap::Args;
+
 use super::exit::Failure;
-use super::trust::client_config;
-use super::{CallArgs, ClientArgs, DescribeArgs};
+use super::trust::{client_config, ClientArgs};
+
+/// `vole call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// vop://host[:port]/path/[name[?args]]
+    pub uri: String,
+    /// Method to call on the resolved object; `meta.NAME` sends a meta call
+    /// (`meta.ping`, `meta.methods`, `meta.doc`).
+    pub method: Option<String>,
+    /// Arguments: each is parsed as JSON if it can be, otherwise taken as a string.
+    #[arg(allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vole describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// vop://host[:port]/path/
+    pub uri: String,
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
 
 async fn connect_and_resolve(uri: &str, client: &ClientArgs) -> Result<(Vri, Resolved), Failure> {
     let vri: Vri = uri

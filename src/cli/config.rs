@@ -1,18 +1,24 @@
-//! `vole config check FILE`.
+//! `config check FILE`: the settings, the service's own `[service]`
+//! table and the TLS files, checked without starting anything.
 
 use super::exit::Failure;
-use super::{ConfigCommand, ServeArgs};
-use crate::settings::Settings;
+use super::ConfigCommand;
+use crate::hosted::HostedService;
+use crate::settings::{Overrides, Settings};
 
-/// Runs a `vole config` command.
-pub fn run(cmd: ConfigCommand) -> Result<(), Failure> {
+/// Runs a `config` command.
+pub fn run(cmd: ConfigCommand, service: &HostedService) -> Result<(), Failure> {
     match cmd {
         ConfigCommand::Check { file } => {
-            let args = ServeArgs {
+            let args = Overrides {
                 config: Some(file.clone()),
-                ..ServeArgs::default()
+                ..Overrides::default()
             };
-            let s = Settings::resolve(&args).map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+            let s = Settings::resolve(&args, &service.defaults)
+                .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+            service
+                .check(s.service.as_ref())
+                .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", file.display())))?;
             if let crate::settings::TlsSetting::Files { cert, key } = &s.tls {
                 vole_transport::tls::server_config(&vole_transport::tls::ServerIdentity::Files {
                     cert: cert.clone(),

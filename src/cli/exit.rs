@@ -7,6 +7,7 @@
 //! | 3 | connection, TLS or protocol failure (including a port in use) |
 //! | 4 | `vole serve`: nodes kept dying (restart intensity exceeded); the service stopped |
 //! | 5 | `vole serve`: stopped, but some node did not drain cleanly |
+//! | 6 | `serve --nodes 0`: the service's init failed (under a controller, a failing init is a node failure: restarts, then 4) |
 //! | 64 | usage: bad arguments or configuration |
 //! | 70 | internal error |
 
@@ -24,6 +25,8 @@ pub const CONNECTION: u8 = 3;
 pub const RESTART_LIMIT: u8 = 4;
 /// The service stopped but not every node drained cleanly.
 pub const UNCLEAN_STOP: u8 = 5;
+/// One-process mode: the service's per-node init failed.
+pub const INIT_FAILED: u8 = 6;
 /// Bad arguments or configuration.
 pub const USAGE: u8 = 64;
 /// A bug in vole.

@@ -1,13 +1,21 @@
-//! The `vole` command line: argument definitions (clap) and exit codes.
+//! The command line of every vole host (`vole` itself and services built
+//! with [`crate::Host`]): argument definitions (clap), the serve and admin
+//! commands, exit codes; and the client commands `vole` adds (`call`,
+//! `describe`).
 
 pub mod admin;
 pub mod call;
 pub mod config;
 pub mod exit;
 pub mod node;
+mod run;
 pub mod serve;
 pub mod status;
 pub mod trust;
+
+pub use call::{CallArgs, DescribeArgs};
+pub use run::{controller_runtime, init_client_logging, run_host_command, runtime};
+pub use trust::ClientArgs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,13 +43,37 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::out(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
-/// Host Versile-protocol object services across many processes.
+/// Global flags, shared by every subcommand of a host (and handed to a
+/// service's own subcommands).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Globals {
+    /// `-v` count.
+    pub verbose: u8,
+    /// `-q`.
+    pub quiet: bool,
+}
+
+impl Globals {
+    /// The log level a client command runs with.
+    pub fn client_log_level(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (_, 0) => "warn",
+            (_, 1) => "debug",
+            _ => "trace",
+        }
+    }
+}
+
+/// The command line every host parses: serving and operating a service.
+/// The program's name, version and about text are the host's (set at run
+/// time by [`crate::Host`]).
 #[derive(Debug, Parser)]
-#[command(name = "vole", version, propagate_version = true, max_term_width = 100)]
-pub struct Cli {
+#[command(name = "vole", propagate_version = true, max_term_width = 100)]
+pub struct HostCli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: HostCommand,
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -50,17 +82,11 @@ pub struct Cli {
     pub quiet: bool,
 }
 
-/// The subcommands.
+/// The subcommands of every host.
 #[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the demo gateway (TLS with a generated dev certificate by default).
+pub enum HostCommand {
+    /// Serve (TLS with a generated dev certificate by default).
     Serve(Box<ServeArgs>),
-    /// Resolve a vop:// URI and call a method; prints the result as JSON.
-    Call(CallArgs),
-    /// Resolve a vop:// URI and list the methods of the object with their docs.
-    Describe(DescribeArgs),
-    /// Load generator: many links, many calls in flight, latency histogram.
-    Bench(crate::bench::BenchArgs),
     /// Show the nodes of a running service (from its admin socket).
     Status(StatusArgs),
     /// Stop a running service: gracefully, or at once with --force.
@@ -79,9 +105,6 @@ pub enum Command {
     /// Internal: a node process, started by the controller.
     #[command(hide = true)]
     Node(NodeArgs),
-    /// Baseline length-prefixed echo server for `vole bench` (raw TLS or TCP).
-    #[command(hide = true)]
-    BenchServer(crate::bench::ServerArgs),
 }
 
 /// How admin commands find the running service.
@@ -173,10 +196,10 @@ pub struct NodeArgs {
 /// (TOML); a flag given here overrides the file. Defaults are in brackets.
 #[derive(Debug, Args, Default, Clone)]
 pub struct ServeArgs {
-    /// Settings file (TOML); see `deploy/vole.toml`.
+    /// Settings file (TOML); see `deploy/vole.toml`. A `[service]` table holds the service's own settings.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on; repeat for several [127.0.0.1:4433].
+    /// Address to listen on; repeat for several [127.0.0.1:<the service's port>].
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
     /// Also accept PLAIN (unencrypted) connections; for trusted networks only.
@@ -191,7 +214,7 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// Where the dev certificate and admin socket live [$VOLE_STATE_DIR, else $XDG_STATE_HOME/vole, else ~/.local/state/vole].
+    /// Where the dev certificate and admin socket live [$VOLE_STATE_DIR, else $XDG_STATE_HOME/<service>, else ~/.local/state/<service>].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Seconds a connection has to complete VOP and TLS [10].
@@ -271,51 +294,43 @@ pub struct ServeArgs {
     pub ticket_rotation: Option<f64>,
 }
 
-/// Client connection flags shared by `call`, `describe` and `bench`.
-#[derive(Debug, Clone, Args)]
-pub struct ClientArgs {
-    /// Offer only PLAIN (unencrypted); the server must allow it.
-    #[arg(long)]
-    pub plain: bool,
-    /// Trust servers whose certificate chains to this CA file (PEM).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["pin", "insecure"])]
-    pub ca: Option<PathBuf>,
-    /// Trust exactly the server certificate with this SHA-256 fingerprint (hex).
-    #[arg(long, value_name = "SHA256", conflicts_with = "insecure")]
-    pub pin: Option<String>,
-    /// Do not verify the server certificate at all (dangerous).
-    #[arg(long)]
-    pub insecure: bool,
-    /// Where to find the local dev certificate, trusted automatically for localhost.
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Seconds to wait for the connection, the handshake and each call.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub timeout: f64,
-}
-
-/// `vole call`.
-#[derive(Debug, Args)]
-pub struct CallArgs {
-    /// vop://host[:port]/path/[name[?args]]
-    pub uri: String,
-    /// Method to call on the resolved object; `meta.NAME` sends a meta call
-    /// (`meta.ping`, `meta.methods`, `meta.doc`).
-    pub method: Option<String>,
-    /// Arguments: each is parsed as JSON if it can be, otherwise taken as a string.
-    #[arg(allow_hyphen_values = true)]
-    pub args: Vec<String>,
-    /// Connection flags.
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-/// `vole describe`.
-#[derive(Debug, Args)]
-pub struct DescribeArgs {
-    /// vop://host[:port]/path/
-    pub uri: String,
-    /// Connection flags.
-    #[command(flatten)]
-    pub client: ClientArgs,
+impl ServeArgs {
+    /// What these arguments say over the settings file.
+    pub fn overrides(&self) -> crate::settings::Overrides {
+        let a = self.clone();
+        crate::settings::Overrides {
+            config: a.config,
+            listen: a.listen,
+            plain: a.plain,
+            no_tls: a.no_tls,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            state_dir: a.state_dir,
+            handshake_timeout: a.handshake_timeout,
+            max_message: a.max_message,
+            grace: a.grace,
+            write_timeout: a.write_timeout,
+            backlog: a.backlog,
+            threads: a.threads,
+            nodes: a.nodes,
+            balance: a.balance,
+            max_clients: a.max_clients,
+            max_node_clients: a.max_node_clients,
+            heartbeat_interval: a.heartbeat_interval,
+            heartbeat_timeout: a.heartbeat_timeout,
+            restart_intensity: a.restart_intensity,
+            restart_period: a.restart_period,
+            admin_socket: a.admin_socket,
+            daemon: a.daemon,
+            pidfile: a.pidfile,
+            log_file: a.log_file,
+            log_format: a.log_format,
+            log_level: a.log_level,
+            user: a.user,
+            group: a.group,
+            allow_root_nodes: a.allow_root_nodes,
+            metrics: a.metrics,
+            ticket_rotation: a.ticket_rotation,
+        }
+    }
 }

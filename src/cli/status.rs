@@ -3,12 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use vole_controller::admin::{self, AdminRequest, StatusReport};
-use vole_transport::tls;
-
 use super::exit::Failure;
 use super::StatusArgs;
+use crate::hosted::HostedService;
+use anyhow::Context as _;
+use vole_controller::admin::{self, AdminRequest, StatusReport};
 
 /// Finds the admin socket: the one given, else the only `admin-*.sock` in
 /// the state directory that a service answers on (a service killed
@@ -16,11 +15,12 @@ use super::StatusArgs;
 pub fn find_socket(
     explicit: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    service: &HostedService,
 ) -> Result<PathBuf, Failure> {
     if let Some(p) = explicit {
         return Ok(p);
     }
-    let dir = state_dir.unwrap_or_else(tls::default_state_dir);
+    let dir = state_dir.unwrap_or_else(|| service.defaults.state_dir.clone());
     let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
@@ -38,7 +38,8 @@ pub fn find_socket(
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(Failure::from(anyhow::anyhow!(
-            "no running service found (no admin-*.sock in {} answers); give --admin-socket",
+            "no running service found ({}'s state directory {} has no admin-*.sock that answers); give --admin-socket or --state-dir",
+            service.name,
             dir.display()
         ))),
         _ => {
@@ -71,9 +72,9 @@ fn latency(us: Option<u64>) -> String {
 }
 
 /// Renders a status report as a table.
-pub fn table(s: &StatusReport) -> String {
+pub fn table(name: &str, s: &StatusReport) -> String {
     let mut out = format!(
-        "vole pid {}  mode {}  listening {}  up {}\n",
+        "{name} pid {}  mode {}  listening {}  up {}\n",
         s.pid,
         s.mode,
         s.listen.join(", "),
@@ -117,8 +118,8 @@ pub fn table(s: &StatusReport) -> String {
 }
 
 /// Runs `vole status`.
-pub async fn run(args: StatusArgs) -> Result<(), Failure> {
-    let path = find_socket(args.admin_socket, args.state_dir)?;
+pub async fn run(args: StatusArgs, service: &HostedService) -> Result<(), Failure> {
+    let path = find_socket(args.admin_socket, args.state_dir, service)?;
     let response = admin::request(&path, &AdminRequest::Status, Duration::from_secs(10))
         .await
         .map_err(anyhow::Error::from)?;
@@ -132,7 +133,7 @@ pub async fn run(args: StatusArgs) -> Result<(), Failure> {
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&status).context("json")?);
     } else {
-        super::out(format_args!("{}", table(&status)));
+        super::out(format_args!("{}", table(&service.name, &status)));
     }
     Ok(())
 }
@@ -148,12 +149,16 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         // Bound and dropped: the file stays, nobody answers.
         drop(std::os::unix::net::UnixListener::bind(dir.join("admin-1.sock")).expect("bind"));
-        let err = find_socket(None, Some(dir.clone())).expect_err("only a stale socket");
+        let service = HostedService::plain(
+            "vole",
+            std::sync::Arc::new(|_: &vole_link::LinkInfo| crate::demo::gateway()),
+        );
+        let err = find_socket(None, Some(dir.clone()), &service).expect_err("only a stale socket");
         let text = err.error.to_string();
         assert!(text.contains("no running service found"), "{text}");
         let live = dir.join("admin-2.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&live).expect("bind");
-        let found = find_socket(None, Some(dir.clone())).expect("the live socket");
+        let found = find_socket(None, Some(dir.clone()), &service).expect("the live socket");
         assert_eq!(found, live);
         let _ = std::fs::remove_dir_all(&dir);
     }

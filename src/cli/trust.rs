@@ -6,7 +6,32 @@ use anyhow::Context as _;
 use vole_link::resolve::ClientConfig;
 use vole_transport::tls::{self, ServerTrust};
 
-use super::ClientArgs;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Client connection flags shared by `call`, `describe` and `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Offer only PLAIN (unencrypted); the server must allow it.
+    #[arg(long)]
+    pub plain: bool,
+    /// Trust servers whose certificate chains to this CA file (PEM).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pin", "insecure"])]
+    pub ca: Option<PathBuf>,
+    /// Trust exactly the server certificate with this SHA-256 fingerprint (hex).
+    #[arg(long, value_name = "SHA256", conflicts_with = "insecure")]
+    pub pin: Option<String>,
+    /// Do not verify the server certificate at all (dangerous).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Where to find the local dev certificate, trusted automatically for localhost.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Seconds to wait for the connection, the handshake and each call.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
 
 /// Whether `host` names this machine.
 pub fn is_local(host: &str) -> bool {

@@ -274,6 +274,10 @@ pub struct Opts {
     /// Pass `--nodes` (off: the number of nodes comes from a settings file
     /// given in [`Opts::args`], so a reload can change it).
     pub nodes_flag: bool,
+    /// The host program (`vole`, or a service built with `vole::Host`).
+    pub program: String,
+    /// Its service name: nodes are `<name>-node-<id>`.
+    pub name: String,
 }
 
 /// Where [`Opts::stray`] opens its file in the controller: 4 (the first
@@ -291,7 +295,16 @@ impl Opts {
             stray: None,
             tls: false,
             nodes_flag: true,
+            program: VOLE.to_owned(),
+            name: "vole".to_owned(),
         }
+    }
+
+    /// Serves with another host program, whose service is `name`.
+    pub fn program(mut self, program: &Path, name: &str) -> Self {
+        self.program = program.to_string_lossy().into_owned();
+        self.name = name.to_owned();
+        self
     }
 
     /// Leaves `--nodes` out (see [`Opts::nodes_flag`]).
@@ -376,6 +389,8 @@ pub struct Serve {
     /// Every node process seen (pid and start time), for the cleanup.
     known: Arc<Mutex<HashMap<u32, Proc>>>,
     started: Instant,
+    /// Node process names start with this.
+    node_prefix: String,
 }
 
 /// Time to wait for the service to come up (a debug build on a busy CI
@@ -390,7 +405,7 @@ impl Serve {
         let dir = TempDir::new(opts.balance);
         let admin = dir.path().join("admin.sock");
         let mut cmd = match &opts.stray {
-            None => Command::new(VOLE),
+            None => Command::new(&opts.program),
             Some(file) => {
                 // The shell opens the file at fixed numbers without
                 // close-on-exec and execs the controller (same pid).
@@ -401,7 +416,7 @@ impl Serve {
                 let mut c = Command::new("/bin/sh");
                 c.arg("-c")
                     .arg(format!("exec \"$0\" \"$@\" {}", redirects.join(" ")))
-                    .arg(VOLE)
+                    .arg(&opts.program)
                     .env("VOLE_TEST_STRAY", file);
                 c
             }
@@ -483,6 +498,7 @@ impl Serve {
             exit,
             known,
             started: Instant::now(),
+            node_prefix: format!("{}-node-", opts.name),
         };
         let want = if opts.wait_ready {
             "ready: "
@@ -514,14 +530,14 @@ impl Serve {
     }
 
     /// The node processes now: children of the controller named
-    /// `vole-node-<id>`, by id.
+    /// `<name>-node-<id>`, by id.
     pub fn nodes(&self) -> HashMap<u32, Proc> {
         let mut nodes = HashMap::new();
         for p in all_procs() {
             if p.ppid == self.pid && p.state != 'Z' {
                 if let Some(id) = p
                     .comm
-                    .strip_prefix("vole-node-")
+                    .strip_prefix(self.node_prefix.as_str())
                     .and_then(|s| s.parse().ok())
                 {
                     if let Ok(mut k) = self.known.lock() {

@@ -133,11 +133,19 @@ fn hex_value(c: u8) -> Option<u8> {
 /// `$VOLE_STATE_DIR`, else `$XDG_STATE_HOME/vole`, else
 /// `$HOME/.local/state/vole`, else `/tmp/vole-<uid>`.
 pub fn default_state_dir() -> PathBuf {
-    state_dir_from(|name| std::env::var_os(name))
+    state_dir_named("vole")
 }
 
-/// [`default_state_dir`] with the environment given as a lookup function.
-fn state_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+/// The state directory of a service named `name` (a hosted service's dev
+/// certificate and admin socket): `$VOLE_STATE_DIR` if set (it applies to
+/// every service vole hosts), else `$XDG_STATE_HOME/<name>`, else
+/// `$HOME/.local/state/<name>`, else `/tmp/<name>-<uid>`.
+pub fn state_dir_named(name: &str) -> PathBuf {
+    state_dir_from(name, |var| std::env::var_os(var))
+}
+
+/// [`state_dir_named`] with the environment given as a lookup function.
+fn state_dir_from(name: &str, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
     let var = |name: &str| env(name).filter(|v| !v.is_empty());
     if let Some(dir) = var("VOLE_STATE_DIR") {
         return PathBuf::from(dir);
@@ -145,15 +153,15 @@ fn state_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
     if let Some(dir) = var("XDG_STATE_HOME").map(PathBuf::from) {
         // The XDG spec says relative values are to be ignored.
         if dir.is_absolute() {
-            return dir.join("vole");
+            return dir.join(name);
         }
     }
     if let Some(home) = var("HOME") {
-        return PathBuf::from(home).join(".local/state/vole");
+        return PathBuf::from(home).join(".local/state").join(name);
     }
     match fs::metadata("/proc/self") {
-        Ok(meta) => PathBuf::from(format!("/tmp/vole-{}", meta.uid())),
-        Err(_) => PathBuf::from("/tmp/vole"),
+        Ok(meta) => PathBuf::from(format!("/tmp/{name}-{}", meta.uid())),
+        Err(_) => PathBuf::from(format!("/tmp/{name}")),
     }
 }
 
@@ -746,24 +754,41 @@ pub(crate) mod tests {
             ("XDG_STATE_HOME", "/x"),
             ("HOME", "/h"),
         ];
-        assert_eq!(state_dir_from(env(&all)), PathBuf::from("/v"));
-        assert_eq!(state_dir_from(env(&all[1..])), PathBuf::from("/x/vole"));
+        assert_eq!(state_dir_from("vole", env(&all)), PathBuf::from("/v"));
         assert_eq!(
-            state_dir_from(env(&all[2..])),
+            state_dir_from("vole", env(&all[1..])),
+            PathBuf::from("/x/vole")
+        );
+        assert_eq!(
+            state_dir_from("vole", env(&all[2..])),
             PathBuf::from("/h/.local/state/vole")
         );
         // Empty and relative values are skipped.
         assert_eq!(
-            state_dir_from(env(&[
-                ("VOLE_STATE_DIR", ""),
-                ("XDG_STATE_HOME", "rel"),
-                ("HOME", "/h")
-            ])),
+            state_dir_from(
+                "vole",
+                env(&[
+                    ("VOLE_STATE_DIR", ""),
+                    ("XDG_STATE_HOME", "rel"),
+                    ("HOME", "/h")
+                ])
+            ),
             PathBuf::from("/h/.local/state/vole")
         );
-        let last = state_dir_from(env(&[]));
+        let last = state_dir_from("vole", env(&[]));
         let uid = fs::metadata("/proc/self").expect("procfs").uid();
         assert_eq!(last, PathBuf::from(format!("/tmp/vole-{uid}")));
+        // A hosted service's name replaces "vole"; VOLE_STATE_DIR applies to
+        // every service.
+        assert_eq!(
+            state_dir_from("greeter", env(&all[1..])),
+            PathBuf::from("/x/greeter")
+        );
+        assert_eq!(
+            state_dir_from("greeter", env(&all[2..])),
+            PathBuf::from("/h/.local/state/greeter")
+        );
+        assert_eq!(state_dir_from("greeter", env(&all)), PathBuf::from("/v"));
     }
 
     #[test]

@@ -44,6 +44,8 @@ use ops::{Op, ReloadState};
 /// Everything the controller needs to know.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
+    /// The hosted service's name: nodes run as `<name>-node-<id>`.
+    pub name: String,
     /// Number of node processes.
     pub nodes: u32,
     /// How connections are spread.
@@ -984,6 +986,7 @@ impl Supervisor {
         node_cfg.node_id = id;
         let cmd = NodeCommand {
             id,
+            name: config.name.clone(),
             extra_args: config.node_args.clone(),
             dispatch: balance == Balance::Dispatch,
             user: config.node_user,

@@ -9,6 +9,7 @@ use vole_controller::{Bound, ControllerConfig, Hooks, Lifecycle, Outcome};
 use super::upgrade::Relaunch;
 use super::{announce, announce_ready, tls_material, transports_name, Prepared};
 use crate::cli::exit::{self, Failure};
+use crate::hosted::HostedService;
 use crate::settings::Settings;
 
 /// The user and group nodes run as: the configured ones; as root with none
@@ -63,7 +64,10 @@ pub fn node_user(s: &Settings) -> Result<Option<(u32, u32)>, Failure> {
 }
 
 /// The controller configuration for these settings (reads the TLS files).
-pub fn controller_config(s: &Settings) -> Result<ControllerConfig, Failure> {
+pub fn controller_config(
+    s: &Settings,
+    service: &HostedService,
+) -> Result<ControllerConfig, Failure> {
     let tls = tls_material(s)?;
     let mut node_args = vec!["--threads".to_owned(), s.threads.unwrap_or(1).to_string()];
     if s.log_format == crate::settings::LogFormat::Json {
@@ -90,7 +94,9 @@ pub fn controller_config(s: &Settings) -> Result<ControllerConfig, Failure> {
             max_message: s.max_message,
             grace_ms: s.grace.as_millis() as u64,
             tickets: None,
+            service: crate::hosted::table_text(s.service.as_ref()),
         },
+        name: service.name.clone(),
         node_args,
         ticket_rotation: s.ticket_rotation,
         node_user: node_user(s)?,
@@ -102,9 +108,9 @@ pub fn controller_config(s: &Settings) -> Result<ControllerConfig, Failure> {
 /// Runs the controller. Returns whether it stepped down for an upgrade.
 pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let s = &p.settings;
-    let config = controller_config(s)?;
+    let config = controller_config(s, &p.service)?;
     let nodes = config.nodes;
-    super::install_metrics(s)?;
+    super::install_metrics(s, &p.service.name)?;
     let inherited = p.inherited.lock().ok().and_then(|mut i| i.take());
     let activated = p.activated.lock().ok().and_then(|mut a| a.take());
     let (bound, admin) = match (inherited, activated) {
@@ -139,8 +145,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
             (bound, admin)
         }
     };
-    tracing::info!(path = %admin.path().display(), nodes, balance = s.balance.name(), "controller starting");
+    tracing::info!(service = %p.service.name, path = %admin.path().display(), nodes, balance = s.balance.name(), "controller starting");
     announce(
+        &p.service.name,
         bound.addrs(),
         transports_name(
             !matches!(s.tls, crate::settings::TlsSetting::Disabled),
@@ -150,6 +157,7 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
 
     let relaunch = Relaunch::current();
     let args = p.args.clone();
+    let service = p.service.clone();
     let log = p.log.clone();
     let ready = p.ready.clone();
     let log_to_file = s.log_file.is_some();
@@ -169,8 +177,8 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         }),
         watchdog,
         reload: Box::new(move || {
-            let settings = Settings::resolve(&args).map_err(|e| e.to_string())?;
-            controller_config(&settings).map_err(|f| format!("{:#}", f.error))
+            let settings = super::resolve(&args, &service).map_err(|f| format!("{:#}", f.error))?;
+            controller_config(&settings, &service).map_err(|f| format!("{:#}", f.error))
         }),
         reopen_logs: Box::new(move || log.reopen().map_err(|e| e.to_string())),
         upgrade: Box::new(move |request| {

@@ -1,4 +1,4 @@
-//! `vole serve`: the demo gateway, in one process (`nodes = 0`) or as a
+//! `serve`: the hosted service, in one process (`nodes = 0`) or as a
 //! controller with node processes; in the foreground or as a daemon.
 //!
 //! Start-up happens in two steps. [`prepare`] runs before any thread or
@@ -28,13 +28,15 @@ use vole_transport::tls::{self, ServerIdentity};
 use vole_transport::vop::ServerPolicy;
 
 use super::exit::Failure;
-use super::ServeArgs;
+use super::{Globals, ServeArgs};
 use crate::daemon::{self, PidFile, ReadyPipe};
+use crate::hosted::HostedService;
 use crate::logging::{self, LogTarget};
 use crate::settings::{Settings, TlsSetting};
 
 /// Everything set up before the runtime starts.
 pub struct Prepared {
+    service: HostedService,
     settings: Settings,
     args: ServeArgs,
     log: LogTarget,
@@ -68,14 +70,25 @@ impl Prepared {
     }
 }
 
-/// The number of nodes when not given: one per CPU.
-pub fn default_nodes() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+/// The settings for `args`, the service's own `[service]` table checked
+/// too (at start and on every reload).
+pub fn resolve(args: &ServeArgs, service: &HostedService) -> Result<Settings, Failure> {
+    let settings = Settings::resolve(&args.overrides(), &service.defaults)
+        .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+    service
+        .check(settings.service.as_ref())
+        .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    Ok(settings)
 }
 
 /// Settings, logging, daemon, pid file: everything before threads exist.
-pub fn prepare(args: ServeArgs, verbose: u8, quiet: bool) -> Result<Prepared, Failure> {
-    let settings = Settings::resolve(&args).map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+pub fn prepare(
+    args: ServeArgs,
+    globals: Globals,
+    service: &HostedService,
+) -> Result<Prepared, Failure> {
+    let (verbose, quiet) = (globals.verbose, globals.quiet);
+    let settings = resolve(&args, service)?;
     let inherited = upgrade::Inherited::take().map_err(Failure::from)?;
     // SAFETY: no thread exists yet (main calls this before building the
     // runtime), and descriptors from 3 up that LISTEN_FDS names belong to
@@ -142,6 +155,7 @@ pub fn prepare(args: ServeArgs, verbose: u8, quiet: bool) -> Result<Prepared, Fa
         None => None,
     };
     Ok(Prepared {
+        service: service.clone(),
         settings,
         args,
         log,
@@ -189,10 +203,10 @@ fn announce_ready(ready: &Arc<Mutex<ReadyPipe>>, nodes: u32, log_to_file: bool) 
     }
 }
 
-fn announce(addrs: &[SocketAddr], transports: &str) {
+fn announce(service: &str, addrs: &[SocketAddr], transports: &str) {
     let mut stdout = std::io::stdout().lock();
     for addr in addrs {
-        tracing::info!(%addr, %transports, "serving the demo gateway");
+        tracing::info!(%service, %addr, %transports, "serving");
         // Tests and scripts read this line to learn the port.
         let _ = writeln!(stdout, "listening on {addr}");
     }
@@ -259,11 +273,13 @@ fn service_config(
     }
 }
 
-/// Starts the Prometheus endpoint, if configured.
-fn install_metrics(s: &Settings) -> Result<(), Failure> {
+/// Starts the Prometheus endpoint, if configured. Every series carries
+/// the label `service` with the service's name.
+fn install_metrics(s: &Settings, service: &str) -> Result<(), Failure> {
     let Some(addr) = s.metrics else { return Ok(()) };
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
+        .add_global_label("service", service)
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(
                 vole_controller::metrics::CALL_DURATION.to_owned(),

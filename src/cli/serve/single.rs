@@ -150,8 +150,23 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         .map(|l| l.local_addr())
         .collect::<Result<_, _>>()
         .context("listener address")?;
-    let service = Service::new(config, Arc::new(|_| vole::demo::gateway()));
-    super::install_metrics(s)?;
+    let start = vole_node::process::NodeStart {
+        node_id: 0,
+        service: crate::hosted::table_text(s.service.as_ref()),
+    };
+    let factory = match (p.service.node_init())(start).await {
+        Ok(f) => f,
+        Err(vole_node::process::InitError::Config(e)) => {
+            return Err(Failure::usage(anyhow::anyhow!(e)))
+        }
+        Err(vole_node::process::InitError::Failed(e)) => {
+            return Err(Failure::from(anyhow::anyhow!(
+                "the service's init failed: {e}"
+            )))
+        }
+    };
+    let service = Service::new(config, factory);
+    super::install_metrics(s, &p.service.name)?;
     let metrics_task = s
         .metrics
         .map(|_| tokio::spawn(record_metrics(service.clone(), Instant::now())));
@@ -166,7 +181,11 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         asks: asks_tx,
     });
     let admin_task = tokio::spawn(async move { admin.serve(handler).await });
-    announce(&addrs, transports_name(tls.is_some(), s.plain));
+    announce(
+        &p.service.name,
+        &addrs,
+        transports_name(tls.is_some(), s.plain),
+    );
     let mut tasks = Vec::new();
     for l in listeners {
         let svc = service.clone();
