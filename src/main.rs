@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-mod bench;
 mod cli;
 mod daemon;
 mod logging;
@@ -140,7 +139,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         command => {
             logging::init(level, settings::LogFormat::Text, false);
             let threads = match &command {
-                Command::Bench(args) => args.threads,
+                #[cfg(feature = "bench")]
+                Command::Bench(cmd) => cmd.bench.threads,
+                #[cfg(feature = "bench")]
                 Command::BenchServer(args) => args.threads,
                 _ => Some(2),
             };
@@ -149,8 +150,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 match command {
                     Command::Call(args) => cli::call::call(args).await,
                     Command::Describe(args) => cli::call::describe(args).await,
-                    Command::Bench(args) => bench::run(args).await,
-                    Command::BenchServer(args) => bench::run_server(args).await,
+                    #[cfg(feature = "bench")]
+                    Command::Bench(cmd) => cli::bench::run(cmd).await,
+                    #[cfg(feature = "bench")]
+                    Command::BenchServer(args) => cli::bench::run_server(args).await,
                     Command::Status(args) => cli::status::run(args).await,
                     Command::Stop(args) => cli::admin::stop(args).await,
                     Command::Reload(t) => {

@@ -1,6 +1,8 @@
 //! The `vole` command line: argument definitions (clap) and exit codes.
 
 pub mod admin;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod call;
 pub mod config;
 pub mod exit;
@@ -60,7 +62,8 @@ pub enum Command {
     /// Resolve a vop:// URI and list the methods of the object with their docs.
     Describe(DescribeArgs),
     /// Load generator: many links, many calls in flight, latency histogram.
-    Bench(crate::bench::BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(BenchCommand),
     /// Show the nodes of a running service (from its admin socket).
     Status(StatusArgs),
     /// Stop a running service: gracefully, or at once with --force.
@@ -81,7 +84,8 @@ pub enum Command {
     Node(NodeArgs),
     /// Baseline length-prefixed echo server for `vole bench` (raw TLS or TCP).
     #[command(hide = true)]
-    BenchServer(crate::bench::ServerArgs),
+    #[cfg(feature = "bench")]
+    BenchServer(vole_bench::ServerArgs),
 }
 
 /// How admin commands find the running service.
@@ -292,6 +296,19 @@ pub struct ClientArgs {
     /// Seconds to wait for the connection, the handshake and each call.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
+}
+
+/// `vole bench`: the load generator's flags and the connection flags.
+#[cfg(feature = "bench")]
+#[derive(Debug, Args)]
+pub struct BenchCommand {
+    /// The load generator's flags.
+    #[command(flatten)]
+    pub bench: vole_bench::BenchArgs,
+    /// Connection flags (as for `vole call`); a link on which no call
+    /// finishes for --timeout seconds is given up, its calls counted as errors.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// `vole call`.
