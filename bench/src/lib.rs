@@ -17,10 +17,10 @@
 //!
 //! With `--sessions` it measures new sessions instead of held links: N
 //! workers each loop connect, VOP and TLS, the link handshake, resolving the
-//! path, one call, close ([`sessions`]); sessions/s, the latency of the whole
+//! path, one call, close; sessions/s, the latency of the whole
 //! session, and how many resumed their TLS session. With `--admin-socket`
 //! it reads each node's counters from the service at the window's edges
-//! and reports their fairness as Jain's index ([`nodes`]). Targets:
+//! and reports their fairness as Jain's index. Targets:
 //!
 //! * `vop://host:port/path/`: a Versile service; the path is resolved once
 //!   per link and `method` is called on the object with a string payload;
@@ -28,12 +28,15 @@
 //!   echo servers of `vole bench-server`, driven with the same links,
 //!   in-flight depth, payload and window, so the figures compare directly.
 //!
-//! The modules: [`args`] are the command-line arguments, [`plan`] checks
-//! them, [`load`] runs held links and [`sessions`] new sessions, both
-//! recording with [`record`] and watched by [`watch`]; [`raw`] is the
-//! baseline protocol (server and client), [`cpu`] reads process CPU time,
-//! [`nodes`] the per-node counts, [`report`] prints the summary, and
-//! [`error`] says what stopped a run.
+//! The public surface is what a command needs: the arguments
+//! ([`BenchArgs`], [`ServerArgs`], clap), the two entry points ([`run`],
+//! [`run_server`]) and what stopped a run ([`Error`], whose
+//! [`kind`](Error::kind) a command maps to an exit code). Inside, `args`
+//! are the arguments and `plan` checks them; `load` runs held links and
+//! `sessions` new sessions, both recording with `record` and watched by
+//! `watch`; `raw` is the baseline protocol (server and client), `cpu`
+//! reads process CPU time, `nodes` the per-node counts, and `report`
+//! prints the summary.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), vole_bench::Error> {
@@ -52,17 +55,17 @@
 
 #![warn(missing_docs)]
 
-pub mod args;
-pub mod cpu;
-pub mod error;
-pub mod load;
-pub mod nodes;
-pub mod plan;
-pub mod raw;
-pub mod record;
-pub mod report;
-pub mod sessions;
-pub mod watch;
+mod args;
+mod cpu;
+mod error;
+mod load;
+mod nodes;
+mod plan;
+mod raw;
+mod record;
+mod report;
+mod sessions;
+mod watch;
 
 #[cfg(test)]
 mod testing;
@@ -71,7 +74,8 @@ use vole_link::resolve::ClientConfig;
 
 pub use args::{BenchArgs, ServerArgs};
 pub use error::{BoxError, Error, ErrorKind};
-pub use plan::{Mode, Plan, Target};
+
+use plan::{Mode, Plan, Target};
 
 /// Runs the benchmark `args` describe and prints the summary on stdout.
 ///
