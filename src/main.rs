@@ -7,8 +7,6 @@ use clap::Subcommand;
 use vole::cli::exit::Failure;
 use vole::cli::{CallArgs, DescribeArgs, Globals};
 
-mod bench;
-
 /// The global allocator. Every call allocates a few small buffers (decoded
 /// strings and argument lists, a boxed call future) and frees them on the
 /// same thread soon after; glibc malloc spent about 10% of the instructions
@@ -24,29 +22,12 @@ enum Client {
     /// Resolve a vop:// URI and list the methods of the object with their docs.
     Describe(DescribeArgs),
     /// Load generator: many links, many calls in flight, latency histogram.
-    Bench(bench::BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(vole::cli::bench::BenchCommand),
     /// Baseline length-prefixed echo server for `vole bench` (raw TLS or TCP).
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
-    BenchServer(bench::ServerArgs),
-}
-
-/// The client commands alone, for tests that parse them.
-#[cfg(test)]
-#[derive(Debug, clap::Parser)]
-struct ClientCli {
-    #[command(subcommand)]
-    command: Client,
-}
-
-#[cfg(test)]
-impl ClientCli {
-    fn try_parse_from<I, T>(args: I) -> Result<Client, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        <ClientCli as clap::Parser>::try_parse_from(args).map(|c| c.command)
-    }
+    BenchServer(vole_bench::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,7 +40,9 @@ fn main() -> ExitCode {
 fn run_client(command: Client, globals: Globals) -> ExitCode {
     vole::cli::init_client_logging(globals);
     let threads = match &command {
-        Client::Bench(args) => args.threads,
+        #[cfg(feature = "bench")]
+        Client::Bench(cmd) => cmd.bench.threads,
+        #[cfg(feature = "bench")]
         Client::BenchServer(args) => args.threads,
         _ => None,
     };
@@ -68,8 +51,10 @@ fn run_client(command: Client, globals: Globals) -> ExitCode {
             match command {
                 Client::Call(args) => vole::cli::call::call(args).await,
                 Client::Describe(args) => vole::cli::call::describe(args).await,
-                Client::Bench(args) => bench::run(args).await,
-                Client::BenchServer(args) => bench::run_server(args).await,
+                #[cfg(feature = "bench")]
+                Client::Bench(cmd) => vole::cli::bench::run(cmd).await,
+                #[cfg(feature = "bench")]
+                Client::BenchServer(args) => vole::cli::bench::run_server(args).await,
             }
         })
     });

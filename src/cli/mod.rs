@@ -4,6 +4,8 @@
 //! `describe`).
 
 pub mod admin;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod call;
 pub mod config;
 pub mod exit;

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::load::{Progress, Recorder, Watchdog};
+use crate::record::{Progress, Recorder, Watchdog};
 
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -148,7 +148,7 @@ pub async fn connect(
     let work = async {
         let tcp = TcpStream::connect((host, port))
             .await
-            .with_context(|| format!("cannot connect to {host}:{port}"))?;
+            .context("tcp connect")?;
         tcp.set_nodelay(true)?;
         match tls {
             None => Ok(RawStream::Tcp(tcp)),
@@ -165,7 +165,7 @@ pub async fn connect(
     };
     tokio::time::timeout(limit, work)
         .await
-        .map_err(|_| anyhow::anyhow!("connecting to {host}:{port} timed out"))?
+        .map_err(|_| anyhow::anyhow!("timed out after {limit:?}"))?
 }
 
 /// Keeps `inflight` echo requests of `payload` in flight on `stream` until
@@ -264,7 +264,7 @@ pub async fn drive_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::load::{Counters, Window};
+    use crate::record::{Counters, Window};
 
     #[test]
     fn frames() {

@@ -26,17 +26,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::time::Instant;
 use vole_link::resolve::{self, ClientConfig};
 use vole_link::uri::Vri;
 use vole_link::{Entity, Error as LinkError, Value};
 
-use super::load::{self, Counters, Recorder, Window};
-use super::nodes::Basis;
-use super::report::{StageErrors, Summary};
-use super::{Plan, Target};
-use vole::cli::exit::Failure;
+use crate::error::{Error, ErrorKind};
+use crate::nodes::Basis;
+use crate::plan::{Plan, Target};
+use crate::record::{new_histogram, Counters, Recorder, Window};
+use crate::report::{StageErrors, Summary};
+use crate::watch::{join_until, Watch};
 
 /// Pause after a failed connect, so a worker facing a dead server does not
 /// spin.
@@ -55,15 +55,16 @@ pub struct SessionTarget {
 
 impl SessionTarget {
     /// The target of a plan: a vop:// URI naming an object (no query).
-    pub fn of(plan: &Plan) -> anyhow::Result<SessionTarget> {
+    pub fn of(plan: &Plan) -> Result<SessionTarget, Error> {
         let Target::Vop(uri) = &plan.target else {
-            anyhow::bail!("--sessions needs a vop:// target");
+            return Err(Error::usage("--sessions needs a vop:// target"));
         };
-        let vri: Vri = uri
-            .parse()
-            .with_context(|| format!("bad target uri {uri:?}"))?;
+        let vri: Vri = uri.parse().map_err(|e| Error::Usage {
+            message: format!("bad target uri {uri:?}"),
+            source: Some(Box::new(e)),
+        })?;
         if vri.query.is_some() {
-            anyhow::bail!("{uri} names a query, not an object");
+            return Err(Error::usage(format!("{uri} names a query, not an object")));
         }
         let host = vri.host.to_string();
         Ok(SessionTarget {
@@ -104,18 +105,37 @@ impl Failed {
         Failed { stage, error }
     }
 
-    fn describe(&self) -> String {
-        let stage = match self.stage {
+    fn stage_name(&self) -> &'static str {
+        match self.stage {
             Stage::Connect => "connect",
             Stage::Resolve => "resolve",
             Stage::Call => "call",
             Stage::Timeout => "timeout",
-        };
+        }
+    }
+
+    fn describe(&self) -> String {
+        let stage = self.stage_name();
         match &self.error {
             Some(e) => format!("{stage}: {}", vole_link::object::error_chain(e)),
             None if self.stage == Stage::Call => "call: wrong answer".to_owned(),
             None => stage.to_owned(),
         }
+    }
+
+    /// The error of a run whose first session with `target` failed so: by
+    /// the link's error if there is one, else a wrong answer is the
+    /// remote's and a timeout the connection's.
+    fn into_error(self, target: &str) -> Error {
+        let stage = self.stage_name();
+        let (error, otherwise) = match self.error {
+            Some(e) => (anyhow::Error::new(e).context(stage), ErrorKind::Connection),
+            None if self.stage == Stage::Call => {
+                (anyhow::anyhow!("call: wrong answer"), ErrorKind::Remote)
+            }
+            None => (anyhow::anyhow!("{stage}"), ErrorKind::Connection),
+        };
+        Error::setting_up(target, error, otherwise)
     }
 }
 
@@ -291,8 +311,8 @@ pub fn session_config(config: &ClientConfig, cache: Cache) -> ClientConfig {
 }
 
 /// Runs new sessions and returns the summary.
-pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure> {
-    let target = Arc::new(SessionTarget::of(plan).map_err(Failure::usage)?);
+pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Error> {
+    let target = Arc::new(SessionTarget::of(plan)?);
     let cache = match (plan.resume, plan.cache_per_worker) {
         (false, _) => Cache::Off,
         (true, false) => Cache::Shared,
@@ -314,14 +334,7 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure>
     let payload = "x".repeat(plan.payload);
     let probe_deadline = Instant::now() + session_limit(plan);
     if let Err(failed) = session(&target, &config, &plan.method, &payload, probe_deadline).await {
-        let what = failed.describe();
-        let error = match failed.error {
-            Some(e) => anyhow::Error::new(e),
-            None => anyhow::anyhow!("{what}"),
-        };
-        return Err(Failure::from(
-            error.context(format!("a session with {} failed", plan.target_text)),
-        ));
+        return Err(failed.into_error(&plan.target_text));
     }
 
     let begun = Instant::now();
@@ -349,7 +362,7 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure>
             ))
         })
         .collect();
-    let watch = load::Watch::start(
+    let watch = Watch::start(
         &counters,
         begun,
         window,
@@ -360,10 +373,10 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure>
 
     // Every session is bounded, so every worker ends by then.
     let give_up = window.end + session_limit(plan) + Duration::from_secs(2);
-    let mut hist = load::new_histogram();
+    let mut hist = new_histogram();
     let (mut sessions, mut errors, mut resumed) = (0u64, 0u64, 0u64);
     let mut stages = StageErrors::default();
-    let stuck = load::join_until(tasks, give_up, "session worker", |r| {
+    let stuck = join_until(tasks, give_up, "session worker", |r| {
         // Same bounds: adding cannot fail (see load::run).
         let _ = hist.add(&r.rec.hist);
         sessions += r.rec.calls;
@@ -386,7 +399,9 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Failure>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{cpu, Mode};
+    use crate::cpu;
+    use crate::plan::Mode;
+    use crate::testing::{bounded, echo_gateway, echo_service, serve, service_config};
 
     fn plan(target: &str, method: &str) -> Plan {
         Plan {
@@ -406,23 +421,6 @@ mod tests {
             cache_per_worker: false,
             label: None,
         }
-    }
-
-    async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-        tokio::time::timeout(Duration::from_secs(30), f)
-            .await
-            .expect("in time")
-    }
-
-    async fn plain_service() -> (vole::node::Service, u16) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let service = vole::serve_plain(Arc::new(|_| vole::demo::gateway()));
-        let s = service.clone();
-        tokio::spawn(async move { s.run(listener).await });
-        (service, port)
     }
 
     #[test]
@@ -468,7 +466,7 @@ mod tests {
     #[tokio::test]
     async fn counts_sessions() {
         bounded(async {
-            let (service, port) = plain_service().await;
+            let (service, port) = echo_service().await;
             let plan = plan(&format!("vop://127.0.0.1:{port}/text/echo/"), "echo");
             let before = service.snapshot().accepted;
             let summary = run(&plan, &ClientConfig::plain()).await.expect("run");
@@ -497,7 +495,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_first_session_is_fatal() {
         bounded(async {
-            let (_service, port) = plain_service().await;
+            let (_service, port) = echo_service().await;
             let p = plan(
                 &format!("vop://127.0.0.1:{port}/text/echo/"),
                 "no_such_method",
@@ -505,19 +503,22 @@ mod tests {
             let err = run(&p, &ClientConfig::plain())
                 .await
                 .expect_err("call fails");
-            assert_eq!(err.code, vole::cli::exit::REMOTE);
+            assert_eq!(err.kind(), ErrorKind::Remote);
             let p = plan(&format!("vop://127.0.0.1:{port}/no/such/"), "echo");
             let err = run(&p, &ClientConfig::plain())
                 .await
                 .expect_err("resolve fails");
-            assert_ne!(err.code, vole::cli::exit::OK);
+            assert!(matches!(
+                err.kind(),
+                ErrorKind::Remote | ErrorKind::Connection
+            ));
         })
         .await;
     }
 
     /// A one-process TLS service with session tickets, and a client
     /// configuration pinning its certificate.
-    async fn tls_service(dir: &std::path::Path) -> (vole::node::Service, u16, ClientConfig) {
+    async fn tls_service(dir: &std::path::Path) -> (vole_node::Service, u16, ClientConfig) {
         use vole_transport::tickets::{with_ticketer, SharedTicketer, TicketKey};
         use vole_transport::tls::{self, ServerIdentity, ServerTrust};
         let server = tls::server_config(&ServerIdentity::Dev {
@@ -526,26 +527,12 @@ mod tests {
         .expect("dev certificate");
         let ticketer = SharedTicketer::new(3600);
         ticketer.set_keys(&TicketKey::generate().expect("key"), &[]);
-        let config = vole::node::ServiceConfig {
-            transport: vole_transport::stream::ServerSettings {
-                transports: vole_transport::vop::ServerPolicy::new(true, false),
-                tls: Some(with_ticketer(&server.config, ticketer)),
-                handshake_timeout: Duration::from_secs(10),
-            },
-            link: vole_link::LinkConfig {
-                hold_peer: false,
-                drain_quiet: vole_node::DRAIN_QUIET,
-                ..vole_link::LinkConfig::default()
-            },
-            node_id: None,
-        };
-        let service = vole::node::Service::new(config, Arc::new(|_| vole::demo::gateway()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let s = service.clone();
-        tokio::spawn(async move { s.run(listener).await });
+        let config = service_config(vole_transport::stream::ServerSettings {
+            transports: vole_transport::vop::ServerPolicy::new(true, false),
+            tls: Some(with_ticketer(&server.config, ticketer)),
+            handshake_timeout: Duration::from_secs(10),
+        });
+        let (service, port) = serve(config, Arc::new(|_| echo_gateway())).await;
         let client =
             ClientConfig::tls(&ServerTrust::Pinned(server.fingerprint)).expect("client config");
         (service, port, client)
@@ -583,7 +570,7 @@ mod tests {
     #[tokio::test]
     async fn errors_during_the_run_are_counted_not_fatal() {
         bounded(async {
-            let (service, port) = plain_service().await;
+            let (service, port) = echo_service().await;
             let mut p = plan(&format!("vop://127.0.0.1:{port}/text/echo/"), "echo");
             p.duration = Duration::from_millis(600);
             p.timeout = Duration::from_millis(300);
@@ -622,7 +609,7 @@ mod tests {
             )
             .await
             .expect_err("refused");
-            assert_eq!(err.code, vole::cli::exit::CONNECTION);
+            assert_eq!(err.kind(), ErrorKind::Connection);
         })
         .await;
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::nodes::Fairness;
-use super::{Mode, Plan};
+use crate::nodes::Fairness;
+use crate::plan::{Mode, Plan};
 
 /// CPU time used during the measured window.
 #[derive(Debug, Clone, Copy, Default)]
@@ -355,7 +355,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::Target;
+    use crate::plan::Target;
 
     fn plan() -> Plan {
         Plan {

@@ -1,0 +1,98 @@
+//! The command-line arguments of `vole bench` and `vole bench-server`
+//! (clap), apart from the connection flags: the caller adds its own (as
+//! the `vole` command does with those of `vole call`) and builds the
+//! client configuration from them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// `vole bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to load: vop://host:port/path/ (a Versile service), or
+    /// raw-tls://host:port / raw-tcp://host:port (a `vole bench-server`).
+    #[arg(
+        long,
+        value_name = "URI",
+        default_value = "vop://localhost:4433/text/echo/"
+    )]
+    pub target: String,
+    /// Method called on the resolved object (vop:// targets), with one string argument.
+    #[arg(long, value_name = "NAME", default_value = "echo")]
+    pub method: String,
+    /// Links (connections) to open; with --sessions, concurrent workers.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 64)]
+    pub links: usize,
+    /// Calls kept in flight on each link (1 with --sessions).
+    #[arg(short = 'm', long, value_name = "M", default_value_t = 1)]
+    pub inflight: usize,
+    /// New sessions instead of held links: each of --links workers loops
+    /// connect, VOP and TLS, link handshake, resolve the path, one call
+    /// (checked), close. Counts sessions; the latency is the whole session.
+    #[arg(long)]
+    pub sessions: bool,
+    /// With --sessions: no TLS resumption, every session a full handshake
+    /// (by default all workers share one session cache, as one reconnecting
+    /// client does).
+    #[arg(long, requires = "sessions")]
+    pub no_resume: bool,
+    /// With --sessions: give each worker its own TLS session cache, as N
+    /// separate clients each reconnecting (a shared cache holds at most 8
+    /// tickets per server, so with more than 8 workers some sessions find
+    /// it empty and do a full handshake).
+    #[arg(long, requires = "sessions", conflicts_with = "no_resume")]
+    pub cache_per_worker: bool,
+    /// Payload size in bytes (a string of this many ASCII characters).
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    pub payload: usize,
+    /// Seconds measured.
+    #[arg(short = 'd', long, value_name = "SECS", default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before the measured window.
+    #[arg(short = 'w', long, value_name = "SECS", default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Also measure this process's CPU time over the window (the server's pid).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// With --server-pid: measure the process and all its descendants (a
+    /// controller and its nodes), listed again at each reading.
+    #[arg(long, requires = "server_pid")]
+    pub server_tree: bool,
+    /// The service's admin socket: read each node's counters at the start and
+    /// the end of the window, and report them with Jain's index over nodes
+    /// (of calls with held links, of accepted connections with --sessions).
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// Print the summary as one line of JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// A label copied into the summary (for scripts).
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+    /// Worker threads of the load generator [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `vole bench-server` arguments (a hidden subcommand).
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["tls", "plain"])))]
+pub struct ServerArgs {
+    /// Length-prefixed echo over TLS 1.3 (the dev certificate).
+    #[arg(long)]
+    pub tls: bool,
+    /// Length-prefixed echo over plain TCP.
+    #[arg(long)]
+    pub plain: bool,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4434")]
+    pub listen: SocketAddr,
+    /// Where the dev certificate is kept (as for `vole serve`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Worker threads [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
