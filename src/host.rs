@@ -216,17 +216,19 @@ impl Host {
     /// The command line this host parses.
     pub fn command(&self) -> clap::Command {
         let name = self.service.name.clone();
-        let serve_about = format!("Serve {name} (TLS with a generated dev certificate by default)");
+        let serve_about =
+            format!("Serve the {name} service (TLS with a generated dev certificate by default)");
         let mut cmd = HostCli::command()
             .name(name.clone())
             .bin_name(name)
             .version(self.service.version.clone())
-            .about(self.service.about.clone())
             .mut_subcommand("serve", |c| c.about(serve_about));
         if let Some(extra) = &self.extra {
             cmd = extra.augment(cmd);
         }
-        cmd
+        // After the program's own subcommands: their enum's doc comment
+        // would replace it.
+        cmd.about(self.service.about.clone())
     }
 
     /// Parses the process's command line and runs it: serving, operating,
@@ -332,6 +334,7 @@ mod tests {
             .is_some_and(clap::Command::is_hide_set));
     }
 
+    /// My own commands (this doc comment must not become the program's about).
     #[derive(Debug, clap::Subcommand)]
     enum Mine {
         /// Says hi.
@@ -356,7 +359,14 @@ mod tests {
             ran.borrow().clone(),
             Some(("Hello { name: \"you\" }".to_owned(), 1))
         );
-        let cmd = host().commands(|_: Mine, _| ExitCode::SUCCESS).command();
+        let cmd = host()
+            .about("Greets people.")
+            .commands(|_: Mine, _| ExitCode::SUCCESS)
+            .command();
+        assert_eq!(
+            cmd.get_about().map(ToString::to_string).as_deref(),
+            Some("Greets people.")
+        );
         assert!(cmd.find_subcommand("hello").is_some());
         assert!(cmd.find_subcommand("serve").is_some());
     }
