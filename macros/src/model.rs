@@ -75,8 +75,9 @@ pub struct Return {
     pub value: Option<(Type, Kind)>,
 }
 
-fn err(span: impl Spanned, message: impl std::fmt::Display) -> syn::Error {
-    syn::Error::new(span.span(), message)
+/// An error spanning all of `tokens` (not only their first token).
+fn err(tokens: impl quote::ToTokens, message: impl std::fmt::Display) -> syn::Error {
+    syn::Error::new_spanned(tokens, message)
 }
 
 impl Service {
@@ -444,8 +445,12 @@ impl Method {
             }
         };
         if attrs.oneway && ret.value.is_some() {
+            let span: &dyn quote::ToTokens = match &sig.output {
+                ReturnType::Type(_, ty) => ty,
+                ReturnType::Default => &sig.output,
+            };
             return Err(err(
-                &sig.output,
+                span,
                 "a #[vole(oneway)] method returns nothing (or `Result<(), E>`): its caller never sees a result",
             ));
         }

@@ -7,7 +7,6 @@
 //! and collection types. A type alias of one of these is an ordinary
 //! value type to it.
 
-use syn::spanned::Spanned;
 use syn::{GenericArgument, PathArguments, Type};
 
 /// How a value of a type crosses the wire.
@@ -116,8 +115,8 @@ pub fn result_ok(ty: &Type) -> syn::Result<Option<Type>> {
     }
     match type_args(seg).first() {
         Some(t) => Ok(Some((*t).clone())),
-        None => Err(syn::Error::new(
-            ty.span(),
+        None => Err(syn::Error::new_spanned(
+            ty,
             "write the result type out, e.g. `Result<String, CallError>`: the macro reads the value type from it",
         )),
     }
