@@ -57,6 +57,13 @@ pub mod settings;
 
 pub use host::Host;
 
+// Lets code in this crate (the demo) use `#[vole::service]`, whose
+// expansion names `::vole::...`.
+#[allow(unused_extern_crates)]
+extern crate self as vole;
+
+pub use vole_macros::service;
+
 pub use vole_control as control;
 pub use vole_controller as controller;
 pub use vole_link as link;

@@ -11,7 +11,10 @@
 //!   it); [`Driver`] runs it over any `AsyncRead + AsyncWrite` stream on one
 //!   tokio task; [`serve`] and [`connect`] are the two ways to start one.
 //! * [`Object`] is what can be called; [`publish::Published`] builds objects
-//!   from typed async functions and answers `meta.methods()` / `meta.doc()`.
+//!   from typed async functions and answers `meta.methods()` / `meta.doc()`
+//!   and vole's `meta.signature(name)` (a string such as
+//!   `"greet(name: str) -> str"`, see [`publish`]); [`service::Service`] is
+//!   what the `vole::service` macro implements for typed services.
 //! * [`uri`] parses `vop://host:port/path/name?args` resource identifiers;
 //!   [`resolve`] connects and resolves them; [`router::Router`] builds
 //!   gateways that serve paths.
@@ -37,6 +40,7 @@ mod remote;
 pub mod resolve;
 pub mod router;
 pub mod seqmap;
+pub mod service;
 pub mod uri;
 mod value;
 

@@ -30,7 +30,20 @@
 //! Wrong argument counts or types fail the call with a CALL_ERROR (the
 //! reason is logged), exactly like an unknown method; the link stays up.
 //! Published objects also answer the VOB meta calls `methods()`, `doc()`,
-//! `doc(name)`, and vole's `ping()`.
+//! `doc(name)`, and vole's `ping()` and `signature(name)`.
+//!
+//! # Signatures
+//!
+//! `meta.signature(name)` is a vole extension (VPy services answer it with
+//! an error, and VPy clients never call it). It answers a string such as
+//! `"greet(name: str) -> str"`, as set by [`Published::signature`] (the
+//! `vole::service` macro sets one for every method it generates), or
+//! `None` when the method has no signature; an unknown method is an
+//! exception, as for `meta.doc(name)`. Types use VPy-ish names: `str`,
+//! `int`, `float`, `bool`, `bytes`, `tuple`, `dict`, `object` (a
+//! reference), `any`, `none`; `T|none` is an optional `T`; a trailing
+//! `*name: any` takes any number of further arguments. The format is for
+//! people and tools that show it, not a type system.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -186,6 +199,7 @@ type ErasedHandler<S> = Box<dyn Fn(&Arc<S>, CallContext, Vec<Value>) -> CallFutu
 
 struct Method<S> {
     doc: Option<String>,
+    signature: Option<String>,
     handler: ErasedHandler<S>,
 }
 
@@ -230,7 +244,24 @@ impl<S: Send + Sync + 'static> Published<S> {
     ) -> Self {
         let handler: ErasedHandler<S> = Box::new(move |s, cx, args| handler.call(s, cx, args));
         let doc = (!doc.is_empty()).then(|| doc.to_owned());
-        self.methods.insert(name.into(), Method { doc, handler });
+        self.methods.insert(
+            name.into(),
+            Method {
+                doc,
+                signature: None,
+                handler,
+            },
+        );
+        self
+    }
+
+    /// Sets the signature `meta.signature(method)` answers, for example
+    /// `"greet(name: str) -> str"` (see [the module docs](self#signatures)).
+    /// Has no effect unless a method of that name was added before.
+    pub fn signature(mut self, method: &str, signature: impl Into<String>) -> Self {
+        if let Some(m) = self.methods.get_mut(method) {
+            m.signature = Some(signature.into());
+        }
         self
     }
 
@@ -247,6 +278,7 @@ impl<S: Send + Sync + 'static> Published<S> {
             name.into(),
             Method {
                 doc,
+                signature: None,
                 handler: Box::new(handler),
             },
         );
@@ -276,6 +308,10 @@ impl<S: Send + Sync + 'static> Published<S> {
             [Value::Str(m)] if m == "doc" => Ok(self.doc.clone().map_or(Value::None, Value::Str)),
             [Value::Str(m), Value::Str(name)] if m == "doc" => match self.methods.get(name) {
                 Some(method) => Ok(method.doc.clone().map_or(Value::None, Value::Str)),
+                None => Err(CallError::exception(format!("no method {name:?}"))),
+            },
+            [Value::Str(m), Value::Str(name)] if m == "signature" => match self.methods.get(name) {
+                Some(method) => Ok(method.signature.clone().map_or(Value::None, Value::Str)),
                 None => Err(CallError::exception(format!("no method {name:?}"))),
             },
             [Value::Str(m)] if m == "ping" => Ok(Value::Tuple(vec![
@@ -321,5 +357,43 @@ impl<S: Send + Sync + 'static> Object for Published<S> {
 
     fn type_name(&self) -> &str {
         &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn greet((name,): (String,)) -> Result<String, CallError> {
+        Ok(format!("hello, {name}"))
+    }
+
+    fn meta(object: &Arc<dyn Object>, args: &[&str]) -> Result<Value, CallError> {
+        let mut full = vec![Value::None];
+        full.extend(args.iter().map(|a| Value::str(*a)));
+        let fut = object.clone().call(CallContext::detached(), full);
+        futures_util::FutureExt::now_or_never(fut).unwrap_or(Err(CallError::failed("pending")))
+    }
+
+    #[test]
+    fn signature_is_answered_when_set() {
+        let object = Published::new("Greeter")
+            .method("greet", "Greets.", greet)
+            .method("plain", "", greet)
+            .signature("greet", "greet(name: str) -> str")
+            .signature("missing", "ignored")
+            .into_object();
+        let sig = meta(&object, &["signature", "greet"]).expect("signature");
+        assert_eq!(sig, Value::str("greet(name: str) -> str"));
+        let none = meta(&object, &["signature", "plain"]).expect("no signature");
+        assert_eq!(none, Value::None);
+        assert!(matches!(
+            meta(&object, &["signature", "missing"]),
+            Err(CallError::Exception(_))
+        ));
+        assert!(matches!(
+            meta(&object, &["signature"]),
+            Err(CallError::Failed(_))
+        ));
     }
 }

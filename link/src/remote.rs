@@ -138,6 +138,21 @@ impl RemoteObject {
             .map_err(|e| Error::Convert(format!("meta.doc() result: {e}")))
     }
 
+    /// `meta.signature(method)`: the method's signature, such as
+    /// `"greet(name: str) -> str"` (see [`crate::publish`] for the format).
+    ///
+    /// A vole extension, so optional: `Ok(None)` when the object has no
+    /// signature for the method, and also when the peer answers the meta
+    /// call with an error or exception (as VPy services and unknown methods
+    /// do). Errors are only those of the link itself.
+    pub async fn meta_signature(&self, method: &str) -> Result<Option<String>, Error> {
+        match self.call_meta("signature", [Value::str(method)]).await {
+            Ok(v) => Ok(Option::<String>::from_entity(v).ok().flatten()),
+            Err(e) if e.is_remote() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends a call with the raw VOB argument tuple (`(method, arg...)` or
     /// `(None, meta, arg...)`).
     pub async fn call_raw(&self, args: Vec<Value>, kind: CallKind) -> Result<Value, Error> {

@@ -1,0 +1,10 @@
+struct S;
+
+#[vole::service]
+impl S {
+    fn resolve(&self, path: String) -> String {
+        path
+    }
+}
+
+fn main() {}

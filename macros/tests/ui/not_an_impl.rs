@@ -1,0 +1,4 @@
+#[vole::service]
+struct S;
+
+fn main() {}

@@ -1,0 +1,10 @@
+struct S;
+
+#[vole::service]
+impl Default for S {
+    fn default() -> Self {
+        S
+    }
+}
+
+fn main() {}

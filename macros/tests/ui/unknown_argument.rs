@@ -1,0 +1,10 @@
+struct S;
+
+#[vole::service(nmae = "S")]
+impl S {
+    fn get(&self) -> i64 {
+        1
+    }
+}
+
+fn main() {}
