@@ -70,6 +70,27 @@ pub struct FileConfig {
     log: Option<LogSection>,
     /// The hosted service's own settings, checked by the service.
     service: Option<toml::Table>,
+    node_command: Option<CommandLine>,
+}
+
+/// A command as the file writes it: one string (split like a shell does)
+/// or a list of arguments.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CommandLine {
+    Line(String),
+    Argv(Vec<String>),
+}
+
+/// Splits a command line like a POSIX shell (quotes and backslashes; no
+/// expansion).
+fn split_command(key: &'static str, line: &str) -> Result<Vec<String>, SettingsError> {
+    let argv = shlex::split(line)
+        .ok_or_else(|| invalid(key, format!("cannot split {line:?} (unbalanced quotes?)")))?;
+    if argv.is_empty() {
+        return Err(invalid(key, "is empty"));
+    }
+    Ok(argv)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +199,8 @@ pub struct Overrides {
     pub metrics: Option<SocketAddr>,
     /// Ticket rotation, seconds.
     pub ticket_rotation: Option<f64>,
+    /// External nodes: this command (split like a shell does).
+    pub node_command: Option<String>,
 }
 
 /// The host's defaults: what a service built with [`crate::Host`] chose.
@@ -359,6 +382,10 @@ pub struct Settings {
     /// The hosted service's own settings (the `[service]` table), unchecked
     /// here: the service deserializes it.
     pub service: Option<toml::Table>,
+    /// External nodes: each node runs this command (program and
+    /// arguments), given the listening sockets by the systemd
+    /// socket-activation convention. `None`: the host's own nodes.
+    pub node_command: Option<Vec<String>>,
 }
 
 fn secs(key: &'static str, value: f64) -> Result<Duration, SettingsError> {
@@ -412,9 +439,27 @@ impl Settings {
         if backlog < 1 {
             return Err(invalid("backlog", "must be at least 1"));
         }
-        let tls_enabled = !args.no_tls && transports.tls.unwrap_or(true);
-        let plain = args.plain || transports.plain.unwrap_or(false);
-        if !tls_enabled && !plain {
+        let node_command = match (&args.node_command, f.node_command) {
+            (Some(line), _) => Some(split_command("node-command", line)?),
+            (None, Some(CommandLine::Line(line))) => Some(split_command("node-command", &line)?),
+            (None, Some(CommandLine::Argv(argv))) if argv.is_empty() => {
+                return Err(invalid("node-command", "is empty"))
+            }
+            (None, Some(CommandLine::Argv(argv))) => Some(argv),
+            (None, None) => None,
+        };
+        let external = node_command.is_some();
+        // External nodes speak their own transports: vole's TLS and PLAIN
+        // settings do not apply to them.
+        let tls_enabled = !external && !args.no_tls && transports.tls.unwrap_or(true);
+        let plain = !external && (args.plain || transports.plain.unwrap_or(false));
+        if external && (args.tls_cert.is_some() || tls_files.cert.is_some()) {
+            return Err(invalid(
+                "tls.cert",
+                "external nodes (node-command) serve their own transports; vole's TLS does not apply",
+            ));
+        }
+        if !external && !tls_enabled && !plain {
             return Err(invalid(
                 "transports",
                 "TLS is disabled and PLAIN is not enabled: nothing to serve",
@@ -489,6 +534,27 @@ impl Settings {
             return Err(invalid("pidfile", "a daemon needs a pid file (--pidfile)"));
         }
         let nodes = args.nodes.or(f.nodes).unwrap_or_else(default_nodes);
+        let balance = args.balance.or(f.balance);
+        let balance = match (external, balance) {
+            (false, b) => b.unwrap_or_default(),
+            (true, None) => Balance::Shared,
+            (true, Some(b @ (Balance::Shared | Balance::Reuseport))) => b,
+            (true, Some(b)) => {
+                return Err(invalid(
+                    "balance",
+                    format!(
+                        "{} needs vole's own nodes (a control link); external nodes (node-command) take shared or reuseport",
+                        b.name()
+                    ),
+                ))
+            }
+        };
+        if external && nodes == 0 {
+            return Err(invalid(
+                "nodes",
+                "external nodes (node-command) need nodes >= 1",
+            ));
+        }
         let user = args.user.clone().or(f.user);
         let group = args.group.clone().or(f.group);
         if nodes == 0 && (user.is_some() || group.is_some()) {
@@ -501,7 +567,7 @@ impl Settings {
             listen,
             backlog,
             nodes,
-            balance: args.balance.or(f.balance).unwrap_or_default(),
+            balance,
             threads,
             limits: Limits {
                 max_clients: args.max_clients.or(f.max_clients),
@@ -552,6 +618,7 @@ impl Settings {
                 args.ticket_rotation.or(f.ticket_rotation).unwrap_or(3600.0),
             )?,
             service: f.service,
+            node_command,
         })
     }
 
@@ -764,6 +831,51 @@ mod tests {
         assert_eq!(table["db"]["pool"].as_integer(), Some(4));
         let e = err("service = 3\n");
         assert!(e.contains("service"), "{e}");
+    }
+
+    #[test]
+    fn external_nodes_take_a_command_and_shared_or_reuseport() {
+        let s = parse("nodes = 2\nnode-command = \"python3 'my svc.py' --x\"\n").expect("ok");
+        assert_eq!(
+            s.node_command,
+            Some(vec![
+                "python3".to_owned(),
+                "my svc.py".to_owned(),
+                "--x".to_owned()
+            ])
+        );
+        assert_eq!(s.balance, Balance::Shared, "shared by default");
+        assert_eq!(s.tls, TlsSetting::Disabled, "vole's TLS is not theirs");
+        let s = parse("nodes = 2\nbalance = \"reuseport\"\nnode-command = [\"a b\", \"c\"]\n")
+            .expect("ok");
+        assert_eq!(s.node_command, Some(vec!["a b".to_owned(), "c".to_owned()]));
+        assert_eq!(s.balance, Balance::Reuseport);
+        for mode in ["grant", "dispatch"] {
+            let e = err(&format!("balance = \"{mode}\"\nnode-command = \"x\"\n"));
+            assert!(
+                e.starts_with("balance:") && e.contains("shared or reuseport"),
+                "{e}"
+            );
+        }
+        assert!(err("node-command = \"\"\n").starts_with("node-command: is empty"));
+        assert!(err("node-command = []\n").starts_with("node-command: is empty"));
+        assert!(err("node-command = \"a 'b\"\n").starts_with("node-command: cannot split"));
+        assert!(err("nodes = 0\nnode-command = \"x\"\n").starts_with("nodes:"));
+        assert!(
+            err("node-command = \"x\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n")
+                .starts_with("tls.cert:")
+        );
+        let flag = Overrides {
+            node_command: Some("svc --port-from-fd".to_owned()),
+            nodes: Some(3),
+            ..Overrides::default()
+        };
+        let f = FileConfig::parse("node-command = \"other\"\n", Path::new("t")).expect("file");
+        let s = Settings::merge(&flag, f, &Defaults::default()).expect("ok");
+        assert_eq!(
+            s.node_command,
+            Some(vec!["svc".to_owned(), "--port-from-fd".to_owned()])
+        );
     }
 
     #[test]

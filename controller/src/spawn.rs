@@ -161,7 +161,10 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
                 // Not fatal: a node left SCHED_BATCH still serves.
                 let _ = crate::sched::reset_in_child();
             }
-            child_setup(control_raw, conn_raw, controller_pid)
+            match conn_raw {
+                Some(conn) => child_setup(&[control_raw, conn], controller_pid),
+                None => child_setup(&[control_raw], controller_pid),
+            }
         });
     }
     let mut child = command.spawn()?;
@@ -192,43 +195,152 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
     })
 }
 
-/// In the child, between fork and exec.
-fn child_setup(control: RawFd, conn: Option<RawFd>, controller_pid: libc::pid_t) -> io::Result<()> {
+/// The hidden subcommand of a host's own binary that starts an external
+/// node: it sets `LISTEN_PID` to its own pid (known only after the fork)
+/// and execs the command (see [`spawn_external`]).
+pub const EXEC_NODE: &str = "exec-node";
+
+/// A started external node.
+#[derive(Debug)]
+pub struct SpawnedExternal {
+    /// The process (stdout and stderr already taken for forwarding).
+    pub child: Child,
+    /// Its pid.
+    pub pid: u32,
+}
+
+/// Starts an external node: `argv` (a program in any language) with the
+/// listening sockets at descriptors 3, 4, ... by the systemd
+/// socket-activation convention (`LISTEN_FDS`, `LISTEN_PID`,
+/// `LISTEN_FDNAMES`) plus `VOLE_NODE_ID`, under the same supervision as a
+/// vole node: PDEATHSIG, its own process group, line-atomic output capture,
+/// the node user.
+///
+/// `LISTEN_PID` must be the node's own pid, known only after the fork, and
+/// nothing may be allocated between fork and exec; so the child runs this
+/// executable's [`EXEC_NODE`] mode, which sets it and execs `argv` in the
+/// same process.
+pub fn spawn_external(
+    exe: &Executable,
+    cmd: &NodeCommand,
+    argv: &[String],
+    listeners: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<SpawnedExternal> {
+    if argv.is_empty() {
+        return Err(io::Error::other("the node command is empty"));
+    }
+    if listeners.is_empty() || listeners.len() > MAX_NODE_FDS {
+        return Err(io::Error::other(format!(
+            "an external node takes 1 to {MAX_NODE_FDS} listening sockets, not {}",
+            listeners.len()
+        )));
+    }
+    let raw: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
+    let controller_pid = nix::unistd::getpid().as_raw();
+    let reset_sched = crate::sched::nodes_need_reset();
+    let mut command = Command::new(exe.path());
+    command
+        .arg0(format!("{}-node-{}", cmd.name, cmd.id))
+        .arg(EXEC_NODE)
+        .arg("--id")
+        .arg(cmd.id.to_string())
+        .arg("--fds")
+        .arg(listeners.len().to_string())
+        .arg("--name")
+        .arg(&cmd.name)
+        .arg("--")
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for var in crate::systemd::NODE_ENV_REMOVE {
+        command.env_remove(var);
+    }
+    if let Some((uid, gid)) = cmd.user {
+        command.gid(gid).uid(uid);
+    }
+    // SAFETY: as in `spawn`: only async-signal-safe calls, no allocation
+    // (`raw` was built before the fork and is only read).
+    unsafe {
+        command.pre_exec(move || {
+            if reset_sched {
+                let _ = crate::sched::reset_in_child();
+            }
+            child_setup(&raw, controller_pid)
+        });
+    }
+    let mut child = command.spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("node exited before its pid was known"))?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward_lines(out, cmd.id, pid, cmd.log_json));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward_lines(err, cmd.id, pid, cmd.log_json));
+    }
+    Ok(SpawnedExternal { child, pid })
+}
+
+/// What [`EXEC_NODE`] does, in the new process before anything else: sets
+/// the socket-activation variables for `fds` listening sockets at 3, 4,
+/// ... and `VOLE_NODE_ID`, then replaces itself with `argv`. Returns only
+/// if the exec fails.
+///
+/// Call it only while the process has one thread (it sets environment
+/// variables).
+pub fn exec_node(id: NodeId, fds: usize, name: &str, argv: &[String]) -> io::Error {
+    use std::os::unix::process::CommandExt as _;
+    let Some((program, args)) = argv.split_first() else {
+        return io::Error::other("the node command is empty");
+    };
+    let names: Vec<String> = (0..fds).map(|_| name.replace(':', "_")).collect();
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .env("LISTEN_FDS", fds.to_string())
+        .env("LISTEN_PID", std::process::id().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"))
+        .env("VOLE_NODE_ID", id.to_string());
+    command.exec()
+}
+
+/// Most descriptors a node gets at fixed numbers (3 and up).
+pub const MAX_NODE_FDS: usize = 16;
+
+/// In the child, between fork and exec: puts `fds` at 3, 4, ... (the only
+/// descriptors the node inherits), arms PDEATHSIG and moves to a process
+/// group of its own.
+fn child_setup(fds: &[RawFd], controller_pid: libc::pid_t) -> io::Result<()> {
+    if fds.len() > MAX_NODE_FDS {
+        return Err(io::Error::other("too many descriptors for a node"));
+    }
     // Move the sockets out of the way first (to numbers above any target),
     // then onto their fixed numbers; dup2 leaves close-on-exec clear on the
-    // new number only.
-    let high = |fd: RawFd| -> io::Result<RawFd> {
+    // new number only. A fixed array: nothing is allocated here.
+    let mut high = [0 as RawFd; MAX_NODE_FDS];
+    for (slot, &fd) in high.iter_mut().zip(fds) {
         // SAFETY: plain fcntl on a descriptor this process owns.
-        let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+        let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3 + MAX_NODE_FDS as RawFd) };
         if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r)
-        }
-    };
-    let control_high = high(control)?;
-    let conn_high = match conn {
-        Some(fd) => Some(high(fd)?),
-        None => None,
-    };
-    let place = |from: RawFd, to: RawFd| -> io::Result<()> {
-        // SAFETY: dup2 onto a fixed number in the child.
-        if unsafe { libc::dup2(from, to) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(())
-    };
-    place(control_high, CONTROL_FD)?;
-    if let Some(fd) = conn_high {
-        place(fd, CONN_FD)?;
+        *slot = r;
+    }
+    for (i, &from) in high[..fds.len()].iter().enumerate() {
+        // SAFETY: dup2 onto a fixed number in the child.
+        if unsafe { libc::dup2(from, CONTROL_FD + i as RawFd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     // Anything else this process inherited without close-on-exec (from
     // whatever started the controller) must not reach the node: mark every
     // descriptor above ours close-on-exec. (Closing them here would also
-    // close the pipe std uses to report a failed exec.)
-    // The first descriptor above ours: 4 when there is no connection
-    // socket, else an inherited descriptor numbered 4 would reach the node.
-    let first = if conn.is_some() { CONN_FD } else { CONTROL_FD } + 1;
+    // close the pipe std uses to report a failed exec.) The first
+    // descriptor above ours: an inherited descriptor numbered just past
+    // them would otherwise reach the node.
+    let first = CONTROL_FD + fds.len() as RawFd;
     // SAFETY: close_range with the CLOEXEC flag only sets descriptor flags.
     let marked = unsafe {
         libc::syscall(

@@ -107,6 +107,27 @@ pub enum HostCommand {
     /// Internal: a node process, started by the controller.
     #[command(hide = true)]
     Node(NodeArgs),
+    /// Internal: starts an external node (`--node-command`) with the
+    /// socket-activation variables set for its own pid.
+    #[command(hide = true, name = "exec-node")]
+    ExecNode(ExecNodeArgs),
+}
+
+/// `exec-node` (internal).
+#[derive(Debug, Args)]
+pub struct ExecNodeArgs {
+    /// Node id.
+    #[arg(long)]
+    pub id: u32,
+    /// How many listening sockets start at descriptor 3.
+    #[arg(long)]
+    pub fds: usize,
+    /// The name for LISTEN_FDNAMES.
+    #[arg(long)]
+    pub name: String,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// How admin commands find the running service.
@@ -294,6 +315,9 @@ pub struct ServeArgs {
     /// Seconds between TLS session-ticket key rotations [3600].
     #[arg(long, value_name = "SECS")]
     pub ticket_rotation: Option<f64>,
+    /// Run this command as each node instead of the service's own code: a program in any language that serves on the listening socket it gets at descriptor 3 (systemd socket activation: LISTEN_FDS, LISTEN_PID, plus VOLE_NODE_ID). Balance shared (default) or reuseport.
+    #[arg(long, value_name = "'CMD ARGS...'")]
+    pub node_command: Option<String>,
 }
 
 impl ServeArgs {
@@ -333,6 +357,7 @@ impl ServeArgs {
             allow_root_nodes: a.allow_root_nodes,
             metrics: a.metrics,
             ticket_rotation: a.ticket_rotation,
+            node_command: a.node_command,
         }
     }
 }

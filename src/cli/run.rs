@@ -99,6 +99,19 @@ pub fn run_host_command(
                 })
             }
         }
+        HostCommand::ExecNode(args) => {
+            // One thread so far (nothing has started any): setting the
+            // environment is safe.
+            let error =
+                vole_controller::spawn::exec_node(args.id, args.fds, &args.name, &args.command);
+            Err(Failure {
+                code: exit::USAGE,
+                error: anyhow::Error::new(error).context(format!(
+                    "cannot start the node command {:?}",
+                    args.command.join(" ")
+                )),
+            })
+        }
         HostCommand::Config(cmd) => {
             logging::init(level, LogFormat::Text, false);
             super::config::run(cmd, service)
@@ -147,7 +160,10 @@ pub fn run_host_command(
                         )
                         .await
                     }
-                    HostCommand::Serve(_) | HostCommand::Node(_) | HostCommand::Config(_) => Ok(()),
+                    HostCommand::Serve(_)
+                    | HostCommand::Node(_)
+                    | HostCommand::ExecNode(_)
+                    | HostCommand::Config(_) => Ok(()),
                 }
             })
         }

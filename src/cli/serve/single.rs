@@ -160,9 +160,10 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
             return Err(Failure::usage(anyhow::anyhow!(e)))
         }
         Err(vole_node::process::InitError::Failed(e)) => {
-            return Err(Failure::from(anyhow::anyhow!(
-                "the service's init failed: {e}"
-            )))
+            return Err(Failure {
+                code: crate::cli::exit::INIT_FAILED,
+                error: anyhow::anyhow!("the service's init failed: {e}"),
+            })
         }
     };
     let service = Service::new(config, factory);
