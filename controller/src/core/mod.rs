@@ -1,6 +1,6 @@
 //! The controller's decisions, without I/O: [`SupervisorCore`] takes
 //! [`Event`]s (with the time they happened) and answers with [`Command`]s,
-//! which the driver ([`crate::supervisor`]) carries out. It is the
+//! which the driver (the `supervisor` module) carries out. It is the
 //! controller what `LinkCore` is to a link.
 //!
 //! It decides who runs (starts, restarts with backoff, gives up past the
@@ -38,9 +38,8 @@ mod ops;
 mod sim;
 mod state;
 
-pub use event::{
-    Command, DeathCause, Event, Lifecycle, NewTicketKey, NodeKey, Outcome, RequestId, Sig, Timer,
-};
+pub use crate::lifecycle::{Lifecycle, Outcome};
+pub use event::{Command, DeathCause, Event, NewTicketKey, NodeKey, RequestId, Sig, Timer};
 use state::{Phase, ReloadState, Slot, StopState, Upgrade};
 
 /// How long a node whose control link closed may take to exit by itself

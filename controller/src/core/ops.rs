@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use vole_control::control::TicketKeys;
 
-use super::event::{Command, Lifecycle, NewTicketKey, Outcome, RequestId, Sig, Timer};
+use super::event::{Command, NewTicketKey, RequestId, Sig, Timer};
 use super::state::{Phase, ReloadState, Slot, StopState, Upgrade};
 use super::{SupervisorCore, STOP_MARGIN, UPGRADE_TIMEOUT};
 use crate::admin::{AdminRequest, AdminResponse, NodeReport};
 use crate::balance::NodeId;
 use crate::config::ControllerConfig;
+use crate::lifecycle::{Lifecycle, Outcome};
 
 /// An operation, from a signal or the admin socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,12 +120,14 @@ impl<C> SupervisorCore<C> {
         match op {
             Op::Reload => self.begin_reload(req),
             Op::Scale(n) => self.scale(now, n, req),
+            // Relative to the wanted count, not to the nodes running: a
+            // reload's replacement in flight is not one more wanted.
             Op::Grow => {
-                let n = self.active_nodes() + 1;
+                let n = self.config.nodes.saturating_add(1);
                 self.scale(now, n, req);
             }
             Op::Shrink => {
-                let n = self.active_nodes().saturating_sub(1).max(1);
+                let n = self.config.nodes.saturating_sub(1).max(1);
                 self.scale(now, n, req);
             }
             // Nodes write through this process's stderr, so reopening here

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::config::ControllerConfig;
-use crate::core::Lifecycle;
+use crate::lifecycle::Lifecycle;
 
 /// What a binary upgrade hands to the new controller.
 #[derive(Debug)]

@@ -26,14 +26,14 @@ use vole_transport::tickets::TicketKey;
 use crate::admin::{AdminHandler, AdminResponse, AdminSocket, StatusReport};
 use crate::balance::{Handoff, NodeId};
 use crate::core::{Command, Event, NewTicketKey, NodeKey, RequestId, SupervisorCore};
+use crate::error::Error;
 use crate::spawn::{self, Executable};
-use crate::Error;
 
 mod hooks;
 mod tasks;
 
 pub use crate::config::ControllerConfig;
-pub use crate::core::{Lifecycle, Outcome};
+pub use crate::lifecycle::{Lifecycle, Outcome};
 pub use hooks::{Hooks, UpgradeChild, UpgradeRequest};
 use tasks::{DispatchHandle, Msg};
 
