@@ -384,10 +384,7 @@ impl<C> SupervisorCore<C> {
         );
         if self.current(node).is_some_and(|s| !s.dead) {
             // Its dispatcher gave up while the node seemed alive: it cannot
-            // take connections any more.
-            for _ in &conns {
-                self.balancer.undispatch(node.id);
-            }
+            // take connections any more (its counts go with it).
             self.node_died(now, node, &DeathCause::Dispatch, false);
         }
         if self.stopping.is_some() {

@@ -251,12 +251,8 @@ impl Driver {
         // their waiters re-registered) on every wake-up of this loop would
         // be paid per batch of connections in `dispatch` mode.
         let signals = tokio::spawn(tasks::forward_signals(self.tx.clone()));
-        let key = if self.core.config().node.tls.is_some() {
-            new_ticket_key()
-        } else {
-            None
-        };
-        self.core.start(Instant::now(), key);
+        // (The core keeps a key only if TLS is on.)
+        self.core.start(Instant::now(), new_ticket_key());
         self.run_commands();
         // In `dispatch` mode connections are accepted here, not in a task
         // that hands them over: one task woken per batch, not two.
