@@ -196,6 +196,7 @@ impl<C> SupervisorCore<C> {
         }
         self.ticket_keys.insert(0, key.0);
         self.ticket_keys.truncate(3);
+        // Not empty: one was just inserted.
         let keys = TicketKeys::new(&self.ticket_keys[0], &self.ticket_keys[1..]);
         self.config.node.tickets = Some(keys.clone());
         for slot in self.slots.values().filter(|s| s.linked) {

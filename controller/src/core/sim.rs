@@ -11,7 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use vole_control::control::{Balance, NodeConfig, EXIT_CONFIG};
+use vole_control::control::{Balance, NodeConfig, TlsMaterial, EXIT_CONFIG};
+use vole_transport::tickets::TicketKey;
+
+use super::event::NewTicketKey;
 
 use super::event::{Command, DeathCause, Event, NodeKey, Sig, Timer};
 use super::state::Phase;
@@ -136,6 +139,8 @@ struct World {
     random_stops: bool,
     /// Whether to keep a trace of the last steps (replays of one seed).
     tracing: bool,
+    /// Whether TLS ticket keys were made (and TLS is on).
+    keys_made: bool,
 }
 
 fn config(rng: &mut Rng) -> ControllerConfig {
@@ -164,7 +169,10 @@ fn config(rng: &mut Rng) -> ControllerConfig {
         node: NodeConfig {
             node_id: 0,
             balance,
-            tls: None,
+            tls: rng.chance(30).then(|| TlsMaterial {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            }),
             plain: true,
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
@@ -216,6 +224,7 @@ impl World {
             stats: Stats::default(),
             random_stops: seed % 3 == 0,
             tracing: false,
+            keys_made: false,
         }
     }
 
@@ -332,7 +341,12 @@ impl World {
         }
         self.check(self.finished.is_none(), "a command after Finish");
         match command {
-            Command::Spawn { node, .. } => {
+            Command::Spawn { node, config, .. } => {
+                // Once keys are made, every node starts with them.
+                self.check(
+                    config.tickets.is_some() == (self.config.node.tls.is_some() && self.keys_made),
+                    "a node starts without the ticket keys (or with keys and no TLS)",
+                );
                 if self.rng.chance(5) {
                     let cause = DeathCause::Spawn("simulated".to_owned());
                     self.feed(Event::Died { node, cause });
@@ -436,7 +450,11 @@ impl World {
                     }
                 }
             }
-            Command::TicketKeys { .. } => {}
+            Command::TicketKeys { node, .. } => {
+                self.check(self.config.node.tls.is_some(), "ticket keys without TLS");
+                let known = self.procs.values().any(|p| p.key == node && p.linked);
+                self.check(known, "ticket keys to a node that never linked up");
+            }
             Command::Dispatch { node, conn } => {
                 self.check(
                     self.accepted.contains(&conn),
@@ -901,7 +919,14 @@ impl World {
                     self.feed(Event::Signal(Sig::Usr2));
                 }
             }
-            14 => self.admin(AdminRequest::ReopenLogs),
+            14 => {
+                if self.rng.chance(50) {
+                    self.admin(AdminRequest::ReopenLogs);
+                } else if let Ok(key) = TicketKey::generate() {
+                    self.keys_made |= self.config.node.tls.is_some();
+                    self.feed(Event::RotateTickets(NewTicketKey(key)));
+                }
+            }
             15 => self.feed(Event::Signal(Sig::Usr1)),
             _ => self.admin(AdminRequest::Status),
         }
