@@ -35,6 +35,8 @@ use crate::spawn::NodeCommand;
 mod event;
 mod ops;
 #[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 mod sim;
 mod state;
 
