@@ -39,6 +39,37 @@ pub type NodeId = u32;
 /// Most grants a node holds at once in `grant` mode.
 pub const GRANT_WINDOW: u64 = 16;
 
+/// How a node gets its connections, which follows from the balance mode:
+/// the one place (with [`Balancer`]) that knows what each mode means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// The controller accepts and passes connections over a per-node
+    /// socket (`dispatch`).
+    Dispatch,
+    /// Every node gets a copy of the controller's listening sockets
+    /// (`grant`, `shared`).
+    Listeners,
+    /// Every node gets listening sockets of its own, bound with
+    /// `SO_REUSEPORT` to the controller's addresses (`reuseport`).
+    Reuseport,
+}
+
+impl Handoff {
+    /// The hand-over for `mode`.
+    pub fn of(mode: Balance) -> Handoff {
+        match mode {
+            Balance::Dispatch => Handoff::Dispatch,
+            Balance::Reuseport => Handoff::Reuseport,
+            Balance::Grant | Balance::Shared => Handoff::Listeners,
+        }
+    }
+
+    /// Whether the controller accepts connections itself.
+    pub fn controller_accepts(self) -> bool {
+        self == Handoff::Dispatch
+    }
+}
+
 /// Connection limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -87,6 +118,11 @@ impl Balancer {
     /// The mode.
     pub fn mode(&self) -> Balance {
         self.mode
+    }
+
+    /// How nodes get their connections in this mode.
+    pub fn handoff(&self) -> Handoff {
+        Handoff::of(self.mode)
     }
 
     /// A node is starting: it does not serve yet, but in `grant` mode the

@@ -42,7 +42,8 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
-use crate::{Error, Lifecycle};
+use crate::error::Error;
+use crate::lifecycle::Lifecycle;
 
 /// Variable naming the service manager's notification socket.
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";

@@ -1,0 +1,49 @@
+//! What a controller is told: its nodes, balance mode, limits, restart
+//! policy, heartbeats and what every node gets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use vole_control::control::{Balance, NodeConfig};
+
+use crate::balance::Limits;
+use crate::restart::RestartPolicy;
+
+/// Everything the controller needs to know.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// The hosted service's name: nodes run as `<name>-node-<id>`.
+    pub name: String,
+    /// Number of node processes.
+    pub nodes: u32,
+    /// How connections are spread.
+    pub balance: Balance,
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Connection limits (`grant` and `dispatch` modes).
+    pub limits: Limits,
+    /// Restart backoff and intensity.
+    pub restart: RestartPolicy,
+    /// How often each node is pinged.
+    pub heartbeat_interval: Duration,
+    /// How long a ping may take before the node is declared hung.
+    pub heartbeat_timeout: Duration,
+    /// Default grace period of a graceful stop.
+    pub grace: Duration,
+    /// The configuration every node gets (its `node_id` is filled in).
+    pub node: NodeConfig,
+    /// Extra arguments for `vole node` (threads, verbosity).
+    pub node_args: Vec<String>,
+    /// How often the shared TLS ticket key is replaced.
+    pub ticket_rotation: Duration,
+    /// Run nodes as this user and group (uid, gid).
+    pub node_user: Option<(u32, u32)>,
+    /// If set, node metrics are polled at this period and recorded through
+    /// the `metrics` crate (an exporter must be installed).
+    pub metrics_interval: Option<Duration>,
+    /// Nodes log JSON lines (`node_args` say `--log-format json`): their
+    /// output is forwarded as JSON objects, not with a text prefix.
+    pub log_json: bool,
+}

@@ -1,0 +1,254 @@
+//! The core's behaviour in a few plain scenarios, step by step: how a
+//! driver talks to it.
+
+use std::time::{Duration, Instant};
+
+use vole_control::control::{Balance, NodeConfig};
+
+use super::event::{Command, DeathCause, Event, NodeKey, Sig, Timer};
+use super::{SupervisorCore, EXIT_GRACE, STOP_MARGIN};
+use crate::balance::Limits;
+use crate::config::ControllerConfig;
+use crate::lifecycle::{Lifecycle, Outcome};
+use crate::restart::RestartPolicy;
+
+fn config(nodes: u32, balance: Balance) -> ControllerConfig {
+    ControllerConfig {
+        name: "vole".to_owned(),
+        nodes,
+        balance,
+        listen: Vec::new(),
+        backlog: 128,
+        limits: Limits::default(),
+        restart: RestartPolicy::default(),
+        heartbeat_interval: Duration::from_secs(1),
+        heartbeat_timeout: Duration::from_secs(2),
+        grace: Duration::from_secs(5),
+        node: NodeConfig {
+            node_id: 0,
+            balance,
+            tls: None,
+            plain: true,
+            handshake_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
+            max_message: 1 << 20,
+            grace_ms: 5000,
+            tickets: None,
+            service: None,
+        },
+        node_args: Vec::new(),
+        ticket_rotation: Duration::from_secs(3600),
+        node_user: None,
+        metrics_interval: None,
+        log_json: false,
+    }
+}
+
+fn commands(core: &mut SupervisorCore<u32>) -> Vec<Command<u32>> {
+    std::iter::from_fn(|| core.poll_command()).collect()
+}
+
+/// Starts `n` nodes and brings them all to serving; their keys and pids.
+fn serving(core: &mut SupervisorCore<u32>, now: Instant, n: u32) -> Vec<(NodeKey, u32)> {
+    core.start(now, None);
+    let spawned: Vec<NodeKey> = commands(core)
+        .into_iter()
+        .map(|c| match c {
+            Command::Spawn { node, .. } => node,
+            other => panic!("expected spawns, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(spawned.len(), n as usize);
+    let mut nodes = Vec::new();
+    for (i, node) in spawned.into_iter().enumerate() {
+        let pid = 100 + i as u32;
+        core.handle(now, Event::Spawned { node, pid });
+        core.handle(now, Event::LinkUp(node));
+        core.handle(now, Event::Ready(node));
+        nodes.push((node, pid));
+    }
+    let out = commands(core);
+    let heartbeats = out
+        .iter()
+        .filter(|c| matches!(c, Command::StartHeartbeat { .. }))
+        .count();
+    assert_eq!(heartbeats, n as usize);
+    assert!(
+        matches!(out.last(), Some(Command::Notify(Lifecycle::Ready))),
+        "ready once all serve: {out:?}"
+    );
+    nodes
+}
+
+#[test]
+fn a_hung_node_is_killed_at_once_and_restarted_after_backoff() {
+    let t0 = Instant::now();
+    let mut core = SupervisorCore::new(config(2, Balance::Grant), 1, t0);
+    let nodes = serving(&mut core, t0, 2);
+    let (node, pid) = nodes[0];
+    let t1 = t0 + Duration::from_secs(3);
+    core.handle(
+        t1,
+        Event::Died {
+            node,
+            cause: DeathCause::Hung,
+        },
+    );
+    let out = commands(&mut core);
+    assert!(
+        matches!(out[0], Command::Release(n) if n == node),
+        "{out:?}"
+    );
+    assert!(
+        matches!(out[1], Command::Kill { pid: p } if p == pid),
+        "{out:?}"
+    );
+    // The survivor is alone now: it gets the whole grant window.
+    assert!(out
+        .iter()
+        .any(|c| matches!(c, Command::Grant { node: n, .. } if *n == nodes[1].0)));
+    core.handle(
+        t1,
+        Event::Exited {
+            node,
+            code: None,
+            signal: Some(9),
+        },
+    );
+    let out = commands(&mut core);
+    let Some(Command::Timer {
+        at,
+        timer: Timer::RestartDue(due),
+    }) = out.first()
+    else {
+        panic!("expected a restart timer: {out:?}");
+    };
+    assert_eq!(*due, node);
+    assert!(*at > t1 && *at <= t1 + Duration::from_millis(125));
+    core.handle(*at, Event::Timer(Timer::RestartDue(node)));
+    let out = commands(&mut core);
+    assert!(
+        matches!(&out[..], [Command::Spawn { node: n, .. }] if n.id == node.id && n.gen > node.gen),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_node_whose_link_closed_gets_a_moment_to_exit() {
+    let t0 = Instant::now();
+    let mut core = SupervisorCore::new(config(1, Balance::Shared), 1, t0);
+    let nodes = serving(&mut core, t0, 1);
+    let (node, pid) = nodes[0];
+    let cause = DeathCause::Link("closed".to_owned());
+    core.handle(t0, Event::Died { node, cause });
+    let out = commands(&mut core);
+    assert!(
+        matches!(&out[..], [Command::Release(_), Command::Timer { at, timer: Timer::KillIfAlive(n) }]
+            if *at == t0 + EXIT_GRACE && *n == node),
+        "{out:?}"
+    );
+    core.handle(t0 + EXIT_GRACE, Event::Timer(Timer::KillIfAlive(node)));
+    let out = commands(&mut core);
+    assert!(
+        matches!(&out[..], [Command::Kill { pid: p }] if *p == pid),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_stop_asks_then_kills_at_grace_plus_margin_then_finishes() {
+    let t0 = Instant::now();
+    let mut core = SupervisorCore::new(config(2, Balance::Grant), 1, t0);
+    let nodes = serving(&mut core, t0, 2);
+    core.handle(t0, Event::Signal(Sig::Term));
+    let out = commands(&mut core);
+    assert!(matches!(out[0], Command::Notify(Lifecycle::Stopping)));
+    let stops = out
+        .iter()
+        .filter(|c| matches!(c, Command::Stop { graceful: true, grace, .. } if *grace == Duration::from_secs(5)))
+        .count();
+    assert_eq!(stops, 2);
+    let deadline = t0 + Duration::from_secs(5) + STOP_MARGIN;
+    assert!(matches!(
+        out.last(),
+        Some(Command::Timer { at, timer: Timer::StopDeadline }) if *at == deadline
+    ));
+    // One node drains and exits; the other does not.
+    let (drained, _) = nodes[0];
+    core.handle(
+        t0,
+        Event::Exited {
+            node: drained,
+            code: Some(0),
+            signal: None,
+        },
+    );
+    commands(&mut core);
+    core.handle(deadline, Event::Timer(Timer::StopDeadline));
+    let out = commands(&mut core);
+    assert!(
+        matches!(&out[..], [Command::Kill { pid }] if *pid == nodes[1].1),
+        "{out:?}"
+    );
+    core.handle(
+        deadline,
+        Event::Exited {
+            node: nodes[1].0,
+            code: None,
+            signal: Some(9),
+        },
+    );
+    let out = commands(&mut core);
+    assert!(
+        matches!(out.last(), Some(Command::Finish(Outcome::StoppedUnclean))),
+        "{out:?}"
+    );
+    assert!(core.is_finished());
+}
+
+#[test]
+fn connections_a_dead_node_never_received_go_to_another() {
+    let t0 = Instant::now();
+    let mut core = SupervisorCore::new(config(2, Balance::Dispatch), 1, t0);
+    let nodes = serving(&mut core, t0, 2);
+    core.handle(t0, Event::Connections(vec![1, 2, 3, 4]));
+    assert!(
+        commands(&mut core).is_empty(),
+        "dispatched at the batch's end"
+    );
+    core.handle(t0, Event::BatchDone);
+    let mut to_first = Vec::new();
+    for c in commands(&mut core) {
+        match c {
+            Command::Dispatch { node, conn } if node == nodes[0].0 => to_first.push(conn),
+            Command::Dispatch { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(to_first.len(), 2, "ties rotate");
+    let (dead, _) = nodes[0];
+    let cause = DeathCause::Link("closed".to_owned());
+    core.handle(t0, Event::Died { node: dead, cause });
+    commands(&mut core);
+    core.handle(
+        t0,
+        Event::Undelivered {
+            node: dead,
+            conns: to_first.clone(),
+        },
+    );
+    let again: Vec<(NodeKey, u32)> = commands(&mut core)
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Dispatch { node, conn } => Some((node, conn)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        again,
+        to_first
+            .iter()
+            .map(|c| (nodes[1].0, *c))
+            .collect::<Vec<_>>()
+    );
+}
