@@ -34,7 +34,6 @@ pub mod demo;
 
 // Lets code in this crate (the demo) use `#[vole::service]`, whose
 // expansion names `::vole::...`.
-#[allow(unused_extern_crates)]
 extern crate self as vole;
 
 pub use vole_macros::service;
