@@ -238,9 +238,11 @@ fn client_method(s: &Service, m: &Method) -> TokenStream {
     } else {
         ""
     };
+    let call = format!("Calls `{sig}` on the service. {how}");
+    let call = call.trim_end();
     let doc = match &m.doc {
-        Some(d) => format!("{d}\n\nCalls `{sig}` on the service. {how}"),
-        None => format!("Calls `{sig}` on the service. {how}"),
+        Some(d) => format!("{d}\n\n{call}"),
+        None => call.to_owned(),
     };
     let mut params = Vec::new();
     let mut pushes = Vec::new();

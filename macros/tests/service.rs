@@ -595,3 +595,53 @@ async fn demo_gateway_and_its_typed_clients() {
     t(adder.reset()).await.expect("reset");
     assert_eq!(t(adder.result()).await.expect("result"), Value::Int(0));
 }
+
+/// The macro's `crate = "..."`: generated code names only `<path>::link`.
+mod renamed {
+    pub mod facade {
+        pub use vole::link;
+    }
+
+    pub struct Maker;
+
+    /// Makes counters.
+    #[vole::service(crate = "crate::renamed::facade", client = "MakerProxy")]
+    impl Maker {
+        /// A counter starting at `start`, if it is not negative.
+        pub fn make(
+            &self,
+            start: i64,
+        ) -> Result<std::sync::Arc<dyn link::Object>, link::CallError> {
+            if start < 0 {
+                return Err(link::CallError::exception("negative"));
+            }
+            Ok(super::Counter {
+                next: super::AtomicI64::new(start),
+            }
+            .into_object())
+        }
+    }
+
+    use facade::link;
+}
+
+#[tokio::test]
+async fn crate_path_and_fallible_object_results() {
+    let maker = renamed::MakerProxy::new(
+        pair(
+            renamed::Maker.into_object(),
+            Published::new("C").into_object(),
+        )
+        .await,
+    );
+    let counter = CounterClient::new(t(maker.make(3)).await.expect("make"));
+    assert_eq!(t(counter.next()).await.expect("next"), 3);
+    assert!(matches!(t(maker.make(-1)).await, Err(Error::Exception(_))));
+    assert_eq!(
+        t(maker.remote().meta_signature("make"))
+            .await
+            .expect("sig")
+            .as_deref(),
+        Some("make(start: int) -> object")
+    );
+}
