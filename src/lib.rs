@@ -59,7 +59,6 @@ pub use host::Host;
 
 // Lets code in this crate (the demo) use `#[vole::service]`, whose
 // expansion names `::vole::...`.
-#[allow(unused_extern_crates)]
 extern crate self as vole;
 
 pub use vole_macros::service;

@@ -74,7 +74,8 @@ use proc_macro::TokenStream;
 /// * `name`: the object's type name (logs, `describe`); the type's name by
 ///   default.
 /// * `doc`: the object's documentation (`meta.doc()`); by default the doc
-///   comment of the `impl` block.
+///   comment of the `impl` block (an attribute on the block cannot see the
+///   type's own doc comment).
 /// * `client`: the name of the generated client type (`<Type>Client` by
 ///   default), or `client = false` for none.
 /// * `crate`: the path of the `vole` crate, for crates that rename it.
@@ -124,8 +125,16 @@ use proc_macro::TokenStream;
 ///   arguments (less the context; objects as `impl IntoObjectRef`, so a
 ///   client passes its own objects or services as callbacks) returning
 ///   `Result<T, vole::link::Error>`; object results come back as
-///   `RemoteObject`. Methods that return nothing are void calls, and
-///   `#[vole(oneway)]` methods one-way calls.
+///   `RemoteObject` (wrap it in that service's client, e.g.
+///   `CounterClient::new(remote)`). Methods that return nothing are void
+///   calls, and `#[vole(oneway)]` methods one-way calls. A client method
+///   has the Rust name of its method, whatever its wire name.
+///
+/// To return a service from a method, return `service.into_object()` as an
+/// `Arc<dyn Object>`. Object references are recognized by their type's
+/// name as written (`ObjectRef`, `RemoteObject`, `Arc<dyn Object>`, also
+/// as `T` of a `Result<T, E>`), not inside other types: an
+/// `Option<RemoteObject>` argument is not supported, take a `Value`.
 ///
 /// Unsupported shapes (generic methods, `self` by value, `&mut self`,
 /// borrowed or `impl Trait` arguments, generic or trait `impl` blocks) are

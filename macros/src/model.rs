@@ -517,3 +517,25 @@ fn check_return(ty: &Type) -> syn::Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_comments_read_as_rustdoc_does() {
+        let item: syn::ItemFn = syn::parse_quote! {
+            /// First line.
+            ///
+            ///   Indented.
+            #[doc = " Last."]
+            fn f() {}
+        };
+        assert_eq!(
+            doc_of(&item.attrs).as_deref(),
+            Some("First line.\n\n  Indented.\nLast.")
+        );
+        let bare: syn::ItemFn = syn::parse_quote! { fn f() {} };
+        assert_eq!(doc_of(&bare.attrs), None);
+    }
+}

@@ -156,6 +156,8 @@ fn server_method(s: &Service, m: &Method) -> TokenStream {
             ::core::result::Result::Ok(#krate::link::Value::None)
         },
     };
+    // The async block is named after the method in a `Send` error.
+    let future = quote_spanned!(m.span=> #p::Box::pin(async move { #body }));
     quote! {
         .method_raw(
             #wire,
@@ -170,7 +172,7 @@ fn server_method(s: &Service, m: &Method) -> TokenStream {
                 #iter
                 #(#convert)*
                 let __vole_state = #p::StdArc::clone(__vole_state);
-                #p::Box::pin(async move { #body })
+                #future
             },
         )
         .signature(#wire, #sig)
@@ -238,9 +240,11 @@ fn client_method(s: &Service, m: &Method) -> TokenStream {
     } else {
         ""
     };
+    let call = format!("Calls `{sig}` on the service. {how}");
+    let call = call.trim_end();
     let doc = match &m.doc {
-        Some(d) => format!("{d}\n\nCalls `{sig}` on the service. {how}"),
-        None => format!("Calls `{sig}` on the service. {how}"),
+        Some(d) => format!("{d}\n\n{call}"),
+        None => call.to_owned(),
     };
     let mut params = Vec::new();
     let mut pushes = Vec::new();

@@ -191,3 +191,61 @@ pub fn client_return(ty: &Type, kind: Kind, krate: &syn::Path) -> Type {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    #[test]
+    fn vpy_names() {
+        let cases: Vec<(Type, &str)> = vec![
+            (parse_quote!(String), "str"),
+            (parse_quote!(&'static str), "str"),
+            (parse_quote!(u64), "int"),
+            (parse_quote!(num_bigint::BigInt), "int"),
+            (parse_quote!(f64), "float"),
+            (parse_quote!(bool), "bool"),
+            (parse_quote!(Vec<u8>), "bytes"),
+            (parse_quote!(bytes::Bytes), "bytes"),
+            (parse_quote!(Vec<String>), "tuple"),
+            (parse_quote!((i64, String)), "tuple"),
+            (parse_quote!([u8; 4]), "tuple"),
+            (
+                parse_quote!(std::collections::BTreeMap<String, i64>),
+                "dict",
+            ),
+            (parse_quote!(Option<String>), "str|none"),
+            (parse_quote!(Option<Option<i64>>), "int|none"),
+            (parse_quote!(Option<Value>), "any"),
+            (parse_quote!(()), "none"),
+            (parse_quote!(Value), "any"),
+            (parse_quote!(vole::link::ObjectRef), "object"),
+            (parse_quote!(RemoteObject), "object"),
+            (parse_quote!(Arc<dyn Object>), "object"),
+            (
+                parse_quote!(std::sync::Arc<dyn vole::link::Object>),
+                "object",
+            ),
+            (parse_quote!(Arc<String>), "str"),
+            (parse_quote!(Result<i64, CallError>), "int"),
+            (parse_quote!(MyStruct), "any"),
+        ];
+        for (ty, want) in cases {
+            assert_eq!(vpy_name(&ty), want, "{}", quote::quote!(#ty));
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert!(kind(&parse_quote!(Arc<dyn Object>)) == Kind::Object);
+        assert!(kind(&parse_quote!(Arc<dyn Object + Send>)) == Kind::Object);
+        assert!(kind(&parse_quote!(Arc<Object>)) == Kind::Plain);
+        assert!(kind(&parse_quote!(RemoteObject)) == Kind::Remote);
+        assert!(kind(&parse_quote!(link::ObjectRef)) == Kind::ObjectRef);
+        assert!(kind(&parse_quote!(Value)) == Kind::Plain);
+        assert!(is_context(&parse_quote!(&CallContext)));
+        assert!(is_context(&parse_quote!(vole::link::CallContext)));
+        assert!(!is_context(&parse_quote!(&mut CallContext)));
+    }
+}

@@ -548,3 +548,100 @@ fn publish_can_be_extended() {
     let names: Vec<&str> = published.method_names().collect();
     assert_eq!(names, ["double", "extra"]);
 }
+
+#[tokio::test]
+async fn demo_gateway_and_its_typed_clients() {
+    let gw = pair(vole::demo::gateway(), Published::new("C").into_object()).await;
+    let demo = vole::demo::DemoGatewayClient::new(gw.clone());
+    assert_eq!(
+        t(demo.echo(Value::str("hi"))).await.expect("echo"),
+        Value::str("hi")
+    );
+    assert_eq!(t(demo.sleep(1)).await.expect("sleep"), 1);
+    match t(demo.raise_exception(vec![Value::str("boom"), Value::Int(42)])).await {
+        Err(Error::Exception(args)) => assert_eq!(args, [Value::str("boom"), Value::Int(42)]),
+        other => panic!("expected an exception, got {other:?}"),
+    }
+    assert_eq!(
+        t(demo.invoke(Doubler, "double".into(), vec![Value::Int(4)]))
+            .await
+            .expect("invoke"),
+        Value::Int(8)
+    );
+    assert_eq!(
+        t(gw.meta_methods()).await.expect("methods"),
+        ["echo", "invoke", "raise_exception", "sleep", "urlget"]
+    );
+    assert_eq!(
+        t(gw.meta_signature("invoke"))
+            .await
+            .expect("sig")
+            .as_deref(),
+        Some("invoke(object: object, method: str, *args: any) -> any")
+    );
+    assert_eq!(t(gw.meta_signature("urlget")).await.expect("sig"), None);
+    let adder = t(vole::link::resolve::resolve_relative(&gw, "/math/adder/"))
+        .await
+        .expect("resolve");
+    let Value::Ref(ObjectRef::Remote(adder)) = adder else {
+        panic!("not an object: {adder:?}");
+    };
+    let adder = vole::demo::AdderClient::new(adder);
+    t(adder.add(Value::Int(2))).await.expect("add");
+    assert_eq!(
+        t(adder.add(Value::Int(3))).await.expect("add"),
+        Value::Int(5)
+    );
+    t(adder.reset()).await.expect("reset");
+    assert_eq!(t(adder.result()).await.expect("result"), Value::Int(0));
+}
+
+/// The macro's `crate = "..."`: generated code names only `<path>::link`.
+mod renamed {
+    pub mod facade {
+        pub use vole::link;
+    }
+
+    pub struct Maker;
+
+    /// Makes counters.
+    #[vole::service(crate = "crate::renamed::facade", client = "MakerProxy")]
+    impl Maker {
+        /// A counter starting at `start`, if it is not negative.
+        pub fn make(
+            &self,
+            start: i64,
+        ) -> Result<std::sync::Arc<dyn link::Object>, link::CallError> {
+            if start < 0 {
+                return Err(link::CallError::exception("negative"));
+            }
+            Ok(super::Counter {
+                next: super::AtomicI64::new(start),
+            }
+            .into_object())
+        }
+    }
+
+    use facade::link;
+}
+
+#[tokio::test]
+async fn crate_path_and_fallible_object_results() {
+    let maker = renamed::MakerProxy::new(
+        pair(
+            renamed::Maker.into_object(),
+            Published::new("C").into_object(),
+        )
+        .await,
+    );
+    let counter = CounterClient::new(t(maker.make(3)).await.expect("make"));
+    assert_eq!(t(counter.next()).await.expect("next"), 3);
+    assert!(matches!(t(maker.make(-1)).await, Err(Error::Exception(_))));
+    assert_eq!(
+        t(maker.remote().meta_signature("make"))
+            .await
+            .expect("sig")
+            .as_deref(),
+        Some("make(start: int) -> object")
+    );
+}
