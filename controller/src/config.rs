@@ -46,4 +46,11 @@ pub struct ControllerConfig {
     /// Nodes log JSON lines (`node_args` say `--log-format json`): their
     /// output is forwarded as JSON objects, not with a text prefix.
     pub log_json: bool,
+    /// External nodes: each node runs this program (and arguments) instead
+    /// of the host's own binary, with the listening sockets passed by the
+    /// systemd socket-activation convention. Such nodes have no control
+    /// link: they serve from the moment they start, are stopped with
+    /// SIGTERM (SIGKILL after the grace period), and only `shared` and
+    /// `reuseport` balance them.
+    pub node_command: Option<Vec<String>>,
 }

@@ -74,6 +74,9 @@ pub struct NodeCommand {
     pub user: Option<(u32, u32)>,
     /// The node logs JSON lines: its output is forwarded as JSON objects.
     pub log_json: bool,
+    /// An external node's program and arguments ([`spawn_external`]);
+    /// `None` for the host's own node.
+    pub external: Option<Vec<String>>,
 }
 
 /// A started node: the process and the controller's ends of its sockets.
@@ -464,6 +467,16 @@ fn node_line(line: &[u8], id: NodeId, pid: u32, json: bool) -> Vec<u8> {
     .into_bytes();
     out.push(b'\n');
     out
+}
+
+/// Sends SIGTERM to a process (ignoring a process that is already gone).
+pub fn terminate(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
 }
 
 /// Sends SIGKILL to a process (ignoring a process that is already gone).

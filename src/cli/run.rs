@@ -104,8 +104,10 @@ pub fn run_host_command(
             // environment is safe.
             let error =
                 vole_controller::spawn::exec_node(args.id, args.fds, &args.name, &args.command);
+            // A program that cannot be run is a configuration error: the
+            // controller stops instead of restarting the node.
             Err(Failure {
-                code: exit::USAGE,
+                code: u8::try_from(vole_control::control::EXIT_CONFIG).unwrap_or(exit::USAGE),
                 error: anyhow::Error::new(error).context(format!(
                     "cannot start the node command {:?}",
                     args.command.join(" ")

@@ -55,6 +55,9 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(3);
 /// How long the new controller of a binary upgrade has to serve.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The signal an external node is stopped with.
+const SIGTERM: i32 = 15;
+
 /// Connections waiting for a node in `dispatch` mode, at most.
 pub const MAX_QUEUED: usize = 4096;
 
@@ -184,6 +187,9 @@ impl<C> SupervisorCore<C> {
                         self.commands.push_back(Command::Kill { pid });
                     }
                 }
+                if self.config.node_command.is_some() {
+                    self.external_up(now, node);
+                }
             }
             Event::LinkUp(node) => self.link_up(now, node),
             Event::Ready(node) => {
@@ -312,6 +318,40 @@ impl<C> SupervisorCore<C> {
         });
         if retiring {
             // Retired while it started: it never serves.
+            self.commands.push_back(Command::Stop {
+                node,
+                graceful: true,
+                grace,
+            });
+            return;
+        }
+        self.maybe_serving(now, node.id);
+    }
+
+    /// An external node has no control link: it serves once started (its
+    /// listening socket queues connections until it accepts), and stops on
+    /// SIGTERM ([`Command::Stop`] to a node without a link).
+    fn external_up(&mut self, now: Instant, node: NodeKey) {
+        let stopping = self.stopping;
+        let grace = self.config.grace;
+        let Some(slot) = self.current(node) else {
+            return;
+        };
+        if slot.dead {
+            return;
+        }
+        slot.linked = true;
+        slot.said_ready = true;
+        let retiring = slot.retiring;
+        if let Some(s) = stopping {
+            self.commands.push_back(Command::Stop {
+                node,
+                graceful: !s.force,
+                grace: s.grace,
+            });
+            return;
+        }
+        if retiring {
             self.commands.push_back(Command::Stop {
                 node,
                 graceful: true,
@@ -454,11 +494,19 @@ impl<C> SupervisorCore<C> {
     fn exited(&mut self, now: Instant, node: NodeKey, code: Option<i32>, signal: Option<i32>) {
         let config_error = code == Some(EXIT_CONFIG) && self.stopping.is_none();
         let stopping = self.stopping.is_some();
+        let external = self.config.node_command.is_some();
         let Some(slot) = self.current(node) else {
             return;
         };
         slot.reaped = true;
-        slot.exit_code = code;
+        // An external node is stopped with SIGTERM: a program that does
+        // not handle it (or was still starting) ends by it, which is a
+        // clean stop, as systemd counts it.
+        let asked_to_stop = stopping || slot.retiring;
+        slot.exit_code = match (code, signal) {
+            (None, Some(SIGTERM)) if external && asked_to_stop => Some(0),
+            _ => code,
+        };
         // A node with an unusable configuration is not restarted: no
         // restart decision for it (that would log a restart and count
         // against the intensity).
@@ -613,6 +661,7 @@ impl<C> SupervisorCore<C> {
             dispatch: handoff.controller_accepts(),
             user: self.config.node_user,
             log_json: self.config.log_json,
+            external: self.config.node_command.clone(),
         };
         let Some(slot) = self.slots.get_mut(&id) else {
             return;

@@ -41,6 +41,7 @@ fn config(nodes: u32, balance: Balance) -> ControllerConfig {
         node_user: None,
         metrics_interval: None,
         log_json: false,
+        node_command: None,
     }
 }
 
@@ -250,5 +251,114 @@ fn connections_a_dead_node_never_received_go_to_another() {
             .iter()
             .map(|c| (nodes[1].0, *c))
             .collect::<Vec<_>>()
+    );
+}
+
+/// External nodes (`node-command`) have no control link: they serve once
+/// started, get no heartbeat, are stopped like any node (the driver sends
+/// SIGTERM), and ending by that SIGTERM is a clean stop.
+#[test]
+fn external_nodes_serve_once_started_and_stop_cleanly_on_sigterm() {
+    let t0 = Instant::now();
+    let mut config = config(2, Balance::Shared);
+    config.node_command = Some(vec!["python3".to_owned(), "svc.py".to_owned()]);
+    let mut core = SupervisorCore::new(config, 1, t0);
+    core.start(t0, None);
+    let spawned: Vec<NodeKey> = commands(&mut core)
+        .into_iter()
+        .map(|c| match c {
+            Command::Spawn { node, command, .. } => {
+                assert_eq!(
+                    command.external.as_deref(),
+                    Some(&["python3".to_owned(), "svc.py".to_owned()][..])
+                );
+                node
+            }
+            other => panic!("expected spawns, got {other:?}"),
+        })
+        .collect();
+    for (i, node) in spawned.iter().enumerate() {
+        core.handle(
+            t0,
+            Event::Spawned {
+                node: *node,
+                pid: 200 + i as u32,
+            },
+        );
+    }
+    let out = commands(&mut core);
+    assert!(
+        !out.iter()
+            .any(|c| matches!(c, Command::StartHeartbeat { .. })),
+        "no heartbeat without a control link: {out:?}"
+    );
+    assert!(
+        matches!(out.last(), Some(Command::Notify(Lifecycle::Ready))),
+        "serving once started: {out:?}"
+    );
+    assert_eq!(core.serving(), 2);
+
+    core.handle(t0, Event::Signal(Sig::Term));
+    let stops = commands(&mut core)
+        .into_iter()
+        .filter(|c| matches!(c, Command::Stop { graceful: true, .. }))
+        .count();
+    assert_eq!(stops, 2, "each node is told to stop");
+    // One handles SIGTERM and exits 0, the other dies by it.
+    core.handle(
+        t0,
+        Event::Exited {
+            node: spawned[0],
+            code: Some(0),
+            signal: None,
+        },
+    );
+    core.handle(
+        t0,
+        Event::Exited {
+            node: spawned[1],
+            code: None,
+            signal: Some(15),
+        },
+    );
+    let out = commands(&mut core);
+    assert!(
+        matches!(out.last(), Some(Command::Finish(Outcome::Stopped))),
+        "a clean stop: {out:?}"
+    );
+}
+
+/// An external node that dies by SIGTERM when nobody asked it to stop is a
+/// crash like any other: it is restarted.
+#[test]
+fn an_external_node_killed_by_someone_else_is_restarted() {
+    let t0 = Instant::now();
+    let mut config = config(1, Balance::Shared);
+    config.node_command = Some(vec!["svc".to_owned()]);
+    let mut core = SupervisorCore::new(config, 1, t0);
+    core.start(t0, None);
+    let Some(Command::Spawn { node, .. }) = core.poll_command() else {
+        panic!("a spawn");
+    };
+    core.handle(t0, Event::Spawned { node, pid: 300 });
+    let _ = commands(&mut core);
+    core.handle(
+        t0,
+        Event::Exited {
+            node,
+            code: None,
+            signal: Some(15),
+        },
+    );
+    let out = commands(&mut core);
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::Timer {
+                timer: Timer::RestartDue(n),
+                ..
+            } if *n == node
+        )),
+        "{out:?}"
     );
 }

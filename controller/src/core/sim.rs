@@ -187,6 +187,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
         node_user: None,
         metrics_interval: None,
         log_json: false,
+        node_command: None,
     }
 }
 

@@ -204,6 +204,9 @@ impl Bound {
 /// What the driver holds for one live node process: the means to reach it.
 #[derive(Default)]
 struct NodeIo {
+    /// An external node's pid: it is stopped with SIGTERM, having no
+    /// control link.
+    external: Option<u32>,
     control: Option<RemoteObject>,
     link: Option<Link>,
     /// Where connections for this node go, in `dispatch` mode; dropped when
@@ -417,6 +420,11 @@ impl Driver {
             } => {
                 if let Some(control) = self.control(node) {
                     tasks::call_oneway(control, "stop", (graceful, grace.as_millis() as u64));
+                } else if let Some(pid) = self.nodes.get(&node).and_then(|io| io.external) {
+                    // SIGTERM whether graceful or not: how fast it closes
+                    // its links is the program's own business; the stop
+                    // deadline kills it if it takes too long.
+                    spawn::terminate(pid);
                 }
             }
             Command::TicketKeys { node, keys } => {
@@ -508,6 +516,10 @@ impl Driver {
         config: &vole_control::control::NodeConfig,
         handoff: Handoff,
     ) {
+        if let Some(argv) = &command.external {
+            self.spawn_external(node, command, argv, handoff);
+            return;
+        }
         let spawned = match spawn::spawn(&self.exe, command) {
             Ok(s) => s,
             Err(e) => {
@@ -555,6 +567,42 @@ impl Driver {
             handoff,
             config_json,
         ));
+    }
+
+    /// Starts an external node: its listening sockets go with the exec.
+    fn spawn_external(
+        &mut self,
+        node: NodeKey,
+        command: &spawn::NodeCommand,
+        argv: &[String],
+        handoff: Handoff,
+    ) {
+        let started = self.handoff_sockets(handoff).and_then(|fds| {
+            let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+            // Our copies (reuseport sockets made for this node) close when
+            // `fds` goes out of scope; the node has its own.
+            spawn::spawn_external(&self.exe, command, argv, &borrowed)
+        });
+        let spawned = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let cause = crate::core::DeathCause::Spawn(e.to_string());
+                self.core
+                    .handle(Instant::now(), Event::Died { node, cause });
+                return;
+            }
+        };
+        let pid = spawned.pid;
+        self.nodes.insert(
+            node,
+            NodeIo {
+                external: Some(pid),
+                ..NodeIo::default()
+            },
+        );
+        tokio::spawn(tasks::reap(self.tx.clone(), node, spawned.child));
+        self.core
+            .handle(Instant::now(), Event::Spawned { node, pid });
     }
 
     /// The listening sockets a new node gets.

@@ -102,6 +102,7 @@ pub fn controller_config(
         node_user: node_user(s)?,
         metrics_interval: s.metrics.map(|_| std::time::Duration::from_secs(1)),
         log_json: s.log_format == crate::settings::LogFormat::Json,
+        node_command: s.node_command.clone(),
     })
 }
 

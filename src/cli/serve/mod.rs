@@ -78,7 +78,31 @@ pub fn resolve(args: &ServeArgs, service: &HostedService) -> Result<Settings, Fa
     service
         .check(settings.service.as_ref())
         .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    if let Some(program) = settings.node_command.as_ref().and_then(|c| c.first()) {
+        if find_program(program).is_none() {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "node-command: no program {program:?} (not a file, nor found in PATH)"
+            )));
+        }
+    }
     Ok(settings)
+}
+
+/// Where `program` is, as `execvp` would find it: a path if it has a
+/// slash, else the first executable file of that name in `PATH`.
+fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return runnable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| runnable(p))
 }
 
 /// Settings, logging, daemon, pid file: everything before threads exist.
