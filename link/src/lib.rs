@@ -29,6 +29,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
+mod ids;
 pub mod metrics;
 pub mod object;
 pub mod proto;
