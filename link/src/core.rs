@@ -43,6 +43,7 @@ use crate::object::{CallContext, CallError, CallFuture, Object};
 use crate::proto::{self, code, CallKind};
 use crate::remote::{RemoteInner, RemoteObject};
 use crate::seqmap::SeqMap;
+use crate::violation::ProtocolViolation as V;
 use crate::{Error, ObjectRef, Value};
 
 /// Settings of one link.
@@ -453,7 +454,8 @@ impl LinkCore {
                     let Some(hello) = self.decoder.decode(buf, &mut self.refs)? else {
                         return Ok(());
                     };
-                    let peer = proto::parse_hello(&hello).map_err(Error::Handshake)?;
+                    let peer = proto::parse_hello(&hello)
+                        .map_err(|reason| Error::Protocol(V::BadHello { reason }))?;
                     if let Some((license, url)) = &peer.copyleft {
                         tracing::debug!(link = self.shared.id, %license, %url, "peer announces copyleft license");
                     }
@@ -468,10 +470,9 @@ impl LinkCore {
                         return Ok(());
                     };
                     let Entity::Ref(ObjectRef::Remote(peer_hs)) = obj else {
-                        return Err(Error::Handshake(format!(
-                            "expected the peer's handshake object, got {}",
-                            obj.kind()
-                        )));
+                        return Err(Error::Protocol(V::NotAHandshakeObject {
+                            found: obj.kind(),
+                        }));
                     };
                     self.phase = Phase::Running;
                     self.hs.peer_object = Some(peer_hs.clone());
@@ -746,42 +747,66 @@ impl LinkCore {
                 method,
                 args,
             } => self.incoming_call(call_id, object, method, args, kind),
-            Incoming::Outcome { call_id, result } => self.outcome(call_id, result),
-            Incoming::Other { code, payload } => self.other_message(code, payload, now),
-            Incoming::Violation(reason) => Err(violation(reason)),
+            Incoming::Outcome {
+                msg_id,
+                code,
+                call_id,
+                result,
+            } => self.outcome(msg_id, code, call_id, result),
+            Incoming::Other {
+                msg_id,
+                code,
+                payload,
+            } => self.other_message(msg_id, code, payload, now),
+            Incoming::Violation(v) => Err(Error::Protocol(v)),
         }
     }
 
     /// The messages that are neither calls nor their outcomes (and call
     /// errors).
-    fn other_message(&mut self, msg_code: i64, payload: Value, now: Instant) -> Result<(), Error> {
+    fn other_message(
+        &mut self,
+        msg_id: i64,
+        msg_code: i64,
+        payload: Value,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let bad = |expected| {
+            Error::Protocol(V::BadPayload {
+                msg_id,
+                code: msg_code,
+                expected,
+            })
+        };
         match msg_code {
             code::CALL_ERROR => {
                 let Value::Int(call_id) = payload else {
-                    return Err(violation("call error payload must be a call id"));
+                    return Err(bad("a call id"));
                 };
-                self.outcome(call_id, Err(Error::CallError))
+                self.outcome(msg_id, msg_code, call_id, Err(Error::CallError))
             }
             code::NOTIFY_DEREF => {
-                let (id, count) = pair(payload, "deref notice")?;
-                let Value::Int(count) = count else {
-                    return Err(violation("deref notice count must be an integer"));
+                let Some((id, Value::Int(count))) = pair(payload) else {
+                    return Err(bad("(object id, count)"));
                 };
-                self.notify_deref(id, count)
+                self.notify_deref(msg_id, id, count)
             }
             code::CONFIRM_DEREF => {
                 let Value::Int(id) = payload else {
-                    return Err(violation("deref confirmation payload must be an object id"));
+                    return Err(bad("an object id"));
                 };
-                self.confirm_deref(id)
+                self.confirm_deref(msg_id, id)
             }
             code::KEEP_ALIVE => {
                 if !payload.is_none() {
-                    return Err(violation("keep-alive payload must be None"));
+                    return Err(bad("None"));
                 }
                 self.keep_alive_received(now)
             }
-            other => Err(violation(format!("unknown message code {other}"))),
+            other => Err(Error::Protocol(V::UnknownMessageCode {
+                msg_id,
+                code: other,
+            })),
         }
     }
 
@@ -793,7 +818,9 @@ impl LinkCore {
         mut args: Vec<Value>,
         kind: CallKind,
     ) -> Result<(), Error> {
-        let call_id = u64::try_from(call_id).map_err(|_| violation("negative message id"))?;
+        let msg_id = call_id;
+        let call_id =
+            u64::try_from(call_id).map_err(|_| Error::Protocol(V::NegativeCallId { msg_id }))?;
         if self
             .refs
             .local
@@ -834,7 +861,9 @@ impl LinkCore {
         match args.as_slice() {
             [Value::Str(m)] if m == "finish" => {
                 if self.hs.sent_gateway {
-                    return Err(Error::Handshake("finish() called twice".to_owned()));
+                    return Err(Error::Protocol(V::FinishCalledTwice {
+                        msg_id: call_id as i64,
+                    }));
                 }
                 if self.hs.allow_finish {
                     self.answer_finish(call_id)
@@ -845,7 +874,10 @@ impl LinkCore {
             }
             [Value::Str(m), Value::Int(ms)] if m == "keep_alive" => {
                 if self.hs.got_keep_alive_request || *ms <= 0 {
-                    return Err(Error::Handshake("invalid keep_alive() request".to_owned()));
+                    return Err(Error::Protocol(V::BadKeepAliveRequest {
+                        msg_id: call_id as i64,
+                        period_ms: *ms,
+                    }));
                 }
                 self.hs.got_keep_alive_request = true;
                 let min =
@@ -855,15 +887,28 @@ impl LinkCore {
                 self.last_sent = Instant::now();
                 self.respond(call_id, kind, Ok(Value::Int(granted)))
             }
-            _ => Err(Error::Handshake(format!(
-                "unexpected call on the handshake object: {args:?}"
-            ))),
+            _ => Err(Error::Protocol(V::UnexpectedHandshakeCall {
+                msg_id: call_id as i64,
+                call: format!("{args:?}"),
+            })),
         }
     }
 
-    fn outcome(&mut self, call_id: i64, result: Result<Value, Error>) -> Result<(), Error> {
+    /// The outcome `result` of this side's call `call_id`, which message
+    /// `msg_id` of code `code` carried.
+    fn outcome(
+        &mut self,
+        msg_id: i64,
+        code: i64,
+        call_id: i64,
+        result: Result<Value, Error>,
+    ) -> Result<(), Error> {
         let Some(pending) = self.pending.remove(call_id as u64) else {
-            return Err(violation(format!("result for unknown call {call_id}")));
+            return Err(Error::Protocol(V::ResultForUnknownCall {
+                msg_id,
+                code,
+                call_id,
+            }));
         };
         match pending {
             Pending::User(reply) => {
@@ -898,26 +943,32 @@ impl LinkCore {
                     self.check_handshake_done();
                     Ok(())
                 }
-                Ok(other) => Err(Error::Handshake(format!(
-                    "peer gateway is a {}, not an object",
-                    other.kind()
-                ))),
+                Ok(other) => Err(Error::Protocol(V::GatewayNotAnObject {
+                    found: other.kind(),
+                })),
                 Err(e) => Err(Error::Handshake(format!("peer refused finish(): {e}"))),
             },
         }
     }
 
-    fn notify_deref(&mut self, id: i64, count: i64) -> Result<(), Error> {
+    fn notify_deref(&mut self, msg_id: i64, id: i64, claimed: i64) -> Result<(), Error> {
         let Some(entry) = self.refs.local.get(&id) else {
-            return Err(violation(format!("deref of unknown object id {id}")));
+            return Err(Error::Protocol(V::DerefOfUnknownObject {
+                msg_id,
+                object_id: id,
+            }));
         };
-        let count = u64::try_from(count).map_err(|_| violation("negative deref count"))?;
-        if count > entry.sends {
-            return Err(violation(format!(
-                "deref of object {id} claims {count} receipts but {} were sent",
-                entry.sends
-            )));
-        }
+        let count = match u64::try_from(claimed) {
+            Ok(count) if count <= entry.sends => count,
+            _ => {
+                return Err(Error::Protocol(V::ReferenceUnderflow {
+                    msg_id,
+                    object_id: id,
+                    claimed,
+                    sent: entry.sends,
+                }))
+            }
+        };
         if count < entry.sends {
             // More references are in flight to the peer; it will notify again.
             return Ok(());
@@ -930,19 +981,21 @@ impl LinkCore {
         Ok(())
     }
 
-    fn confirm_deref(&mut self, id: i64) -> Result<(), Error> {
+    fn confirm_deref(&mut self, msg_id: i64, id: i64) -> Result<(), Error> {
         match self.refs.peer.get(&id) {
             Some(entry) if entry.deref_sent && entry.proxy.strong_count() == 0 => {
                 self.refs.peer.remove(&id);
                 self.check_idle();
                 Ok(())
             }
-            Some(_) => Err(violation(format!(
-                "unrequested deref confirmation for object {id}"
-            ))),
-            None => Err(violation(format!(
-                "deref confirmation for unknown object id {id}"
-            ))),
+            Some(_) => Err(Error::Protocol(V::UnrequestedDerefConfirmation {
+                msg_id,
+                object_id: id,
+            })),
+            None => Err(Error::Protocol(V::ConfirmOfUnknownObject {
+                msg_id,
+                object_id: id,
+            })),
         }
     }
 
@@ -969,10 +1022,12 @@ impl LinkCore {
                 .map(|(a, b)| b.duration_since(*a))
                 .collect();
             gaps.sort();
-            if gaps[gaps.len() / 2] < period.mul_f64(KEEP_ALIVE_SPAM) {
-                return Err(violation(
-                    "peer sends keep-alives far more often than agreed",
-                ));
+            let median_gap = gaps[gaps.len() / 2];
+            if median_gap < period.mul_f64(KEEP_ALIVE_SPAM) {
+                return Err(Error::Protocol(V::KeepAliveFlood {
+                    agreed: period,
+                    median_gap,
+                }));
             }
         }
         Ok(())
@@ -993,13 +1048,19 @@ enum Incoming {
     },
     /// A result or exception for a call this side made.
     Outcome {
+        msg_id: i64,
+        code: i64,
         call_id: i64,
         result: Result<Value, Error>,
     },
     /// Any other message, payload whole.
-    Other { code: i64, payload: Value },
-    /// A message of the wrong shape: closes the link with this reason.
-    Violation(String),
+    Other {
+        msg_id: i64,
+        code: i64,
+        payload: Value,
+    },
+    /// A message of the wrong shape: closes the link.
+    Violation(V),
 }
 
 /// A method name read from a call, kept inline (no allocation) when short.
@@ -1041,38 +1102,44 @@ fn read_message(r: &mut Reader<'_, RefTable>) -> Result<Incoming, vole_transport
     // A message of an unexpected shape is read to its end (so that the
     // decoder agrees it was read) and reported.
     macro_rules! bad {
-        ($reason:expr) => {{
-            let reason = String::from($reason);
+        ($violation:expr) => {{
+            let violation = $violation;
             r.skip_rest::<ObjectRef>()?;
-            return Ok(Incoming::Violation(reason));
+            return Ok(Incoming::Violation(violation));
         }};
     }
     match r.tuple()? {
         Some(3) => {}
-        Some(_) => bad!("message is not a 3-tuple"),
+        Some(n) => bad!(V::MalformedMessage {
+            found: format!("a {n}-tuple")
+        }),
         None => {
             let msg: Value = r.entity()?;
-            bad!(format!("message is a {}, not a 3-tuple", msg.kind()))
+            bad!(V::MalformedMessage {
+                found: msg.kind().to_owned()
+            })
         }
     }
     let (Some(msg_id), Some(msg_code)) = (r.int(), r.int()) else {
-        bad!("message id and code must be integers")
+        bad!(V::MalformedMessage {
+            found: "a non-integer id or code".to_owned()
+        })
+    };
+    let bad_payload = |expected| V::BadPayload {
+        msg_id,
+        code: msg_code,
+        expected,
     };
     let kind = match msg_code {
         code::METHOD_CALL => CallKind::Normal,
         code::METHOD_CALL_VOID_RESULT => CallKind::Void,
         code::METHOD_CALL_NO_RETURN => CallKind::Oneway,
         code::CALL_RESULT | code::CALL_EXCEPTION => {
-            let what = if msg_code == code::CALL_RESULT {
-                "call result"
-            } else {
-                "call exception"
-            };
             if r.tuple()? != Some(2) {
-                bad!(format!("{what} payload must be a 2-tuple"))
+                bad!(bad_payload("a 2-tuple (call id, value)"))
             }
             let Some(call_id) = r.int() else {
-                bad!(format!("{what} must start with an integer id"))
+                bad!(bad_payload("a 2-tuple (call id, value)"))
             };
             let value: Value = r.entity()?;
             let result = if msg_code == code::CALL_RESULT {
@@ -1083,26 +1150,38 @@ fn read_message(r: &mut Reader<'_, RefTable>) -> Result<Incoming, vole_transport
                     other => vec![other],
                 }))
             };
-            return Ok(Incoming::Outcome { call_id, result });
+            return Ok(Incoming::Outcome {
+                msg_id,
+                code: msg_code,
+                call_id,
+                result,
+            });
         }
         _ => {
             let payload = r.entity()?;
             return Ok(Incoming::Other {
+                msg_id,
                 code: msg_code,
                 payload,
             });
         }
     };
     if r.tuple()? != Some(2) {
-        bad!("call payload must be (object, args)")
+        bad!(bad_payload("a 2-tuple (object, args)"))
     }
     let object = match r.entity()? {
         Value::Ref(ObjectRef::Local(object)) => object,
-        Value::Ref(ObjectRef::Remote(_)) => bad!("call addressed to the caller's own object"),
-        other => bad!(format!("call target is a {}, not an object", other.kind())),
+        Value::Ref(ObjectRef::Remote(_)) => bad!(V::BadCallTarget {
+            msg_id,
+            found: "the caller's own object"
+        }),
+        other => bad!(V::BadCallTarget {
+            msg_id,
+            found: other.kind()
+        }),
     };
     let Some(n) = r.tuple()? else {
-        bad!("call arguments must be a tuple")
+        bad!(bad_payload("(object, args) with a tuple of arguments"))
     };
     // The method name, read in place when it is short: most calls then
     // allocate only their arguments.
@@ -1136,21 +1215,15 @@ fn read_message(r: &mut Reader<'_, RefTable>) -> Result<Incoming, vole_transport
     })
 }
 
-fn violation(reason: impl Into<String>) -> Error {
-    Error::Protocol(reason.into())
-}
-
-fn pair(payload: Value, what: &str) -> Result<(i64, Value), Error> {
+/// The two parts of a `(int, value)` payload.
+fn pair(payload: Value) -> Option<(i64, Value)> {
     let Value::Tuple(parts) = payload else {
-        return Err(violation(format!("{what} payload must be a 2-tuple")));
+        return None;
     };
-    let Ok([first, second]) = <[Value; 2]>::try_from(parts) else {
-        return Err(violation(format!("{what} payload must be a 2-tuple")));
+    let Ok([Value::Int(id), second]) = <[Value; 2]>::try_from(parts) else {
+        return None;
     };
-    let Value::Int(id) = first else {
-        return Err(violation(format!("{what} must start with an integer id")));
-    };
-    Ok((id, second))
+    Some((id, second))
 }
 
 #[cfg(test)]

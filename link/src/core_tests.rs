@@ -383,44 +383,124 @@ async fn protocol_violations_are_errors() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let _gw = take_gateway(&mut a);
-    let bad: Vec<(&str, Value)> = vec![
+    use crate::violation::ProtocolViolation as V;
+    let msg =
+        |code: i64, payload: Value| Value::Tuple(vec![Value::Int(100), Value::Int(code), payload]);
+    let bad: Vec<(Value, V)> = vec![
         (
-            "unknown code",
-            Value::Tuple(vec![Value::Int(100), Value::Int(42), Value::None]),
-        ),
-        ("not a tuple", Value::Int(5)),
-        (
-            "result for unknown call",
-            Value::Tuple(vec![
-                Value::Int(100),
-                Value::Int(4),
-                Value::Tuple(vec![Value::Int(999), Value::None]),
-            ]),
+            msg(42, Value::None),
+            V::UnknownMessageCode {
+                msg_id: 100,
+                code: 42,
+            },
         ),
         (
-            "deref of unknown id",
-            Value::Tuple(vec![
-                Value::Int(100),
-                Value::Int(7),
-                Value::Tuple(vec![Value::Int(77), Value::Int(1)]),
-            ]),
+            Value::Int(5),
+            V::MalformedMessage {
+                found: "int".to_owned(),
+            },
         ),
         (
-            "unrequested confirm",
-            Value::Tuple(vec![Value::Int(100), Value::Int(8), Value::Int(2)]),
+            Value::Tuple(vec![Value::Int(1), Value::Int(2)]),
+            V::MalformedMessage {
+                found: "a 2-tuple".to_owned(),
+            },
         ),
         (
-            "bad keep-alive",
-            Value::Tuple(vec![Value::Int(100), Value::Int(9), Value::Int(1)]),
+            msg(4, Value::Tuple(vec![Value::Int(999), Value::None])),
+            V::ResultForUnknownCall {
+                msg_id: 100,
+                code: 4,
+                call_id: 999,
+            },
+        ),
+        (
+            msg(6, Value::Int(998)),
+            V::ResultForUnknownCall {
+                msg_id: 100,
+                code: 6,
+                call_id: 998,
+            },
+        ),
+        (
+            msg(4, Value::Int(1)),
+            V::BadPayload {
+                msg_id: 100,
+                code: 4,
+                expected: "a 2-tuple (call id, value)",
+            },
+        ),
+        (
+            msg(7, Value::Tuple(vec![Value::Int(77), Value::Int(1)])),
+            V::DerefOfUnknownObject {
+                msg_id: 100,
+                object_id: 77,
+            },
+        ),
+        (
+            // The gateway (id 2) was sent once.
+            msg(7, Value::Tuple(vec![Value::Int(2), Value::Int(2)])),
+            V::ReferenceUnderflow {
+                msg_id: 100,
+                object_id: 2,
+                claimed: 2,
+                sent: 1,
+            },
+        ),
+        (
+            msg(7, Value::Tuple(vec![Value::Int(2), Value::Int(-1)])),
+            V::ReferenceUnderflow {
+                msg_id: 100,
+                object_id: 2,
+                claimed: -1,
+                sent: 1,
+            },
+        ),
+        (
+            msg(8, Value::Int(2)),
+            V::UnrequestedDerefConfirmation {
+                msg_id: 100,
+                object_id: 2,
+            },
+        ),
+        (
+            msg(8, Value::Int(55)),
+            V::ConfirmOfUnknownObject {
+                msg_id: 100,
+                object_id: 55,
+            },
+        ),
+        (
+            msg(9, Value::Int(1)),
+            V::BadPayload {
+                msg_id: 100,
+                code: 9,
+                expected: "None",
+            },
+        ),
+        (
+            msg(1, Value::Int(1)),
+            V::BadPayload {
+                msg_id: 100,
+                code: 1,
+                expected: "a 2-tuple (object, args)",
+            },
+        ),
+        (
+            msg(1, Value::Tuple(vec![Value::Int(1), Value::Tuple(vec![])])),
+            V::BadCallTarget {
+                msg_id: 100,
+                found: "int",
+            },
         ),
     ];
-    for (what, msg) in bad {
+    for (msg, expected) in bad {
         b.core.write_raw(&msg).expect("encode");
         let out = std::mem::take(b.core.output());
         let mut buf = BytesMut::from(&out[..]);
         match a.core.handle_input(&mut buf, now) {
-            Err(Error::Protocol(_)) => {}
-            other => panic!("{what}: expected a protocol error, got {other:?}"),
+            Err(Error::Protocol(v)) => assert_eq!(v, expected),
+            other => panic!("{msg:?}: expected {expected}, got {other:?}"),
         }
         // A fresh pair for the next case: the failed core is done.
         let (na, nb) = connected(LinkConfig::default(), LinkConfig::default(), now);

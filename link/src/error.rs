@@ -1,5 +1,6 @@
 //! The one error type of this crate.
 
+use crate::violation::ProtocolViolation;
 use crate::Value;
 
 /// Everything that can go wrong on a link, seen from the side that called
@@ -24,9 +25,10 @@ pub enum Error {
     /// unknown method, wrong arguments, or an internal error there.
     #[error("remote call failed (the peer gives no detail: unknown method, bad arguments or an internal error)")]
     CallError,
-    /// The peer broke the VOL protocol; the link was closed.
+    /// The peer broke the VOL protocol (the variant names the rule and,
+    /// where known, the message); the link was closed.
     #[error("protocol violation: {0}")]
-    Protocol(String),
+    Protocol(ProtocolViolation),
     /// The link closed before the call completed, or was already closed.
     #[error("link closed: {0}")]
     Closed(String),

@@ -40,6 +40,7 @@ pub mod router;
 pub mod seqmap;
 pub mod uri;
 mod value;
+mod violation;
 
 pub use crate::calls::Pipeline;
 pub use crate::core::LinkConfig;
@@ -50,4 +51,5 @@ pub use object::{CallContext, CallError, CallFuture, LinkInfo, Object, TlsInfo};
 pub use proto::CallKind;
 pub use remote::{IntoArgs, RemoteObject};
 pub use value::{ObjectRef, Value};
+pub use violation::ProtocolViolation;
 pub use vole_transport::{Entity, FromEntity, IntoEntity};
