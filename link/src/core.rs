@@ -37,14 +37,14 @@ use vole_transport::vec::{
 use vole_transport::{Entity, Owner, RefEncoder, WireRef};
 
 use crate::calls::Reply;
-use crate::handle::LinkShared;
 use crate::ids::IdMap;
-use crate::object::{CallContext, CallError, CallFuture, Object};
+use crate::info::CallContext;
+use crate::model::{
+    CallError, CallFuture, Error, Object, ObjectRef, RemoteInner, RemoteObject, Shared, Value,
+};
 use crate::proto::{self, code, CallKind};
-use crate::remote::{RemoteInner, RemoteObject};
 use crate::seqmap::SeqMap;
 use crate::violation::ProtocolViolation as V;
-use crate::{Error, ObjectRef, Value};
 
 /// Settings of one link.
 #[derive(Debug, Clone)]
@@ -160,7 +160,7 @@ struct PeerEntry {
 
 /// The two id spaces of a link.
 struct RefTable {
-    shared: Arc<LinkShared>,
+    shared: Arc<Shared>,
     local: IdMap<i64, LocalEntry>,
     local_ids: IdMap<usize, i64>,
     next_id: i64,
@@ -296,7 +296,7 @@ enum Pending {
 /// The sans-IO VOL link.
 pub(crate) struct LinkCore {
     config: LinkConfig,
-    shared: Arc<LinkShared>,
+    shared: Arc<Shared>,
     context: CallContext,
     gateway: Arc<dyn Object>,
     phase: Phase,
@@ -332,7 +332,7 @@ impl LinkCore {
     /// `finish()`.
     pub(crate) fn new(
         config: LinkConfig,
-        shared: Arc<LinkShared>,
+        shared: Arc<Shared>,
         gateway: Arc<dyn Object>,
         now: Instant,
     ) -> Self {

@@ -5,40 +5,32 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::handle::LinkStats;
-use crate::object::LinkInfo;
+use crate::info::LinkInfo;
 use crate::publish::Published;
 
 struct Side {
     core: LinkCore,
     inbuf: BytesMut,
-    derefs: mpsc::UnboundedReceiver<i64>,
     events: Vec<Event>,
 }
 
+impl Side {
+    /// The ids of the peer's objects whose proxies were dropped.
+    fn released(&self) -> Vec<i64> {
+        self.core.shared.signals.take_released()
+    }
+}
+
 fn side(config: LinkConfig, gateway: Arc<dyn Object>, now: Instant) -> Side {
-    let (deref_tx, deref_rx) = mpsc::unbounded_channel();
-    let (closed, _) = watch::channel(None);
-    let shared = Arc::new(LinkShared {
-        id: crate::handle::next_link_id(),
-        info: Arc::new(LinkInfo::default()),
-        calls: crate::calls::Calls::default(),
-        deref_tx,
-        abort: CancellationToken::new(),
-        closed,
-        stats: LinkStats::default(),
-    });
+    let shared = Arc::new(Shared::new(LinkInfo::default()));
     let mut core = LinkCore::new(config, shared, gateway, now);
     core.start().expect("start");
     Side {
         core,
         inbuf: BytesMut::new(),
-        derefs: deref_rx,
         events: Vec::new(),
     }
 }
@@ -55,7 +47,7 @@ fn pump(a: &mut Side, b: &mut Side, now: Instant) -> Result<(), Error> {
 
 fn transfer(from: &mut Side, to: &mut Side, now: Instant) -> Result<bool, Error> {
     let mut moved = false;
-    while let Ok(id) = from.derefs.try_recv() {
+    for id in from.released() {
         from.core.release(id)?;
         moved = true;
     }
@@ -267,7 +259,7 @@ async fn a_deref_crossing_a_resend_does_not_release() {
         b.events.push(e);
     }
     answer_calls(&mut b); // the one-way echo result is dropped: b's proxy dies
-    while let Ok(id) = b.derefs.try_recv() {
+    for id in b.released() {
         b.core.release(id).expect("release");
     }
     let notify = std::mem::take(b.core.output());

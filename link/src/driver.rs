@@ -22,17 +22,17 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::calls::{Calls, Queued, Wakeups};
+use crate::calls::{Queued, Wakeups};
 use crate::core::{Event, LinkConfig, LinkCore};
-use crate::handle::{next_link_id, Link, LinkShared, LinkStats};
-use crate::object::{CallError, CallFuture, LinkInfo, Object};
+use crate::handle::Link;
+use crate::info::LinkInfo;
+use crate::model::{
+    error_chain, Call, CallError, CallFuture, Error, Object, RemoteObject, Shared, Value,
+};
 use crate::proto::CallKind;
-use crate::remote::RemoteObject;
-use crate::{Error, Value};
 
 /// Everything needed to run a link over a connection.
 pub struct LinkSetup {
@@ -74,7 +74,7 @@ const BUDGET: usize = 32;
 /// buffer, is polled again.)
 #[derive(Debug, Default)]
 struct Parked {
-    derefs: bool,
+    signals: bool,
     commands: bool,
     read: bool,
 }
@@ -131,19 +131,18 @@ enum Phase {
 pub struct Driver<IO> {
     io: IO,
     core: LinkCore,
-    shared: Arc<LinkShared>,
+    shared: Arc<Shared>,
     config: LinkConfig,
     /// Calls taken from the shared queue and not yet sent.
-    backlog: VecDeque<Queued>,
+    backlog: VecDeque<Queued<Call>>,
     /// Callers to wake once this poll is done with the shared state.
     wakeups: Wakeups,
     /// Calls counted during this poll, added to the shared counters at its
     /// end (a few atomic additions per poll, not per call).
     tally: Tally,
-    deref_rx: mpsc::UnboundedReceiver<i64>,
-    abort: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// The waker `abort` was last polled with.
-    abort_waker: Option<std::task::Waker>,
+    /// Ids of the peer's objects whose proxies were dropped, taken from
+    /// the shared signals and not yet released.
+    released: Vec<i64>,
     inbuf: BytesMut,
     written: usize,
     need_flush: bool,
@@ -167,21 +166,7 @@ where
     /// not hold it).
     pub fn new(io: IO, setup: LinkSetup) -> (Link, Driver<IO>, HandshakeReceiver) {
         let now = Instant::now();
-        let id = next_link_id();
-        let mut info = setup.info;
-        info.link_id = id;
-        let (deref_tx, deref_rx) = mpsc::unbounded_channel();
-        let abort = CancellationToken::new();
-        let (closed, _) = watch::channel(None);
-        let shared = Arc::new(LinkShared {
-            id,
-            info: Arc::new(info),
-            calls: Calls::default(),
-            deref_tx,
-            abort: abort.clone(),
-            closed,
-            stats: LinkStats::default(),
-        });
+        let shared = Arc::new(Shared::new(setup.info));
         let mut core = LinkCore::new(setup.config.clone(), shared.clone(), setup.gateway, now);
         let start = core.start();
         let (hs_tx, hs_rx) = oneshot::channel();
@@ -193,9 +178,7 @@ where
             backlog: VecDeque::new(),
             wakeups: Wakeups::default(),
             tally: Tally::default(),
-            deref_rx,
-            abort: Box::pin(abort.cancelled_owned()),
-            abort_waker: None,
+            released: Vec::new(),
             inbuf: BytesMut::with_capacity(READ_CHUNK),
             written: 0,
             need_flush: false,
@@ -222,7 +205,7 @@ where
         // Mark the link closed before anything else (logging included), so
         // nothing waiting on it can be left hanging.
         self.phase = Phase::Done;
-        self.shared.closed.send_replace(Some(reason.clone()));
+        self.shared.signals.set_closed(reason.clone());
         if clean {
             tracing::debug!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed");
         } else {
@@ -231,7 +214,8 @@ where
         // Every call sent, taken or queued fails with the reason.
         let mut held = self.core.take_user_calls();
         held.extend(self.backlog.iter().map(|q| q.reply));
-        self.shared.calls.close(&reason, held);
+        let closed = || Err(Error::Closed(reason.to_string()));
+        self.shared.calls.close(&reason, held, closed);
         self.backlog.clear();
         self.wakeups.wake();
         if let Some(tx) = self.handshake_tx.take() {
@@ -242,7 +226,7 @@ where
     }
 
     fn fail(&mut self, e: Error) {
-        let text = crate::object::error_chain(&e);
+        let text = error_chain(&e);
         self.finish(text, false);
     }
 
@@ -260,11 +244,9 @@ where
     }
 
     /// Sends a call the application made.
-    fn handle_call(&mut self, call: Queued) -> Result<(), Error> {
+    fn handle_call(&mut self, call: Queued<Call>) -> Result<(), Error> {
         let Queued {
-            target,
-            args,
-            kind,
+            call: Call { target, args, kind },
             reply: slot,
         } = call;
         self.tally.calls_out += 1;
@@ -284,7 +266,7 @@ where
             }
             Err(e) => {
                 // The link fails; this call fails with it.
-                let closed = Error::Closed(crate::object::error_chain(&e));
+                let closed = Error::Closed(error_chain(&e));
                 calls.complete(slot, Err(closed), &mut self.wakeups);
                 return Err(e);
             }
@@ -387,21 +369,17 @@ where
         let mut progress = false;
         self.core.set_now(now);
 
-        // Dropped proxies.
-        if !parked.derefs {
-            loop {
-                match self.deref_rx.poll_recv(cx) {
-                    Poll::Ready(Some(id)) => {
-                        self.core.release(id)?;
-                        progress = true;
-                    }
-                    // The driver holds a sender (in `shared`), so the
-                    // channel never ends while it runs.
-                    Poll::Ready(None) | Poll::Pending => {
-                        parked.derefs = true;
-                        break;
-                    }
-                }
+        // Dropped proxies, and a close at once.
+        if !parked.signals {
+            if self.shared.signals.poll_driver(cx, &mut self.released) {
+                return Err(Error::Closed("closed locally".to_owned()));
+            }
+            if self.released.is_empty() {
+                parked.signals = true;
+            }
+            for id in std::mem::take(&mut self.released) {
+                self.core.release(id)?;
+                progress = true;
             }
         }
 
@@ -650,10 +628,11 @@ impl<IO> Drop for Driver<IO> {
     fn drop(&mut self) {
         if self.outcome.is_none() && self.phase != Phase::Done {
             let reason: Arc<str> = Arc::from("link driver stopped");
-            self.shared.closed.send_replace(Some(reason.clone()));
+            self.shared.signals.set_closed(reason.clone());
             let mut held = self.core.take_user_calls();
             held.extend(self.backlog.iter().map(|q| q.reply));
-            self.shared.calls.close(&reason, held);
+            let closed = || Err(Error::Closed(reason.to_string()));
+            self.shared.calls.close(&reason, held, closed);
         }
     }
 }
@@ -666,23 +645,6 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
         let this = self.get_mut();
-        // One registration per poll is enough: a cancel wakes the task,
-        // which then polls again. (Polling a cancellation future takes a
-        // lock, so not once per pass.)
-        // The cancellation future keeps the waker it was last polled with;
-        // poll it again only when that waker would not wake this task (it
-        // takes a lock), or to see a cancellation.
-        let registered = this
-            .abort_waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()));
-        if this.phase != Phase::Done && (!registered || this.shared.abort.is_cancelled()) {
-            if this.abort.as_mut().poll(cx).is_ready() {
-                this.fail(Error::Closed("closed locally".to_owned()));
-            } else {
-                this.abort_waker = Some(cx.waker().clone());
-            }
-        }
         let result = this.run(cx);
         this.flush_tally();
         // Callers are woken once the driver is done with the shared state.

@@ -200,15 +200,5 @@ mod tests {
             v.to_string(),
             "message 100: call exception for unknown call 999"
         );
-        let e = crate::Error::Protocol(ProtocolViolation::UnknownMessageCode {
-            msg_id: 3,
-            code: 42,
-        });
-        // The rule is printed once, whether by Display or by the chain.
-        assert_eq!(
-            e.to_string(),
-            "protocol violation: message 3: unknown message code 42"
-        );
-        assert_eq!(crate::object::error_chain(&e), e.to_string());
     }
 }
