@@ -167,7 +167,12 @@ where
     pub fn new(io: IO, setup: LinkSetup) -> (Link, Driver<IO>, HandshakeReceiver) {
         let now = Instant::now();
         let shared = Arc::new(Shared::new(setup.info));
-        let mut core = LinkCore::new(setup.config.clone(), shared.clone(), setup.gateway, now);
+        let mut core = LinkCore::new(
+            setup.config.clone(),
+            shared.clone(),
+            setup.gateway,
+            now.into_std(),
+        );
         let start = core.start();
         let (hs_tx, hs_rx) = oneshot::channel();
         let driver = Driver {
@@ -367,7 +372,10 @@ where
         parked: &mut Parked,
     ) -> Result<bool, Error> {
         let mut progress = false;
-        self.core.set_now(now);
+        // The core keeps std time; tokio's follows the test clock when
+        // paused, and converts both ways without cost.
+        let now_std = now.into_std();
+        self.core.set_now(now_std);
 
         // Dropped proxies, and a close at once.
         if !parked.signals {
@@ -446,7 +454,7 @@ where
                     if matches!(self.phase, Phase::Lingering { .. }) {
                         self.inbuf.clear();
                     } else {
-                        self.core.handle_input(&mut self.inbuf, now)?;
+                        self.core.handle_input(&mut self.inbuf, now_std)?;
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(Error::Transport(e.into())),
@@ -458,8 +466,8 @@ where
 
         // Timers, before writing: a keep-alive they queue goes out now,
         // not when other traffic next wakes the driver.
-        if self.core.poll_timeout().is_some_and(|t| t <= now) {
-            self.core.handle_timeout(now)?;
+        if self.core.poll_timeout().is_some_and(|t| t <= now_std) {
+            self.core.handle_timeout(now_std)?;
         }
 
         // Write.
@@ -591,7 +599,7 @@ where
         if quiet.is_zero() || self.read_closed {
             return None;
         }
-        let until = self.core.last_call_in() + quiet;
+        let until = Instant::from_std(self.core.last_call_in()) + quiet;
         if !self.core.is_open() {
             // Waiting for the handshake (its completion counts as a call);
             // the phase deadline bounds the wait.
@@ -601,7 +609,7 @@ where
     }
 
     fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let mut next = self.core.poll_timeout();
+        let mut next = self.core.poll_timeout().map(Instant::from_std);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         if let Some(since) = self.stall_since {
             consider(since + self.config.write_timeout);

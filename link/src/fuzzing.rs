@@ -11,10 +11,10 @@
 //! hidden from the docs and free to change.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_util::FutureExt as _;
-use tokio::time::Instant;
 use vole_transport::vec::{self, EncodeConfig};
 use vole_transport::{Entity, Owner, WireRef};
 

@@ -1,11 +1,12 @@
-//! Two cores wired back to back, driven by hand with a virtual clock.
+//! Two cores wired back to back, driven by hand with a virtual clock: plain
+//! tests, no runtime. Time is an `Instant` taken once and moved forward by
+//! hand; nothing waits for the real clock.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tokio::time::Instant;
 
 use super::*;
 use crate::info::LinkInfo;
@@ -126,8 +127,8 @@ fn connected(a_cfg: LinkConfig, b_cfg: LinkConfig, now: Instant) -> (Side, Side)
     (a, b)
 }
 
-#[tokio::test]
-async fn handshake_exchanges_gateways_and_releases_handshake_objects() {
+#[test]
+fn handshake_exchanges_gateways_and_releases_handshake_objects() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     assert!(a.core.is_open() && b.core.is_open());
@@ -141,8 +142,8 @@ async fn handshake_exchanges_gateways_and_releases_handshake_objects() {
     assert_eq!(gw_b.id(), 2, "gateways get id 2 after the handshake object");
 }
 
-#[tokio::test]
-async fn calls_and_results_match_by_id() {
+#[test]
+fn calls_and_results_match_by_id() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let gw = take_gateway(&mut a);
@@ -193,8 +194,8 @@ async fn calls_and_results_match_by_id() {
     assert_eq!(done[1].1.as_ref().expect("ok"), &Value::Int(2));
 }
 
-#[tokio::test]
-async fn an_object_sent_twice_is_released_only_after_both_receipts() {
+#[test]
+fn an_object_sent_twice_is_released_only_after_both_receipts() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let gw_b = take_gateway(&mut a);
@@ -231,8 +232,8 @@ async fn an_object_sent_twice_is_released_only_after_both_receipts() {
     assert!(!b.core.refs.peer.contains_key(&id));
 }
 
-#[tokio::test]
-async fn a_deref_crossing_a_resend_does_not_release() {
+#[test]
+fn a_deref_crossing_a_resend_does_not_release() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let gw_b = take_gateway(&mut a);
@@ -286,8 +287,8 @@ async fn a_deref_crossing_a_resend_does_not_release() {
     assert!(!b.core.refs.peer.contains_key(&id));
 }
 
-#[tokio::test]
-async fn keep_alive_is_negotiated_sent_and_expires() {
+#[test]
+fn keep_alive_is_negotiated_sent_and_expires() {
     let t0 = Instant::now();
     let a_cfg = LinkConfig {
         keep_alive: Some(Duration::from_millis(200)),
@@ -299,11 +300,11 @@ async fn keep_alive_is_negotiated_sent_and_expires() {
     };
     let (mut a, mut b) = connected(a_cfg, b_cfg, t0);
     assert_eq!(
-        a.core.keep_alive_recv,
+        a.core.keep_alive.recv,
         Some(Duration::from_millis(300)),
         "granted the peer's minimum"
     );
-    assert_eq!(b.core.keep_alive_send, Some(Duration::from_millis(300)));
+    assert_eq!(b.core.keep_alive.send, Some(Duration::from_millis(300)));
     // b sends a keep-alive once idle for a period; a stays up.
     let t1 = t0 + Duration::from_millis(300);
     b.core.handle_timeout(t1).expect("b timer");
@@ -319,8 +320,8 @@ async fn keep_alive_is_negotiated_sent_and_expires() {
     }
 }
 
-#[tokio::test]
-async fn handshake_times_out() {
+#[test]
+fn handshake_times_out() {
     let t0 = Instant::now();
     let mut a = side(
         LinkConfig {
@@ -340,8 +341,8 @@ async fn handshake_times_out() {
     ));
 }
 
-#[tokio::test]
-async fn calls_arriving_while_draining_get_an_exception() {
+#[test]
+fn calls_arriving_while_draining_get_an_exception() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let gw = take_gateway(&mut a);
@@ -370,8 +371,8 @@ async fn calls_arriving_while_draining_get_an_exception() {
     }
 }
 
-#[tokio::test]
-async fn protocol_violations_are_errors() {
+#[test]
+fn protocol_violations_are_errors() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let _gw = take_gateway(&mut a);
@@ -500,4 +501,24 @@ async fn protocol_violations_are_errors() {
         b = nb;
         let _ = take_gateway(&mut a);
     }
+}
+
+/// The core reads no clock: a link set up an hour "from now" on the
+/// virtual clock dates its keep-alives from then, not from the wall clock.
+#[test]
+fn timers_follow_the_time_the_driver_passes_in() {
+    let t0 = Instant::now() + Duration::from_secs(3600);
+    let a_cfg = LinkConfig {
+        keep_alive: Some(Duration::from_millis(200)),
+        ..LinkConfig::default()
+    };
+    let b_cfg = LinkConfig {
+        keep_alive_min_send: Duration::from_millis(300),
+        ..LinkConfig::default()
+    };
+    let (a, b) = connected(a_cfg, b_cfg, t0);
+    // b sends its first keep-alive one period after the handshake; a gives
+    // up on b 1.5 periods after it last heard from it.
+    assert_eq!(b.core.poll_timeout(), Some(t0 + Duration::from_millis(300)));
+    assert_eq!(a.core.poll_timeout(), Some(t0 + Duration::from_millis(450)));
 }

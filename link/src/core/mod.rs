@@ -7,6 +7,10 @@
 //! reports what happened as [`Event`]s ([`LinkCore::poll_event`]). The driver
 //! in [`crate::driver`] is a thin tokio task around it.
 //!
+//! The core does no I/O and reads no clock: the driver passes in the time
+//! (a `std::time::Instant`) with every input and timer, so tests drive it
+//! with a virtual clock and no runtime. Nothing in it is a tokio type.
+//!
 //! It owns the parts of VOL that are easy to get wrong:
 //!
 //! * the VEC hello, the VOL hello and the call-based handshake, in which each
@@ -19,91 +23,45 @@
 //!   when the peer holds no reference to it and none is in flight;
 //! * keep-alive negotiation, sending and expiry.
 //!
+//! The parts with a state of their own have their own files: [`config`]
+//! (the settings), [`handshake`] (the handshake object and the state of the
+//! exchange), [`refs`] (the id spaces and reference counts), [`keepalive`]
+//! (periods, deadlines, flood check) and [`message`] (taking a message
+//! apart as it is decoded). This file sequences them.
+//!
 //! Call order for a driver: [`LinkCore::start`] once; then whenever bytes
 //! arrive, [`LinkCore::handle_input`]; drain [`LinkCore::poll_event`]; write out
 //! [`LinkCore::output`]; arm a timer for [`LinkCore::poll_timeout`] and call
 //! [`LinkCore::handle_timeout`] when it fires.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+mod config;
+mod handshake;
+mod keepalive;
+mod message;
+mod refs;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::time::Instant;
 use vole_transport::vec::{
-    hello as vec_hello, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, Part, Reader,
-    RefDecoder,
+    hello as vec_hello, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, Part,
 };
-use vole_transport::{Entity, Owner, RefEncoder, WireRef};
+use vole_transport::Entity;
 
 use crate::calls::Reply;
-use crate::ids::IdMap;
 use crate::info::CallContext;
-use crate::model::{
-    CallError, CallFuture, Error, Object, ObjectRef, RemoteInner, RemoteObject, Shared, Value,
-};
+use crate::model::{CallError, CallFuture, Error, Object, ObjectRef, RemoteObject, Shared, Value};
 use crate::proto::{self, code, CallKind};
 use crate::seqmap::SeqMap;
 use crate::violation::ProtocolViolation as V;
 
-/// Settings of one link.
-#[derive(Debug, Clone)]
-pub struct LinkConfig {
-    /// Keep the peer's gateway after the handshake. A service sets this to
-    /// false: it never calls the client's gateway, so it releases it at once
-    /// (VPy's `hold_peer=False`).
-    pub hold_peer: bool,
-    /// The handshake must complete within this time.
-    pub handshake_timeout: Duration,
-    /// Ask the peer to send keep-alives at this period; the link is closed
-    /// if nothing arrives for 1.5 periods.
-    pub keep_alive: Option<Duration>,
-    /// The shortest keep-alive period this side agrees to send.
-    pub keep_alive_min_send: Duration,
-    /// Largest accepted message.
-    pub max_message: usize,
-    /// Deepest accepted entity nesting.
-    pub max_depth: usize,
-    /// Incoming calls that may run at once; reading pauses beyond this.
-    pub max_inflight: usize,
-    /// Output buffered beyond this many bytes pauses reading and local calls
-    /// until the peer reads.
-    pub out_high_water: usize,
-    /// If buffered output makes no progress for this long, the peer is
-    /// taken to have stopped reading and the link is closed.
-    pub write_timeout: Duration,
-    /// A graceful close that has not finished after this long is forced.
-    pub close_grace: Duration,
-    /// A graceful close keeps the connection open (refusing the peer's new
-    /// calls as closing) until the link handshake is done and the peer has
-    /// made no call for this long, or has closed its side: a call the peer
-    /// sent before it could see the close is then refused, never lost on
-    /// the wire. Zero closes as soon as running calls are answered. A
-    /// service sets it; the link's creation counts as a call, so a link
-    /// drained as it is set up still refuses its first call.
-    pub drain_quiet: Duration,
-    /// Where served-call latencies are recorded, if anywhere.
-    pub metrics: Option<std::sync::Arc<crate::metrics::CallMetrics>>,
-}
-
-impl Default for LinkConfig {
-    fn default() -> Self {
-        LinkConfig {
-            hold_peer: true,
-            handshake_timeout: Duration::from_secs(30),
-            keep_alive: None,
-            keep_alive_min_send: Duration::from_secs(1),
-            max_message: vole_transport::vec::DecodeConfig::default().max_message,
-            max_depth: vole_transport::vec::DecodeConfig::default().max_depth,
-            max_inflight: 1024,
-            out_high_water: 1 << 20,
-            write_timeout: Duration::from_secs(30),
-            close_grace: Duration::from_secs(10),
-            drain_quiet: Duration::ZERO,
-            metrics: None,
-        }
-    }
-}
+pub use config::LinkConfig;
+use handshake::{Handshake, HandshakeObject};
+use keepalive::KeepAlive;
+use message::{pair, read_message, Incoming, MethodName};
+use refs::{object_key, RefTable};
 
 /// What the core reports to its driver.
 pub(crate) enum Event {
@@ -130,158 +88,6 @@ enum Phase {
     VolHello,
     PeerHandshake,
     Running,
-}
-
-/// The handshake object each side publishes; calls to it never reach user
-/// code, the core answers them.
-struct HandshakeObject;
-
-impl Object for HandshakeObject {
-    fn call(self: Arc<Self>, _cx: CallContext, _args: Vec<Value>) -> CallFuture {
-        Box::pin(async { Err(CallError::failed("handshake object called out of band")) })
-    }
-
-    fn type_name(&self) -> &str {
-        "VHandshake"
-    }
-}
-
-struct LocalEntry {
-    object: Arc<dyn Object>,
-    key: usize,
-    sends: u64,
-}
-
-struct PeerEntry {
-    proxy: Weak<RemoteInner>,
-    recvs: u64,
-    deref_sent: bool,
-}
-
-/// The two id spaces of a link.
-struct RefTable {
-    shared: Arc<Shared>,
-    local: IdMap<i64, LocalEntry>,
-    local_ids: IdMap<usize, i64>,
-    next_id: i64,
-    peer: HashMap<i64, PeerEntry>,
-    /// Local ids whose send count the current encode raised, to undo on
-    /// failure.
-    journal: Vec<i64>,
-}
-
-impl RefTable {
-    fn register_local(&mut self, object: Arc<dyn Object>, key: usize) -> i64 {
-        if let Some(id) = self.local_ids.get(&key) {
-            return *id;
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.local_ids.insert(key, id);
-        self.local.insert(
-            id,
-            LocalEntry {
-                object,
-                key,
-                sends: 0,
-            },
-        );
-        id
-    }
-
-    fn rollback(&mut self) {
-        for id in self.journal.drain(..) {
-            if let Some(entry) = self.local.get_mut(&id) {
-                entry.sends -= 1;
-                if entry.sends == 0 {
-                    let key = entry.key;
-                    self.local.remove(&id);
-                    self.local_ids.remove(&key);
-                }
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.local.is_empty() && self.peer.is_empty()
-    }
-}
-
-fn object_key(object: &Arc<dyn Object>) -> usize {
-    Arc::as_ptr(object) as *const () as usize
-}
-
-impl RefEncoder<ObjectRef> for RefTable {
-    fn encode_ref(&mut self, r: &ObjectRef) -> Result<WireRef, vole_transport::Error> {
-        let id = match r {
-            ObjectRef::Remote(remote) if remote.link_id() == self.shared.id => {
-                return Ok(WireRef {
-                    owner: Owner::Receiver,
-                    id: remote.id(),
-                });
-            }
-            ObjectRef::Remote(remote) => {
-                // A proxy from another link: serve it as a local object that
-                // forwards calls.
-                let key = remote.inner_key();
-                let forward: Arc<dyn Object> = Arc::new(remote.clone());
-                self.register_local(forward, key)
-            }
-            ObjectRef::Local(object) => self.register_local(object.clone(), object_key(object)),
-        };
-        if let Some(entry) = self.local.get_mut(&id) {
-            entry.sends += 1;
-        }
-        self.journal.push(id);
-        Ok(WireRef {
-            owner: Owner::Sender,
-            id,
-        })
-    }
-}
-
-impl RefDecoder<ObjectRef> for RefTable {
-    fn decode_ref(&mut self, wire: WireRef) -> Result<ObjectRef, vole_transport::Error> {
-        match wire.owner {
-            Owner::Receiver => self
-                .local
-                .get(&wire.id)
-                .map(|e| ObjectRef::Local(e.object.clone()))
-                .ok_or(vole_transport::Error::UnknownObject { id: wire.id }),
-            Owner::Sender => {
-                let entry = self.peer.entry(wire.id).or_insert(PeerEntry {
-                    proxy: Weak::new(),
-                    recvs: 0,
-                    deref_sent: false,
-                });
-                entry.recvs += 1;
-                let proxy = match RemoteObject::upgrade(&entry.proxy) {
-                    Some(p) => p,
-                    None => {
-                        let p = RemoteObject::new(wire.id, self.shared.clone());
-                        entry.proxy = p.downgrade();
-                        entry.deref_sent = false;
-                        p
-                    }
-                };
-                Ok(ObjectRef::Remote(proxy))
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-struct Handshake {
-    our_id: i64,
-    peer_object: Option<RemoteObject>,
-    keep_alive_call: Option<i64>,
-    finish_call: Option<i64>,
-    deferred_finish: Vec<u64>,
-    allow_finish: bool,
-    sent_gateway: bool,
-    got_keep_alive_request: bool,
-    peer_gateway: Option<RemoteObject>,
-    done: bool,
 }
 
 /// What a pending outgoing call is for.
@@ -311,21 +117,12 @@ pub(crate) struct LinkCore {
     draining: bool,
     /// The time as last told by the driver.
     now: Instant,
-    // Keep-alive and timers.
     handshake_deadline: Instant,
-    last_sent: Instant,
-    last_recv: Instant,
     /// When the peer last called (or the link was created, or its handshake
     /// completed).
     last_call_in: Instant,
-    keep_alive_send: Option<Duration>,
-    keep_alive_recv: Option<Duration>,
-    keep_alive_times: VecDeque<Instant>,
+    keep_alive: KeepAlive,
 }
-
-const KEEP_ALIVE_EXPIRE: f64 = 1.5;
-const KEEP_ALIVE_SPAM: f64 = 0.5;
-const KEEP_ALIVE_WINDOW: usize = 5;
 
 impl LinkCore {
     /// A core for a new connection; `gateway` is what the peer receives from
@@ -348,14 +145,7 @@ impl LinkCore {
                 max_depth: config.max_depth,
             }),
             decoder,
-            refs: RefTable {
-                shared: shared.clone(),
-                local: IdMap::default(),
-                local_ids: IdMap::default(),
-                next_id: 1,
-                peer: HashMap::new(),
-                journal: Vec::new(),
-            },
+            refs: RefTable::new(shared.clone()),
             out: Vec::with_capacity(4096),
             next_msg_id: 1,
             pending: SeqMap::default(),
@@ -364,12 +154,8 @@ impl LinkCore {
             draining: false,
             now,
             handshake_deadline: now + config.handshake_timeout,
-            last_sent: now,
-            last_recv: now,
             last_call_in: now,
-            keep_alive_send: None,
-            keep_alive_recv: None,
-            keep_alive_times: VecDeque::new(),
+            keep_alive: KeepAlive::new(now),
             phase: Phase::VecHello,
             config,
             shared,
@@ -418,7 +204,7 @@ impl LinkCore {
             + self.pending.len()
             + self.events.len()
             + self.hs.deferred_finish.len()
-            + self.keep_alive_times.len()
+            + self.keep_alive.footprint()
     }
 
     /// Stop accepting new calls from the peer: each gets an exception saying
@@ -439,7 +225,7 @@ impl LinkCore {
         if buf.is_empty() {
             return Ok(());
         }
-        self.last_recv = now;
+        self.keep_alive.last_recv = now;
         loop {
             match self.phase {
                 Phase::VecHello => match vec_hello::parse(buf)? {
@@ -604,19 +390,13 @@ impl LinkCore {
 
     /// A proxy for the peer's object `id` was dropped.
     pub(crate) fn release(&mut self, id: i64) -> Result<(), Error> {
-        let Some(entry) = self.refs.peer.get_mut(&id) else {
-            return Ok(());
-        };
-        if entry.proxy.strong_count() > 0 {
-            // A new proxy was made since; its drop will release.
-            return Ok(());
+        match self.refs.release(id) {
+            Some(recvs) => self.send(
+                code::NOTIFY_DEREF,
+                Part::Tuple(&[Part::Int(id), Part::Int(recvs)]),
+            ),
+            None => Ok(()),
         }
-        let recvs = entry.recvs as i64;
-        entry.deref_sent = true;
-        self.send(
-            code::NOTIFY_DEREF,
-            Part::Tuple(&[Part::Int(id), Part::Int(recvs)]),
-        )
     }
 
     /// When the core next needs [`LinkCore::handle_timeout`].
@@ -626,11 +406,8 @@ impl LinkCore {
         if !self.hs.done {
             consider(self.handshake_deadline);
         }
-        if let Some(period) = self.keep_alive_send {
-            consider(self.last_sent + period);
-        }
-        if let Some(period) = self.keep_alive_recv {
-            consider(self.last_recv + period.mul_f64(KEEP_ALIVE_EXPIRE));
+        if let Some(t) = self.keep_alive.deadline() {
+            consider(t);
         }
         next
     }
@@ -641,15 +418,11 @@ impl LinkCore {
         if !self.hs.done && now >= self.handshake_deadline {
             return Err(Error::Timeout("link handshake"));
         }
-        if let Some(period) = self.keep_alive_recv {
-            if now >= self.last_recv + period.mul_f64(KEEP_ALIVE_EXPIRE) {
-                return Err(Error::Timeout("keep-alive"));
-            }
+        if self.keep_alive.expired(now) {
+            return Err(Error::Timeout("keep-alive"));
         }
-        if let Some(period) = self.keep_alive_send {
-            if now >= self.last_sent + period {
-                self.send(code::KEEP_ALIVE, Part::Entity(&Value::None))?;
-            }
+        if self.keep_alive.send_due(now) {
+            self.send(code::KEEP_ALIVE, Part::Entity(&Value::None))?;
         }
         Ok(())
     }
@@ -688,7 +461,7 @@ impl LinkCore {
         tracing::trace!(link = self.shared.id, id, code, ?payload, "send");
         self.write_part(&Part::Tuple(&[Part::Int(id), Part::Int(code), payload]))?;
         self.next_msg_id += 1;
-        self.last_sent = self.now;
+        self.keep_alive.last_sent = self.now;
         Ok(id)
     }
 
@@ -801,7 +574,7 @@ impl LinkCore {
                 if !payload.is_none() {
                     return Err(bad("None"));
                 }
-                self.keep_alive_received(now)
+                self.keep_alive.received(now).map_err(Error::Protocol)
             }
             other => Err(Error::Protocol(V::UnknownMessageCode {
                 msg_id,
@@ -883,8 +656,8 @@ impl LinkCore {
                 let min =
                     i64::try_from(self.config.keep_alive_min_send.as_millis()).unwrap_or(i64::MAX);
                 let granted = (*ms).max(min);
-                self.keep_alive_send = Some(Duration::from_millis(granted as u64));
-                self.last_sent = Instant::now();
+                self.keep_alive.send = Some(Duration::from_millis(granted as u64));
+                self.keep_alive.last_sent = self.now;
                 self.respond(call_id, kind, Ok(Value::Int(granted)))
             }
             _ => Err(Error::Protocol(V::UnexpectedHandshakeCall {
@@ -921,7 +694,7 @@ impl LinkCore {
                     Ok(Value::Int(ms))
                         if ms > 0 && Duration::from_millis(ms as u64) >= requested =>
                     {
-                        self.keep_alive_recv = Some(Duration::from_millis(ms as u64));
+                        self.keep_alive.recv = Some(Duration::from_millis(ms as u64));
                     }
                     other => {
                         return Err(Error::Handshake(format!(
@@ -952,51 +725,23 @@ impl LinkCore {
     }
 
     fn notify_deref(&mut self, msg_id: i64, id: i64, claimed: i64) -> Result<(), Error> {
-        let Some(entry) = self.refs.local.get(&id) else {
-            return Err(Error::Protocol(V::DerefOfUnknownObject {
-                msg_id,
-                object_id: id,
-            }));
-        };
-        let count = match u64::try_from(claimed) {
-            Ok(count) if count <= entry.sends => count,
-            _ => {
-                return Err(Error::Protocol(V::ReferenceUnderflow {
-                    msg_id,
-                    object_id: id,
-                    claimed,
-                    sent: entry.sends,
-                }))
-            }
-        };
-        if count < entry.sends {
-            // More references are in flight to the peer; it will notify again.
-            return Ok(());
+        if self
+            .refs
+            .notify_deref(msg_id, id, claimed)
+            .map_err(Error::Protocol)?
+        {
+            self.send(code::CONFIRM_DEREF, Part::Int(id))?;
+            self.check_idle();
         }
-        let key = entry.key;
-        self.refs.local.remove(&id);
-        self.refs.local_ids.remove(&key);
-        self.send(code::CONFIRM_DEREF, Part::Int(id))?;
-        self.check_idle();
         Ok(())
     }
 
     fn confirm_deref(&mut self, msg_id: i64, id: i64) -> Result<(), Error> {
-        match self.refs.peer.get(&id) {
-            Some(entry) if entry.deref_sent && entry.proxy.strong_count() == 0 => {
-                self.refs.peer.remove(&id);
-                self.check_idle();
-                Ok(())
-            }
-            Some(_) => Err(Error::Protocol(V::UnrequestedDerefConfirmation {
-                msg_id,
-                object_id: id,
-            })),
-            None => Err(Error::Protocol(V::ConfirmOfUnknownObject {
-                msg_id,
-                object_id: id,
-            })),
-        }
+        self.refs
+            .confirm_deref(msg_id, id)
+            .map_err(Error::Protocol)?;
+        self.check_idle();
+        Ok(())
     }
 
     fn check_idle(&mut self) {
@@ -1004,228 +749,7 @@ impl LinkCore {
             self.events.push_back(Event::Idle);
         }
     }
-
-    fn keep_alive_received(&mut self, now: Instant) -> Result<(), Error> {
-        let Some(period) = self.keep_alive_recv else {
-            // VPy accepts unrequested keep-alives; so do we.
-            return Ok(());
-        };
-        self.keep_alive_times.push_back(now);
-        if self.keep_alive_times.len() > KEEP_ALIVE_WINDOW + 1 {
-            self.keep_alive_times.pop_front();
-        }
-        if self.keep_alive_times.len() == KEEP_ALIVE_WINDOW + 1 {
-            let mut gaps: Vec<Duration> = self
-                .keep_alive_times
-                .iter()
-                .zip(self.keep_alive_times.iter().skip(1))
-                .map(|(a, b)| b.duration_since(*a))
-                .collect();
-            gaps.sort();
-            let median_gap = gaps[gaps.len() / 2];
-            if median_gap < period.mul_f64(KEEP_ALIVE_SPAM) {
-                return Err(Error::Protocol(V::KeepAliveFlood {
-                    agreed: period,
-                    median_gap,
-                }));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A VOL message as [`read_message`] takes it apart.
-#[derive(Debug)]
-enum Incoming {
-    /// A call of one of this side's objects: `method(args)` if the method
-    /// name could be read in place, otherwise the raw argument tuple.
-    Call {
-        call_id: i64,
-        kind: CallKind,
-        object: Arc<dyn Object>,
-        method: Option<MethodName>,
-        args: Vec<Value>,
-    },
-    /// A result or exception for a call this side made.
-    Outcome {
-        msg_id: i64,
-        code: i64,
-        call_id: i64,
-        result: Result<Value, Error>,
-    },
-    /// Any other message, payload whole.
-    Other {
-        msg_id: i64,
-        code: i64,
-        payload: Value,
-    },
-    /// A message of the wrong shape: closes the link.
-    Violation(V),
-}
-
-/// A method name read from a call, kept inline (no allocation) when short.
-#[derive(Clone)]
-pub(crate) struct MethodName {
-    len: u8,
-    bytes: [u8; MethodName::MAX],
-}
-
-impl MethodName {
-    /// Longest name kept inline.
-    const MAX: usize = 46;
-
-    fn new(name: &str) -> Option<Self> {
-        let len = u8::try_from(name.len())
-            .ok()
-            .filter(|n| usize::from(*n) <= Self::MAX)?;
-        let mut bytes = [0; Self::MAX];
-        bytes[..name.len()].copy_from_slice(name.as_bytes());
-        Some(MethodName { len, bytes })
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        // Copied from a `&str` whole, so always valid UTF-8.
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Debug for MethodName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.as_str())
-    }
-}
-
-/// Reads a VOL message `(id, code, payload)`. The framing and the payloads
-/// of calls and results are taken apart as they are read, so none of their
-/// tuples is built; the other payloads are read whole.
-fn read_message(r: &mut Reader<'_, RefTable>) -> Result<Incoming, vole_transport::Error> {
-    // A message of an unexpected shape is read to its end (so that the
-    // decoder agrees it was read) and reported.
-    macro_rules! bad {
-        ($violation:expr) => {{
-            let violation = $violation;
-            r.skip_rest::<ObjectRef>()?;
-            return Ok(Incoming::Violation(violation));
-        }};
-    }
-    match r.tuple()? {
-        Some(3) => {}
-        Some(n) => bad!(V::MalformedMessage {
-            found: format!("a {n}-tuple")
-        }),
-        None => {
-            let msg: Value = r.entity()?;
-            bad!(V::MalformedMessage {
-                found: msg.kind().to_owned()
-            })
-        }
-    }
-    let (Some(msg_id), Some(msg_code)) = (r.int(), r.int()) else {
-        bad!(V::MalformedMessage {
-            found: "a non-integer id or code".to_owned()
-        })
-    };
-    let bad_payload = |expected| V::BadPayload {
-        msg_id,
-        code: msg_code,
-        expected,
-    };
-    let kind = match msg_code {
-        code::METHOD_CALL => CallKind::Normal,
-        code::METHOD_CALL_VOID_RESULT => CallKind::Void,
-        code::METHOD_CALL_NO_RETURN => CallKind::Oneway,
-        code::CALL_RESULT | code::CALL_EXCEPTION => {
-            if r.tuple()? != Some(2) {
-                bad!(bad_payload("a 2-tuple (call id, value)"))
-            }
-            let Some(call_id) = r.int() else {
-                bad!(bad_payload("a 2-tuple (call id, value)"))
-            };
-            let value: Value = r.entity()?;
-            let result = if msg_code == code::CALL_RESULT {
-                Ok(value)
-            } else {
-                Err(Error::Exception(match value {
-                    Value::Exception(args) => args,
-                    other => vec![other],
-                }))
-            };
-            return Ok(Incoming::Outcome {
-                msg_id,
-                code: msg_code,
-                call_id,
-                result,
-            });
-        }
-        _ => {
-            let payload = r.entity()?;
-            return Ok(Incoming::Other {
-                msg_id,
-                code: msg_code,
-                payload,
-            });
-        }
-    };
-    if r.tuple()? != Some(2) {
-        bad!(bad_payload("a 2-tuple (object, args)"))
-    }
-    let object = match r.entity()? {
-        Value::Ref(ObjectRef::Local(object)) => object,
-        Value::Ref(ObjectRef::Remote(_)) => bad!(V::BadCallTarget {
-            msg_id,
-            found: "the caller's own object"
-        }),
-        other => bad!(V::BadCallTarget {
-            msg_id,
-            found: other.kind()
-        }),
-    };
-    let Some(n) = r.tuple()? else {
-        bad!(bad_payload("(object, args) with a tuple of arguments"))
-    };
-    // The method name, read in place when it is short: most calls then
-    // allocate only their arguments.
-    let mut args = Vec::with_capacity(n);
-    let method = match r.str()? {
-        Some(name) => {
-            let method = MethodName::new(name);
-            if method.is_none() {
-                // Too long to keep inline: the first argument, as read.
-                args.push(Value::str(name));
-            }
-            method
-        }
-        None => {
-            if n > 0 {
-                // A meta call's None, or anything else: read whole.
-                args.push(r.entity()?);
-            }
-            None
-        }
-    };
-    for _ in 1..n {
-        args.push(r.entity()?);
-    }
-    Ok(Incoming::Call {
-        call_id: msg_id,
-        kind,
-        object,
-        method,
-        args,
-    })
-}
-
-/// The two parts of a `(int, value)` payload.
-fn pair(payload: Value) -> Option<(i64, Value)> {
-    let Value::Tuple(parts) = payload else {
-        return None;
-    };
-    let Ok([Value::Int(id), second]) = <[Value; 2]>::try_from(parts) else {
-        return None;
-    };
-    Some((id, second))
 }
 
 #[cfg(test)]
-#[path = "core_tests.rs"]
 mod tests;
