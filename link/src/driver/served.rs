@@ -26,6 +26,7 @@ struct Inflight {
 impl Future for Inflight {
     type Output = (u64, CallKind, Instant, Result<Value, CallError>);
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         this.future
@@ -60,10 +61,12 @@ pub(super) struct Served {
 }
 
 impl Served {
-    /// Starts a call of the peer's at `now`. Most methods finish without
+    /// Starts a call of the peer's at `now` (inlined: it is on every
+    /// call's path, and its result is large). Most methods finish without
     /// waiting: those are returned at once, sparing the set of running
     /// calls (an allocation and a wake-up each). The others go to the set,
     /// which polls them again and so takes over their wake-ups.
+    #[inline]
     pub(super) fn start(
         &mut self,
         cx: &mut Context<'_>,
@@ -91,6 +94,7 @@ impl Served {
     }
 
     /// The next running call that has finished, if any.
+    #[inline]
     pub(super) fn poll_finished(&mut self, cx: &mut Context<'_>, now: Instant) -> Option<Finished> {
         match self.running.poll_next_unpin(cx) {
             Poll::Ready(Some((call_id, kind, started, result))) => Some((
@@ -106,6 +110,7 @@ impl Served {
     /// Counts a finished call that ran for `elapsed` and whether it
     /// failed; records its latency in `metrics` unless it finished at once
     /// (those are counted, and recorded in bulk by [`Served::flush`]).
+    #[inline]
     pub(super) fn count_finished(
         &mut self,
         elapsed: Duration,
@@ -124,6 +129,7 @@ impl Served {
     }
 
     /// How many calls are running.
+    #[inline]
     pub(super) fn running(&self) -> usize {
         self.running.len()
     }
