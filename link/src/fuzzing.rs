@@ -1,7 +1,7 @@
 //! Entry point for the VOL link fuzz target in `fuzz/` and for the test that
 //! replays its corpus on stable (`link/tests/fuzz_corpus.rs`).
 //!
-//! [`feed`] builds a service-side [`LinkCore`] exactly as the driver does,
+//! [`feed`] builds a service-side `LinkCore` exactly as the driver does,
 //! plays a valid client prefix into it (VEC hello, VOL hello, handshake
 //! object, the `finish()` exchange; how much of it is chosen by the input),
 //! then feeds the rest of the input in chunks, doing what the driver would
@@ -11,21 +11,19 @@
 //! hidden from the docs and free to change.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_util::FutureExt as _;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use vole_transport::vec::{self, EncodeConfig};
 use vole_transport::{Entity, Owner, WireRef};
 
 use crate::core::{Event, LinkConfig, LinkCore};
-use crate::handle::{next_link_id, LinkShared, LinkStats};
-use crate::object::{CallError, LinkInfo, Object};
+use crate::info::LinkInfo;
+use crate::model::{CallError, Error, Object, Shared, Value};
+use crate::proto;
 use crate::publish::Published;
 use crate::router::Router;
-use crate::{proto, Error, Value};
 
 /// The message cap of the fuzzed link: small, so the fuzzer reaches it.
 const MAX_MESSAGE: usize = 16 * 1024;
@@ -106,37 +104,27 @@ fn prefix(stage: u8) -> Vec<u8> {
     out
 }
 
-/// A core and the channels the driver would hold.
+/// A core and the shared state the driver would hold.
 struct Harness {
     core: LinkCore,
-    deref_rx: mpsc::UnboundedReceiver<i64>,
+    shared: Arc<Shared>,
     /// Everything the core produced, as if written.
     output: usize,
 }
 
 impl Harness {
     fn new(now: Instant) -> Harness {
-        let (deref_tx, deref_rx) = mpsc::unbounded_channel();
-        let (closed, _) = watch::channel(None);
-        let shared = Arc::new(LinkShared {
-            id: next_link_id(),
-            info: Arc::new(LinkInfo::default()),
-            calls: crate::calls::Calls::default(),
-            deref_tx,
-            abort: CancellationToken::new(),
-            closed,
-            stats: LinkStats::default(),
-        });
+        let shared = Arc::new(Shared::new(LinkInfo::default()));
         let config = LinkConfig {
             hold_peer: false,
             max_message: MAX_MESSAGE,
             max_depth: 64,
             ..LinkConfig::default()
         };
-        let core = LinkCore::new(config, shared, gateway(), now);
+        let core = LinkCore::new(config, shared.clone(), gateway(), now);
         Harness {
             core,
-            deref_rx,
+            shared,
             output: 0,
         }
     }
@@ -146,7 +134,7 @@ impl Harness {
     fn pump(&mut self) -> Result<(), Error> {
         loop {
             let mut progress = false;
-            while let Ok(id) = self.deref_rx.try_recv() {
+            for id in self.shared.signals.take_released() {
                 self.core.release(id)?;
                 progress = true;
             }
@@ -182,7 +170,7 @@ impl Harness {
 /// Feeds `data` to a service-side link core.
 ///
 /// `data[0]`: the low bits (mod 5) say how much of a valid client opening
-/// comes first (see [`prefix`]); the rest seed the chunk sizes. The
+/// comes first (see `prefix`); the rest seed the chunk sizes. The
 /// remaining bytes follow the prefix.
 ///
 /// Returns the error the core refused the input with (the link would

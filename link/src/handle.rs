@@ -1,56 +1,14 @@
 //! [`Link`]: the handle to a running link, shared by the driver task, every
 //! proxy and the application.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-
-use crate::calls::Calls;
-use crate::object::LinkInfo;
-
-static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A new process-unique link id.
-pub(crate) fn next_link_id() -> u64 {
-    NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// State shared by the driver, the [`Link`] handles and every proxy.
-pub(crate) struct LinkShared {
-    pub(crate) id: u64,
-    pub(crate) info: Arc<LinkInfo>,
-    /// Calls made through the link's proxies, and their outcomes.
-    pub(crate) calls: Calls,
-    pub(crate) deref_tx: mpsc::UnboundedSender<i64>,
-    /// Cancelled to close the link at once.
-    pub(crate) abort: CancellationToken,
-    /// `Some(reason)` once the link has closed.
-    pub(crate) closed: watch::Sender<Option<Arc<str>>>,
-    pub(crate) stats: LinkStats,
-}
-
-impl LinkStats {
-    /// Calls from the peer running now.
-    pub fn inflight(&self) -> u64 {
-        let done = self.completed_in.load(Ordering::Relaxed);
-        self.calls_in.load(Ordering::Relaxed).saturating_sub(done)
-    }
-}
-
-/// Counters of one link.
-#[derive(Debug, Default)]
-pub struct LinkStats {
-    /// Calls received from the peer.
-    pub calls_in: AtomicU64,
-    /// Calls received from the peer that have finished.
-    pub completed_in: AtomicU64,
-    /// Calls received from the peer that ended in an exception or error.
-    pub errors_in: AtomicU64,
-    /// Calls made to the peer.
-    pub calls_out: AtomicU64,
-}
+use crate::info::LinkInfo;
+use crate::model::Shared;
+use crate::shared::{LinkStats, Signals};
 
 /// A handle to a running link. Cheap to clone.
 ///
@@ -58,16 +16,16 @@ pub struct LinkStats {
 /// holds references to the other's objects (or until it is closed).
 #[derive(Clone)]
 pub struct Link {
-    shared: Arc<LinkShared>,
+    shared: Arc<Shared>,
 }
 
 impl Link {
-    pub(crate) fn from_shared(shared: Arc<LinkShared>) -> Self {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
         Link { shared }
     }
 
     #[cfg(test)]
-    pub(crate) fn shared(&self) -> &Arc<LinkShared> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
@@ -88,7 +46,7 @@ impl Link {
 
     /// Whether the link has closed.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.borrow().is_some()
+        self.shared.signals.closed_reason().is_some()
     }
 
     /// Closes gracefully: calls from the peer are refused from now on,
@@ -101,20 +59,43 @@ impl Link {
         self.closed().await;
     }
 
-    /// Closes at once: every pending call fails with [`Error::Closed`].
+    /// Closes at once: every pending call fails with
+    /// [`Error::Closed`](crate::Error::Closed).
     pub fn abort(&self) {
-        self.shared.abort.cancel();
+        self.shared.signals.abort();
     }
 
     /// Waits until the link has closed and returns why.
     pub async fn closed(&self) -> Arc<str> {
-        let mut rx = self.shared.closed.subscribe();
-        let result = match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone().unwrap_or_else(|| Arc::from("closed")),
-            // The sender lives in `shared`, which we hold: cannot happen.
-            Err(_) => Arc::from("closed"),
-        };
-        result
+        ClosedWait {
+            signals: &self.shared.signals,
+            key: None,
+        }
+        .await
+    }
+}
+
+/// The future of [`Link::closed`]: its waker is kept in the link's signals
+/// while it waits, and forgotten when it is dropped.
+struct ClosedWait<'a> {
+    signals: &'a Signals,
+    key: Option<usize>,
+}
+
+impl Future for ClosedWait<'_> {
+    type Output = Arc<str>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Arc<str>> {
+        let this = self.get_mut();
+        this.signals.poll_closed(cx, &mut this.key)
+    }
+}
+
+impl Drop for ClosedWait<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.signals.forget_waiter(key);
+        }
     }
 }
 

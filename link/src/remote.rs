@@ -1,75 +1,28 @@
-//! [`RemoteObject`]: a proxy for an object of the peer.
+//! Calling a [`RemoteObject`]: its call methods, how it serves as an
+//! [`Object`] for third parties (forwarding), and [`IntoArgs`].
 //!
 //! A proxy is cheap to clone. When the last clone is dropped, the link
 //! tells the peer (NOTIFY_DEREF) so the peer can release the object.
 
-use std::fmt;
-use std::sync::{Arc, Weak};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use vole_transport::{FromEntity, IntoEntity};
 
-use crate::calls::{CallOutcome, Pipeline};
-use crate::handle::{Link, LinkShared};
-use crate::object::{CallContext, CallError, CallFuture, Object};
+use crate::calls::Reply;
+use crate::handle::Link;
+use crate::info::CallContext;
+use crate::model::{
+    Call, CallError, CallFuture, Error, Object, ObjectRef, RemoteObject, Shared, Value,
+};
 use crate::proto::CallKind;
-use crate::{Error, ObjectRef, Value};
-
-/// A reference to an object living on the other side of a link.
-#[derive(Clone)]
-pub struct RemoteObject {
-    inner: Arc<RemoteInner>,
-}
-
-pub(crate) struct RemoteInner {
-    id: i64,
-    link: Arc<LinkShared>,
-}
-
-impl Drop for RemoteInner {
-    fn drop(&mut self) {
-        // Unbounded: a drop never blocks. If the link is gone the send
-        // fails, and there is nothing left to release.
-        let _ = self.link.deref_tx.send(self.id);
-    }
-}
 
 impl RemoteObject {
-    pub(crate) fn new(id: i64, link: Arc<LinkShared>) -> Self {
-        RemoteObject {
-            inner: Arc::new(RemoteInner { id, link }),
-        }
-    }
-
-    pub(crate) fn upgrade(weak: &Weak<RemoteInner>) -> Option<Self> {
-        weak.upgrade().map(|inner| RemoteObject { inner })
-    }
-
-    pub(crate) fn downgrade(&self) -> Weak<RemoteInner> {
-        Arc::downgrade(&self.inner)
-    }
-
-    pub(crate) fn inner_key(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
-    }
-
-    /// The object's id in the peer's id space.
-    pub fn id(&self) -> i64 {
-        self.inner.id
-    }
-
-    /// The id of the link this proxy belongs to.
-    pub fn link_id(&self) -> u64 {
-        self.inner.link.id
-    }
-
-    /// The state of the link this proxy belongs to.
-    pub(crate) fn shared(&self) -> &Arc<LinkShared> {
-        &self.inner.link
-    }
-
     /// The link this proxy belongs to.
     pub fn link(&self) -> Link {
-        Link::from_shared(self.inner.link.clone())
+        Link::from_shared(self.shared().clone())
     }
 
     /// Calls `method` with `args` and returns the raw result.
@@ -79,12 +32,6 @@ impl RemoteObject {
     pub async fn call(&self, method: &str, args: impl IntoArgs) -> Result<Value, Error> {
         let full = args.into_call(Value::str(method))?;
         self.call_raw(full, CallKind::Normal).await
-    }
-
-    /// A [`Pipeline`] of calls on this object: many in flight, outcomes in
-    /// the order they arrive.
-    pub fn pipeline(&self) -> Pipeline {
-        Pipeline::new(self.clone())
     }
 
     /// Calls `method` and converts the result to `T`.
@@ -157,20 +104,6 @@ impl RemoteObject {
     /// `(None, meta, arg...)`).
     pub async fn call_raw(&self, args: Vec<Value>, kind: CallKind) -> Result<Value, Error> {
         CallOutcome::new(self.clone(), args, kind).await
-    }
-}
-
-impl PartialEq for RemoteObject {
-    fn eq(&self, other: &Self) -> bool {
-        self.link_id() == other.link_id() && self.id() == other.id()
-    }
-}
-
-impl Eq for RemoteObject {}
-
-impl fmt::Debug for RemoteObject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "remote object {} on link {}", self.id(), self.link_id())
     }
 }
 
@@ -257,3 +190,75 @@ tuple_args!(A, B, C, D, E);
 tuple_args!(A, B, C, D, E, F);
 tuple_args!(A, B, C, D, E, F, G);
 tuple_args!(A, B, C, D, E, F, G, H);
+
+/// The future of one call: queues it, then waits for its outcome.
+struct CallOutcome {
+    shared: Arc<Shared>,
+    state: State,
+}
+
+enum State {
+    Queue(Option<Call>),
+    Wait(usize),
+    Done,
+}
+
+impl CallOutcome {
+    fn new(target: RemoteObject, args: Vec<Value>, kind: CallKind) -> Self {
+        CallOutcome {
+            shared: target.shared().clone(),
+            state: State::Queue(Some(Call { target, args, kind })),
+        }
+    }
+}
+
+impl Future for CallOutcome {
+    type Output = Result<Value, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                State::Queue(call) => match this.shared.calls.submit(cx, call, None) {
+                    Poll::Ready(Ok(Reply::Slot(slot))) => this.state = State::Wait(slot),
+                    Poll::Ready(Ok(Reply::Pipe { .. })) => {
+                        this.state = State::Done;
+                        return Poll::Ready(Err(Error::Usage("call queued wrongly".to_owned())));
+                    }
+                    Poll::Ready(Err(reason)) => {
+                        this.state = State::Done;
+                        return Poll::Ready(Err(Error::Closed(reason)));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                State::Wait(slot) => {
+                    let slot = *slot;
+                    return match this.shared.calls.poll_outcome(cx, slot) {
+                        Poll::Ready(r) => {
+                            this.state = State::Done;
+                            Poll::Ready(
+                                r.unwrap_or_else(|| {
+                                    Err(Error::Closed("call slot lost".to_owned()))
+                                }),
+                            )
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+                State::Done => {
+                    return Poll::Ready(Err(Error::Usage(
+                        "call polled after it finished".to_owned(),
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for CallOutcome {
+    fn drop(&mut self) {
+        if let State::Wait(slot) = self.state {
+            self.shared.calls.abandon(slot);
+        }
+    }
+}

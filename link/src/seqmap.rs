@@ -10,7 +10,7 @@
 //! slow answer) moves to a hash map beside it, and the ring doubles when it
 //! is half full, so the common case never hashes.
 
-use crate::core::IdMap;
+use crate::ids::IdMap;
 
 /// The ring's first size.
 const FIRST: usize = 64;

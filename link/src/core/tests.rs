@@ -1,44 +1,37 @@
-//! Two cores wired back to back, driven by hand with a virtual clock.
+//! Two cores wired back to back, driven by hand with a virtual clock: plain
+//! tests, no runtime. Time is an `Instant` taken once and moved forward by
+//! hand; nothing waits for the real clock.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::handle::LinkStats;
-use crate::object::LinkInfo;
+use crate::info::LinkInfo;
 use crate::publish::Published;
 
 struct Side {
     core: LinkCore,
     inbuf: BytesMut,
-    derefs: mpsc::UnboundedReceiver<i64>,
     events: Vec<Event>,
 }
 
+impl Side {
+    /// The ids of the peer's objects whose proxies were dropped.
+    fn released(&self) -> Vec<i64> {
+        self.core.shared.signals.take_released()
+    }
+}
+
 fn side(config: LinkConfig, gateway: Arc<dyn Object>, now: Instant) -> Side {
-    let (deref_tx, deref_rx) = mpsc::unbounded_channel();
-    let (closed, _) = watch::channel(None);
-    let shared = Arc::new(LinkShared {
-        id: crate::handle::next_link_id(),
-        info: Arc::new(LinkInfo::default()),
-        calls: crate::calls::Calls::default(),
-        deref_tx,
-        abort: CancellationToken::new(),
-        closed,
-        stats: LinkStats::default(),
-    });
+    let shared = Arc::new(Shared::new(LinkInfo::default()));
     let mut core = LinkCore::new(config, shared, gateway, now);
     core.start().expect("start");
     Side {
         core,
         inbuf: BytesMut::new(),
-        derefs: deref_rx,
         events: Vec::new(),
     }
 }
@@ -55,7 +48,7 @@ fn pump(a: &mut Side, b: &mut Side, now: Instant) -> Result<(), Error> {
 
 fn transfer(from: &mut Side, to: &mut Side, now: Instant) -> Result<bool, Error> {
     let mut moved = false;
-    while let Ok(id) = from.derefs.try_recv() {
+    for id in from.released() {
         from.core.release(id)?;
         moved = true;
     }
@@ -134,8 +127,8 @@ fn connected(a_cfg: LinkConfig, b_cfg: LinkConfig, now: Instant) -> (Side, Side)
     (a, b)
 }
 
-#[tokio::test]
-async fn handshake_exchanges_gateways_and_releases_handshake_objects() {
+#[test]
+fn handshake_exchanges_gateways_and_releases_handshake_objects() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     assert!(a.core.is_open() && b.core.is_open());
@@ -149,8 +142,8 @@ async fn handshake_exchanges_gateways_and_releases_handshake_objects() {
     assert_eq!(gw_b.id(), 2, "gateways get id 2 after the handshake object");
 }
 
-#[tokio::test]
-async fn calls_and_results_match_by_id() {
+#[test]
+fn calls_and_results_match_by_id() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let gw = take_gateway(&mut a);
@@ -201,8 +194,8 @@ async fn calls_and_results_match_by_id() {
     assert_eq!(done[1].1.as_ref().expect("ok"), &Value::Int(2));
 }
 
-#[tokio::test]
-async fn an_object_sent_twice_is_released_only_after_both_receipts() {
+#[test]
+fn an_object_sent_twice_is_released_only_after_both_receipts() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let gw_b = take_gateway(&mut a);
@@ -239,8 +232,8 @@ async fn an_object_sent_twice_is_released_only_after_both_receipts() {
     assert!(!b.core.refs.peer.contains_key(&id));
 }
 
-#[tokio::test]
-async fn a_deref_crossing_a_resend_does_not_release() {
+#[test]
+fn a_deref_crossing_a_resend_does_not_release() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let gw_b = take_gateway(&mut a);
@@ -267,7 +260,7 @@ async fn a_deref_crossing_a_resend_does_not_release() {
         b.events.push(e);
     }
     answer_calls(&mut b); // the one-way echo result is dropped: b's proxy dies
-    while let Ok(id) = b.derefs.try_recv() {
+    for id in b.released() {
         b.core.release(id).expect("release");
     }
     let notify = std::mem::take(b.core.output());
@@ -294,8 +287,8 @@ async fn a_deref_crossing_a_resend_does_not_release() {
     assert!(!b.core.refs.peer.contains_key(&id));
 }
 
-#[tokio::test]
-async fn keep_alive_is_negotiated_sent_and_expires() {
+#[test]
+fn keep_alive_is_negotiated_sent_and_expires() {
     let t0 = Instant::now();
     let a_cfg = LinkConfig {
         keep_alive: Some(Duration::from_millis(200)),
@@ -307,11 +300,11 @@ async fn keep_alive_is_negotiated_sent_and_expires() {
     };
     let (mut a, mut b) = connected(a_cfg, b_cfg, t0);
     assert_eq!(
-        a.core.keep_alive_recv,
+        a.core.keep_alive.recv,
         Some(Duration::from_millis(300)),
         "granted the peer's minimum"
     );
-    assert_eq!(b.core.keep_alive_send, Some(Duration::from_millis(300)));
+    assert_eq!(b.core.keep_alive.send, Some(Duration::from_millis(300)));
     // b sends a keep-alive once idle for a period; a stays up.
     let t1 = t0 + Duration::from_millis(300);
     b.core.handle_timeout(t1).expect("b timer");
@@ -327,8 +320,8 @@ async fn keep_alive_is_negotiated_sent_and_expires() {
     }
 }
 
-#[tokio::test]
-async fn handshake_times_out() {
+#[test]
+fn handshake_times_out() {
     let t0 = Instant::now();
     let mut a = side(
         LinkConfig {
@@ -348,8 +341,8 @@ async fn handshake_times_out() {
     ));
 }
 
-#[tokio::test]
-async fn calls_arriving_while_draining_get_an_exception() {
+#[test]
+fn calls_arriving_while_draining_get_an_exception() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let gw = take_gateway(&mut a);
@@ -378,49 +371,129 @@ async fn calls_arriving_while_draining_get_an_exception() {
     }
 }
 
-#[tokio::test]
-async fn protocol_violations_are_errors() {
+#[test]
+fn protocol_violations_are_errors() {
     let now = Instant::now();
     let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
     let _gw = take_gateway(&mut a);
-    let bad: Vec<(&str, Value)> = vec![
+    use crate::violation::ProtocolViolation as V;
+    let msg =
+        |code: i64, payload: Value| Value::Tuple(vec![Value::Int(100), Value::Int(code), payload]);
+    let bad: Vec<(Value, V)> = vec![
         (
-            "unknown code",
-            Value::Tuple(vec![Value::Int(100), Value::Int(42), Value::None]),
-        ),
-        ("not a tuple", Value::Int(5)),
-        (
-            "result for unknown call",
-            Value::Tuple(vec![
-                Value::Int(100),
-                Value::Int(4),
-                Value::Tuple(vec![Value::Int(999), Value::None]),
-            ]),
+            msg(42, Value::None),
+            V::UnknownMessageCode {
+                msg_id: 100,
+                code: 42,
+            },
         ),
         (
-            "deref of unknown id",
-            Value::Tuple(vec![
-                Value::Int(100),
-                Value::Int(7),
-                Value::Tuple(vec![Value::Int(77), Value::Int(1)]),
-            ]),
+            Value::Int(5),
+            V::MalformedMessage {
+                found: "int".to_owned(),
+            },
         ),
         (
-            "unrequested confirm",
-            Value::Tuple(vec![Value::Int(100), Value::Int(8), Value::Int(2)]),
+            Value::Tuple(vec![Value::Int(1), Value::Int(2)]),
+            V::MalformedMessage {
+                found: "a 2-tuple".to_owned(),
+            },
         ),
         (
-            "bad keep-alive",
-            Value::Tuple(vec![Value::Int(100), Value::Int(9), Value::Int(1)]),
+            msg(4, Value::Tuple(vec![Value::Int(999), Value::None])),
+            V::ResultForUnknownCall {
+                msg_id: 100,
+                code: 4,
+                call_id: 999,
+            },
+        ),
+        (
+            msg(6, Value::Int(998)),
+            V::ResultForUnknownCall {
+                msg_id: 100,
+                code: 6,
+                call_id: 998,
+            },
+        ),
+        (
+            msg(4, Value::Int(1)),
+            V::BadPayload {
+                msg_id: 100,
+                code: 4,
+                expected: "a 2-tuple (call id, value)",
+            },
+        ),
+        (
+            msg(7, Value::Tuple(vec![Value::Int(77), Value::Int(1)])),
+            V::DerefOfUnknownObject {
+                msg_id: 100,
+                object_id: 77,
+            },
+        ),
+        (
+            // The gateway (id 2) was sent once.
+            msg(7, Value::Tuple(vec![Value::Int(2), Value::Int(2)])),
+            V::ReferenceUnderflow {
+                msg_id: 100,
+                object_id: 2,
+                claimed: 2,
+                sent: 1,
+            },
+        ),
+        (
+            msg(7, Value::Tuple(vec![Value::Int(2), Value::Int(-1)])),
+            V::ReferenceUnderflow {
+                msg_id: 100,
+                object_id: 2,
+                claimed: -1,
+                sent: 1,
+            },
+        ),
+        (
+            msg(8, Value::Int(2)),
+            V::UnrequestedDerefConfirmation {
+                msg_id: 100,
+                object_id: 2,
+            },
+        ),
+        (
+            msg(8, Value::Int(55)),
+            V::ConfirmOfUnknownObject {
+                msg_id: 100,
+                object_id: 55,
+            },
+        ),
+        (
+            msg(9, Value::Int(1)),
+            V::BadPayload {
+                msg_id: 100,
+                code: 9,
+                expected: "None",
+            },
+        ),
+        (
+            msg(1, Value::Int(1)),
+            V::BadPayload {
+                msg_id: 100,
+                code: 1,
+                expected: "a 2-tuple (object, args)",
+            },
+        ),
+        (
+            msg(1, Value::Tuple(vec![Value::Int(1), Value::Tuple(vec![])])),
+            V::BadCallTarget {
+                msg_id: 100,
+                found: "int",
+            },
         ),
     ];
-    for (what, msg) in bad {
+    for (msg, expected) in bad {
         b.core.write_raw(&msg).expect("encode");
         let out = std::mem::take(b.core.output());
         let mut buf = BytesMut::from(&out[..]);
         match a.core.handle_input(&mut buf, now) {
-            Err(Error::Protocol(_)) => {}
-            other => panic!("{what}: expected a protocol error, got {other:?}"),
+            Err(Error::Protocol(v)) => assert_eq!(v, expected),
+            other => panic!("{msg:?}: expected {expected}, got {other:?}"),
         }
         // A fresh pair for the next case: the failed core is done.
         let (na, nb) = connected(LinkConfig::default(), LinkConfig::default(), now);
@@ -428,4 +501,24 @@ async fn protocol_violations_are_errors() {
         b = nb;
         let _ = take_gateway(&mut a);
     }
+}
+
+/// The core reads no clock: a link set up an hour "from now" on the
+/// virtual clock dates its keep-alives from then, not from the wall clock.
+#[test]
+fn timers_follow_the_time_the_driver_passes_in() {
+    let t0 = Instant::now() + Duration::from_secs(3600);
+    let a_cfg = LinkConfig {
+        keep_alive: Some(Duration::from_millis(200)),
+        ..LinkConfig::default()
+    };
+    let b_cfg = LinkConfig {
+        keep_alive_min_send: Duration::from_millis(300),
+        ..LinkConfig::default()
+    };
+    let (a, b) = connected(a_cfg, b_cfg, t0);
+    // b sends its first keep-alive one period after the handshake; a gives
+    // up on b 1.5 periods after it last heard from it.
+    assert_eq!(b.core.poll_timeout(), Some(t0 + Duration::from_millis(300)));
+    assert_eq!(a.core.poll_timeout(), Some(t0 + Duration::from_millis(450)));
 }

@@ -1,0 +1,613 @@
+//! The tokio driver of a link: one task that owns the connection and the
+//! [`LinkCore`], reads and writes, runs incoming calls and routes results.
+//!
+//! The driver is a hand-written future rather than a loop of `select!`s so
+//! that reading, writing, running calls and taking commands all happen in
+//! one task with no locks and no extra wake-ups: results produced while
+//! handling one batch of input are written with one `write` call.
+//!
+//! Back-pressure: reading pauses while `max_inflight` calls run or while
+//! more than `out_high_water` bytes wait to be written; local calls wait in
+//! a bounded channel meanwhile. A peer that stops reading is detected by the
+//! write timeout and its link closed.
+//!
+//! Two parts keep their own state in their own files: [`output`] (writing
+//! the core's output, and noticing a stalled peer) and [`served`] (the
+//! peer's calls running on this task, and their counters).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+mod output;
+mod served;
+
+use output::Output;
+use served::Served;
+
+use crate::calls::{Queued, Wakeups};
+use crate::core::{Event, LinkConfig, LinkCore};
+use crate::handle::Link;
+use crate::info::LinkInfo;
+use crate::model::{error_chain, Call, CallError, Error, Object, RemoteObject, Shared, Value};
+use crate::proto::CallKind;
+
+/// Everything needed to run a link over a connection.
+pub struct LinkSetup {
+    /// Protocol settings.
+    pub config: LinkConfig,
+    /// The object the peer receives as this side's gateway.
+    pub gateway: Arc<dyn Object>,
+    /// What is known about the connection; the link id is filled in.
+    pub info: LinkInfo,
+}
+
+/// How a link ended.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    /// Why, in words.
+    pub reason: Arc<str>,
+    /// False if the link ended on an error (protocol violation, timeout,
+    /// I/O failure) rather than a close by either side.
+    pub clean: bool,
+}
+
+/// Yields the peer's gateway once the handshake completes (`None` when the
+/// link does not hold it).
+pub type HandshakeReceiver = oneshot::Receiver<Result<Option<RemoteObject>, Error>>;
+
+/// Read at least this much at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a closing link reads (and discards) for the peer's EOF after
+/// shutting down its write side, so that closing does not reset the
+/// connection while the peer is still sending.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// Iterations of the driver loop before it yields to other tasks.
+const BUDGET: usize = 32;
+
+/// The sources that returned `Pending` during the current poll of the
+/// driver. Their wakers are registered, so polling them again before the
+/// task is woken would find nothing; the later passes of the loop skip
+/// them. (A source that stopped for another reason, such as a full output
+/// buffer, is polled again.)
+#[derive(Debug, Default)]
+struct Parked {
+    signals: bool,
+    commands: bool,
+    read: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// No new calls from the peer; waiting for running calls and results.
+    Draining {
+        deadline: Instant,
+    },
+    /// Writing what is left, then shutting down the write side.
+    Flushing {
+        deadline: Instant,
+    },
+    /// Write side shut down; reading to EOF so the close is not a reset.
+    Lingering {
+        deadline: Instant,
+    },
+    Done,
+}
+
+/// The task that runs one link. Await it (or spawn it) to run the link.
+pub struct Driver<IO> {
+    io: IO,
+    core: LinkCore,
+    shared: Arc<Shared>,
+    config: LinkConfig,
+    /// Calls taken from the shared queue and not yet sent.
+    backlog: VecDeque<Queued<Call>>,
+    /// Callers to wake once this poll is done with the shared state.
+    wakeups: Wakeups,
+    /// The peer's calls running, and the calls counted during this poll.
+    served: Served,
+    /// Ids of the peer's objects whose proxies were dropped, taken from
+    /// the shared signals and not yet released.
+    released: Vec<i64>,
+    inbuf: BytesMut,
+    output: Output,
+    read_closed: bool,
+    handshake_tx: Option<oneshot::Sender<Result<Option<RemoteObject>, Error>>>,
+    phase: Phase,
+    timer: Pin<Box<Sleep>>,
+    outcome: Option<Closed>,
+}
+
+impl<IO> Driver<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Sets up a link over `io` (whose transport is already negotiated).
+    ///
+    /// Returns the handle, the driver to run, and a receiver that yields the
+    /// peer's gateway once the handshake completes (`None` if the link does
+    /// not hold it).
+    pub fn new(io: IO, setup: LinkSetup) -> (Link, Driver<IO>, HandshakeReceiver) {
+        let now = Instant::now();
+        let shared = Arc::new(Shared::new(setup.info));
+        let mut core = LinkCore::new(
+            setup.config.clone(),
+            shared.clone(),
+            setup.gateway,
+            now.into_std(),
+        );
+        let start = core.start();
+        let (hs_tx, hs_rx) = oneshot::channel();
+        let driver = Driver {
+            io,
+            core,
+            shared: shared.clone(),
+            config: setup.config,
+            backlog: VecDeque::new(),
+            wakeups: Wakeups::default(),
+            served: Served::default(),
+            released: Vec::new(),
+            inbuf: BytesMut::with_capacity(READ_CHUNK),
+            output: Output::default(),
+            read_closed: false,
+            handshake_tx: Some(hs_tx),
+            phase: Phase::Running,
+            timer: Box::pin(tokio::time::sleep_until(now)),
+            outcome: None,
+        };
+        let mut driver = driver;
+        if let Err(e) = start {
+            driver.fail(e);
+        }
+        (Link::from_shared(shared), driver, hs_rx)
+    }
+
+    fn finish(&mut self, reason: impl Into<Arc<str>>, clean: bool) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let reason: Arc<str> = reason.into();
+        // Mark the link closed before anything else (logging included), so
+        // nothing waiting on it can be left hanging.
+        self.phase = Phase::Done;
+        self.shared.signals.set_closed(reason.clone());
+        if clean {
+            tracing::debug!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed");
+        } else {
+            tracing::warn!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed on error");
+        }
+        // Every call sent, taken or queued fails with the reason.
+        let mut held = self.core.take_user_calls();
+        held.extend(self.backlog.iter().map(|q| q.reply));
+        let closed = || Err(Error::Closed(reason.to_string()));
+        self.shared.calls.close(&reason, held, closed);
+        self.backlog.clear();
+        self.wakeups.wake();
+        if let Some(tx) = self.handshake_tx.take() {
+            let _ = tx.send(Err(Error::Handshake(reason.to_string())));
+        }
+        self.served.clear();
+        self.outcome = Some(Closed { reason, clean });
+    }
+
+    fn fail(&mut self, e: Error) {
+        let text = error_chain(&e);
+        self.finish(text, false);
+    }
+
+    fn begin_drain(&mut self, now: Instant) {
+        if self.phase == Phase::Running {
+            self.core.begin_drain();
+            self.phase = Phase::Draining {
+                deadline: now + self.config.close_grace,
+            };
+        }
+    }
+
+    fn out_len(&mut self) -> usize {
+        self.output.pending(self.core.output())
+    }
+
+    /// Sends a call the application made.
+    fn handle_call(&mut self, call: Queued<Call>) -> Result<(), Error> {
+        let Queued {
+            call: Call { target, args, kind },
+            reply: slot,
+        } = call;
+        self.served.tally.calls_out += 1;
+        let calls = &self.shared.calls;
+        if !self.core.is_open() {
+            let e = Error::Usage("link handshake has not completed".to_owned());
+            calls.complete(slot, Err(e), &mut self.wakeups);
+            return Ok(());
+        }
+        match self.core.call(&target, args, kind, slot) {
+            Ok(Some(_)) => {}
+            Ok(None) => calls.complete(slot, Ok(Value::None), &mut self.wakeups),
+            // The arguments could not be encoded: the caller's
+            // fault, the link is fine.
+            Err(Error::Transport(e)) if !e.is_peer_fault() => {
+                calls.complete(slot, Err(Error::Convert(e.to_string())), &mut self.wakeups);
+            }
+            Err(e) => {
+                // The link fails; this call fails with it.
+                let closed = Error::Closed(error_chain(&e));
+                calls.complete(slot, Err(closed), &mut self.wakeups);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_events(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<(), Error> {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::HandshakeDone(gateway) => {
+                    if let Some(tx) = self.handshake_tx.take() {
+                        let _ = tx.send(Ok(self.config.hold_peer.then_some(gateway)));
+                    }
+                }
+                Event::Call {
+                    call_id,
+                    future,
+                    kind,
+                } => {
+                    if let Some((call_id, kind, elapsed, result)) =
+                        self.served.start(cx, call_id, kind, future, now)
+                    {
+                        self.finished(call_id, kind, elapsed, result)?;
+                    }
+                }
+                Event::Completed { reply, result } => {
+                    // The caller may have given up waiting; fine.
+                    self.shared.calls.complete(reply, result, &mut self.wakeups);
+                }
+                Event::Idle => {
+                    tracing::debug!(link = self.shared.id, "no references remain; closing");
+                    self.begin_drain(now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a call of the peer that has finished.
+    fn finished(
+        &mut self,
+        call_id: u64,
+        kind: CallKind,
+        elapsed: Duration,
+        result: Result<Value, CallError>,
+    ) -> Result<(), Error> {
+        let metrics = self.config.metrics.as_deref();
+        self.served
+            .count_finished(elapsed, result.is_err(), metrics);
+        self.core.respond(call_id, kind, result)
+    }
+
+    /// One pass over every source of work. Returns whether anything
+    /// happened.
+    fn step(
+        &mut self,
+        cx: &mut Context<'_>,
+        now: Instant,
+        parked: &mut Parked,
+    ) -> Result<bool, Error> {
+        let mut progress = false;
+        // The core keeps std time; tokio's follows the test clock when
+        // paused, and converts both ways without cost.
+        let now_std = now.into_std();
+        self.core.set_now(now_std);
+
+        // Dropped proxies, and a close at once.
+        if !parked.signals {
+            if self.shared.signals.poll_driver(cx, &mut self.released) {
+                return Err(Error::Closed("closed locally".to_owned()));
+            }
+            if self.released.is_empty() {
+                parked.signals = true;
+            }
+            for id in std::mem::take(&mut self.released) {
+                self.core.release(id)?;
+                progress = true;
+            }
+        }
+
+        // Local calls, while there is room to write. Calls are taken from
+        // the shared queue only once the last batch is sent, so a full
+        // output buffer leaves them queued and callers wait for room.
+        if !parked.commands
+            && !matches!(self.phase, Phase::Flushing { .. } | Phase::Lingering { .. })
+        {
+            while self.out_len() < self.config.out_high_water {
+                match self.backlog.pop_front() {
+                    Some(call) => {
+                        self.handle_call(call)?;
+                        progress = true;
+                    }
+                    None => {
+                        let drain =
+                            self.shared
+                                .calls
+                                .take(cx, &mut self.backlog, &mut self.wakeups);
+                        if drain {
+                            self.begin_drain(now);
+                            progress = true;
+                        }
+                        if self.backlog.is_empty() {
+                            parked.commands = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+
+        // Finished calls.
+        while let Some((call_id, kind, elapsed, result)) = self.served.poll_finished(cx, now) {
+            self.finished(call_id, kind, elapsed, result)?;
+            progress = true;
+        }
+
+        // Read, unless the peer has finished or we are saturated.
+        let can_read = !parked.read
+            && !self.read_closed
+            && self.served.running() < self.config.max_inflight
+            && self.out_len() < self.config.out_high_water;
+        if can_read {
+            if self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
+                self.inbuf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.inbuf) {
+                Poll::Ready(Ok(0)) => {
+                    self.read_closed = true;
+                    progress = true;
+                    self.on_eof(now)?;
+                }
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    if matches!(self.phase, Phase::Lingering { .. }) {
+                        self.inbuf.clear();
+                    } else {
+                        self.core.handle_input(&mut self.inbuf, now_std)?;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(Error::Transport(e.into())),
+                Poll::Pending => parked.read = true,
+            }
+        }
+
+        self.handle_events(cx, now)?;
+
+        // Timers, before writing: a keep-alive they queue goes out now,
+        // not when other traffic next wakes the driver.
+        if self.core.poll_timeout().is_some_and(|t| t <= now_std) {
+            self.core.handle_timeout(now_std)?;
+        }
+
+        // Write.
+        if self
+            .output
+            .write(&mut self.io, self.core.output(), cx, now)?
+        {
+            progress = true;
+        }
+
+        // Phase transitions.
+        match self.phase {
+            Phase::Draining { deadline } => {
+                if self.served.running() == 0
+                    && !self.core.has_pending_calls()
+                    && self.quiet_until(now).is_none()
+                {
+                    self.phase = Phase::Flushing { deadline };
+                    progress = true;
+                } else if now >= deadline {
+                    return Err(Error::Timeout("graceful close"));
+                }
+            }
+            Phase::Flushing { deadline } => {
+                if self.output.is_done(self.core.output()) {
+                    match Pin::new(&mut self.io).poll_shutdown(cx) {
+                        Poll::Ready(_) => {
+                            if self.read_closed {
+                                self.finish("closed", true);
+                            } else {
+                                self.phase = Phase::Lingering {
+                                    deadline: now + LINGER,
+                                };
+                            }
+                            progress = true;
+                        }
+                        Poll::Pending => {}
+                    }
+                } else if now >= deadline {
+                    return Err(Error::Timeout("graceful close"));
+                }
+            }
+            Phase::Lingering { deadline } => {
+                if self.read_closed || now >= deadline {
+                    self.finish("closed", true);
+                    progress = true;
+                }
+            }
+            Phase::Running | Phase::Done => {}
+        }
+
+        if let Some(since) = self.output.stalled_since() {
+            if now >= since + self.config.write_timeout {
+                return Err(Error::Timeout("writing to the peer (it stopped reading)"));
+            }
+        }
+        Ok(progress)
+    }
+
+    fn on_eof(&mut self, now: Instant) -> Result<(), Error> {
+        if matches!(self.phase, Phase::Lingering { .. }) {
+            return Ok(());
+        }
+        let unanswered = self.core.handle_eof(&self.inbuf)?;
+        if !self.core.is_open() {
+            return Err(Error::Transport(vole_transport::Error::ClosedDuring(
+                "link handshake",
+            )));
+        }
+        // The peer will send nothing more: calls we made cannot complete.
+        for slot in unanswered {
+            let e = Error::Closed("peer closed the link".to_owned());
+            self.shared.calls.complete(slot, Err(e), &mut self.wakeups);
+        }
+        self.begin_drain(now);
+        Ok(())
+    }
+
+    /// While draining with [`LinkConfig::drain_quiet`]: when the peer will
+    /// have been quiet long enough to close, if that is still to come. (A
+    /// handshake in progress counts as the peer about to call; so does a
+    /// link just created.)
+    fn quiet_until(&self, now: Instant) -> Option<Instant> {
+        let quiet = self.config.drain_quiet;
+        if quiet.is_zero() || self.read_closed {
+            return None;
+        }
+        let until = Instant::from_std(self.core.last_call_in()) + quiet;
+        if !self.core.is_open() {
+            // Waiting for the handshake (its completion counts as a call);
+            // the phase deadline bounds the wait.
+            return Some(until.max(now + quiet));
+        }
+        (until > now).then_some(until)
+    }
+
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let mut next = self.core.poll_timeout().map(Instant::from_std);
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        if let Some(since) = self.output.stalled_since() {
+            consider(since + self.config.write_timeout);
+        }
+        if let Phase::Draining { .. } = self.phase {
+            if let Some(t) = self.quiet_until(now) {
+                consider(t);
+            }
+        }
+        match self.phase {
+            Phase::Draining { deadline }
+            | Phase::Flushing { deadline }
+            | Phase::Lingering { deadline } => consider(deadline),
+            Phase::Running | Phase::Done => {}
+        }
+        next
+    }
+}
+
+impl<IO> Drop for Driver<IO> {
+    /// A driver dropped before it finished (its task was aborted, or a
+    /// panic unwound through it) still marks the link closed, so callers
+    /// and `Link::closed` never wait on a link nobody drives.
+    fn drop(&mut self) {
+        if self.outcome.is_none() && self.phase != Phase::Done {
+            let reason: Arc<str> = Arc::from("link driver stopped");
+            self.shared.signals.set_closed(reason.clone());
+            let mut held = self.core.take_user_calls();
+            held.extend(self.backlog.iter().map(|q| q.reply));
+            let closed = || Err(Error::Closed(reason.to_string()));
+            self.shared.calls.close(&reason, held, closed);
+        }
+    }
+}
+
+impl<IO> Future for Driver<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = Closed;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
+        let this = self.get_mut();
+        let result = this.run(cx);
+        let metrics = this.config.metrics.as_deref();
+        this.served.flush(&this.shared.stats, metrics);
+        // Callers are woken once the driver is done with the shared state.
+        this.wakeups.wake();
+        result
+    }
+}
+
+impl<IO> Driver<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// One poll of the driver: passes over every source of work until
+    /// nothing happens, the budget runs out or the link ends.
+    fn run(&mut self, cx: &mut Context<'_>) -> Poll<Closed> {
+        let mut parked = Parked::default();
+        let now = Instant::now();
+        for _ in 0..BUDGET {
+            if let Some(outcome) = self.outcome.take() {
+                return Poll::Ready(outcome);
+            }
+            match self.step(cx, now, &mut parked) {
+                Ok(true) => continue,
+                Ok(false) => {
+                    if let Some(outcome) = self.outcome.take() {
+                        return Poll::Ready(outcome);
+                    }
+                    if let Some(deadline) = self.next_deadline(now) {
+                        if self.timer.deadline() != deadline {
+                            self.timer.as_mut().reset(deadline);
+                        }
+                        if self.timer.as_mut().poll(cx).is_ready() {
+                            continue;
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                Err(e) => self.fail(e),
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Runs a link on the accepting side in the current task until it closes.
+///
+/// `on_open` receives the link handle at once, so a service can register it
+/// (to drain it on stop, or to count it).
+pub async fn serve<IO>(io: IO, setup: LinkSetup, on_open: impl FnOnce(Link)) -> Closed
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (link, driver, _handshake) = Driver::new(io, setup);
+    on_open(link);
+    driver.await
+}
+
+/// Runs a link on the connecting side: spawns its driver and waits for the
+/// handshake. Returns the link and the peer's gateway.
+pub async fn connect<IO>(io: IO, mut setup: LinkSetup) -> Result<(Link, RemoteObject), Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    setup.config.hold_peer = true;
+    let (link, driver, handshake) = Driver::new(io, setup);
+    tokio::spawn(driver);
+    match handshake.await {
+        Ok(Ok(Some(gateway))) => Ok((link, gateway)),
+        Ok(Ok(None)) => Err(Error::Handshake("peer gateway was not kept".to_owned())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Handshake(link.closed().await.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

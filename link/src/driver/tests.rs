@@ -1,0 +1,338 @@
+//! Links driven over in-memory pipes on a paused tokio clock.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use super::*;
+use crate::publish::Published;
+
+async fn echo((v,): (Value,)) -> Result<Value, CallError> {
+    Ok(v)
+}
+
+/// A link whose peer asked for keep-alives sends them while idle. The
+/// keep-alive is produced by a timer, with no other traffic to wake the
+/// driver: it must still be written at once (VPy closes a link whose
+/// keep-alives are 1.5 periods late).
+#[tokio::test(start_paused = true)]
+async fn idle_link_writes_requested_keep_alives() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = LinkSetup {
+        config: LinkConfig {
+            hold_peer: false,
+            keep_alive_min_send: Duration::from_millis(100),
+            ..LinkConfig::default()
+        },
+        gateway: Published::new("Server")
+            .method("echo", "", echo)
+            .into_object(),
+        info: LinkInfo::default(),
+    };
+    let server = tokio::spawn(serve(b, server, |_| {}));
+    let client = LinkSetup {
+        config: LinkConfig {
+            keep_alive: Some(Duration::from_millis(100)),
+            ..LinkConfig::default()
+        },
+        gateway: Published::new("Client").into_object(),
+        info: LinkInfo::default(),
+    };
+    let (link, gateway) = timeout(Duration::from_secs(10), connect(a, client))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+
+    // Ten periods of silence from the application.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !link.is_closed(),
+        "client link closed while idle: {}",
+        link.closed().await
+    );
+    let v = timeout(Duration::from_secs(10), gateway.call("echo", (7,)))
+        .await
+        .expect("call in time")
+        .expect("call after an idle second");
+    assert_eq!(v, Value::Int(7));
+
+    drop(gateway);
+    timeout(Duration::from_secs(10), link.close())
+        .await
+        .expect("close in time");
+    let closed = timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server in time")
+        .expect("server task");
+    assert!(closed.clean, "server link: {}", closed.reason);
+}
+
+/// Calls queue up to the cap while the driver is busy; callers beyond
+/// it wait for room rather than queue without bound, and every queued
+/// call gets its outcome once the driver runs.
+#[tokio::test(start_paused = true)]
+async fn a_full_call_queue_makes_callers_wait() {
+    use crate::calls::QUEUE_CAP;
+    let (a, _b) = tokio::io::duplex(64 * 1024);
+    let setup = LinkSetup {
+        config: LinkConfig::default(),
+        gateway: Published::new("Client").into_object(),
+        info: LinkInfo::default(),
+    };
+    let (link, driver, _hs) = Driver::new(a, setup);
+    // A proxy for an object of the peer, as the handshake would give.
+    let target = RemoteObject::new(1, link.shared().clone());
+    let mut calls: Vec<_> = (0..=QUEUE_CAP)
+        .map(|i| {
+            let target = target.clone();
+            tokio::spawn(async move { target.call("m", (i as i64,)).await })
+        })
+        .collect();
+    // Let every caller run; the driver is not running yet.
+    for _ in 0..1000 {
+        if link.shared().calls.queued() == QUEUE_CAP {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // And once more, so the last caller has surely tried.
+    tokio::task::yield_now().await;
+    let queued = link.shared().calls.queued();
+    assert_eq!(queued, QUEUE_CAP, "the queue is capped");
+    let last = calls.pop().expect("one more than the cap");
+    assert!(!last.is_finished(), "the caller beyond the cap waits");
+    // Once the driver runs, every call gets an outcome (the handshake
+    // never completed, so each is refused, not lost).
+    let driver = tokio::spawn(driver);
+    calls.push(last);
+    for call in calls {
+        let r = timeout(Duration::from_secs(5), call)
+            .await
+            .expect("an outcome in time")
+            .expect("task");
+        assert!(matches!(r, Err(Error::Usage(_))), "{r:?}");
+    }
+    link.abort();
+    let _ = timeout(Duration::from_secs(5), driver).await;
+}
+
+/// A client and a server link over an in-memory pipe; the server's
+/// handle comes from `on_open`.
+async fn pair(server_config: LinkConfig) -> (Link, RemoteObject, Link, JoinHandle<Closed>) {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let setup = LinkSetup {
+        config: server_config,
+        gateway: Published::new("Server")
+            .method("echo", "", echo)
+            .method("stall", "", stall)
+            .into_object(),
+        info: LinkInfo::default(),
+    };
+    let server = tokio::spawn(serve(b, setup, move |link| {
+        let _ = tx.send(link);
+    }));
+    let client = LinkSetup {
+        config: LinkConfig::default(),
+        gateway: Published::new("Client").into_object(),
+        info: LinkInfo::default(),
+    };
+    let (link, gateway) = timeout(Duration::from_secs(10), connect(a, client))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    let server_link = rx.await.expect("server link");
+    (link, gateway, server_link, server)
+}
+
+async fn stall((): ()) -> Result<Value, CallError> {
+    std::future::pending().await
+}
+
+/// With `drain_quiet`, a draining link stays open while the peer keeps
+/// calling (each call refused as closing, none lost on the wire) and
+/// closes once the peer has been quiet for the period.
+#[tokio::test(start_paused = true)]
+async fn a_drain_refuses_calls_until_the_peer_is_quiet() {
+    let quiet = Duration::from_millis(200);
+    let (link, gw, server_link, server) = pair(LinkConfig {
+        hold_peer: false,
+        drain_quiet: quiet,
+        ..LinkConfig::default()
+    })
+    .await;
+    let v = gw.call("echo", (1,)).await.expect("echo before the drain");
+    assert_eq!(v, Value::Int(1));
+    let drain = tokio::spawn(async move { server_link.close().await });
+    let mut last = tokio::time::Instant::now();
+    for _ in 0..5 {
+        // Each call comes within the quiet period of the one before.
+        tokio::time::sleep(quiet / 2).await;
+        match gw.call("echo", (2,)).await {
+            Err(e @ Error::Exception(_)) => {
+                assert!(e.to_string().contains("closing"), "{e}");
+            }
+            other => panic!("expected a closing refusal, got {other:?}"),
+        }
+        last = tokio::time::Instant::now();
+    }
+    assert!(!link.is_closed(), "closed while the peer was calling");
+    let closed = timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server closes")
+        .expect("server task");
+    assert!(closed.clean, "{}", closed.reason);
+    let waited = tokio::time::Instant::now() - last;
+    assert!(
+        waited >= quiet && waited < quiet * 2,
+        "closed {waited:?} after the last call"
+    );
+    timeout(Duration::from_secs(5), drain)
+        .await
+        .expect("drain returns")
+        .expect("drain task");
+    timeout(Duration::from_secs(5), link.closed())
+        .await
+        .expect("the client follows");
+}
+
+/// With `drain_quiet`, a link drained as it is set up completes its
+/// handshake and refuses the peer's first call as closing, rather than
+/// failing the handshake or losing that call.
+#[tokio::test(start_paused = true)]
+async fn a_link_drained_at_once_still_refuses_its_first_call() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let setup = LinkSetup {
+        config: LinkConfig {
+            hold_peer: false,
+            drain_quiet: Duration::from_millis(200),
+            ..LinkConfig::default()
+        },
+        gateway: Published::new("Server")
+            .method("echo", "", echo)
+            .into_object(),
+        info: LinkInfo::default(),
+    };
+    let server = tokio::spawn(serve(b, setup, |link| {
+        tokio::spawn(async move { link.close().await });
+    }));
+    let client = LinkSetup {
+        config: LinkConfig::default(),
+        gateway: Published::new("Client").into_object(),
+        info: LinkInfo::default(),
+    };
+    let (link, gw) = timeout(Duration::from_secs(10), connect(a, client))
+        .await
+        .expect("handshake in time")
+        .expect("the handshake completes");
+    match gw.call("echo", (1,)).await {
+        Err(e @ Error::Exception(_)) => assert!(e.to_string().contains("closing"), "{e}"),
+        other => panic!("expected a closing refusal, got {other:?}"),
+    }
+    drop(gw);
+    let closed = timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server closes")
+        .expect("server task");
+    assert!(closed.clean, "{}", closed.reason);
+    timeout(Duration::from_secs(5), link.closed())
+        .await
+        .expect("the client follows");
+}
+
+/// Without `drain_quiet`, a drained idle link closes at once.
+#[tokio::test(start_paused = true)]
+async fn a_drain_without_quiet_closes_an_idle_link_at_once() {
+    let (link, _gw, server_link, server) = pair(LinkConfig {
+        hold_peer: false,
+        ..LinkConfig::default()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    timeout(Duration::from_secs(5), server_link.close())
+        .await
+        .expect("closes");
+    assert!(started.elapsed() < Duration::from_millis(10));
+    let closed = server.await.expect("server task");
+    assert!(closed.clean, "{}", closed.reason);
+    timeout(Duration::from_secs(5), link.closed())
+        .await
+        .expect("the client follows");
+}
+
+/// When the peer closes its sending side (still reading, as a closing
+/// link lingers) while a call of ours waits for its answer, the call
+/// fails and the link closes at once: no waiting for an answer that can
+/// no longer come (it used to wait for the close grace).
+#[tokio::test(start_paused = true)]
+async fn peer_eof_with_a_call_pending_closes_without_waiting() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // client <-> proxy <-> server; the proxy can end the server-to-client
+    // direction while still reading what the client sends.
+    let (client_io, proxy_c) = tokio::io::duplex(64 * 1024);
+    let (proxy_s, server_io) = tokio::io::duplex(64 * 1024);
+    let (mut c_read, mut c_write) = tokio::io::split(proxy_c);
+    let (mut s_read, mut s_write) = tokio::io::split(proxy_s);
+    let half_close = Arc::new(tokio::sync::Notify::new());
+    let up = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut c_read, &mut s_write).await;
+    });
+    let notified = half_close.clone();
+    let down = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            tokio::select! {
+                n = s_read.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if c_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                _ = notified.notified() => break,
+            }
+        }
+        let _ = c_write.shutdown().await;
+        // Keep the server's side open.
+        std::future::pending::<()>().await;
+        drop(s_read);
+    });
+    let setup = LinkSetup {
+        config: LinkConfig {
+            hold_peer: false,
+            ..LinkConfig::default()
+        },
+        gateway: Published::new("Server")
+            .method("stall", "", stall)
+            .into_object(),
+        info: LinkInfo::default(),
+    };
+    let _server = tokio::spawn(serve(server_io, setup, |_| {}));
+    let client = LinkSetup {
+        config: LinkConfig::default(),
+        gateway: Published::new("Client").into_object(),
+        info: LinkInfo::default(),
+    };
+    let (link, gw) = timeout(Duration::from_secs(10), connect(client_io, client))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    let pending = tokio::spawn(async move { gw.call("stall", ()).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    half_close.notify_one();
+    match timeout(Duration::from_secs(1), pending)
+        .await
+        .expect("the call ends")
+        .expect("call task")
+    {
+        Err(Error::Closed(_)) => {}
+        other => panic!("expected a closed link, got {other:?}"),
+    }
+    timeout(Duration::from_secs(1), link.closed())
+        .await
+        .expect("the link closes without waiting for the close grace");
+    up.abort();
+    down.abort();
+}
