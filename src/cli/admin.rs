@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use vole_controller::admin::{self, AdminRequest};
 
+use super::args::{StopArgs, TargetArgs};
 use super::exit::Failure;
-use super::{StopArgs, TargetArgs};
 use crate::hosted::HostedService;
 use crate::settings::{Overrides, Settings};
 
@@ -61,7 +61,7 @@ pub async fn simple(
 ) -> Result<(), Failure> {
     // A reload replaces every node, which can take a while.
     send(&t, service, request, Duration::from_secs(300)).await?;
-    crate::outln!("{done}");
+    crate::cli::out::outln!("{done}");
     Ok(())
 }
 
@@ -84,6 +84,6 @@ pub async fn stop(args: StopArgs, service: &HostedService) -> Result<(), Failure
         Duration::from_secs(10),
     )
     .await?;
-    crate::outln!("stopping");
+    crate::cli::out::outln!("stopping");
     Ok(())
 }

@@ -137,7 +137,7 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
             }
         };
         let json = to_json(value);
-        crate::outln!("{}", serde_json::to_string(&json).context("json")?);
+        crate::cli::out::outln!("{}", serde_json::to_string(&json).context("json")?);
         resolved.link.close().await;
         Ok(())
     };
@@ -158,19 +158,19 @@ pub async fn describe(args: DescribeArgs) -> Result<(), Failure> {
         };
         let doc = target.meta_doc(None).await.context("meta.doc()")?;
         let methods = target.meta_methods().await.context("meta.methods()")?;
-        crate::outln!("{vri}");
+        crate::cli::out::outln!("{vri}");
         if let Some(doc) = doc {
             // VPy ends every doc string with a newline.
-            crate::outln!("  {}", doc.trim_end());
+            crate::cli::out::outln!("  {}", doc.trim_end());
         }
-        crate::outln!();
+        crate::cli::out::outln!();
         let width = methods.iter().map(String::len).max().unwrap_or(0);
         for m in &methods {
             let mdoc = target
                 .meta_doc(Some(m))
                 .await
                 .with_context(|| format!("meta.doc({m:?})"))?;
-            crate::outln!("  {m:width$}  {}", mdoc.unwrap_or_default().trim_end());
+            crate::cli::out::outln!("  {m:width$}  {}", mdoc.unwrap_or_default().trim_end());
         }
         resolved.link.close().await;
         Ok(())

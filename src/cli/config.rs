@@ -1,8 +1,8 @@
 //! `config check FILE`: the settings, the service's own `[service]`
 //! table and the TLS files, checked without starting anything.
 
+use super::args::ConfigCommand;
 use super::exit::Failure;
-use super::ConfigCommand;
 use crate::hosted::HostedService;
 use crate::settings::{Overrides, Settings};
 
@@ -27,7 +27,7 @@ pub fn run(cmd: ConfigCommand, service: &HostedService) -> Result<(), Failure> {
                 .map_err(|e| Failure::usage(anyhow::Error::new(e).context("tls")))?;
             }
             let listen: Vec<String> = s.listen.iter().map(ToString::to_string).collect();
-            crate::outln!(
+            crate::cli::out::outln!(
                 "{}: ok ({} node(s), balance {}, listening on {})",
                 file.display(),
                 s.nodes,

@@ -3,7 +3,7 @@
 
 use vole_node::process::{self, NodeArgs as RunArgs, NodeExit, NodeInit};
 
-use super::NodeArgs;
+use super::args::NodeArgs;
 
 /// Names the process (what `top` and `ps -o comm` show; the kernel keeps
 /// the first 15 bytes, and the command line has the whole name).

@@ -1,8 +1,8 @@
 //! Running a host's subcommand: runtimes, logging, and the dispatch from a
 //! parsed command line to serve, node and the admin commands.
 
+use super::args::{Globals, HostCommand};
 use super::exit::{self, Failure};
-use super::{Globals, HostCommand};
 use crate::hosted::HostedService;
 use crate::logging;
 use crate::settings::LogFormat;

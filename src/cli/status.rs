@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::args::StatusArgs;
 use super::exit::Failure;
-use super::StatusArgs;
 use crate::hosted::HostedService;
 use anyhow::Context as _;
 use vole_controller::admin::{self, AdminRequest, StatusReport};
@@ -131,9 +131,9 @@ pub async fn run(args: StatusArgs, service: &HostedService) -> Result<(), Failur
     }
     let status = response.status.context("the service sent no status")?;
     if args.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&status).context("json")?);
+        crate::cli::out::outln!("{}", serde_json::to_string_pretty(&status).context("json")?);
     } else {
-        super::out(format_args!("{}", table(&service.name, &status)));
+        super::out::out(format_args!("{}", table(&service.name, &status)));
     }
     Ok(())
 }

@@ -6,8 +6,8 @@ use vole_control::control::NodeConfig;
 use vole_controller::admin::AdminSocket;
 use vole_controller::{Bound, ControllerConfig, Hooks, Lifecycle, Outcome};
 
+use super::setup::{announce, announce_ready, tls_material, transports_name, Prepared};
 use super::upgrade::Relaunch;
-use super::{announce, announce_ready, tls_material, transports_name, Prepared};
 use crate::cli::exit::{self, Failure};
 use crate::hosted::HostedService;
 use crate::settings::Settings;
@@ -111,7 +111,7 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let s = &p.settings;
     let config = controller_config(s, &p.service)?;
     let nodes = config.nodes;
-    super::install_metrics(s, &p.service.name)?;
+    super::setup::install_metrics(s, &p.service.name)?;
     let inherited = p.inherited.lock().ok().and_then(|mut i| i.take());
     let activated = p.activated.lock().ok().and_then(|mut a| a.take());
     let (bound, admin) = match (inherited, activated) {
@@ -178,7 +178,8 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         }),
         watchdog,
         reload: Box::new(move || {
-            let settings = super::resolve(&args, &service).map_err(|f| format!("{:#}", f.error))?;
+            let settings =
+                super::setup::resolve(&args, &service).map_err(|f| format!("{:#}", f.error))?;
             controller_config(&settings, &service).map_err(|f| format!("{:#}", f.error))
         }),
         reopen_logs: Box::new(move || log.reopen().map_err(|e| e.to_string())),

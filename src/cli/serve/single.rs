@@ -13,7 +13,7 @@ use vole_controller::admin::{
 use vole_node::Service;
 use vole_transport::tickets::{SharedTicketer, TicketKey};
 
-use super::{
+use super::setup::{
     announce, announce_ready, service_config, tls_material, transports_name, Prepared, FORCE_GRACE,
 };
 use crate::cli::exit::Failure;
@@ -167,7 +167,7 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         }
     };
     let service = Service::new(config, factory);
-    super::install_metrics(s, &p.service.name)?;
+    super::setup::install_metrics(s, &p.service.name)?;
     let metrics_task = s
         .metrics
         .map(|_| tokio::spawn(record_metrics(service.clone(), Instant::now())));

@@ -1,0 +1,325 @@
+//! The command line every host parses (clap): serving, operating, and the
+//! internal node modes. Turned into settings by [`ServeArgs::overrides`];
+//! the settings know nothing of clap.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// Global flags, shared by every subcommand of a host (and handed to a
+/// service's own subcommands).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Globals {
+    /// `-v` count.
+    pub verbose: u8,
+    /// `-q`.
+    pub quiet: bool,
+}
+
+impl Globals {
+    /// The log level a client command runs with.
+    pub fn client_log_level(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (_, 0) => "warn",
+            (_, 1) => "debug",
+            _ => "trace",
+        }
+    }
+}
+
+/// The command line every host parses: serving and operating a service.
+/// The program's name, version and about text are the host's (set at run
+/// time by [`crate::Host`]).
+#[derive(Debug, Parser)]
+#[command(name = "vole", propagate_version = true, max_term_width = 100)]
+pub struct HostCli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: HostCommand,
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors in the log.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// The subcommands of every host.
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Serve (TLS with a generated dev certificate by default).
+    Serve(Box<ServeArgs>),
+    /// Show the nodes of a running service (from its admin socket).
+    Status(StatusArgs),
+    /// Stop a running service: gracefully, or at once with --force.
+    Stop(StopArgs),
+    /// Re-read the configuration and replace the nodes one by one.
+    Reload(TargetArgs),
+    /// Run this many nodes.
+    Scale(ScaleArgs),
+    /// Reopen the log file (after logrotate).
+    ReopenLogs(TargetArgs),
+    /// Zero-downtime binary upgrade: start a new controller, hand it the sockets, step down.
+    Upgrade(TargetArgs),
+    /// Settings files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Internal: a node process, started by the controller.
+    #[command(hide = true)]
+    Node(NodeArgs),
+    /// Internal: starts an external node (`--node-command`) with the
+    /// socket-activation variables set for its own pid.
+    #[command(hide = true, name = "exec-node")]
+    ExecNode(ExecNodeArgs),
+}
+
+/// `exec-node` (internal).
+#[derive(Debug, Args)]
+pub struct ExecNodeArgs {
+    /// Node id.
+    #[arg(long)]
+    pub id: u32,
+    /// How many listening sockets start at descriptor 3.
+    #[arg(long)]
+    pub fds: usize,
+    /// The name for LISTEN_FDNAMES.
+    #[arg(long)]
+    pub name: String,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// How admin commands find the running service.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// The service's admin socket.
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// The service's settings file (the admin socket is found from it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The service's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `vole stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Close links at once instead of letting calls finish.
+    #[arg(long)]
+    pub force: bool,
+    /// Grace period for running calls, seconds [the service's grace].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Which service.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `vole scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// The new number of nodes.
+    pub nodes: u32,
+    /// Which service.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `vole config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a settings file without starting anything.
+    Check {
+        /// The settings file (TOML).
+        file: PathBuf,
+    },
+}
+
+/// `vole status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The service's admin socket [default: the only admin-*.sock in the state directory].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// The service's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `vole node` (internal).
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Node id.
+    #[arg(long)]
+    pub id: u32,
+    /// The control socket's descriptor.
+    #[arg(long)]
+    pub control_fd: i32,
+    /// The connection socket's descriptor (dispatch mode).
+    #[arg(long)]
+    pub conn_fd: Option<i32>,
+    /// Worker threads.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Log format.
+    #[arg(long, default_value = "text")]
+    pub log_format: crate::settings::LogFormat,
+    /// Log filter.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// `vole serve`. Every setting can also come from `--config FILE`
+/// (TOML); a flag given here overrides the file. Defaults are in brackets.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ServeArgs {
+    /// Settings file (TOML); see `deploy/vole.toml`. A `[service]` table holds the service's own settings.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; repeat for several [127.0.0.1:<the service's port>].
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// Also accept PLAIN (unencrypted) connections; for trusted networks only.
+    #[arg(long)]
+    pub plain: bool,
+    /// Disable TLS (then PLAIN must be enabled).
+    #[arg(long)]
+    pub no_tls: bool,
+    /// TLS certificate chain (PEM); without it a dev certificate is generated.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Where the dev certificate and admin socket live [$VOLE_STATE_DIR, else $XDG_STATE_HOME/<service>, else ~/.local/state/<service>].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Seconds a connection has to complete VOP and TLS [10].
+    #[arg(long, value_name = "SECS")]
+    pub handshake_timeout: Option<f64>,
+    /// Largest accepted message, in bytes [16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message: Option<usize>,
+    /// Seconds to let calls finish on stop before closing links by force [10].
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<f64>,
+    /// Seconds a link may make no write progress (the peer stopped reading) before it is closed [30].
+    #[arg(long, value_name = "SECS")]
+    pub write_timeout: Option<f64>,
+    /// Listen backlog [1024].
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<i32>,
+    /// Worker threads per process [the number of CPUs in one-process mode, 1 per node].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Node processes; 0 serves in this one process [the number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub nodes: Option<u32>,
+    /// How connections are spread over nodes: grant, shared, dispatch, reuseport [grant].
+    #[arg(long, value_name = "MODE")]
+    pub balance: Option<vole_control::control::Balance>,
+    /// Most open connections over all nodes (grant and dispatch modes).
+    #[arg(long, value_name = "N")]
+    pub max_clients: Option<u64>,
+    /// Most open connections per node (grant and dispatch modes).
+    #[arg(long, value_name = "N")]
+    pub max_node_clients: Option<u64>,
+    /// Seconds between heartbeats to each node [1].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_interval: Option<f64>,
+    /// Seconds a node may take to answer a heartbeat before it is killed as hung [3].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_timeout: Option<f64>,
+    /// Node restarts allowed within --restart-period before the service stops [5].
+    #[arg(long, value_name = "N")]
+    pub restart_intensity: Option<u32>,
+    /// The window for --restart-intensity, seconds [60].
+    #[arg(long, value_name = "SECS")]
+    pub restart_period: Option<f64>,
+    /// The admin socket `vole status` talks to [admin-<port>.sock in the state directory].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// Detach and run in the background (needs --pidfile).
+    #[arg(long)]
+    pub daemon: bool,
+    /// Write the controller's pid here, locked while it runs.
+    #[arg(long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+    /// Log to this file instead of stderr (reopened on SIGUSR1).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Log format: text or json [text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<crate::settings::LogFormat>,
+    /// Log level or filter (e.g. info, debug, vole_link=trace) [info]; RUST_LOG overrides.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Run nodes as this user (the controller binds first, then drops privileges).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run nodes as this group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Allow nodes to run as root.
+    #[arg(long)]
+    pub allow_root_nodes: bool,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Seconds between TLS session-ticket key rotations [3600].
+    #[arg(long, value_name = "SECS")]
+    pub ticket_rotation: Option<f64>,
+    /// Run this command as each node instead of the service's own code: a program in any language that serves on the listening socket it gets at descriptor 3 (systemd socket activation: LISTEN_FDS, LISTEN_PID, plus VOLE_NODE_ID). Balance shared (default) or reuseport.
+    #[arg(long, value_name = "'CMD ARGS...'")]
+    pub node_command: Option<String>,
+}
+
+impl ServeArgs {
+    /// What these arguments say over the settings file.
+    pub fn overrides(&self) -> crate::settings::Overrides {
+        let a = self.clone();
+        crate::settings::Overrides {
+            config: a.config,
+            listen: a.listen,
+            plain: a.plain,
+            no_tls: a.no_tls,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            state_dir: a.state_dir,
+            handshake_timeout: a.handshake_timeout,
+            max_message: a.max_message,
+            grace: a.grace,
+            write_timeout: a.write_timeout,
+            backlog: a.backlog,
+            threads: a.threads,
+            nodes: a.nodes,
+            balance: a.balance,
+            max_clients: a.max_clients,
+            max_node_clients: a.max_node_clients,
+            heartbeat_interval: a.heartbeat_interval,
+            heartbeat_timeout: a.heartbeat_timeout,
+            restart_intensity: a.restart_intensity,
+            restart_period: a.restart_period,
+            admin_socket: a.admin_socket,
+            daemon: a.daemon,
+            pidfile: a.pidfile,
+            log_file: a.log_file,
+            log_format: a.log_format,
+            log_level: a.log_level,
+            user: a.user,
+            group: a.group,
+            allow_root_nodes: a.allow_root_nodes,
+            metrics: a.metrics,
+            ticket_rotation: a.ticket_rotation,
+            node_command: a.node_command,
+        }
+    }
+}

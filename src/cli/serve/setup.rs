@@ -1,0 +1,295 @@
+//! What both ways of serving share: the start-up before any thread exists
+//! ([`prepare`]: settings, logging, daemon, pid file, inherited sockets),
+//! the TLS material, the per-process service configuration, metrics, and
+//! the lines that tell the operator the service is up.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use vole_control::control::TlsMaterial;
+use vole_link::LinkConfig;
+use vole_node::ServiceConfig;
+use vole_transport::stream::ServerSettings;
+use vole_transport::tickets::{with_ticketer, SharedTicketer};
+use vole_transport::tls::{self, ServerIdentity};
+use vole_transport::vop::ServerPolicy;
+
+use super::upgrade;
+use crate::cli::args::{Globals, ServeArgs};
+use crate::cli::exit::Failure;
+use crate::daemon::{self, PidFile, ReadyPipe};
+use crate::hosted::HostedService;
+use crate::logging::{self, LogTarget};
+use crate::settings::{Settings, TlsSetting};
+
+/// Everything set up before the runtime starts.
+pub struct Prepared {
+    pub(super) service: HostedService,
+    pub(super) settings: Settings,
+    pub(super) args: ServeArgs,
+    pub(super) log: LogTarget,
+    pub(super) ready: Arc<Mutex<ReadyPipe>>,
+    pub(super) pidfile: Option<PidFile>,
+    pub(super) inherited: Mutex<Option<upgrade::Inherited>>,
+    /// Listening sockets from systemd socket activation.
+    pub(super) activated: Mutex<Option<Vec<std::net::TcpListener>>>,
+    pub(super) notifier: vole_controller::systemd::Notifier,
+}
+
+impl Prepared {
+    /// Whether this process is a controller (it starts nodes).
+    pub fn is_controller(&self) -> bool {
+        self.settings.nodes > 0
+    }
+
+    /// Worker threads for a one-process server's runtime (a controller
+    /// runs on one thread, and its nodes get `threads` each).
+    pub fn threads(&self) -> Option<usize> {
+        self.settings.threads
+    }
+
+    /// Reports a start-up failure to the launching shell (daemon mode).
+    pub fn report_failure(&self, failure: &Failure) {
+        if let Ok(mut ready) = self.ready.lock() {
+            if ready.pending() {
+                ready.failed(failure.code, &format!("{:#}", failure.error));
+            }
+        }
+    }
+}
+
+/// The settings for `args`, the service's own `[service]` table checked
+/// too (at start and on every reload).
+pub fn resolve(args: &ServeArgs, service: &HostedService) -> Result<Settings, Failure> {
+    let settings = Settings::resolve(&args.overrides(), &service.defaults)
+        .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+    service
+        .check(settings.service.as_ref())
+        .map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    if let Some(program) = settings.node_command.as_ref().and_then(|c| c.first()) {
+        if find_program(program).is_none() {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "node-command: no program {program:?} (not a file, nor found in PATH)"
+            )));
+        }
+    }
+    Ok(settings)
+}
+
+/// Where `program` is, as `execvp` would find it: a path if it has a
+/// slash, else the first executable file of that name in `PATH`.
+fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return runnable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| runnable(p))
+}
+
+/// Settings, logging, daemon, pid file: everything before threads exist.
+pub fn prepare(
+    args: ServeArgs,
+    globals: Globals,
+    service: &HostedService,
+) -> Result<Prepared, Failure> {
+    let (verbose, quiet) = (globals.verbose, globals.quiet);
+    let settings = resolve(&args, service)?;
+    let inherited = upgrade::Inherited::take().map_err(Failure::from)?;
+    // SAFETY: no thread exists yet (main calls this before building the
+    // runtime), and descriptors from 3 up that LISTEN_FDS names belong to
+    // nobody else in this process.
+    let activated = unsafe { vole_controller::systemd::listen_fds() }
+        .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+    let activated: Vec<std::net::TcpListener> = activated
+        .into_iter()
+        .map(|a| {
+            tracing::info!(name = ?a.name, "socket from systemd");
+            a.listener
+        })
+        .collect();
+    if !activated.is_empty() && settings.balance == vole_control::control::Balance::Reuseport {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "balance: reuseport needs per-node sockets and cannot use systemd socket activation"
+        )));
+    }
+    let mut notifier = vole_controller::systemd::Notifier::from_env();
+    if inherited.is_some() {
+        notifier = notifier.successor();
+    }
+    let level = match (quiet, verbose) {
+        (true, _) => "error".to_owned(),
+        (_, 1) => "debug".to_owned(),
+        (_, v) if v >= 2 => "trace".to_owned(),
+        _ => settings.log_level.clone(),
+    };
+    let mut inherited = inherited;
+    let mut ready = match inherited.as_mut().and_then(|i| i.ready.take()) {
+        Some(fd) => ReadyPipe::from_fd(fd),
+        None => ReadyPipe::none(),
+    };
+    // A controller started by an upgrade is already detached.
+    if settings.daemon && inherited.is_none() {
+        ready = daemon::detach()
+            .context("cannot detach")
+            .map_err(Failure::from)?;
+    }
+    let log = match &settings.log_file {
+        Some(path) => {
+            logging::redirect_stderr(path).with_context(|| format!("log file {}", path.display()))
+        }
+        None => Ok(LogTarget::stderr()),
+    };
+    let log = match log {
+        Ok(l) => l,
+        Err(e) => {
+            let f = Failure::usage(e);
+            ready.failed(f.code, &format!("{:#}", f.error));
+            return Err(f);
+        }
+    };
+    logging::init(&level, settings.log_format, false);
+    let pidfile = match &settings.pidfile {
+        Some(path) => match PidFile::create(path, inherited.as_ref().map(|i| i.from)) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let f = Failure::usage(anyhow::Error::new(e));
+                ready.failed(f.code, &format!("{:#}", f.error));
+                return Err(f);
+            }
+        },
+        None => None,
+    };
+    Ok(Prepared {
+        service: service.clone(),
+        settings,
+        args,
+        log,
+        ready: Arc::new(Mutex::new(ready)),
+        pidfile,
+        inherited: Mutex::new(inherited),
+        activated: Mutex::new((!activated.is_empty()).then_some(activated)),
+        notifier,
+    })
+}
+
+/// Called once the service serves: tells the launching shell (daemon),
+/// then lets go of the terminal, and prints the ready line.
+pub(super) fn announce_ready(ready: &Arc<Mutex<ReadyPipe>>, nodes: u32, log_to_file: bool) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "ready: {nodes} node(s) serving");
+    let _ = stdout.flush();
+    if let Ok(mut r) = ready.lock() {
+        if r.pending() {
+            r.ready();
+            if !log_to_file {
+                let _ = daemon::release_terminal();
+            }
+        }
+    }
+}
+
+pub(super) fn announce(service: &str, addrs: &[SocketAddr], transports: &str) {
+    let mut stdout = std::io::stdout().lock();
+    for addr in addrs {
+        tracing::info!(%service, %addr, %transports, "serving");
+        // Tests and scripts read this line to learn the port.
+        let _ = writeln!(stdout, "listening on {addr}");
+    }
+    let _ = stdout.flush();
+}
+
+/// The TLS certificate and key (read here, before any privilege drop),
+/// checked by building a server configuration from them.
+pub fn tls_material(
+    settings: &Settings,
+) -> Result<Option<(TlsMaterial, Arc<rustls::ServerConfig>)>, Failure> {
+    let (cert, key) = match &settings.tls {
+        TlsSetting::Disabled => return Ok(None),
+        TlsSetting::Files { cert, key } => (cert.clone(), key.clone()),
+        TlsSetting::Dev => {
+            tls::ensure_dev_identity(&settings.state_dir).context("dev certificate")?
+        }
+    };
+    let server = tls::server_config(&ServerIdentity::Files {
+        cert: cert.clone(),
+        key: key.clone(),
+    })
+    .map_err(|e| Failure::usage(anyhow::Error::new(e).context("tls")))?;
+    tracing::info!(fingerprint = %tls::fingerprint_hex(&server.fingerprint), cert = %cert.display(), "tls certificate (sha256)");
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()));
+    let material = TlsMaterial {
+        cert_pem: read(&cert)?,
+        key_pem: read(&key)?,
+    };
+    Ok(Some((material, server.config)))
+}
+
+pub(super) fn transports_name(tls: bool, plain: bool) -> &'static str {
+    match (tls, plain) {
+        (true, true) => "TLS,PLAIN",
+        (true, false) => "TLS",
+        (false, _) => "PLAIN",
+    }
+}
+
+/// The service configuration for one process.
+pub(super) fn service_config(
+    s: &Settings,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    ticketer: &Arc<SharedTicketer>,
+) -> ServiceConfig {
+    let tls = tls.map(|config| with_ticketer(config, ticketer.clone()));
+    ServiceConfig {
+        transport: ServerSettings {
+            transports: ServerPolicy::new(tls.is_some(), s.plain),
+            tls,
+            handshake_timeout: s.handshake_timeout,
+        },
+        link: LinkConfig {
+            hold_peer: false,
+            max_message: s.max_message,
+            write_timeout: s.write_timeout,
+            handshake_timeout: s.handshake_timeout,
+            drain_quiet: vole_node::DRAIN_QUIET,
+            ..LinkConfig::default()
+        },
+        node_id: None,
+    }
+}
+
+/// Starts the Prometheus endpoint, if configured. Every series carries
+/// the label `service` with the service's name.
+pub(super) fn install_metrics(s: &Settings, service: &str) -> Result<(), Failure> {
+    let Some(addr) = s.metrics else { return Ok(()) };
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .add_global_label("service", service)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                vole_controller::metrics::CALL_DURATION.to_owned(),
+            ),
+            &vole_link::metrics::BUCKETS,
+        )
+        .and_then(|b| b.install())
+        .map_err(|e| Failure {
+            code: crate::cli::exit::CONNECTION,
+            error: anyhow::anyhow!("metrics endpoint {addr}: {e}"),
+        })?;
+    tracing::info!(%addr, "prometheus metrics at http://{addr}/metrics");
+    Ok(())
+}
+
+/// How long to keep a forced shutdown from hanging.
+pub(super) const FORCE_GRACE: Duration = Duration::from_millis(1);
