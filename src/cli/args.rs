@@ -1,6 +1,10 @@
 //! The command line every host parses (clap): serving, operating, and the
 //! internal node modes. Turned into settings by [`ServeArgs::overrides`];
 //! the settings know nothing of clap.
+//!
+//! The doc comments here are the `--help` texts, where `[10]` is a default
+//! value, not a link, and `<port>` a placeholder, not HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,8 @@
 //! `vole call` and `vole describe`.
+//!
+//! The argument doc comments are `--help` texts: `[:port]` is optional
+//! syntax, not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! stack up to and including VEC:
 //!
 //! * [`entity`]: the data model ([`Entity`], [`VFloat`], [`WireRef`]).
-//! * [`vec`]: the VEC hello line and the entity codec, with the real layout
+//! * [`vec`](mod@vec): the VEC hello line and the entity codec, with the real layout
 //!   (all headers first, then payloads in reverse order), a message-size cap
 //!   checked before allocating and a nesting-depth cap.
 //! * [`serde`]: conversion between Rust types and entities, so typed method

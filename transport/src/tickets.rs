@@ -119,7 +119,7 @@ impl SharedTicketer {
 
     /// Installs `current` as the sealing key; keys given in `previous` still
     /// open tickets. Order of `previous`: newest first; only the first
-    /// [`KEEP_PREVIOUS`] are kept.
+    /// `KEEP_PREVIOUS` are kept.
     pub fn set_keys(&self, current: &TicketKey, previous: &[TicketKey]) {
         let sealers: Vec<Sealer> = std::iter::once(current)
             .chain(previous.iter().take(KEEP_PREVIOUS))

@@ -12,7 +12,7 @@
 //!   globals;
 //! * a method that fails on purpose (`put` on a full store raises a
 //!   VException the client sees as `Error::Exception`);
-//! * a long call ([`KeyValue::scan`]) that reports progress to a callback
+//! * a long call (`scan`) that reports progress to a callback
 //!   object the client passes in ([`Progress`]).
 //!
 //! Each node has its own store: keys put through one link are visible to
