@@ -85,6 +85,9 @@ pub enum Timer {
     KillIfAlive(NodeKey),
     /// The stop's deadline (grace + [`STOP_MARGIN`](super::STOP_MARGIN)).
     StopDeadline,
+    /// A retired node's deadline (grace + [`STOP_MARGIN`](super::STOP_MARGIN)
+    /// after it was told to stop).
+    RetireDeadline(NodeKey),
     /// A binary upgrade's new controller had
     /// [`UPGRADE_TIMEOUT`](super::UPGRADE_TIMEOUT) to serve.
     UpgradeDeadline {

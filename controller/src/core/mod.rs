@@ -323,6 +323,10 @@ impl<C> SupervisorCore<C> {
                 graceful: true,
                 grace,
             });
+            self.commands.push_back(Command::Timer {
+                at: now + grace + STOP_MARGIN,
+                timer: Timer::RetireDeadline(node),
+            });
             return;
         }
         self.maybe_serving(now, node.id);
@@ -356,6 +360,10 @@ impl<C> SupervisorCore<C> {
                 node,
                 graceful: true,
                 grace,
+            });
+            self.commands.push_back(Command::Timer {
+                at: now + grace + STOP_MARGIN,
+                timer: Timer::RetireDeadline(node),
             });
             return;
         }
@@ -474,6 +482,18 @@ impl<C> SupervisorCore<C> {
                             node = slot.id,
                             pid,
                             "node did not stop in time; killing it"
+                        );
+                        self.commands.push_back(Command::Kill { pid });
+                    }
+                }
+            }
+            Timer::RetireDeadline(node) => {
+                if let Some(slot) = self.current(node) {
+                    if let (true, false, Some(pid)) = (slot.retiring, slot.reaped, slot.pid) {
+                        tracing::warn!(
+                            node = node.id,
+                            pid,
+                            "retired node did not stop in time; killing it"
                         );
                         self.commands.push_back(Command::Kill { pid });
                     }

@@ -221,8 +221,11 @@ impl<C> SupervisorCore<C> {
         id
     }
 
-    /// Stops a node gracefully and forgets it once it exits.
-    fn retire(&mut self, id: NodeId) {
+    /// Stops a node gracefully and forgets it once it exits; one still
+    /// running `grace` + [`STOP_MARGIN`] later is killed (a hung node, or
+    /// an external node that ignores SIGTERM, must not hold up a reload or
+    /// a scale-down).
+    fn retire(&mut self, now: Instant, id: NodeId) {
         let grace = self.config.grace;
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
@@ -230,11 +233,18 @@ impl<C> SupervisorCore<C> {
         slot.retiring = true;
         self.balancer.node_gone(id);
         match (slot.linked, slot.phase) {
-            (true, _) => self.commands.push_back(Command::Stop {
-                node: slot.key(),
-                graceful: true,
-                grace,
-            }),
+            (true, _) => {
+                let node = slot.key();
+                self.commands.push_back(Command::Stop {
+                    node,
+                    graceful: true,
+                    grace,
+                });
+                self.commands.push_back(Command::Timer {
+                    at: now + grace + STOP_MARGIN,
+                    timer: Timer::RetireDeadline(node),
+                });
+            }
             // Not running (restart backoff): nothing to stop.
             (false, Phase::Backoff | Phase::Exited) => slot.phase = Phase::Exited,
             // Dead already, waiting to be reaped: it will be.
@@ -288,7 +298,7 @@ impl<C> SupervisorCore<C> {
                 .take((current - target) as usize)
                 .collect();
             for id in victims {
-                self.retire(id);
+                self.retire(now, id);
             }
         }
         self.reply(req, AdminResponse::ok());
@@ -383,7 +393,7 @@ impl<C> SupervisorCore<C> {
                         self.reload = Some(reload);
                         return;
                     }
-                    Some(_) => self.retire(old),
+                    Some(_) => self.retire(now, old),
                     // The replacement was retired (scaled down): the old
                     // node still needs one.
                     None => reload.queue.push_front(old),

@@ -144,10 +144,13 @@ struct World {
 }
 
 fn config(rng: &mut Rng) -> ControllerConfig {
-    let balance = if rng.chance(70) {
-        Balance::Dispatch
-    } else {
-        Balance::Grant
+    // External nodes (node-command): no control link, shared or reuseport.
+    let external = rng.chance(20);
+    let balance = match (external, rng.chance(70)) {
+        (true, true) => Balance::Shared,
+        (true, false) => Balance::Reuseport,
+        (false, true) => Balance::Dispatch,
+        (false, false) => Balance::Grant,
     };
     let grace = rng.millis(3000);
     ControllerConfig {
@@ -170,7 +173,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
         node: NodeConfig {
             node_id: 0,
             balance,
-            tls: rng.chance(30).then(|| TlsMaterial {
+            tls: (!external && rng.chance(30)).then(|| TlsMaterial {
                 cert_pem: String::new(),
                 key_pem: String::new(),
             }),
@@ -187,7 +190,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
         node_user: None,
         metrics_interval: None,
         log_json: false,
-        node_command: None,
+        node_command: external.then(|| vec!["svc".to_owned()]),
     }
 }
 
@@ -508,6 +511,12 @@ impl World {
                             "kill-if-alive not at the exit grace",
                         );
                     }
+                    Timer::RetireDeadline(_) => {
+                        self.check(
+                            at <= self.now + self.max_grace + STOP_MARGIN,
+                            "retire deadline past the grace and margin",
+                        );
+                    }
                     Timer::UpgradeDeadline { .. } => {}
                 }
                 self.schedule(at, Due::Core(timer));
@@ -712,7 +721,13 @@ impl World {
                 }
                 Due::Exit { pid, code } => {
                     if self.procs.get(&pid).is_some_and(|p| p.alive) {
-                        self.exit(pid, Some(code), None);
+                        // An external program stopped with SIGTERM may
+                        // handle it (exit 0) or die by it.
+                        if self.config.node_command.is_some() && self.rng.chance(50) {
+                            self.exit(pid, None, Some(15));
+                        } else {
+                            self.exit(pid, Some(code), None);
+                        }
                     }
                 }
                 Due::Hung(node) => {
@@ -749,6 +764,10 @@ impl World {
             return;
         }
         let node = p.key;
+        if self.config.node_command.is_some() {
+            // An external node has no control link: nothing to report.
+            return;
+        }
         if !p.linked && !p.link_closed {
             p.linked = true;
             self.push(Source::Link(node.gen), Event::LinkUp(node));
@@ -841,7 +860,10 @@ impl World {
                     let p = self.procs.get_mut(&pid).expect("picked");
                     p.hung = true;
                     let (node, heartbeat, linked) = (p.key, p.heartbeat, p.linked);
-                    if heartbeat {
+                    if self.config.node_command.is_some() {
+                        // Nothing sees an external node hang: no control
+                        // link, no heartbeat. Only deadlines end it.
+                    } else if heartbeat {
                         self.schedule(due, Due::Hung(node));
                     } else if !linked {
                         self.schedule(self.now + Duration::from_secs(10), Due::LinkFail(node));
