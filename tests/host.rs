@@ -187,3 +187,35 @@ async fn a_service_without_settings_refuses_a_service_table() {
         "{err}"
     );
 }
+
+/// `vole describe` shows the signatures a vole service gives
+/// (`meta.signature`), and keeps the one-line form for a method without
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_signatures_where_the_service_has_them() {
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(0, "grant")).await;
+    let uri = format!("vop://127.0.0.1:{}/", serve.port());
+    let out = run(Path::new(VOLE), &["describe", "--plain", &uri]).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim() == "echo(x: any) -> any")
+        .unwrap_or_else(|| panic!("no echo signature:\n{text}"));
+    assert_eq!(
+        lines.get(at + 1).map(|l| l.trim()),
+        Some("Returns its argument.")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("urlget ") && l.contains("Returns the object")),
+        "a method without a signature keeps one line:\n{text}"
+    );
+}

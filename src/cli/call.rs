@@ -150,7 +150,8 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
         .map_err(|_| Failure::from(anyhow::Error::new(vole_link::Error::Timeout("the call"))))?
 }
 
-/// `vole describe`: the object's doc and its methods with their docs.
+/// `vole describe`: the object's doc and its methods with their
+/// signatures (where the service says them) and docs.
 pub async fn describe(args: DescribeArgs) -> Result<(), Failure> {
     let limit = call_timeout(&args.client);
     let work = async {
@@ -174,7 +175,22 @@ pub async fn describe(args: DescribeArgs) -> Result<(), Failure> {
                 .meta_doc(Some(m))
                 .await
                 .with_context(|| format!("meta.doc({m:?})"))?;
-            crate::cli::out::outln!("  {m:width$}  {}", mdoc.unwrap_or_default().trim_end());
+            let mdoc = mdoc.unwrap_or_default();
+            // vole services say their signatures; others (VPy) answer
+            // meta.signature with an error, and keep the one-line form.
+            let signature = target
+                .meta_signature(m)
+                .await
+                .with_context(|| format!("meta.signature({m:?})"))?;
+            match signature {
+                Some(sig) => {
+                    crate::cli::out::outln!("  {sig}");
+                    for line in mdoc.trim_end().lines() {
+                        crate::cli::out::outln!("      {}", line.trim());
+                    }
+                }
+                None => crate::cli::out::outln!("  {m:width$}  {}", mdoc.trim_end()),
+            }
         }
         resolved.link.close().await;
         Ok(())
