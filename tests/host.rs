@@ -4,13 +4,21 @@
 //! host: nodes named after the service, its own method answering `vole
 //! call`, `status --json`, a node killed with SIGKILL replaced, `stop`.
 //!
-//! The crate is built with this workspace's `Cargo.lock` and target
-//! directory, offline, so only `vole` and the crate itself compile.
+//! A second out-of-tree crate uses `#[vole::service]`, `Host::with_init`
+//! and a `[service]` settings table. Both are built with this workspace's
+//! `Cargo.lock` and target directory, offline, so only `vole` and the
+//! crates themselves compile. Deploying a rebuilt binary with `upgrade`
+//! is checked too.
 
 #[path = "multiprocess/harness.rs"]
 mod harness;
+// Only part of the operations tests' helpers is used here.
+#[allow(dead_code)]
+#[path = "operations/support.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use harness::{serial, Opts, Serve, TempDir, VOLE};
@@ -35,6 +43,45 @@ fn main() -> std::process::ExitCode {
 }
 "#;
 
+const TYPED_RS: &str = r#"
+use std::sync::Arc;
+
+use vole::link::{CallError, LinkInfo};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    greeting: String,
+}
+
+/// Greets people.
+struct Greeter {
+    greeting: Arc<String>,
+}
+
+#[vole::service(name = "Greeter")]
+impl Greeter {
+    /// Greets someone by name.
+    async fn greet(&self, name: String) -> Result<String, CallError> {
+        Ok(format!("{}, {name}", self.greeting))
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    vole::Host::with_init(
+        "acc-typed",
+        |init: vole::host::Init<Settings>| async move {
+            Ok::<_, String>(Arc::new(init.settings.greeting))
+        },
+        |greeting: &Arc<Arc<String>>, _link: &LinkInfo| {
+            Greeter { greeting: Arc::clone(greeting) }.into_object()
+        },
+    )
+    .version(env!("CARGO_PKG_VERSION"))
+    .main()
+}
+"#;
+
 /// The target directory this test binary was built into.
 fn target_dir() -> PathBuf {
     // .../target/debug/vole -> .../target
@@ -45,34 +92,57 @@ fn target_dir() -> PathBuf {
         .expect("the vole binary lives in target/<profile>/")
 }
 
-/// Builds the out-of-tree crate; returns its binary.
-fn build_out_of_tree(dir: &Path) -> PathBuf {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    std::fs::create_dir_all(dir.join("src")).expect("mkdir");
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"acc-host\"\nversion = \"0.3.0\"\nedition = \"2021\"\n\n\
-             [dependencies]\nvole = {{ path = {repo:?} }}\n\n[workspace]\n"
-        ),
-    )
-    .expect("Cargo.toml");
-    std::fs::write(dir.join("src/main.rs"), MAIN_RS).expect("main.rs");
-    std::fs::copy(Path::new(repo).join("Cargo.lock"), dir.join("Cargo.lock")).expect("lock");
-    let target = target_dir();
-    let out = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--offline", "--quiet"])
-        .current_dir(dir)
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "the out-of-tree crate does not build:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target.join("debug").join("acc-host")
+/// Builds the out-of-tree crates once (a workspace of two, outside this
+/// repository's); returns their binaries (`acc-host`, `acc-typed`).
+fn out_of_tree() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let repo = env!("CARGO_MANIFEST_DIR");
+        let dir = std::env::temp_dir().join(format!("vole-acc-crates-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let krate = |name: &str, deps: &str, main: &str| {
+            std::fs::create_dir_all(dir.join(name).join("src")).expect("mkdir");
+            std::fs::write(
+                dir.join(name).join("Cargo.toml"),
+                format!(
+                    "[package]\nname = \"{name}\"\nversion = \"0.3.0\"\nedition = \"2021\"\n\n\
+                     [dependencies]\nvole = {{ path = {repo:?} }}\n{deps}"
+                ),
+            )
+            .expect("Cargo.toml");
+            std::fs::write(dir.join(name).join("src/main.rs"), main).expect("main.rs");
+        };
+        krate("acc-host", "", MAIN_RS);
+        krate(
+            "acc-typed",
+            "serde = { version = \"1\", features = [\"derive\"] }\n",
+            TYPED_RS,
+        );
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[workspace]\nmembers = [\"acc-host\", \"acc-typed\"]\nresolver = \"2\"\n",
+        )
+        .expect("workspace");
+        std::fs::copy(Path::new(repo).join("Cargo.lock"), dir.join("Cargo.lock")).expect("lock");
+        let target = target_dir();
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--offline", "--quiet"])
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .expect("run cargo");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "the out-of-tree crates do not build:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            target.join("debug").join("acc-host"),
+            target.join("debug").join("acc-typed"),
+        )
+    })
 }
 
 async fn run(program: &Path, args: &[&str]) -> std::process::Output {
@@ -91,8 +161,7 @@ async fn run(program: &Path, args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_out_of_tree_service_is_a_full_host() {
-    let crate_dir = TempDir::new("acc-host-crate");
-    let program = build_out_of_tree(crate_dir.path());
+    let program = out_of_tree().0.clone();
     let _serial = serial().await;
     let serve = Serve::start(Opts::new(2, "grant").program(&program, "acc-host")).await;
 
@@ -217,5 +286,137 @@ async fn describe_shows_signatures_where_the_service_has_them() {
             .iter()
             .any(|l| l.trim_start().starts_with("urlget ") && l.contains("Returns the object")),
         "a method without a signature keeps one line:\n{text}"
+    );
+}
+
+/// The macro, the init hook and the `[service]` table, from a crate
+/// outside the repository: the settings reach every node's init, whose
+/// state the gateway uses; `config check` names a wrong key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_tree_typed_service_gets_its_settings() {
+    let program = out_of_tree().1.clone();
+    let dir = TempDir::new("acc-typed");
+    let config = dir.path().join("typed.toml");
+    std::fs::write(&config, "[service]\ngreeting = \"salut\"\n").expect("write");
+    let config = config.to_str().expect("path").to_owned();
+    let _serial = serial().await;
+    let serve = Serve::start(
+        Opts::new(2, "grant")
+            .program(&program, "acc-typed")
+            .args(&["--config", &config]),
+    )
+    .await;
+    // `acc-typed-node-0` is 16 bytes: the kernel keeps 15 of a process
+    // name; the command line has the whole name.
+    let status = support::wait_nodes(&serve.admin, 2, Duration::from_secs(20)).await;
+    for (id, pid) in support::id_pids(&status) {
+        let argv0 = support::cmdline(pid).into_iter().next().unwrap_or_default();
+        assert_eq!(argv0, format!("acc-typed-node-{id}"));
+        let comm = harness::proc_info(pid).map(|p| p.comm).unwrap_or_default();
+        assert_eq!(comm, "acc-typed-node-", "the kernel's 15 bytes");
+    }
+    let uri = format!("vop://127.0.0.1:{}/", serve.port());
+    for _ in 0..4 {
+        // Each new link may land on either node: both have the settings.
+        let out = run(Path::new(VOLE), &["call", "--plain", &uri, "greet", "ami"]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "\"salut, ami\""
+        );
+    }
+    let out = run(
+        Path::new(VOLE),
+        &["call", "--plain", &uri, "meta.signature", "greet"],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "\"greet(name: str) -> str\""
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[service]\ngreting = \"typo\"\n").expect("write");
+    let out = run(&program, &["config", "check", bad.to_str().expect("path")]).await;
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("greting"), "the unknown key is named: {err}");
+}
+
+/// Deploying new code: the binary at the served path is replaced and
+/// `upgrade` puts it live, controller and nodes, while the old controller
+/// drains and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_puts_a_rebuilt_binary_live() {
+    let new_build = out_of_tree().0.clone();
+    let dir = TempDir::new("acc-upgrade");
+    let _tree = support::Tree::new(dir.path());
+    // The service as deployed: a binary at a path of its own.
+    let deployed = dir.path().join("svc");
+    std::fs::copy(VOLE, &deployed).expect("deploy");
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(2, "grant").program(&deployed, "vole")).await;
+    let uri = format!("vop://127.0.0.1:{}/", serve.port());
+    let out = run(
+        Path::new(VOLE),
+        &["call", "--plain", &uri, "echo", "before"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The rebuilt binary replaces the file (rename, as install(1) does).
+    let staged = dir.path().join("svc.new");
+    std::fs::copy(&new_build, &staged).expect("stage");
+    std::fs::rename(&staged, &deployed).expect("replace");
+    let admin = serve.admin.to_str().expect("path").to_owned();
+    let out = run(Path::new(VOLE), &["upgrade", "--admin-socket", &admin]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exit = serve.wait_exit(Duration::from_secs(60)).await;
+    assert_eq!(
+        exit.and_then(|s| s.code()),
+        Some(0),
+        "log:\n{}",
+        serve.log()
+    );
+    // The new code answers, from nodes of the new controller.
+    let status = support::wait_nodes(&serve.admin, 2, Duration::from_secs(30)).await;
+    assert_ne!(status.pid, serve.pid, "a new controller serves");
+    let out = run(
+        Path::new(VOLE),
+        &["call", "--plain", &uri, "greet", "new code"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "\"hello from acc-host, new code\""
+    );
+    for (_, pid) in support::id_pids(&status) {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+        let exe = exe.to_string_lossy().into_owned();
+        assert!(
+            exe.starts_with(deployed.to_str().expect("path")),
+            "node {pid} runs the deployed binary: {exe}"
+        );
+    }
+    let out = run(Path::new(VOLE), &["stop", "--admin-socket", &admin]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
