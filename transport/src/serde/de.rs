@@ -1,6 +1,5 @@
-//! Entities to Rust values: the serde `Deserializer` behind
-//! [`from_entity`](super::from_entity) and
-//! [`from_entity_ref`](super::from_entity_ref).
+//! Entities to Rust values: [`from_entity`], [`from_entity_ref`] and the
+//! serde `Deserializer` behind them.
 //!
 //! One deserializer serves both: it reads either an owned entity (moving
 //! strings and byte strings out) or a borrowed one (lending them).
@@ -9,15 +8,31 @@ use std::borrow::Cow;
 
 use ::serde::de::value::{BorrowedStrDeserializer, SeqDeserializer, StrDeserializer};
 use ::serde::de::{
-    self, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+    self, DeserializeOwned, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess,
+    Visitor,
 };
-use ::serde::forward_to_deserialize_any;
+use ::serde::{forward_to_deserialize_any, Deserialize};
 use num_bigint::BigInt;
 use num_traits::ToPrimitive;
 
-use super::{frozen_dict_items, has_frozen_dict_tags, MAX_DEPTH};
+use super::depth::MAX_DEPTH;
+use super::frozen_dict::{frozen_dict_items, has_frozen_dict_tags};
 use crate::entity::Entity;
 use crate::Error;
+
+/// Converts an entity into a Rust value (see the [`serde`](super) module doc
+/// for the mapping).
+///
+/// Strings and byte strings are moved out of the entity, not copied.
+pub fn from_entity<T: DeserializeOwned, R>(entity: Entity<R>) -> Result<T, Error> {
+    T::deserialize(Value::owned(entity))
+}
+
+/// Converts a borrowed entity into a Rust value, which may borrow strings and
+/// byte strings from it (`&str`, `&[u8]` fields).
+pub fn from_entity_ref<'de, T: Deserialize<'de>, R>(entity: &'de Entity<R>) -> Result<T, Error> {
+    T::deserialize(Value::borrowed(entity))
+}
 
 /// An entity, owned or borrowed.
 enum Src<'de, R> {

@@ -1,14 +1,25 @@
-//! Rust values to entities: the serde `Serializer` behind
-//! [`to_entity`](super::to_entity).
+//! Rust values to entities: [`to_entity`] and the serde `Serializer` behind
+//! it.
 
 use std::marker::PhantomData;
 
 use ::serde::ser::{self, Serialize};
 use num_bigint::BigInt;
 
-use super::{frozen_dict_from_flat, MAX_DEPTH};
+use super::depth::MAX_DEPTH;
+use super::frozen_dict::frozen_dict_from_flat;
 use crate::entity::{Entity, VFloat};
 use crate::Error;
+
+/// Converts a Rust value into an entity (see the [`serde`](super) module doc
+/// for the mapping).
+///
+/// Fails with [`Error::NonFiniteFloat`] for NaN or infinite floats,
+/// [`Error::EncodeTooDeep`] beyond [`MAX_DEPTH`] and [`Error::Convert`] when
+/// the value's own `Serialize` implementation reports an error.
+pub fn to_entity<T: Serialize + ?Sized, R>(value: &T) -> Result<Entity<R>, Error> {
+    value.serialize(Serializer::new())
+}
 
 /// Builds one entity at a known nesting depth (1 = top level).
 pub(super) struct Serializer<R> {

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::entity::{Owner, VFloat, WireRef};
+use crate::entity::{Entity, Owner, VFloat, WireRef};
 use crate::vec::{decode_complete, encode_to_vec, DecodeConfig, EncodeConfig};
 
 /// Converts `value` to an entity, checks the entity is `expected`, and

@@ -18,8 +18,9 @@ use bytes::{Buf, BytesMut};
 use num_bigint::{BigInt, Sign};
 use num_traits::ToPrimitive;
 
+use super::code;
 use super::netbytes::{self, PosInt};
-use super::{code, Codec};
+use super::string_codec::Codec;
 use crate::entity::{Entity, Owner, VFloat, WireRef};
 use crate::Error;
 

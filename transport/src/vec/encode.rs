@@ -1,7 +1,8 @@
 //! The VEC entity writer: all headers in pre-order, then payloads in
 //! reverse pre-order.
 
-use super::{code, netbytes, Codec};
+use super::string_codec::Codec;
+use super::{code, netbytes};
 use crate::entity::{Entity, Owner, RefEncoder, VFloat, WireRef};
 use crate::Error;
 

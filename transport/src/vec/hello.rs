@@ -5,7 +5,7 @@
 //! default for strings the sender writes without an explicit codec. The
 //! line is at most 32 bytes.
 
-use super::Codec;
+use super::string_codec::Codec;
 use crate::Error;
 
 /// The longest hello line accepted, newline included.
