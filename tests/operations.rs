@@ -530,8 +530,45 @@ async fn scaling_with_signals_and_vole_scale() {
     assert_eq!(r.code, Some(0), "{r:?}");
     wait_nodes(&admin, 4, limit).await;
     check(4).await;
+    // A node that `scale 1` removes shows as `retiring` while it finishes
+    // a running call (the newest nodes go, the oldest stays).
+    let survivor = *serve.status_nodes().await.keys().min().expect("nodes");
+    let mut held = None;
+    for _ in 0..40 {
+        let c = connect(serve.port()).await.expect("connect");
+        if c.node.0 != survivor {
+            held = Some(c);
+            break;
+        }
+        harness::close(&c.link).await;
+    }
+    let held = held.expect("a link to a node that scale 1 removes");
+    let victim = held.node.0;
+    let gw = held.gw.clone();
+    let call = tokio::spawn(async move { harness::sleep_call(&gw, 3000).await });
+    let started = Instant::now();
+    loop {
+        let st = serve.status().await;
+        let running = st["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .any(|n| n["id"] == victim && n["inflight"] == 1);
+        if running {
+            break;
+        }
+        assert!(started.elapsed() < limit, "the call never ran: {st:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = vole(&["scale", "1", "--admin-socket", &a]).await;
     assert_eq!(r.code, Some(0), "{r:?}");
+    let during = serve.status_nodes().await;
+    assert_eq!(during[&survivor].1, "serving", "{during:?}");
+    assert_eq!(during[&victim].1, "retiring", "{during:?}");
+    let table = vole(&["status", "--admin-socket", &a]).await;
+    assert!(table.stdout.contains("retiring"), "{table:?}");
+    assert_eq!(call.await.expect("join"), Ok(3000), "the call finished");
+    harness::close(&held.link).await;
     let one = wait_nodes(&admin, 1, limit).await;
     check(1).await;
 
