@@ -881,19 +881,31 @@ async fn metrics_endpoint_shows_calls_latency_and_handshake_failures() {
 
 /// As root: nodes run as `nobody` by default, as root with
 /// `--allow-root-nodes`, as the user named by `--user`; an unknown user is
-/// refused (64).
+/// refused (64). Running as `nobody` is warned about, and nodes are not
+/// dumpable: their /proc files are root's, and another process of their
+/// uid cannot read their environment (or memory).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_drop_root_privileges() {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::process::CommandExt as _;
     let _serial = serial().await;
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test checks privilege dropping and must run as root"
     );
-    let nobody = nix::unistd::User::from_name("nobody")
+    let nobody_user = nix::unistd::User::from_name("nobody")
         .expect("user lookup")
-        .expect("user nobody exists")
-        .uid
-        .as_raw();
+        .expect("user nobody exists");
+    let nobody = nobody_user.uid.as_raw();
+    // Reads a node's environment as `nobody`, as a neighbour would.
+    let read_as_nobody = |pid: u32| {
+        std::process::Command::new("cat")
+            .arg(format!("/proc/{pid}/environ"))
+            .uid(nobody)
+            .gid(nobody_user.gid.as_raw())
+            .output()
+            .expect("run cat as nobody")
+    };
     for (args, want) in [
         (&[][..], nobody),
         (&["--allow-root-nodes"][..], 0),
@@ -905,6 +917,24 @@ async fn nodes_drop_root_privileges() {
         let nodes = nodes_of(serve.pid);
         let node = nodes.get(&0).expect("node 0");
         assert_eq!(uid_of(node.pid), Some(want), "{args:?}: the node's uid");
+        let owner = std::fs::metadata(format!("/proc/{}/environ", node.pid))
+            .expect("the node's /proc/PID/environ")
+            .uid();
+        assert_eq!(owner, 0, "{args:?}: the node is not dumpable");
+        if want == nobody {
+            let read = read_as_nobody(node.pid);
+            assert!(
+                !read.status.success(),
+                "{args:?}: nobody read the node's environment: {read:?}"
+            );
+            assert!(
+                serve.log().contains("a uid other services share"),
+                "{args:?}: no warning about nobody: {}",
+                serve.log()
+            );
+        } else {
+            assert!(!serve.log().contains("a uid other services share"));
+        }
         assert_eq!(
             uid_of(serve.pid),
             Some(0),
