@@ -218,6 +218,65 @@ async fn silent_connection_hits_the_handshake_timeout() {
     closed_with(&server, &good, peer, "vop negotiation timed out").await;
 }
 
+/// Refused handshakes, from the log: (lines about one connection, the
+/// connections counted in "N more suppressed" lines).
+fn refused_in_log(log: &str) -> (usize, u64) {
+    let mut lines = 0;
+    let mut suppressed = 0;
+    for line in log
+        .lines()
+        .filter(|l| l.contains("bad VOP line") || l.contains("(bad_vop) suppressed"))
+    {
+        match line.split_once("suppressed=") {
+            Some((_, n)) => {
+                let n: String = n.chars().take_while(char::is_ascii_digit).collect();
+                suppressed += n.parse::<u64>().expect("a count");
+            }
+            None => lines += 1,
+        }
+    }
+    (lines, suppressed)
+}
+
+/// A flood of bad connections writes a few lines a second, and one line
+/// with the count of the rest, not a line each.
+#[tokio::test]
+async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate() {
+    const FLOOD: usize = 300;
+    let (server, good) = setup().await;
+    // A peer that connects and closes (a port probe) is no warning.
+    drop(RawPeer::connect(server.port).await);
+    let flood = (0..FLOOD).map(|_| {
+        let port = server.port;
+        tokio::spawn(async move {
+            let mut peer = RawPeer::connect(port).await;
+            peer.send_raw_lossy(b"GET / HTTP/1.1\r\n\r\n").await;
+            peer.expect_closed().await;
+        })
+    });
+    for task in futures_util::future::join_all(flood).await {
+        task.expect("a bad peer");
+    }
+    good.check().await;
+    // Every refusal is accounted for once the counts are reported.
+    let started = std::time::Instant::now();
+    let (lines, suppressed) = loop {
+        let (lines, suppressed) = refused_in_log(&server.log_text());
+        if lines + suppressed as usize >= FLOOD || started.elapsed() > server::PROMPT {
+            break (lines, suppressed);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("{FLOOD} refused: {lines} lines, {suppressed} counted as suppressed");
+    assert_eq!(lines + suppressed as usize, FLOOD, "{}", server.log_text());
+    assert!(lines <= 50, "{lines} lines for {FLOOD} refusals");
+    assert!(
+        !server.log_text().contains("closed the connection during"),
+        "a probe is logged as a warning: {}",
+        server.log_text()
+    );
+}
+
 #[tokio::test]
 async fn peer_that_stops_reading_is_closed_with_bounded_memory() {
     const CALLS: usize = 2000;

@@ -530,8 +530,45 @@ async fn scaling_with_signals_and_vole_scale() {
     assert_eq!(r.code, Some(0), "{r:?}");
     wait_nodes(&admin, 4, limit).await;
     check(4).await;
+    // A node that `scale 1` removes shows as `retiring` while it finishes
+    // a running call (the newest nodes go, the oldest stays).
+    let survivor = *serve.status_nodes().await.keys().min().expect("nodes");
+    let mut held = None;
+    for _ in 0..40 {
+        let c = connect(serve.port()).await.expect("connect");
+        if c.node.0 != survivor {
+            held = Some(c);
+            break;
+        }
+        harness::close(&c.link).await;
+    }
+    let held = held.expect("a link to a node that scale 1 removes");
+    let victim = held.node.0;
+    let gw = held.gw.clone();
+    let call = tokio::spawn(async move { harness::sleep_call(&gw, 3000).await });
+    let started = Instant::now();
+    loop {
+        let st = serve.status().await;
+        let running = st["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .any(|n| n["id"] == victim && n["inflight"] == 1);
+        if running {
+            break;
+        }
+        assert!(started.elapsed() < limit, "the call never ran: {st:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = vole(&["scale", "1", "--admin-socket", &a]).await;
     assert_eq!(r.code, Some(0), "{r:?}");
+    let during = serve.status_nodes().await;
+    assert_eq!(during[&survivor].1, "serving", "{during:?}");
+    assert_eq!(during[&victim].1, "retiring", "{during:?}");
+    let table = vole(&["status", "--admin-socket", &a]).await;
+    assert!(table.stdout.contains("retiring"), "{table:?}");
+    assert_eq!(call.await.expect("join"), Ok(3000), "the call finished");
+    harness::close(&held.link).await;
     let one = wait_nodes(&admin, 1, limit).await;
     check(1).await;
 
@@ -844,19 +881,31 @@ async fn metrics_endpoint_shows_calls_latency_and_handshake_failures() {
 
 /// As root: nodes run as `nobody` by default, as root with
 /// `--allow-root-nodes`, as the user named by `--user`; an unknown user is
-/// refused (64).
+/// refused (64). Running as `nobody` is warned about, and nodes are not
+/// dumpable: their /proc files are root's, and another process of their
+/// uid cannot read their environment (or memory).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_drop_root_privileges() {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::process::CommandExt as _;
     let _serial = serial().await;
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test checks privilege dropping and must run as root"
     );
-    let nobody = nix::unistd::User::from_name("nobody")
+    let nobody_user = nix::unistd::User::from_name("nobody")
         .expect("user lookup")
-        .expect("user nobody exists")
-        .uid
-        .as_raw();
+        .expect("user nobody exists");
+    let nobody = nobody_user.uid.as_raw();
+    // Reads a node's environment as `nobody`, as a neighbour would.
+    let read_as_nobody = |pid: u32| {
+        std::process::Command::new("cat")
+            .arg(format!("/proc/{pid}/environ"))
+            .uid(nobody)
+            .gid(nobody_user.gid.as_raw())
+            .output()
+            .expect("run cat as nobody")
+    };
     for (args, want) in [
         (&[][..], nobody),
         (&["--allow-root-nodes"][..], 0),
@@ -868,6 +917,24 @@ async fn nodes_drop_root_privileges() {
         let nodes = nodes_of(serve.pid);
         let node = nodes.get(&0).expect("node 0");
         assert_eq!(uid_of(node.pid), Some(want), "{args:?}: the node's uid");
+        let owner = std::fs::metadata(format!("/proc/{}/environ", node.pid))
+            .expect("the node's /proc/PID/environ")
+            .uid();
+        assert_eq!(owner, 0, "{args:?}: the node is not dumpable");
+        if want == nobody {
+            let read = read_as_nobody(node.pid);
+            assert!(
+                !read.status.success(),
+                "{args:?}: nobody read the node's environment: {read:?}"
+            );
+            assert!(
+                serve.log().contains("a uid other services share"),
+                "{args:?}: no warning about nobody: {}",
+                serve.log()
+            );
+        } else {
+            assert!(!serve.log().contains("a uid other services share"));
+        }
         assert_eq!(
             uid_of(serve.pid),
             Some(0),

@@ -60,7 +60,10 @@ pub struct NodeReport {
     pub id: u32,
     /// Process id, if running.
     pub pid: Option<u32>,
-    /// `starting`, `serving`, `stopping`, `restarting`, `dead`, `unresponsive`.
+    /// `starting`, `serving`, `retiring` (being removed by a reload or a
+    /// scale-down: finishing its links, then exiting), `draining` (the
+    /// service stops gracefully: finishing its links), `stopping` (a forced
+    /// stop), `restarting`, `exited`, `unresponsive`.
     pub state: String,
     /// Open sessions.
     pub sessions: u64,

@@ -17,6 +17,8 @@ use tokio_util::task::TaskTracker;
 use vole_link::{Link, LinkConfig, LinkInfo, LinkSetup, Object};
 use vole_transport::stream::{self, ServerSettings};
 
+use crate::lograte::{Hit, LogRate};
+
 /// How long a draining link waits for its peer to stop calling before it
 /// closes (see [`LinkConfig::drain_quiet`]); what a service's link
 /// configuration should use. A client that calls within this time of the
@@ -215,7 +217,7 @@ impl Service {
                 if let Ok(mut reasons) = inner.failure_reasons.lock() {
                     *reasons.entry(handshake_failure_reason(&e)).or_default() += 1;
                 }
-                tracing::warn!(?peer, error = %vole_link::object::error_chain(&e), "connection refused during handshake");
+                log_handshake_failure(peer, &e);
                 return;
             }
         };
@@ -350,6 +352,42 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) 
 /// Accept errors are about this process or the system (out of file
 /// descriptors or memory), not about a peer: log, pause briefly so the loop
 /// does not spin, and go on.
+/// Refused handshakes: at most this many lines a second for each reason;
+/// the rest are counted, and the count logged when the second ends.
+static HANDSHAKE_LOG: LogRate = LogRate::new(5, Duration::from_secs(1));
+
+fn log_handshake_failure(peer: Option<std::net::SocketAddr>, e: &vole_transport::Error) {
+    let reason = handshake_failure_reason(e);
+    let error = vole_link::object::error_chain(e);
+    // A peer that connects and closes (a port probe, a health check, a
+    // client that gives up) is no fault of the server's: not a warning.
+    if reason == "closed" {
+        tracing::debug!(?peer, %error, "connection closed during handshake");
+        return;
+    }
+    match HANDSHAKE_LOG.hit(reason, std::time::Instant::now()) {
+        Hit::Log => {
+            tracing::warn!(?peer, %error, "connection refused during handshake");
+        }
+        Hit::Suppressed {
+            first: true,
+            report_at,
+        } => {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(report_at.into()).await;
+                if let Some(n) = HANDSHAKE_LOG.take_suppressed(reason) {
+                    tracing::warn!(
+                        reason,
+                        suppressed = n,
+                        "connection refused during handshake: {n} more ({reason}) suppressed in the last second"
+                    );
+                }
+            });
+        }
+        Hit::Suppressed { .. } => {}
+    }
+}
+
 pub(crate) async fn accept_error(e: std::io::Error) {
     use std::io::ErrorKind;
     match e.kind() {

@@ -56,6 +56,12 @@ pub enum HostCommand {
     /// Serve (TLS with a generated dev certificate by default).
     Serve(Box<ServeArgs>),
     /// Show the nodes of a running service (from its admin socket).
+    ///
+    /// A node's STATE: starting; serving; retiring (removed by a reload or a
+    /// scale-down: finishing its links, then exiting); draining (the service
+    /// stops gracefully: finishing its links); stopping (a forced stop);
+    /// restarting (waiting out a restart backoff); exited; unresponsive (did
+    /// not answer the status request in time).
     Status(StatusArgs),
     /// Stop a running service: gracefully, or at once with --force.
     Stop(StopArgs),

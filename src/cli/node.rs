@@ -13,6 +13,19 @@ pub fn set_process_name(name: &str) {
     }
 }
 
+/// Makes the process non-dumpable: only root (`CAP_SYS_PTRACE`) may read
+/// its memory (`/proc/PID/mem`) or environment or trace it, its `/proc/PID`
+/// files become root's, and it leaves no core dump. A node holds the TLS
+/// private key and the session ticket keys, which another process of its
+/// uid must not read. Set by the node itself: exec and a change of
+/// credentials (the controller's privilege drop before the exec) both
+/// reset it, and the key arrives later, over the control link.
+pub fn forbid_inspection() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot make the node non-dumpable: processes of its uid can read its memory");
+    }
+}
+
 /// Runs the node; returns its exit code.
 pub async fn run(args: NodeArgs, init: NodeInit) -> i32 {
     let run_args = RunArgs {

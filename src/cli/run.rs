@@ -79,6 +79,7 @@ pub fn run_host_command(
         }
         HostCommand::Node(args) => {
             logging::init(&args.log_level, args.log_format, true);
+            super::node::forbid_inspection();
             let name = service.node_name(args.id);
             super::node::set_process_name(&name);
             let rt = runtime(Some(args.threads.unwrap_or(1)), Some(name))?;

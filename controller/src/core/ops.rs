@@ -84,7 +84,7 @@ impl<C> SupervisorCore<C> {
     }
 
     fn status(&mut self, now: Instant, req: RequestId) {
-        let stopping = self.stopping.is_some();
+        let stop = self.stopping;
         let nodes = self
             .slots
             .values()
@@ -93,7 +93,7 @@ impl<C> SupervisorCore<C> {
                 let report = NodeReport {
                     id: s.id,
                     pid: if running { s.pid } else { None },
-                    state: s.phase.name(stopping).to_owned(),
+                    state: s.state_name(stop.as_ref()).to_owned(),
                     restarts: s.restarts,
                     uptime_ms: if running {
                         now.saturating_duration_since(s.started_at).as_millis() as u64

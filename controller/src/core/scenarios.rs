@@ -362,3 +362,141 @@ fn an_external_node_killed_by_someone_else_is_restarted() {
         "{out:?}"
     );
 }
+
+/// `status`'s state of each node, by id.
+fn states(core: &mut SupervisorCore<u32>, now: Instant) -> Vec<(u32, String)> {
+    commands(core);
+    core.handle(
+        now,
+        Event::Admin {
+            req: 7,
+            request: crate::admin::AdminRequest::Status,
+        },
+    );
+    let out = commands(core);
+    let [Command::GatherStatus { nodes, .. }] = &out[..] else {
+        panic!("expected a status to gather: {out:?}");
+    };
+    nodes.iter().map(|(r, _)| (r.id, r.state.clone())).collect()
+}
+
+fn named(states: &[(u32, &str)]) -> Vec<(u32, String)> {
+    states.iter().map(|(i, s)| (*i, (*s).to_owned())).collect()
+}
+
+/// A node removed by a scale-down or replaced by a reload shows as
+/// `retiring` until it exits, not `serving`; a graceful stop's nodes show
+/// as `draining`, a forced stop's as `stopping`.
+#[test]
+fn status_shows_retiring_draining_and_stopping_nodes() {
+    let t0 = Instant::now();
+    let mut core = SupervisorCore::new(config(3, Balance::Grant), 1, t0);
+    let nodes = serving(&mut core, t0, 3);
+    let ids: Vec<u32> = nodes.iter().map(|(n, _)| n.id).collect();
+    assert_eq!(
+        states(&mut core, t0),
+        named(&[
+            (ids[0], "serving"),
+            (ids[1], "serving"),
+            (ids[2], "serving")
+        ])
+    );
+
+    // Scale-down: the newest is told to stop and retires until it exits.
+    core.handle(
+        t0,
+        Event::Admin {
+            req: 1,
+            request: crate::admin::AdminRequest::Scale { nodes: 2 },
+        },
+    );
+    assert_eq!(
+        states(&mut core, t0),
+        named(&[
+            (ids[0], "serving"),
+            (ids[1], "serving"),
+            (ids[2], "retiring")
+        ])
+    );
+    let exited = |core: &mut SupervisorCore<u32>, node: NodeKey| {
+        core.handle(
+            t0,
+            Event::Exited {
+                node,
+                code: Some(0),
+                signal: None,
+            },
+        )
+    };
+    exited(&mut core, nodes[2].0);
+    assert_eq!(
+        states(&mut core, t0),
+        named(&[(ids[0], "serving"), (ids[1], "serving")])
+    );
+
+    // Reload: each old node retires once its replacement serves.
+    core.handle(
+        t0,
+        Event::Admin {
+            req: 2,
+            request: crate::admin::AdminRequest::Reload,
+        },
+    );
+    commands(&mut core);
+    core.handle(
+        t0,
+        Event::ConfigRead(Ok(Box::new(config(2, Balance::Grant)))),
+    );
+    let spawned: Vec<NodeKey> = commands(&mut core)
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Spawn { node, .. } => Some(node),
+            _ => None,
+        })
+        .collect();
+    let [new] = spawned[..] else {
+        panic!("one replacement at a time: {spawned:?}");
+    };
+    assert_eq!(
+        states(&mut core, t0),
+        named(&[
+            (ids[0], "serving"),
+            (ids[1], "serving"),
+            (new.id, "starting")
+        ])
+    );
+    core.handle(
+        t0,
+        Event::Spawned {
+            node: new,
+            pid: 200,
+        },
+    );
+    core.handle(t0, Event::LinkUp(new));
+    core.handle(t0, Event::Ready(new));
+    assert_eq!(
+        states(&mut core, t0),
+        named(&[
+            (ids[0], "retiring"),
+            (ids[1], "serving"),
+            (new.id, "serving"),
+            (new.id + 1, "starting")
+        ])
+    );
+
+    // A graceful stop: the nodes told to finish their links drain (a
+    // retiring one too); a forced one stops.
+    core.handle(t0, Event::Signal(Sig::Term));
+    assert_eq!(
+        states(&mut core, t0),
+        named(&[
+            (ids[0], "draining"),
+            (ids[1], "draining"),
+            (new.id, "draining"),
+            (new.id + 1, "starting")
+        ])
+    );
+    core.handle(t0, Event::Signal(Sig::Term));
+    let all: Vec<String> = states(&mut core, t0).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(all, ["stopping"; 4]);
+}

@@ -20,19 +20,6 @@ pub(crate) enum Phase {
     Exited,
 }
 
-impl Phase {
-    /// The name `status` shows.
-    pub(crate) fn name(self, stopping: bool) -> &'static str {
-        match (self, stopping) {
-            (Phase::Starting, _) => "starting",
-            (Phase::Serving, false) => "serving",
-            (Phase::Serving, true) => "stopping",
-            (Phase::Backoff, _) => "restarting",
-            (Phase::Exited, _) => "exited",
-        }
-    }
-}
-
 /// One node slot and the process currently in it.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -74,6 +61,23 @@ impl Slot {
             reaped: true,
             exit_code: None,
             retiring: false,
+        }
+    }
+
+    /// The state `status` shows, given the service's stop in progress:
+    /// `retiring` for a node being removed by a reload or a scale-down
+    /// (told to finish its links and exit, not replaced), `draining` for a
+    /// node of a service stopping gracefully (told to finish its links and
+    /// exit), `stopping` when the stop is forced.
+    pub(crate) fn state_name(&self, stop: Option<&StopState>) -> &'static str {
+        match (self.phase, stop) {
+            (Phase::Starting | Phase::Serving, Some(s)) if s.force => "stopping",
+            (Phase::Serving, Some(_)) => "draining",
+            (Phase::Starting | Phase::Serving, None) if self.retiring => "retiring",
+            (Phase::Starting, _) => "starting",
+            (Phase::Serving, None) => "serving",
+            (Phase::Backoff, _) => "restarting",
+            (Phase::Exited, _) => "exited",
         }
     }
 

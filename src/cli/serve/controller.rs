@@ -26,13 +26,23 @@ pub fn node_user(s: &Settings) -> Result<Option<(u32, u32)>, Failure> {
     let root = nix::unistd::geteuid().is_root();
     let user = match (&s.user, root, s.allow_root_nodes) {
         (Some(name), _, _) => Some(lookup_user(name)?),
-        (None, true, false) => {
-            let nobody = lookup_user("nobody")?;
-            tracing::warn!("running as root: nodes run as user nobody (set `user`, or `allow-root-nodes` to keep root)");
-            Some(nobody)
-        }
+        (None, true, false) => Some(lookup_user("nobody")?),
         (None, _, _) => None,
     };
+    // Nodes are non-dumpable (their memory holds the TLS key), but a uid
+    // other daemons share still lets those signal the nodes and use
+    // whatever files the nodes can.
+    if user.as_ref().is_some_and(|u| u.name == "nobody") {
+        let (why, or_root) = if s.user.is_none() {
+            (
+                "running as root with no `user`: nodes run as user nobody",
+                " (or `allow-root-nodes` to keep root)",
+            )
+        } else {
+            ("nodes run as user nobody", "")
+        };
+        tracing::warn!("{why}, a uid other services share (they can signal the nodes and use the nodes' files); set `user` to a dedicated user: a `vole` system user, or systemd's DynamicUser=yes{or_root}");
+    }
     let Some(user) = user else {
         if let Some(g) = &s.group {
             return Err(Failure::usage(anyhow::anyhow!(
