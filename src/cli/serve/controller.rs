@@ -161,14 +161,27 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let service = p.service.clone();
     let log = p.log.clone();
     let ready = p.ready.clone();
+    let pidfile = p.pidfile.clone();
+    let notify_pidfile = p.pidfile.clone();
     let log_to_file = s.log_file.is_some();
     let notifier = p.notifier.clone();
     let watchdog = notifier.watchdog_interval();
     let upgrade_notifier = notifier.clone();
     let grace = s.grace;
     let hooks = Hooks {
-        on_ready: Some(Box::new(move || announce_ready(&ready, nodes, log_to_file))),
+        on_ready: Some(Box::new(move || {
+            announce_ready(&ready, &pidfile, nodes, log_to_file);
+        })),
         notify: Box::new(move |event: Lifecycle| {
+            // The new controller of an upgrade takes the pid file over
+            // before it tells systemd it is the main process; if it cannot,
+            // it says nothing and reports the failure (`on_ready`, called
+            // right after), and the controller it replaces keeps serving.
+            if event == Lifecycle::Ready
+                && super::setup::take_pidfile_over(&notify_pidfile).is_err()
+            {
+                return;
+            }
             if event == Lifecycle::Stopping {
                 // Let systemd wait for the drain (TimeoutStopSec may be
                 // shorter than the grace period).

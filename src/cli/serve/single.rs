@@ -192,8 +192,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         let svc = service.clone();
         tasks.push(tokio::spawn(async move { svc.run(l).await }));
     }
-    announce_ready(&p.ready, 1, s.log_file.is_some());
-    p.notifier.lifecycle(vole_controller::Lifecycle::Ready);
+    if announce_ready(&p.ready, &p.pidfile, 1, s.log_file.is_some()) {
+        p.notifier.lifecycle(vole_controller::Lifecycle::Ready);
+    }
     let watchdog = p.notifier.watchdog_interval();
     let notifier = p.notifier.clone();
     let watchdog_task = watchdog.map(|every| {
