@@ -9,6 +9,7 @@
 //! or prints why the start failed; nothing is lost silently.
 
 mod controller;
+mod metrics;
 mod setup;
 mod single;
 pub mod upgrade;

@@ -304,27 +304,5 @@ pub(super) fn service_config(
     }
 }
 
-/// Starts the Prometheus endpoint, if configured. Every series carries
-/// the label `service` with the service's name.
-pub(super) fn install_metrics(s: &Settings, service: &str) -> Result<(), Failure> {
-    let Some(addr) = s.metrics else { return Ok(()) };
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .add_global_label("service", service)
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(
-                vole_controller::metrics::CALL_DURATION.to_owned(),
-            ),
-            &vole_link::metrics::BUCKETS,
-        )
-        .and_then(|b| b.install())
-        .map_err(|e| Failure {
-            code: crate::cli::exit::CONNECTION,
-            error: anyhow::anyhow!("metrics endpoint {addr}: {e}"),
-        })?;
-    tracing::info!(%addr, "prometheus metrics at http://{addr}/metrics");
-    Ok(())
-}
-
 /// How long to keep a forced shutdown from hanging.
 pub(super) const FORCE_GRACE: Duration = Duration::from_millis(1);

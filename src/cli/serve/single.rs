@@ -167,7 +167,10 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         }
     };
     let service = Service::new(config, factory);
-    super::setup::install_metrics(s, &p.service.name)?;
+    let endpoint = super::metrics::Endpoint::open(s, &p.service.name, None)?;
+    if let Some(e) = &endpoint {
+        e.start()?;
+    }
     let metrics_task = s
         .metrics
         .map(|_| tokio::spawn(record_metrics(service.clone(), Instant::now())));
