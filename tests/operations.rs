@@ -557,7 +557,6 @@ async fn upgrade_with_metrics_hands_the_endpoint_over() {
         "vole upgrade: {r:?}\nlog:\n{}",
         serve.log()
     );
-    assert!(r.stdout.contains("the new controller serves"), "{r:?}");
     let code = serve.wait_exit(limit).await.and_then(|e| e.code());
     assert_eq!(
         code,
@@ -568,6 +567,7 @@ async fn upgrade_with_metrics_hands_the_endpoint_over() {
     harness::close(&c.link).await;
     let new = read_pid(&pidfile);
     assert_ne!(new, serve.pid, "the pid file names the new controller");
+    assert!(r.stdout.contains("the new controller serves"), "{r:?}");
     let st = wait_nodes(&admin, 2, limit).await;
     assert_eq!(st.pid, new, "status reports the new controller");
 
