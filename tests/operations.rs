@@ -588,9 +588,10 @@ async fn upgrade_with_metrics_hands_the_endpoint_over() {
     assert!(!pidfile.exists(), "the pid file is removed at the stop");
 }
 
-/// A failed upgrade: the binary at the served path now exits at once.
-/// `vole upgrade` exits 2 and says why, the old controller keeps serving,
-/// and its pid file stays in place naming it.
+/// A failed upgrade: the binary at the served path now exits at once, or
+/// is a vole whose controller fails after start-up. `vole upgrade` exits 2
+/// and says why, the old controller keeps serving (calls, metrics), and
+/// its pid file stays in place naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_upgrade_keeps_the_old_controller_and_its_pid_file() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -614,30 +615,43 @@ async fn failed_upgrade_keeps_the_old_controller_and_its_pid_file() {
     wait_nodes(&admin, 2, limit).await;
     assert_eq!(read_pid(&pidfile), serve.pid);
 
-    // The new "binary" exits at once (replaced as install(1) does).
-    let staged = bin.path().join("vole.new");
-    std::fs::write(&staged, "#!/bin/sh\nexit 1\n").expect("script");
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::rename(&staged, &deployed).expect("replace");
+    // The new "binary" (replaced as install(1) does): first one that exits
+    // at once; then a real vole controller that fails after its start-up
+    // (an unknown node user), which used to delete the pid file.
+    let real = bin.path().join("vole.real");
+    std::fs::copy(harness::VOLE, &real).expect("copy");
+    let failing = [
+        ("#!/bin/sh\nexit 1\n".to_owned(), "exited before serving"),
+        (
+            format!(
+                "#!/bin/sh\nexec {} \"$@\" --user no-such-user-vole-test\n",
+                s(&real)
+            ),
+            "no-such-user-vole-test",
+        ),
+    ];
+    for (script, reason) in failing {
+        let staged = bin.path().join("vole.new");
+        std::fs::write(&staged, script).expect("script");
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&staged, &deployed).expect("replace");
 
-    let r = vole(&["upgrade", "--admin-socket", &s(&admin)]).await;
-    assert_eq!(r.code, Some(2), "vole upgrade fails: {r:?}");
-    assert!(
-        r.stderr.contains("exited before serving"),
-        "the reason: {r:?}"
-    );
-    assert!(serve.exit_status().is_none(), "the old controller runs on");
-    assert_eq!(read_pid(&pidfile), serve.pid, "the pid file names it still");
-    let st = status(&admin).await.expect("status");
-    assert_eq!(st.pid, serve.pid);
-    let c = connect(serve.port()).await.expect("connect");
-    echo(&c.gw, 1)
-        .await
-        .expect("a call after the failed upgrade");
-    harness::close(&c.link).await;
-    http_get(mport, "/metrics")
-        .await
-        .expect("the old controller's metrics still answer");
+        let r = vole(&["upgrade", "--admin-socket", &s(&admin)]).await;
+        assert_eq!(r.code, Some(2), "vole upgrade fails: {r:?}");
+        assert!(r.stderr.contains(reason), "the reason: {r:?}");
+        assert!(serve.exit_status().is_none(), "the old controller runs on");
+        assert_eq!(read_pid(&pidfile), serve.pid, "the pid file names it still");
+        let st = status(&admin).await.expect("status");
+        assert_eq!(st.pid, serve.pid);
+        let c = connect(serve.port()).await.expect("connect");
+        echo(&c.gw, 1)
+            .await
+            .expect("a call after the failed upgrade");
+        harness::close(&c.link).await;
+        http_get(mport, "/metrics")
+            .await
+            .expect("the old controller's metrics still answer");
+    }
     let r = vole(&["stop", "--admin-socket", &s(&admin)]).await;
     assert_eq!(r.code, Some(0), "vole stop: {r:?}");
     assert_eq!(serve.wait_exit(limit).await.and_then(|e| e.code()), Some(0));
