@@ -167,7 +167,8 @@ pub enum PidFileError {
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
-    lock: Option<Flock<File>>,
+    /// Held for its lock (released when dropped).
+    _lock: Flock<File>,
     ino: u64,
 }
 
@@ -237,16 +238,70 @@ impl PidFile {
         }
         Ok(PidFile {
             path: path.to_owned(),
-            lock: Some(lock),
+            _lock: lock,
             ino,
         })
     }
+}
 
-    /// Gives the pid file up without removing it (after a binary upgrade, the
-    /// new controller owns it).
-    pub fn release(mut self) {
-        self.lock = None;
-        self.ino = 0;
+/// The pid file of a service: taken at start, or, by the new controller of
+/// a binary upgrade, only once it serves ([`PidSlot::take_over`]), so a new
+/// controller that fails never touches the pid file of the one that still
+/// serves. Dropping the slot removes the file if it is still ours (after an
+/// upgrade the new controller has renamed its own over it).
+#[derive(Debug, Default)]
+pub struct PidSlot {
+    held: Option<PidFile>,
+    /// Where to take it over, and from whom.
+    pending: Option<(PathBuf, u32)>,
+    /// Why taking it over failed.
+    failed: Option<String>,
+}
+
+impl PidSlot {
+    /// The pid file at `path`, taken now.
+    pub fn taken(path: &Path) -> Result<PidSlot, PidFileError> {
+        Ok(PidSlot {
+            held: Some(PidFile::create(path, None)?),
+            ..PidSlot::default()
+        })
+    }
+
+    /// The pid file at `path`, to take over from the controller `from` once
+    /// this one serves.
+    pub fn pending(path: &Path, from: u32) -> PidSlot {
+        PidSlot {
+            pending: Some((path.to_owned(), from)),
+            ..PidSlot::default()
+        }
+    }
+
+    /// Takes the pid file over if it is pending (once; later calls give the
+    /// same answer).
+    pub fn take_over(&mut self) -> Result<(), String> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let Some((path, from)) = self.pending.take() else {
+            return Ok(());
+        };
+        match PidFile::create(&path, Some(from)) {
+            Ok(p) => {
+                self.held = Some(p);
+                Ok(())
+            }
+            Err(e) => {
+                let e = format!("{:#}", anyhow::Error::new(e));
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Lets go of the pid file: removes it if it is still ours.
+    pub fn remove(&mut self) {
+        self.pending = None;
+        self.held = None;
     }
 }
 
@@ -302,6 +357,37 @@ mod tests {
         assert!(p.exists());
         drop(second);
         assert!(!p.exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_upgrade_takes_the_pid_file_over_only_when_asked() {
+        let d = dir("slot");
+        let p = d.join("vole.pid");
+        let me = std::process::id();
+        let old = PidFile::create(&p, None).expect("the old controller's");
+        let ino = std::fs::metadata(&p).expect("meta").ino();
+        // A new controller that fails before serving leaves it alone.
+        let mut failed = PidSlot::pending(&p, me);
+        failed.remove();
+        drop(failed);
+        assert_eq!(std::fs::metadata(&p).expect("still there").ino(), ino);
+        // One that serves puts its own in place; the old one's exit
+        // leaves that.
+        let mut new = PidSlot::pending(&p, me);
+        assert_eq!(std::fs::metadata(&p).expect("untouched").ino(), ino);
+        new.take_over().expect("taken over");
+        assert_ne!(std::fs::metadata(&p).expect("replaced").ino(), ino);
+        drop(old);
+        assert!(p.exists());
+        new.remove();
+        assert!(!p.exists());
+        // Someone else's: refused, and the answer stays.
+        let other = PidFile::create(&p, None).expect("another");
+        let mut slot = PidSlot::pending(&p, me + 1);
+        assert!(slot.take_over().is_err());
+        assert!(slot.take_over().is_err());
+        drop(other);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -492,6 +492,172 @@ async fn binary_upgrade_hands_over_without_refusing_a_connection() {
     );
 }
 
+// ------------------------------------------------------------------ 3b
+
+/// The sum of `name` over every series.
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls the metrics endpoint until `vole_calls_total` sums to `calls` or
+/// more; the body.
+async fn scrape_until_calls(mport: u16, calls: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = http_get(mport, "/metrics").await;
+        if let Ok(b) = &body {
+            if metric_sum(b, "vole_calls_total") >= calls {
+                return b.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed {calls} calls: {body:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `vole upgrade` with `--metrics`: the metrics socket passes to the new
+/// controller (it used to fail binding the port the old one held, and to
+/// delete the pid file); `vole upgrade` returns once the new one serves,
+/// the pid file names it, and scrapes are answered by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_with_metrics_hands_the_endpoint_over() {
+    let _serial = serial().await;
+    let pid_dir = TempDir::new("ops-upgrade-metrics-pid");
+    let pidfile = pid_dir.path().join("vole.pid");
+    let mport = free_port();
+    let serve = Serve::start(Opts::new(2, "grant").args(&[
+        "--pidfile",
+        &s(&pidfile),
+        "--metrics",
+        &format!("127.0.0.1:{mport}"),
+    ]))
+    .await;
+    let tree = Tree::new(serve.dir.path());
+    tree.not_mine(serve.pid);
+    let admin = serve.admin.clone();
+    let limit = Duration::from_secs(30);
+    wait_nodes(&admin, 2, limit).await;
+    assert_eq!(read_pid(&pidfile), serve.pid);
+    let c = connect(serve.port()).await.expect("connect");
+    for i in 0..3 {
+        echo(&c.gw, i).await.expect("echo");
+    }
+    scrape_until_calls(mport, 3.0).await;
+
+    let r = vole(&["upgrade", "--admin-socket", &s(&admin)]).await;
+    assert_eq!(
+        r.code,
+        Some(0),
+        "vole upgrade: {r:?}\nlog:\n{}",
+        serve.log()
+    );
+    let code = serve.wait_exit(limit).await.and_then(|e| e.code());
+    assert_eq!(
+        code,
+        Some(0),
+        "the old controller exits 0; log:\n{}",
+        serve.log()
+    );
+    harness::close(&c.link).await;
+    let new = read_pid(&pidfile);
+    assert_ne!(new, serve.pid, "the pid file names the new controller");
+    assert!(r.stdout.contains("the new controller serves"), "{r:?}");
+    let st = wait_nodes(&admin, 2, limit).await;
+    assert_eq!(st.pid, new, "status reports the new controller");
+
+    // The old controller is gone: the endpoint answers from the new one,
+    // which counts the calls its own nodes serve.
+    let c = connect(serve.port())
+        .await
+        .expect("connect after the upgrade");
+    for i in 0..5 {
+        echo(&c.gw, i).await.expect("echo");
+    }
+    let body = scrape_until_calls(mport, 5.0).await;
+    assert!(body.contains("service=\"vole\""), "{body}");
+    harness::close(&c.link).await;
+    let r = vole(&["stop", "--admin-socket", &s(&admin)]).await;
+    assert_eq!(r.code, Some(0), "vole stop: {r:?}");
+    assert_eq!(wait_child_code(new, limit).await, Some(0));
+    assert!(!pidfile.exists(), "the pid file is removed at the stop");
+}
+
+/// A failed upgrade: the binary at the served path now exits at once, or
+/// is a vole whose controller fails after start-up. `vole upgrade` exits 2
+/// and says why, the old controller keeps serving (calls, metrics), and
+/// its pid file stays in place naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_upgrade_keeps_the_old_controller_and_its_pid_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _serial = serial().await;
+    let bin = TempDir::new("ops-upgrade-fail-bin");
+    let deployed = bin.path().join("vole");
+    std::fs::copy(harness::VOLE, &deployed).expect("deploy");
+    let pidfile = bin.path().join("vole.pid");
+    let mport = free_port();
+    let serve = Serve::start(Opts::new(2, "grant").program(&deployed, "vole").args(&[
+        "--pidfile",
+        &s(&pidfile),
+        "--metrics",
+        &format!("127.0.0.1:{mport}"),
+    ]))
+    .await;
+    let tree = Tree::new(serve.dir.path());
+    tree.not_mine(serve.pid);
+    let admin = serve.admin.clone();
+    let limit = Duration::from_secs(30);
+    wait_nodes(&admin, 2, limit).await;
+    assert_eq!(read_pid(&pidfile), serve.pid);
+
+    // The new "binary" (replaced as install(1) does): first one that exits
+    // at once; then a real vole controller that fails after its start-up
+    // (an unknown node user), which used to delete the pid file.
+    let real = bin.path().join("vole.real");
+    std::fs::copy(harness::VOLE, &real).expect("copy");
+    let failing = [
+        ("#!/bin/sh\nexit 1\n".to_owned(), "exited before serving"),
+        (
+            format!(
+                "#!/bin/sh\nexec {} \"$@\" --user no-such-user-vole-test\n",
+                s(&real)
+            ),
+            "no-such-user-vole-test",
+        ),
+    ];
+    for (script, reason) in failing {
+        let staged = bin.path().join("vole.new");
+        std::fs::write(&staged, script).expect("script");
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&staged, &deployed).expect("replace");
+
+        let r = vole(&["upgrade", "--admin-socket", &s(&admin)]).await;
+        assert_eq!(r.code, Some(2), "vole upgrade fails: {r:?}");
+        assert!(r.stderr.contains(reason), "the reason: {r:?}");
+        assert!(serve.exit_status().is_none(), "the old controller runs on");
+        assert_eq!(read_pid(&pidfile), serve.pid, "the pid file names it still");
+        let st = status(&admin).await.expect("status");
+        assert_eq!(st.pid, serve.pid);
+        let c = connect(serve.port()).await.expect("connect");
+        echo(&c.gw, 1)
+            .await
+            .expect("a call after the failed upgrade");
+        harness::close(&c.link).await;
+        http_get(mport, "/metrics")
+            .await
+            .expect("the old controller's metrics still answer");
+    }
+    let r = vole(&["stop", "--admin-socket", &s(&admin)]).await;
+    assert_eq!(r.code, Some(0), "vole stop: {r:?}");
+    assert_eq!(serve.wait_exit(limit).await.and_then(|e| e.code()), Some(0));
+    assert!(!pidfile.exists(), "the pid file is removed at the stop");
+}
+
 // ------------------------------------------------------------------ 4
 
 /// SIGTTIN/SIGTTOU and `vole scale N` change the number of nodes; `vole

@@ -59,7 +59,8 @@ pub async fn simple(
     request: AdminRequest,
     done: &str,
 ) -> Result<(), Failure> {
-    // A reload replaces every node, which can take a while.
+    // A reload replaces every node, and an upgrade waits for the new
+    // controller's nodes to serve: either can take a while.
     send(&t, service, request, Duration::from_secs(300)).await?;
     crate::cli::out::outln!("{done}");
     Ok(())

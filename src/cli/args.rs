@@ -72,6 +72,7 @@ pub enum HostCommand {
     /// Reopen the log file (after logrotate).
     ReopenLogs(TargetArgs),
     /// Zero-downtime binary upgrade: start a new controller, hand it the sockets, step down.
+    /// Returns once the new controller serves; exits 2 if it failed (the old one keeps serving).
     Upgrade(TargetArgs),
     /// Settings files.
     #[command(subcommand)]

@@ -159,7 +159,7 @@ pub fn run_host_command(
                             t,
                             service,
                             vole_controller::admin::AdminRequest::Upgrade,
-                            "upgrade started",
+                            "upgraded: the new controller serves",
                         )
                         .await
                     }

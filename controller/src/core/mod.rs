@@ -500,7 +500,7 @@ impl<C> SupervisorCore<C> {
                 }
             }
             Timer::UpgradeDeadline { pid } => {
-                if self.upgrade == Some(Upgrade::Waiting { pid }) {
+                if matches!(self.upgrade, Some(Upgrade::Waiting { pid: p, .. }) if p == pid) {
                     self.upgrade_done(
                         now,
                         pid,

@@ -444,12 +444,13 @@ impl<C> SupervisorCore<C> {
                     pid,
                     "upgrade: new controller started; waiting for its nodes to serve"
                 );
-                self.upgrade = Some(Upgrade::Waiting { pid });
+                // The request is answered when the upgrade ends, so that
+                // `vole upgrade` reports whether it worked.
+                self.upgrade = Some(Upgrade::Waiting { pid, req });
                 self.commands.push_back(Command::Timer {
                     at: now + UPGRADE_TIMEOUT,
                     timer: Timer::UpgradeDeadline { pid },
                 });
-                self.reply(req, AdminResponse::ok());
             }
             Err(e) => {
                 tracing::error!(error = %e, "upgrade failed to start; still serving");
@@ -459,11 +460,24 @@ impl<C> SupervisorCore<C> {
         }
     }
 
+    /// The upgrade ends: the new controller serves, or failed (reported a
+    /// failure, exited, or did not serve in time). The request that asked
+    /// is answered now.
     pub(super) fn upgrade_done(&mut self, now: Instant, pid: u32, result: Result<(), String>) {
-        if self.upgrade != Some(Upgrade::Waiting { pid }) {
-            return;
-        }
+        let req = match self.upgrade {
+            Some(Upgrade::Waiting { pid: p, req }) if p == pid => req,
+            _ => return,
+        };
         self.upgrade = None;
+        let reply = match &result {
+            Ok(()) => AdminResponse::ok(),
+            Err(e) if self.stopping.is_some() => {
+                AdminResponse::error(format!("upgrade failed: {e}"))
+            }
+            Err(e) => AdminResponse::error(format!(
+                "upgrade failed: {e}; the old controller still serves"
+            )),
+        };
         match result {
             Ok(()) => {
                 tracing::info!(
@@ -485,5 +499,8 @@ impl<C> SupervisorCore<C> {
                 self.commands.push_back(Command::Kill { pid });
             }
         }
+        // After the hand-over's commands: once `vole upgrade` returns, the
+        // new controller is the one that serves.
+        self.reply(req, reply);
     }
 }

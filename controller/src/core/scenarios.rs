@@ -500,3 +500,105 @@ fn status_shows_retiring_draining_and_stopping_nodes() {
     let all: Vec<String> = states(&mut core, t0).into_iter().map(|(_, s)| s).collect();
     assert_eq!(all, ["stopping"; 4]);
 }
+
+/// The reply to an admin request, if `out` has one for `req`.
+fn reply_to(out: &[Command<u32>], req: u64) -> Option<&crate::admin::AdminResponse> {
+    out.iter().find_map(|c| match c {
+        Command::Reply { req: r, response } if *r == req => Some(response),
+        _ => None,
+    })
+}
+
+/// Asks for an upgrade on the admin socket as request `req`; the hook
+/// starts the new controller as `pid`. Nothing is answered yet.
+fn upgrade_started(core: &mut SupervisorCore<u32>, now: Instant, req: u64, pid: u32) {
+    core.handle(
+        now,
+        Event::Admin {
+            req,
+            request: crate::admin::AdminRequest::Upgrade,
+        },
+    );
+    let out = commands(core);
+    assert!(
+        matches!(out[..], [Command::StartUpgrade]),
+        "the hook is called: {out:?}"
+    );
+    core.handle(now, Event::UpgradeStarted(Ok(pid)));
+    let out = commands(core);
+    assert!(
+        reply_to(&out, req).is_none(),
+        "not answered while the new controller starts: {out:?}"
+    );
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::Timer { timer: Timer::UpgradeDeadline { pid: p }, .. } if *p == pid
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_upgrade_is_answered_when_it_ends_with_its_outcome() {
+    let t0 = Instant::now();
+    let mut core = SupervisorCore::new(config(1, Balance::Grant), 1, t0);
+    serving(&mut core, t0, 1);
+
+    // The new controller exits before serving: an error, and it is killed;
+    // this controller goes on.
+    upgrade_started(&mut core, t0, 7, 4242);
+    core.handle(
+        t0,
+        Event::UpgradeDone {
+            pid: 4242,
+            result: Err("the new controller exited before serving".to_owned()),
+        },
+    );
+    let out = commands(&mut core);
+    let reply = reply_to(&out, 7).expect("answered when it failed");
+    assert!(!reply.ok, "{reply:?}");
+    let error = reply.error.as_deref().unwrap_or("");
+    assert!(
+        error.contains("exited before serving") && error.contains("still serves"),
+        "{error}"
+    );
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Kill { pid: 4242 })),
+        "{out:?}"
+    );
+    assert!(!core.is_finished() && core.stopping.is_none());
+
+    // One that never serves: answered at the deadline.
+    upgrade_started(&mut core, t0, 8, 4343);
+    core.handle(t0, Event::Timer(Timer::UpgradeDeadline { pid: 4343 }));
+    let out = commands(&mut core);
+    let reply = reply_to(&out, 8).expect("answered at the deadline");
+    assert!(
+        !reply.ok
+            && reply
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("did not serve"),
+        "{reply:?}"
+    );
+
+    // One that serves: ok, after the hand-over's commands.
+    upgrade_started(&mut core, t0, 9, 4444);
+    core.handle(
+        t0,
+        Event::UpgradeDone {
+            pid: 4444,
+            result: Ok(()),
+        },
+    );
+    let out = commands(&mut core);
+    let reply = reply_to(&out, 9).expect("answered once the new one serves");
+    assert!(reply.ok, "{reply:?}");
+    let at = |f: &dyn Fn(&Command<u32>) -> bool| out.iter().position(f);
+    let main_pid = at(&|c| matches!(c, Command::Notify(Lifecycle::MainPid(4444))));
+    let replied = at(&|c| matches!(c, Command::Reply { req: 9, .. }));
+    assert!(main_pid.is_some() && main_pid < replied, "{out:?}");
+    assert!(core.stopping.is_some(), "the old controller drains");
+}

@@ -123,5 +123,11 @@ pub(crate) enum Upgrade {
         req: Option<RequestId>,
     },
     /// The new controller runs; waiting for it to serve.
-    Waiting { pid: u32 },
+    Waiting {
+        /// Its pid.
+        pid: u32,
+        /// The request that asked, answered when the upgrade ends (the
+        /// new controller serves, fails, exits or times out).
+        req: Option<RequestId>,
+    },
 }

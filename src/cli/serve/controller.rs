@@ -121,8 +121,19 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let s = &p.settings;
     let config = controller_config(s, &p.service)?;
     let nodes = config.nodes;
-    super::setup::install_metrics(s, &p.service.name)?;
-    let inherited = p.inherited.lock().ok().and_then(|mut i| i.take());
+    let mut inherited = p.inherited.lock().ok().and_then(|mut i| i.take());
+    let upgraded = inherited.is_some();
+    let endpoint = super::metrics::Endpoint::open(
+        s,
+        &p.service.name,
+        inherited.as_mut().and_then(|i| i.metrics.take()),
+    )?
+    .map(std::sync::Arc::new);
+    // A controller started by an upgrade answers scrapes once it serves
+    // (the old one answers until then).
+    if let (Some(e), false) = (&endpoint, upgraded) {
+        e.start()?;
+    }
     let activated = p.activated.lock().ok().and_then(|mut a| a.take());
     let (bound, admin) = match (inherited, activated) {
         (Some(inh), _) => {
@@ -171,14 +182,40 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let service = p.service.clone();
     let log = p.log.clone();
     let ready = p.ready.clone();
+    let pidfile = p.pidfile.clone();
+    let notify_pidfile = p.pidfile.clone();
+    let ready_endpoint = endpoint.clone();
+    let notify_endpoint = endpoint.clone();
+    let upgrade_endpoint = endpoint;
     let log_to_file = s.log_file.is_some();
     let notifier = p.notifier.clone();
     let watchdog = notifier.watchdog_interval();
     let upgrade_notifier = notifier.clone();
     let grace = s.grace;
     let hooks = Hooks {
-        on_ready: Some(Box::new(move || announce_ready(&ready, nodes, log_to_file))),
+        on_ready: Some(Box::new(move || {
+            let serving = announce_ready(&ready, &pidfile, nodes, log_to_file);
+            if let (true, Some(e)) = (serving, &ready_endpoint) {
+                if let Err(f) = e.start() {
+                    tracing::error!(error = %format!("{:#}", f.error), "metrics endpoint");
+                }
+            }
+        })),
         notify: Box::new(move |event: Lifecycle| {
+            // The new controller of an upgrade takes the pid file over
+            // before it tells systemd it is the main process; if it cannot,
+            // it says nothing and reports the failure (`on_ready`, called
+            // right after), and the controller it replaces keeps serving.
+            if event == Lifecycle::Ready
+                && super::setup::take_pidfile_over(&notify_pidfile).is_err()
+            {
+                return;
+            }
+            // The new controller of an upgrade serves: it answers scrapes
+            // from now on.
+            if let (Lifecycle::MainPid(_), Some(e)) = (event, &notify_endpoint) {
+                e.stop();
+            }
             if event == Lifecycle::Stopping {
                 // Let systemd wait for the drain (TimeoutStopSec may be
                 // shorter than the grace period).
@@ -194,7 +231,8 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         }),
         reopen_logs: Box::new(move || log.reopen().map_err(|e| e.to_string())),
         upgrade: Box::new(move |request| {
-            super::upgrade::spawn(&relaunch, request, &upgrade_notifier)
+            let metrics = upgrade_endpoint.as_ref().map(|e| e.fd());
+            super::upgrade::spawn(&relaunch, request, metrics, &upgrade_notifier)
         }),
     };
     let outcome = bound

@@ -9,6 +9,7 @@
 //! or prints why the start failed; nothing is lost silently.
 
 mod controller;
+mod metrics;
 mod setup;
 mod single;
 pub mod upgrade;
@@ -27,12 +28,10 @@ pub async fn run(p: Prepared) -> Result<(), Failure> {
     if let Err(f) = &result {
         p.report_failure(f);
     }
-    // On an upgrade the pid file belongs to the new controller now.
-    result.map(|stepped_down| {
-        if stepped_down {
-            if let Some(pf) = p.pidfile {
-                pf.release();
-            }
-        }
-    })
+    // Removed if still ours: after an upgrade the new controller, serving,
+    // has already put its own in place, and that one stays.
+    if let Ok(mut slot) = p.pidfile.lock() {
+        slot.remove();
+    }
+    result.map(|_stepped_down| ())
 }

@@ -21,7 +21,7 @@ use vole_transport::vop::ServerPolicy;
 use super::upgrade;
 use crate::cli::args::{Globals, ServeArgs};
 use crate::cli::exit::Failure;
-use crate::daemon::{self, PidFile, ReadyPipe};
+use crate::daemon::{self, PidSlot, ReadyPipe};
 use crate::hosted::HostedService;
 use crate::logging::{self, LogTarget};
 use crate::settings::{Settings, TlsSetting};
@@ -33,7 +33,8 @@ pub struct Prepared {
     pub(super) args: ServeArgs,
     pub(super) log: LogTarget,
     pub(super) ready: Arc<Mutex<ReadyPipe>>,
-    pub(super) pidfile: Option<PidFile>,
+    /// The pid file: taken at start, or after an upgrade once serving.
+    pub(super) pidfile: Arc<Mutex<PidSlot>>,
     pub(super) inherited: Mutex<Option<upgrade::Inherited>>,
     /// Listening sockets from systemd socket activation.
     pub(super) activated: Mutex<Option<Vec<std::net::TcpListener>>>,
@@ -159,16 +160,20 @@ pub fn prepare(
         }
     };
     logging::init(&level, settings.log_format, false);
-    let pidfile = match &settings.pidfile {
-        Some(path) => match PidFile::create(path, inherited.as_ref().map(|i| i.from)) {
-            Ok(p) => Some(p),
+    // The new controller of an upgrade takes the pid file over only once
+    // it serves (see `announce_ready`): one that fails before must leave
+    // the pid file naming the controller that still serves.
+    let pidfile = match (&settings.pidfile, &inherited) {
+        (Some(path), Some(inh)) => PidSlot::pending(path, inh.from),
+        (Some(path), None) => match PidSlot::taken(path) {
+            Ok(p) => p,
             Err(e) => {
                 let f = Failure::usage(anyhow::Error::new(e));
                 ready.failed(f.code, &format!("{:#}", f.error));
                 return Err(f);
             }
         },
-        None => None,
+        (None, _) => PidSlot::default(),
     };
     Ok(Prepared {
         service: service.clone(),
@@ -176,16 +181,45 @@ pub fn prepare(
         args,
         log,
         ready: Arc::new(Mutex::new(ready)),
-        pidfile,
+        pidfile: Arc::new(Mutex::new(pidfile)),
         inherited: Mutex::new(inherited),
         activated: Mutex::new((!activated.is_empty()).then_some(activated)),
         notifier,
     })
 }
 
-/// Called once the service serves: tells the launching shell (daemon),
-/// then lets go of the terminal, and prints the ready line.
-pub(super) fn announce_ready(ready: &Arc<Mutex<ReadyPipe>>, nodes: u32, log_to_file: bool) {
+/// Takes the pid file over if this controller was started by an upgrade
+/// (once; later calls give the same answer). Called when the service
+/// serves, before it tells systemd or the controller it replaces.
+pub(super) fn take_pidfile_over(pidfile: &Arc<Mutex<PidSlot>>) -> Result<(), String> {
+    let result = match pidfile.lock() {
+        Ok(mut slot) => slot.take_over(),
+        Err(_) => Err("pid file: lock poisoned".to_owned()),
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "cannot take the pid file over; not reporting ready");
+    }
+    result
+}
+
+/// Called once the service serves: takes the pid file over (after an
+/// upgrade), tells the launching shell (daemon) or the controller being
+/// replaced, then lets go of the terminal, and prints the ready line.
+/// Returns false, having reported why, if the pid file could not be taken
+/// over (the controller being replaced then keeps serving, and ends this
+/// one).
+pub(super) fn announce_ready(
+    ready: &Arc<Mutex<ReadyPipe>>,
+    pidfile: &Arc<Mutex<PidSlot>>,
+    nodes: u32,
+    log_to_file: bool,
+) -> bool {
+    if let Err(e) = take_pidfile_over(pidfile) {
+        if let Ok(mut r) = ready.lock() {
+            r.failed(crate::cli::exit::USAGE, &e);
+        }
+        return false;
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "ready: {nodes} node(s) serving");
     let _ = stdout.flush();
@@ -197,6 +231,7 @@ pub(super) fn announce_ready(ready: &Arc<Mutex<ReadyPipe>>, nodes: u32, log_to_f
             }
         }
     }
+    true
 }
 
 pub(super) fn announce(service: &str, addrs: &[SocketAddr], transports: &str) {
@@ -267,28 +302,6 @@ pub(super) fn service_config(
         },
         node_id: None,
     }
-}
-
-/// Starts the Prometheus endpoint, if configured. Every series carries
-/// the label `service` with the service's name.
-pub(super) fn install_metrics(s: &Settings, service: &str) -> Result<(), Failure> {
-    let Some(addr) = s.metrics else { return Ok(()) };
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .add_global_label("service", service)
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(
-                vole_controller::metrics::CALL_DURATION.to_owned(),
-            ),
-            &vole_link::metrics::BUCKETS,
-        )
-        .and_then(|b| b.install())
-        .map_err(|e| Failure {
-            code: crate::cli::exit::CONNECTION,
-            error: anyhow::anyhow!("metrics endpoint {addr}: {e}"),
-        })?;
-    tracing::info!(%addr, "prometheus metrics at http://{addr}/metrics");
-    Ok(())
 }
 
 /// How long to keep a forced shutdown from hanging.

@@ -167,7 +167,10 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         }
     };
     let service = Service::new(config, factory);
-    super::setup::install_metrics(s, &p.service.name)?;
+    let endpoint = super::metrics::Endpoint::open(s, &p.service.name, None)?;
+    if let Some(e) = &endpoint {
+        e.start()?;
+    }
     let metrics_task = s
         .metrics
         .map(|_| tokio::spawn(record_metrics(service.clone(), Instant::now())));
@@ -192,8 +195,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         let svc = service.clone();
         tasks.push(tokio::spawn(async move { svc.run(l).await }));
     }
-    announce_ready(&p.ready, 1, s.log_file.is_some());
-    p.notifier.lifecycle(vole_controller::Lifecycle::Ready);
+    if announce_ready(&p.ready, &p.pidfile, 1, s.log_file.is_some()) {
+        p.notifier.lifecycle(vole_controller::Lifecycle::Ready);
+    }
     let watchdog = p.notifier.watchdog_interval();
     let notifier = p.notifier.clone();
     let watchdog_task = watchdog.map(|every| {

@@ -3,12 +3,16 @@
 //! The running controller starts a new controller from the executable path
 //! it was started from (so a binary replaced on disk is picked up), with the
 //! same arguments minus `--daemon`, and hands it, at fixed descriptor
-//! numbers, the listening sockets, the admin socket and the write end of a
-//! readiness pipe; the environment says which is which. The new controller
-//! adopts them instead of binding, takes over the pid file, starts its nodes
-//! (which accept from the very same sockets, so no connection is refused)
-//! and reports on the pipe once they serve. Only then does the old
-//! controller tell systemd the new main pid and drain its own nodes.
+//! numbers, the listening sockets, the admin socket, the metrics endpoint's
+//! socket and the write end of a readiness pipe; the environment says which
+//! is which. The new controller adopts them instead of binding, starts its
+//! nodes (which accept from the very same sockets, so no connection is
+//! refused), and once they serve takes over the pid file, answers metrics
+//! scrapes and reports on the pipe. Only then does the old controller tell
+//! systemd the new main pid, stop answering scrapes and drain its own
+//! nodes. A new controller that fails before that never touched the pid
+//! file; the old one kills it and keeps serving, and `vole upgrade` says
+//! why.
 
 #![allow(unsafe_code)]
 
@@ -23,6 +27,7 @@ use vole_controller::{UpgradeChild, UpgradeRequest};
 const ENV_FROM: &str = "VOLE_UPGRADE_FROM";
 const ENV_LISTEN: &str = "VOLE_UPGRADE_LISTEN_FDS";
 const ENV_ADMIN: &str = "VOLE_UPGRADE_ADMIN_FD";
+const ENV_METRICS: &str = "VOLE_UPGRADE_METRICS_FD";
 const ENV_READY: &str = "VOLE_UPGRADE_READY_FD";
 /// The first descriptor handed over.
 const FIRST_FD: RawFd = 3;
@@ -38,6 +43,8 @@ pub struct Inherited {
     pub listeners: Vec<std::net::TcpListener>,
     /// Its admin socket.
     pub admin: Option<OwnedFd>,
+    /// Its metrics endpoint's listening socket.
+    pub metrics: Option<std::net::TcpListener>,
     /// Where to say "ok" once serving.
     pub ready: Option<OwnedFd>,
 }
@@ -81,10 +88,13 @@ impl Inherited {
         let admin = num(ENV_ADMIN)?
             .map(|fd| adopt(fd, "admin socket"))
             .transpose()?;
+        let metrics = num(ENV_METRICS)?
+            .map(|fd| adopt(fd, "metrics socket").map(std::net::TcpListener::from))
+            .transpose()?;
         let ready = num(ENV_READY)?
             .map(|fd| adopt(fd, "readiness pipe"))
             .transpose()?;
-        for name in [ENV_FROM, ENV_LISTEN, ENV_ADMIN, ENV_READY] {
+        for name in [ENV_FROM, ENV_LISTEN, ENV_ADMIN, ENV_METRICS, ENV_READY] {
             // Single-threaded here (documented precondition).
             std::env::remove_var(name);
         }
@@ -97,6 +107,7 @@ impl Inherited {
             from,
             listeners,
             admin,
+            metrics,
             ready,
         }))
     }
@@ -123,10 +134,13 @@ impl Relaunch {
     }
 }
 
-/// Starts the new controller of an upgrade.
+/// Starts the new controller of an upgrade, handing it the sockets of
+/// `request` and the metrics endpoint's socket (`metrics`, which this
+/// program serves, not the controller).
 pub fn spawn(
     relaunch: &Relaunch,
     request: UpgradeRequest<'_>,
+    metrics: Option<BorrowedFd<'_>>,
     notifier: &vole_controller::systemd::Notifier,
 ) -> Result<UpgradeChild, String> {
     let (ready_read, ready_write) =
@@ -143,6 +157,10 @@ pub fn spawn(
         fds.push(a.as_raw_fd());
         FIRST_FD + fds.len() as RawFd - 1
     });
+    let metrics_number = metrics.map(|m| {
+        fds.push(m.as_raw_fd());
+        FIRST_FD + fds.len() as RawFd - 1
+    });
     fds.push(ready_write.as_raw_fd());
     let ready_number = FIRST_FD + fds.len() as RawFd - 1;
 
@@ -155,6 +173,9 @@ pub fn spawn(
         .kill_on_drop(false);
     if let Some(n) = admin_number {
         cmd.env(ENV_ADMIN, n.to_string());
+    }
+    if let Some(n) = metrics_number {
+        cmd.env(ENV_METRICS, n.to_string());
     }
     // The new controller talks to systemd as the successor (and must not
     // inherit a WATCHDOG_PID naming this process).
