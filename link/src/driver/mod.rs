@@ -195,7 +195,7 @@ where
         if let Some(tx) = self.handshake_tx.take() {
             let _ = tx.send(Err(Error::Handshake(reason.to_string())));
         }
-        self.served.clear();
+        self.served.cancel_all();
         self.outcome = Some(Closed { reason, clean });
     }
 
@@ -465,6 +465,19 @@ where
         for slot in unanswered {
             let e = Error::Closed("peer closed the link".to_owned());
             self.shared.calls.complete(slot, Err(e), &mut self.wakeups);
+        }
+        // A peer that closes its sending side has gone: a vole link shuts
+        // down its side only once its own calls are answered, so calls
+        // still running here are the calls of a client that disconnected
+        // or quit. They are cancelled at once rather than run for nobody;
+        // answers already made are still written.
+        if self.served.running() > 0 {
+            tracing::debug!(
+                link = self.shared.id,
+                calls = self.served.running(),
+                "peer closed the link; cancelling its running calls"
+            );
+            self.served.cancel_all();
         }
         self.begin_drain(now);
         Ok(())

@@ -1,0 +1,153 @@
+//! A service over real TCP: a client that disconnects has its running calls
+//! cancelled at once, and a draining link closes promptly once its calls are
+//! done, however busily its client keeps calling.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout, Instant};
+use vole_link::publish::Published;
+use vole_link::{CallError, Link, LinkConfig, LinkInfo, RemoteObject, Value};
+use vole_node::{Service, ServiceConfig, DRAIN_QUIET};
+use vole_transport::stream::{Conn, Prefixed, ServerSettings};
+use vole_transport::vop::{self, ServerPolicy, Transport};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Counts the handlers of `slow` that started and that were dropped
+/// (finished or cancelled).
+#[derive(Default)]
+struct Handlers {
+    started: AtomicU64,
+    dropped: AtomicU64,
+}
+
+struct DropGuard(Arc<Handlers>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn start(handlers: Arc<Handlers>) -> (Service, std::net::SocketAddr) {
+    let config = ServiceConfig {
+        transport: ServerSettings {
+            transports: ServerPolicy::new(false, true),
+            tls: None,
+            handshake_timeout: LIMIT,
+        },
+        link: LinkConfig {
+            hold_peer: false,
+            drain_quiet: DRAIN_QUIET,
+            ..LinkConfig::default()
+        },
+        node_id: None,
+    };
+    let service = Service::new(
+        config,
+        Arc::new(move |_| {
+            let h = handlers.clone();
+            Published::new("Gateway")
+                .method(
+                    "echo",
+                    "",
+                    |(v,): (Value,)| async move { Ok::<_, CallError>(v) },
+                )
+                .method("slow", "", move |(ms,): (i64,)| {
+                    let h = h.clone();
+                    async move {
+                        h.started.fetch_add(1, Ordering::SeqCst);
+                        let _guard = DropGuard(h);
+                        tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+                        Ok::<_, CallError>(Value::Int(ms))
+                    }
+                })
+                .into_object()
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let running = service.clone();
+    tokio::spawn(async move { running.run(listener).await });
+    (service, addr)
+}
+
+async fn connect(addr: std::net::SocketAddr) -> (Link, RemoteObject) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let (_, leftover) = vop::negotiate_client(&mut tcp, &[Transport::Plain], LIMIT)
+        .await
+        .expect("VOP");
+    let setup = vole_link::LinkSetup {
+        config: LinkConfig::default(),
+        gateway: Published::new("Client").into_object(),
+        info: LinkInfo::default(),
+    };
+    timeout(
+        LIMIT,
+        vole_link::connect(Conn::Plain(Prefixed::new(leftover, tcp)), setup),
+    )
+    .await
+    .expect("in time")
+    .expect("link handshake")
+}
+
+/// Polls `cond` every millisecond until it holds; returns how long that
+/// took, or `None` after `limit`.
+async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if cond() {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    cond().then(|| started.elapsed())
+}
+
+/// A client starts 1,000 calls of a method that would run for a minute,
+/// then disconnects: every one is cancelled (its future dropped) and the
+/// service's in-flight count is back to 0 within 100 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_cancels_running_calls_at_once() {
+    const CALLS: u64 = 1_000;
+    let handlers = Arc::new(Handlers::default());
+    let (service, addr) = start(handlers.clone()).await;
+    let (link, gw) = connect(addr).await;
+    let mut pipe = gw.pipeline();
+    for _ in 0..CALLS {
+        pipe.call("slow", (60_000,)).await.expect("queued");
+    }
+    wait_for(LIMIT, || {
+        handlers.started.load(Ordering::SeqCst) == CALLS && service.snapshot().inflight == CALLS
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "all calls running: {} started, {:?}",
+            handlers.started.load(Ordering::SeqCst),
+            service.snapshot()
+        )
+    });
+
+    link.abort();
+    let took = wait_for(LIMIT, || {
+        service.snapshot().inflight == 0 && handlers.dropped.load(Ordering::SeqCst) == CALLS
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "calls still running {LIMIT:?} after the disconnect: {} of {CALLS} dropped, {:?}",
+            handlers.dropped.load(Ordering::SeqCst),
+            service.snapshot()
+        )
+    });
+    assert!(
+        took <= Duration::from_millis(100),
+        "the calls were cancelled {took:?} after the disconnect (limit 100 ms)"
+    );
+    drop(pipe);
+    assert_eq!(service.shutdown(LIMIT).await, 0, "nothing left to force");
+}
