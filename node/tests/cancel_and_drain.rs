@@ -112,34 +112,52 @@ async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Dur
 /// service's in-flight count is back to 0 within 100 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_cancels_running_calls_at_once() {
-    const CALLS: u64 = 1_000;
+    disconnect_with_calls(1_000).await;
+}
+
+/// The same with more calls than the link runs at once
+/// (`LinkConfig::max_inflight`, 1,024): the link has stopped reading, and
+/// still notices the disconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_cancels_calls_on_a_saturated_link() {
+    disconnect_with_calls(1_500).await;
+}
+
+async fn disconnect_with_calls(calls: u64) {
+    let max_inflight = LinkConfig::default().max_inflight as u64;
     let handlers = Arc::new(Handlers::default());
     let (service, addr) = start(handlers.clone()).await;
     let (link, gw) = connect(addr).await;
     let mut pipe = gw.pipeline();
-    for _ in 0..CALLS {
+    for _ in 0..calls {
         pipe.call("slow", (60_000,)).await.expect("queued");
     }
+    // The link runs up to max_inflight calls (it may start a few more from
+    // what it read at once).
+    let running = calls.min(max_inflight);
     wait_for(LIMIT, || {
-        handlers.started.load(Ordering::SeqCst) == CALLS && service.snapshot().inflight == CALLS
+        handlers.started.load(Ordering::SeqCst) >= running && service.snapshot().inflight >= running
     })
     .await
     .unwrap_or_else(|| {
         panic!(
-            "all calls running: {} started, {:?}",
+            "calls running: {} started, {:?}",
             handlers.started.load(Ordering::SeqCst),
             service.snapshot()
         )
     });
+    // Let whatever else the link will take in arrive.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = handlers.started.load(Ordering::SeqCst);
 
     link.abort();
     let took = wait_for(LIMIT, || {
-        service.snapshot().inflight == 0 && handlers.dropped.load(Ordering::SeqCst) == CALLS
+        service.snapshot().inflight == 0 && handlers.dropped.load(Ordering::SeqCst) == started
     })
     .await
     .unwrap_or_else(|| {
         panic!(
-            "calls still running {LIMIT:?} after the disconnect: {} of {CALLS} dropped, {:?}",
+            "calls still running {LIMIT:?} after the disconnect: {} of {started} dropped, {:?}",
             handlers.dropped.load(Ordering::SeqCst),
             service.snapshot()
         )
@@ -147,6 +165,11 @@ async fn a_disconnect_cancels_running_calls_at_once() {
     assert!(
         took <= Duration::from_millis(100),
         "the calls were cancelled {took:?} after the disconnect (limit 100 ms)"
+    );
+    assert_eq!(
+        handlers.started.load(Ordering::SeqCst),
+        started,
+        "no call started after the disconnect"
     );
     drop(pipe);
     assert_eq!(service.shutdown(LIMIT).await, 0, "nothing left to force");

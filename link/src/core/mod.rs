@@ -292,8 +292,14 @@ impl LinkCore {
 
     /// The peer closed its sending side. Returns the replies of the
     /// application's calls still waiting, which can get no outcome now.
-    pub(crate) fn handle_eof(&mut self, buf: &BytesMut) -> Result<Vec<Reply>, Error> {
-        if self.decoder.is_mid_entity() || !buf.is_empty() {
+    /// `discarded` says the driver dropped input it never handed over (so
+    /// a message cut short is no protocol error).
+    pub(crate) fn handle_eof(
+        &mut self,
+        buf: &BytesMut,
+        discarded: bool,
+    ) -> Result<Vec<Reply>, Error> {
+        if !discarded && (self.decoder.is_mid_entity() || !buf.is_empty()) {
             return Err(Error::Transport(vole_transport::Error::Truncated(
                 buf.len(),
             )));

@@ -70,6 +70,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// shutting down its write side, so that closing does not reset the
 /// connection while the peer is still sending.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How much a saturated link reads ahead without handing it to the core
+/// (see [`Driver::step`]).
+const READ_AHEAD: usize = READ_CHUNK;
 /// Iterations of the driver loop before it yields to other tasks.
 const BUDGET: usize = 32;
 
@@ -119,6 +122,9 @@ pub struct Driver<IO> {
     /// the shared signals and not yet released.
     released: Vec<i64>,
     inbuf: BytesMut,
+    /// `inbuf` holds bytes read ahead while saturated, not yet handed to
+    /// the core.
+    unread: bool,
     output: Output,
     read_closed: bool,
     handshake_tx: Option<oneshot::Sender<Result<Option<RemoteObject>, Error>>>,
@@ -157,6 +163,7 @@ where
             served: Served::default(),
             released: Vec::new(),
             inbuf: BytesMut::with_capacity(READ_CHUNK),
+            unread: false,
             output: Output::default(),
             read_closed: false,
             handshake_tx: Some(hs_tx),
@@ -358,11 +365,20 @@ where
             progress = true;
         }
 
-        // Read, unless the peer has finished or we are saturated.
-        let can_read = !parked.read
-            && !self.read_closed
-            && self.served.running() < self.config.max_inflight
-            && self.out_len() < self.config.out_high_water;
+        // Read, unless the peer has finished. A saturated link (running
+        // `max_inflight` calls, or holding `out_high_water` bytes to write)
+        // hands nothing more to the core, but still reads ahead a little
+        // (up to READ_AHEAD buffered) so that a peer that disconnects is
+        // noticed and its calls cancelled, not run to their end.
+        let saturated = self.served.running() >= self.config.max_inflight
+            || self.out_len() >= self.config.out_high_water;
+        if self.unread && !saturated {
+            self.unread = false;
+            progress = true;
+            self.core.handle_input(&mut self.inbuf, now_std)?;
+        }
+        let can_read =
+            !parked.read && !self.read_closed && (!saturated || self.inbuf.len() < READ_AHEAD);
         if can_read {
             if self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
                 self.inbuf.reserve(READ_CHUNK);
@@ -377,6 +393,8 @@ where
                     progress = true;
                     if matches!(self.phase, Phase::Lingering { .. }) {
                         self.inbuf.clear();
+                    } else if saturated {
+                        self.unread = true;
                     } else {
                         self.core.handle_input(&mut self.inbuf, now_std)?;
                     }
@@ -455,7 +473,13 @@ where
         if matches!(self.phase, Phase::Lingering { .. }) {
             return Ok(());
         }
-        let unanswered = self.core.handle_eof(&self.inbuf)?;
+        // Calls read ahead while saturated and never started: the peer
+        // that sent them has gone, so they are dropped unread.
+        let discard = std::mem::take(&mut self.unread);
+        if discard {
+            self.inbuf.clear();
+        }
+        let unanswered = self.core.handle_eof(&self.inbuf, discard)?;
         if !self.core.is_open() {
             return Err(Error::Transport(vole_transport::Error::ClosedDuring(
                 "link handshake",
