@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
 use vole_link::publish::Published;
-use vole_link::{CallError, Link, LinkConfig, LinkInfo, RemoteObject, Value};
+use vole_link::{CallError, Error as LinkError, Link, LinkConfig, LinkInfo, RemoteObject, Value};
 use vole_node::{Service, ServiceConfig, DRAIN_QUIET};
 use vole_transport::stream::{Conn, Prefixed, ServerSettings};
 use vole_transport::vop::{self, ServerPolicy, Transport};
@@ -173,4 +173,141 @@ async fn disconnect_with_calls(calls: u64) {
     );
     drop(pipe);
     assert_eq!(service.shutdown(LIMIT).await, 0, "nothing left to force");
+}
+
+/// What a client that calls `echo` in a loop on one link, ignoring
+/// "closing" refusals, came to.
+#[derive(Debug, Default)]
+struct Hammered {
+    answered: u64,
+    refused: u64,
+    /// Calls that failed otherwise (the link closed under them).
+    failed: u64,
+}
+
+async fn hammer(gw: RemoteObject) -> Hammered {
+    let mut h = Hammered::default();
+    loop {
+        match timeout(LIMIT, gw.call("echo", (1,))).await {
+            Ok(Ok(_)) => h.answered += 1,
+            Ok(Err(e @ LinkError::Exception(_))) if e.to_string().contains("closing") => {
+                h.refused += 1
+            }
+            Ok(Err(_)) => {
+                h.failed += 1;
+                if gw.link().is_closed() {
+                    return h;
+                }
+            }
+            Err(_) => panic!("a call took {LIMIT:?}"),
+        }
+    }
+}
+
+/// A client that keeps calling on a draining link (ignoring the refusals)
+/// gets a bounded number of "closing" refusals, its running call finishes
+/// and is answered, and its link closes within ~100 ms of that call's end,
+/// not at the end of the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_link_closes_soon_after_its_calls_however_busy_its_client() {
+    let handlers = Arc::new(Handlers::default());
+    let (service, addr) = start(handlers.clone()).await;
+    let (link, gw) = connect(addr).await;
+    let slow_gw = gw.clone();
+    let slow = tokio::spawn(async move {
+        let r = slow_gw.call("slow", (300,)).await;
+        (r, Instant::now())
+    });
+    wait_for(LIMIT, || handlers.started.load(Ordering::SeqCst) == 1)
+        .await
+        .expect("the slow call runs");
+    let hammering = tokio::spawn(hammer(gw));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let drain_began = Instant::now();
+    let stopping = service.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown(LIMIT).await });
+    let (slow_result, slow_done) = timeout(LIMIT, slow)
+        .await
+        .expect("the slow call ends")
+        .expect("slow task");
+    assert_eq!(
+        slow_result.expect("the running call is answered"),
+        Value::Int(300)
+    );
+    timeout(LIMIT, link.closed())
+        .await
+        .expect("the link closes");
+    let closed_after = slow_done.elapsed();
+    let h = timeout(LIMIT, hammering)
+        .await
+        .expect("the client stops")
+        .expect("client task");
+    assert!(
+        closed_after <= Duration::from_millis(150),
+        "the link closed {closed_after:?} after its last call was answered \
+         ({:?} after the drain began); client: {h:?}",
+        drain_began.elapsed()
+    );
+    assert!(h.refused >= 1, "{h:?}");
+    // The link refuses DRAIN_REFUSALS calls, then reads no more; the one
+    // call it read ahead meanwhile is refused as it closes.
+    assert!(
+        h.refused <= vole_link::DRAIN_REFUSALS + 1,
+        "{} refusals, more than {} + 1: {h:?}",
+        h.refused,
+        vole_link::DRAIN_REFUSALS
+    );
+    let forced = timeout(LIMIT, shutdown)
+        .await
+        .expect("the stop ends")
+        .expect("stop task");
+    assert_eq!(forced, 0, "no link had to be forced");
+}
+
+/// A client that retries elsewhere after its first refusal (as the reload
+/// tests' clients do) gets exactly one, and a draining link whose client is
+/// idle closes within 100 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_link_with_an_idle_client_closes_within_100_ms() {
+    let handlers = Arc::new(Handlers::default());
+    let (service, addr) = start(handlers.clone()).await;
+    let (link, gw) = connect(addr).await;
+    let (busy_link, busy_gw) = connect(addr).await;
+    assert_eq!(
+        gw.call("echo", (1,)).await.expect("echo"),
+        Value::Int(1),
+        "a call just before the drain"
+    );
+    let drain_began = Instant::now();
+    let stopping = service.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown(LIMIT).await });
+    // The busy client's first call after the stop is refused; it then
+    // stops calling on that link.
+    match busy_gw.call("echo", (2,)).await {
+        Err(e @ LinkError::Exception(_)) => assert!(e.to_string().contains("closing"), "{e}"),
+        other => panic!("expected a closing refusal, got {other:?}"),
+    }
+    timeout(LIMIT, link.closed())
+        .await
+        .expect("the idle link closes");
+    let idle_closed = drain_began.elapsed();
+    timeout(LIMIT, busy_link.closed())
+        .await
+        .expect("the refused link closes");
+    let busy_closed = drain_began.elapsed();
+    // 100 ms, and a margin for a loaded machine.
+    assert!(
+        idle_closed <= Duration::from_millis(150),
+        "the idle link closed {idle_closed:?} after the drain began"
+    );
+    assert!(
+        busy_closed <= Duration::from_millis(150),
+        "the link whose client was refused once closed {busy_closed:?} after the drain began"
+    );
+    let forced = timeout(LIMIT, shutdown)
+        .await
+        .expect("the stop ends")
+        .expect("stop task");
+    assert_eq!(forced, 0, "no link had to be forced");
 }

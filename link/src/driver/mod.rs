@@ -73,6 +73,13 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How much a saturated link reads ahead without handing it to the core
 /// (see [`Driver::step`]).
 const READ_AHEAD: usize = READ_CHUNK;
+/// A draining link (with [`LinkConfig::drain_quiet`]) that has refused
+/// this many of the peer's calls as closing takes no more calls (it reads
+/// ahead a little, as a saturated link does; those calls are refused as it
+/// closes, what comes after is dropped unanswered) and closes as soon as
+/// none of its calls runs: enough for the calls a pipelining client sent
+/// before it saw the first refusal, few for one that ignores them.
+pub const DRAIN_REFUSALS: u64 = 64;
 /// Iterations of the driver loop before it yields to other tasks.
 const BUDGET: usize = 32;
 
@@ -370,8 +377,17 @@ where
         // hands nothing more to the core, but still reads ahead a little
         // (up to READ_AHEAD buffered) so that a peer that disconnects is
         // noticed and its calls cancelled, not run to their end.
-        let saturated = self.served.running() >= self.config.max_inflight
-            || self.out_len() >= self.config.out_high_water;
+        // So does a draining link that has refused DRAIN_REFUSALS calls
+        // while its running calls finish: the peer has been told.
+        let lingering = matches!(self.phase, Phase::Lingering { .. });
+        if lingering && self.unread {
+            self.unread = false;
+            self.inbuf.clear();
+        }
+        let saturated = !lingering
+            && (self.served.running() >= self.config.max_inflight
+                || self.out_len() >= self.config.out_high_water
+                || self.refused_enough());
         if self.unread && !saturated {
             self.unread = false;
             progress = true;
@@ -391,7 +407,7 @@ where
                 }
                 Poll::Ready(Ok(_)) => {
                     progress = true;
-                    if matches!(self.phase, Phase::Lingering { .. }) {
+                    if lingering {
                         self.inbuf.clear();
                     } else if saturated {
                         self.unread = true;
@@ -511,18 +527,38 @@ where
     /// have been quiet long enough to close, if that is still to come. (A
     /// handshake in progress counts as the peer about to call; so does a
     /// link just created.)
+    ///
+    /// A peer that goes on calling has been told the link is closing by
+    /// the first refusal: the link waits for the calls it sent before it
+    /// could know (refusing them too) no longer than `drain_quiet` after
+    /// that refusal, nor beyond [`DRAIN_REFUSALS`] refusals, so a client
+    /// that keeps calling does not hold the link for the whole grace.
     fn quiet_until(&self, now: Instant) -> Option<Instant> {
         let quiet = self.config.drain_quiet;
         if quiet.is_zero() || self.read_closed {
             return None;
         }
-        let until = Instant::from_std(self.core.last_call_in()) + quiet;
+        let mut until = Instant::from_std(self.core.last_call_in()) + quiet;
         if !self.core.is_open() {
             // Waiting for the handshake (its completion counts as a call);
             // the phase deadline bounds the wait.
             return Some(until.max(now + quiet));
         }
+        if self.refused_enough() {
+            return None;
+        }
+        if let Some(first) = self.core.refused().first {
+            until = until.min(Instant::from_std(first) + quiet);
+        }
         (until > now).then_some(until)
+    }
+
+    /// Whether this draining link has refused enough of the peer's calls
+    /// (see [`DRAIN_REFUSALS`]).
+    fn refused_enough(&self) -> bool {
+        matches!(self.phase, Phase::Draining { .. })
+            && !self.config.drain_quiet.is_zero()
+            && self.core.refused().count >= DRAIN_REFUSALS
     }
 
     fn next_deadline(&self, now: Instant) -> Option<Instant> {
