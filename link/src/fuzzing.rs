@@ -245,7 +245,7 @@ pub fn feed(data: &[u8]) -> Result<(), Error> {
         return Err(e);
     }
     // End of stream and, much later, the timers: must not panic.
-    let eof = h.core.handle_eof(&buf).map(drop);
+    let eof = h.core.handle_eof(&buf, false).map(drop);
     let _ = h
         .core
         .handle_timeout(now + std::time::Duration::from_secs(3600))

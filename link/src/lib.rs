@@ -52,7 +52,7 @@ pub mod uri;
 mod violation;
 
 pub use crate::core::LinkConfig;
-pub use driver::{connect, serve, Closed, Driver, HandshakeReceiver, LinkSetup};
+pub use driver::{connect, serve, Closed, Driver, HandshakeReceiver, LinkSetup, DRAIN_REFUSALS};
 pub use handle::Link;
 pub use info::{CallContext, LinkInfo, TlsInfo};
 pub use model::{CallError, CallFuture, Error, Object, ObjectRef, RemoteObject, Value};

@@ -22,8 +22,10 @@ use crate::lograte::{Hit, LogRate};
 /// How long a draining link waits for its peer to stop calling before it
 /// closes (see [`LinkConfig::drain_quiet`]); what a service's link
 /// configuration should use. A client that calls within this time of the
-/// last call gets its calls refused as closing instead of lost.
-pub const DRAIN_QUIET: Duration = Duration::from_millis(250);
+/// last call gets its calls refused as closing instead of lost; one that
+/// goes on calling is refused for no longer than this after its first
+/// refusal. A draining link whose client is idle closes within this time.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(100);
 
 /// Makes the gateway object for a new link.
 pub type GatewayFactory = Arc<dyn Fn(&LinkInfo) -> Arc<dyn Object> + Send + Sync>;

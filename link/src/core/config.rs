@@ -36,9 +36,12 @@ pub struct LinkConfig {
     /// calls as closing) until the link handshake is done and the peer has
     /// made no call for this long, or has closed its side: a call the peer
     /// sent before it could see the close is then refused, never lost on
-    /// the wire. Zero closes as soon as running calls are answered. A
-    /// service sets it; the link's creation counts as a call, so a link
-    /// drained as it is set up still refuses its first call.
+    /// the wire. A peer that goes on calling is refused for no longer than
+    /// this after its first refusal, and at most
+    /// [`DRAIN_REFUSALS`](crate::DRAIN_REFUSALS) times. Zero closes as
+    /// soon as running calls are answered. A service sets it; the link's
+    /// creation counts as a call, so a link drained as it is set up still
+    /// refuses its first call.
     pub drain_quiet: Duration,
     /// Where served-call latencies are recorded, if anywhere.
     pub metrics: Option<std::sync::Arc<CallMetrics>>,

@@ -115,6 +115,9 @@ pub(crate) struct LinkCore {
     events: VecDeque<Event>,
     hs: Handshake,
     draining: bool,
+    /// Calls refused as closing since the drain began, and when the first
+    /// was (the driver bounds how long a draining link goes on refusing).
+    refused: Refused,
     /// The time as last told by the driver.
     now: Instant,
     handshake_deadline: Instant,
@@ -122,6 +125,15 @@ pub(crate) struct LinkCore {
     /// completed).
     last_call_in: Instant,
     keep_alive: KeepAlive,
+}
+
+/// The peer's calls a draining link refused as closing.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Refused {
+    /// How many.
+    pub(crate) count: u64,
+    /// When the first was.
+    pub(crate) first: Option<Instant>,
 }
 
 impl LinkCore {
@@ -152,6 +164,7 @@ impl LinkCore {
             events: VecDeque::new(),
             hs: Handshake::default(),
             draining: false,
+            refused: Refused::default(),
             now,
             handshake_deadline: now + config.handshake_timeout,
             last_call_in: now,
@@ -189,6 +202,11 @@ impl LinkCore {
     /// was created, or its handshake completed, if later).
     pub(crate) fn last_call_in(&self) -> Instant {
         self.last_call_in
+    }
+
+    /// The peer's calls refused as closing since the drain began.
+    pub(crate) fn refused(&self) -> Refused {
+        self.refused
     }
 
     /// Whether calls this side made are still waiting for results.
@@ -292,8 +310,14 @@ impl LinkCore {
 
     /// The peer closed its sending side. Returns the replies of the
     /// application's calls still waiting, which can get no outcome now.
-    pub(crate) fn handle_eof(&mut self, buf: &BytesMut) -> Result<Vec<Reply>, Error> {
-        if self.decoder.is_mid_entity() || !buf.is_empty() {
+    /// `discarded` says the driver dropped input it never handed over (so
+    /// a message cut short is no protocol error).
+    pub(crate) fn handle_eof(
+        &mut self,
+        buf: &BytesMut,
+        discarded: bool,
+    ) -> Result<Vec<Reply>, Error> {
+        if !discarded && (self.decoder.is_mid_entity() || !buf.is_empty()) {
             return Err(Error::Transport(vole_transport::Error::Truncated(
                 buf.len(),
             )));
@@ -607,6 +631,8 @@ impl LinkCore {
         }
         self.last_call_in = self.now;
         if self.draining {
+            self.refused.count += 1;
+            self.refused.first.get_or_insert(self.now);
             return self.respond(
                 call_id,
                 kind,

@@ -70,6 +70,16 @@ const READ_CHUNK: usize = 16 * 1024;
 /// shutting down its write side, so that closing does not reset the
 /// connection while the peer is still sending.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How much a saturated link reads ahead without handing it to the core
+/// (see [`Driver::step`]).
+const READ_AHEAD: usize = READ_CHUNK;
+/// A draining link (with [`LinkConfig::drain_quiet`]) that has refused
+/// this many of the peer's calls as closing takes no more calls (it reads
+/// ahead a little, as a saturated link does; those calls are refused as it
+/// closes, what comes after is dropped unanswered) and closes as soon as
+/// none of its calls runs: enough for the calls a pipelining client sent
+/// before it saw the first refusal, few for one that ignores them.
+pub const DRAIN_REFUSALS: u64 = 64;
 /// Iterations of the driver loop before it yields to other tasks.
 const BUDGET: usize = 32;
 
@@ -119,6 +129,9 @@ pub struct Driver<IO> {
     /// the shared signals and not yet released.
     released: Vec<i64>,
     inbuf: BytesMut,
+    /// `inbuf` holds bytes read ahead while saturated, not yet handed to
+    /// the core.
+    unread: bool,
     output: Output,
     read_closed: bool,
     handshake_tx: Option<oneshot::Sender<Result<Option<RemoteObject>, Error>>>,
@@ -157,6 +170,7 @@ where
             served: Served::default(),
             released: Vec::new(),
             inbuf: BytesMut::with_capacity(READ_CHUNK),
+            unread: false,
             output: Output::default(),
             read_closed: false,
             handshake_tx: Some(hs_tx),
@@ -195,7 +209,7 @@ where
         if let Some(tx) = self.handshake_tx.take() {
             let _ = tx.send(Err(Error::Handshake(reason.to_string())));
         }
-        self.served.clear();
+        self.served.cancel_all();
         self.outcome = Some(Closed { reason, clean });
     }
 
@@ -358,11 +372,29 @@ where
             progress = true;
         }
 
-        // Read, unless the peer has finished or we are saturated.
-        let can_read = !parked.read
-            && !self.read_closed
-            && self.served.running() < self.config.max_inflight
-            && self.out_len() < self.config.out_high_water;
+        // Read, unless the peer has finished. A saturated link (running
+        // `max_inflight` calls, or holding `out_high_water` bytes to write)
+        // hands nothing more to the core, but still reads ahead a little
+        // (up to READ_AHEAD buffered) so that a peer that disconnects is
+        // noticed and its calls cancelled, not run to their end.
+        // So does a draining link that has refused DRAIN_REFUSALS calls
+        // while its running calls finish: the peer has been told.
+        let lingering = matches!(self.phase, Phase::Lingering { .. });
+        if lingering && self.unread {
+            self.unread = false;
+            self.inbuf.clear();
+        }
+        let saturated = !lingering
+            && (self.served.running() >= self.config.max_inflight
+                || self.out_len() >= self.config.out_high_water
+                || self.refused_enough());
+        if self.unread && !saturated {
+            self.unread = false;
+            progress = true;
+            self.core.handle_input(&mut self.inbuf, now_std)?;
+        }
+        let can_read =
+            !parked.read && !self.read_closed && (!saturated || self.inbuf.len() < READ_AHEAD);
         if can_read {
             if self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
                 self.inbuf.reserve(READ_CHUNK);
@@ -375,8 +407,10 @@ where
                 }
                 Poll::Ready(Ok(_)) => {
                     progress = true;
-                    if matches!(self.phase, Phase::Lingering { .. }) {
+                    if lingering {
                         self.inbuf.clear();
+                    } else if saturated {
+                        self.unread = true;
                     } else {
                         self.core.handle_input(&mut self.inbuf, now_std)?;
                     }
@@ -455,7 +489,13 @@ where
         if matches!(self.phase, Phase::Lingering { .. }) {
             return Ok(());
         }
-        let unanswered = self.core.handle_eof(&self.inbuf)?;
+        // Calls read ahead while saturated and never started: the peer
+        // that sent them has gone, so they are dropped unread.
+        let discard = std::mem::take(&mut self.unread);
+        if discard {
+            self.inbuf.clear();
+        }
+        let unanswered = self.core.handle_eof(&self.inbuf, discard)?;
         if !self.core.is_open() {
             return Err(Error::Transport(vole_transport::Error::ClosedDuring(
                 "link handshake",
@@ -466,6 +506,19 @@ where
             let e = Error::Closed("peer closed the link".to_owned());
             self.shared.calls.complete(slot, Err(e), &mut self.wakeups);
         }
+        // A peer that closes its sending side has gone: a vole link shuts
+        // down its side only once its own calls are answered, so calls
+        // still running here are the calls of a client that disconnected
+        // or quit. They are cancelled at once rather than run for nobody;
+        // answers already made are still written.
+        if self.served.running() > 0 {
+            tracing::debug!(
+                link = self.shared.id,
+                calls = self.served.running(),
+                "peer closed the link; cancelling its running calls"
+            );
+            self.served.cancel_all();
+        }
         self.begin_drain(now);
         Ok(())
     }
@@ -474,18 +527,38 @@ where
     /// have been quiet long enough to close, if that is still to come. (A
     /// handshake in progress counts as the peer about to call; so does a
     /// link just created.)
+    ///
+    /// A peer that goes on calling has been told the link is closing by
+    /// the first refusal: the link waits for the calls it sent before it
+    /// could know (refusing them too) no longer than `drain_quiet` after
+    /// that refusal, nor beyond [`DRAIN_REFUSALS`] refusals, so a client
+    /// that keeps calling does not hold the link for the whole grace.
     fn quiet_until(&self, now: Instant) -> Option<Instant> {
         let quiet = self.config.drain_quiet;
         if quiet.is_zero() || self.read_closed {
             return None;
         }
-        let until = Instant::from_std(self.core.last_call_in()) + quiet;
+        let mut until = Instant::from_std(self.core.last_call_in()) + quiet;
         if !self.core.is_open() {
             // Waiting for the handshake (its completion counts as a call);
             // the phase deadline bounds the wait.
             return Some(until.max(now + quiet));
         }
+        if self.refused_enough() {
+            return None;
+        }
+        if let Some(first) = self.core.refused().first {
+            until = until.min(Instant::from_std(first) + quiet);
+        }
         (until > now).then_some(until)
+    }
+
+    /// Whether this draining link has refused enough of the peer's calls
+    /// (see [`DRAIN_REFUSALS`]).
+    fn refused_enough(&self) -> bool {
+        matches!(self.phase, Phase::Draining { .. })
+            && !self.config.drain_quiet.is_zero()
+            && self.core.refused().count >= DRAIN_REFUSALS
     }
 
     fn next_deadline(&self, now: Instant) -> Option<Instant> {

@@ -134,9 +134,18 @@ impl Served {
         self.running.len()
     }
 
-    /// Drops every running call (the link has closed).
-    pub(super) fn clear(&mut self) {
-        self.running = FuturesUnordered::new();
+    /// Cancels every running call: drops its future (which is how a Rust
+    /// future is cancelled; the handler's locals are dropped at its await
+    /// point) and counts it as finished, so the link's in-flight count
+    /// falls at once. Used when no answer can reach the peer any more (it
+    /// closed its side, or the link failed or was aborted). Cancelled calls
+    /// are not counted as failed: the service did not fail them.
+    pub(super) fn cancel_all(&mut self) {
+        let cancelled = self.running.len() as u64;
+        if cancelled > 0 {
+            self.running = FuturesUnordered::new();
+            self.tally.completed_in += cancelled;
+        }
     }
 
     /// Adds the calls counted during this poll to the shared counters.

@@ -151,11 +151,13 @@ async fn stall((): ()) -> Result<Value, CallError> {
 }
 
 /// With `drain_quiet`, a draining link stays open while the peer keeps
-/// calling (each call refused as closing, none lost on the wire) and
-/// closes once the peer has been quiet for the period.
+/// calling (each call refused as closing, none lost on the wire), but for
+/// no longer than the quiet period after the first refusal: a peer that
+/// goes on calling after it was told does not hold the link.
 #[tokio::test(start_paused = true)]
-async fn a_drain_refuses_calls_until_the_peer_is_quiet() {
+async fn a_drain_refuses_calls_for_the_quiet_period_after_the_first_refusal() {
     let quiet = Duration::from_millis(200);
+    let every = Duration::from_millis(60);
     let (link, gw, server_link, server) = pair(LinkConfig {
         hold_peer: false,
         drain_quiet: quiet,
@@ -165,28 +167,82 @@ async fn a_drain_refuses_calls_until_the_peer_is_quiet() {
     let v = gw.call("echo", (1,)).await.expect("echo before the drain");
     assert_eq!(v, Value::Int(1));
     let drain = tokio::spawn(async move { server_link.close().await });
-    let mut last = tokio::time::Instant::now();
-    for _ in 0..5 {
+    let began = tokio::time::Instant::now();
+    let watched = link.clone();
+    let client_closed = tokio::spawn(async move {
+        watched.closed().await;
+        tokio::time::Instant::now()
+    });
+    let mut refused = 0;
+    loop {
         // Each call comes within the quiet period of the one before.
-        tokio::time::sleep(quiet / 2).await;
+        tokio::time::sleep(every).await;
         match gw.call("echo", (2,)).await {
             Err(e @ Error::Exception(_)) => {
                 assert!(e.to_string().contains("closing"), "{e}");
+                refused += 1;
             }
+            Err(Error::Closed(_)) => break,
             other => panic!("expected a closing refusal, got {other:?}"),
         }
-        last = tokio::time::Instant::now();
     }
-    assert!(!link.is_closed(), "closed while the peer was calling");
+    // Refused at 60, 120, 180 and 240 ms; closed at 60 + 200 ms.
+    assert_eq!(refused, 4);
     let closed = timeout(Duration::from_secs(5), server)
         .await
         .expect("server closes")
         .expect("server task");
     assert!(closed.clean, "{}", closed.reason);
-    let waited = tokio::time::Instant::now() - last;
+    let waited = client_closed.await.expect("watcher") - began;
     assert!(
-        waited >= quiet && waited < quiet * 2,
-        "closed {waited:?} after the last call"
+        waited >= every + quiet && waited < every * 5,
+        "closed {waited:?} after the drain began"
+    );
+    timeout(Duration::from_secs(5), drain)
+        .await
+        .expect("drain returns")
+        .expect("drain task");
+    timeout(Duration::from_secs(5), link.closed())
+        .await
+        .expect("the client follows");
+}
+
+/// With `drain_quiet`, a draining link that refused [`DRAIN_REFUSALS`]
+/// calls closes as soon as none of its calls runs, quiet period or not.
+#[tokio::test(start_paused = true)]
+async fn a_drain_closes_after_enough_refusals() {
+    let (link, gw, server_link, server) = pair(LinkConfig {
+        hold_peer: false,
+        drain_quiet: Duration::from_secs(3),
+        ..LinkConfig::default()
+    })
+    .await;
+    let began = tokio::time::Instant::now();
+    let drain = tokio::spawn(async move { server_link.close().await });
+    let mut refused = 0;
+    loop {
+        match gw.call("echo", (2,)).await {
+            Err(e @ Error::Exception(_)) => {
+                assert!(e.to_string().contains("closing"), "{e}");
+                refused += 1;
+            }
+            Err(Error::Closed(_)) => break,
+            other => panic!("expected a closing refusal, got {other:?}"),
+        }
+    }
+    assert!(
+        (DRAIN_REFUSALS..=DRAIN_REFUSALS + 1).contains(&refused),
+        "{refused} refusals"
+    );
+    let closed = timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server closes")
+        .expect("server task");
+    assert!(closed.clean, "{}", closed.reason);
+    assert!(
+        began.elapsed() < Duration::from_millis(10),
+        "{:?}",
+        began.elapsed()
     );
     timeout(Duration::from_secs(5), drain)
         .await
