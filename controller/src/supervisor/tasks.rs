@@ -520,6 +520,46 @@ mod tests {
         drop((node, gone_tx));
     }
 
+    /// A flush request (what a `stop` waits for) is answered only once
+    /// every connection queued before it was sent and the node received it.
+    #[tokio::test]
+    async fn a_flush_is_answered_once_the_node_received_what_came_before() {
+        let (conn, node) = conn_socket();
+        let (events_tx, _events) = mpsc::unbounded_channel();
+        let (conns, rx) = mpsc::unbounded_channel();
+        let (flush, flush_rx) = mpsc::unbounded_channel();
+        let (_gone_tx, gone) = oneshot::channel();
+        for _ in 0..3 {
+            conns.send(devnull()).expect("queue");
+        }
+        let (done, mut received) = oneshot::channel();
+        flush.send(done).expect("flush");
+        let task = tokio::spawn(dispatcher(events_tx, key(5), conn, rx, flush_rx, gone));
+        // Sent (the dispatcher runs meanwhile), not received: no answer.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            received.try_recv().is_err(),
+            "answered before the node received"
+        );
+        let mut got = 0;
+        while got < 3 {
+            let mut count = [0u8; 1];
+            let fds =
+                tokio::time::timeout(Duration::from_secs(10), fdpass::recv(&node, &mut count))
+                    .await
+                    .expect("in time")
+                    .expect("recv")
+                    .expect("frame");
+            got += fds.len();
+        }
+        tokio::time::timeout(Duration::from_secs(10), received)
+            .await
+            .expect("answered once received")
+            .expect("answer");
+        drop((conns, flush));
+        task.await.expect("dispatcher ends");
+    }
+
     /// A node that stops reading fills its socket; when it is found dead,
     /// the dispatcher waiting for room lets go and every connection comes
     /// back: those in the socket, the batch it could not send, the queue.
