@@ -286,8 +286,14 @@ impl Driver {
             }
             if !self.accepting && !acceptors.is_empty() {
                 // Whatever is not accepted yet stays in the listening
-                // socket's queue, for whoever accepts next.
+                // socket's queue for whoever else holds it (the new
+                // controller of an upgrade, systemd); our copies close, so
+                // where nobody does, connections are refused at once
+                // rather than held until this controller exits. (No node
+                // holds them in this mode, and nothing starts while
+                // stopping.)
                 acceptors.clear();
+                self.sockets.clear();
             }
             let accepting = !acceptors.is_empty() && accept_pause.is_none();
             tokio::select! {
