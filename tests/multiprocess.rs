@@ -741,6 +741,49 @@ async fn a_second_sigint_forces_the_stop() {
     }
 }
 
+/// A stopping controller stops accepting at once: in `dispatch` mode (where
+/// it accepts) a connection made while its nodes drain is refused, not
+/// accepted and closed during the VOP negotiation, while a call running
+/// on a draining node still finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_controller_stops_accepting_at_once() {
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(1, "dispatch").args(&["--grace", "10"])).await;
+    let client = connect(serve.port()).await.expect("connect");
+    let gw = client.gw.clone();
+    let call = tokio::spawn(async move { sleep_call(&gw, 2000).await });
+    wait_inflight(&serve, 1).await;
+    serve.signal(Signal::SIGTERM);
+    assert!(
+        serve
+            .stderr
+            .wait_contains(Duration::from_secs(5), "stopping gracefully")
+            .await,
+        "SIGTERM starts a graceful stop"
+    );
+    // (The log line comes just before the controller acts on it.)
+    let t0 = Instant::now();
+    let refused = loop {
+        match tokio::net::TcpStream::connect(serve.addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break true,
+            _ if t0.elapsed() > Duration::from_millis(1000) => break false,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert!(
+        refused,
+        "new connections are refused once the controller stops (it still drains)"
+    );
+    assert!(
+        serve.exit_status().is_none(),
+        "refused while the controller still drained"
+    );
+    let r = call.await.expect("call task");
+    assert_eq!(r, Ok(2000), "the running call finishes");
+    let code = serve.wait_code(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "stopped with every node drained");
+}
+
 // ------------------------------------------------------------------ 6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::{connect, echo, serial, wait_dead, Opts, Serve, TempDir};
+use harness::{connect, echo, serial, sleep_call, wait_dead, Opts, Serve, TempDir};
 use nix::sys::signal::Signal;
 use support::{
     free_port, http_get, id_pids, nodes_of, procs_naming, run_to_files, start_load, status,
@@ -386,18 +386,83 @@ async fn reload_replaces_every_node_while_64_clients_call() {
 // ------------------------------------------------------------------ 3
 
 /// SIGUSR2 and `vole upgrade` while clients connect (a fresh connection per
-/// call) and call (on held links): no connection refused or reset, no
-/// failed call; the new controller owns the pid file and answers `vole
-/// status`; the old one exits 0 and its nodes exit.
+/// call) and call (on held links), in `grant` mode: no connection refused
+/// or reset, no failed call; the new controller owns the pid file and
+/// answers `vole status`, from the moment it serves; the old one exits 0
+/// and its nodes exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_upgrade_hands_over_without_refusing_a_connection() {
+    upgrade_under_load("grant", 4).await;
+}
+
+/// The same in `shared` mode (every node accepts from the one socket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_upgrade_hands_over_without_refusing_a_connection_shared() {
+    upgrade_under_load("shared", 2).await;
+}
+
+/// The same in `dispatch` mode, where the controllers themselves accept:
+/// the old one stops accepting once the new one serves (before its nodes
+/// drain), so nothing it accepts is dropped, and the new one takes what is
+/// still in the listening socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_upgrade_hands_over_without_refusing_a_connection_dispatch() {
+    upgrade_under_load("dispatch", 2).await;
+}
+
+/// What the old controller logs when the new one serves (and it drains).
+const HANDED_OVER: &str = "upgrade: the new controller serves; this one drains and exits";
+
+/// Waits for the `nth` (from 0) hand-over in the controllers' log file
+/// (every controller of an upgrade appends to it) and returns the new
+/// controller's pid it names.
+async fn handed_over(log: &Path, nth: usize, limit: Duration) -> u32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some((_, line)) = text.split(HANDED_OVER).enumerate().nth(nth + 1) {
+            let pid = line
+                .lines()
+                .next()
+                .and_then(|l| l.split("new_pid=").nth(1))
+                .and_then(|p| {
+                    p.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                        .parse()
+                        .ok()
+                });
+            return pid.unwrap_or_else(|| panic!("no new_pid in the hand-over line: {line}"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no hand-over {nth} logged within {limit:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `pid` runs (neither gone nor a zombie).
+fn running(pid: u32) -> bool {
+    harness::proc_info(pid).is_some_and(|p| p.state != 'Z')
+}
+
+/// Upgrades `rounds` times (SIGUSR2 and `vole upgrade` in turn) under load
+/// in `mode`; checks that no call or connection fails and that the admin
+/// socket answers for the new controller only, from the moment it serves.
+async fn upgrade_under_load(mode: &'static str, rounds: usize) {
     let _serial = serial().await;
     let pid_dir = TempDir::new("ops-upgrade-pid");
     let pidfile = pid_dir.path().join("vole.pid");
-    let serve = Serve::start(Opts::new(2, "grant").args(&["--pidfile", &s(&pidfile)])).await;
+    let log = pid_dir.path().join("vole.log");
+    let serve =
+        Serve::start(Opts::new(2, mode).args(&["--pidfile", &s(&pidfile), "--log-file", &s(&log)]))
+            .await;
     let tree = Tree::new(serve.dir.path());
     tree.not_mine(serve.pid);
+    tree.show(&log);
     let admin = serve.admin.clone();
+    let a = s(&admin);
     let limit = Duration::from_secs(30);
     let me = std::process::id();
     let first = serve.pid;
@@ -408,23 +473,23 @@ async fn binary_upgrade_hands_over_without_refusing_a_connection() {
     let tasks = start_load(&t, serve.port(), 32, 16);
     assert!(
         t.more(500).await,
-        "the load never got going: {}",
+        "{mode}: the load never got going: {}",
         t.summary()
     );
 
-    // Four hand-overs, by SIGUSR2 and `vole upgrade` in turn. The first
-    // controller is this test's child; each later one is orphaned to the
-    // test (a subreaper) when the one that started it exits.
+    // The first controller is this test's child; each later one is
+    // orphaned to the test (a subreaper) when the one that started it
+    // exits.
     let mut current = first;
     let mut seen = vec![first];
-    for round in 0..4 {
+    for round in 0..rounds {
         let how = if round % 2 == 0 {
             "SIGUSR2"
         } else {
             "vole upgrade"
         };
         let old_nodes = nodes_of(current);
-        assert_eq!(old_nodes.len(), 2, "{how}: nodes of {current}");
+        assert_eq!(old_nodes.len(), 2, "{mode} {how}: nodes of {current}");
         if current != first {
             assert_eq!(
                 harness::proc_info(current).map(|p| p.ppid),
@@ -432,26 +497,84 @@ async fn binary_upgrade_hands_over_without_refusing_a_connection() {
                 "controller {current} was orphaned to the test"
             );
         }
+        // A call running on an old node through the hand-over: it holds
+        // the drain open (so the admin socket is polled through it) and
+        // must finish.
+        let slow = connect(serve.port())
+            .await
+            .unwrap_or_else(|e| panic!("{mode} {how}: connect: {e}"));
+        assert!(
+            old_nodes.values().any(|p| p.pid == slow.node.1),
+            "{mode} {how}: the slow call's node {:?} is an old one",
+            slow.node
+        );
+        let slow_gw = slow.gw.clone();
+        let slow_call = tokio::spawn(async move { sleep_call(&slow_gw, 2000).await });
         let t0 = Instant::now();
         if how == "SIGUSR2" {
             harness::signal(current, Signal::SIGUSR2);
         } else {
-            let r = vole(&["upgrade", "--admin-socket", &s(&admin)]).await;
+            let r = vole(&["upgrade", "--admin-socket", &a]).await;
             assert_eq!(r.code, Some(0), "vole upgrade: {r:?}");
         }
+        // From the hand-over until the old controller is gone, the admin
+        // socket answers for the new one only.
+        let new = handed_over(&log, round, limit).await;
+        assert_ne!(new, current, "{mode} {how}");
+        let mut polls = 0;
+        while running(current) && t0.elapsed() < limit {
+            let st = status(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("{mode} {how}: status during the drain: {e}"));
+            assert_eq!(
+                st.pid, new,
+                "{mode} {how}: status during the old controller's drain (poll {polls})"
+            );
+            if polls % 4 == 0 && running(current) {
+                let r = vole(&["status", "--json", "--admin-socket", &a]).await;
+                assert_eq!(r.code, Some(0), "{mode} {how}: vole status: {r:?}");
+                let cli: serde_json::Value = serde_json::from_str(&r.stdout)
+                    .unwrap_or_else(|e| panic!("vole status --json: {e}: {r:?}"));
+                assert_eq!(
+                    cli["pid"].as_u64(),
+                    Some(u64::from(new)),
+                    "{mode} {how}: vole status --json during the drain (poll {polls}): {cli}"
+                );
+            }
+            polls += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            polls > 0,
+            "{mode} {how}: the old controller was gone at once"
+        );
+        assert_eq!(
+            slow_call.await.ok(),
+            Some(Ok(2000)),
+            "{mode} {how}: a call running through the hand-over finishes"
+        );
+        harness::close(&slow.link).await;
         let code = if current == first {
             serve.wait_exit(limit).await.and_then(|e| e.code())
         } else {
             wait_child_code(current, limit).await
         };
-        assert_eq!(code, Some(0), "{how}: the old controller {current} exits 0");
-        let new = read_pid(&pidfile);
-        assert!(
-            !seen.contains(&new),
-            "{how}: the new controller owns the pid file ({new})"
+        assert_eq!(
+            code,
+            Some(0),
+            "{mode} {how}: the old controller {current} exits 0"
         );
+        assert_eq!(
+            read_pid(&pidfile),
+            new,
+            "{mode} {how}: the new controller owns the pid file"
+        );
+        assert!(!seen.contains(&new), "{mode} {how}: a new pid ({new})");
         let st = wait_nodes(&admin, 2, limit).await;
-        assert_eq!(st.pid, new, "{how}: status reports the new controller");
+        assert_eq!(
+            st.pid, new,
+            "{mode} {how}: status reports the new controller"
+        );
         let cli = serve.status().await;
         assert_eq!(
             cli["pid"].as_u64(),
@@ -465,18 +588,21 @@ async fn binary_upgrade_hands_over_without_refusing_a_connection() {
                 .filter_map(|n| n.pid)
                 .collect::<BTreeSet<_>>(),
             children,
-            "{how}: the nodes are the new controller's"
+            "{mode} {how}: the nodes are the new controller's"
         );
         for p in old_nodes.values() {
             assert!(
                 wait_dead(p, Duration::from_secs(10)).await,
-                "{how}: old node {p:?} still runs"
+                "{mode} {how}: old node {p:?} still runs"
             );
         }
-        println!("{how}: controller {current} -> {new} in {:?}", t0.elapsed());
+        println!(
+            "{mode} {how}: controller {current} -> {new} in {:?}; status polled {polls} times during the drain",
+            t0.elapsed()
+        );
         assert!(
             t.more(1000).await,
-            "calls stalled after {how}: {}",
+            "{mode}: calls stalled after {how}: {}",
             t.summary()
         );
         seen.push(new);
@@ -484,11 +610,11 @@ async fn binary_upgrade_hands_over_without_refusing_a_connection() {
     }
 
     stop_load(&t, tasks).await;
-    println!("upgrades under load: {}", t.summary());
+    println!("{mode}: upgrades under load: {}", t.summary());
     let failures = t.failures();
     assert!(
         failures.is_empty(),
-        "failed connections or calls: {failures:#?}"
+        "{mode}: failed connections or calls: {failures:#?}"
     );
 }
 

@@ -105,6 +105,20 @@ pub struct ConnSocket {
     pub node_end: OwnedFd,
 }
 
+impl ConnSocket {
+    /// Bytes (frames) queued in the node's end that it has not received
+    /// yet: 0 once the node has taken every connection sent so far.
+    pub fn unreceived(&self) -> io::Result<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD on a socket we hold writes one c_int.
+        let r = unsafe { libc::ioctl(self.node_end.as_raw_fd(), libc::FIONREAD, &mut n) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
 fn socketpair() -> io::Result<(
     std::os::unix::net::UnixStream,
     std::os::unix::net::UnixStream,

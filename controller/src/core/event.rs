@@ -306,6 +306,19 @@ pub enum Command<C> {
     /// Leave the admin socket's file in place on exit (a new controller
     /// owns it now).
     KeepAdminSocket,
+    /// Stop accepting connections for good (`dispatch` mode: the
+    /// controller's own accepts; nothing in other modes, where nodes accept
+    /// and are told by [`Command::Stop`]). Connections not yet accepted
+    /// stay in the listening socket's queue for whoever accepts next (the
+    /// new controller of an upgrade), or are refused when it closes. No
+    /// [`Event::Connections`] follows. Given once, at the start of a stop,
+    /// before any [`Command::Stop`].
+    StopAccepting,
+    /// Stop answering the admin socket (a binary upgrade's new controller
+    /// serves it now): end the task that accepts on it, without removing
+    /// its file ([`Command::KeepAdminSocket`] comes first). Requests
+    /// already received are still answered.
+    ReleaseAdmin,
     /// Every node is gone: the controller ends with this outcome.
     Finish(Outcome),
 }

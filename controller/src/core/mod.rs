@@ -222,7 +222,9 @@ impl<C> SupervisorCore<C> {
             Event::Timer(timer) => self.timer(now, timer),
             Event::Connections(conns) => {
                 if self.stopping.is_some() {
-                    self.close(conns, "stopping");
+                    // (The driver stopped accepting at the stop: this is
+                    // not expected.)
+                    self.close(conns, "accepted after the controller stopped accepting");
                     return;
                 }
                 let room = MAX_QUEUED.saturating_sub(self.queued.len());
@@ -407,7 +409,7 @@ impl<C> SupervisorCore<C> {
         }
     }
 
-    fn flush_queue(&mut self) {
+    pub(super) fn flush_queue(&mut self) {
         while !self.queued.is_empty() {
             let Some(id) = self.balancer.pick() else {
                 return;
@@ -438,7 +440,7 @@ impl<C> SupervisorCore<C> {
             self.node_died(now, node, &DeathCause::Dispatch, false);
         }
         if self.stopping.is_some() {
-            self.close(conns, "stopping");
+            self.close(conns, "stopping; their node is gone");
             return;
         }
         for conn in conns.into_iter().rev() {

@@ -156,6 +156,12 @@ impl<C> SupervisorCore<C> {
             self.commands
                 .push_back(Command::Notify(Lifecycle::Stopping));
         }
+        // No connection is accepted from here on: those not yet accepted
+        // stay queued in the listening socket for whoever accepts next (the
+        // new controller of an upgrade), rather than accepted and closed.
+        if self.stopping.is_none() {
+            self.commands.push_back(Command::StopAccepting);
+        }
         let overdue = self.stopping.is_some_and(|s| s.overdue);
         self.stopping = Some(StopState {
             force,
@@ -166,6 +172,12 @@ impl<C> SupervisorCore<C> {
             for req in reload.replies {
                 self.reply(Some(req), AdminResponse::error("the service is stopping"));
             }
+        }
+        // Connections already accepted go to a serving node before any
+        // node is told to stop, so that they are served as any other (a
+        // node drains what it took before its stop like its other links).
+        if !force {
+            self.flush_queue();
         }
         for slot in self.slots.values_mut() {
             match slot.phase {
@@ -179,7 +191,7 @@ impl<C> SupervisorCore<C> {
                 _ => {}
             }
         }
-        // Connections waiting for a node are closed.
+        // Connections no node could take are closed.
         let queued: Vec<C> = self.queued.drain(..).collect();
         self.close(queued, "stopping");
         self.commands.push_back(Command::Timer {
@@ -486,7 +498,9 @@ impl<C> SupervisorCore<C> {
                 );
                 self.commands
                     .push_back(Command::Notify(Lifecycle::MainPid(pid)));
+                // The admin socket is the new controller's from now on.
                 self.commands.push_back(Command::KeepAdminSocket);
+                self.commands.push_back(Command::ReleaseAdmin);
                 self.outcome = Some(Outcome::Upgraded { pid });
                 // Stopping already (a signal, an escalation): that stop
                 // goes on as it is (a forced one stays forced).

@@ -602,3 +602,143 @@ fn an_upgrade_is_answered_when_it_ends_with_its_outcome() {
     assert!(main_pid.is_some() && main_pid < replied, "{out:?}");
     assert!(core.stopping.is_some(), "the old controller drains");
 }
+
+/// Where the first command matching `f` is in `out`.
+fn position(out: &[Command<u32>], f: impl Fn(&Command<u32>) -> bool) -> Option<usize> {
+    out.iter().position(f)
+}
+
+/// A binary upgrade's hand-over in `dispatch` mode: once the new controller
+/// serves, this one stops accepting first (the new one takes what is still
+/// in the listening socket), passes what it already took to its serving
+/// nodes, lets go of the admin socket (keeping its file), and only then
+/// tells its nodes to drain. Nothing it took is closed.
+#[test]
+fn an_upgrade_hands_over_accepting_and_the_admin_socket_before_nodes_drain() {
+    let t0 = Instant::now();
+    let mut core = SupervisorCore::new(config(2, Balance::Dispatch), 1, t0);
+    let nodes = serving(&mut core, t0, 2);
+    core.handle(t0, Event::Signal(Sig::Usr2));
+    let out = commands(&mut core);
+    assert!(matches!(&out[..], [Command::StartUpgrade]), "{out:?}");
+    core.handle(t0, Event::UpgradeStarted(Ok(900)));
+    commands(&mut core);
+    // Accepted in the same wake-up as the new controller's readiness: not
+    // dispatched yet when the hand-over comes.
+    core.handle(t0, Event::Connections(vec![1, 2, 3]));
+    assert!(commands(&mut core).is_empty());
+    assert_eq!(core.queued(), 3);
+    core.handle(
+        t0,
+        Event::UpgradeDone {
+            pid: 900,
+            result: Ok(()),
+        },
+    );
+    let out = commands(&mut core);
+    let stop_accepting = position(&out, |c| matches!(c, Command::StopAccepting))
+        .unwrap_or_else(|| panic!("no StopAccepting: {out:?}"));
+    let first_stop = position(&out, |c| matches!(c, Command::Stop { .. }))
+        .unwrap_or_else(|| panic!("no Stop: {out:?}"));
+    let keep = position(&out, |c| matches!(c, Command::KeepAdminSocket))
+        .unwrap_or_else(|| panic!("no KeepAdminSocket: {out:?}"));
+    let release = position(&out, |c| matches!(c, Command::ReleaseAdmin))
+        .unwrap_or_else(|| panic!("no ReleaseAdmin: {out:?}"));
+    assert!(
+        keep < release,
+        "the file is kept before the socket is let go: {out:?}"
+    );
+    assert!(release < first_stop, "{out:?}");
+    assert!(stop_accepting < first_stop, "{out:?}");
+    let dispatched: Vec<(usize, u32)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Command::Dispatch { node, conn } => {
+                assert!(nodes.iter().any(|(n, _)| n == node));
+                Some((i, *conn))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dispatched.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "what was taken goes to the nodes: {out:?}"
+    );
+    assert!(
+        dispatched
+            .iter()
+            .all(|(i, _)| *i > stop_accepting && *i < first_stop),
+        "dispatched after accepting stopped and before any node drains: {out:?}"
+    );
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Close { .. })),
+        "nothing it took is closed: {out:?}"
+    );
+    let stops = out
+        .iter()
+        .filter(|c| matches!(c, Command::Stop { graceful: true, .. }))
+        .count();
+    assert_eq!(stops, 2, "{out:?}");
+    assert!(
+        !out.iter()
+            .any(|c| matches!(c, Command::Notify(Lifecycle::Stopping))),
+        "systemd is not told the unit stops: {out:?}"
+    );
+}
+
+/// Any stop: the controller stops accepting at once (what is not accepted
+/// stays in the listening socket, or is refused when it closes), before
+/// any node is told to stop; what it took already is passed on first. A
+/// forced stop closes what it took.
+#[test]
+fn a_stop_stops_accepting_before_anything_else() {
+    for (sig, graceful) in [(Sig::Term, true), (Sig::Int, false)] {
+        let t0 = Instant::now();
+        let mut core = SupervisorCore::new(config(2, Balance::Dispatch), 1, t0);
+        serving(&mut core, t0, 2);
+        core.handle(t0, Event::Connections(vec![7, 8]));
+        commands(&mut core);
+        core.handle(t0, Event::Signal(sig));
+        let out = commands(&mut core);
+        assert!(
+            matches!(
+                &out[..2],
+                [Command::Notify(Lifecycle::Stopping), Command::StopAccepting]
+            ),
+            "{sig:?}: {out:?}"
+        );
+        assert_eq!(
+            out.iter()
+                .filter(|c| matches!(c, Command::StopAccepting))
+                .count(),
+            1
+        );
+        let first_stop = position(&out, |c| matches!(c, Command::Stop { .. }))
+            .unwrap_or_else(|| panic!("no Stop: {out:?}"));
+        let dispatched: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Command::Dispatch { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        if graceful {
+            assert_eq!(dispatched.len(), 2, "{out:?}");
+            assert!(dispatched.iter().all(|i| *i < first_stop), "{out:?}");
+            assert!(!out.iter().any(|c| matches!(c, Command::Close { .. })));
+        } else {
+            assert!(dispatched.is_empty(), "{out:?}");
+            assert!(out
+                .iter()
+                .any(|c| matches!(c, Command::Close { conns, .. } if conns == &[7, 8])));
+        }
+        // No admin hand-over in a plain stop.
+        assert!(!out.iter().any(|c| matches!(c, Command::ReleaseAdmin)));
+        // A second signal does not stop accepting again.
+        core.handle(t0, Event::Signal(Sig::Quit));
+        assert!(!commands(&mut core)
+            .iter()
+            .any(|c| matches!(c, Command::StopAccepting)));
+    }
+}

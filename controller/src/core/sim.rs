@@ -40,6 +40,8 @@ struct Stats {
     deadline_kills: u64,
     forced_stops: u64,
     scaled: u64,
+    /// Upgrade hand-overs with a node serving.
+    handovers: u64,
 }
 
 /// A small deterministic generator (xorshift).
@@ -141,6 +143,15 @@ struct World {
     tracing: bool,
     /// Whether TLS ticket keys were made (and TLS is on).
     keys_made: bool,
+    /// Whether the driver accepts connections (until
+    /// [`Command::StopAccepting`]).
+    accepting: bool,
+    /// The stop began at an upgrade's hand-over with a node serving: no
+    /// connection the controller took may be closed for stopping.
+    handover: bool,
+    /// [`Command::KeepAdminSocket`] and [`Command::ReleaseAdmin`] seen.
+    admin_kept: bool,
+    admin_released: bool,
 }
 
 fn config(rng: &mut Rng) -> ControllerConfig {
@@ -231,6 +242,10 @@ impl World {
             random_stops: seed % 3 == 0,
             tracing: false,
             keys_made: false,
+            accepting: true,
+            handover: false,
+            admin_kept: false,
+            admin_released: false,
         }
     }
 
@@ -438,6 +453,10 @@ impl World {
                 graceful,
                 grace,
             } => {
+                self.check(
+                    self.core.stopping.is_none() || !self.accepting,
+                    "a node told to stop while the controller still accepts",
+                );
                 let slow = self.rng.chance(10);
                 let within = if graceful {
                     self.rng.millis(grace.as_millis() as u64)
@@ -485,7 +504,15 @@ impl World {
                     }),
                 }
             }
-            Command::Close { conns, .. } => {
+            Command::Close { conns, why } => {
+                self.check(
+                    !(self.handover && why == "stopping"),
+                    &format!("connections {conns:?} closed at an upgrade's hand-over ({why})"),
+                );
+                self.check(
+                    self.accepting || !why.starts_with("accepted after"),
+                    "a connection accepted after StopAccepting",
+                );
                 for conn in conns {
                     let fresh = self.closed.insert(conn);
                     self.check(
@@ -592,7 +619,38 @@ impl World {
                 };
                 self.feed(Event::UpgradeStarted(result));
             }
-            Command::KeepAdminSocket => {}
+            Command::KeepAdminSocket => self.admin_kept = true,
+            Command::ReleaseAdmin => {
+                self.check(
+                    self.admin_kept,
+                    "admin socket released without keeping its file",
+                );
+                self.check(!self.admin_released, "admin socket released twice");
+                self.check(
+                    matches!(self.core.outcome, Some(Outcome::Upgraded { .. }))
+                        || self.core.finished,
+                    "admin socket released but not upgraded",
+                );
+                // The new controller answers from now on.
+                self.admin_released = true;
+            }
+            Command::StopAccepting => {
+                self.check(self.accepting, "StopAccepting twice");
+                self.check(
+                    self.core.stopping.is_some(),
+                    "StopAccepting while not stopping",
+                );
+                self.accepting = false;
+                // (Commands are carried out after the core took the whole
+                // event: what it dispatched or closed is decided.)
+                self.handover = matches!(self.core.outcome, Some(Outcome::Upgraded { .. }))
+                    && self
+                        .core
+                        .slots
+                        .values()
+                        .any(|s| s.phase == Phase::Serving && !s.retiring && !s.dead);
+                self.stats.handovers += u64::from(self.handover);
+            }
             Command::Finish(outcome) => {
                 match &outcome {
                     Outcome::Escalated { .. } => self.stats.escalations += 1,
@@ -807,6 +865,9 @@ impl World {
     }
 
     fn admin(&mut self, request: AdminRequest) {
+        if self.admin_released {
+            return; // the new controller's now
+        }
         let req = self.next_req;
         self.next_req += 1;
         self.pending_reqs.insert(req);
@@ -871,7 +932,8 @@ impl World {
                 }
             }
             67..=81 => {
-                if self.config.balance == Balance::Dispatch && self.finished.is_none() {
+                // The driver accepts only until told to stop.
+                if self.config.balance == Balance::Dispatch && self.accepting {
                     let n = 1 + self.rng.below(5);
                     let conns: Vec<Conn> = (0..n).map(|i| self.next_conn + i).collect();
                     self.next_conn += n;
@@ -959,6 +1021,10 @@ impl World {
 
     /// After every step.
     fn check_step(&self) {
+        self.check(
+            self.core.stopping.is_none() || !self.accepting,
+            "stopping and still accepting",
+        );
         for (pid, p) in &self.procs {
             if !p.alive {
                 continue;
@@ -1126,6 +1192,7 @@ fn run(seed: u64, steps: usize, stats: &mut Stats, tracing: bool) {
     stats.deadline_kills += s.deadline_kills;
     stats.forced_stops += s.forced_stops;
     stats.scaled += s.scaled;
+    stats.handovers += s.handovers;
 }
 
 /// Runs part `part` of the seeds, `count` of them (or the one of `VOLE_SIM_SEED`, with a
@@ -1167,6 +1234,7 @@ fn simulation_1_of_4() {
         assert!(stats.reloads_done > 0 && stats.escalations > 0 && stats.upgrades > 0);
         assert!(stats.hung_killed > 0 && stats.redispatched > 0 && stats.deadline_kills > 0);
         assert!(stats.config_errors > 0 && stats.forced_stops > 0 && stats.scaled > 0);
+        assert!(stats.handovers > 0);
     }
 }
 

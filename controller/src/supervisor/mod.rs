@@ -153,6 +153,12 @@ impl Bound {
             exe,
         } = self;
         let rotation = config.ticket_rotation.max(Duration::from_secs(1));
+        let admin_fd = admin.as_ref().and_then(|a| a.listener_fd().ok());
+        let admin_keep = admin.as_ref().map(|a| a.keep_handle());
+        let admin_task = admin.map(|sock| {
+            let handler: Arc<dyn AdminHandler> = Arc::new(tasks::AdminBridge { tx: tx.clone() });
+            tokio::spawn(async move { sock.serve(handler).await })
+        });
         let mut driver = Driver {
             core: SupervisorCore::new(config, seed, Instant::now()),
             sockets,
@@ -163,16 +169,16 @@ impl Bound {
             requests: HashMap::new(),
             next_request: 0,
             on_ready: hooks.on_ready.take(),
-            admin_fd: admin.as_ref().and_then(|a| a.listener_fd().ok()),
-            admin_keep: admin.as_ref().map(|a| a.keep_handle()),
+            admin_fd,
+            admin_keep,
+            admin_task: admin_task
+                .as_ref()
+                .map(tokio::task::JoinHandle::abort_handle),
+            accepting: true,
             hooks,
             metrics: crate::metrics::Recorder::default(),
             outcome: None,
         };
-        let admin_task = admin.map(|sock| {
-            let handler: Arc<dyn AdminHandler> = Arc::new(tasks::AdminBridge { tx: tx.clone() });
-            tokio::spawn(async move { sock.serve(handler).await })
-        });
         let rotate_tx = tx.clone();
         let rotate_task = tokio::spawn(async move {
             let mut every =
@@ -233,6 +239,12 @@ struct Driver {
     /// Set to keep the admin socket file when this controller exits after
     /// an upgrade.
     admin_keep: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The task serving the admin socket, ended by
+    /// [`Command::ReleaseAdmin`].
+    admin_task: Option<tokio::task::AbortHandle>,
+    /// Cleared by [`Command::StopAccepting`]: the acceptors of `dispatch`
+    /// mode are dropped.
+    accepting: bool,
     hooks: Hooks,
     metrics: crate::metrics::Recorder,
     outcome: Option<Outcome>,
@@ -259,7 +271,7 @@ impl Driver {
         self.run_commands();
         // In `dispatch` mode connections are accepted here, not in a task
         // that hands them over: one task woken per batch, not two.
-        let acceptors = self.dispatch_acceptors();
+        let mut acceptors = self.dispatch_acceptors();
         let mut accepted: Vec<std::net::TcpStream> = Vec::new();
         let mut accept_pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut watchdog = self.hooks.watchdog.map(tokio::time::interval);
@@ -271,6 +283,17 @@ impl Driver {
         let outcome = loop {
             if let Some(outcome) = self.outcome.take() {
                 break outcome;
+            }
+            if !self.accepting && !acceptors.is_empty() {
+                // Whatever is not accepted yet stays in the listening
+                // socket's queue for whoever else holds it (the new
+                // controller of an upgrade, systemd); our copies close, so
+                // where nobody does, connections are refused at once
+                // rather than held until this controller exits. (No node
+                // holds them in this mode, and nothing starts while
+                // stopping.)
+                acceptors.clear();
+                self.sockets.clear();
             }
             let accepting = !acceptors.is_empty() && accept_pause.is_none();
             tokio::select! {
@@ -418,8 +441,14 @@ impl Driver {
                 graceful,
                 grace,
             } => {
-                if let Some(control) = self.control(node) {
-                    tasks::call_oneway(control, "stop", (graceful, grace.as_millis() as u64));
+                let io = self.nodes.get(&node);
+                let args = (graceful, grace.as_millis() as u64);
+                if let Some(control) = io.and_then(|io| io.control.as_ref()) {
+                    match io.and_then(|io| io.dispatch.as_ref()) {
+                        // After the connections dispatched to it so far.
+                        Some(d) if graceful => tasks::stop_after_received(d, control, args),
+                        _ => tasks::call_oneway(control, "stop", args),
+                    }
                 } else if let Some(pid) = self.nodes.get(&node).and_then(|io| io.external) {
                     // SIGTERM whether graceful or not: how fast it closes
                     // its links is the program's own business; the stop
@@ -504,6 +533,15 @@ impl Driver {
                     keep.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
             }
+            Command::StopAccepting => self.accepting = false,
+            Command::ReleaseAdmin => {
+                // Ending the task drops the socket (its file is kept: see
+                // `KeepAdminSocket`); our copy for an upgrade goes too.
+                if let Some(task) = self.admin_task.take() {
+                    task.abort();
+                }
+                self.admin_fd = None;
+            }
             Command::Finish(outcome) => self.outcome = Some(outcome),
         }
     }
@@ -552,9 +590,21 @@ impl Driver {
         let mut io = NodeIo::default();
         if let Some(conn) = conn {
             let (tx, rx) = mpsc::unbounded_channel();
+            let (flush, flush_rx) = mpsc::unbounded_channel();
             let (gone_tx, gone) = oneshot::channel();
-            io.dispatch = Some(DispatchHandle { tx, _gone: gone_tx });
-            tokio::spawn(tasks::dispatcher(self.tx.clone(), node, conn, rx, gone));
+            io.dispatch = Some(DispatchHandle {
+                tx,
+                flush,
+                _gone: gone_tx,
+            });
+            tokio::spawn(tasks::dispatcher(
+                self.tx.clone(),
+                node,
+                conn,
+                rx,
+                flush_rx,
+                gone,
+            ));
         }
         // (A failed handoff queued its release, which comes after this.)
         self.nodes.insert(node, io);

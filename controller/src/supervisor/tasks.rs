@@ -261,9 +261,55 @@ pub(super) async fn heartbeat(
 pub(super) struct DispatchHandle {
     /// Connections for the node.
     pub(super) tx: mpsc::UnboundedSender<OwnedFd>,
+    /// Answered once every connection sent before the request was passed
+    /// on and the node received it (or the node is gone): what must reach
+    /// the node before its `stop` (see [`stop_after_received`]).
+    pub(super) flush: mpsc::UnboundedSender<oneshot::Sender<()>>,
     /// Dropped (with `tx`) when the node is gone: wakes a dispatcher that
     /// waits for room in a socket the dead node no longer reads.
     pub(super) _gone: oneshot::Sender<()>,
+}
+
+/// How long a `stop` waits at most for the node to receive the
+/// connections passed to it before the stop.
+const RECEIVE_WAIT: Duration = Duration::from_secs(2);
+
+/// Sends `stop` to a `dispatch` node once it has received every connection
+/// the controller passed it before: a node stops taking connections when
+/// told to stop, and the frames still in its socket would come back to a
+/// controller that is stopping, which can only close them. (The core
+/// orders the dispatches before the stop; the two travel on different
+/// sockets, so the order is kept here.)
+pub(super) fn stop_after_received(
+    dispatch: &DispatchHandle,
+    control: &RemoteObject,
+    args: (bool, u64),
+) {
+    let (done, received) = oneshot::channel();
+    let _ = dispatch.flush.send(done);
+    let control = control.clone();
+    tokio::spawn(async move {
+        // (An error: the dispatcher is gone, and so is the node.)
+        let _ = received.await;
+        let _ = control.call_oneway("stop", args).await;
+    });
+}
+
+/// Waits (within [`RECEIVE_WAIT`]) until the node has received every frame
+/// sent so far, or is gone.
+async fn until_received(conn: &spawn::ConnSocket, gone: &mut oneshot::Receiver<()>) -> bool {
+    let deadline = tokio::time::Instant::now() + RECEIVE_WAIT;
+    loop {
+        match conn.unreceived() {
+            Ok(0) | Err(_) => return true,
+            Ok(_) if tokio::time::Instant::now() >= deadline => return true,
+            Ok(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+            _ = &mut *gone => return false,
+        }
+    }
 }
 
 /// `dispatch` mode: passes connections to one node, several per frame when
@@ -282,17 +328,17 @@ pub(super) async fn dispatcher(
     node: NodeKey,
     conn: spawn::ConnSocket,
     mut rx: mpsc::UnboundedReceiver<OwnedFd>,
+    mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     mut gone: oneshot::Receiver<()>,
 ) {
-    let spawn::ConnSocket {
-        ours: mut sock,
-        node_end,
-    } = conn;
+    let mut conn = conn;
     let mut batch: Vec<OwnedFd> = Vec::with_capacity(fdpass::MAX_FDS);
+    let mut flush_open = true;
     loop {
         // `gone` first: once the node is dead, what is still queued is not
         // sent. (Each branch on `gone` ends the loop: it is never polled
-        // again once it has fired.)
+        // again once it has fired.) Connections before flush requests: a
+        // request is answered only once nothing is queued.
         tokio::select! {
             biased;
             _ = &mut gone => break,
@@ -301,12 +347,24 @@ pub(super) async fn dispatcher(
                     break; // the node died (as the supervisor saw it)
                 }
             }
+            waiter = flush.recv(), if flush_open => {
+                match waiter {
+                    Some(waiter) => {
+                        if !until_received(&conn, &mut gone).await {
+                            break;
+                        }
+                        let _ = waiter.send(());
+                    }
+                    None => flush_open = false,
+                }
+                continue;
+            }
         }
         let frame = [batch.len() as u8];
         let sent = {
             let fds: Vec<_> = batch.iter().map(AsFd::as_fd).collect();
             tokio::select! {
-                r = fdpass::send(&mut sock, &frame, &fds) => Some(r),
+                r = fdpass::send(&mut conn.ours, &frame, &fds) => Some(r),
                 // The socket is full and the node will never read it.
                 _ = &mut gone => None,
             }
@@ -322,6 +380,10 @@ pub(super) async fn dispatcher(
         }
     }
     rx.close();
+    let spawn::ConnSocket {
+        ours: _ours,
+        node_end,
+    } = conn;
     // In the order they were accepted: the frames the node never received,
     // a batch that could not be sent, then what was still queued.
     let mut fds = match fdpass::drain(node_end.as_fd()) {
@@ -419,7 +481,8 @@ mod tests {
         for fd in listeners.by_ref().take(3) {
             conns.send(fd).expect("queue");
         }
-        let task = tokio::spawn(dispatcher(events_tx, key(7), conn, rx, gone));
+        let (_flush, flush_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(dispatcher(events_tx, key(7), conn, rx, flush_rx, gone));
         let mut got = Vec::new();
         let mut frames = 0;
         while got.len() < 3 {
@@ -457,6 +520,46 @@ mod tests {
         drop((node, gone_tx));
     }
 
+    /// A flush request (what a `stop` waits for) is answered only once
+    /// every connection queued before it was sent and the node received it.
+    #[tokio::test]
+    async fn a_flush_is_answered_once_the_node_received_what_came_before() {
+        let (conn, node) = conn_socket();
+        let (events_tx, _events) = mpsc::unbounded_channel();
+        let (conns, rx) = mpsc::unbounded_channel();
+        let (flush, flush_rx) = mpsc::unbounded_channel();
+        let (_gone_tx, gone) = oneshot::channel();
+        for _ in 0..3 {
+            conns.send(devnull()).expect("queue");
+        }
+        let (done, mut received) = oneshot::channel();
+        flush.send(done).expect("flush");
+        let task = tokio::spawn(dispatcher(events_tx, key(5), conn, rx, flush_rx, gone));
+        // Sent (the dispatcher runs meanwhile), not received: no answer.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            received.try_recv().is_err(),
+            "answered before the node received"
+        );
+        let mut got = 0;
+        while got < 3 {
+            let mut count = [0u8; 1];
+            let fds =
+                tokio::time::timeout(Duration::from_secs(10), fdpass::recv(&node, &mut count))
+                    .await
+                    .expect("in time")
+                    .expect("recv")
+                    .expect("frame");
+            got += fds.len();
+        }
+        tokio::time::timeout(Duration::from_secs(10), received)
+            .await
+            .expect("answered once received")
+            .expect("answer");
+        drop((conns, flush));
+        task.await.expect("dispatcher ends");
+    }
+
     /// A node that stops reading fills its socket; when it is found dead,
     /// the dispatcher waiting for room lets go and every connection comes
     /// back: those in the socket, the batch it could not send, the queue.
@@ -470,7 +573,8 @@ mod tests {
         let (conns, rx) = mpsc::unbounded_channel();
         let (gone_tx, gone) = oneshot::channel();
         const N: usize = 200;
-        let task = tokio::spawn(dispatcher(events_tx, key(3), conn, rx, gone));
+        let (_flush, flush_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(dispatcher(events_tx, key(3), conn, rx, flush_rx, gone));
         for _ in 0..N {
             conns.send(devnull()).expect("queue");
             // One frame per connection while the socket has room.
