@@ -337,3 +337,34 @@ async fn peer_that_stops_reading_is_closed_with_bounded_memory() {
     server.wait_log(port, "stopped reading").await;
     good.check().await;
 }
+
+/// A client that goes away without closing (a reset; or TLS without
+/// close_notify, as most clients exit) is not a warning: the peer left,
+/// nothing failed. A refused handshake afterwards marks how far the log has
+/// come.
+#[tokio::test]
+async fn a_peer_that_resets_its_link_is_not_a_warning() {
+    let (server, good) = setup().await;
+    let mut peer = RawPeer::linked(server.port).await;
+    let port = peer.port;
+    // SO_LINGER 0: close sends RST instead of FIN.
+    socket2::SockRef::from(&*peer.tcp())
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
+    drop(peer);
+    let mut marker = RawPeer::connect(server.port).await;
+    let marker_port = marker.port;
+    marker.send_raw_lossy(b"GET / HTTP/1.1\r\n\r\n").await;
+    marker.expect_closed().await;
+    server.wait_log(marker_port, "refused").await;
+    good.check().await;
+    let log = server.log_text();
+    let reset_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("127.0.0.1:{port})")))
+        .collect();
+    assert!(
+        reset_lines.iter().all(|l| !l.contains("WARN")),
+        "the reset is logged as a warning: {reset_lines:#?}"
+    );
+}

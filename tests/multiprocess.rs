@@ -1064,3 +1064,32 @@ async fn status_without_a_service_fails_clearly() {
     assert!(!out.status.success());
     assert!(err.contains("no running service found"), "{err}");
 }
+
+/// A TLS client that exits after its call (`vole call`, like most clients,
+/// closes without TLS close_notify) is not a warning in the server's log:
+/// the peer went away, nothing failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_without_close_notify_is_not_a_warning() {
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(1, "grant").tls()).await;
+    let uri = format!("vop://127.0.0.1:{}/", serve.port());
+    let state = serve.dir.path().to_str().expect("path").to_owned();
+    for _ in 0..3 {
+        let out = harness::run_vole(&["call", "--state-dir", &state, &uri, "echo", "bye"]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The node logs each close as it happens; a stop afterwards flushes
+    // every line of the node through the controller.
+    serve.signal(Signal::SIGTERM);
+    let exit = serve.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(exit.and_then(|s| s.code()), Some(0), "{}", serve.log());
+    let log = serve.log();
+    assert!(
+        !log.contains("WARN") || !log.contains("close_notify"),
+        "a client that left is logged as a warning:\n{log}"
+    );
+}

@@ -186,6 +186,13 @@ where
     }
 
     fn finish(&mut self, reason: impl Into<Arc<str>>, clean: bool) {
+        self.finish_logged(reason, clean, false);
+    }
+
+    /// [`Driver::finish`]; `vanished`: the peer went away without closing
+    /// (a reset, or TLS without `close_notify`, as every client that exits
+    /// does), which is no error of ours and is logged at debug.
+    fn finish_logged(&mut self, reason: impl Into<Arc<str>>, clean: bool, vanished: bool) {
         if self.phase == Phase::Done {
             return;
         }
@@ -196,6 +203,8 @@ where
         self.shared.signals.set_closed(reason.clone());
         if clean {
             tracing::debug!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed");
+        } else if vanished {
+            tracing::debug!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed: the peer went away");
         } else {
             tracing::warn!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed on error");
         }
@@ -215,7 +224,8 @@ where
 
     fn fail(&mut self, e: Error) {
         let text = error_chain(&e);
-        self.finish(text, false);
+        let vanished = peer_vanished(&e);
+        self.finish_logged(text, false, vanished);
     }
 
     fn begin_drain(&mut self, now: Instant) {
@@ -650,6 +660,25 @@ where
         cx.waker().wake_by_ref();
         Poll::Pending
     }
+}
+
+/// Whether `e` says only that the peer went away: the connection was reset
+/// or aborted, or ended without TLS `close_notify`.
+fn peer_vanished(e: &Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Runs a link on the accepting side in the current task until it closes.

@@ -392,3 +392,22 @@ async fn peer_eof_with_a_call_pending_closes_without_waiting() {
     up.abort();
     down.abort();
 }
+
+/// A peer that went away (reset, or TLS without close_notify, as every
+/// exiting client does) is told apart from a real failure, for the log
+/// level of the close.
+#[test]
+fn a_vanished_peer_is_not_an_error_worth_a_warning() {
+    use std::io::{Error as IoError, ErrorKind};
+    let io = |kind| Error::Transport(vole_transport::Error::Io(IoError::new(kind, "x")));
+    assert!(peer_vanished(&io(ErrorKind::UnexpectedEof)));
+    assert!(peer_vanished(&io(ErrorKind::ConnectionReset)));
+    assert!(peer_vanished(&io(ErrorKind::BrokenPipe)));
+    assert!(!peer_vanished(&io(ErrorKind::PermissionDenied)));
+    assert!(!peer_vanished(&Error::Closed("closed".to_owned())));
+    assert!(!peer_vanished(&Error::Protocol(
+        crate::ProtocolViolation::MalformedMessage {
+            found: "x".to_owned()
+        }
+    )));
+}
