@@ -1061,7 +1061,16 @@ async fn status_without_a_service_fails_clearly() {
     // Without --admin-socket, an empty state directory: nothing to find.
     let out = run_vole(&["status", "--state-dir", dir.path().to_str().expect("path")]).await;
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a connection failure, not a bug: {err}"
+    );
+    assert!(err.contains("no running service found"), "{err}");
+    // The same for stop: nothing to stop is no bug in vole either.
+    let out = run_vole(&["stop", "--state-dir", dir.path().to_str().expect("path")]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("no running service found"), "{err}");
 }
 

@@ -37,11 +37,16 @@ pub fn find_socket(
         .unwrap_or_default();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(Failure::from(anyhow::anyhow!(
-            "no running service found ({}'s state directory {} has no admin-*.sock that answers); give --admin-socket or --state-dir",
-            service.name,
-            dir.display()
-        ))),
+        // Nothing answers: a connection failure (3), as for an admin
+        // socket given by path that nobody serves; not a bug in vole (70).
+        0 => Err(Failure {
+            code: super::exit::CONNECTION,
+            error: anyhow::anyhow!(
+                "no running service found ({}'s state directory {} has no admin-*.sock that answers); give --admin-socket or --state-dir",
+                service.name,
+                dir.display()
+            ),
+        }),
         _ => {
             found.sort();
             let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
@@ -156,6 +161,7 @@ mod tests {
         let err = find_socket(None, Some(dir.clone()), &service).expect_err("only a stale socket");
         let text = err.error.to_string();
         assert!(text.contains("no running service found"), "{text}");
+        assert_eq!(err.code, crate::cli::exit::CONNECTION);
         let live = dir.join("admin-2.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&live).expect("bind");
         let found = find_socket(None, Some(dir.clone()), &service).expect("the live socket");
