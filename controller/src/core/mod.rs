@@ -291,8 +291,22 @@ impl<C> SupervisorCore<C> {
     }
 
     fn link_up(&mut self, now: Instant, node: NodeKey) {
+        self.came_up(now, node, false);
+    }
+
+    /// An external node has no control link: it serves once started (its
+    /// listening socket queues connections until it accepts), gets no
+    /// heartbeat, and stops on SIGTERM ([`Command::Stop`] to a node without
+    /// a link).
+    fn external_up(&mut self, now: Instant, node: NodeKey) {
+        self.came_up(now, node, true);
+    }
+
+    /// A node can be told things: its control link is up, or (`external`)
+    /// its process started. It is stopped if the service is stopping or it
+    /// was retired meanwhile; otherwise it is watched and may serve.
+    fn came_up(&mut self, now: Instant, node: NodeKey, external: bool) {
         let stopping = self.stopping;
-        let grace = self.config.grace;
         let (interval, timeout) = (
             self.config.heartbeat_interval,
             self.config.heartbeat_timeout,
@@ -304,6 +318,7 @@ impl<C> SupervisorCore<C> {
             return;
         }
         slot.linked = true;
+        slot.said_ready |= external;
         let retiring = slot.retiring;
         if let Some(s) = stopping {
             self.commands.push_back(Command::Stop {
@@ -313,63 +328,35 @@ impl<C> SupervisorCore<C> {
             });
             return;
         }
-        self.commands.push_back(Command::StartHeartbeat {
-            node,
-            interval,
-            timeout,
-        });
+        if !external {
+            self.commands.push_back(Command::StartHeartbeat {
+                node,
+                interval,
+                timeout,
+            });
+        }
         if retiring {
             // Retired while it started: it never serves.
-            self.commands.push_back(Command::Stop {
-                node,
-                graceful: true,
-                grace,
-            });
-            self.commands.push_back(Command::Timer {
-                at: now + grace + STOP_MARGIN,
-                timer: Timer::RetireDeadline(node),
-            });
+            self.stop_retiring(now, node);
             return;
         }
         self.maybe_serving(now, node.id);
     }
 
-    /// An external node has no control link: it serves once started (its
-    /// listening socket queues connections until it accepts), and stops on
-    /// SIGTERM ([`Command::Stop`] to a node without a link).
-    fn external_up(&mut self, now: Instant, node: NodeKey) {
-        let stopping = self.stopping;
+    /// Tells a retiring node to stop gracefully; one still running grace +
+    /// [`STOP_MARGIN`] later is killed (a hung node, or an external node
+    /// that ignores SIGTERM, must not hold up a reload or a scale-down).
+    fn stop_retiring(&mut self, now: Instant, node: NodeKey) {
         let grace = self.config.grace;
-        let Some(slot) = self.current(node) else {
-            return;
-        };
-        if slot.dead {
-            return;
-        }
-        slot.linked = true;
-        slot.said_ready = true;
-        let retiring = slot.retiring;
-        if let Some(s) = stopping {
-            self.commands.push_back(Command::Stop {
-                node,
-                graceful: !s.force,
-                grace: s.grace,
-            });
-            return;
-        }
-        if retiring {
-            self.commands.push_back(Command::Stop {
-                node,
-                graceful: true,
-                grace,
-            });
-            self.commands.push_back(Command::Timer {
-                at: now + grace + STOP_MARGIN,
-                timer: Timer::RetireDeadline(node),
-            });
-            return;
-        }
-        self.maybe_serving(now, node.id);
+        self.commands.push_back(Command::Stop {
+            node,
+            graceful: true,
+            grace,
+        });
+        self.commands.push_back(Command::Timer {
+            at: now + grace + STOP_MARGIN,
+            timer: Timer::RetireDeadline(node),
+        });
     }
 
     fn maybe_serving(&mut self, now: Instant, id: NodeId) {

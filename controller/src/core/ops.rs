@@ -233,12 +233,9 @@ impl<C> SupervisorCore<C> {
         id
     }
 
-    /// Stops a node gracefully and forgets it once it exits; one still
-    /// running `grace` + [`STOP_MARGIN`] later is killed (a hung node, or
-    /// an external node that ignores SIGTERM, must not hold up a reload or
-    /// a scale-down).
+    /// Stops a node gracefully ([`SupervisorCore::stop_retiring`]) and
+    /// forgets it once it exits.
     fn retire(&mut self, now: Instant, id: NodeId) {
-        let grace = self.config.grace;
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
@@ -247,15 +244,7 @@ impl<C> SupervisorCore<C> {
         match (slot.linked, slot.phase) {
             (true, _) => {
                 let node = slot.key();
-                self.commands.push_back(Command::Stop {
-                    node,
-                    graceful: true,
-                    grace,
-                });
-                self.commands.push_back(Command::Timer {
-                    at: now + grace + STOP_MARGIN,
-                    timer: Timer::RetireDeadline(node),
-                });
+                self.stop_retiring(now, node);
             }
             // Not running (restart backoff): nothing to stop.
             (false, Phase::Backoff | Phase::Exited) => slot.phase = Phase::Exited,
