@@ -128,32 +128,22 @@ fn socketpair() -> io::Result<(
     std::os::unix::net::UnixStream::pair()
 }
 
-/// Starts a node process.
-pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
-    let (control_parent, control_child) = socketpair()?;
-    let conn_pair = if cmd.dispatch {
-        Some(socketpair()?)
-    } else {
-        None
-    };
-    let control_raw = control_child.as_raw_fd();
-    let conn_raw = conn_pair.as_ref().map(|(_, child)| child.as_raw_fd());
+/// Starts this executable as node `cmd.id` with the arguments `args`
+/// adds, `fds` placed at descriptors 3, 4, ... (the only ones it
+/// inherits), PDEATHSIG, a process group of its own, the node user, and
+/// its output forwarded line by line. Returns the child and its pid.
+fn launch(
+    exe: &Executable,
+    cmd: &NodeCommand,
+    fds: &[RawFd],
+    args: impl FnOnce(&mut Command),
+) -> io::Result<(Child, u32)> {
     let controller_pid = nix::unistd::getpid().as_raw();
     let reset_sched = crate::sched::nodes_need_reset();
-
     let mut command = Command::new(exe.path());
+    command.arg0(format!("{}-node-{}", cmd.name, cmd.id));
+    args(&mut command);
     command
-        .arg0(format!("{}-node-{}", cmd.name, cmd.id))
-        .arg("node")
-        .arg("--id")
-        .arg(cmd.id.to_string())
-        .arg("--control-fd")
-        .arg(CONTROL_FD.to_string());
-    if cmd.dispatch {
-        command.arg("--conn-fd").arg(CONN_FD.to_string());
-    }
-    command
-        .args(&cmd.extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -169,22 +159,55 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
         // credential change would clear) is armed after the switch.
         command.gid(gid).uid(uid);
     }
+    let fds = fds.to_vec();
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls (sched_setscheduler, fcntl, dup2,
-    // prctl, getppid, setpgid); it allocates nothing and takes no locks.
+    // prctl, getppid, setpgid); it allocates nothing (`fds` was copied
+    // before the fork and is only read) and takes no locks.
     unsafe {
         command.pre_exec(move || {
             if reset_sched {
                 // Not fatal: a node left SCHED_BATCH still serves.
                 let _ = crate::sched::reset_in_child();
             }
-            match conn_raw {
-                Some(conn) => child_setup(&[control_raw, conn], controller_pid),
-                None => child_setup(&[control_raw], controller_pid),
-            }
+            child_setup(&fds, controller_pid)
         });
     }
     let mut child = command.spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("node exited before its pid was known"))?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward_lines(out, cmd.id, pid, cmd.log_json));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward_lines(err, cmd.id, pid, cmd.log_json));
+    }
+    Ok((child, pid))
+}
+
+/// Starts a node process.
+pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
+    let (control_parent, control_child) = socketpair()?;
+    let conn_pair = if cmd.dispatch {
+        Some(socketpair()?)
+    } else {
+        None
+    };
+    let mut fds = vec![control_child.as_raw_fd()];
+    fds.extend(conn_pair.as_ref().map(|(_, child)| child.as_raw_fd()));
+    let (child, pid) = launch(exe, cmd, &fds, |command| {
+        command
+            .arg("node")
+            .arg("--id")
+            .arg(cmd.id.to_string())
+            .arg("--control-fd")
+            .arg(CONTROL_FD.to_string());
+        if cmd.dispatch {
+            command.arg("--conn-fd").arg(CONN_FD.to_string());
+        }
+        command.args(&cmd.extra_args);
+    })?;
     drop(control_child);
     let conn = match conn_pair {
         Some((parent, child_end)) => Some(ConnSocket {
@@ -195,15 +218,6 @@ pub fn spawn(exe: &Executable, cmd: &NodeCommand) -> io::Result<Spawned> {
         }),
         None => None,
     };
-    let pid = child
-        .id()
-        .ok_or_else(|| io::Error::other("node exited before its pid was known"))?;
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward_lines(out, cmd.id, pid, cmd.log_json));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward_lines(err, cmd.id, pid, cmd.log_json));
-    }
     Ok(Spawned {
         child,
         pid,
@@ -253,50 +267,18 @@ pub fn spawn_external(
         )));
     }
     let raw: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
-    let controller_pid = nix::unistd::getpid().as_raw();
-    let reset_sched = crate::sched::nodes_need_reset();
-    let mut command = Command::new(exe.path());
-    command
-        .arg0(format!("{}-node-{}", cmd.name, cmd.id))
-        .arg(EXEC_NODE)
-        .arg("--id")
-        .arg(cmd.id.to_string())
-        .arg("--fds")
-        .arg(listeners.len().to_string())
-        .arg("--name")
-        .arg(&cmd.name)
-        .arg("--")
-        .args(argv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for var in crate::systemd::NODE_ENV_REMOVE {
-        command.env_remove(var);
-    }
-    if let Some((uid, gid)) = cmd.user {
-        command.gid(gid).uid(uid);
-    }
-    // SAFETY: as in `spawn`: only async-signal-safe calls, no allocation
-    // (`raw` was built before the fork and is only read).
-    unsafe {
-        command.pre_exec(move || {
-            if reset_sched {
-                let _ = crate::sched::reset_in_child();
-            }
-            child_setup(&raw, controller_pid)
-        });
-    }
-    let mut child = command.spawn()?;
-    let pid = child
-        .id()
-        .ok_or_else(|| io::Error::other("node exited before its pid was known"))?;
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward_lines(out, cmd.id, pid, cmd.log_json));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward_lines(err, cmd.id, pid, cmd.log_json));
-    }
+    let (child, pid) = launch(exe, cmd, &raw, |command| {
+        command
+            .arg(EXEC_NODE)
+            .arg("--id")
+            .arg(cmd.id.to_string())
+            .arg("--fds")
+            .arg(listeners.len().to_string())
+            .arg("--name")
+            .arg(&cmd.name)
+            .arg("--")
+            .args(argv);
+    })?;
     Ok(SpawnedExternal { child, pid })
 }
 
