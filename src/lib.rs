@@ -50,6 +50,8 @@
 pub mod cli;
 mod daemon;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 mod hosted;
 mod logging;

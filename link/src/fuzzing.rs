@@ -1,5 +1,5 @@
-//! Entry point for the VOL link fuzz target in `fuzz/` and for the test that
-//! replays its corpus on stable (`link/tests/fuzz_corpus.rs`).
+//! Entry points for the VOL link fuzz targets in `fuzz/` and for the test
+//! that replays their corpora on stable (`link/tests/fuzz_corpus.rs`).
 //!
 //! [`feed`] builds a service-side `LinkCore` exactly as the driver does,
 //! plays a valid client prefix into it (VEC hello, VOL hello, handshake
@@ -7,8 +7,11 @@
 //! then feeds the rest of the input in chunks, doing what the driver would
 //! with each event: run incoming calls that complete at once and answer
 //! them, send dereferences for dropped proxies, discard the output as if
-//! written. It panics only if an invariant is broken. Not part of the API:
-//! hidden from the docs and free to change.
+//! written. [`feed_client`] does the same for the side that connected: a
+//! client's core, holding the service's gateway, with calls of its own in
+//! flight whose answers (results, exceptions, errors, references) the
+//! input may forge. Each panics only if an invariant is broken. Not part
+//! of the API: hidden from the docs and free to change.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,10 +21,11 @@ use futures_util::FutureExt as _;
 use vole_transport::vec::{self, EncodeConfig};
 use vole_transport::{Entity, Owner, WireRef};
 
+use crate::calls::Reply;
 use crate::core::{Event, LinkConfig, LinkCore};
 use crate::info::LinkInfo;
-use crate::model::{CallError, Error, Object, Shared, Value};
-use crate::proto;
+use crate::model::{CallError, Error, Object, RemoteObject, Shared, Value};
+use crate::proto::{self, CallKind};
 use crate::publish::Published;
 use crate::router::Router;
 
@@ -104,19 +108,31 @@ fn prefix(stage: u8) -> Vec<u8> {
     out
 }
 
+/// Calls of its own a client harness keeps waiting for answers.
+const CLIENT_CALLS: usize = 8;
+
 /// A core and the shared state the driver would hold.
 struct Harness {
     core: LinkCore,
     shared: Arc<Shared>,
     /// Everything the core produced, as if written.
     output: usize,
+    /// Whether this is the side that connected (it holds the peer's
+    /// gateway and calls it).
+    client: bool,
+    /// The peer's gateway, held by a client.
+    peer: Option<RemoteObject>,
+    /// This side's calls waiting for an outcome.
+    waiting: usize,
+    /// This side's calls made so far (they pick the method and kind).
+    made: usize,
 }
 
 impl Harness {
-    fn new(now: Instant) -> Harness {
+    fn new(now: Instant, client: bool) -> Harness {
         let shared = Arc::new(Shared::new(LinkInfo::default()));
         let config = LinkConfig {
-            hold_peer: false,
+            hold_peer: client,
             max_message: MAX_MESSAGE,
             max_depth: 64,
             ..LinkConfig::default()
@@ -126,7 +142,35 @@ impl Harness {
             core,
             shared,
             output: 0,
+            client,
+            peer: None,
+            waiting: 0,
+            made: 0,
         }
+    }
+
+    /// A client keeps [`CLIENT_CALLS`] calls of its own on the peer's
+    /// gateway waiting (of every kind), so that forged answers meet calls
+    /// that expect them.
+    fn call_more(&mut self) -> Result<(), Error> {
+        let Some(peer) = self.peer.clone() else {
+            return Ok(());
+        };
+        while self.waiting < CLIENT_CALLS {
+            let kind = match self.made % 3 {
+                0 => CallKind::Normal,
+                1 => CallKind::Void,
+                _ => CallKind::Oneway,
+            };
+            let method = if self.made % 2 == 0 { "echo" } else { "urlget" };
+            let args = vec![Value::from(method), Value::Int(self.made as i64)];
+            let reply = Reply::Slot(self.made);
+            self.made += 1;
+            if self.core.call(&peer, args, kind, reply)?.is_some() {
+                self.waiting += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Does what the driver does after input: handle events and dropped
@@ -151,8 +195,20 @@ impl Harness {
                             self.core.respond(call_id, kind, result)?;
                         }
                     }
-                    // hold_peer is false: the gateway proxy is dropped.
-                    Event::HandshakeDone(_) | Event::Completed { .. } => {}
+                    // A service drops the gateway (hold_peer is false); a
+                    // client keeps it and starts calling.
+                    Event::HandshakeDone(peer) => {
+                        if self.client {
+                            self.peer = Some(peer);
+                            self.call_more()?;
+                        }
+                    }
+                    // The outcome (and any proxies it carries) is dropped
+                    // here, as a caller that went away would.
+                    Event::Completed { .. } => {
+                        self.waiting = self.waiting.saturating_sub(1);
+                        self.call_more()?;
+                    }
                     Event::Idle => self.core.begin_drain(),
                 }
             }
@@ -182,6 +238,24 @@ impl Harness {
 /// is within the message cap, and the output it produced is within a fixed
 /// multiple of the input (no amplification, no unbounded growth).
 pub fn feed(data: &[u8]) -> Result<(), Error> {
+    run(data, false)
+}
+
+/// Feeds `data` to a client-side link core: as [`feed`], but the core is
+/// the connecting side's. The opening is the same (VOL is symmetric: the
+/// service's opening is what a client sends, mirrored); once it completes,
+/// the harness holds the service's gateway and keeps calls of every kind
+/// (`echo` and `urlget`, normal, void and one-way) waiting on it, making a
+/// new one for each outcome, so that the input's forged results,
+/// exceptions, errors and references meet calls that wait for them.
+///
+/// Invariants: those of [`feed`], the core's tables allowing for the calls
+/// the harness keeps waiting.
+pub fn feed_client(data: &[u8]) -> Result<(), Error> {
+    run(data, true)
+}
+
+fn run(data: &[u8], client: bool) -> Result<(), Error> {
     let Some((&control, rest)) = data.split_first() else {
         return Ok(());
     };
@@ -192,7 +266,7 @@ pub fn feed(data: &[u8]) -> Result<(), Error> {
     input.extend_from_slice(rest);
 
     let now = Instant::now();
-    let mut h = Harness::new(now);
+    let mut h = Harness::new(now, client);
     if let Err(e) = h.core.start() {
         panic!("start failed: {e}");
     }
@@ -204,6 +278,10 @@ pub fn feed(data: &[u8]) -> Result<(), Error> {
             assert!(
                 h.core.is_open(),
                 "a valid opening did not complete the handshake"
+            );
+            assert!(
+                !client || h.waiting > 0,
+                "a client with the service's gateway made no calls"
             );
         }
         if fed == input.len() {
@@ -225,7 +303,7 @@ pub fn feed(data: &[u8]) -> Result<(), Error> {
             break Some(e);
         }
         assert!(
-            h.core.footprint() <= fed + 8,
+            h.core.footprint() <= fed + 8 + CLIENT_CALLS,
             "core holds {} entries after {fed} bytes",
             h.core.footprint()
         );
@@ -281,6 +359,48 @@ mod tests {
             ]),
         );
         feed(&after_handshake(call)).expect("accepted");
+    }
+
+    #[test]
+    fn a_client_takes_forged_answers_to_its_calls() {
+        // The client's opening takes message ids 1 to 3 (its finish()
+        // call and its answer to the service's among them), so its own
+        // calls are 4, 5, ... (normal, void, one-way in turn: 4 normal,
+        // 5 void, 7 normal).
+        let answers = [
+            message(
+                3,
+                proto::code::CALL_RESULT,
+                Entity::Tuple(vec![Entity::Int(4), wire(Owner::Sender, 7)]),
+            ),
+            message(
+                4,
+                proto::code::CALL_EXCEPTION,
+                Entity::Tuple(vec![Entity::Int(5), Entity::str("no")]),
+            ),
+            message(5, proto::code::CALL_ERROR, Entity::Int(7)),
+        ];
+        let mut data = vec![STAGES - 1];
+        for a in &answers {
+            data.extend(vec::encode_to_vec(a, EncodeConfig::default()).expect("encodes"));
+        }
+        feed_client(&data).expect("accepted");
+        for stage in 0..STAGES {
+            feed_client(&[stage]).expect("a valid opening, then a clean end");
+        }
+    }
+
+    #[test]
+    fn a_client_refuses_an_answer_to_a_call_it_never_made() {
+        let stray = message(
+            3,
+            proto::code::CALL_RESULT,
+            Entity::Tuple(vec![Entity::Int(999), Entity::None]),
+        );
+        let mut data = vec![STAGES - 1];
+        data.extend(vec::encode_to_vec(&stray, EncodeConfig::default()).expect("encodes"));
+        let e = feed_client(&data).expect_err("refused");
+        assert!(e.to_string().contains("999"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! Replays the fuzz corpora on stable, without libFuzzer: every seed under
-//! `fuzz/corpus/<target>/seed-*` and every regression input under
+//! Replays the fuzz corpora on stable, without libFuzzer: every input under
+//! `fuzz/corpus/<target>/` (the hand-made `seed-*` files and the minimized
+//! corpus that fuzzing runs grew) and every regression input under
 //! `fuzz/regressions/<target>/` goes through the same entry point its fuzz
-//! target calls (`vole_transport::fuzzing`). With `VOLE_FUZZ_ALL=1` every
-//! file of a local corpus is replayed, not only the seeds.
+//! target calls (`vole_transport::fuzzing`), in a debug build, so with
+//! debug assertions and overflow checks on (libFuzzer builds leave them
+//! off).
 
 use std::path::{Path, PathBuf};
 
@@ -12,18 +14,13 @@ use vole_transport::fuzzing;
 fn inputs(target: &str) -> Vec<PathBuf> {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut found = Vec::new();
-    // VOLE_FUZZ_ALL=1 replays a whole local corpus (what fuzzing runs
-    // added too), e.g. to re-check it with debug assertions and overflow
-    // checks, which libFuzzer builds leave off by default.
-    let all = std::env::var_os("VOLE_FUZZ_ALL").is_some();
-    for (dir, seeds_only) in [("corpus", true), ("regressions", false)] {
+    for dir in ["corpus", "regressions"] {
         let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else {
             continue;
         };
         for entry in entries {
             let path = entry.expect("directory entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if path.is_file() && (!seeds_only || all || name.starts_with("seed-")) {
+            if path.is_file() {
                 found.push(path);
             }
         }
