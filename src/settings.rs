@@ -54,6 +54,8 @@ pub struct FileConfig {
     state_dir: Option<PathBuf>,
     handshake_timeout: Option<f64>,
     write_timeout: Option<f64>,
+    keep_alive: Option<f64>,
+    idle_timeout: Option<f64>,
     max_message: Option<usize>,
     grace: Option<f64>,
     admin_socket: Option<PathBuf>,
@@ -157,6 +159,10 @@ pub struct Overrides {
     pub grace: Option<f64>,
     /// Write-progress limit, seconds.
     pub write_timeout: Option<f64>,
+    /// Keep-alive period asked of peers, seconds (0: off).
+    pub keep_alive: Option<f64>,
+    /// Idle link limit, seconds (0: off).
+    pub idle_timeout: Option<f64>,
     /// Listen backlog.
     pub backlog: Option<i32>,
     /// Worker threads per process.
@@ -347,6 +353,11 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Write-progress limit per link.
     pub write_timeout: Duration,
+    /// The keep-alive period asked of every peer: a link silent for 1.5
+    /// periods is closed. `None`: not asked.
+    pub keep_alive: Option<Duration>,
+    /// Links with no calls for this long are closed. `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// Largest message.
     pub max_message: usize,
     /// Graceful stop period.
@@ -386,6 +397,39 @@ pub struct Settings {
     /// arguments), given the listening sockets by the systemd
     /// socket-activation convention. `None`: the host's own nodes.
     pub node_command: Option<Vec<String>>,
+}
+
+/// The default keep-alive period asked of peers, seconds.
+pub const DEFAULT_KEEP_ALIVE: f64 = 30.0;
+
+/// The keep-alive period: 0 turns it off; anything else must be at least
+/// the 100 ms a link can time (VPy agrees to any positive period).
+fn keep_alive_period(value: f64) -> Result<Option<Duration>, SettingsError> {
+    let period = optional_secs("keep-alive", value)?;
+    if period.is_some_and(|p| p < Duration::from_millis(100)) {
+        return Err(invalid(
+            "keep-alive",
+            format!("must be at least 0.1 seconds (or 0 for off), not {value}"),
+        ));
+    }
+    Ok(period)
+}
+
+/// A period where 0 turns the feature off.
+fn optional_secs(key: &'static str, value: f64) -> Result<Option<Duration>, SettingsError> {
+    if value == 0.0 {
+        return Ok(None);
+    }
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!("must be a positive number of seconds (or 0 for off), not {value}"),
+            )
+        })
 }
 
 fn secs(key: &'static str, value: f64) -> Result<Duration, SettingsError> {
@@ -590,6 +634,15 @@ impl Settings {
                 "write-timeout",
                 args.write_timeout.or(f.write_timeout).unwrap_or(30.0),
             )?,
+            keep_alive: keep_alive_period(
+                args.keep_alive
+                    .or(f.keep_alive)
+                    .unwrap_or(DEFAULT_KEEP_ALIVE),
+            )?,
+            idle_timeout: optional_secs(
+                "idle-timeout",
+                args.idle_timeout.or(f.idle_timeout).unwrap_or(0.0),
+            )?,
             max_message,
             grace: secs("grace", args.grace.or(f.grace).unwrap_or(10.0))?,
             restart,
@@ -765,6 +818,28 @@ mod tests {
     }
 
     #[test]
+    fn keep_alive_and_idle_timeout() {
+        let s = parse("").expect("defaults");
+        assert_eq!(s.keep_alive, Some(Duration::from_secs(30)));
+        assert_eq!(s.idle_timeout, None);
+        let s = parse("keep-alive = 2.5\nidle-timeout = 600\n").expect("set");
+        assert_eq!(s.keep_alive, Some(Duration::from_millis(2500)));
+        assert_eq!(s.idle_timeout, Some(Duration::from_secs(600)));
+        let s = parse("keep-alive = 0\nidle-timeout = 0\n").expect("off");
+        assert_eq!((s.keep_alive, s.idle_timeout), (None, None));
+        let args = Overrides {
+            keep_alive: Some(0.5),
+            idle_timeout: Some(9.0),
+            ..Overrides::default()
+        };
+        let f = FileConfig::parse("keep-alive = 3\nidle-timeout = 1\n", Path::new("t"))
+            .expect("parses");
+        let s = Settings::merge(&args, f, &Defaults::default()).expect("merges");
+        assert_eq!(s.keep_alive, Some(Duration::from_millis(500)));
+        assert_eq!(s.idle_timeout, Some(Duration::from_secs(9)));
+    }
+
+    #[test]
     fn invalid_values_name_the_key() {
         assert!(err("grace = 0\n").starts_with("grace:"));
         assert!(err("[transports]\ntls = false\n").starts_with("transports:"));
@@ -775,6 +850,11 @@ mod tests {
         assert!(err("[restart]\nbackoff-base = 9\nbackoff-max = 1\n")
             .starts_with("restart.backoff-base:"));
         assert!(err("nodes = 0\nuser = \"nobody\"\n").starts_with("user:"));
+        assert!(err("keep-alive = -1\n").starts_with("keep-alive:"));
+        assert!(err("keep-alive = 0.01\n").starts_with("keep-alive:"));
+        assert!(err("keep-alive = inf\n").starts_with("keep-alive:"));
+        assert!(err("idle-timeout = -5\n").starts_with("idle-timeout:"));
+        assert!(err("idle-timeout = nan\n").starts_with("idle-timeout:"));
         let daemon = Overrides {
             daemon: true,
             ..Overrides::default()

@@ -167,6 +167,14 @@ pub struct NodeConfig {
     pub handshake_timeout_ms: u64,
     /// Write-progress limit per link, milliseconds.
     pub write_timeout_ms: u64,
+    /// Keep-alive period asked of every peer, milliseconds (`None`: not
+    /// asked).
+    #[serde(default)]
+    pub keep_alive_ms: Option<u64>,
+    /// Links with no calls for this long are closed, milliseconds (`None`:
+    /// never).
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
     /// Largest accepted message.
     pub max_message: usize,
     /// Default grace period for a drain, milliseconds.

@@ -309,6 +309,8 @@ fn service_config(
             max_message: cfg.max_message,
             write_timeout: Duration::from_millis(cfg.write_timeout_ms.max(1)),
             handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms.max(1)),
+            keep_alive: cfg.keep_alive_ms.map(Duration::from_millis),
+            idle_timeout: cfg.idle_timeout_ms.map(Duration::from_millis),
             drain_quiet: crate::DRAIN_QUIET,
             ..LinkConfig::default()
         },

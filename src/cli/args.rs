@@ -225,6 +225,12 @@ pub struct ServeArgs {
     /// Seconds a link may make no write progress (the peer stopped reading) before it is closed [30].
     #[arg(long, value_name = "SECS")]
     pub write_timeout: Option<f64>,
+    /// Seconds between the keep-alives asked of every peer; a link silent for 1.5 periods is closed; 0 asks none [30].
+    #[arg(long, value_name = "SECS")]
+    pub keep_alive: Option<f64>,
+    /// Seconds a link may go without a call before it is closed; 0 never closes idle links [0].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<f64>,
     /// Listen backlog [1024].
     #[arg(long, value_name = "N")]
     pub backlog: Option<i32>,
@@ -309,6 +315,8 @@ impl ServeArgs {
             max_message: a.max_message,
             grace: a.grace,
             write_timeout: a.write_timeout,
+            keep_alive: a.keep_alive,
+            idle_timeout: a.idle_timeout,
             backlog: a.backlog,
             threads: a.threads,
             nodes: a.nodes,

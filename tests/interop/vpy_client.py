@@ -366,6 +366,27 @@ def scenario_keep_alive(port):
     close(link, 'close')
 
 
+def scenario_frozen(port):
+    """Agrees to send keep-alives as often as every 500 ms, makes one call,
+    then idles until killed: the test checks that vole keeps the link
+    open while VPy sends keep-alives, then SIGSTOPs this process and times
+    how long vole takes to close the silent link."""
+    conf = VOPInsecureUrlConfig(link_config=VLinkAgentConfig(
+        keep_alive=VLinkKeepAlive(min_send=500)))
+    gw, link = VUrl.resolve_with_link(url(port), conf=conf, nowait=True).result(CALL_TIMEOUT)
+    r = outcome(lambda: call(gw, 'echo', 'up'))
+    check('frozen.connected', r == ('ok', 'up'), repr(r))
+    # vole's keep_alive(ms) call arrives with the handshake; wait for it.
+    deadline = time.monotonic() + CALL_TIMEOUT
+    while not link._keep_alive_send and time.monotonic() < deadline:
+        time.sleep(0.01)
+    check('frozen.sends_keep_alives', bool(link._keep_alive_send),
+          repr(link._keep_alive_send))
+    emit(keep_alive_send_ms=link._keep_alive_send)
+    while not link.closed:
+        time.sleep(0.1)
+
+
 def scenario_codecs(port):
     """Strings from a VPy client with other string codecs: none (every
     string carries its codec) and UTF-16 as the link default. (VPy allows
@@ -418,6 +439,7 @@ SCENARIOS = {
     'adder': scenario_adder,
     'two_links': scenario_two_links,
     'keep_alive': scenario_keep_alive,
+    'frozen': scenario_frozen,
     'held': scenario_held,
     'codecs': scenario_codecs,
     'refused': scenario_refused,

@@ -340,8 +340,27 @@ pub(crate) fn map_tls_error(e: io::Error) -> Error {
     }
 }
 
+/// TCP keepalive on accepted connections, a backstop under the link's own
+/// keep-alive (which needs a peer that agrees to send them, and a finished
+/// handshake): after [`TCP_KEEPALIVE_IDLE`] of silence the kernel probes
+/// every [`TCP_KEEPALIVE_INTERVAL`], and gives the connection up after
+/// [`TCP_KEEPALIVE_PROBES`] unanswered probes (about two minutes in all),
+/// so a peer whose host vanished does not hold a link forever.
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// See [`TCP_KEEPALIVE_IDLE`].
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// See [`TCP_KEEPALIVE_IDLE`].
+pub const TCP_KEEPALIVE_PROBES: u32 = 6;
+
+fn tcp_keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_PROBES)
+}
+
 /// Runs the server side of a connection on an accepted TCP stream: sets
-/// TCP_NODELAY, negotiates the transport and runs the TLS handshake if TLS
+/// TCP_NODELAY and TCP keepalive (see [`TCP_KEEPALIVE_IDLE`]), negotiates the transport and runs the TLS handshake if TLS
 /// was chosen, all within `settings.handshake_timeout`.
 ///
 /// On error the caller just drops the stream (for
@@ -353,6 +372,7 @@ pub async fn accept(
     settings.validate()?;
     let deadline = Instant::now() + settings.handshake_timeout;
     tcp.set_nodelay(true)?;
+    socket2::SockRef::from(&tcp).set_tcp_keepalive(&tcp_keepalive())?;
     let peer = tcp.peer_addr()?;
     let local = tcp.local_addr()?;
     let (transport, leftover) =
@@ -577,6 +597,20 @@ mod tests {
             assert_eq!(stls.cipher_suite, tls.cipher_suite);
             assert!(conn.tcp().nodelay().expect("nodelay"));
             assert!(sconn.tcp().nodelay().expect("nodelay"));
+            let server_sock = socket2::SockRef::from(sconn.tcp());
+            assert!(server_sock.keepalive().expect("keepalive"));
+            assert_eq!(
+                server_sock.tcp_keepalive_time().expect("idle"),
+                TCP_KEEPALIVE_IDLE
+            );
+            assert_eq!(
+                server_sock.tcp_keepalive_interval().expect("interval"),
+                TCP_KEEPALIVE_INTERVAL
+            );
+            assert_eq!(
+                server_sock.tcp_keepalive_retries().expect("probes"),
+                TCP_KEEPALIVE_PROBES
+            );
 
             conn.write_all(b"hello").await.expect("write");
             conn.flush().await.expect("flush");

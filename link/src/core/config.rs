@@ -43,6 +43,10 @@ pub struct LinkConfig {
     /// creation counts as a call, so a link drained as it is set up still
     /// refuses its first call.
     pub drain_quiet: Duration,
+    /// Close the link gracefully (as a drain does) once the peer has made
+    /// no call for this long and none of its calls is running; `None`
+    /// keeps idle links open. A service sets it (`idle-timeout`).
+    pub idle_timeout: Option<Duration>,
     /// Where served-call latencies are recorded, if anywhere.
     pub metrics: Option<std::sync::Arc<CallMetrics>>,
 }
@@ -61,6 +65,7 @@ impl Default for LinkConfig {
             write_timeout: Duration::from_secs(30),
             close_grace: Duration::from_secs(10),
             drain_quiet: Duration::ZERO,
+            idle_timeout: None,
             metrics: None,
         }
     }

@@ -138,6 +138,8 @@ pub struct Driver<IO> {
     phase: Phase,
     timer: Pin<Box<Sleep>>,
     outcome: Option<Closed>,
+    /// When a call of the peer's last finished (for `idle_timeout`).
+    last_done: Instant,
 }
 
 impl<IO> Driver<IO>
@@ -177,6 +179,7 @@ where
             phase: Phase::Running,
             timer: Box::pin(tokio::time::sleep_until(now)),
             outcome: None,
+            last_done: now,
         };
         let mut driver = driver;
         if let Err(e) = start {
@@ -315,6 +318,10 @@ where
         let metrics = self.config.metrics.as_deref();
         self.served
             .count_finished(elapsed, result.is_err(), metrics);
+        if !elapsed.is_zero() {
+            // Only calls that ran a while can end after the last call in.
+            self.last_done = Instant::now();
+        }
         self.core.respond(call_id, kind, result)
     }
 
@@ -484,7 +491,14 @@ where
                     progress = true;
                 }
             }
-            Phase::Running | Phase::Done => {}
+            Phase::Running => {
+                if self.idle_until().is_some_and(|t| now >= t) {
+                    tracing::debug!(link = self.shared.id, "idle timeout; closing");
+                    self.begin_drain(now);
+                    progress = true;
+                }
+            }
+            Phase::Done => {}
         }
 
         if let Some(since) = self.output.stalled_since() {
@@ -563,6 +577,20 @@ where
         (until > now).then_some(until)
     }
 
+    /// When this running link will have been idle for
+    /// [`LinkConfig::idle_timeout`]: the peer's last call (or the link's
+    /// creation, or the handshake's completion) or the end of its last
+    /// call, whichever came later, plus the timeout. `None` while one of
+    /// the peer's calls runs, or with no timeout.
+    fn idle_until(&self) -> Option<Instant> {
+        let idle = self.config.idle_timeout?;
+        if self.served.running() > 0 {
+            return None;
+        }
+        let last = Instant::from_std(self.core.last_call_in()).max(self.last_done);
+        Some(last + idle)
+    }
+
     /// Whether this draining link has refused enough of the peer's calls
     /// (see [`DRAIN_REFUSALS`]).
     fn refused_enough(&self) -> bool {
@@ -581,6 +609,9 @@ where
             if let Some(t) = self.quiet_until(now) {
                 consider(t);
             }
+        }
+        if let (Phase::Running, Some(t)) = (self.phase, self.idle_until()) {
+            consider(t);
         }
         match self.phase {
             Phase::Draining { deadline }

@@ -411,3 +411,77 @@ fn a_vanished_peer_is_not_an_error_worth_a_warning() {
         }
     )));
 }
+
+async fn nap((ms,): (i64,)) -> Result<Value, CallError> {
+    tokio::time::sleep(Duration::from_millis(ms.max(0) as u64)).await;
+    Ok(Value::None)
+}
+
+/// With `idle_timeout`, a link closes (cleanly) once the peer has made no
+/// call for that long and none of its calls runs: each call restarts the
+/// clock, and a call that runs longer than the timeout holds the link
+/// until it ends, then for the whole timeout again.
+#[tokio::test(start_paused = true)]
+async fn an_idle_link_closes_after_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let setup = LinkSetup {
+        config: LinkConfig {
+            hold_peer: false,
+            idle_timeout: Some(idle),
+            ..LinkConfig::default()
+        },
+        gateway: Published::new("Server")
+            .method("nap", "", nap)
+            .into_object(),
+        info: LinkInfo::default(),
+    };
+    let server = tokio::spawn(serve(b, setup, |_| {}));
+    let client = LinkSetup {
+        config: LinkConfig::default(),
+        gateway: Published::new("Client").into_object(),
+        info: LinkInfo::default(),
+    };
+    let (link, gw) = timeout(Duration::from_secs(10), connect(a, client))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    let began = tokio::time::Instant::now();
+    // Calls 0.8 s apart keep it open past the timeout.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        gw.call("nap", (0,)).await.expect("a call on a busy link");
+    }
+    // A call that runs 2.5 s, twice the timeout: the link waits for it.
+    gw.call("nap", (2500,))
+        .await
+        .expect("a long call is not cut short");
+    let long_done = tokio::time::Instant::now();
+    assert!(long_done - began >= Duration::from_millis(4900));
+    timeout(Duration::from_secs(5), link.closed())
+        .await
+        .expect("the idle link closes");
+    let closed_after = tokio::time::Instant::now() - long_done;
+    assert!(
+        closed_after >= idle && closed_after < idle + Duration::from_millis(100),
+        "closed {closed_after:?} after the last call ended"
+    );
+    let closed = server.await.expect("server task");
+    assert!(closed.clean, "{}", closed.reason);
+}
+
+/// Without `idle_timeout` (the default), an idle link stays open.
+#[tokio::test(start_paused = true)]
+async fn without_an_idle_timeout_an_idle_link_stays_open() {
+    let (link, gw, _server_link, _server) = pair(LinkConfig {
+        hold_peer: false,
+        ..LinkConfig::default()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(
+        gw.call("echo", (7,)).await.expect("still open"),
+        Value::Int(7)
+    );
+    assert!(!link.is_closed());
+}

@@ -297,6 +297,8 @@ pub(super) fn service_config(
             max_message: s.max_message,
             write_timeout: s.write_timeout,
             handshake_timeout: s.handshake_timeout,
+            keep_alive: s.keep_alive,
+            idle_timeout: s.idle_timeout,
             drain_quiet: vole_node::DRAIN_QUIET,
             ..LinkConfig::default()
         },
