@@ -73,6 +73,18 @@ pub fn node_user(s: &Settings) -> Result<Option<(u32, u32)>, Failure> {
     Ok(Some((user.uid.as_raw(), gid)))
 }
 
+/// Whether the kernel moves connections queued on a closing `SO_REUSEPORT`
+/// listener to another listener of its group (`net.ipv4.tcp_migrate_req`,
+/// Linux 5.14+, per network namespace); `None` if it cannot tell.
+fn migrate_req() -> Option<bool> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").ok()?;
+    match text.trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
+
 /// The controller configuration for these settings (reads the TLS files).
 pub fn controller_config(
     s: &Settings,
@@ -170,6 +182,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         }
     };
     tracing::info!(service = %p.service.name, path = %admin.path().display(), nodes, balance = s.balance.name(), "controller starting");
+    if s.balance == vole_control::control::Balance::Reuseport && migrate_req() == Some(false) {
+        tracing::warn!("reuseport: net.ipv4.tcp_migrate_req is 0, so connections queued on a node's socket when it retires (reload, upgrade, scale-down, a node replaced) are reset; set it to 1 (sysctl -w net.ipv4.tcp_migrate_req=1) for the kernel to move them to another node, or use balance shared, grant or dispatch");
+    }
     announce(
         &p.service.name,
         bound.addrs(),
