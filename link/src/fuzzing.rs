@@ -162,7 +162,11 @@ impl Harness {
                 1 => CallKind::Void,
                 _ => CallKind::Oneway,
             };
-            let method = if self.made % 2 == 0 { "echo" } else { "urlget" };
+            let method = if self.made.is_multiple_of(2) {
+                "echo"
+            } else {
+                "urlget"
+            };
             let args = vec![Value::from(method), Value::Int(self.made as i64)];
             let reply = Reply::Slot(self.made);
             self.made += 1;

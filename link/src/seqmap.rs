@@ -154,7 +154,11 @@ mod tests {
                 }
                 // Answers: a recent key, or an old one (a slow answer).
                 5..=8 => {
-                    let back = if rng % 97 == 0 { rng % 5_000 } else { rng % 40 };
+                    let back = if rng.is_multiple_of(97) {
+                        rng % 5_000
+                    } else {
+                        rng % 40
+                    };
                     let k = next.saturating_sub(back + 1);
                     assert_eq!(m.remove(k), model.remove(&k), "step {step} key {k}");
                 }

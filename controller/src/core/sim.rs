@@ -241,7 +241,7 @@ impl World {
             escalation_seen: false,
             trace: VecDeque::new(),
             stats: Stats::default(),
-            random_stops: seed % 3 == 0,
+            random_stops: seed.is_multiple_of(3),
             tracing: false,
             keys_made: false,
             accepting: true,

@@ -83,7 +83,7 @@ impl Codec {
             }
             Codec::Latin1 => Ok(data.iter().map(|&b| char::from(b)).collect()),
             Codec::Utf16 | Codec::Utf16Le | Codec::Utf16Be => {
-                if data.len() % 2 != 0 {
+                if !data.len().is_multiple_of(2) {
                     return Err(bad());
                 }
                 let (mut big_endian, mut body) = (self == Codec::Utf16Be, data);
