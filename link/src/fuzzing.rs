@@ -152,7 +152,7 @@ impl Harness {
                         }
                     }
                     // hold_peer is false: the gateway proxy is dropped.
-                    Event::HandshakeDone(_) | Event::Completed { .. } => {}
+                    Event::HandshakeDone(_) | Event::Completed { .. } | Event::Cancel { .. } => {}
                     Event::Idle => self.core.begin_drain(),
                 }
             }

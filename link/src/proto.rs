@@ -28,6 +28,25 @@ pub mod code {
     pub const KEEP_ALIVE: i64 = 9;
 }
 
+/// vole's cancel message: the one-way meta call
+/// `(None, "vole.cancel", call_id)`, sent to the object a call was made on
+/// when its caller gives up (a deadline passed, or the call's future was
+/// dropped). VPy does not know it and, as the call is one-way, answers
+/// nothing; a vole peer drops the call's handler and answers the call with
+/// a [`CANCELLED`] exception (which the caller discards).
+pub const CANCEL: &str = "vole.cancel";
+
+/// The first argument of the exception a vole service answers a call it
+/// cancelled with: `("vole.cancelled", reason)`. Callers see it as
+/// [`Error::Cancelled`](crate::Error::Cancelled).
+pub const CANCELLED: &str = "vole.cancelled";
+
+/// The raw argument tuple of the cancel message for `call_id` (see
+/// [`CANCEL`]).
+pub fn cancel_args<R>(call_id: i64) -> Vec<Entity<R>> {
+    vec![Entity::None, Entity::str(CANCEL), Entity::Int(call_id)]
+}
+
 /// The kinds of call VOL knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallKind {

@@ -43,6 +43,10 @@ pub struct LinkConfig {
     /// creation counts as a call, so a link drained as it is set up still
     /// refuses its first call.
     pub drain_quiet: Duration,
+    /// A served call that runs longer than this is cancelled: its handler
+    /// is dropped and the caller gets a `vole.cancelled` exception
+    /// ([`Error::Cancelled`](crate::Error::Cancelled)). `None`: no limit.
+    pub max_call_time: Option<Duration>,
     /// Where served-call latencies are recorded, if anywhere.
     pub metrics: Option<std::sync::Arc<CallMetrics>>,
 }
@@ -61,6 +65,7 @@ impl Default for LinkConfig {
             write_timeout: Duration::from_secs(30),
             close_grace: Duration::from_secs(10),
             drain_quiet: Duration::ZERO,
+            max_call_time: None,
             metrics: None,
         }
     }
