@@ -148,6 +148,19 @@ mod tests {
     }
 
     #[test]
+    fn the_cancel_arguments_encode_as_a_meta_call() {
+        let args: Entity<WireRef> = Entity::Tuple(cancel_args(300));
+        let bytes = encode_to_vec(&args, EncodeConfig::default()).expect("encodes");
+        // Headers first, then payloads (VEC's order): f6 03 (a 3-tuple) |
+        // f8 (None) | f4 0b (an 11-byte string) | ef 3e (the int 300) |
+        // "vole.cancel".
+        let mut expected = vec![0xf6, 0x03, 0xf8, 0xf4, 0x0b, 0xef, 0x3e];
+        expected.extend_from_slice(b"vole.cancel");
+        assert_eq!(bytes, expected);
+        assert_eq!(CANCEL.len(), 0x0b);
+    }
+
+    #[test]
     fn vpy_hello_is_accepted() {
         let h: Entity<WireRef> = Entity::Tuple(vec![
             Entity::Bytes(b"VOL_DRAFT".to_vec()),
