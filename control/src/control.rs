@@ -167,6 +167,10 @@ pub struct NodeConfig {
     pub handshake_timeout_ms: u64,
     /// Write-progress limit per link, milliseconds.
     pub write_timeout_ms: u64,
+    /// Longest a served call may run before it is cancelled, milliseconds
+    /// (`None`: no limit).
+    #[serde(default)]
+    pub max_call_time_ms: Option<u64>,
     /// Largest accepted message.
     pub max_message: usize,
     /// Default grace period for a drain, milliseconds.

@@ -310,6 +310,9 @@ fn service_config(
             write_timeout: Duration::from_millis(cfg.write_timeout_ms.max(1)),
             handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms.max(1)),
             drain_quiet: crate::DRAIN_QUIET,
+            max_call_time: cfg
+                .max_call_time_ms
+                .map(|ms| Duration::from_millis(ms.max(1))),
             ..LinkConfig::default()
         },
         node_id: Some(cfg.node_id),

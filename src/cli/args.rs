@@ -225,6 +225,9 @@ pub struct ServeArgs {
     /// Seconds a link may make no write progress (the peer stopped reading) before it is closed [30].
     #[arg(long, value_name = "SECS")]
     pub write_timeout: Option<f64>,
+    /// Seconds a served call may run before it is cancelled (its caller gets a `vole.cancelled` exception) [no limit].
+    #[arg(long, value_name = "SECS")]
+    pub max_call_time: Option<f64>,
     /// Listen backlog [1024].
     #[arg(long, value_name = "N")]
     pub backlog: Option<i32>,
@@ -309,6 +312,7 @@ impl ServeArgs {
             max_message: a.max_message,
             grace: a.grace,
             write_timeout: a.write_timeout,
+            max_call_time: a.max_call_time,
             backlog: a.backlog,
             threads: a.threads,
             nodes: a.nodes,

@@ -31,6 +31,7 @@ fn config(nodes: u32, balance: Balance) -> ControllerConfig {
             plain: true,
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
+            max_call_time_ms: None,
             max_message: 1 << 20,
             grace_ms: 5000,
             tickets: None,

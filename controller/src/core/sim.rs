@@ -191,6 +191,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
             plain: true,
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
+            max_call_time_ms: None,
             max_message: 1 << 20,
             grace_ms: grace.as_millis() as u64,
             tickets: None,

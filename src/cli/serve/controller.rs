@@ -101,6 +101,7 @@ pub fn controller_config(
             plain: s.plain,
             handshake_timeout_ms: s.handshake_timeout.as_millis() as u64,
             write_timeout_ms: s.write_timeout.as_millis() as u64,
+            max_call_time_ms: s.max_call_time.map(|d| d.as_millis() as u64),
             max_message: s.max_message,
             grace_ms: s.grace.as_millis() as u64,
             tickets: None,

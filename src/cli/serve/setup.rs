@@ -298,6 +298,7 @@ pub(super) fn service_config(
             write_timeout: s.write_timeout,
             handshake_timeout: s.handshake_timeout,
             drain_quiet: vole_node::DRAIN_QUIET,
+            max_call_time: s.max_call_time,
             ..LinkConfig::default()
         },
         node_id: None,
