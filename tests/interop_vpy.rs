@@ -941,6 +941,7 @@ fn vole_sees_vpy_meta_exceptions_and_call_errors() {
                 "fail",
                 "invoke",
                 "raise_exception",
+                "sleep",
                 "urlget"
             ],
             "meta.methods()"
@@ -1343,6 +1344,7 @@ fn vole_command_against_vpy_service() {
             "fail",
             "invoke",
             "raise_exception",
+            "sleep",
             "urlget"
         ],
         "vole describe:\n{text}"
@@ -1353,5 +1355,69 @@ fn vole_command_against_vpy_service() {
             .any(|l| l.trim_start().starts_with("echo") && l.ends_with("  Returns its argument.")),
         "vole describe lacks method docs:\n{text}"
     );
+    service.stop();
+}
+
+// ---- deadlines and cancellation against VPy ------------------------------
+
+/// A vole call with a deadline against a VPy method that outlasts it: the
+/// call fails with `DeadlineExceeded` on time; the cancel message vole
+/// sends (a one-way meta call VPy does not know) does not break the link,
+/// nor does VPy's late answer; later calls work.
+#[test]
+fn vole_deadlines_against_vpy_leave_the_link_working() {
+    let service = vpy_service();
+    block_on("deadline against VPy", async {
+        let root = connect(&service.uri("")).await;
+        let gw = root.gateway.clone();
+        let deadline = Duration::from_millis(200);
+        let began = Instant::now();
+        let r = gw.with_timeout(deadline).call("sleep", (1000,)).await;
+        let took = began.elapsed();
+        assert!(
+            matches!(&r, Err(Error::DeadlineExceeded { method, .. }) if method == "sleep"),
+            "{r:?}"
+        );
+        assert!(
+            took >= deadline && took < Duration::from_secs(1),
+            "the deadline took {took:?}"
+        );
+        // VPy ignores the cancel and answers the first call late (at
+        // about 1 s), before this one's answer: vole must drop it quietly.
+        let slept = gw.call("sleep", (1500,)).await.expect("sleep after a cancel");
+        assert_eq!(slept, Value::Int(1500));
+        assert!(began.elapsed() >= Duration::from_millis(1000));
+        assert_echoes(&gw, "/ after a cancelled call").await;
+        // A dropped call is cancelled the same way.
+        let dropped = tokio::time::timeout(deadline, gw.call("sleep", (300,))).await;
+        assert!(dropped.is_err(), "sleep(300) answered within 200 ms");
+        let v = gw.call("echo", (7,)).await.expect("echo after a dropped call");
+        assert_eq!(v, Value::Int(7));
+        assert!(!root.link.is_closed(), "{}", root.link.closed().await);
+        close(root).await;
+    });
+    service.stop();
+}
+
+/// `vole call --timeout` against VPy: past the deadline it exits 7 and
+/// says which call exceeded which deadline.
+#[test]
+fn vole_call_timeout_exits_7_against_vpy() {
+    let service = vpy_service();
+    let root = service.uri("");
+    let out = vole_cli(&["call", "--plain", "--timeout", "0.3", &root, "sleep", "3000"]);
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(7),
+        "stdout {:?}, stderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("call of sleep exceeded its deadline of 300ms"),
+        "{}",
+        out.stderr
+    );
+    vole_call(&[&root, "sleep", "10"], 0, "10", "");
     service.stop();
 }
