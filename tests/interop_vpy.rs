@@ -332,6 +332,11 @@ fn vole_serve(plain: bool) -> VoleService {
 
 /// `vole serve` with `nodes` node processes (0: one process).
 fn vole_serve_nodes(plain: bool, nodes: u32) -> VoleService {
+    vole_serve_with(plain, nodes, &[])
+}
+
+/// `vole serve` with `nodes` node processes and `extra` arguments.
+fn vole_serve_with(plain: bool, nodes: u32, extra: &[&str]) -> VoleService {
     // Every test here needs Python; say so before starting anything.
     python();
     let state = Scratch::new("state");
@@ -340,6 +345,7 @@ fn vole_serve_nodes(plain: bool, nodes: u32) -> VoleService {
         .args(["--nodes", &nodes.to_string()])
         .arg("--state-dir")
         .arg(&state.0)
+        .args(extra)
         .env_remove("RUST_LOG");
     if plain {
         cmd.arg("--plain");
@@ -1420,4 +1426,24 @@ fn vole_call_timeout_exits_7_against_vpy() {
     );
     vole_call(&[&root, "sleep", "10"], 0, "10", "");
     service.stop();
+}
+
+/// A stock VPy client against `vole serve --max-call-time`: a call that
+/// runs too long is answered with vole's `("vole.cancelled", reason)`
+/// exception, a VException like any other to VPy, and the link goes on.
+/// With node processes, so the setting reaches the nodes.
+#[test]
+fn vpy_client_gets_the_max_call_time_exception() {
+    let service = vole_serve_with(true, 1, &["--max-call-time", "0.3"]);
+    let report = vpy_client("max_call_time", service.port);
+    assert_checks(
+        &report,
+        &[
+            "sleep.cancelled",
+            "sleep.cancelled.promptly",
+            "sleep.short",
+            "usable_after_cancel",
+            "close",
+        ],
+    );
 }
