@@ -1390,14 +1390,20 @@ fn vole_deadlines_against_vpy_leave_the_link_working() {
         );
         // VPy ignores the cancel and answers the first call late (at
         // about 1 s), before this one's answer: vole must drop it quietly.
-        let slept = gw.call("sleep", (1500,)).await.expect("sleep after a cancel");
+        let slept = gw
+            .call("sleep", (1500,))
+            .await
+            .expect("sleep after a cancel");
         assert_eq!(slept, Value::Int(1500));
         assert!(began.elapsed() >= Duration::from_millis(1000));
         assert_echoes(&gw, "/ after a cancelled call").await;
         // A dropped call is cancelled the same way.
         let dropped = tokio::time::timeout(deadline, gw.call("sleep", (300,))).await;
         assert!(dropped.is_err(), "sleep(300) answered within 200 ms");
-        let v = gw.call("echo", (7,)).await.expect("echo after a dropped call");
+        let v = gw
+            .call("echo", (7,))
+            .await
+            .expect("echo after a dropped call");
         assert_eq!(v, Value::Int(7));
         assert!(!root.link.is_closed(), "{}", root.link.closed().await);
         close(root).await;
@@ -1411,7 +1417,15 @@ fn vole_deadlines_against_vpy_leave_the_link_working() {
 fn vole_call_timeout_exits_7_against_vpy() {
     let service = vpy_service();
     let root = service.uri("");
-    let out = vole_cli(&["call", "--plain", "--timeout", "0.3", &root, "sleep", "3000"]);
+    let out = vole_cli(&[
+        "call",
+        "--plain",
+        "--timeout",
+        "0.3",
+        &root,
+        "sleep",
+        "3000",
+    ]);
     assert_eq!(
         out.status.and_then(|s| s.code()),
         Some(7),
@@ -1420,7 +1434,8 @@ fn vole_call_timeout_exits_7_against_vpy() {
         out.stderr
     );
     assert!(
-        out.stderr.contains("call of sleep exceeded its deadline of 300ms"),
+        out.stderr
+            .contains("call of sleep exceeded its deadline of 300ms"),
         "{}",
         out.stderr
     );
