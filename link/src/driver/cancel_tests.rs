@@ -233,8 +233,10 @@ async fn a_call_given_up_before_it_is_sent_is_not_sent() {
 #[tokio::test(start_paused = true)]
 async fn max_call_time_cancels_a_long_handler() {
     let probe = Arc::new(Probe::default());
+    let metrics = Arc::new(crate::metrics::CallMetrics::default());
     let config = LinkConfig {
         max_call_time: Some(Duration::from_millis(100)),
+        metrics: Some(metrics.clone()),
         ..LinkConfig::default()
     };
     let (_link, gw, server_link, _server) = pair(config, &probe).await;
@@ -256,6 +258,15 @@ async fn max_call_time_cancels_a_long_handler() {
     );
     assert_eq!(probe.running(), 0, "the handler was dropped");
     assert_eq!(server_link.stats().inflight(), 0);
+    // Its latency is recorded: it ran 100 ms (the 0.1 s bucket's upper
+    // bound is inclusive: 100 ms lands in it).
+    let counts = metrics.counts();
+    let slot = crate::metrics::BUCKETS
+        .iter()
+        .position(|b| *b >= 0.1)
+        .expect("a 100 ms bucket");
+    assert_eq!(counts.iter().sum::<u64>(), 1, "{counts:?}");
+    assert_eq!(counts[slot], 1, "{counts:?}");
     // A short call under the limit is untouched.
     let v = gw.call("sleep", (20,)).await.expect("a short sleep");
     assert_eq!(v, Value::str("slept"));

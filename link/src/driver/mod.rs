@@ -314,6 +314,9 @@ where
                             ?elapsed,
                             "call cancelled by the caller"
                         );
+                        if let Some(m) = self.config.metrics.as_deref() {
+                            m.record(elapsed);
+                        }
                         let e = CallError::cancelled("cancelled by the caller");
                         self.core.respond(call_id, kind, Err(e))?;
                     }
@@ -399,6 +402,10 @@ where
                 ?limit,
                 "call exceeded max-call-time; cancelled"
             );
+            // It ran this long: its latency, like any answered call's.
+            if let Some(m) = self.config.metrics.as_deref() {
+                m.record(elapsed);
+            }
             let e = CallError::cancelled(format!(
                 "the call ran longer than the service's max-call-time of {limit:?}"
             ));
