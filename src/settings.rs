@@ -58,6 +58,7 @@ pub struct FileConfig {
     idle_timeout: Option<f64>,
     max_message: Option<usize>,
     grace: Option<f64>,
+    max_call_time: Option<f64>,
     admin_socket: Option<PathBuf>,
     pidfile: Option<PathBuf>,
     user: Option<String>,
@@ -163,6 +164,8 @@ pub struct Overrides {
     pub keep_alive: Option<f64>,
     /// Idle link limit, seconds (0: off).
     pub idle_timeout: Option<f64>,
+    /// Longest a served call may run, seconds.
+    pub max_call_time: Option<f64>,
     /// Listen backlog.
     pub backlog: Option<i32>,
     /// Worker threads per process.
@@ -358,6 +361,9 @@ pub struct Settings {
     pub keep_alive: Option<Duration>,
     /// Links with no calls for this long are closed. `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// Longest a served call may run before it is cancelled (`None`: no
+    /// limit).
+    pub max_call_time: Option<Duration>,
     /// Largest message.
     pub max_message: usize,
     /// Graceful stop period.
@@ -644,6 +650,11 @@ impl Settings {
                 args.idle_timeout.or(f.idle_timeout).unwrap_or(0.0),
             )?,
             max_message,
+            max_call_time: args
+                .max_call_time
+                .or(f.max_call_time)
+                .map(|v| secs("max-call-time", v))
+                .transpose()?,
             grace: secs("grace", args.grace.or(f.grace).unwrap_or(10.0))?,
             restart,
             heartbeat_interval: secs(
@@ -971,5 +982,26 @@ mod tests {
         assert_eq!(e.to_string(), "cannot read /nonexistent/vole.toml");
         let cause = std::error::Error::source(&e).expect("a cause").to_string();
         assert!(cause.contains("No such file"), "{cause}");
+    }
+
+    #[test]
+    fn max_call_time_is_off_unless_set_and_positive() {
+        let s = parse("").expect("valid");
+        assert_eq!(s.max_call_time, None, "off by default");
+        let s = parse("max-call-time = 2.5\n").expect("valid");
+        assert_eq!(s.max_call_time, Some(Duration::from_millis(2500)));
+        let f = FileConfig::parse("max-call-time = 30\n", Path::new("t")).expect("file");
+        let args = Overrides {
+            max_call_time: Some(1.0),
+            ..Overrides::default()
+        };
+        let s = Settings::merge(&args, f, &Defaults::default()).expect("valid");
+        assert_eq!(
+            s.max_call_time,
+            Some(Duration::from_secs(1)),
+            "the flag wins"
+        );
+        assert!(err("max-call-time = 0\n").starts_with("max-call-time:"));
+        assert!(err("max-call-time = -3\n").starts_with("max-call-time:"));
     }
 }

@@ -332,6 +332,11 @@ fn vole_serve(plain: bool) -> VoleService {
 
 /// `vole serve` with `nodes` node processes (0: one process).
 fn vole_serve_nodes(plain: bool, nodes: u32) -> VoleService {
+    vole_serve_with(plain, nodes, &[])
+}
+
+/// `vole serve` with `nodes` node processes and `extra` arguments.
+fn vole_serve_with(plain: bool, nodes: u32, extra: &[&str]) -> VoleService {
     // Every test here needs Python; say so before starting anything.
     python();
     let state = Scratch::new("state");
@@ -340,6 +345,7 @@ fn vole_serve_nodes(plain: bool, nodes: u32) -> VoleService {
         .args(["--nodes", &nodes.to_string()])
         .arg("--state-dir")
         .arg(&state.0)
+        .args(extra)
         .env_remove("RUST_LOG");
     if plain {
         cmd.arg("--plain");
@@ -941,6 +947,7 @@ fn vole_sees_vpy_meta_exceptions_and_call_errors() {
                 "fail",
                 "invoke",
                 "raise_exception",
+                "sleep",
                 "urlget"
             ],
             "meta.methods()"
@@ -1343,6 +1350,7 @@ fn vole_command_against_vpy_service() {
             "fail",
             "invoke",
             "raise_exception",
+            "sleep",
             "urlget"
         ],
         "vole describe:\n{text}"
@@ -1354,4 +1362,103 @@ fn vole_command_against_vpy_service() {
         "vole describe lacks method docs:\n{text}"
     );
     service.stop();
+}
+
+// ---- deadlines and cancellation against VPy ------------------------------
+
+/// A vole call with a deadline against a VPy method that outlasts it: the
+/// call fails with `DeadlineExceeded` on time; the cancel message vole
+/// sends (a one-way meta call VPy does not know) does not break the link,
+/// nor does VPy's late answer; later calls work.
+#[test]
+fn vole_deadlines_against_vpy_leave_the_link_working() {
+    let service = vpy_service();
+    block_on("deadline against VPy", async {
+        let root = connect(&service.uri("")).await;
+        let gw = root.gateway.clone();
+        let deadline = Duration::from_millis(200);
+        let began = Instant::now();
+        let r = gw.with_timeout(deadline).call("sleep", (1000,)).await;
+        let took = began.elapsed();
+        assert!(
+            matches!(&r, Err(Error::DeadlineExceeded { method, .. }) if method == "sleep"),
+            "{r:?}"
+        );
+        assert!(
+            took >= deadline && took < Duration::from_secs(1),
+            "the deadline took {took:?}"
+        );
+        // VPy ignores the cancel and answers the first call late (at
+        // about 1 s), before this one's answer: vole must drop it quietly.
+        let slept = gw
+            .call("sleep", (1500,))
+            .await
+            .expect("sleep after a cancel");
+        assert_eq!(slept, Value::Int(1500));
+        assert!(began.elapsed() >= Duration::from_millis(1000));
+        assert_echoes(&gw, "/ after a cancelled call").await;
+        // A dropped call is cancelled the same way.
+        let dropped = tokio::time::timeout(deadline, gw.call("sleep", (300,))).await;
+        assert!(dropped.is_err(), "sleep(300) answered within 200 ms");
+        let v = gw
+            .call("echo", (7,))
+            .await
+            .expect("echo after a dropped call");
+        assert_eq!(v, Value::Int(7));
+        assert!(!root.link.is_closed(), "{}", root.link.closed().await);
+        close(root).await;
+    });
+    service.stop();
+}
+
+/// `vole call --timeout` against VPy: past the deadline it exits 7 and
+/// says which call exceeded which deadline.
+#[test]
+fn vole_call_timeout_exits_7_against_vpy() {
+    let service = vpy_service();
+    let root = service.uri("");
+    let out = vole_cli(&[
+        "call",
+        "--plain",
+        "--timeout",
+        "0.3",
+        &root,
+        "sleep",
+        "3000",
+    ]);
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(7),
+        "stdout {:?}, stderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("call of sleep exceeded its deadline of 300ms"),
+        "{}",
+        out.stderr
+    );
+    vole_call(&[&root, "sleep", "10"], 0, "10", "");
+    service.stop();
+}
+
+/// A stock VPy client against `vole serve --max-call-time`: a call that
+/// runs too long is answered with vole's `("vole.cancelled", reason)`
+/// exception, a VException like any other to VPy, and the link goes on.
+/// With node processes, so the setting reaches the nodes.
+#[test]
+fn vpy_client_gets_the_max_call_time_exception() {
+    let service = vole_serve_with(true, 1, &["--max-call-time", "0.3"]);
+    let report = vpy_client("max_call_time", service.port);
+    assert_checks(
+        &report,
+        &[
+            "sleep.cancelled",
+            "sleep.cancelled.promptly",
+            "sleep.short",
+            "usable_after_cancel",
+            "close",
+        ],
+    );
 }

@@ -175,6 +175,10 @@ pub struct NodeConfig {
     /// never).
     #[serde(default)]
     pub idle_timeout_ms: Option<u64>,
+    /// Longest a served call may run before it is cancelled, milliseconds
+    /// (`None`: no limit).
+    #[serde(default)]
+    pub max_call_time_ms: Option<u64>,
     /// Largest accepted message.
     pub max_message: usize,
     /// Default grace period for a drain, milliseconds.

@@ -66,7 +66,8 @@ enum Slot<O> {
     Waiting(Option<Waker>),
     /// The outcome, until the caller takes it.
     Done(O),
-    /// The caller stopped waiting; freed when the outcome arrives.
+    /// The caller stopped waiting; freed when the outcome arrives, or
+    /// when the driver has cancelled the call.
     Abandoned,
 }
 
@@ -80,6 +81,9 @@ struct Inner<C, O> {
     free: Vec<usize>,
     pipes: Vec<Pipe<O>>,
     free_pipes: Vec<usize>,
+    /// Calls sent (or taken by the driver) whose caller gave up, for the
+    /// driver to cancel, with the outcome a pipeline gets for it.
+    cancels: Vec<(Reply, Option<O>)>,
     /// The application asked for a graceful close.
     drain: bool,
     /// Why the link closed, once it has: nothing is queued after that.
@@ -96,6 +100,7 @@ impl<C, O> Default for Inner<C, O> {
             free: Vec::new(),
             pipes: Vec::new(),
             free_pipes: Vec::new(),
+            cancels: Vec::new(),
             drain: false,
             closed: None,
         }
@@ -300,13 +305,71 @@ impl<C, O> Calls<C, O> {
         Poll::Ready(Some(outcome))
     }
 
-    /// The caller of `slot` no longer waits.
+    /// The caller of `slot` no longer waits. A call still queued is taken
+    /// back (never sent); a call the driver has is cancelled by it (see
+    /// [`Calls::take`]), and its slot freed then.
     pub(crate) fn abandon(&self, slot: usize) {
         let mut inner = self.lock();
         match inner.slot_mut(slot) {
-            Some(s @ Slot::Waiting(_)) => *s = Slot::Abandoned,
-            Some(Slot::Done(_)) => inner.release(slot),
-            _ => {}
+            Some(Slot::Waiting(_)) => {}
+            Some(Slot::Done(_)) => return inner.release(slot),
+            _ => return,
+        }
+        let reply = Reply::Slot(slot);
+        if let Some(pos) = inner.queue.iter().position(|q| q.reply == reply) {
+            let unsent = inner.queue.remove(pos);
+            inner.release(slot);
+            drop(inner);
+            // The call may hold proxies: dropped unlocked.
+            drop(unsent);
+            return;
+        }
+        if let Some(s) = inner.slot_mut(slot) {
+            *s = Slot::Abandoned;
+        }
+        if inner.closed.is_some() {
+            return;
+        }
+        inner.cancels.push((reply, None));
+        let driver = inner.driver.take();
+        drop(inner);
+        if let Some(w) = driver {
+            w.wake();
+        }
+    }
+
+    /// A pipeline gives up its call `ticket`, which gets `outcome` instead
+    /// of its answer (unless the answer has come already). A call still
+    /// queued is taken back; the driver cancels one it has.
+    pub(crate) fn cancel_pipe_call(&self, pipe: usize, ticket: u64, outcome: O) {
+        let reply = Reply::Pipe { pipe, ticket };
+        let mut wakeups = Wakeups::default();
+        let mut inner = self.lock();
+        if inner.closed.is_some() {
+            return;
+        }
+        if let Some(pos) = inner.queue.iter().position(|q| q.reply == reply) {
+            let unsent = inner.queue.remove(pos);
+            let dropped = Self::complete_locked(&mut inner, reply, outcome, &mut wakeups);
+            drop(inner);
+            drop((unsent, dropped));
+            wakeups.wake();
+            return;
+        }
+        inner.cancels.push((reply, Some(outcome)));
+        let driver = inner.driver.take();
+        drop(inner);
+        if let Some(w) = driver {
+            w.wake();
+        }
+    }
+
+    /// Driver: frees the slot of an abandoned call it has cancelled (or
+    /// dropped unsent).
+    pub(crate) fn release_abandoned(&self, slot: usize) {
+        let mut inner = self.lock();
+        if let Some(Slot::Abandoned) = inner.slot_mut(slot) {
+            inner.release(slot);
         }
     }
 
@@ -331,16 +394,34 @@ impl<C, O> Calls<C, O> {
         }
     }
 
-    /// Driver: moves the queued calls to `out` (up to the queue's size) and
-    /// returns whether a graceful close was asked for. If nothing is
-    /// queued, keeps the driver's waker to be woken by the next call.
+    /// Driver: moves the queued calls to `out` (up to the queue's size)
+    /// and the calls to cancel to `cancels`, and returns whether a graceful
+    /// close was asked for. If nothing is queued, keeps the driver's waker
+    /// to be woken by the next call.
+    ///
+    /// A slot in `cancels` is one still abandoned: its call has had no
+    /// outcome, so it is one the driver has (sent, or in its backlog), and
+    /// the slot stays reserved for it until the driver frees it
+    /// ([`Calls::release_abandoned`]). The driver must handle `cancels`
+    /// before it completes any call.
     pub(crate) fn take(
         &self,
         cx: &mut Context<'_>,
         out: &mut VecDeque<Queued<C>>,
+        cancels: &mut Vec<(Reply, Option<O>)>,
         wakeups: &mut Wakeups,
     ) -> bool {
         let mut inner = self.lock();
+        if !inner.cancels.is_empty() {
+            let mut taken = std::mem::take(&mut inner.cancels);
+            // A slot completed since it was abandoned was freed (and may
+            // be another call's now): not to cancel.
+            taken.retain(|(reply, _)| match reply {
+                Reply::Slot(slot) => matches!(inner.slots.get(*slot), Some(Slot::Abandoned)),
+                Reply::Pipe { .. } => true,
+            });
+            cancels.append(&mut taken);
+        }
         if inner.queue.is_empty() {
             match &inner.driver {
                 Some(w) if w.will_wake(cx.waker()) => {}
@@ -424,6 +505,13 @@ impl<C, O> Calls<C, O> {
             }
             inner.closed = Some(reason.to_owned());
             let queued = std::mem::take(&mut inner.queue);
+            // Pipelines' calls given up get their outcome below (the link's
+            // closed error); abandoned slots are freed.
+            dropped.extend(
+                std::mem::take(&mut inner.cancels)
+                    .into_iter()
+                    .filter_map(|c| c.1),
+            );
             // Pipelines get an outcome per call; slots are failed below.
             for reply in held.into_iter().chain(queued.iter().map(|q| q.reply)) {
                 if let Reply::Pipe { .. } = reply {

@@ -213,6 +213,7 @@ impl Harness {
                         self.waiting = self.waiting.saturating_sub(1);
                         self.call_more()?;
                     }
+                    Event::Cancel { .. } => {}
                     Event::Idle => self.core.begin_drain(),
                 }
             }

@@ -1,8 +1,13 @@
 //! What a link knows about its connection ([`LinkInfo`], [`TlsInfo`]) and
 //! the [`CallContext`] a call runs in, which carries it.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cancel::CancelTable;
 
 /// What a link knows about its connection, shared by every call on it.
 #[derive(Debug, Clone, Default)]
@@ -36,25 +41,83 @@ pub struct TlsInfo {
     pub resumed: bool,
 }
 
-/// The context a call runs in: which link it came from and who the peer is.
+/// The context a call runs in: which link it came from, who the peer is,
+/// and whether the call is still wanted.
 ///
-/// Cheap to clone.
+/// Cheap to clone (two reference counts; nothing is allocated per call).
+///
+/// # Cancellation
+///
+/// A call ends when its handler returns, or when the link cancels it: the
+/// caller gave up (its deadline passed, or it dropped the call and sent
+/// `vole.cancel`), the call ran longer than the service's `max-call-time`,
+/// or the link closed. Cancelling drops the handler's future, so code
+/// after its current `.await` does not run; work the handler handed to
+/// another task or thread goes on, and should stop when
+/// [`CallContext::is_cancelled`] turns true or [`CallContext::cancelled`]
+/// completes (move a clone of the context, or
+/// [`CallContext::cancellation_token`], into that work). Both also report
+/// a call that ended normally: its work is no longer wanted either.
 #[derive(Debug, Clone)]
 pub struct CallContext {
     info: Arc<LinkInfo>,
+    /// The link's served calls, and this call's id among them (none for a
+    /// context that is no call's).
+    call: Option<(Arc<CancelTable>, u64)>,
 }
 
 impl CallContext {
     /// A context for calls arriving on a link described by `info`.
     pub fn new(info: Arc<LinkInfo>) -> Self {
-        CallContext { info }
+        CallContext { info, call: None }
     }
 
     /// A context with no connection details, for calls made in-process.
+    /// It is never cancelled.
     pub fn detached() -> Self {
         CallContext {
             info: Arc::new(LinkInfo::default()),
+            call: None,
         }
+    }
+
+    /// The context of the peer's call `call_id` on a link whose calls are
+    /// cancelled through `table`.
+    pub(crate) fn for_call(&self, table: &Arc<CancelTable>, call_id: u64) -> Self {
+        CallContext {
+            info: self.info.clone(),
+            call: Some((table.clone(), call_id)),
+        }
+    }
+
+    /// The VOL call id of this call (the peer's message id), if the
+    /// context is a call's.
+    pub fn call_id(&self) -> Option<u64> {
+        self.call.as_ref().map(|(_, id)| *id)
+    }
+
+    /// Whether the call has ended: cancelled (see the type's
+    /// documentation) or answered. Allocates nothing.
+    pub fn is_cancelled(&self) -> bool {
+        match &self.call {
+            Some((table, id)) => table.is_cancelled(*id),
+            None => false,
+        }
+    }
+
+    /// The call's cancellation token: fires when the call is cancelled or
+    /// otherwise ends. A detached context's never fires.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        match &self.call {
+            Some((table, id)) => table.token(*id),
+            None => CancellationToken::new(),
+        }
+    }
+
+    /// Completes when the call is cancelled or otherwise ends (see
+    /// [`CallContext::cancellation_token`]).
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.cancellation_token().cancelled_owned()
     }
 
     /// Everything the link knows about its connection.

@@ -29,6 +29,7 @@
 // The modules, leaves first: each uses only modules listed before it
 // (`.ci/file_cycles.py` checks that no file imports in a circle).
 mod calls;
+mod cancel;
 mod core;
 mod driver;
 #[doc(hidden)]
@@ -58,7 +59,7 @@ pub use info::{CallContext, LinkInfo, TlsInfo};
 pub use model::{CallError, CallFuture, Error, Object, ObjectRef, RemoteObject, Value};
 pub use pipeline::Pipeline;
 pub use proto::CallKind;
-pub use remote::IntoArgs;
+pub use remote::{CallOptions, CallWith, IntoArgs};
 pub use shared::LinkStats;
 pub use violation::ProtocolViolation;
 pub use vole_transport::{Entity, FromEntity, IntoEntity};

@@ -156,6 +156,16 @@ impl CallError {
         CallError::Exception(vec![Value::Str(message.into())])
     }
 
+    /// The exception a cancelled call is answered with:
+    /// `("vole.cancelled", reason)` (see [`crate::proto::CANCELLED`]); a
+    /// vole caller sees it as [`Error::Cancelled`].
+    pub fn cancelled(reason: impl Into<String>) -> Self {
+        CallError::Exception(vec![
+            Value::str(crate::proto::CANCELLED),
+            Value::Str(reason.into()),
+        ])
+    }
+
     /// A failure with a reason that is logged locally.
     pub fn failed(reason: impl Into<String>) -> Self {
         CallError::Failed(reason.into())
@@ -184,6 +194,7 @@ impl From<Error> for CallError {
     fn from(e: Error) -> Self {
         match e {
             Error::Exception(args) => CallError::Exception(args),
+            Error::Cancelled(reason) => CallError::cancelled(reason),
             other => CallError::Failed(error_chain(&other)),
         }
     }
@@ -323,6 +334,22 @@ pub enum Error {
     /// An operation did not complete in time.
     #[error("{0} timed out")]
     Timeout(&'static str),
+    /// A call's deadline passed before its answer came (see
+    /// [`RemoteObject::with_timeout`]). The peer was told to cancel the
+    /// call; its answer, if one still comes, is discarded.
+    #[error("call of {method} exceeded its deadline of {timeout:?}")]
+    DeadlineExceeded {
+        /// The method called (`meta.<name>` for a meta call).
+        method: String,
+        /// The timeout the call was given.
+        timeout: std::time::Duration,
+    },
+    /// The peer cancelled the call: it ran longer than the service's
+    /// `max-call-time`, the link was closing, or the caller asked. A remote
+    /// outcome (the peer answered with a `vole.cancelled` exception); this
+    /// is the reason it gave.
+    #[error("call cancelled by the peer: {0}")]
+    Cancelled(String),
     /// The wire layers failed (VOP, TLS, VEC, socket).
     #[error("transport")]
     Transport(#[from] vole_transport::Error),
@@ -350,7 +377,10 @@ impl Error {
     /// Whether the peer answered the call (an exception or a call error), as
     /// opposed to the call not completing.
     pub fn is_remote(&self) -> bool {
-        matches!(self, Error::Exception(_) | Error::CallError)
+        matches!(
+            self,
+            Error::Exception(_) | Error::CallError | Error::Cancelled(_)
+        )
     }
 }
 

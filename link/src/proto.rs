@@ -28,6 +28,25 @@ pub mod code {
     pub const KEEP_ALIVE: i64 = 9;
 }
 
+/// vole's cancel message: the one-way meta call
+/// `(None, "vole.cancel", call_id)`, sent to the object a call was made on
+/// when its caller gives up (a deadline passed, or the call's future was
+/// dropped). VPy does not know it and, as the call is one-way, answers
+/// nothing; a vole peer drops the call's handler and answers the call with
+/// a [`CANCELLED`] exception (which the caller discards).
+pub const CANCEL: &str = "vole.cancel";
+
+/// The first argument of the exception a vole service answers a call it
+/// cancelled with: `("vole.cancelled", reason)`. Callers see it as
+/// [`Error::Cancelled`](crate::Error::Cancelled).
+pub const CANCELLED: &str = "vole.cancelled";
+
+/// The raw argument tuple of the cancel message for `call_id` (see
+/// [`CANCEL`]).
+pub fn cancel_args<R>(call_id: i64) -> Vec<Entity<R>> {
+    vec![Entity::None, Entity::str(CANCEL), Entity::Int(call_id)]
+}
+
 /// The kinds of call VOL knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallKind {
@@ -126,6 +145,19 @@ mod tests {
         ];
         expected.extend_from_slice(b"VOL_DRAFT");
         assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn the_cancel_arguments_encode_as_a_meta_call() {
+        let args: Entity<WireRef> = Entity::Tuple(cancel_args(300));
+        let bytes = encode_to_vec(&args, EncodeConfig::default()).expect("encodes");
+        // Headers first, then payloads (VEC's order): f6 03 (a 3-tuple) |
+        // f8 (None) | f4 0b (an 11-byte string) | ef 3e (the int 300) |
+        // "vole.cancel".
+        let mut expected = vec![0xf6, 0x03, 0xf8, 0xf4, 0x0b, 0xef, 0x3e];
+        expected.extend_from_slice(b"vole.cancel");
+        assert_eq!(bytes, expected);
+        assert_eq!(CANCEL.len(), 0x0b);
     }
 
     #[test]

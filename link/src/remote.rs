@@ -3,11 +3,19 @@
 //!
 //! A proxy is cheap to clone. When the last clone is dropped, the link
 //! tells the peer (NOTIFY_DEREF) so the peer can release the object.
+//!
+//! Deadlines and cancellation: a call whose future is dropped before its
+//! answer (a `select!` that took another branch, a task aborted) is given
+//! up: the link tells the peer with vole's cancel message (see
+//! [`crate::proto::CANCEL`]) and discards the answer if it still comes.
+//! [`RemoteObject::with_timeout`] gives calls a deadline built on that:
+//! past it the call fails with [`Error::DeadlineExceeded`] and is cancelled.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use vole_transport::{FromEntity, IntoEntity};
 
@@ -104,6 +112,126 @@ impl RemoteObject {
     /// `(None, meta, arg...)`).
     pub async fn call_raw(&self, args: Vec<Value>, kind: CallKind) -> Result<Value, Error> {
         CallOutcome::new(self.clone(), args, kind).await
+    }
+
+    /// Calls with a deadline: each call made through the returned
+    /// [`CallWith`] fails with [`Error::DeadlineExceeded`] if its answer
+    /// has not come `timeout` after it was made, and the peer is told to
+    /// cancel it (a vole service drops the call's handler; VPy ignores the
+    /// message and its late answer is discarded).
+    ///
+    /// ```no_run
+    /// # async fn demo(remote: vole_link::RemoteObject) -> Result<(), vole_link::Error> {
+    /// use std::time::Duration;
+    /// let n: i64 = remote
+    ///     .with_timeout(Duration::from_millis(200))
+    ///     .call_as("count", ())
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> CallWith<'_> {
+        self.with_options(CallOptions::default().timeout(timeout))
+    }
+
+    /// Calls with `options` (see [`CallOptions`]).
+    pub fn with_options(&self, options: CallOptions) -> CallWith<'_> {
+        CallWith {
+            target: self,
+            options,
+        }
+    }
+}
+
+/// Options for calls: see [`RemoteObject::with_options`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// How long a call may wait for its answer; `None`: as long as the
+    /// link lives.
+    pub timeout: Option<Duration>,
+}
+
+impl CallOptions {
+    /// These options with a call timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Calls on a proxy with [`CallOptions`] (a deadline): the same call
+/// methods as [`RemoteObject`]'s. Made by [`RemoteObject::with_timeout`]
+/// and [`RemoteObject::with_options`].
+#[derive(Debug, Clone, Copy)]
+pub struct CallWith<'a> {
+    target: &'a RemoteObject,
+    options: CallOptions,
+}
+
+impl CallWith<'_> {
+    /// [`RemoteObject::call`] with these options.
+    pub async fn call(&self, method: &str, args: impl IntoArgs) -> Result<Value, Error> {
+        let full = args.into_call(Value::str(method))?;
+        self.call_raw(full, CallKind::Normal).await
+    }
+
+    /// [`RemoteObject::call_as`] with these options.
+    pub async fn call_as<T: FromEntity<ObjectRef>>(
+        &self,
+        method: &str,
+        args: impl IntoArgs,
+    ) -> Result<T, Error> {
+        let value = self.call(method, args).await?;
+        T::from_entity(value).map_err(|e| Error::Convert(e.to_string()))
+    }
+
+    /// [`RemoteObject::call_void`] with these options.
+    pub async fn call_void(&self, method: &str, args: impl IntoArgs) -> Result<(), Error> {
+        let full = args.into_call(Value::str(method))?;
+        self.call_raw(full, CallKind::Void).await.map(|_| ())
+    }
+
+    /// [`RemoteObject::call_oneway`] with these options (the timeout bounds
+    /// only the wait for room in the link's queue).
+    pub async fn call_oneway(&self, method: &str, args: impl IntoArgs) -> Result<(), Error> {
+        let full = args.into_call(Value::str(method))?;
+        self.call_raw(full, CallKind::Oneway).await.map(|_| ())
+    }
+
+    /// [`RemoteObject::call_meta`] with these options.
+    pub async fn call_meta(
+        &self,
+        name: &str,
+        args: impl IntoIterator<Item = Value>,
+    ) -> Result<Value, Error> {
+        let mut full = vec![Value::None, Value::str(name)];
+        full.extend(args);
+        self.call_raw(full, CallKind::Normal).await
+    }
+
+    /// [`RemoteObject::call_raw`] with these options.
+    pub async fn call_raw(&self, args: Vec<Value>, kind: CallKind) -> Result<Value, Error> {
+        let Some(timeout) = self.options.timeout else {
+            return self.target.call_raw(args, kind).await;
+        };
+        let method = method_name(&args);
+        let call = CallOutcome::new(self.target.clone(), args, kind);
+        // On timeout the call's future is dropped, which cancels it.
+        match tokio::time::timeout(timeout, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::DeadlineExceeded { method, timeout }),
+        }
+    }
+}
+
+/// The method a raw argument tuple calls, for messages: `name` or
+/// `meta.name`.
+pub(crate) fn method_name(args: &[Value]) -> String {
+    match args {
+        [Value::Str(m), ..] => m.clone(),
+        [Value::None, Value::Str(m), ..] => format!("meta.{m}"),
+        _ => "(unnamed method)".to_owned(),
     }
 }
 

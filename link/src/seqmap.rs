@@ -99,6 +99,14 @@ impl<V> SeqMap<V> {
         self.len() == 0
     }
 
+    /// Every entry, mutably, in no particular order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut V)> + '_ {
+        self.ring
+            .iter_mut()
+            .filter_map(|e| e.as_mut().map(|(k, v)| (*k, v)))
+            .chain(self.late.iter_mut().map(|(k, v)| (*k, v)))
+    }
+
     /// Removes and returns every entry, in no particular order.
     pub fn drain(&mut self) -> impl Iterator<Item = (u64, V)> + '_ {
         self.in_ring = 0;

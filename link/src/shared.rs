@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use crate::calls::Calls;
+use crate::cancel::CancelTable;
 use crate::info::LinkInfo;
 
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
@@ -24,6 +25,8 @@ pub(crate) struct LinkShared<C, O> {
     /// Released proxies, a close at once, and whether the link has closed.
     pub(crate) signals: Signals,
     pub(crate) stats: LinkStats,
+    /// The cancellation state of the peer's calls, as their handlers see it.
+    pub(crate) cancels: Arc<CancelTable>,
 }
 
 impl<C, O> LinkShared<C, O> {
@@ -38,6 +41,7 @@ impl<C, O> LinkShared<C, O> {
             calls: Calls::default(),
             signals: Signals::default(),
             stats: LinkStats::default(),
+            cancels: Arc::default(),
         }
     }
 }
@@ -53,6 +57,10 @@ pub struct LinkStats {
     pub errors_in: AtomicU64,
     /// Calls made to the peer.
     pub calls_out: AtomicU64,
+    /// Calls received from the peer that were cancelled before they
+    /// finished (by the caller, by `max-call-time`, or as the link closed);
+    /// counted as completed too.
+    pub cancelled_in: AtomicU64,
 }
 
 impl LinkStats {

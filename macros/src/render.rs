@@ -193,13 +193,29 @@ fn client(s: &Service, client: &syn::Ident) -> TokenStream {
         #[allow(dead_code)]
         pub struct #client {
             remote: #krate::link::RemoteObject,
+            options: #krate::link::CallOptions,
         }
 
         #[allow(dead_code)]
         impl #client {
             /// A client calling `remote`.
             pub fn new(remote: #krate::link::RemoteObject) -> Self {
-                Self { remote }
+                Self { remote, options: ::core::default::Default::default() }
+            }
+
+            /// This client with a deadline for each of its calls: a call
+            /// whose answer has not come `timeout` after it was made fails
+            /// with `Error::DeadlineExceeded`, and the service is told to
+            /// cancel it (see `RemoteObject::with_timeout`).
+            pub fn with_timeout(mut self, timeout: ::core::time::Duration) -> Self {
+                self.options = self.options.timeout(timeout);
+                self
+            }
+
+            /// This client with `options` for each of its calls.
+            pub fn with_options(mut self, options: #krate::link::CallOptions) -> Self {
+                self.options = options;
+                self
             }
 
             /// Connects to the service `uri` names (`vop://host:port/path/`)
@@ -209,7 +225,7 @@ fn client(s: &Service, client: &syn::Ident) -> TokenStream {
                 config: &#krate::link::resolve::ClientConfig,
             ) -> ::core::result::Result<Self, #krate::link::Error> {
                 let resolved = #krate::link::resolve::resolve(uri, config).await?;
-                ::core::result::Result::Ok(Self { remote: #p::resolved(resolved)? })
+                ::core::result::Result::Ok(Self::new(#p::resolved(resolved)?))
             }
 
             /// The remote object this client calls.
@@ -278,13 +294,13 @@ fn client_method(s: &Service, m: &Method) -> TokenStream {
     let (ret_ty, body) = if m.oneway {
         (
             quote!(()),
-            quote!(self.remote.call_oneway(#wire, __vole_args).await),
+            quote!(self.remote.with_options(self.options).call_oneway(#wire, __vole_args).await),
         )
     } else {
         match &m.ret.value {
             None => (
                 quote!(()),
-                quote!(self.remote.call_void(#wire, __vole_args).await),
+                quote!(self.remote.with_options(self.options).call_void(#wire, __vole_args).await),
             ),
             Some((ty, kind)) => {
                 let out = types::client_return(ty, *kind, krate);
@@ -295,7 +311,7 @@ fn client_method(s: &Service, m: &Method) -> TokenStream {
                 };
                 (
                     quote!(#out),
-                    quote!(#conv(self.remote.call(#wire, __vole_args).await?)),
+                    quote!(#conv(self.remote.with_options(self.options).call(#wire, __vole_args).await?)),
                 )
             }
         }

@@ -645,3 +645,62 @@ async fn crate_path_and_fallible_object_results() {
         Some("make(start: int) -> object")
     );
 }
+
+/// A service whose method takes its time, and reports whether its
+/// handler is still around and whether it saw the cancellation.
+#[derive(Default)]
+struct Napper {
+    running: Arc<AtomicI64>,
+    dropped: Arc<tokio::sync::Notify>,
+}
+
+/// Decrements the running count when the handler is dropped.
+struct Running(Arc<AtomicI64>, Arc<tokio::sync::Notify>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.1.notify_one();
+    }
+}
+
+#[vole::service(name = "Napper")]
+impl Napper {
+    /// Sleeps `ms` milliseconds, unless the call is cancelled first.
+    async fn nap(&self, ms: i64, cx: &CallContext) -> Result<bool, CallError> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let _running = Running(self.running.clone(), self.dropped.clone());
+        let was_cancelled = cx.is_cancelled();
+        tokio::time::sleep(Duration::from_millis(ms.max(0) as u64)).await;
+        Ok(was_cancelled)
+    }
+}
+
+/// A typed client's deadline: the call fails with `DeadlineExceeded`
+/// naming the method, the service's handler is dropped, and calls without
+/// a deadline (another clone of the client) are unaffected.
+#[tokio::test]
+async fn typed_clients_take_a_deadline() {
+    let napper = Napper::default();
+    let (running, dropped) = (napper.running.clone(), napper.dropped.clone());
+    let remote = pair(napper.into_object(), Published::new("C").into_object()).await;
+    let plain = NapperClient::new(remote);
+    let hasty = plain.clone().with_timeout(Duration::from_millis(100));
+    match t(hasty.nap(60_000)).await {
+        Err(Error::DeadlineExceeded { method, timeout }) => {
+            assert_eq!(method, "nap");
+            assert_eq!(timeout, Duration::from_millis(100));
+        }
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    // The handler is dropped once the cancel arrives.
+    t(async {
+        while running.load(Ordering::SeqCst) != 0 {
+            dropped.notified().await;
+        }
+    })
+    .await;
+    // A short nap within the deadline, and one with no deadline.
+    assert!(!t(hasty.nap(1)).await.expect("in time"));
+    assert!(!t(plain.nap(150)).await.expect("no deadline"));
+}

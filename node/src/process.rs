@@ -312,6 +312,9 @@ fn service_config(
             keep_alive: cfg.keep_alive_ms.map(Duration::from_millis),
             idle_timeout: cfg.idle_timeout_ms.map(Duration::from_millis),
             drain_quiet: crate::DRAIN_QUIET,
+            max_call_time: cfg
+                .max_call_time_ms
+                .map(|ms| Duration::from_millis(ms.max(1))),
             ..LinkConfig::default()
         },
         node_id: Some(cfg.node_id),

@@ -231,6 +231,9 @@ pub struct ServeArgs {
     /// Seconds a link may go without a call before it is closed; 0 never closes idle links [0].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<f64>,
+    /// Seconds a served call may run before it is cancelled (its caller gets a `vole.cancelled` exception) [no limit].
+    #[arg(long, value_name = "SECS")]
+    pub max_call_time: Option<f64>,
     /// Listen backlog [1024].
     #[arg(long, value_name = "N")]
     pub backlog: Option<i32>,
@@ -317,6 +320,7 @@ impl ServeArgs {
             write_timeout: a.write_timeout,
             keep_alive: a.keep_alive,
             idle_timeout: a.idle_timeout,
+            max_call_time: a.max_call_time,
             backlog: a.backlog,
             threads: a.threads,
             nodes: a.nodes,

@@ -133,6 +133,9 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
                         vri
                     )));
                 };
+                // The call has its own deadline: past it the service is
+                // told to cancel it, and the exit code says so.
+                let target = target.with_timeout(limit);
                 let outcome = match method.strip_prefix("meta.") {
                     Some(meta) if !meta.is_empty() => target.call_meta(meta, call_args).await,
                     _ => target.call(method, call_args).await,

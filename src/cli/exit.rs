@@ -8,6 +8,7 @@
 //! | 4 | `vole serve`: nodes kept dying (restart intensity exceeded); the service stopped |
 //! | 5 | `vole serve`: stopped, but some node did not drain cleanly |
 //! | 6 | `serve --nodes 0`: the service's init failed (under a controller, a failing init is a node failure: restarts, then 4) |
+//! | 7 | `vole call`: no answer within `--timeout`; the service was told to cancel the call |
 //! | 64 | usage: bad arguments or configuration |
 //! | 70 | internal error |
 
@@ -27,6 +28,9 @@ pub const RESTART_LIMIT: u8 = 4;
 pub const UNCLEAN_STOP: u8 = 5;
 /// One-process mode: the service's per-node init failed.
 pub const INIT_FAILED: u8 = 6;
+/// A call's deadline passed before its answer came (the service was told
+/// to cancel it).
+pub const DEADLINE: u8 = 7;
 /// Bad arguments or configuration.
 pub const USAGE: u8 = 64;
 /// A bug in vole.
@@ -73,7 +77,8 @@ pub fn classify(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<LinkError>() {
             return match e {
-                LinkError::Exception(_) | LinkError::CallError => REMOTE,
+                LinkError::Exception(_) | LinkError::CallError | LinkError::Cancelled(_) => REMOTE,
+                LinkError::DeadlineExceeded { .. } => DEADLINE,
                 LinkError::Resolve { source, .. } if source.is_remote() => REMOTE,
                 LinkError::Uri(_) | LinkError::Usage(_) | LinkError::Convert(_) => USAGE,
                 _ => CONNECTION,

@@ -432,6 +432,26 @@ def scenario_refused(port):
     check('refused.promptly', took < 5.0, '%.1f s' % took)
 
 
+def scenario_max_call_time(port):
+    """Against vole serve --max-call-time 0.3: a call that runs too long is
+    answered with vole's cancelled exception; the link goes on."""
+    gw, link = connect(port)
+    started = time.monotonic()
+    kind, got = outcome(lambda: call(gw, 'sleep', 5000))
+    took = time.monotonic() - started
+    args = tuple(getattr(got, 'args', ()))
+    ok = (kind == 'raised' and isinstance(got, VException)
+          and not isinstance(got, VCallError) and len(args) == 2
+          and args[0] == 'vole.cancelled' and 'max-call-time' in args[1])
+    check('sleep.cancelled', ok, '%s %s %r' % (kind, type(got).__name__, args or got))
+    check('sleep.cancelled.promptly', took < 4.0, 'answered after %.2f s' % took)
+    kind, got = outcome(lambda: call(gw, 'sleep', 10))
+    check('sleep.short', kind == 'ok' and got == 10, '%s %r' % (kind, got))
+    kind, got = outcome(lambda: call(gw, 'echo', 'still up'))
+    check('usable_after_cancel', kind == 'ok' and got == 'still up', '%s %r' % (kind, got))
+    close(link, 'close')
+
+
 SCENARIOS = {
     'values': scenario_values,
     'errors': scenario_errors,
@@ -443,6 +463,7 @@ SCENARIOS = {
     'held': scenario_held,
     'codecs': scenario_codecs,
     'refused': scenario_refused,
+    'max_call_time': scenario_max_call_time,
 }
 
 

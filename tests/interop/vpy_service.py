@@ -9,7 +9,7 @@ on stdout once it accepts connections, and serves until stdin reaches EOF
 The gateway mirrors vole's demo gateway (src/demo.rs):
 
     /              echo(x), invoke(obj, method, *args), raise_exception(*args),
-                   boom(), fail(), collect(), urlget(path)
+                   boom(), fail(), collect(), sleep(ms), urlget(path)
     /text/echo/    echo(x)
     /math/adder/   add(n), result(), reset()
 
@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from versile.quick import VException, VExternal, VNoResult, VOPService, doc, publish
 from versile.orb.link import VLinkKeepAlive
@@ -115,6 +116,13 @@ class Gateway(VExternal):
     def collect(self):
         """Runs Python's garbage collector; returns the number of objects freed."""
         return gc.collect()
+
+    @publish(show=True, doc=True)
+    def sleep(self, ms):
+        """sleep(ms): waits ms milliseconds (at most 10 000), then returns ms."""
+        ms = min(int(ms), 10000)
+        time.sleep(ms / 1000.0)
+        return ms
 
     @publish(show=True, doc=True)
     def urlget(self, path):

@@ -33,6 +33,7 @@ fn config(nodes: u32, balance: Balance) -> ControllerConfig {
             write_timeout_ms: 10_000,
             keep_alive_ms: None,
             idle_timeout_ms: None,
+            max_call_time_ms: None,
             max_message: 1 << 20,
             grace_ms: 5000,
             tickets: None,

@@ -193,6 +193,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
             write_timeout_ms: 10_000,
             keep_alive_ms: None,
             idle_timeout_ms: None,
+            max_call_time_ms: None,
             max_message: 1 << 20,
             grace_ms: grace.as_millis() as u64,
             tickets: None,

@@ -159,7 +159,17 @@ impl KeyValue {
     /// scan(prefix, progress): the total size in bytes of the values under
     /// prefix. Takes a while; calls progress.report(done, total) after each
     /// batch of keys. The client passes the progress object.
-    async fn scan(&self, prefix: String, progress: RemoteObject) -> Result<u64, CallError> {
+    ///
+    /// A scan its caller gives up (a deadline, a disconnect, the service's
+    /// `max-call-time`) is cancelled: the handler is dropped at its next
+    /// await, and the batch in progress, which runs on a blocking thread,
+    /// watches the call's context and stops early.
+    async fn scan(
+        &self,
+        prefix: String,
+        progress: RemoteObject,
+        cx: &CallContext,
+    ) -> Result<u64, CallError> {
         let keys = self.keys(prefix)?;
         let total = keys.len() as u64;
         let progress = ProgressClient::new(progress);
@@ -177,7 +187,14 @@ impl KeyValue {
                     .map(|v| v.len() as u64)
                     .sum::<u64>();
             }
-            tokio::time::sleep(pause).await;
+            // The pause stands for real work, done off the link's task.
+            let cx = cx.clone();
+            let worked = tokio::task::spawn_blocking(move || work_unless_cancelled(pause, &cx))
+                .await
+                .map_err(|e| CallError::failed(format!("scan batch: {e}")))?;
+            if !worked {
+                return Err(CallError::cancelled("scan cancelled"));
+            }
             let done = ((done + 1) * batch).min(keys.len()) as u64;
             // A client that went away ends the scan.
             progress
@@ -186,6 +203,23 @@ impl KeyValue {
                 .map_err(|e| CallError::failed(format!("progress callback: {e}")))?;
         }
         Ok(bytes)
+    }
+}
+
+/// Works (sleeps) for `time` in slices, stopping early if the call is
+/// cancelled; returns whether it did all of it.
+fn work_unless_cancelled(time: Duration, cx: &CallContext) -> bool {
+    let slice = Duration::from_millis(1);
+    let end = std::time::Instant::now() + time;
+    loop {
+        if cx.is_cancelled() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if now >= end {
+            return true;
+        }
+        std::thread::sleep(slice.min(end - now));
     }
 }
 

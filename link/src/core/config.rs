@@ -47,6 +47,10 @@ pub struct LinkConfig {
     /// no call for this long and none of its calls is running; `None`
     /// keeps idle links open. A service sets it (`idle-timeout`).
     pub idle_timeout: Option<Duration>,
+    /// A served call that runs longer than this is cancelled: its handler
+    /// is dropped and the caller gets a `vole.cancelled` exception
+    /// ([`Error::Cancelled`](crate::Error::Cancelled)). `None`: no limit.
+    pub max_call_time: Option<Duration>,
     /// Where served-call latencies are recorded, if anywhere.
     pub metrics: Option<std::sync::Arc<CallMetrics>>,
 }
@@ -66,6 +70,7 @@ impl Default for LinkConfig {
             close_grace: Duration::from_secs(10),
             drain_quiet: Duration::ZERO,
             idle_timeout: None,
+            max_call_time: None,
             metrics: None,
         }
     }

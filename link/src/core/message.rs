@@ -125,7 +125,7 @@ pub(super) fn read_message(
             let result = if msg_code == code::CALL_RESULT {
                 Ok(value)
             } else {
-                Err(Error::Exception(match value {
+                Err(exception_error(match value {
                     Value::Exception(args) => args,
                     other => vec![other],
                 }))
@@ -193,6 +193,17 @@ pub(super) fn read_message(
         method,
         args,
     })
+}
+
+/// The error an exception with `args` is: [`Error::Cancelled`] for vole's
+/// `("vole.cancelled", reason)`, [`Error::Exception`] for any other.
+fn exception_error(args: Vec<Value>) -> Error {
+    match args.as_slice() {
+        [Value::Str(tag), Value::Str(reason)] if tag == crate::proto::CANCELLED => {
+            Error::Cancelled(reason.clone())
+        }
+        _ => Error::Exception(args),
+    }
 }
 
 /// The two parts of a `(int, value)` payload.

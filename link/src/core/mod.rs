@@ -73,6 +73,8 @@ pub(crate) enum Event {
         future: CallFuture,
         kind: CallKind,
     },
+    /// The peer gave up its call `call_id` (vole's cancel message).
+    Cancel { call_id: u64 },
     /// A call this side made has an outcome, for `reply`.
     Completed {
         reply: Reply,
@@ -91,10 +93,14 @@ enum Phase {
 }
 
 /// What a pending outgoing call is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Pending {
-    /// A call of the application's, whose outcome goes to this reply.
-    User(Reply),
+    /// A call of the application's, whose outcome goes to this reply, made
+    /// on this object (kept for a cancel message).
+    User(Reply, RemoteObject),
+    /// A call of the application's that its caller gave up: its answer is
+    /// discarded.
+    Cancelled,
     KeepAlive,
     Finish,
 }
@@ -112,6 +118,8 @@ pub(crate) struct LinkCore {
     out: Vec<u8>,
     next_msg_id: i64,
     pending: SeqMap<Pending>,
+    /// Entries of `pending` that are [`Pending::Cancelled`].
+    cancelled: usize,
     events: VecDeque<Event>,
     hs: Handshake,
     draining: bool,
@@ -161,6 +169,7 @@ impl LinkCore {
             out: Vec::with_capacity(4096),
             next_msg_id: 1,
             pending: SeqMap::default(),
+            cancelled: 0,
             events: VecDeque::new(),
             hs: Handshake::default(),
             draining: false,
@@ -210,8 +219,9 @@ impl LinkCore {
     }
 
     /// Whether calls this side made are still waiting for results.
+    /// (Calls given up wait for nothing: their answers are discarded.)
     pub(crate) fn has_pending_calls(&self) -> bool {
-        !self.pending.is_empty()
+        self.pending.len() > self.cancelled
     }
 
     /// How many entries the core's tables and queues hold: what it keeps
@@ -324,9 +334,10 @@ impl LinkCore {
         }
         // No answer can come any more: a graceful close must not wait for
         // one (the driver fails the callers).
+        self.cancelled = 0;
         let replies = self.pending.drain().filter_map(|(_, p)| match p {
-            Pending::User(reply) => Some(reply),
-            Pending::KeepAlive | Pending::Finish => None,
+            Pending::User(reply, _) => Some(reply),
+            Pending::Cancelled | Pending::KeepAlive | Pending::Finish => None,
         });
         Ok(replies.collect())
     }
@@ -348,8 +359,33 @@ impl LinkCore {
         if kind == CallKind::Oneway {
             return Ok(None);
         }
-        self.pending.insert(id as u64, Pending::User(reply));
+        self.pending
+            .insert(id as u64, Pending::User(reply, target.clone()));
         Ok(Some(id))
+    }
+
+    /// The caller of the call whose outcome goes to `reply` gave up: tells
+    /// the peer with vole's cancel message (the one-way meta call
+    /// `(None, "vole.cancel", call_id)` on the call's object, see
+    /// [`proto::CANCEL`]) and discards the answer if one still comes.
+    /// Returns whether such a call was waiting for its answer.
+    ///
+    /// Finds the call by a scan of the calls waiting: cancelling is rare,
+    /// and the common path (sending and answering) keeps no index for it.
+    pub(crate) fn cancel(&mut self, reply: Reply) -> Result<bool, Error> {
+        let found = self.pending.iter_mut().find_map(|(id, p)| match p {
+            Pending::User(r, _) if *r == reply => {
+                Some((id, std::mem::replace(p, Pending::Cancelled)))
+            }
+            _ => None,
+        });
+        let Some((id, Pending::User(_, target))) = found else {
+            return Ok(false);
+        };
+        self.cancelled += 1;
+        let call_id = i64::try_from(id).unwrap_or(i64::MAX);
+        self.send_call(&target, &proto::cancel_args(call_id), CallKind::Oneway)?;
+        Ok(true)
     }
 
     /// The replies of every call of the application's still waiting for
@@ -357,9 +393,11 @@ impl LinkCore {
     pub(crate) fn take_user_calls(&mut self) -> Vec<Reply> {
         let mut replies = Vec::new();
         let mut kept = Vec::new();
+        self.cancelled = 0;
         for (id, p) in self.pending.drain() {
             match p {
-                Pending::User(reply) => replies.push(reply),
+                Pending::User(reply, _) => replies.push(reply),
+                Pending::Cancelled => {}
                 other => kept.push((id, other)),
             }
         }
@@ -629,6 +667,18 @@ impl LinkCore {
             }
             return self.handshake_call(call_id, kind, args);
         }
+        if method.is_none() && kind == CallKind::Oneway {
+            if let [Value::None, Value::Str(name), Value::Int(id)] = args.as_slice() {
+                if name == proto::CANCEL {
+                    // Any id is fine: a call that has finished, or that
+                    // never was, has nothing to cancel.
+                    if let Ok(call_id) = u64::try_from(*id) {
+                        self.events.push_back(Event::Cancel { call_id });
+                    }
+                    return Ok(());
+                }
+            }
+        }
         self.last_call_in = self.now;
         if self.draining {
             self.refused.count += 1;
@@ -639,9 +689,10 @@ impl LinkCore {
                 Err(CallError::exception("the link is closing; call refused")),
             );
         }
+        let cx = self.context.for_call(&self.shared.cancels, call_id);
         let future = match &method {
-            Some(m) => object.call_method(self.context.clone(), m.as_str(), args),
-            None => object.call(self.context.clone(), args),
+            Some(m) => object.call_method(cx, m.as_str(), args),
+            None => object.call(cx, args),
         };
         self.events.push_back(Event::Call {
             call_id,
@@ -710,8 +761,18 @@ impl LinkCore {
             }));
         };
         match pending {
-            Pending::User(reply) => {
+            Pending::User(reply, _) => {
                 self.events.push_back(Event::Completed { reply, result });
+                Ok(())
+            }
+            Pending::Cancelled => {
+                // The caller gave up; the peer answered before it heard.
+                self.cancelled = self.cancelled.saturating_sub(1);
+                tracing::trace!(
+                    link = self.shared.id,
+                    call = call_id,
+                    "answer to a cancelled call discarded"
+                );
                 Ok(())
             }
             Pending::KeepAlive => {

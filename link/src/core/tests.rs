@@ -522,3 +522,181 @@ fn timers_follow_the_time_the_driver_passes_in() {
     assert_eq!(b.core.poll_timeout(), Some(t0 + Duration::from_millis(300)));
     assert_eq!(a.core.poll_timeout(), Some(t0 + Duration::from_millis(450)));
 }
+
+/// A call that takes `call` from `a` to `b`'s gateway, and the call id
+/// the peer sees.
+fn call_echo(a: &mut Side, gw: &RemoteObject, slot: usize) -> i64 {
+    a.core
+        .call(
+            gw,
+            vec![Value::str("echo"), Value::Int(slot as i64)],
+            CallKind::Normal,
+            Reply::Slot(slot),
+        )
+        .expect("call")
+        .expect("id")
+}
+
+#[test]
+fn a_cancelled_call_tells_the_peer_and_its_late_answer_is_discarded() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
+    let gw = take_gateway(&mut a);
+    let _ = take_gateway(&mut b);
+    let id = call_echo(&mut a, &gw, 1);
+    let kept = call_echo(&mut a, &gw, 2);
+    pump(&mut a, &mut b, now).expect("calls reach b");
+    assert!(a.core.has_pending_calls());
+
+    assert!(
+        a.core.cancel(Reply::Slot(1)).expect("cancel"),
+        "was waiting"
+    );
+    assert!(
+        !a.core.cancel(Reply::Slot(1)).expect("cancel"),
+        "cancelled once"
+    );
+    assert!(
+        !a.core.cancel(Reply::Slot(9)).expect("cancel"),
+        "no such call"
+    );
+    pump(&mut a, &mut b, now).expect("cancel reaches b");
+    let cancels: Vec<u64> = b
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Cancel { call_id } => Some(*call_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels, [id as u64], "b is told which call");
+
+    // b answers both anyway (as VPy would): the cancelled call's answer is
+    // dropped without complaint, the other is delivered.
+    answer_calls(&mut b);
+    pump(&mut a, &mut b, now).expect("a late answer is no protocol error");
+    let done = completed(&mut a);
+    assert_eq!(
+        done.len(),
+        1,
+        "{:?}",
+        done.iter().map(|d| d.0).collect::<Vec<_>>()
+    );
+    assert_eq!(done[0].0, Reply::Slot(2));
+    assert!(!a.core.has_pending_calls(), "call {kept} answered");
+}
+
+#[test]
+fn the_cancel_message_is_a_one_way_meta_call_on_the_calls_object() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
+    let gw = take_gateway(&mut a);
+    let id = call_echo(&mut a, &gw, 1);
+    pump(&mut a, &mut b, now).expect("call");
+    a.core.cancel(Reply::Slot(1)).expect("cancel");
+    // Decode what a sent as a plain entity.
+    let out = std::mem::take(a.core.output());
+    let mut decoder = Decoder::new(DecodeConfig::default());
+    decoder.set_peer_codec(Some(Codec::Utf8));
+    let mut buf = BytesMut::from(&out[..]);
+    let mut refs = vole_transport::entity::RawRefs;
+    let msg: Entity<vole_transport::WireRef> = decoder
+        .decode(&mut buf, &mut refs)
+        .expect("decodes")
+        .expect("a whole message");
+    let Entity::Tuple(parts) = msg else {
+        panic!("a message is a tuple: {msg:?}");
+    };
+    assert_eq!(parts[1], Entity::Int(code::METHOD_CALL_NO_RETURN));
+    let Entity::Tuple(payload) = &parts[2] else {
+        panic!("(object, args): {:?}", parts[2]);
+    };
+    assert!(matches!(payload[0], Entity::Ref(_)), "{:?}", payload[0]);
+    assert_eq!(
+        payload[1],
+        Entity::Tuple(vec![
+            Entity::None,
+            Entity::str("vole.cancel"),
+            Entity::Int(id)
+        ])
+    );
+}
+
+#[test]
+fn a_cancel_for_no_running_call_is_harmless() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
+    let gw = take_gateway(&mut a);
+    for id in [-1, 0, 12345] {
+        a.core
+            .call(
+                &gw,
+                proto::cancel_args(id),
+                CallKind::Oneway,
+                Reply::Slot(0),
+            )
+            .expect("send");
+    }
+    pump(&mut a, &mut b, now).expect("no protocol error");
+    let cancels: Vec<u64> = b
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Cancel { call_id } => Some(*call_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels, [0, 12345], "a negative id names no call");
+    assert!(
+        !b.events.iter().any(|e| matches!(e, Event::Call { .. })),
+        "the cancel message is not a call of the object"
+    );
+    // And the link goes on.
+    let _ = call_echo(&mut a, &gw, 3);
+    pump(&mut a, &mut b, now).expect("call");
+    answer_calls(&mut b);
+    pump(&mut a, &mut b, now).expect("answer");
+    assert_eq!(completed(&mut a).len(), 1);
+}
+
+#[test]
+fn a_cancelled_exception_is_an_error_of_its_own() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(LinkConfig::default(), LinkConfig::default(), now);
+    let gw = take_gateway(&mut a);
+    let _ = call_echo(&mut a, &gw, 1);
+    let _ = call_echo(&mut a, &gw, 2);
+    pump(&mut a, &mut b, now).expect("calls");
+    let mut ids = Vec::new();
+    for e in std::mem::take(&mut b.events) {
+        if let Event::Call { call_id, kind, .. } = e {
+            ids.push((call_id, kind));
+        }
+    }
+    b.core
+        .respond(ids[0].0, ids[0].1, Err(CallError::cancelled("too slow")))
+        .expect("respond");
+    // Not vole's tag: an ordinary exception.
+    let other = CallError::Exception(vec![Value::str("vole.cancelledx"), Value::str("x")]);
+    b.core
+        .respond(ids[1].0, ids[1].1, Err(other))
+        .expect("respond");
+    pump(&mut a, &mut b, now).expect("answers");
+    let mut done = completed(&mut a);
+    done.sort_by_key(|d| match d.0 {
+        Reply::Slot(i) => i,
+        Reply::Pipe { .. } => usize::MAX,
+    });
+    match &done[0].1 {
+        Err(e @ Error::Cancelled(reason)) => {
+            assert_eq!(reason, "too slow");
+            assert!(e.is_remote());
+        }
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert!(
+        matches!(done[1].1, Err(Error::Exception(_))),
+        "{:?}",
+        done[1].1
+    );
+}

@@ -33,11 +33,13 @@ mod served;
 use output::Output;
 use served::Served;
 
-use crate::calls::{Queued, Wakeups};
+use crate::calls::{Queued, Reply, Wakeups};
 use crate::core::{Event, LinkConfig, LinkCore};
 use crate::handle::Link;
 use crate::info::LinkInfo;
-use crate::model::{error_chain, Call, CallError, Error, Object, RemoteObject, Shared, Value};
+use crate::model::{
+    error_chain, Call, CallError, Error, Object, Outcome, RemoteObject, Shared, Value,
+};
 use crate::proto::CallKind;
 
 /// Everything needed to run a link over a connection.
@@ -121,6 +123,9 @@ pub struct Driver<IO> {
     config: LinkConfig,
     /// Calls taken from the shared queue and not yet sent.
     backlog: VecDeque<Queued<Call>>,
+    /// Calls whose caller gave up, taken from the shared queue and not yet
+    /// cancelled (see [`Driver::cancel_calls`]).
+    cancels: Vec<(Reply, Option<Outcome>)>,
     /// Callers to wake once this poll is done with the shared state.
     wakeups: Wakeups,
     /// The peer's calls running, and the calls counted during this poll.
@@ -168,6 +173,7 @@ where
             shared: shared.clone(),
             config: setup.config,
             backlog: VecDeque::new(),
+            cancels: Vec::new(),
             wakeups: Wakeups::default(),
             served: Served::default(),
             released: Vec::new(),
@@ -221,7 +227,7 @@ where
         if let Some(tx) = self.handshake_tx.take() {
             let _ = tx.send(Err(Error::Handshake(reason.to_string())));
         }
-        self.served.cancel_all();
+        self.served.cancel_all(&self.shared.cancels);
         self.outcome = Some(Closed { reason, clean });
     }
 
@@ -288,10 +294,34 @@ where
                     future,
                     kind,
                 } => {
-                    if let Some((call_id, kind, elapsed, result)) =
-                        self.served.start(cx, call_id, kind, future, now)
-                    {
+                    let started = self.served.start(
+                        cx,
+                        call_id,
+                        kind,
+                        future,
+                        now,
+                        &self.shared.cancels,
+                        self.config.max_call_time,
+                    );
+                    if let Some((call_id, kind, elapsed, result)) = started {
                         self.finished(call_id, kind, elapsed, result)?;
+                    }
+                }
+                Event::Cancel { call_id } => {
+                    if let Some((call_id, kind, elapsed)) =
+                        self.served.cancel(call_id, now, &self.shared.cancels)
+                    {
+                        tracing::debug!(
+                            link = self.shared.id,
+                            call = call_id,
+                            ?elapsed,
+                            "call cancelled by the caller"
+                        );
+                        if let Some(m) = self.config.metrics.as_deref() {
+                            m.record(elapsed);
+                        }
+                        let e = CallError::cancelled("cancelled by the caller");
+                        self.core.respond(call_id, kind, Err(e))?;
                     }
                 }
                 Event::Completed { reply, result } => {
@@ -323,6 +353,72 @@ where
             self.last_done = Instant::now();
         }
         self.core.respond(call_id, kind, result)
+    }
+
+    /// Cancels the calls whose caller gave up (taken from the shared queue
+    /// by the last [`Calls::take`](crate::calls::Calls::take), and handled
+    /// before any call completes, as it requires): a call sent is cancelled
+    /// with the peer, one still in the backlog is dropped unsent. An
+    /// abandoned slot is freed; a pipeline's call gets the outcome it was
+    /// given up with.
+    fn cancel_calls(&mut self) -> Result<(), Error> {
+        let mut cancels = std::mem::take(&mut self.cancels);
+        for (reply, outcome) in cancels.drain(..) {
+            let mut found = self.core.cancel(reply)?;
+            if !found {
+                if let Some(pos) = self.backlog.iter().position(|q| q.reply == reply) {
+                    drop(self.backlog.remove(pos));
+                    found = true;
+                }
+            }
+            if !found {
+                // Answered already: nothing to cancel.
+                continue;
+            }
+            match (reply, outcome) {
+                (Reply::Slot(slot), _) => self.shared.calls.release_abandoned(slot),
+                (reply @ Reply::Pipe { .. }, Some(outcome)) => {
+                    self.shared
+                        .calls
+                        .complete(reply, outcome, &mut self.wakeups);
+                }
+                (Reply::Pipe { .. }, None) => {}
+            }
+        }
+        // The buffer is kept for the next cancels.
+        self.cancels = cancels;
+        Ok(())
+    }
+
+    /// Cancels the running calls past the link's `max-call-time`, answering
+    /// each with a `vole.cancelled` exception.
+    fn cancel_overdue(&mut self, now: Instant) -> Result<bool, Error> {
+        let mut any = false;
+        while let Some(call_id) = self.served.overdue(now) {
+            let Some((call_id, kind, elapsed)) =
+                self.served.cancel(call_id, now, &self.shared.cancels)
+            else {
+                continue;
+            };
+            any = true;
+            let limit = self.config.max_call_time.unwrap_or_default();
+            tracing::info!(
+                link = self.shared.id,
+                call = call_id,
+                ?elapsed,
+                ?limit,
+                "call exceeded max-call-time; cancelled"
+            );
+            // It ran this long: its latency, like any answered call's.
+            if let Some(m) = self.config.metrics.as_deref() {
+                m.record(elapsed);
+            }
+            let e = CallError::cancelled(format!(
+                "the call ran longer than the service's max-call-time of {limit:?}"
+            ));
+            self.core.respond(call_id, kind, Err(e))?;
+        }
+        Ok(any)
     }
 
     /// One pass over every source of work. Returns whether anything
@@ -366,10 +462,16 @@ where
                         progress = true;
                     }
                     None => {
-                        let drain =
-                            self.shared
-                                .calls
-                                .take(cx, &mut self.backlog, &mut self.wakeups);
+                        let drain = self.shared.calls.take(
+                            cx,
+                            &mut self.backlog,
+                            &mut self.cancels,
+                            &mut self.wakeups,
+                        );
+                        if !self.cancels.is_empty() {
+                            self.cancel_calls()?;
+                            progress = true;
+                        }
                         if drain {
                             self.begin_drain(now);
                             progress = true;
@@ -384,8 +486,13 @@ where
         }
 
         // Finished calls.
-        while let Some((call_id, kind, elapsed, result)) = self.served.poll_finished(cx, now) {
+        while let Some((call_id, kind, elapsed, result)) =
+            self.served.poll_finished(cx, now, &self.shared.cancels)
+        {
             self.finished(call_id, kind, elapsed, result)?;
+            progress = true;
+        }
+        if self.cancel_overdue(now)? {
             progress = true;
         }
 
@@ -541,7 +648,7 @@ where
                 calls = self.served.running(),
                 "peer closed the link; cancelling its running calls"
             );
-            self.served.cancel_all();
+            self.served.cancel_all(&self.shared.cancels);
         }
         self.begin_drain(now);
         Ok(())
@@ -605,6 +712,9 @@ where
         if let Some(since) = self.output.stalled_since() {
             consider(since + self.config.write_timeout);
         }
+        if let Some(t) = self.served.next_deadline() {
+            consider(t);
+        }
         if let Phase::Draining { .. } = self.phase {
             if let Some(t) = self.quiet_until(now) {
                 consider(t);
@@ -635,6 +745,7 @@ impl<IO> Drop for Driver<IO> {
             held.extend(self.backlog.iter().map(|q| q.reply));
             let closed = || Err(Error::Closed(reason.to_string()));
             self.shared.calls.close(&reason, held, closed);
+            self.shared.cancels.close();
         }
     }
 }
@@ -742,5 +853,7 @@ where
     }
 }
 
+#[cfg(test)]
+mod cancel_tests;
 #[cfg(test)]
 mod tests;

@@ -115,6 +115,7 @@ pub fn controller_config(
             write_timeout_ms: s.write_timeout.as_millis() as u64,
             keep_alive_ms: s.keep_alive.map(|d| d.as_millis() as u64),
             idle_timeout_ms: s.idle_timeout.map(|d| d.as_millis() as u64),
+            max_call_time_ms: s.max_call_time.map(|d| d.as_millis() as u64),
             max_message: s.max_message,
             grace_ms: s.grace.as_millis() as u64,
             tickets: None,

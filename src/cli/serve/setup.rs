@@ -300,6 +300,7 @@ pub(super) fn service_config(
             keep_alive: s.keep_alive,
             idle_timeout: s.idle_timeout,
             drain_quiet: vole_node::DRAIN_QUIET,
+            max_call_time: s.max_call_time,
             ..LinkConfig::default()
         },
         node_id: None,
