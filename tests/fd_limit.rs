@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use harness::{close, connect, serial, signal, Client, Opts, Serve, TempDir, VOLE};
+use harness::{close, connect, run_vole, serial, signal, Client, Opts, Serve, TempDir, VOLE};
 use nix::sys::signal::Signal;
 
 /// The descriptor limit the service runs with: small, so that a test can
@@ -83,6 +83,23 @@ async fn wait_state(serve: &Serve, want: &str, limit: Duration) -> serde_json::V
     }
 }
 
+/// Whether every thread of `pid` is stopped (state `T` in `/proc`).
+fn all_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the command name's closing parenthesis.
+                let rest = &stat[stat.rfind(')')? + 1..];
+                rest.split_whitespace().next().map(|s| s == "T")
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// In every mode, a node at its descriptor limit takes exactly as many
 /// links as fit beside its reserve, shows `full` in `status` while it
 /// does, loses nothing, and serves again within a second of its links
@@ -111,6 +128,17 @@ async fn a_node_at_its_descriptor_limit_recovers_in_every_mode() {
             "{mode}: the node takes as many links as its capacity"
         );
         assert_eq!(node["sessions"], capacity, "{mode}: {node}");
+        let text = run_vole(&[
+            "status",
+            "--admin-socket",
+            serve.admin.to_str().expect("utf-8 path"),
+        ])
+        .await;
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(
+            text.contains("node 0: not taking connections (fd limit: 128 descriptors"),
+            "{mode}: vole status says:\n{text}"
+        );
 
         futures_util::future::join_all(held.iter().map(|c| close(&c.link))).await;
         drop(held);
@@ -170,6 +198,12 @@ async fn a_stopped_node_s_grants_go_to_the_other() {
         }
     }
     let _cont = Cont(hung.pid);
+    // A signal is delivered asynchronously: wait until every thread of the
+    // node has stopped, or it may still take one of the links below.
+    assert!(
+        harness::poll_until(Duration::from_secs(5), || all_stopped(hung.pid)).await,
+        "node 0 did not stop"
+    );
     let limit = Duration::from_millis(2500);
     let start = Instant::now();
     let tasks: Vec<_> = (0..20)
