@@ -235,3 +235,93 @@ async fn a_stopped_node_s_grants_go_to_the_other() {
         c.link.abort();
     }
 }
+
+/// The lowest descriptor number free in `pid`: with its limit there, its
+/// table is full.
+fn lowest_free_fd(pid: u32) -> usize {
+    let open: std::collections::BTreeSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process's descriptors")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !open.contains(n)).unwrap_or(0)
+}
+
+/// Sets the soft descriptor limit of `pid` with util-linux's `prlimit`.
+fn set_soft_limit(pid: u32, soft: usize) {
+    let out = std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg(format!("--nofile={soft}:"))
+        .output()
+        .expect("prlimit (util-linux) is needed for this test");
+    assert!(
+        out.status.success(),
+        "prlimit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A process whose table fills at run time (its limit lowered below what
+/// it has open) backs off instead of giving up, and serves again once
+/// descriptors are free: the controller's own accept in `dispatch` mode,
+/// and a node's accept in `shared` mode (which `status` shows `full`
+/// meanwhile). A connection waiting meanwhile is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepts_at_a_full_table_back_off_and_recover() {
+    let _serial = serial().await;
+    for (mode, who) in [("dispatch", "controller"), ("shared", "node")] {
+        // Nodes as this test's user, so that it may change their limits
+        // (as root, nodes would otherwise run as nobody).
+        let serve = Serve::start(Opts::new(1, mode).arg("--allow-root-nodes")).await;
+        let node_pid = serve.nodes().get(&0).map(|p| p.pid).expect("node 0");
+        let pid = if who == "controller" {
+            serve.pid
+        } else {
+            node_pid
+        };
+        // Room for nothing more.
+        set_soft_limit(pid, lowest_free_fd(pid));
+        let port = serve.port();
+        let waiting = tokio::spawn(async move { connect(port).await });
+        // Not served while the table is full (the accept fails, EMFILE).
+        let early = tokio::time::timeout(Duration::from_millis(500), async {
+            while !waiting.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(early.is_err(), "{mode}: served with the {who}'s table full");
+        if who == "node" {
+            let node = wait_state(&serve, "full", Duration::from_secs(5)).await;
+            assert_eq!(node["state"], "full", "{mode}: {node}");
+        }
+        set_soft_limit(pid, 1024);
+        let freed = Instant::now();
+        let client = tokio::time::timeout(RECOVERY + RECOVERY_MARGIN, waiting)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{mode}: the waiting link was not served within {:?} of the {who}'s descriptors coming free; log:\n{}",
+                    RECOVERY + RECOVERY_MARGIN,
+                    serve.log()
+                )
+            })
+            .expect("client task")
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        println!(
+            "{mode}: the {who} served again {:?} after its limit was raised",
+            freed.elapsed()
+        );
+        assert_eq!(client.node.0, 0);
+        close(&client.link).await;
+        let log = serve.log();
+        let failures = log.matches("accept failed").count();
+        assert!(
+            failures >= 1 && failures <= 3,
+            "{mode}: the {who}'s accept failures are logged, rate-limited ({failures} lines):\n{log}"
+        );
+        let node = wait_state(&serve, "serving", Duration::from_secs(5)).await;
+        assert_eq!(node["state"], "serving", "{mode}: {node}");
+        assert_eq!(node["restarts"], 0, "{mode}: nothing restarted: {node}");
+    }
+}
