@@ -317,7 +317,7 @@ async fn accepts_at_a_full_table_back_off_and_recover() {
         let log = serve.log();
         let failures = log.matches("accept failed").count();
         assert!(
-            failures >= 1 && failures <= 3,
+            (1..=3).contains(&failures),
             "{mode}: the {who}'s accept failures are logged, rate-limited ({failures} lines):\n{log}"
         );
         let node = wait_state(&serve, "serving", Duration::from_secs(5)).await;
