@@ -26,7 +26,6 @@ use tokio::sync::Notify;
 use vole_control::fdpass::MAX_FDS;
 
 use crate::lograte::{Hit, LogRate};
-use crate::SessionObserver;
 
 /// Descriptors kept free besides a whole `dispatch` frame.
 pub const FD_MARGIN: u64 = 16;
@@ -127,7 +126,8 @@ pub(crate) fn log_error(what: &'static str, e: &std::io::Error) {
 }
 
 /// A node's open connections against its budget: the gate its accept and
-/// receive loops wait at. It observes the service's connections.
+/// receive loops wait at. It is told of the service's connections
+/// ([`Capacity::opened`], [`Capacity::closed`]).
 #[derive(Debug)]
 pub struct Capacity {
     budget: FdBudget,
@@ -194,25 +194,25 @@ impl Capacity {
         tokio::time::sleep(BACKOFF).await;
     }
 
-    /// The node ran out of descriptors now.
-    pub fn exhausted(&self) {
-        if let Ok(mut at) = self.exhausted_at.lock() {
-            *at = Some(Instant::now());
-        }
-    }
-}
-
-impl SessionObserver for Capacity {
-    fn opened(&self) {
+    /// A connection was accepted (the service's observer tells).
+    pub fn opened(&self) {
         self.open.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn closed(&self) {
+    /// A connection ended: room for another.
+    pub fn closed(&self) {
         // Never below zero, whatever the order of events.
         let _ = self
             .open
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         self.room.notify_waiters();
+    }
+
+    /// The node ran out of descriptors now.
+    pub fn exhausted(&self) {
+        if let Ok(mut at) = self.exhausted_at.lock() {
+            *at = Some(Instant::now());
+        }
     }
 }
 
