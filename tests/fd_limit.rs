@@ -325,3 +325,46 @@ async fn accepts_at_a_full_table_back_off_and_recover() {
         assert_eq!(node["restarts"], 0, "{mode}: nothing restarted: {node}");
     }
 }
+
+/// A node's limit lowered at run time (`prlimit`) is noticed within a
+/// second or so: the node tells the controller its smaller capacity, and
+/// in `dispatch` mode it then gets exactly that many links, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_lowered_at_run_time_is_taken_into_account() {
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(1, "dispatch").arg("--allow-root-nodes")).await;
+    let pid = serve.nodes().get(&0).map(|p| p.pid).expect("node 0");
+    let before = node0(&serve).await["capacity"].as_u64();
+    let limit = lowest_free_fd(pid) + 40;
+    set_soft_limit(pid, limit);
+    // Resampled once a second; generous for a loaded machine.
+    let start = Instant::now();
+    let node = loop {
+        let node = node0(&serve).await;
+        if node["fd_limit"] == limit as u64 || start.elapsed() > Duration::from_secs(10) {
+            break node;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("limit {limit} noticed after {:?}: {node}", start.elapsed());
+    assert_eq!(node["fd_limit"], limit as u64, "{node}");
+    let capacity = node["capacity"].as_u64().expect("a capacity");
+    assert!(
+        capacity > 0 && Some(capacity) < before,
+        "capacity {capacity}, before {before:?}"
+    );
+    let held = fill(serve.port(), "dispatch").await;
+    assert_eq!(held.len() as u64, capacity, "exactly the new capacity");
+    assert_eq!(
+        wait_state(&serve, "full", Duration::from_secs(5)).await["state"],
+        "full"
+    );
+    futures_util::future::join_all(held.iter().map(|c| close(&c.link))).await;
+    drop(held);
+    let client = tokio::time::timeout(RECOVERY + RECOVERY_MARGIN, connect(serve.port()))
+        .await
+        .expect("served again")
+        .expect("link");
+    close(&client.link).await;
+    assert!(!serve.log().contains("descriptor table full"));
+}

@@ -13,6 +13,11 @@
 //! ([`FdBudget::capacity`]), which then grants or dispatches no more than
 //! that ([`vole_control::control`]'s `capacity`).
 //!
+//! The budget is sampled again every [`RESAMPLE_EVERY`]
+//! ([`Capacity::resample`]): a limit changed at run time or descriptors
+//! the hosted service keeps open change the capacity, which the node tells
+//! the controller again.
+//!
 //! Should the table fill all the same (the hosted service opened files, the
 //! limit was lowered at run time), every accept and receive error backs
 //! off for [`BACKOFF`] and retries, logging at most once a second
@@ -38,6 +43,14 @@ pub const FD_RESERVE: u64 = MAX_FDS as u64 + FD_MARGIN;
 /// about one connection (no descriptors, no buffers, no memory).
 pub const BACKOFF: Duration = Duration::from_millis(100);
 
+/// How far the baseline may seem to move before a new sample counts (see
+/// [`FdBudget::resampled`]): well inside [`FD_MARGIN`].
+pub const BASELINE_SLACK: u64 = 4;
+
+/// How often a node samples its limit and open descriptors again (see
+/// [`Capacity::resample`]).
+pub const RESAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a node counts as full after it ran out of descriptors.
 pub const EXHAUSTED_FOR: Duration = Duration::from_secs(1);
 
@@ -56,15 +69,21 @@ impl FdBudget {
     /// The budget of this process now: its limit, and what is open now as
     /// the baseline.
     pub fn measure() -> FdBudget {
-        let limit = match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        {
-            Ok((soft, _)) if soft != nix::sys::resource::RLIM_INFINITY => Some(soft),
-            _ => None,
-        };
         FdBudget {
-            limit,
+            limit: nofile_limit(),
             baseline: open_fds().unwrap_or(0),
         }
+    }
+
+    /// The budget as sampled again: `limit` now, and `open_fds` now of
+    /// which `connections` are connections. `None` if it did not change
+    /// enough to matter: the limit is the same and the baseline moved by
+    /// less than [`BASELINE_SLACK`] (connections opening and closing while
+    /// the descriptors are counted make it jitter by a few).
+    pub fn resampled(&self, limit: Option<u64>, open_fds: u64, connections: u64) -> Option<Self> {
+        let baseline = open_fds.saturating_sub(connections);
+        let moved = baseline.abs_diff(self.baseline) >= BASELINE_SLACK;
+        (limit != self.limit || moved).then_some(FdBudget { limit, baseline })
     }
 
     /// Connections the node can hold with [`FD_RESERVE`] descriptors to
@@ -78,6 +97,14 @@ impl FdBudget {
     /// or one `dispatch` frame: the reserve covers a whole frame).
     pub fn has_room(&self, open: u64) -> bool {
         self.capacity().is_none_or(|c| open < c)
+    }
+}
+
+/// This process's soft `RLIMIT_NOFILE`, `None` if unlimited or unknown.
+pub fn nofile_limit() -> Option<u64> {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft != nix::sys::resource::RLIM_INFINITY => Some(soft),
+        _ => None,
     }
 }
 
@@ -130,7 +157,7 @@ pub(crate) fn log_error(what: &'static str, e: &std::io::Error) {
 /// ([`Capacity::opened`], [`Capacity::closed`]).
 #[derive(Debug)]
 pub struct Capacity {
-    budget: FdBudget,
+    budget: Mutex<FdBudget>,
     open: AtomicU64,
     room: Notify,
     exhausted_at: Mutex<Option<Instant>>,
@@ -140,7 +167,7 @@ impl Capacity {
     /// A gate for `budget`, with no connection open.
     pub fn new(budget: FdBudget) -> Self {
         Capacity {
-            budget,
+            budget: Mutex::new(budget),
             open: AtomicU64::new(0),
             room: Notify::new(),
             exhausted_at: Mutex::new(None),
@@ -149,7 +176,26 @@ impl Capacity {
 
     /// The budget.
     pub fn budget(&self) -> FdBudget {
-        self.budget
+        // (A poisoned lock still holds a budget; nothing panics holding it.)
+        match self.budget.lock() {
+            Ok(b) => *b,
+            Err(poisoned) => **poisoned.get_ref(),
+        }
+    }
+
+    /// Samples the limit and the descriptors open again, so that a limit
+    /// changed at run time (`prlimit`) or descriptors the hosted service
+    /// keeps open are taken into account; returns the new budget if it
+    /// changed (the controller must be told its capacity again).
+    pub fn resample(&self) -> Option<FdBudget> {
+        let fds = open_fds()?;
+        let new = self.budget().resampled(nofile_limit(), fds, self.open())?;
+        if let Ok(mut b) = self.budget.lock() {
+            *b = new;
+        }
+        // The capacity may have grown.
+        self.room.notify_waiters();
+        Some(new)
     }
 
     /// Connections open now.
@@ -166,7 +212,7 @@ impl Capacity {
             .ok()
             .and_then(|at| *at)
             .is_some_and(|at| at.elapsed() < EXHAUSTED_FOR);
-        exhausted || !self.budget.has_room(self.open())
+        exhausted || !self.budget().has_room(self.open())
     }
 
     /// Waits until the node may take connections.
@@ -176,7 +222,7 @@ impl Capacity {
             tokio::pin!(notified);
             // Registered before the check: a close after it wakes us.
             notified.as_mut().enable();
-            if self.budget.has_room(self.open()) {
+            if self.budget().has_room(self.open()) {
                 return;
             }
             notified.await;
@@ -245,6 +291,31 @@ mod tests {
         };
         assert_eq!(unlimited.capacity(), None);
         assert!(unlimited.has_room(u64::MAX - 1));
+    }
+
+    #[test]
+    fn a_new_sample_counts_when_the_limit_changes_or_the_baseline_moves() {
+        let b = FdBudget {
+            limit: Some(128),
+            baseline: 20,
+        };
+        assert_eq!(b.resampled(Some(128), 20 + 50, 50), None, "the same");
+        assert_eq!(
+            b.resampled(Some(128), 20 + BASELINE_SLACK - 1 + 50, 50),
+            None,
+            "jitter"
+        );
+        let grown = b.resampled(Some(128), 20 + BASELINE_SLACK + 50, 50);
+        assert_eq!(
+            grown.and_then(|g| g.capacity()),
+            Some(128 - 20 - BASELINE_SLACK - FD_RESERVE),
+            "the service keeps descriptors open: less room"
+        );
+        let lowered = b.resampled(Some(100), 70, 50).expect("a new limit");
+        assert_eq!(lowered.capacity(), Some(100 - 20 - FD_RESERVE));
+        assert_eq!(b.resampled(None, 70, 50).map(|n| n.capacity()), Some(None));
+        // More connections counted than descriptors open: baseline 0.
+        assert_eq!(b.resampled(Some(128), 10, 50).map(|n| n.baseline), Some(0));
     }
 
     #[test]

@@ -536,6 +536,7 @@ pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
         tracing::info!(fd_limit = budget.limit, connections = n, "descriptor limit");
         let _ = controller.call_oneway("capacity", (n,)).await;
     }
+    tokio::spawn(resample_budget(capacity.clone(), controller.clone()));
     let _ = controller.call_oneway("ready", ()).await;
     tracing::info!(
         node = cfg.node_id,
@@ -586,6 +587,28 @@ pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
         (false, 0) => NodeExit::Stopped,
         (false, _) => NodeExit::StoppedForced,
     })
+}
+
+/// Samples the descriptor budget every [`RESAMPLE_EVERY`] and tells the
+/// controller a changed capacity (a limit without one is sent as
+/// `u64::MAX`). Ends with the control link.
+async fn resample_budget(capacity: Arc<Capacity>, controller: RemoteObject) {
+    loop {
+        tokio::time::sleep(crate::capacity::RESAMPLE_EVERY).await;
+        let Some(budget) = capacity.resample() else {
+            continue;
+        };
+        let n = budget.capacity().unwrap_or(u64::MAX);
+        tracing::info!(
+            fd_limit = budget.limit,
+            open = budget.baseline,
+            connections = n,
+            "descriptor budget changed"
+        );
+        if controller.call_oneway("capacity", (n,)).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Tells both the reporter and the capacity gate of each connection.
