@@ -157,7 +157,10 @@ pub(crate) fn log_error(what: &'static str, e: &std::io::Error) {
 /// ([`Capacity::opened`], [`Capacity::closed`]).
 #[derive(Debug)]
 pub struct Capacity {
-    budget: Mutex<FdBudget>,
+    /// The limit (`u64::MAX`: none) and baseline of the budget: atomics,
+    /// read on every accept; written once a second at most.
+    limit: AtomicU64,
+    baseline: AtomicU64,
     open: AtomicU64,
     room: Notify,
     exhausted_at: Mutex<Option<Instant>>,
@@ -167,7 +170,8 @@ impl Capacity {
     /// A gate for `budget`, with no connection open.
     pub fn new(budget: FdBudget) -> Self {
         Capacity {
-            budget: Mutex::new(budget),
+            limit: AtomicU64::new(budget.limit.unwrap_or(u64::MAX)),
+            baseline: AtomicU64::new(budget.baseline),
             open: AtomicU64::new(0),
             room: Notify::new(),
             exhausted_at: Mutex::new(None),
@@ -176,10 +180,10 @@ impl Capacity {
 
     /// The budget.
     pub fn budget(&self) -> FdBudget {
-        // (A poisoned lock still holds a budget; nothing panics holding it.)
-        match self.budget.lock() {
-            Ok(b) => *b,
-            Err(poisoned) => **poisoned.get_ref(),
+        let limit = self.limit.load(Ordering::SeqCst);
+        FdBudget {
+            limit: (limit != u64::MAX).then_some(limit),
+            baseline: self.baseline.load(Ordering::SeqCst),
         }
     }
 
@@ -190,9 +194,11 @@ impl Capacity {
     pub fn resample(&self) -> Option<FdBudget> {
         let fds = open_fds()?;
         let new = self.budget().resampled(nofile_limit(), fds, self.open())?;
-        if let Ok(mut b) = self.budget.lock() {
-            *b = new;
-        }
+        // (Read apart from the limit for a moment: either order errs by
+        // one sample, which the next check corrects.)
+        self.baseline.store(new.baseline, Ordering::SeqCst);
+        self.limit
+            .store(new.limit.unwrap_or(u64::MAX), Ordering::SeqCst);
         // The capacity may have grown.
         self.room.notify_waiters();
         Some(new)
@@ -217,6 +223,10 @@ impl Capacity {
 
     /// Waits until the node may take connections.
     pub async fn wait_room(&self) {
+        // The usual case, without registering a waiter.
+        if self.budget().has_room(self.open()) {
+            return;
+        }
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
