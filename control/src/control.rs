@@ -23,12 +23,19 @@
 //! | `hello(pid)` | call | returns the [`NodeConfig`] as JSON |
 //! | `sessions(opened, closed)` | one-way | connections accepted and ended since the last report |
 //! | `ready()` | one-way | the node serves |
+//! | `capacity(n)` | one-way | the node can hold at most `n` connections at once (its descriptor limit, less what it uses besides and a reserve for a whole `dispatch` frame); sent before `ready` by a node with a limit |
 //!
 //! Reports are coalesced ([`Balance::report_delay`]): a node sends one
 //! `sessions` for all the connections that opened and closed within the
 //! delay after the first, and a `grant` node that used its last grant
 //! reports at once. The controller answers a report with at most one
 //! `grant(n)` per node.
+//!
+//! A node's `capacity` is a per-node limit like `max-node-clients`: the
+//! controller neither grants nor dispatches past it, so connections wait in
+//! the kernel's accept queue (or the controller's own, short, queue) until
+//! the node reports closes. A node never takes a connection past it either
+//! (in `shared` and `reuseport` modes that is the only bound).
 //!
 //! In `dispatch` mode connections travel over a second socket, not the
 //! control link: each frame is one byte, the number of descriptors attached
@@ -289,6 +296,17 @@ pub struct NodeStatus {
     /// Sum of served-call latencies, microseconds.
     #[serde(default)]
     pub latency_sum_us: u64,
+    /// The node's descriptor limit (soft `RLIMIT_NOFILE`), if it has one.
+    #[serde(default)]
+    pub fd_limit: Option<u64>,
+    /// Connections the node can hold within its descriptor limit (see
+    /// `capacity` in the [module](self) documentation), if limited.
+    #[serde(default)]
+    pub capacity: Option<u64>,
+    /// The node is not taking connections: it holds as many as its
+    /// descriptor limit allows, or ran out of descriptors a moment ago.
+    #[serde(default)]
+    pub full: bool,
 }
 
 #[cfg(test)]

@@ -6,8 +6,15 @@
 //! received with `MSG_CMSG_CLOEXEC`, so there is no window in which an
 //! `exec` elsewhere in the process could inherit them. A frame that arrives
 //! with more descriptors than expected has the extra ones closed, and a
-//! truncated control message (`MSG_CTRUNC`) is an error, never a silent fd
-//! leak.
+//! truncated control message (`MSG_CTRUNC`) is never a silent fd leak:
+//! [`recv`] reports it as an error (closing what did arrive), and
+//! [`recv_frame`] hands over what did arrive and says that some were lost.
+//!
+//! The kernel truncates a frame's descriptors when the receiver's
+//! descriptor table is full (`EMFILE`): it installs as many as fit and
+//! closes the rest, which are lost to both sides. A receiver that must not
+//! lose any (a node in `dispatch` mode) keeps room for a whole frame
+//! ([`MAX_FDS`]) before it receives.
 //!
 //! One of the three modules of the crate with `unsafe` code (with `quiet`'s
 //! reactor registration and `listen`'s `getsockopt`): adopting a raw
@@ -18,7 +25,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 use crate::quiet::QuietStream;
 
@@ -57,45 +64,89 @@ pub async fn send(sock: &mut QuietStream, data: &[u8], fds: &[BorrowedFd<'_>]) -
     }
 }
 
+/// A frame's descriptors, as [`recv_frame`] received them.
+#[derive(Debug, Default)]
+pub struct Frame {
+    /// The descriptors that arrived (close-on-exec).
+    pub fds: Vec<OwnedFd>,
+    /// The kernel truncated the descriptors (`MSG_CTRUNC`): some that were
+    /// sent did not arrive and are closed (lost). Happens when this
+    /// process's descriptor table is full.
+    pub truncated: bool,
+}
+
 /// Receives one frame of exactly `buf.len()` bytes and the descriptors that
 /// came with it. Returns `Ok(None)` on a clean end of stream before the
-/// frame started.
+/// frame started. A truncated frame is an error (`InvalidData`), and what
+/// did arrive of it is closed.
 pub async fn recv(sock: &QuietStream, buf: &mut [u8]) -> io::Result<Option<Vec<OwnedFd>>> {
-    let mut fds = Vec::new();
+    match recv_frame(sock, buf).await? {
+        Some(frame) if frame.truncated => Err(truncated_error()),
+        Some(frame) => Ok(Some(frame.fds)),
+        None => Ok(None),
+    }
+}
+
+/// As [`recv`], but a truncated frame is not an error: the descriptors that
+/// did arrive are returned with [`Frame::truncated`] set, so that the
+/// caller can still use them.
+pub async fn recv_frame(sock: &QuietStream, buf: &mut [u8]) -> io::Result<Option<Frame>> {
+    let mut frame = Frame::default();
     let n = sock
         .read_with(|s| {
-            let (n, mut more) = recv_some(s.as_raw_fd(), buf)?;
-            fds.append(&mut more);
-            Ok(n)
+            let got = recv_flags(s.as_raw_fd(), buf, 0)?;
+            frame.add(got.fds, got.truncated);
+            Ok(got.bytes)
         })
         .await?;
-    finish(sock, buf, n, fds).await
+    finish(sock, buf, n, frame).await
 }
 
 /// As [`recv`], but only if a frame has begun to arrive: `WouldBlock` if
 /// nothing is there (a frame that has begun is waited for whole).
 pub async fn try_recv(sock: &QuietStream, buf: &mut [u8]) -> io::Result<Option<Vec<OwnedFd>>> {
-    let (n, fds) = recv_some(sock.as_raw_fd(), buf)?;
-    finish(sock, buf, n, fds).await
+    let got = recv_flags(sock.as_raw_fd(), buf, 0)?;
+    let mut frame = Frame::default();
+    frame.add(got.fds, got.truncated);
+    match finish(sock, buf, got.bytes, frame).await? {
+        Some(frame) if frame.truncated => Err(truncated_error()),
+        Some(frame) => Ok(Some(frame.fds)),
+        None => Ok(None),
+    }
 }
 
-/// The rest of a frame of which `filled` bytes (and `fds`) came.
+fn truncated_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "control message truncated (descriptors lost: too many, or the descriptor table is full)",
+    )
+}
+
+impl Frame {
+    fn add(&mut self, mut fds: Vec<OwnedFd>, truncated: bool) {
+        self.fds.append(&mut fds);
+        self.truncated |= truncated;
+    }
+}
+
+/// The rest of a frame of which `filled` bytes (and `frame`'s descriptors)
+/// came.
 async fn finish(
     sock: &QuietStream,
     buf: &mut [u8],
     mut filled: usize,
-    mut fds: Vec<OwnedFd>,
-) -> io::Result<Option<Vec<OwnedFd>>> {
+    mut frame: Frame,
+) -> io::Result<Option<Frame>> {
     if filled == 0 && !buf.is_empty() {
         return Ok(None);
     }
     while filled < buf.len() {
-        check_count(&fds)?;
+        check_count(&frame.fds)?;
         let n = sock
             .read_with(|s| {
-                let (n, mut more) = recv_some(s.as_raw_fd(), &mut buf[filled..])?;
-                fds.append(&mut more);
-                Ok(n)
+                let got = recv_flags(s.as_raw_fd(), &mut buf[filled..], 0)?;
+                frame.add(got.fds, got.truncated);
+                Ok(got.bytes)
             })
             .await?;
         if n == 0 {
@@ -106,8 +157,8 @@ async fn finish(
         }
         filled += n;
     }
-    check_count(&fds)?;
-    Ok(Some(fds))
+    check_count(&frame.fds)?;
+    Ok(Some(frame))
 }
 
 fn check_count(fds: &[OwnedFd]) -> io::Result<()> {
@@ -131,53 +182,83 @@ pub fn drain(sock: BorrowedFd<'_>) -> io::Result<Vec<OwnedFd>> {
     let mut all = Vec::new();
     let mut buf = [0u8; 64];
     loop {
-        match recv_flags(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-            Ok((0, fds)) => {
-                all.extend(fds);
+        match recv_flags(sock.as_raw_fd(), &mut buf, libc::MSG_DONTWAIT) {
+            Ok(got) if got.bytes == 0 => {
+                all.extend(got.fds);
                 return Ok(all);
             }
-            Ok((_, fds)) => all.extend(fds),
+            // A truncated frame: what did arrive is kept; go on.
+            Ok(got) => all.extend(got.fds),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(all),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // A truncated frame: what did arrive was closed; go on.
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
             Err(e) => return Err(e),
         }
     }
 }
 
-fn recv_some(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    recv_flags(sock, buf, MsgFlags::empty())
+/// What one `recvmsg` brought.
+struct Got {
+    bytes: usize,
+    fds: Vec<OwnedFd>,
+    truncated: bool,
 }
 
-fn recv_flags(sock: RawFd, buf: &mut [u8], flags: MsgFlags) -> io::Result<(usize, Vec<OwnedFd>)> {
+/// A buffer for the control message of a frame, at least `CMSG_SPACE` of
+/// [`MAX_FDS`] descriptors, in `u64`s for the alignment `cmsghdr` needs.
+const CMSG_WORDS: usize =
+    (std::mem::size_of::<libc::cmsghdr>() + MAX_FDS * std::mem::size_of::<RawFd>()).div_ceil(8) + 1;
+
+/// One `recvmsg` with `MSG_CMSG_CLOEXEC`, adopting every descriptor the
+/// kernel installed, also when it truncated the control message. (nix's
+/// `RecvMsg::cmsgs` refuses to parse a truncated one, `ENOBUFS`, which
+/// leaked the descriptors that did arrive; the kernel writes a well-formed
+/// header for exactly those, so they are read here.)
+fn recv_flags(sock: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Got> {
+    let mut space = [0u64; CMSG_WORDS];
     let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let msg = recvmsg::<()>(
-        sock,
-        &mut iov,
-        Some(&mut space),
-        flags | MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    // SAFETY: all zeroes is a valid `msghdr` (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr().cast();
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    // Room for exactly `MAX_FDS`: more are truncated, not taken.
+    // SAFETY: CMSG_SPACE only computes a size.
+    let room = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) };
+    msg.msg_controllen = (room as usize).min(std::mem::size_of_val(&space)) as _;
+    // SAFETY: `msg` points at a live iovec (of `buf`, via `IoSliceMut`,
+    // which is ABI-compatible with `iovec`) and a live control buffer of
+    // the length given; the kernel writes within those lengths.
+    let n = unsafe { libc::recvmsg(sock, &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
     let mut fds = Vec::new();
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(received) = cmsg {
-            for fd in received {
-                // SAFETY: the kernel just installed `fd` in our table for us
-                // (SCM_RIGHTS); nothing else owns it, so adopting it is sound
-                // and guarantees it is closed exactly once.
-                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    // SAFETY: the kernel set `msg_controllen` to what it wrote into
+    // `space`, which is aligned for `cmsghdr`; the CMSG macros stay within
+    // it. Each SCM_RIGHTS entry holds `(cmsg_len - CMSG_LEN(0)) / 4`
+    // descriptors that the kernel just installed in our table for us:
+    // nothing else owns them, so adopting each is sound and guarantees it
+    // is closed exactly once.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let header = &*cmsg;
+            if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+                let data_len =
+                    (header.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..data_len / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
             }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-        // Whatever did arrive is in `fds` and gets closed on return.
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "control message truncated (too many descriptors)",
-        ));
-    }
-    Ok((msg.bytes, fds))
+    Ok(Got {
+        bytes: n as usize,
+        fds,
+        truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
 }
 
 /// Takes ownership of an inherited descriptor that must be a unix stream
@@ -398,6 +479,80 @@ mod tests {
         let raw = a.into_raw_fd();
         let adopted = adopt_unix_stream(raw).expect("a unix stream socket is adopted");
         assert!(is_cloexec(adopted.as_fd()).expect("fcntl"));
+    }
+
+    /// Sends `n` unix sockets in one frame, past [`send`]'s limit, and keeps
+    /// their peers: a peer reads end-of-stream once every copy of the sent
+    /// socket is closed.
+    fn send_many(a: &QuietStream, n: usize) -> Vec<std::os::unix::net::UnixStream> {
+        let (mut peers, sent): (Vec<_>, Vec<_>) = (0..n)
+            .map(|_| std::os::unix::net::UnixStream::pair().expect("pair"))
+            .unzip();
+        let raw: Vec<RawFd> = sent.iter().map(AsRawFd::as_raw_fd).collect();
+        let iov = [IoSlice::new(b"x")];
+        sendmsg::<()>(
+            a.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::empty(),
+            None,
+        )
+        .expect("sendmsg");
+        drop(sent); // in flight now: the frame holds the only copies
+        for p in &mut peers {
+            p.set_nonblocking(true).expect("nonblocking");
+        }
+        peers
+    }
+
+    fn closed(peer: &mut std::os::unix::net::UnixStream) -> bool {
+        use std::io::Read;
+        matches!(peer.read(&mut [0u8; 1]), Ok(0))
+    }
+
+    /// A truncated frame (more descriptors than the receiver takes; the
+    /// kernel does the same when the receiver's table is full): what
+    /// arrived is handed over by `recv_frame`, and `recv` closes it with an
+    /// error; nothing leaks either way (nix refused to parse the truncated
+    /// message and leaked what had arrived).
+    #[tokio::test]
+    async fn truncated_frames_keep_or_close_what_arrived_and_leak_nothing() {
+        let (a, b) = pair();
+        let mut peers = send_many(&a, MAX_FDS + 4);
+        let mut buf = [0u8; 1];
+        let frame = recv_frame(&b, &mut buf)
+            .await
+            .expect("recv")
+            .expect("frame");
+        assert!(frame.truncated);
+        assert_eq!(frame.fds.len(), MAX_FDS, "what arrived is handed over");
+        for fd in &frame.fds {
+            assert!(is_cloexec(fd.as_fd()).expect("fcntl"));
+        }
+        for p in &mut peers[MAX_FDS..] {
+            assert!(closed(p), "the kernel closed what did not fit");
+        }
+        for p in &mut peers[..MAX_FDS] {
+            assert!(!closed(p), "what arrived is open");
+        }
+        drop(frame);
+        for p in &mut peers[..MAX_FDS] {
+            assert!(closed(p), "and closed once dropped");
+        }
+        let mut peers = send_many(&a, MAX_FDS + 1);
+        let err = recv(&b, &mut buf).await.expect_err("truncated");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("truncated"), "{err}");
+        for p in &mut peers {
+            assert!(closed(p), "recv closed what arrived: nothing leaks");
+        }
+        let mut peers = send_many(&a, MAX_FDS + 2);
+        let back = drain(b.as_fd()).expect("drain");
+        assert_eq!(back.len(), MAX_FDS, "drain keeps what arrived");
+        drop(back);
+        for p in &mut peers {
+            assert!(closed(p));
+        }
     }
 
     #[tokio::test]

@@ -63,7 +63,9 @@ pub struct NodeReport {
     /// `starting`, `serving`, `retiring` (being removed by a reload or a
     /// scale-down: finishing its links, then exiting), `draining` (the
     /// service stops gracefully: finishing its links), `stopping` (a forced
-    /// stop), `restarting`, `exited`, `unresponsive`.
+    /// stop), `restarting`, `exited`, `unresponsive`, `full` (serving, but
+    /// not taking connections: it holds as many as its descriptor limit
+    /// allows, or ran out of descriptors a moment ago).
     pub state: String,
     /// Open sessions.
     pub sessions: u64,
@@ -87,6 +89,13 @@ pub struct NodeReport {
     /// 99th percentile served-call latency, microseconds (bucket upper bound).
     #[serde(default)]
     pub p99_us: Option<u64>,
+    /// The node's descriptor limit, if it has one.
+    #[serde(default)]
+    pub fd_limit: Option<u64>,
+    /// Connections the node can hold within its descriptor limit, if
+    /// limited.
+    #[serde(default)]
+    pub capacity: Option<u64>,
 }
 
 impl NodeReport {
@@ -103,6 +112,11 @@ impl NodeReport {
         };
         self.p50_us = q(0.5);
         self.p99_us = q(0.99);
+        self.fd_limit = s.fd_limit;
+        self.capacity = s.capacity;
+        if s.full && self.state == "serving" {
+            self.state = "full".to_owned();
+        }
     }
 }
 

@@ -17,6 +17,26 @@
 //! backlog holds new connections meanwhile. A node that dies takes its
 //! grants and its counts with it: nothing waits on a dead node.
 //!
+//! A node's **capacity** (how many connections its descriptor limit lets
+//! it hold, [`Balancer::set_capacity`]) is a per-node limit like
+//! `max_node_clients`: a node at it gets no grant and no connection, and
+//! connections wait (in the kernel's accept queue) until it reports closes.
+//!
+//! **Stale grants**: a node that holds grants and has not reported for
+//! [`GRANT_STALE`] (hung, stopped, or merely idle) does not hold back the
+//! others: the window of every fresh node is computed as if the stale one
+//! had used all its grants already, and the emptiest fresh node may always
+//! take one more. A stale node gets no new grants while some node is fresh
+//! (when all are stale, as when idle, granting is as without staleness).
+//! The core grants again when grants go stale ([`Balancer::next_stale`]),
+//! so a hung node holds the others back for at most [`GRANT_STALE`].
+//! Its grants are not revoked (there is no message for that) and still
+//! count against `max_clients` and its `max_node_clients`, so the limits
+//! hold exactly; what staleness costs is evenness: while a node is stale
+//! the others' counts may end up to its outstanding grants (at most
+//! [`GRANT_WINDOW`]) above the stale node's, instead of one. Without a
+//! clock ([`Balancer::at`] never called) no grant goes stale.
+//!
 //! **`dispatch`**: the controller accepts and picks the node with the fewest
 //! open connections (ties rotate), counting the connection at once.
 //!
@@ -30,6 +50,7 @@
 //! are still counted as grants it holds).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use vole_control::control::Balance;
 
@@ -38,6 +59,10 @@ pub type NodeId = u32;
 
 /// Most grants a node holds at once in `grant` mode.
 pub const GRANT_WINDOW: u64 = 16;
+
+/// How long a node may hold grants without reporting before they count as
+/// stale (see the [module](self) documentation).
+pub const GRANT_STALE: Duration = Duration::from_millis(100);
 
 /// How a node gets its connections, which follows from the balance mode:
 /// the one place (with [`Balancer`]) that knows what each mode means.
@@ -88,6 +113,12 @@ struct Load {
     /// Whether the node serves (it said `ready`); a node that does not yet
     /// is starting.
     ready: bool,
+    /// Most connections the node can hold (its descriptor limit), if it
+    /// said.
+    capacity: Option<u64>,
+    /// Since when the node has held grants without reporting: its last
+    /// report, or when it got grants while holding none.
+    holding_since: Option<Instant>,
 }
 
 /// The balancing state of a controller.
@@ -97,6 +128,8 @@ pub struct Balancer {
     limits: Limits,
     nodes: BTreeMap<NodeId, Load>,
     rotate: u64,
+    /// The time of the event being handled ([`Balancer::at`]).
+    now: Option<Instant>,
 }
 
 impl Balancer {
@@ -107,6 +140,64 @@ impl Balancer {
             limits,
             nodes: BTreeMap::new(),
             rotate: 0,
+            now: None,
+        }
+    }
+
+    /// The time now: what follows happens at `now` (grants go stale by
+    /// it). Without it no grant is ever stale.
+    pub fn at(&mut self, now: Instant) {
+        self.now = Some(now);
+    }
+
+    /// Whether a node's grants are stale now.
+    fn stale(&self, load: &Load) -> bool {
+        match (self.now, load.holding_since) {
+            (Some(now), Some(since)) => {
+                load.granted > 0 && now.saturating_duration_since(since) >= GRANT_STALE
+            }
+            _ => false,
+        }
+    }
+
+    /// When the grants held now go stale, the earliest, if any may: a
+    /// moment to grant again at, since the others' windows open then.
+    pub fn next_stale(&self) -> Option<Instant> {
+        self.nodes
+            .values()
+            .filter(|l| l.granted > 0 && !self.stale(l))
+            .filter_map(|l| l.holding_since)
+            .min()
+            .map(|since| since + GRANT_STALE)
+    }
+
+    /// Whether `id` holds stale grants now.
+    pub fn is_stale(&self, id: NodeId) -> bool {
+        self.nodes.get(&id).is_some_and(|l| self.stale(l))
+    }
+
+    /// A node says how many connections it can hold at once (its
+    /// descriptor limit): it gets no grant and no connection beyond that.
+    pub fn set_capacity(&mut self, id: NodeId, connections: u64) {
+        if let Some(load) = self.nodes.get_mut(&id) {
+            load.capacity = Some(connections);
+        }
+    }
+
+    /// Whether a node holds (or has been granted) as many connections as
+    /// it can: at its capacity or at `max_node_clients`.
+    pub fn is_full(&self, id: NodeId) -> bool {
+        self.nodes
+            .get(&id)
+            .is_some_and(|l| self.node_max(l).is_some_and(|m| l.open + l.granted >= m))
+    }
+
+    /// Most connections a node may hold: the smaller of its capacity and
+    /// `max_node_clients`.
+    fn node_max(&self, load: &Load) -> Option<u64> {
+        match (load.capacity, self.limits.max_node_clients) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -145,7 +236,10 @@ impl Balancer {
     /// A node reports connections opened and closed since its last report.
     pub fn sessions(&mut self, id: NodeId, opened: u64, closed: u64) {
         let dispatch = self.mode == Balance::Dispatch;
+        let now = self.now;
         if let Some(load) = self.nodes.get_mut(&id) {
+            // A report: the node is not stuck (its grants are fresh again).
+            load.holding_since = now;
             if dispatch {
                 // Counted when dispatched; `opened` only confirms.
             } else {
@@ -183,8 +277,7 @@ impl Balancer {
         let total: u64 = self.nodes.values().map(|l| l.open + l.granted).sum::<u64>() + extra_total;
         self.limits.max_clients.is_none_or(|max| total < max)
             && self
-                .limits
-                .max_node_clients
+                .node_max(load)
                 .is_none_or(|max| load.open + load.granted < max)
     }
 
@@ -204,10 +297,14 @@ impl Balancer {
             return Vec::new();
         }
         // Emptiest first: under `max_clients` they get the room first.
+        // While some serving node is fresh, stale nodes get nothing (they
+        // are not using what they hold) and are not the emptiest serving
+        // node for the others; when all are stale (idle), nothing changes.
+        let any_fresh = self.nodes.values().any(|l| l.ready && !self.stale(l));
         let mut order: Vec<(u64, NodeId)> = self
             .nodes
             .iter()
-            .filter(|(_, l)| l.ready)
+            .filter(|(_, l)| l.ready && !(any_fresh && self.stale(l)))
             .map(|(id, l)| (l.open, *id))
             .collect();
         order.sort_unstable();
@@ -220,11 +317,18 @@ impl Balancer {
             // Nodes still starting count too (with what they have), so the
             // first node up does not take a whole window before the others
             // are serving.
+            // A stale node counts as if it had used its grants.
             let others_min = self
                 .nodes
                 .iter()
                 .filter(|(other, _)| **other != id)
-                .map(|(_, l)| l.open)
+                .map(|(_, l)| {
+                    if any_fresh && self.stale(l) {
+                        l.open + l.granted
+                    } else {
+                        l.open
+                    }
+                })
                 .min();
             let Some(load) = self.nodes.get(&id).copied() else {
                 continue;
@@ -236,7 +340,7 @@ impl Balancer {
             }
             let cap = cap.min(GRANT_WINDOW);
             let mut room = cap.saturating_sub(load.granted);
-            if let Some(max) = self.limits.max_node_clients {
+            if let Some(max) = self.node_max(&load) {
                 room = room.min(max.saturating_sub(load.open + load.granted));
             }
             if let Some(max) = self.limits.max_clients {
@@ -248,13 +352,35 @@ impl Balancer {
             if n == 0 {
                 continue;
             }
+            let now = self.now;
             if let Some(l) = self.nodes.get_mut(&id) {
+                if l.granted == 0 {
+                    l.holding_since = now;
+                }
                 l.granted += room;
             }
             total += room;
             grants.push((id, n));
         }
         grants
+    }
+
+    /// `dispatch` mode, at a graceful stop: the least-loaded serving node
+    /// whatever the limits (counted at once), or `None` if none serves.
+    /// Connections already accepted are better served late than closed: a
+    /// full node takes them as its draining links close (its own gate
+    /// keeps its reserve of descriptors).
+    pub fn pick_any(&mut self) -> Option<NodeId> {
+        let id = self
+            .nodes
+            .iter()
+            .filter(|(_, l)| l.ready)
+            .min_by_key(|(_, l)| l.open)
+            .map(|(id, _)| *id)?;
+        if let Some(l) = self.nodes.get_mut(&id) {
+            l.open += 1;
+        }
+        Some(id)
     }
 
     /// `dispatch` mode: the node for the next connection (counted at once),
@@ -290,6 +416,8 @@ impl Balancer {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     /// A tiny deterministic generator for the simulation.
@@ -463,6 +591,216 @@ mod tests {
         assert_eq!(b.pick(), None);
         let mut g = Balancer::new(Balance::Grant, Limits::default());
         assert!(g.take_grants().is_empty());
+    }
+
+    #[test]
+    fn capacity_bounds_grants_and_picks_like_max_node_clients() {
+        let mut b = ready(Balance::Grant, 1, Limits::default());
+        b.set_capacity(0, 3);
+        assert_eq!(grants(&mut b), vec![(0, 3)], "the window stops at capacity");
+        assert!(b.is_full(0), "granted up to capacity");
+        b.sessions(0, 3, 0);
+        assert!(grants(&mut b).is_empty(), "at capacity: no grant");
+        assert!(b.is_full(0));
+        b.sessions(0, 0, 2);
+        assert_eq!(grants(&mut b), vec![(0, 2)], "closes make room");
+        // The smaller of capacity and max_node_clients counts.
+        let limits = Limits {
+            max_clients: None,
+            max_node_clients: Some(2),
+        };
+        let mut d = ready(Balance::Dispatch, 2, limits);
+        d.set_capacity(0, 1);
+        d.set_capacity(1, 5);
+        let picks: Vec<_> = std::iter::from_fn(|| d.pick()).take(10).collect();
+        let mut per = [0; 2];
+        for p in &picks {
+            per[*p as usize] += 1;
+        }
+        assert_eq!(
+            per,
+            [1, 2],
+            "node 0 at capacity, node 1 at max_node_clients"
+        );
+        assert!(d.is_full(0) && d.is_full(1));
+        d.sessions(0, 1, 1);
+        assert_eq!(d.pick(), Some(0), "room again after a close");
+        // A restarted node starts without a capacity until it says.
+        d.node_gone(0);
+        d.node_starting(0);
+        d.node_ready(0);
+        assert!(!d.is_full(0));
+    }
+
+    const TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+    /// A node that holds grants and does not report (stopped) stops holding
+    /// the other back once its grants are stale: the other is granted one
+    /// at a time, as if the stale node had used its grants.
+    #[test]
+    fn stale_grants_stop_holding_the_others_back() {
+        let t0 = Instant::now();
+        let mut b = ready(Balance::Grant, 2, Limits::default());
+        b.at(t0);
+        assert_eq!(grants(&mut b), vec![(0, 1), (1, 1)]);
+        assert_eq!(b.next_stale(), Some(t0 + GRANT_STALE));
+        // Node 1 takes a connection; node 0 is stopped (it may catch up).
+        b.at(t0 + TICK);
+        b.sessions(1, 1, 0);
+        assert_eq!(grants(&mut b), vec![(0, 1)], "node 1 waits for node 0");
+        assert!(!b.is_stale(0));
+        b.at(t0 + GRANT_STALE);
+        assert!(b.is_stale(0), "stale {GRANT_STALE:?} after its first grant");
+        // Node 1 takes connections, using every grant it gets.
+        let mut open = 1;
+        for n in 0..20 {
+            let got = grants(&mut b);
+            assert!(
+                matches!(got[..], [(1, k)] if k >= 1),
+                "connection {n}: node 1 is granted: {got:?}"
+            );
+            b.at(t0 + GRANT_STALE + TICK * n);
+            let used = b.granted(1);
+            open += used;
+            b.sessions(1, used, 0);
+        }
+        assert_eq!(b.open(1), open);
+        assert_eq!(b.granted(0), 2, "the stale node got nothing more");
+        // Node 0 comes back and reports: it is fresh, and behind.
+        b.at(t0 + GRANT_STALE * 5);
+        b.sessions(0, 1, 0);
+        assert!(!b.is_stale(0));
+        assert_eq!(
+            grants(&mut b),
+            vec![(0, GRANT_WINDOW as u32 - 1)],
+            "fresh and far behind: the whole window"
+        );
+    }
+
+    /// Idle nodes all go stale: nothing changes for them (no grants pile
+    /// up), and without a clock nothing ever goes stale.
+    #[test]
+    fn idle_nodes_going_stale_change_nothing() {
+        let t0 = Instant::now();
+        let mut b = ready(Balance::Grant, 3, Limits::default());
+        b.at(t0);
+        assert_eq!(grants(&mut b), vec![(0, 1), (1, 1), (2, 1)]);
+        b.at(t0 + GRANT_STALE * 10);
+        assert!((0..3).all(|id| b.is_stale(id)));
+        assert!(grants(&mut b).is_empty());
+        assert_eq!(b.next_stale(), None, "no timer needed while all are stale");
+        let mut clockless = ready(Balance::Grant, 2, Limits::default());
+        assert_eq!(grants(&mut clockless), vec![(0, 1), (1, 1)]);
+        clockless.sessions(1, 1, 0);
+        assert_eq!(grants(&mut clockless), vec![(0, 1)], "node 0 may catch up");
+        assert!(!clockless.is_stale(0));
+        assert_eq!(clockless.next_stale(), None);
+    }
+
+    /// Stale grants still count against the limits: a stopped node's
+    /// grants never let the service exceed `max_clients` or a node its
+    /// `max_node_clients`, whatever it does when it wakes up.
+    #[test]
+    fn stale_grants_keep_the_limits_exact() {
+        let seed = std::env::var("VOLE_SIM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5eed_u64);
+        let mut rng = Rng(seed);
+        let limits = Limits {
+            max_clients: Some(20),
+            max_node_clients: Some(8),
+        };
+        let t0 = Instant::now();
+        let mut b = ready(Balance::Grant, 3, limits);
+        let mut real: BTreeMap<NodeId, Real> = (0..3)
+            .map(|i| {
+                (
+                    i,
+                    Real {
+                        ready: true,
+                        ..Real::default()
+                    },
+                )
+            })
+            .collect();
+        let mut stopped: Option<NodeId> = None;
+        let mut stuck_since: Option<u32> = None;
+        let stale_steps = (GRANT_STALE.as_millis() / TICK.as_millis()) as u32 + 1;
+        for step in 0..20_000u32 {
+            let now = t0 + TICK * step;
+            b.at(now);
+            for (id, n) in b.take_grants() {
+                let r = real.get_mut(&id).expect("granted nodes exist");
+                r.grants += u64::from(n);
+            }
+            let total: u64 = real.values().map(|r| r.open + r.grants).sum();
+            assert!(total <= 20, "seed {seed} step {step}: {real:?}");
+            for (id, r) in &real {
+                assert!(r.open + r.grants <= 8, "seed {seed} step {step}: node {id}");
+            }
+            // Some node not stopped can always accept, unless the limits
+            // are reached.
+            let room = total < 20;
+            let can = real
+                .iter()
+                .any(|(id, r)| Some(*id) != stopped && r.grants > 0 && r.open < 8);
+            let full = real
+                .iter()
+                .filter(|(id, _)| Some(**id) != stopped)
+                .all(|(_, r)| r.open + r.grants >= 8);
+            // Stuck for no longer than it takes grants to go stale.
+            if can || !room || full {
+                stuck_since = None;
+            } else {
+                let since = *stuck_since.get_or_insert(step);
+                assert!(
+                    step - since <= stale_steps,
+                    "seed {seed} step {step}: nobody can accept since step {since}: {real:?}, stopped {stopped:?}"
+                );
+            }
+            match rng.below(10) {
+                0..=4 => {
+                    let holders: Vec<NodeId> = real
+                        .iter()
+                        .filter(|(id, r)| r.grants > 0 && Some(**id) != stopped)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if let Some(&id) = holders.get(rng.below(holders.len().max(1) as u64) as usize)
+                    {
+                        let r = real.get_mut(&id).expect("holder");
+                        r.open += 1;
+                        r.grants -= 1;
+                        b.sessions(id, 1, 0);
+                    }
+                }
+                5..=7 => {
+                    let busy: Vec<NodeId> = real
+                        .iter()
+                        .filter(|(id, r)| r.open > 0 && Some(**id) != stopped)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if let Some(&id) = busy.get(rng.below(busy.len().max(1) as u64) as usize) {
+                        real.get_mut(&id).expect("busy").open -= 1;
+                        b.sessions(id, 0, 1);
+                    }
+                }
+                8 => {
+                    // A node stops (or wakes up, using every grant it held).
+                    match stopped.take() {
+                        Some(id) => {
+                            let r = real.get_mut(&id).expect("stopped");
+                            let used = r.grants;
+                            r.open += used;
+                            r.grants = 0;
+                            b.sessions(id, used, 0);
+                        }
+                        None => stopped = Some(rng.below(3) as NodeId),
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// What a simulated node really has.

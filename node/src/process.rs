@@ -26,6 +26,7 @@ use vole_transport::stream::ServerSettings;
 use vole_transport::tls;
 use vole_transport::vop::ServerPolicy;
 
+use crate::capacity::{Capacity, FdBudget};
 use crate::{Error, GatewayFactory, Service, ServiceConfig, SessionObserver};
 use vole_control::control::{
     Balance, NodeConfig, NodeStatus, TicketKeys, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
@@ -81,6 +82,8 @@ struct StopRequest {
 struct NodeState {
     started: Instant,
     service: OnceLock<Service>,
+    /// Set when the node starts serving.
+    capacity: OnceLock<Arc<Capacity>>,
     grants: Semaphore,
     stop: watch::Sender<Option<StopRequest>>,
     /// TLS tickets, with keys from the controller.
@@ -124,6 +127,7 @@ impl NodeState {
             .get()
             .map(Service::snapshot)
             .unwrap_or_default();
+        let capacity = self.capacity.get();
         NodeStatus {
             pid: std::process::id(),
             sessions: snap.sessions,
@@ -136,6 +140,9 @@ impl NodeState {
             handshake_failures_by_reason: snap.handshake_failures_by_reason,
             latency_counts: snap.latency_counts,
             latency_sum_us: snap.latency_sum_us,
+            fd_limit: capacity.and_then(|c| c.budget().limit),
+            capacity: capacity.and_then(|c| c.budget().capacity()),
+            full: capacity.is_some_and(|c| c.is_full()),
         }
     }
 }
@@ -379,6 +386,7 @@ pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
     let state = Arc::new(NodeState {
         started: Instant::now(),
         service: OnceLock::new(),
+        capacity: OnceLock::new(),
         grants: Semaphore::new(0),
         stop: watch::channel(None).0,
         ticketer: SharedTicketer::new(TICKET_LIFETIME_SECS),
@@ -482,7 +490,11 @@ pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
         }
     };
     let reports = Arc::new(Reports::default());
-    let observer: Arc<dyn SessionObserver> = reports.clone();
+    // Measured now: what is open besides connections is open by now.
+    let budget = FdBudget::measure();
+    let capacity = Arc::new(Capacity::new(budget));
+    let _ = state.capacity.set(capacity.clone());
+    let observer: Arc<dyn SessionObserver> = Arc::new(Observers(reports.clone(), capacity.clone()));
     let service = Service::with_observer(service_cfg, factory, Some(observer));
     let _ = state.service.set(service.clone());
     tokio::spawn(report_sessions(
@@ -495,26 +507,41 @@ pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
     match cfg.balance {
         Balance::Grant => {
             let (svc, st, rep) = (service.clone(), state.clone(), reports.clone());
+            let cap = capacity.clone();
             accept_tasks.push(tokio::spawn(async move {
-                accept_with_grants(svc, st, rep, listeners).await
+                accept_with_grants(svc, st, rep, cap, listeners).await
             }));
         }
         Balance::Shared | Balance::Reuseport => {
             for l in listeners {
-                let svc = service.clone();
-                accept_tasks.push(tokio::spawn(async move { svc.run(l).await }));
+                let (svc, cap) = (service.clone(), capacity.clone());
+                accept_tasks.push(tokio::spawn(
+                    async move { accept_freely(svc, cap, l).await },
+                ));
             }
         }
         Balance::Dispatch => {
-            let svc = service.clone();
+            let (svc, cap) = (service.clone(), capacity.clone());
             let sock = conn_socket.ok_or_else(|| {
                 Error::Handoff("dispatch mode without a connection socket".to_owned())
             })?;
-            accept_tasks.push(tokio::spawn(
-                async move { take_dispatched(svc, sock).await },
-            ));
+            accept_tasks.push(tokio::spawn(async move {
+                take_dispatched(svc, cap, sock).await
+            }));
         }
     }
+    if let Some(n) = budget.capacity() {
+        if n == 0 {
+            tracing::error!(
+                fd_limit = budget.limit,
+                open = budget.baseline,
+                "the descriptor limit leaves no room for connections: raise it (ulimit -n, LimitNOFILE=)"
+            );
+        }
+        tracing::info!(fd_limit = budget.limit, connections = n, "descriptor limit");
+        let _ = controller.call_oneway("capacity", (n,)).await;
+    }
+    tokio::spawn(resample_budget(capacity.clone(), controller.clone()));
     let _ = controller.call_oneway("ready", ()).await;
     tracing::info!(
         node = cfg.node_id,
@@ -567,17 +594,59 @@ pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
     })
 }
 
-/// `grant` mode: accept one connection per grant. Using the last grant
-/// reports at once, so that the controller can grant again.
+/// Samples the descriptor budget every [`RESAMPLE_EVERY`] and tells the
+/// controller a changed capacity (a limit without one is sent as
+/// `u64::MAX`). Ends with the control link.
+async fn resample_budget(capacity: Arc<Capacity>, controller: RemoteObject) {
+    loop {
+        tokio::time::sleep(crate::capacity::RESAMPLE_EVERY).await;
+        let Some(budget) = capacity.resample() else {
+            continue;
+        };
+        let n = budget.capacity().unwrap_or(u64::MAX);
+        tracing::info!(
+            fd_limit = budget.limit,
+            open = budget.baseline,
+            connections = n,
+            "descriptor budget changed"
+        );
+        if controller.call_oneway("capacity", (n,)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Tells both the reporter and the capacity gate of each connection.
+struct Observers(Arc<Reports>, Arc<Capacity>);
+
+impl SessionObserver for Observers {
+    fn opened(&self) {
+        self.1.opened();
+        self.0.opened();
+    }
+
+    fn closed(&self) {
+        self.1.closed();
+        self.0.closed();
+    }
+}
+
+/// `grant` mode: accept one connection per grant, while the node has room
+/// for it. Using the last grant reports at once, so that the controller
+/// can grant again. An accept error keeps the grant, pauses and retries.
 async fn accept_with_grants(
     service: Service,
     state: Arc<NodeState>,
     reports: Arc<Reports>,
+    capacity: Arc<Capacity>,
     listeners: Vec<TcpListener>,
 ) {
     loop {
         let permit = tokio::select! {
-            p = state.grants.acquire() => p,
+            p = async {
+                capacity.wait_room().await;
+                state.grants.acquire().await
+            } => p,
             _ = service.stopping() => return,
         };
         match permit {
@@ -598,8 +667,33 @@ async fn accept_with_grants(
             Err(e) => {
                 // The grant was not used: keep it.
                 state.grants.add_permits(1);
-                crate::service::accept_error(e).await;
+                if crate::capacity::is_exhaustion(&e) {
+                    capacity.backoff("accept", &e).await;
+                } else {
+                    crate::service::accept_error(e).await;
+                }
             }
+        }
+    }
+}
+
+/// `shared` and `reuseport` modes: accept whenever the node has room; at
+/// capacity connections wait in the kernel's queue (for another node, in
+/// `shared` mode). Errors pause and retry.
+async fn accept_freely(service: Service, capacity: Arc<Capacity>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = service.stopping() => return,
+            a = async {
+                capacity.wait_room().await;
+                listener.accept().await
+            } => a,
+        };
+        match accepted {
+            Ok((tcp, _)) => service.serve_connection(tcp),
+            Err(e) if crate::capacity::is_exhaustion(&e) => capacity.backoff("accept", &e).await,
+            Err(e) => crate::service::accept_error(e).await,
         }
     }
 }
@@ -620,29 +714,52 @@ async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<tokio::net::Tc
 /// [`vole_control::control`]), and are served as they come. Nothing goes back: a
 /// connection is this node's once received, and if the node dies, the
 /// controller takes those it never received out of the socket itself.
-async fn take_dispatched(service: Service, sock: QuietStream) {
+///
+/// A frame is received only while the node has room for a whole one (the
+/// controller dispatches no more than the node's capacity, so this only
+/// waits when something else filled the table); frames wait in the socket
+/// meanwhile. An error pauses and retries: only the controller's going
+/// away (end of stream) ends the loop.
+async fn take_dispatched(service: Service, capacity: Arc<Capacity>, sock: QuietStream) {
     loop {
         let mut count = [0u8; 1];
         let frame = tokio::select! {
-            r = fdpass::recv(&sock, &mut count) => r,
+            biased;
             _ = service.stopping() => return,
+            r = async {
+                capacity.wait_room().await;
+                fdpass::recv_frame(&sock, &mut count).await
+            } => r,
         };
-        let fds = match frame {
-            Ok(Some(fds)) => fds,
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
             Ok(None) => return, // controller gone
-            Err(e) => {
-                tracing::error!(error = %e, "connection socket failed");
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::error!(error = %e, "connection socket closed inside a frame: the controller is gone");
                 return;
             }
+            Err(e) => {
+                capacity.backoff("receiving connections", &e).await;
+                continue;
+            }
         };
-        if fds.len() != usize::from(count[0]) {
+        if frame.truncated {
+            capacity.exhausted();
+            crate::capacity::log_error(
+                "receiving connections",
+                &std::io::Error::other(format!(
+                    "descriptor table full: the kernel closed {} connection(s) of a frame",
+                    usize::from(count[0]).saturating_sub(frame.fds.len())
+                )),
+            );
+        } else if frame.fds.len() != usize::from(count[0]) {
             tracing::error!(
                 said = count[0],
-                fds = fds.len(),
+                fds = frame.fds.len(),
                 "dispatch frame with a wrong number of connections"
             );
         }
-        for fd in fds {
+        for fd in frame.fds {
             let std = std::net::TcpStream::from(fd);
             match std
                 .set_nonblocking(true)
@@ -718,6 +835,10 @@ mod tests {
     }
 
     fn plain_service() -> Service {
+        observed_service(None)
+    }
+
+    fn observed_service(observer: Option<Arc<dyn SessionObserver>>) -> Service {
         use vole_link::publish::Published;
         let config = ServiceConfig {
             transport: ServerSettings {
@@ -731,10 +852,116 @@ mod tests {
             },
             node_id: Some(0),
         };
-        Service::new(
+        Service::with_observer(
             config,
             Arc::new(|_| Published::new("Gateway").into_object()),
+            observer,
         )
+    }
+
+    /// Accepted TCP connections (server ends) and their clients.
+    fn tcp_pairs(n: usize) -> (Vec<std::net::TcpStream>, Vec<std::net::TcpStream>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let clients: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let accepted = (0..n)
+            .map(|_| listener.accept().expect("accept").0)
+            .collect();
+        (accepted, clients)
+    }
+
+    async fn accepted_reaches(service: &Service, n: u64) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while service.snapshot().accepted < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} of {n} connections served", service.snapshot().accepted));
+    }
+
+    /// A frame the kernel truncated (the table was full, or, here, too many
+    /// descriptors) does not end the receive loop, as ENOBUFS did in issue
+    /// #13: what arrived is served, the node counts as full for a moment,
+    /// and the next frame is taken as usual.
+    #[tokio::test]
+    async fn a_truncated_frame_is_served_in_part_and_the_loop_goes_on() {
+        use std::os::fd::AsRawFd;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let mut controller = QuietStream::new(ours).expect("controller end");
+        let node = QuietStream::new(theirs).expect("node end");
+        let n = fdpass::MAX_FDS + 2;
+        let (accepted, clients) = tcp_pairs(n + 1);
+        let raw: Vec<RawFd> = accepted[..n].iter().map(AsRawFd::as_raw_fd).collect();
+        nix::sys::socket::sendmsg::<()>(
+            controller.as_raw_fd(),
+            &[std::io::IoSlice::new(&[n as u8])],
+            &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .expect("sendmsg");
+        let last = std::os::fd::AsFd::as_fd(&accepted[n]);
+        fdpass::send(&mut controller, &[1], &[last])
+            .await
+            .expect("send");
+        drop(accepted);
+        let service = plain_service();
+        let capacity = Arc::new(Capacity::new(FdBudget {
+            limit: None,
+            baseline: 0,
+        }));
+        let task = tokio::spawn(take_dispatched(service.clone(), capacity.clone(), node));
+        accepted_reaches(&service, fdpass::MAX_FDS as u64 + 1).await;
+        assert_eq!(service.snapshot().accepted, fdpass::MAX_FDS as u64 + 1);
+        assert!(capacity.is_full(), "a truncated frame marks the node full");
+        assert!(!task.is_finished(), "the loop goes on");
+        drop(controller);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the controller's going away ends it")
+            .expect("task");
+        // (Clients gone, their handshakes end at once.)
+        drop(clients);
+        service.shutdown(Duration::from_millis(10)).await;
+    }
+
+    /// At capacity the node leaves frames in the socket; a connection that
+    /// closes makes room and the next frame is taken.
+    #[tokio::test]
+    async fn frames_wait_in_the_socket_while_the_node_is_full() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let mut controller = QuietStream::new(ours).expect("controller end");
+        let node = QuietStream::new(theirs).expect("node end");
+        let (accepted, mut clients) = tcp_pairs(2);
+        for conn in &accepted {
+            fdpass::send(&mut controller, &[1], &[std::os::fd::AsFd::as_fd(conn)])
+                .await
+                .expect("send");
+        }
+        drop(accepted);
+        let reports = Arc::new(Reports::default());
+        // Room for one connection.
+        let capacity = Arc::new(Capacity::new(FdBudget {
+            limit: Some(crate::capacity::FD_RESERVE + 1),
+            baseline: 0,
+        }));
+        let service = observed_service(Some(Arc::new(Observers(reports, capacity.clone()))));
+        let task = tokio::spawn(take_dispatched(service.clone(), capacity.clone(), node));
+        accepted_reaches(&service, 1).await;
+        assert!(capacity.is_full());
+        // Held back: the second frame is still in the socket.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(service.snapshot().accepted, 1, "the node is full");
+        // The first client goes away (its handshake fails): room.
+        drop(clients.remove(0));
+        accepted_reaches(&service, 2).await;
+        assert!(!task.is_finished());
+        task.abort();
+        drop(clients);
+        service.shutdown(Duration::from_millis(10)).await;
     }
 
     /// Every connection of every frame is served (each client gets its
@@ -764,7 +991,11 @@ mod tests {
             .expect("send");
         drop(accepted); // the frames hold them now
         let service = plain_service();
-        let task = tokio::spawn(take_dispatched(service.clone(), node));
+        let capacity = Arc::new(Capacity::new(FdBudget {
+            limit: None,
+            baseline: 0,
+        }));
+        let task = tokio::spawn(take_dispatched(service.clone(), capacity, node));
         for client in clients {
             let mut client = tokio::io::BufReader::new(client);
             client

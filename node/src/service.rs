@@ -394,9 +394,11 @@ pub(crate) async fn accept_error(e: std::io::Error) {
     use std::io::ErrorKind;
     match e.kind() {
         ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted => {}
+        // Out of descriptors (the connection stays queued) or the like:
+        // log (at most once a second), pause, go on.
         _ => {
-            tracing::error!(error = %e, "accept failed; pausing accepts for 100 ms");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            crate::capacity::log_error("accept", &e);
+            tokio::time::sleep(crate::capacity::BACKOFF).await;
         }
     }
 }

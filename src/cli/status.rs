@@ -119,7 +119,25 @@ pub fn table(name: &str, s: &StatusReport) -> String {
             },
         ));
     }
+    for n in s.nodes.iter().filter(|n| n.state == "full") {
+        out.push_str(&format!(
+            "node {}: not taking connections ({})\n",
+            n.id,
+            full_why(n)
+        ));
+    }
     out
+}
+
+/// Why a `full` node takes no connections, as far as its report says.
+fn full_why(n: &vole_controller::admin::NodeReport) -> String {
+    match (n.capacity, n.fd_limit) {
+        (Some(c), Some(l)) if n.sessions >= c => {
+            format!("fd limit: {l} descriptors hold {c} connections; raise it with ulimit -n or LimitNOFILE=")
+        }
+        (_, Some(l)) => format!("fd limit {l} reached a moment ago; backing off"),
+        _ => "fd limit".to_owned(),
+    }
 }
 
 /// Runs `vole status`.
@@ -146,6 +164,53 @@ pub async fn run(args: StatusArgs, service: &HostedService) -> Result<(), Failur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A full node is shown as such, with why.
+    #[test]
+    fn the_table_says_why_a_node_is_full() {
+        use vole_controller::admin::NodeReport;
+        let status = StatusReport {
+            pid: 1,
+            mode: "dispatch".to_owned(),
+            nodes: vec![
+                NodeReport {
+                    id: 0,
+                    state: "full".to_owned(),
+                    sessions: 85,
+                    capacity: Some(85),
+                    fd_limit: Some(128),
+                    ..NodeReport::default()
+                },
+                NodeReport {
+                    id: 1,
+                    state: "full".to_owned(),
+                    sessions: 3,
+                    capacity: Some(85),
+                    fd_limit: Some(128),
+                    ..NodeReport::default()
+                },
+                NodeReport {
+                    id: 2,
+                    state: "serving".to_owned(),
+                    ..NodeReport::default()
+                },
+            ],
+            ..StatusReport::default()
+        };
+        let text = table("vole", &status);
+        assert!(
+            text.contains(
+                "node 0: not taking connections (fd limit: 128 descriptors hold 85 connections"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("node 1: not taking connections (fd limit 128 reached a moment ago"),
+            "{text}"
+        );
+        assert!(!text.contains("node 2:"), "{text}");
+        assert_eq!(text.matches(" full ").count(), 2, "{text}");
+    }
 
     /// A socket left by a killed service is skipped; the live one is found.
     #[test]

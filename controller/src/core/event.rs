@@ -94,6 +94,9 @@ pub enum Timer {
         /// The new controller.
         pid: u32,
     },
+    /// Grants held now go stale (`grant` mode): grant again, the others'
+    /// windows open.
+    Regrant,
 }
 
 /// A new TLS ticket key (made by the driver: it needs the OS's random
@@ -130,6 +133,14 @@ pub enum Event<C> {
         opened: u64,
         /// Closed.
         closed: u64,
+    },
+    /// The node says how many connections it can hold at once (its
+    /// descriptor limit).
+    Capacity {
+        /// Which.
+        node: NodeKey,
+        /// Connections.
+        connections: u64,
     },
     /// The node is dead (or must be) although its process may still run.
     Died {

@@ -37,6 +37,8 @@ mod ops;
 #[cfg(test)]
 mod scenarios;
 #[cfg(test)]
+mod scenarios_fd;
+#[cfg(test)]
 mod sim;
 mod state;
 
@@ -75,6 +77,8 @@ pub struct SupervisorCore<C> {
     finished: bool,
     /// Connections waiting for a node (`dispatch` mode).
     queued: VecDeque<C>,
+    /// When a [`Timer::Regrant`] is due, if one is.
+    regrant_at: Option<Instant>,
     /// Reports or connections arrived: grant or dispatch at the end of the
     /// batch.
     rebalance: bool,
@@ -115,6 +119,7 @@ impl<C> SupervisorCore<C> {
             outcome: None,
             finished: false,
             queued: VecDeque::new(),
+            regrant_at: None,
             rebalance: false,
             ever_ready: false,
             started: now,
@@ -170,6 +175,23 @@ impl<C> SupervisorCore<C> {
         self.queued.len()
     }
 
+    /// Whether the driver should accept connections now (`dispatch`
+    /// mode): only while none waits for a node. Connections wait for a
+    /// node only when every node is full (at its capacity or
+    /// `max-node-clients`), at `max-clients`, or while none serves; the
+    /// kernel's accept queue holds the rest meanwhile, instead of this
+    /// process's descriptor table (which the limit that filled the nodes
+    /// may fill too).
+    pub fn wants_connections(&self) -> bool {
+        self.queued.is_empty()
+    }
+
+    /// Whether a node holds as many connections as it can (its capacity
+    /// or `max-node-clients`) as the balancer counts them.
+    pub fn is_full(&self, id: NodeId) -> bool {
+        self.balancer.is_full(id)
+    }
+
     /// Whether [`Command::Finish`] was given.
     pub fn is_finished(&self) -> bool {
         self.finished
@@ -177,6 +199,7 @@ impl<C> SupervisorCore<C> {
 
     /// Handles one event that happened at `now`.
     pub fn handle(&mut self, now: Instant, event: Event<C>) {
+        self.balancer.at(now);
         match event {
             Event::Spawned { node, pid } => {
                 let overdue = self.stopping.is_some_and(|s| s.overdue);
@@ -205,6 +228,17 @@ impl<C> SupervisorCore<C> {
             } => {
                 if self.current(node).is_some_and(|s| !s.dead) {
                     self.balancer.sessions(node.id, opened, closed);
+                    self.rebalance = true;
+                }
+            }
+            Event::Capacity { node, connections } => {
+                if self.current(node).is_some_and(|s| !s.dead) {
+                    tracing::info!(
+                        node = node.id,
+                        connections,
+                        "node's descriptor limit bounds its connections"
+                    );
+                    self.balancer.set_capacity(node.id, connections);
                     self.rebalance = true;
                 }
             }
@@ -394,11 +428,33 @@ impl<C> SupervisorCore<C> {
                 });
             }
         }
+        // Grants that go unused (a hung node's) must not hold the others
+        // back for longer than the staleness limit: grant again then.
+        if let Some(at) = self.balancer.next_stale() {
+            if self.regrant_at.is_none_or(|due| at < due) {
+                self.regrant_at = Some(at);
+                self.commands.push_back(Command::Timer {
+                    at,
+                    timer: Timer::Regrant,
+                });
+            }
+        }
     }
 
     pub(super) fn flush_queue(&mut self) {
+        self.flush_queue_with(Balancer::pick);
+    }
+
+    /// At a graceful stop: every connection accepted goes to a serving
+    /// node, full or not (see [`Balancer::pick_any`]).
+    pub(super) fn flush_queue_over_limits(&mut self) {
+        self.flush_queue();
+        self.flush_queue_with(Balancer::pick_any);
+    }
+
+    fn flush_queue_with(&mut self, pick: fn(&mut Balancer) -> Option<NodeId>) {
         while !self.queued.is_empty() {
-            let Some(id) = self.balancer.pick() else {
+            let Some(id) = pick(&mut self.balancer) else {
                 return;
             };
             let Some(node) = self.slots.get(&id).filter(|s| !s.dead).map(Slot::key) else {
@@ -438,6 +494,14 @@ impl<C> SupervisorCore<C> {
 
     fn timer(&mut self, now: Instant, timer: Timer) {
         match timer {
+            Timer::Regrant => {
+                if self.regrant_at.is_some_and(|due| due <= now) {
+                    self.regrant_at = None;
+                }
+                if self.stopping.is_none() {
+                    self.send_grants();
+                }
+            }
             Timer::RestartDue(node) => {
                 if self.stopping.is_none()
                     && self

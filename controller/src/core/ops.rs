@@ -175,9 +175,10 @@ impl<C> SupervisorCore<C> {
         }
         // Connections already accepted go to a serving node before any
         // node is told to stop, so that they are served as any other (a
-        // node drains what it took before its stop like its other links).
+        // node drains what it took before its stop like its other links),
+        // also to a full node, which takes them as its links close.
         if !force {
-            self.flush_queue();
+            self.flush_queue_over_limits();
         }
         for slot in self.slots.values_mut() {
             match slot.phase {

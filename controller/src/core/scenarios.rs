@@ -12,7 +12,7 @@ use crate::config::ControllerConfig;
 use crate::lifecycle::{Lifecycle, Outcome};
 use crate::restart::RestartPolicy;
 
-fn config(nodes: u32, balance: Balance) -> ControllerConfig {
+pub(super) fn config(nodes: u32, balance: Balance) -> ControllerConfig {
     ControllerConfig {
         name: "vole".to_owned(),
         nodes,
@@ -48,12 +48,12 @@ fn config(nodes: u32, balance: Balance) -> ControllerConfig {
     }
 }
 
-fn commands(core: &mut SupervisorCore<u32>) -> Vec<Command<u32>> {
+pub(super) fn commands(core: &mut SupervisorCore<u32>) -> Vec<Command<u32>> {
     std::iter::from_fn(|| core.poll_command()).collect()
 }
 
 /// Starts `n` nodes and brings them all to serving; their keys and pids.
-fn serving(core: &mut SupervisorCore<u32>, now: Instant, n: u32) -> Vec<(NodeKey, u32)> {
+pub(super) fn serving(core: &mut SupervisorCore<u32>, now: Instant, n: u32) -> Vec<(NodeKey, u32)> {
     core.start(now, None);
     let spawned: Vec<NodeKey> = commands(core)
         .into_iter()

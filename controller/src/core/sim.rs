@@ -80,6 +80,10 @@ struct Proc {
     dispatcher_open: bool,
     /// Connections passed to it and not yet received.
     inbox: Vec<Conn>,
+    /// The capacity it told the controller (its descriptor limit), if any.
+    capacity: Option<u64>,
+    /// Connections passed to it and not yet reported closed.
+    holding: u64,
 }
 
 /// Something due at a moment of simulated time.
@@ -391,6 +395,8 @@ impl World {
                         released: false,
                         dispatcher_open: self.config.balance == Balance::Dispatch,
                         inbox: Vec::new(),
+                        capacity: None,
+                        holding: 0,
                     },
                 );
                 self.feed(Event::Spawned { node, pid });
@@ -498,8 +504,24 @@ impl World {
                 // driver then hands the connection back.)
                 let known = self.procs.values().any(|p| p.key == node && p.linked);
                 self.check(known, "dispatch to a node that never linked up");
+                // (At a graceful stop, what was accepted goes to a node
+                // full or not: the node takes it as its links close.)
+                let stopping = self.core.stopping.is_some();
+                let over = self.proc_of(node).filter(|_| !stopping).and_then(|(_, p)| {
+                    p.capacity
+                        .filter(|c| p.dispatcher_open && p.holding >= *c)
+                        .map(|c| (c, p.holding))
+                });
+                if let Some((capacity, holding)) = over {
+                    self.fail(&format!(
+                        "connection {conn} dispatched to {node:?}, which holds {holding} of its capacity {capacity}"
+                    ));
+                }
                 match self.proc_of(node) {
-                    Some((_, p)) if p.dispatcher_open => p.inbox.push(conn),
+                    Some((_, p)) if p.dispatcher_open => {
+                        p.inbox.push(conn);
+                        p.holding += 1;
+                    }
                     // The driver finds the dispatcher gone: straight back.
                     _ => self.feed(Event::Undelivered {
                         node,
@@ -547,7 +569,7 @@ impl World {
                             "retire deadline past the grace and margin",
                         );
                     }
-                    Timer::UpgradeDeadline { .. } => {}
+                    Timer::UpgradeDeadline { .. } | Timer::Regrant => {}
                 }
                 self.schedule(at, Due::Core(timer));
             }
@@ -834,6 +856,18 @@ impl World {
             self.push(Source::Link(node.gen), Event::LinkUp(node));
         } else if p.linked && !p.ready_sent && !p.link_closed {
             p.ready_sent = true;
+            // Some nodes run with a descriptor limit that holds few
+            // connections.
+            let capacity = self.rng.chance(30).then(|| 1 + self.rng.below(6));
+            if let Some(connections) = capacity {
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.capacity = Some(connections);
+                }
+                self.push(
+                    Source::Link(node.gen),
+                    Event::Capacity { node, connections },
+                );
+            }
             self.push(Source::Link(node.gen), Event::Ready(node));
         } else if !p.inbox.is_empty() {
             let n = take.clamp(1, p.inbox.len());
@@ -845,11 +879,26 @@ impl World {
             }
             let opened = got.len() as u64;
             let closed = self.rng.below(opened + 1);
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.holding -= closed;
+            }
             self.push(
                 Source::Link(node.gen),
                 Event::Sessions {
                     node,
                     opened,
+                    closed,
+                },
+            );
+        } else if p.capacity.is_some() && p.holding > 0 {
+            // A node at its limit gets room only as its clients leave.
+            let closed = 1 + self.rng.below(p.holding);
+            p.holding -= closed;
+            self.push(
+                Source::Link(node.gen),
+                Event::Sessions {
+                    node,
+                    opened: 0,
                     closed,
                 },
             );
@@ -936,7 +985,11 @@ impl World {
             }
             67..=81 => {
                 // The driver accepts only until told to stop.
-                if self.config.balance == Balance::Dispatch && self.accepting {
+                // (And only while no connection waits for a node.)
+                if self.config.balance == Balance::Dispatch
+                    && self.accepting
+                    && self.core.wants_connections()
+                {
                     let n = 1 + self.rng.below(5);
                     let conns: Vec<Conn> = (0..n).map(|i| self.next_conn + i).collect();
                     self.next_conn += n;

@@ -274,6 +274,9 @@ impl Driver {
         let mut acceptors = self.dispatch_acceptors();
         let mut accepted: Vec<std::net::TcpStream> = Vec::new();
         let mut accept_pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // Accept errors are logged when they start and when they stop, not
+        // every pause (at the descriptor limit that is ten lines a second).
+        let mut accept_failing = false;
         let mut watchdog = self.hooks.watchdog.map(tokio::time::interval);
         let mut metrics_tick = self
             .core
@@ -295,7 +298,10 @@ impl Driver {
                 acceptors.clear();
                 self.sockets.clear();
             }
-            let accepting = !acceptors.is_empty() && accept_pause.is_none();
+            // While connections wait for a node (every node is full), new
+            // ones wait in the kernel's accept queue instead.
+            let accepting =
+                !acceptors.is_empty() && accept_pause.is_none() && self.core.wants_connections();
             tokio::select! {
                 Some(msg) = rx.recv() => {
                     self.message(msg);
@@ -304,12 +310,17 @@ impl Driver {
                 got = std::future::poll_fn(|cx| tasks::poll_accept_any(&acceptors, cx, ACCEPT_BATCH, &mut accepted)), if accepting => {
                     match got {
                         Ok(()) => {
+                            if std::mem::take(&mut accept_failing) {
+                                tracing::info!("accepting again");
+                            }
                             let fds = accepted.drain(..).map(OwnedFd::from).collect();
                             self.event(Event::Connections(fds));
                             self.handle_waiting(&mut rx);
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "accept failed; pausing 100 ms");
+                            if !std::mem::replace(&mut accept_failing, true) {
+                                tracing::warn!(error = %e, "accept failed; pausing 100 ms and retrying until it works");
+                            }
                             accept_pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(100))));
                         }
                     }

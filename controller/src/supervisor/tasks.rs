@@ -168,6 +168,17 @@ fn controller_object(
         },
     )
     .method(
+        "capacity",
+        "capacity(n): the node can hold at most n connections at once.",
+        |s: Arc<State>, (connections,): (u64,)| async move {
+            let _ = s.tx.send(Msg::Core(Event::Capacity {
+                node: s.node,
+                connections,
+            }));
+            Ok::<_, CallError>(())
+        },
+    )
+    .method(
         "ready",
         "The node serves.",
         |s: Arc<State>, (): ()| async move {
