@@ -69,6 +69,8 @@ pub struct Pipeline {
     timed: HashMap<u64, (String, Duration)>,
     /// Wakes [`Pipeline::next`] at the soonest deadline.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The method and timeout of the call being queued, if it has one.
+    arming: Option<(String, Duration)>,
 }
 
 impl Pipeline {
@@ -84,6 +86,7 @@ impl Pipeline {
             deadlines: BinaryHeap::new(),
             timed: HashMap::new(),
             timer: None,
+            arming: None,
         }
     }
 
@@ -129,7 +132,9 @@ impl Pipeline {
         timeout: Option<Duration>,
     ) -> Result<u64, Error> {
         let ticket = self.next_ticket;
-        let timed = match timeout {
+        // Kept in the pipeline, not across the wait below: the common call,
+        // with no deadline, has a smaller future to move.
+        self.arming = match timeout {
             Some(t) if kind != CallKind::Oneway => Some((method_name(&args), t)),
             _ => None,
         };
@@ -144,7 +149,7 @@ impl Pipeline {
             Ok(_) => {
                 self.next_ticket += 1;
                 self.outstanding += 1;
-                if let Some((method, timeout)) = timed {
+                if let Some((method, timeout)) = self.arming.take() {
                     self.deadlines
                         .push(Reverse((Instant::now() + timeout, ticket)));
                     self.timed.insert(ticket, (method, timeout));
