@@ -602,4 +602,96 @@ mod tests {
         calls.request_drain();
         assert!(!calls.lock().drain);
     }
+
+    fn queue_call(calls: &Calls<u32, Outcome>, call: u32, to: Option<(usize, u64)>) -> Reply {
+        let mut call = Some(call);
+        match calls.submit(&mut noop_cx(), &mut call, to) {
+            Poll::Ready(Ok(reply)) => reply,
+            other => panic!("not queued: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_call_given_up_while_queued_is_taken_back_unsent() {
+        let calls: Calls<u32, Outcome> = Calls::default();
+        let Reply::Slot(slot) = queue_call(&calls, 1, None) else {
+            panic!("a slot");
+        };
+        let _kept = queue_call(&calls, 2, None);
+        calls.abandon(slot);
+        assert_eq!(calls.queued(), 1, "the given-up call left the queue");
+        assert!(matches!(calls.lock().slots[slot], Slot::Free));
+        let (mut out, mut cancels) = (VecDeque::new(), Vec::new());
+        calls.take(
+            &mut noop_cx(),
+            &mut out,
+            &mut cancels,
+            &mut Wakeups::default(),
+        );
+        assert_eq!(out.iter().map(|q| q.call).collect::<Vec<_>>(), [2]);
+        assert!(cancels.is_empty(), "nothing to cancel with the peer");
+    }
+
+    #[test]
+    fn a_call_given_up_after_the_driver_took_it_is_for_the_driver_to_cancel() {
+        let calls: Calls<u32, Outcome> = Calls::default();
+        let a = queue_call(&calls, 1, None);
+        let b = queue_call(&calls, 2, None);
+        let (mut out, mut cancels) = (VecDeque::new(), Vec::new());
+        let mut wakeups = Wakeups::default();
+        calls.take(&mut noop_cx(), &mut out, &mut cancels, &mut wakeups);
+        let (Reply::Slot(sa), Reply::Slot(sb)) = (a, b) else {
+            panic!("slots");
+        };
+        calls.abandon(sa);
+        calls.abandon(sb);
+        // b's answer comes before the driver looks: nothing to cancel, and
+        // its slot is free (and may be reused) at once.
+        calls.complete(b, Ok(2), &mut wakeups);
+        assert!(matches!(calls.lock().slots[sb], Slot::Free));
+        calls.take(&mut noop_cx(), &mut out, &mut cancels, &mut wakeups);
+        assert_eq!(cancels.len(), 1, "only the call still unanswered");
+        assert_eq!(cancels[0].0, a);
+        assert!(
+            matches!(calls.lock().slots[sa], Slot::Abandoned),
+            "reserved until the driver has cancelled it"
+        );
+        calls.release_abandoned(sa);
+        assert!(matches!(calls.lock().slots[sa], Slot::Free));
+    }
+
+    #[test]
+    fn a_pipeline_call_given_up_while_queued_gets_its_outcome_at_once() {
+        let calls: Calls<u32, Outcome> = Calls::default();
+        let pipe = calls.open_pipe();
+        queue_call(&calls, 1, Some((pipe, 0)));
+        queue_call(&calls, 2, Some((pipe, 1)));
+        calls.cancel_pipe_call(pipe, 0, Err("deadline".to_owned()));
+        assert_eq!(calls.queued(), 1);
+        let mut got = VecDeque::new();
+        calls.take_pipe(pipe, &mut got);
+        assert_eq!(got, [(0, Err("deadline".to_owned()))]);
+        // The other, taken by the driver, is handed to it to cancel.
+        let (mut out, mut cancels) = (VecDeque::new(), Vec::new());
+        calls.take(
+            &mut noop_cx(),
+            &mut out,
+            &mut cancels,
+            &mut Wakeups::default(),
+        );
+        calls.cancel_pipe_call(pipe, 1, Err("deadline".to_owned()));
+        calls.take(
+            &mut noop_cx(),
+            &mut out,
+            &mut cancels,
+            &mut Wakeups::default(),
+        );
+        assert_eq!(
+            cancels,
+            [(
+                Reply::Pipe { pipe, ticket: 1 },
+                Some(Err("deadline".to_owned()))
+            )]
+        );
+    }
 }
