@@ -281,6 +281,10 @@ pub struct NodeStatus {
     /// Sum of served-call latencies, microseconds.
     #[serde(default)]
     pub latency_sum_us: u64,
+    /// Calls cancelled before they finished (by their caller, by
+    /// `max-call-time`, or as their link closed).
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 #[cfg(test)]

@@ -136,6 +136,7 @@ impl NodeState {
             handshake_failures_by_reason: snap.handshake_failures_by_reason,
             latency_counts: snap.latency_counts,
             latency_sum_us: snap.latency_sum_us,
+            cancelled: snap.cancelled,
         }
     }
 }

@@ -267,6 +267,7 @@ async fn max_call_time_cancels_a_long_handler() {
         .expect("a 100 ms bucket");
     assert_eq!(counts.iter().sum::<u64>(), 1, "{counts:?}");
     assert_eq!(counts[slot], 1, "{counts:?}");
+    assert_eq!(metrics.cancelled(), 1, "counted as cancelled");
     // A short call under the limit is untouched.
     let v = gw.call("sleep", (20,)).await.expect("a short sleep");
     assert_eq!(v, Value::str("slept"));
