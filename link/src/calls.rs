@@ -30,6 +30,10 @@ use std::task::{Context, Poll, Waker};
 /// Calls queued before callers wait for room.
 pub(crate) const QUEUE_CAP: usize = 1024;
 
+/// The ticket of a cancel request that stands for every call of a dropped
+/// pipeline (see [`Calls::close_pipe`]).
+pub(crate) const ALL_TICKETS: u64 = u64::MAX;
+
 /// A call waiting for the driver.
 pub(crate) struct Queued<C> {
     /// The call.
@@ -265,21 +269,49 @@ impl<C, O> Calls<C, O> {
         }
     }
 
-    /// The pipeline is dropped.
+    /// The pipeline is dropped: its calls still queued are taken back, and
+    /// those the driver has are for it to cancel (one request, with the
+    /// ticket [`ALL_TICKETS`]); the entry is freed once none is left.
     pub(crate) fn close_pipe(&self, pipe: usize) {
         let mut inner = self.lock();
+        if inner.pipes.get(pipe).is_none() {
+            return;
+        }
+        let mut unsent = VecDeque::new();
+        if inner.closed.is_none() {
+            let queue = std::mem::take(&mut inner.queue);
+            let (mine, others) = queue
+                .into_iter()
+                .partition(|q| matches!(q.reply, Reply::Pipe { pipe: p, .. } if p == pipe));
+            inner.queue = others;
+            unsent = mine;
+        }
         let Some(p) = inner.pipes.get_mut(pipe) else {
             return;
         };
         p.live = false;
         p.waker = None;
+        p.in_flight = p.in_flight.saturating_sub(unsent.len());
         let done = std::mem::take(&mut p.done);
-        if p.in_flight == 0 {
+        let in_flight = p.in_flight;
+        let mut driver = None;
+        if in_flight == 0 {
             inner.free_pipes.push(pipe);
+        } else if inner.closed.is_none() {
+            let all = Reply::Pipe {
+                pipe,
+                ticket: ALL_TICKETS,
+            };
+            inner.cancels.push((all, None));
+            driver = inner.driver.take();
         }
         drop(inner);
-        // Outcomes may hold proxies, whose drop must not run under the lock.
-        drop(done);
+        // Outcomes and calls may hold proxies, whose drop must not run
+        // under the lock.
+        drop((done, unsent));
+        if let Some(w) = driver {
+            w.wake();
+        }
     }
 
     /// The outcome in `slot`, or `Pending` (with the waker kept);
@@ -416,8 +448,17 @@ impl<C, O> Calls<C, O> {
             let mut taken = std::mem::take(&mut inner.cancels);
             // A slot completed since it was abandoned was freed (and may
             // be another call's now): not to cancel.
+            // A dropped pipeline whose calls have all had their outcome
+            // may have been freed and reused: nothing to cancel either.
             taken.retain(|(reply, _)| match reply {
                 Reply::Slot(slot) => matches!(inner.slots.get(*slot), Some(Slot::Abandoned)),
+                Reply::Pipe {
+                    pipe,
+                    ticket: ALL_TICKETS,
+                } => inner
+                    .pipes
+                    .get(*pipe)
+                    .is_some_and(|p| !p.live && p.in_flight > 0),
                 Reply::Pipe { .. } => true,
             });
             cancels.append(&mut taken);
@@ -693,5 +734,33 @@ mod tests {
                 Some(Err("deadline".to_owned()))
             )]
         );
+    }
+
+    #[test]
+    fn a_dropped_pipeline_takes_back_its_queued_calls_and_asks_to_cancel_the_rest() {
+        let calls: Calls<u32, Outcome> = Calls::default();
+        let pipe = calls.open_pipe();
+        let sent = queue_call(&calls, 1, Some((pipe, 0)));
+        let (mut out, mut cancels) = (VecDeque::new(), Vec::new());
+        let mut wakeups = Wakeups::default();
+        calls.take(&mut noop_cx(), &mut out, &mut cancels, &mut wakeups);
+        queue_call(&calls, 2, Some((pipe, 1)));
+        queue_call(&calls, 3, None);
+        calls.close_pipe(pipe);
+        assert_eq!(calls.queued(), 1, "only the other caller's call is left");
+        calls.take(&mut noop_cx(), &mut out, &mut cancels, &mut wakeups);
+        let all = Reply::Pipe {
+            pipe,
+            ticket: ALL_TICKETS,
+        };
+        assert_eq!(cancels, [(all, None)]);
+        // Once the call sent has its outcome, the entry is free, and a
+        // request for it that comes late is dropped.
+        calls.complete(sent, Ok(1), &mut wakeups);
+        assert_eq!(calls.lock().free_pipes, [pipe]);
+        calls.lock().cancels.push((all, None));
+        cancels.clear();
+        calls.take(&mut noop_cx(), &mut out, &mut cancels, &mut wakeups);
+        assert!(cancels.is_empty(), "{cancels:?}");
     }
 }

@@ -37,7 +37,9 @@ impl RemoteObject {
 /// queued after it one, [`Pipeline::call_with`] one call. A call whose
 /// deadline passes while [`Pipeline::next`] waits (or when
 /// [`Pipeline::try_next`] looks) is cancelled with the peer, and its outcome
-/// is [`Error::DeadlineExceeded`] unless its answer came first.
+/// is [`Error::DeadlineExceeded`] unless its answer came first. Dropping
+/// the pipeline gives up every call whose outcome it has not returned:
+/// those not yet sent are not sent, the others are cancelled with the peer.
 ///
 /// ```no_run
 /// # async fn demo(target: vole_link::RemoteObject) -> Result<(), vole_link::Error> {
