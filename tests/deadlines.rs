@@ -9,7 +9,34 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::{connect, run_vole, serial, Opts, Serve};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use vole::link::{Error, Value};
+
+/// The Prometheus endpoint's text (`GET /metrics`), bounded.
+async fn scrape(port: u16) -> String {
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect to the metrics endpoint");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send the request");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.expect("read the answer");
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .expect("metrics answered in time")
+}
+
+/// The sum of the series of `name` in a scrape.
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
 
 /// Calls in flight and calls received, over every node, from
 /// `vole status --json`.
@@ -116,7 +143,18 @@ async fn vole_call_timeout_exits_7() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_call_time_bounds_a_call_in_a_node() {
     let _serial = serial().await;
-    let serve = Serve::start(Opts::new(1, "grant").args(&["--max-call-time", "0.3"])).await;
+    let mport = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let metrics = format!("127.0.0.1:{mport}");
+    let serve = Serve::start(Opts::new(1, "grant").args(&[
+        "--max-call-time",
+        "0.3",
+        "--metrics",
+        &metrics,
+    ]))
+    .await;
     let client = connect(serve.port()).await.expect("connect");
     let began = Instant::now();
     let r = client.gw.call("sleep", (5000,)).await;
@@ -144,5 +182,18 @@ async fn max_call_time_bounds_a_call_in_a_node() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("call cancelled by the peer"), "{stderr}");
+    // Both counted as cancelled, in the Prometheus metrics.
+    let limit = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = scrape(mport).await;
+        if metric_sum(&body, "vole_calls_cancelled_total") >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < limit,
+            "cancelled calls not counted:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     harness::close(&client.link).await;
 }

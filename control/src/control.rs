@@ -307,6 +307,10 @@ pub struct NodeStatus {
     /// descriptor limit allows, or ran out of descriptors a moment ago.
     #[serde(default)]
     pub full: bool,
+    /// Calls cancelled before they finished (by their caller, by
+    /// `max-call-time`, or as their link closed).
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! | `vole_calls_inflight` | gauge | node |
 //! | `vole_calls_total` | counter | node |
 //! | `vole_call_errors_total` | counter | node |
+//! | `vole_calls_cancelled_total` | counter | node |
 //! | `vole_accepts_total` | counter | node |
 //! | `vole_handshake_failures_total` | counter | node, reason |
 //! | `vole_node_restarts_total` | counter | node |
@@ -45,6 +46,8 @@ impl Recorder {
         metrics::gauge!("vole_calls_inflight", "node" => node.clone()).set(status.inflight as f64);
         metrics::counter!("vole_calls_total", "node" => node.clone()).absolute(status.calls);
         metrics::counter!("vole_call_errors_total", "node" => node.clone()).absolute(status.errors);
+        metrics::counter!("vole_calls_cancelled_total", "node" => node.clone())
+            .absolute(status.cancelled);
         metrics::counter!("vole_accepts_total", "node" => node.clone()).absolute(status.accepted);
         metrics::counter!("vole_node_restarts_total", "node" => node.clone())
             .absolute(u64::from(restarts));

@@ -30,6 +30,10 @@ use std::task::{Context, Poll, Waker};
 /// Calls queued before callers wait for room.
 pub(crate) const QUEUE_CAP: usize = 1024;
 
+/// The ticket of a cancel request that stands for every call of a dropped
+/// pipeline (see [`Calls::close_pipe`]).
+pub(crate) const ALL_TICKETS: u64 = u64::MAX;
+
 /// A call waiting for the driver.
 pub(crate) struct Queued<C> {
     /// The call.
@@ -265,21 +269,49 @@ impl<C, O> Calls<C, O> {
         }
     }
 
-    /// The pipeline is dropped.
+    /// The pipeline is dropped: its calls still queued are taken back, and
+    /// those the driver has are for it to cancel (one request, with the
+    /// ticket [`ALL_TICKETS`]); the entry is freed once none is left.
     pub(crate) fn close_pipe(&self, pipe: usize) {
         let mut inner = self.lock();
+        if inner.pipes.get(pipe).is_none() {
+            return;
+        }
+        let mut unsent = VecDeque::new();
+        if inner.closed.is_none() {
+            let queue = std::mem::take(&mut inner.queue);
+            let (mine, others) = queue
+                .into_iter()
+                .partition(|q| matches!(q.reply, Reply::Pipe { pipe: p, .. } if p == pipe));
+            inner.queue = others;
+            unsent = mine;
+        }
         let Some(p) = inner.pipes.get_mut(pipe) else {
             return;
         };
         p.live = false;
         p.waker = None;
+        p.in_flight = p.in_flight.saturating_sub(unsent.len());
         let done = std::mem::take(&mut p.done);
-        if p.in_flight == 0 {
+        let in_flight = p.in_flight;
+        let mut driver = None;
+        if in_flight == 0 {
             inner.free_pipes.push(pipe);
+        } else if inner.closed.is_none() {
+            let all = Reply::Pipe {
+                pipe,
+                ticket: ALL_TICKETS,
+            };
+            inner.cancels.push((all, None));
+            driver = inner.driver.take();
         }
         drop(inner);
-        // Outcomes may hold proxies, whose drop must not run under the lock.
-        drop(done);
+        // Outcomes and calls may hold proxies, whose drop must not run
+        // under the lock.
+        drop((done, unsent));
+        if let Some(w) = driver {
+            w.wake();
+        }
     }
 
     /// The outcome in `slot`, or `Pending` (with the waker kept);
@@ -416,8 +448,17 @@ impl<C, O> Calls<C, O> {
             let mut taken = std::mem::take(&mut inner.cancels);
             // A slot completed since it was abandoned was freed (and may
             // be another call's now): not to cancel.
+            // A dropped pipeline whose calls have all had their outcome
+            // may have been freed and reused: nothing to cancel either.
             taken.retain(|(reply, _)| match reply {
                 Reply::Slot(slot) => matches!(inner.slots.get(*slot), Some(Slot::Abandoned)),
+                Reply::Pipe {
+                    pipe,
+                    ticket: ALL_TICKETS,
+                } => inner
+                    .pipes
+                    .get(*pipe)
+                    .is_some_and(|p| !p.live && p.in_flight > 0),
                 Reply::Pipe { .. } => true,
             });
             cancels.append(&mut taken);
@@ -601,5 +642,125 @@ mod tests {
         // Nothing is queued after the close.
         calls.request_drain();
         assert!(!calls.lock().drain);
+    }
+
+    fn queue_call(calls: &Calls<u32, Outcome>, call: u32, to: Option<(usize, u64)>) -> Reply {
+        let mut call = Some(call);
+        match calls.submit(&mut noop_cx(), &mut call, to) {
+            Poll::Ready(Ok(reply)) => reply,
+            other => panic!("not queued: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_call_given_up_while_queued_is_taken_back_unsent() {
+        let calls: Calls<u32, Outcome> = Calls::default();
+        let Reply::Slot(slot) = queue_call(&calls, 1, None) else {
+            panic!("a slot");
+        };
+        let _kept = queue_call(&calls, 2, None);
+        calls.abandon(slot);
+        assert_eq!(calls.queued(), 1, "the given-up call left the queue");
+        assert!(matches!(calls.lock().slots[slot], Slot::Free));
+        let (mut out, mut cancels) = (VecDeque::new(), Vec::new());
+        calls.take(
+            &mut noop_cx(),
+            &mut out,
+            &mut cancels,
+            &mut Wakeups::default(),
+        );
+        assert_eq!(out.iter().map(|q| q.call).collect::<Vec<_>>(), [2]);
+        assert!(cancels.is_empty(), "nothing to cancel with the peer");
+    }
+
+    #[test]
+    fn a_call_given_up_after_the_driver_took_it_is_for_the_driver_to_cancel() {
+        let calls: Calls<u32, Outcome> = Calls::default();
+        let a = queue_call(&calls, 1, None);
+        let b = queue_call(&calls, 2, None);
+        let (mut out, mut cancels) = (VecDeque::new(), Vec::new());
+        let mut wakeups = Wakeups::default();
+        calls.take(&mut noop_cx(), &mut out, &mut cancels, &mut wakeups);
+        let (Reply::Slot(sa), Reply::Slot(sb)) = (a, b) else {
+            panic!("slots");
+        };
+        calls.abandon(sa);
+        calls.abandon(sb);
+        // b's answer comes before the driver looks: nothing to cancel, and
+        // its slot is free (and may be reused) at once.
+        calls.complete(b, Ok(2), &mut wakeups);
+        assert!(matches!(calls.lock().slots[sb], Slot::Free));
+        calls.take(&mut noop_cx(), &mut out, &mut cancels, &mut wakeups);
+        assert_eq!(cancels.len(), 1, "only the call still unanswered");
+        assert_eq!(cancels[0].0, a);
+        assert!(
+            matches!(calls.lock().slots[sa], Slot::Abandoned),
+            "reserved until the driver has cancelled it"
+        );
+        calls.release_abandoned(sa);
+        assert!(matches!(calls.lock().slots[sa], Slot::Free));
+    }
+
+    #[test]
+    fn a_pipeline_call_given_up_while_queued_gets_its_outcome_at_once() {
+        let calls: Calls<u32, Outcome> = Calls::default();
+        let pipe = calls.open_pipe();
+        queue_call(&calls, 1, Some((pipe, 0)));
+        queue_call(&calls, 2, Some((pipe, 1)));
+        calls.cancel_pipe_call(pipe, 0, Err("deadline".to_owned()));
+        assert_eq!(calls.queued(), 1);
+        let mut got = VecDeque::new();
+        calls.take_pipe(pipe, &mut got);
+        assert_eq!(got, [(0, Err("deadline".to_owned()))]);
+        // The other, taken by the driver, is handed to it to cancel.
+        let (mut out, mut cancels) = (VecDeque::new(), Vec::new());
+        calls.take(
+            &mut noop_cx(),
+            &mut out,
+            &mut cancels,
+            &mut Wakeups::default(),
+        );
+        calls.cancel_pipe_call(pipe, 1, Err("deadline".to_owned()));
+        calls.take(
+            &mut noop_cx(),
+            &mut out,
+            &mut cancels,
+            &mut Wakeups::default(),
+        );
+        assert_eq!(
+            cancels,
+            [(
+                Reply::Pipe { pipe, ticket: 1 },
+                Some(Err("deadline".to_owned()))
+            )]
+        );
+    }
+
+    #[test]
+    fn a_dropped_pipeline_takes_back_its_queued_calls_and_asks_to_cancel_the_rest() {
+        let calls: Calls<u32, Outcome> = Calls::default();
+        let pipe = calls.open_pipe();
+        let sent = queue_call(&calls, 1, Some((pipe, 0)));
+        let (mut out, mut cancels) = (VecDeque::new(), Vec::new());
+        let mut wakeups = Wakeups::default();
+        calls.take(&mut noop_cx(), &mut out, &mut cancels, &mut wakeups);
+        queue_call(&calls, 2, Some((pipe, 1)));
+        queue_call(&calls, 3, None);
+        calls.close_pipe(pipe);
+        assert_eq!(calls.queued(), 1, "only the other caller's call is left");
+        calls.take(&mut noop_cx(), &mut out, &mut cancels, &mut wakeups);
+        let all = Reply::Pipe {
+            pipe,
+            ticket: ALL_TICKETS,
+        };
+        assert_eq!(cancels, [(all, None)]);
+        // Once the call sent has its outcome, the entry is free, and a
+        // request for it that comes late is dropped.
+        calls.complete(sent, Ok(1), &mut wakeups);
+        assert_eq!(calls.lock().free_pipes, [pipe]);
+        calls.lock().cancels.push((all, None));
+        cancels.clear();
+        calls.take(&mut noop_cx(), &mut out, &mut cancels, &mut wakeups);
+        assert!(cancels.is_empty(), "{cancels:?}");
     }
 }

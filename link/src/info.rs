@@ -140,3 +140,30 @@ impl CallContext {
         self.info.tls.as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detached_context_is_no_call_and_never_cancelled() {
+        let cx = CallContext::detached();
+        assert_eq!(cx.call_id(), None);
+        assert!(!cx.is_cancelled());
+        assert!(!cx.cancellation_token().is_cancelled());
+    }
+
+    #[test]
+    fn a_calls_context_follows_its_call() {
+        let table = Arc::new(CancelTable::default());
+        let cx = CallContext::detached().for_call(&table, 9);
+        assert_eq!(cx.call_id(), Some(9));
+        table.begin(9);
+        table.running(9);
+        let token = cx.cancellation_token();
+        let clone = cx.clone();
+        assert!(!clone.is_cancelled());
+        table.end(9);
+        assert!(clone.is_cancelled() && token.is_cancelled());
+    }
+}

@@ -16,6 +16,14 @@
 //!   and vole's `meta.signature(name)` (a string such as
 //!   `"greet(name: str) -> str"`, see [`publish`]); [`service::Service`] is
 //!   what the `vole::service` macro implements for typed services.
+//! * deadlines and cancellation: [`RemoteObject::with_timeout`] (and
+//!   [`Pipeline::set_timeout`]) give calls a deadline; a call given up
+//!   (past its deadline, or its future dropped) is cancelled with the peer
+//!   by vole's one-way meta call `vole.cancel` ([`proto::CANCEL`]), which
+//!   VPy ignores. Served calls are cancelled on that, on
+//!   [`LinkConfig::max_call_time`] and when the link closes; handlers see it
+//!   through [`CallContext::is_cancelled`] and
+//!   [`CallContext::cancellation_token`].
 //! * [`uri`] parses `vop://host:port/path/name?args` resource identifiers;
 //!   [`resolve`] connects and resolves them; [`router::Router`] builds
 //!   gateways that serve paths.

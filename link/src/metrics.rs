@@ -20,6 +20,7 @@ pub const BUCKETS: [f64; 16] = [
 pub struct CallMetrics {
     counts: [AtomicU64; BUCKETS.len() + 1],
     sum_us: AtomicU64,
+    cancelled: AtomicU64,
 }
 
 impl Default for CallMetrics {
@@ -27,6 +28,7 @@ impl Default for CallMetrics {
         CallMetrics {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_us: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
         }
     }
 }
@@ -57,6 +59,19 @@ impl CallMetrics {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Counts `n` calls cancelled before they finished (by their caller,
+    /// by `max-call-time`, or as their link closed).
+    pub fn record_cancelled(&self, n: u64) {
+        if n > 0 {
+            self.cancelled.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Calls cancelled before they finished, in total.
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     /// Sum of all recorded latencies, microseconds.

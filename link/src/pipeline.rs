@@ -37,7 +37,9 @@ impl RemoteObject {
 /// queued after it one, [`Pipeline::call_with`] one call. A call whose
 /// deadline passes while [`Pipeline::next`] waits (or when
 /// [`Pipeline::try_next`] looks) is cancelled with the peer, and its outcome
-/// is [`Error::DeadlineExceeded`] unless its answer came first.
+/// is [`Error::DeadlineExceeded`] unless its answer came first. Dropping
+/// the pipeline gives up every call whose outcome it has not returned:
+/// those not yet sent are not sent, the others are cancelled with the peer.
 ///
 /// ```no_run
 /// # async fn demo(target: vole_link::RemoteObject) -> Result<(), vole_link::Error> {
@@ -69,6 +71,8 @@ pub struct Pipeline {
     timed: HashMap<u64, (String, Duration)>,
     /// Wakes [`Pipeline::next`] at the soonest deadline.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The method and timeout of the call being queued, if it has one.
+    arming: Option<(String, Duration)>,
 }
 
 impl Pipeline {
@@ -84,6 +88,7 @@ impl Pipeline {
             deadlines: BinaryHeap::new(),
             timed: HashMap::new(),
             timer: None,
+            arming: None,
         }
     }
 
@@ -129,7 +134,9 @@ impl Pipeline {
         timeout: Option<Duration>,
     ) -> Result<u64, Error> {
         let ticket = self.next_ticket;
-        let timed = match timeout {
+        // Kept in the pipeline, not across the wait below: the common call,
+        // with no deadline, has a smaller future to move.
+        self.arming = match timeout {
             Some(t) if kind != CallKind::Oneway => Some((method_name(&args), t)),
             _ => None,
         };
@@ -144,7 +151,7 @@ impl Pipeline {
             Ok(_) => {
                 self.next_ticket += 1;
                 self.outstanding += 1;
-                if let Some((method, timeout)) = timed {
+                if let Some((method, timeout)) = self.arming.take() {
                     self.deadlines
                         .push(Reverse((Instant::now() + timeout, ticket)));
                     self.timed.insert(ticket, (method, timeout));

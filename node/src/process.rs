@@ -143,6 +143,7 @@ impl NodeState {
             fd_limit: capacity.and_then(|c| c.budget().limit),
             capacity: capacity.and_then(|c| c.budget().capacity()),
             full: capacity.is_some_and(|c| c.is_full()),
+            cancelled: snap.cancelled,
         }
     }
 }

@@ -99,6 +99,9 @@ pub struct Snapshot {
     pub latency_counts: Vec<u64>,
     /// Sum of served-call latencies, microseconds.
     pub latency_sum_us: u64,
+    /// Calls cancelled before they finished, in total (by their caller,
+    /// by `max-call-time`, or as their link closed).
+    pub cancelled: u64,
 }
 
 /// Why a handshake failed, in a word (a metrics label).
@@ -340,6 +343,7 @@ impl Service {
                 .unwrap_or_default(),
             latency_counts: self.inner.metrics.counts(),
             latency_sum_us: self.inner.metrics.sum_us(),
+            cancelled: self.inner.metrics.cancelled(),
             inflight,
         }
     }

@@ -166,6 +166,9 @@ async fn a_deadline_cancels_the_call_in_the_service() {
         "cancelled in the service {:?} after the call began",
         returned + dropped
     );
+    wait_for(LIMIT, || service.snapshot().cancelled == 1)
+        .await
+        .unwrap_or_else(|| panic!("not counted as cancelled: {:?}", service.snapshot()));
     echo_works(&gw).await;
     link.abort();
     assert_eq!(service.shutdown(LIMIT).await, 0, "nothing left to force");
@@ -218,6 +221,9 @@ async fn max_call_time_bounds_a_handler() {
         "answered after {took:?}"
     );
     all_dropped(&service, &handlers).await;
+    wait_for(LIMIT, || service.snapshot().cancelled == 1)
+        .await
+        .unwrap_or_else(|| panic!("not counted as cancelled: {:?}", service.snapshot()));
     // Under the limit, untouched; and the link is fine.
     let v = timeout(LIMIT, gw.call("slow", (10,)))
         .await

@@ -112,3 +112,22 @@ pub fn classify(error: &anyhow::Error) -> u8 {
     }
     INTERNAL
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_and_cancels_have_their_codes() {
+        let deadline = anyhow::Error::new(LinkError::DeadlineExceeded {
+            method: "sleep".to_owned(),
+            timeout: std::time::Duration::from_millis(300),
+        })
+        .context("sleep() failed");
+        assert_eq!(classify(&deadline), DEADLINE);
+        let cancelled = anyhow::Error::new(LinkError::Cancelled("too long".to_owned()));
+        assert_eq!(classify(&cancelled), REMOTE, "the service answered");
+        let timeout = anyhow::Error::new(LinkError::Timeout("the call"));
+        assert_eq!(classify(&timeout), CONNECTION);
+    }
+}

@@ -388,6 +388,27 @@ impl LinkCore {
         Ok(true)
     }
 
+    /// Cancels every call of the dropped pipeline `pipe` still waiting for
+    /// its answer, as [`LinkCore::cancel`] does one; returns their replies.
+    pub(crate) fn cancel_pipe(&mut self, pipe: usize) -> Result<Vec<Reply>, Error> {
+        let mut found = Vec::new();
+        for (id, p) in self.pending.iter_mut() {
+            if matches!(p, Pending::User(Reply::Pipe { pipe: q, .. }, _) if *q == pipe) {
+                if let Pending::User(reply, target) = std::mem::replace(p, Pending::Cancelled) {
+                    found.push((id, reply, target));
+                }
+            }
+        }
+        self.cancelled += found.len();
+        let mut replies = Vec::with_capacity(found.len());
+        for (id, reply, target) in found {
+            let call_id = i64::try_from(id).unwrap_or(i64::MAX);
+            self.send_call(&target, &proto::cancel_args(call_id), CallKind::Oneway)?;
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
     /// The replies of every call of the application's still waiting for
     /// an outcome, which none will now get; they are forgotten here.
     pub(crate) fn take_user_calls(&mut self) -> Vec<Reply> {

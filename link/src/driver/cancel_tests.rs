@@ -267,6 +267,7 @@ async fn max_call_time_cancels_a_long_handler() {
         .expect("a 100 ms bucket");
     assert_eq!(counts.iter().sum::<u64>(), 1, "{counts:?}");
     assert_eq!(counts[slot], 1, "{counts:?}");
+    assert_eq!(metrics.cancelled(), 1, "counted as cancelled");
     // A short call under the limit is untouched.
     let v = gw.call("sleep", (20,)).await.expect("a short sleep");
     assert_eq!(v, Value::str("slept"));
@@ -356,4 +357,38 @@ async fn a_closed_link_cancels_a_thousand_running_calls_at_once() {
         server_link.stats().cancelled_in.load(Ordering::Relaxed),
         CALLS as u64
     );
+}
+
+/// Dropping a pipeline with calls running cancels them on the server;
+/// its entry is freed and a new pipeline works.
+#[tokio::test(start_paused = true)]
+async fn dropping_a_pipeline_cancels_its_calls() {
+    let probe = Arc::new(Probe::default());
+    let (_link, gw, server_link, _server) = pair(LinkConfig::default(), &probe).await;
+    let mut pipe = gw.pipeline();
+    for _ in 0..3 {
+        pipe.call("sleep", (60_000,)).await.expect("queued");
+    }
+    probe
+        .until("three calls to run", |p| p.running() == 3)
+        .await;
+    let began = tokio::time::Instant::now();
+    drop(pipe);
+    probe
+        .until("every handler to be dropped", |p| p.running() == 0)
+        .await;
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(server_link.stats().inflight(), 0);
+    let mut again = gw.pipeline();
+    let ticket = again.call("echo", (4,)).await.expect("queued");
+    let (t, v) = timeout(Duration::from_secs(10), again.next())
+        .await
+        .expect("in time")
+        .expect("an outcome");
+    assert_eq!((t, v.expect("echo")), (ticket, Value::Int(4)));
+    echo_works(&gw).await;
 }

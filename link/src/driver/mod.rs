@@ -33,7 +33,7 @@ mod served;
 use output::Output;
 use served::Served;
 
-use crate::calls::{Queued, Reply, Wakeups};
+use crate::calls::{Queued, Reply, Wakeups, ALL_TICKETS};
 use crate::core::{Event, LinkConfig, LinkCore};
 use crate::handle::Link;
 use crate::info::LinkInfo;
@@ -364,6 +364,14 @@ where
     fn cancel_calls(&mut self) -> Result<(), Error> {
         let mut cancels = std::mem::take(&mut self.cancels);
         for (reply, outcome) in cancels.drain(..) {
+            if let Reply::Pipe {
+                pipe,
+                ticket: ALL_TICKETS,
+            } = reply
+            {
+                self.cancel_pipe(pipe)?;
+                continue;
+            }
             let mut found = self.core.cancel(reply)?;
             if !found {
                 if let Some(pos) = self.backlog.iter().position(|q| q.reply == reply) {
@@ -387,6 +395,29 @@ where
         }
         // The buffer is kept for the next cancels.
         self.cancels = cancels;
+        Ok(())
+    }
+
+    /// Cancels every call of the dropped pipeline `pipe`: those sent, with
+    /// the peer; those in the backlog, unsent. Each is completed (into the
+    /// dropped pipeline, which discards it) so the pipeline's entry is
+    /// freed once none is left.
+    fn cancel_pipe(&mut self, pipe: usize) -> Result<(), Error> {
+        let mut replies = self.core.cancel_pipe(pipe)?;
+        let mine = |q: &Queued<Call>| matches!(q.reply, Reply::Pipe { pipe: p, .. } if p == pipe);
+        if self.backlog.iter().any(mine) {
+            let backlog = std::mem::take(&mut self.backlog);
+            let (unsent, kept) = backlog.into_iter().partition(|q| mine(q));
+            self.backlog = kept;
+            let unsent: VecDeque<Queued<Call>> = unsent;
+            replies.extend(unsent.iter().map(|q| q.reply));
+        }
+        for reply in replies {
+            let dropped = Err(Error::Closed("the pipeline was dropped".to_owned()));
+            self.shared
+                .calls
+                .complete(reply, dropped, &mut self.wakeups);
+        }
         Ok(())
     }
 

@@ -283,6 +283,7 @@ impl Served {
             .fetch_add(t.cancelled_in, Ordering::Relaxed);
         if let Some(m) = metrics {
             m.record_immediate(t.immediate);
+            m.record_cancelled(t.cancelled_in);
         }
     }
 }

@@ -99,6 +99,7 @@ fn node_status(service: &Service, started: Instant) -> vole_control::control::No
         handshake_failures_by_reason: s.handshake_failures_by_reason,
         latency_counts: s.latency_counts,
         latency_sum_us: s.latency_sum_us,
+        cancelled: s.cancelled,
         // One-process mode has no descriptor budget (yet): it accepts as
         // `Service::run` does, backing off at the limit.
         ..Default::default()
