@@ -73,6 +73,19 @@ impl std::fmt::Debug for MethodName {
     }
 }
 
+/// The error for an exception with these arguments: an overload refusal
+/// (first argument `"overloaded"`, see [`super::OVERLOADED`]) is told
+/// apart, since its call was not run.
+pub(super) fn exception_error(args: Vec<Value>) -> Error {
+    match args.as_slice() {
+        [Value::Str(tag)] if tag == super::OVERLOADED => Error::Overloaded(String::new()),
+        [Value::Str(tag), Value::Str(reason)] if tag == super::OVERLOADED => {
+            Error::Overloaded(reason.clone())
+        }
+        _ => Error::Exception(args),
+    }
+}
+
 /// Reads a VOL message `(id, code, payload)`. The framing and the payloads
 /// of calls and results are taken apart as they are read, so none of their
 /// tuples is built; the other payloads are read whole.
@@ -125,7 +138,7 @@ pub(super) fn read_message(
             let result = if msg_code == code::CALL_RESULT {
                 Ok(value)
             } else {
-                Err(Error::Exception(match value {
+                Err(exception_error(match value {
                     Value::Exception(args) => args,
                     other => vec![other],
                 }))
@@ -204,4 +217,31 @@ pub(super) fn pair(payload: Value) -> Option<(i64, Value)> {
         return None;
     };
     Some((id, second))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overloaded_exception_is_told_apart() {
+        let e = exception_error(vec![Value::str("overloaded"), Value::str("too many")]);
+        assert!(
+            matches!(&e, Error::Overloaded(r) if r == "too many"),
+            "{e:?}"
+        );
+        let e = exception_error(vec![Value::str("overloaded")]);
+        assert!(matches!(e, Error::Overloaded(_)), "{e:?}");
+        // Anything else is an ordinary exception, the arguments kept.
+        let e = exception_error(vec![Value::str("overloaded"), Value::Int(3)]);
+        assert!(matches!(&e, Error::Exception(a) if a.len() == 2), "{e:?}");
+        let e = exception_error(vec![Value::str("other")]);
+        assert!(matches!(e, Error::Exception(_)), "{e:?}");
+        // Passed on by a method, it stays a refusal.
+        let passed = crate::model::CallError::from(Error::Overloaded("x".to_owned()));
+        let crate::model::CallError::Exception(args) = passed else {
+            panic!("an exception");
+        };
+        assert!(matches!(exception_error(args), Error::Overloaded(r) if r == "x"));
+    }
 }

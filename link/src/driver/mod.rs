@@ -27,14 +27,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
+mod buffered;
 mod output;
 mod served;
 
+use buffered::Buffered;
 use output::Output;
 use served::Served;
 
 use crate::calls::{Queued, Wakeups};
-use crate::core::{Event, LinkConfig, LinkCore};
+use crate::core::{Event, LinkConfig, LinkCore, Overload, OVERLOADED};
 use crate::handle::Link;
 use crate::info::LinkInfo;
 use crate::model::{error_chain, Call, CallError, Error, Object, RemoteObject, Shared, Value};
@@ -125,6 +127,8 @@ pub struct Driver<IO> {
     wakeups: Wakeups,
     /// The peer's calls running, and the calls counted during this poll.
     served: Served,
+    /// What the link holds of the peer's calls, against its budgets.
+    buffered: Buffered,
     /// Ids of the peer's objects whose proxies were dropped, taken from
     /// the shared signals and not yet released.
     released: Vec<i64>,
@@ -160,6 +164,7 @@ where
         );
         let start = core.start();
         let (hs_tx, hs_rx) = oneshot::channel();
+        let buffered = Buffered::new(&setup.config, shared.id);
         let driver = Driver {
             io,
             core,
@@ -168,6 +173,7 @@ where
             backlog: VecDeque::new(),
             wakeups: Wakeups::default(),
             served: Served::default(),
+            buffered,
             released: Vec::new(),
             inbuf: BytesMut::with_capacity(READ_CHUNK),
             unread: false,
@@ -219,6 +225,7 @@ where
             let _ = tx.send(Err(Error::Handshake(reason.to_string())));
         }
         self.served.cancel_all();
+        self.buffered.cancelled_all();
         self.outcome = Some(Closed { reason, clean });
     }
 
@@ -284,11 +291,22 @@ where
                     call_id,
                     future,
                     kind,
+                    bytes,
                 } => {
-                    if let Some((call_id, kind, elapsed, result)) =
-                        self.served.start(cx, call_id, kind, future, now)
+                    self.buffered.message_done();
+                    if self.config.overload == Overload::Refuse
+                        && self.served.running() >= self.config.max_inflight
                     {
-                        self.finished(call_id, kind, elapsed, result)?;
+                        // Never polled, so never run.
+                        drop(future);
+                        self.refuse_overloaded(call_id, kind)?;
+                        continue;
+                    }
+                    match self.served.start(cx, call_id, kind, future, now) {
+                        Some((call_id, kind, elapsed, result)) => {
+                            self.finished(call_id, kind, elapsed, result)?;
+                        }
+                        None => self.buffered.started(call_id, bytes),
                     }
                 }
                 Event::Completed { reply, result } => {
@@ -302,6 +320,32 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Refuses a call of the peer beyond `max_inflight` (with
+    /// [`Overload::Refuse`]): a one-way call is dropped, the others are
+    /// answered with the exception `("overloaded", reason)`. Both are
+    /// counted.
+    fn refuse_overloaded(&mut self, call_id: u64, kind: CallKind) -> Result<(), Error> {
+        self.shared
+            .stats
+            .refused_overload
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(
+            link = self.shared.id,
+            call = call_id,
+            ?kind,
+            "call refused: overloaded"
+        );
+        if kind == CallKind::Oneway {
+            return Ok(());
+        }
+        let reason = format!(
+            "{} calls of this link are running (max-inflight); the call was not run",
+            self.config.max_inflight
+        );
+        let e = CallError::Exception(vec![Value::str(OVERLOADED), Value::Str(reason)]);
+        self.core.respond(call_id, kind, Err(e))
     }
 
     /// Answers a call of the peer that has finished.
@@ -378,6 +422,7 @@ where
 
         // Finished calls.
         while let Some((call_id, kind, elapsed, result)) = self.served.poll_finished(cx, now) {
+            self.buffered.finished(call_id);
             self.finished(call_id, kind, elapsed, result)?;
             progress = true;
         }
@@ -394,22 +439,38 @@ where
             self.unread = false;
             self.inbuf.clear();
         }
+        // With `Overload::Refuse`, calls beyond `max_inflight` are read
+        // and refused rather than left waiting.
         let saturated = !lingering
-            && (self.served.running() >= self.config.max_inflight
+            && ((self.config.overload == Overload::Wait
+                && self.served.running() >= self.config.max_inflight)
                 || self.out_len() >= self.config.out_high_water
                 || self.refused_enough());
         if self.unread && !saturated {
             self.unread = false;
             progress = true;
             self.core.handle_input(&mut self.inbuf, now_std)?;
+            buffered::shrink(&mut self.inbuf, READ_CHUNK);
         }
-        let can_read =
-            !parked.read && !self.read_closed && (!saturated || self.inbuf.len() < READ_AHEAD);
+        // The buffer budgets (see `crate::budget`): a link holding too much
+        // of the peer's calls reads only a little ahead, as a saturated
+        // one does.
+        let within_budget = lingering
+            || self
+                .buffered
+                .may_read(&self.inbuf, self.served.running(), &self.shared.stats, cx);
+        let can_read = !parked.read
+            && !self.read_closed
+            && ((!saturated && within_budget) || self.inbuf.len() < READ_AHEAD);
         if can_read {
             if self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
                 self.inbuf.reserve(READ_CHUNK);
             }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.inbuf) {
+            // One read takes at most READ_LIMIT, so that a link overshoots
+            // its budgets by no more.
+            let mut limited =
+                tokio::io::AsyncReadExt::take(&mut self.io, crate::budget::READ_LIMIT as u64);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut limited), cx, &mut self.inbuf) {
                 Poll::Ready(Ok(0)) => {
                     self.read_closed = true;
                     progress = true;
@@ -423,6 +484,7 @@ where
                         self.unread = true;
                     } else {
                         self.core.handle_input(&mut self.inbuf, now_std)?;
+                        buffered::shrink(&mut self.inbuf, READ_CHUNK);
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(Error::Transport(e.into())),
@@ -528,6 +590,7 @@ where
                 "peer closed the link; cancelling its running calls"
             );
             self.served.cancel_all();
+            self.buffered.cancelled_all();
         }
         self.begin_drain(now);
         Ok(())
@@ -713,3 +776,6 @@ where
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod budget_tests;

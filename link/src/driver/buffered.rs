@@ -1,0 +1,171 @@
+//! What a link holds of the peer's calls (its input buffer and the
+//! arguments of the calls it runs), charged to the shared budget, and the
+//! question the driver asks before each read: may it read? The policy is
+//! [`crate::budget::decide`]; this applies it.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::task::Context;
+
+use bytes::BytesMut;
+
+use crate::budget::{Charge, LinkView};
+use crate::core::LinkConfig;
+use crate::shared::LinkStats;
+
+/// Calls smaller than this are not tracked (their bytes are noise next to
+/// the input buffer, and most finish as they start).
+const TRACK_MIN: usize = 1024;
+
+/// An input buffer with more capacity than this, three quarters unused
+/// once the messages in it are taken, is reallocated to fit: a large
+/// message must not keep its buffer after it is decoded.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
+/// The buffered bytes of one link.
+pub(super) struct Buffered {
+    /// Bytes of each running call (those of at least [`TRACK_MIN`]).
+    held: HashMap<u64, usize>,
+    /// Their sum.
+    calls: usize,
+    limit: usize,
+    charge: Charge,
+    /// What was last published in the link's stats.
+    published: usize,
+}
+
+impl Buffered {
+    pub(super) fn new(config: &LinkConfig, link_id: u64) -> Self {
+        Buffered {
+            held: HashMap::new(),
+            calls: 0,
+            limit: config.max_buffered,
+            charge: Charge::new(config.budget.clone(), link_id),
+            published: 0,
+        }
+    }
+
+    /// A call of `bytes` went on running.
+    pub(super) fn started(&mut self, call_id: u64, bytes: usize) {
+        if bytes >= TRACK_MIN {
+            self.calls += bytes;
+            if let Some(old) = self.held.insert(call_id, bytes) {
+                self.calls -= old;
+            }
+        }
+    }
+
+    /// A running call finished (or was cancelled).
+    pub(super) fn finished(&mut self, call_id: u64) {
+        if let Some(bytes) = self.held.remove(&call_id) {
+            self.calls -= bytes;
+        }
+    }
+
+    /// Every running call was cancelled.
+    pub(super) fn cancelled_all(&mut self) {
+        self.held.clear();
+        self.calls = 0;
+    }
+
+    /// A message was taken whole from the input buffer: a link that was
+    /// finishing it on the shared budget's allowance is done.
+    pub(super) fn message_done(&mut self) {
+        self.charge.message_done();
+    }
+
+    /// Charges what the link holds now (`inbuf`, and its calls; `running`
+    /// is how many calls run, to forget any not seen finishing) and says
+    /// whether it may read. A link paused on the shared budget is woken
+    /// when others release memory.
+    pub(super) fn may_read(
+        &mut self,
+        inbuf: &BytesMut,
+        running: usize,
+        stats: &LinkStats,
+        cx: &Context<'_>,
+    ) -> bool {
+        if running == 0 && self.calls > 0 {
+            self.cancelled_all();
+        }
+        let held = inbuf.capacity() + self.calls;
+        self.charge.set(held);
+        if held != self.published {
+            stats.buffered.store(held as u64, Ordering::Relaxed);
+            self.published = held;
+        }
+        let view = LinkView {
+            held,
+            calls: self.calls,
+            partial: !inbuf.is_empty(),
+            link_limit: self.limit,
+        };
+        self.charge.may_read(view, cx.waker())
+    }
+}
+
+/// Gives back the capacity a large message left in `inbuf` once it was
+/// decoded (see [`SHRINK_ABOVE`]).
+pub(super) fn shrink(inbuf: &mut BytesMut, min_capacity: usize) {
+    let cap = inbuf.capacity();
+    if cap > SHRINK_ABOVE && inbuf.len() <= cap / 4 {
+        let mut fresh = BytesMut::with_capacity(min_capacity.max(inbuf.len() * 2));
+        fresh.extend_from_slice(inbuf);
+        *inbuf = fresh;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_buffer_is_given_back_once_its_message_is_taken() {
+        let mut buf = BytesMut::with_capacity(4 << 20);
+        buf.extend_from_slice(&[7u8; 100]);
+        shrink(&mut buf, 16 * 1024);
+        assert!(buf.capacity() < 64 * 1024, "{}", buf.capacity());
+        assert_eq!(&buf[..], &[7u8; 100][..]);
+        // A buffer still mostly full is kept.
+        let mut full = BytesMut::with_capacity(4 << 20);
+        full.extend_from_slice(&vec![1u8; 3 << 20]);
+        let cap = full.capacity();
+        shrink(&mut full, 16 * 1024);
+        assert_eq!(full.capacity(), cap);
+    }
+
+    #[test]
+    fn small_calls_are_not_tracked_and_running_none_forgets_all() {
+        let config = LinkConfig::default();
+        let mut b = Buffered::new(&config, 1);
+        b.started(1, 100);
+        b.started(2, 5000);
+        b.started(3, 7000);
+        assert_eq!(b.calls, 12000);
+        b.finished(2);
+        assert_eq!(b.calls, 7000);
+        let stats = LinkStats::default();
+        let waker = futures_util::task::noop_waker();
+        let cx = Context::from_waker(&waker);
+        assert!(b.may_read(&BytesMut::new(), 0, &stats, &cx));
+        assert_eq!(b.calls, 0, "no call runs: none is held");
+    }
+
+    #[test]
+    fn a_link_over_its_limit_with_calls_running_pauses() {
+        let config = LinkConfig {
+            max_buffered: 10_000,
+            ..LinkConfig::default()
+        };
+        let mut b = Buffered::new(&config, 1);
+        let stats = LinkStats::default();
+        let waker = futures_util::task::noop_waker();
+        let cx = Context::from_waker(&waker);
+        b.started(1, 12_000);
+        assert!(!b.may_read(&BytesMut::new(), 1, &stats, &cx));
+        assert_eq!(stats.buffered.load(Ordering::Relaxed), 12_000);
+        b.finished(1);
+        assert!(b.may_read(&BytesMut::new(), 0, &stats, &cx));
+        assert_eq!(stats.buffered.load(Ordering::Relaxed), 0);
+    }
+}
