@@ -10,20 +10,22 @@
 //!   a link whose calls hold that much reads no more until they finish.
 //!   A link running no call always reads, so one legal message (at most
 //!   `max_message`) always fits.
-//! * **per process** ([`Budget`], shared by the links of a node): while the
-//!   links hold more than the budget together, a link holding more than its
-//!   fair share (the budget divided by the links holding more than
-//!   [`FLOOR`]) stops reading; links under their share, or under
-//!   [`FLOOR`], go on. So a client that floods the node stalls itself, not
-//!   a well-behaved client making small calls. To avoid a deadlock (every
-//!   link over its share holding half a message, none able to finish one),
-//!   one link at a time may read on to finish the message it is receiving
-//!   (the *finisher*).
+//! * **per process** ([`Budget`], shared by the links of a node): a
+//!   ceiling on what the links hold together. Below three quarters of it
+//!   every link reads; up to seven eighths, links under their fair share
+//!   (the budget divided by the links holding more than [`FLOOR`]) read
+//!   and the others pause; beyond, only links under [`FLOOR`] read. So a
+//!   client that floods the node stalls itself, not a well-behaved client
+//!   making small calls. To avoid a deadlock (every link holding half a
+//!   message and no call running to free memory), one link at a time may
+//!   then read on to finish the message it is receiving (the *finisher*).
 //!
 //! The policy is [`decide`], a pure function of what a link holds and what
-//! the budget says; the driver only applies it. The memory bound this
-//! gives: the budget, plus one message (the finisher's), plus one read
-//! ([`READ_LIMIT`]) per link.
+//! the budget says; the driver only applies it. What the links hold then
+//! stays under the budget as long as the finisher's message, [`FLOOR`]
+//! and a read ([`READ_LIMIT`]) per link fit in its last eighth (16 MiB
+//! messages and tens of links under the default 256 MiB budget); the
+//! process's resident memory adds the allocator's own and the runtime's.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -31,11 +33,21 @@ use std::task::Waker;
 
 /// A link holding at most this much always reads (a well-behaved client's
 /// small calls are never paused by others).
-pub const FLOOR: usize = 1 << 20;
+pub const FLOOR: usize = 256 * 1024;
 
 /// The most a link reads at a time while a budget applies, so that the
 /// total overshoots the budget by at most this much per link.
 pub const READ_LIMIT: usize = 256 * 1024;
+
+/// Below this much of `limit` every link reads.
+fn open_level(limit: usize) -> usize {
+    limit / 4 * 3
+}
+
+/// Below this much of `limit` links under their fair share read.
+fn share_level(limit: usize) -> usize {
+    limit / 8 * 7
+}
 
 /// The default per-process budget: 256 MiB.
 pub const DEFAULT_NODE_BUDGET: usize = 256 << 20;
@@ -76,16 +88,21 @@ pub struct BudgetView {
     pub active: usize,
     /// No link is the finisher, or this one is.
     pub finisher_free: bool,
+    /// Calls holding memory run on some link (they free it as they end).
+    pub calls_running: bool,
 }
 
 /// The policy: whether a link may read.
 ///
 /// Per link: a link whose held bytes reach `link_limit` pauses, unless it
 /// runs no call (then what it holds is at most one message being received,
-/// which must be able to complete). Per process: under the budget, or under
-/// [`FLOOR`], or under its fair share, a link reads; over them, it reads
-/// only as the finisher of a partly received message, and only if it runs
-/// no call (a link whose calls run frees memory as they finish).
+/// which must be able to complete). Per process (see the module
+/// documentation): a link reads if it holds at most [`FLOOR`], or the
+/// total is under three quarters of the budget, or under seven eighths
+/// and the link under its fair share; otherwise it reads only as the
+/// finisher of a partly received message, and only while no call holding
+/// memory runs on any link (calls free memory as they end; the finisher is
+/// for when only reading can).
 pub fn decide(link: LinkView, budget: Option<BudgetView>) -> Decision {
     if link.calls > 0 && link.held >= link.link_limit {
         return Decision::Pause;
@@ -93,14 +110,14 @@ pub fn decide(link: LinkView, budget: Option<BudgetView>) -> Decision {
     let Some(b) = budget else {
         return Decision::Read;
     };
-    if link.held <= FLOOR || b.total <= b.limit {
+    if link.held <= FLOOR || b.total <= open_level(b.limit) {
         return Decision::Read;
     }
     let share = b.limit / b.active.max(1);
-    if link.held <= share {
+    if link.held <= share && b.total <= share_level(b.limit) {
         return Decision::Read;
     }
-    if link.partial && link.calls == 0 && b.finisher_free {
+    if link.partial && link.calls == 0 && !b.calls_running && b.finisher_free {
         return Decision::Finish;
     }
     Decision::Pause
@@ -113,6 +130,8 @@ pub fn decide(link: LinkView, budget: Option<BudgetView>) -> Decision {
 pub struct Budget {
     limit: usize,
     total: AtomicUsize,
+    /// The part of `total` held by running calls.
+    calls: AtomicUsize,
     active: AtomicUsize,
     /// Link id of the finisher, 0 if none.
     finisher: AtomicU64,
@@ -128,6 +147,7 @@ impl Budget {
         Budget {
             limit,
             total: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             finisher: AtomicU64::new(0),
             has_waiters: AtomicBool::new(false),
@@ -160,6 +180,7 @@ impl Budget {
             limit: self.limit,
             active: self.active.load(Ordering::Relaxed),
             finisher_free: finisher == 0 || finisher == link_id,
+            calls_running: self.calls.load(Ordering::Relaxed) > 0,
         }
     }
 
@@ -185,8 +206,20 @@ impl Budget {
         }
     }
 
-    /// A link's charge changes from `old` to `new` bytes.
-    pub(crate) fn recharge(&self, old: usize, new: usize) {
+    /// A link's charge changes from `old` to `new` bytes, of which its
+    /// calls hold `old_calls`, then `new_calls`.
+    pub(crate) fn recharge(
+        &self,
+        (old, old_calls): (usize, usize),
+        (new, new_calls): (usize, usize),
+    ) {
+        if new_calls > old_calls {
+            self.calls
+                .fetch_add(new_calls - old_calls, Ordering::Relaxed);
+        } else if old_calls > new_calls {
+            self.calls
+                .fetch_sub(old_calls - new_calls, Ordering::Relaxed);
+        }
         if new > old {
             self.total.fetch_add(new - old, Ordering::Relaxed);
         } else if old > new {
@@ -247,7 +280,8 @@ impl Default for Budget {
 pub(crate) struct Charge {
     budget: Option<std::sync::Arc<Budget>>,
     link_id: u64,
-    charged: usize,
+    /// What it holds, and the part its calls hold.
+    charged: (usize, usize),
     finisher: bool,
 }
 
@@ -256,20 +290,22 @@ impl Charge {
         Charge {
             budget,
             link_id,
-            charged: 0,
+            charged: (0, 0),
             finisher: false,
         }
     }
 
-    /// Reports that the link holds `held` bytes now.
-    pub(crate) fn set(&mut self, held: usize) {
-        if held == self.charged {
+    /// Reports that the link holds `held` bytes now, `calls` of them in
+    /// running calls.
+    pub(crate) fn set(&mut self, held: usize, calls: usize) {
+        let now = (held, calls);
+        if now == self.charged {
             return;
         }
         if let Some(b) = &self.budget {
-            b.recharge(self.charged, held);
+            b.recharge(self.charged, now);
         }
-        self.charged = held;
+        self.charged = now;
     }
 
     /// Applies the policy to `link`; registers `waker` if the link must
@@ -322,7 +358,7 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.set(0);
+        self.set(0, 0);
         if self.finisher {
             self.drop_finisher();
         }
@@ -350,6 +386,7 @@ mod tests {
             limit: 256 * MB,
             active,
             finisher_free: true,
+            calls_running: false,
         }
     }
 
@@ -365,7 +402,7 @@ mod tests {
     #[test]
     fn under_the_budget_every_link_reads() {
         assert_eq!(
-            decide(link(40 * MB, 30 * MB, true), Some(budget(200 * MB, 5))),
+            decide(link(40 * MB, 30 * MB, true), Some(budget(190 * MB, 5))),
             Decision::Read
         );
     }
@@ -379,9 +416,19 @@ mod tests {
             Decision::Pause
         );
         assert_eq!(
-            decide(link(12 * MB, 0, true), Some(over)),
+            decide(link(12 * MB, 0, true), Some(budget(220 * MB, 20))),
             Decision::Read,
-            "under its share"
+            "under its share, below seven eighths"
+        );
+        assert_eq!(
+            decide(link(15 * MB, 0, true), Some(budget(220 * MB, 20))),
+            Decision::Finish,
+            "over its share"
+        );
+        assert_eq!(
+            decide(link(12 * MB, 12 * MB, true), Some(over)),
+            Decision::Pause,
+            "under its share, but past seven eighths"
         );
         assert_eq!(
             decide(link(64 * 1024, 0, false), Some(over)),
@@ -401,6 +448,10 @@ mod tests {
         assert_eq!(decide(link(14 * MB, 0, true), Some(over)), Decision::Finish);
         over.finisher_free = false;
         assert_eq!(decide(link(14 * MB, 0, true), Some(over)), Decision::Pause);
+        // Calls running elsewhere free memory as they end: no finisher.
+        over.finisher_free = true;
+        over.calls_running = true;
+        assert_eq!(decide(link(14 * MB, 0, true), Some(over)), Decision::Pause);
         // A link with no partial message has nothing to finish.
         assert_eq!(
             decide(link(14 * MB, 14 * MB, false), Some(budget(300 * MB, 20))),
@@ -413,13 +464,13 @@ mod tests {
         let b = std::sync::Arc::new(Budget::new(256 * MB));
         let mut one = Charge::new(Some(b.clone()), 1);
         let mut two = Charge::new(Some(b.clone()), 2);
-        one.set(10 * MB);
-        two.set(100);
+        one.set(10 * MB, 0);
+        two.set(100, 0);
         assert_eq!(b.used(), 10 * MB + 100);
         assert_eq!(b.view(1).active, 1);
-        two.set(2 * MB);
+        two.set(2 * MB, 0);
         assert_eq!(b.view(1).active, 2);
-        one.set(MB / 2);
+        one.set(FLOOR, 0);
         assert_eq!(b.view(1).active, 1);
         drop(one);
         drop(two);
@@ -444,11 +495,11 @@ mod tests {
 
         let b = Arc::new(Budget::new(10 * MB));
         let mut others = Charge::new(Some(b.clone()), 9);
-        others.set(20 * MB); // over the budget
+        others.set(20 * MB, 0); // over the budget
         let mut one = Charge::new(Some(b.clone()), 1);
         let mut two = Charge::new(Some(b.clone()), 2);
-        one.set(8 * MB);
-        two.set(8 * MB);
+        one.set(8 * MB, 0);
+        two.set(8 * MB, 0);
         let partial = |held| LinkView {
             held,
             calls: 0,
@@ -471,7 +522,7 @@ mod tests {
         // Releasing memory wakes waiters too.
         let before = woken.0.load(Ordering::SeqCst);
         assert!(!one.may_read(done, &waker));
-        others.set(0);
+        others.set(0, 0);
         assert!(woken.0.load(Ordering::SeqCst) > before);
     }
 }

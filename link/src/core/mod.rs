@@ -231,6 +231,15 @@ impl LinkCore {
             + self.keep_alive.footprint()
     }
 
+    /// The whole length of the message being received, once its headers
+    /// are in (the driver reserves room for it at once).
+    pub(crate) fn pending_input(&self) -> Option<usize> {
+        match self.phase {
+            Phase::Running => self.decoder.pending_len(),
+            _ => None,
+        }
+    }
+
     /// Stop accepting new calls from the peer: each gets an exception saying
     /// the link is closing. Calls already running finish normally.
     pub(crate) fn begin_drain(&mut self) {

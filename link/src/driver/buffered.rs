@@ -17,6 +17,9 @@ use crate::shared::LinkStats;
 /// the input buffer, and most finish as they start).
 const TRACK_MIN: usize = 1024;
 
+/// What [`make_room`] reserves beyond a message (the driver's read chunk).
+const CHUNK: usize = super::READ_CHUNK;
+
 /// An input buffer with more capacity than this, three quarters unused
 /// once the messages in it are taken, is reallocated to fit: a large
 /// message must not keep its buffer after it is decoded.
@@ -76,11 +79,14 @@ impl Buffered {
 
     /// Charges what the link holds now (`inbuf`, and its calls; `running`
     /// is how many calls run, to forget any not seen finishing) and says
-    /// whether it may read. A link paused on the shared budget is woken
-    /// when others release memory.
+    /// whether it may read, judging by what it will hold once it has
+    /// reserved room for the message being received (`pending`, its
+    /// length, if known). A link paused on the shared budget is woken when
+    /// others release memory.
     pub(super) fn may_read(
         &mut self,
         inbuf: &BytesMut,
+        pending: Option<usize>,
         running: usize,
         stats: &LinkStats,
         cx: &Context<'_>,
@@ -88,19 +94,46 @@ impl Buffered {
         if running == 0 && self.calls > 0 {
             self.cancelled_all();
         }
+        // The buffer's capacity: room reserved for a message being
+        // received is held (allocators reuse memory, so it is resident).
         let held = inbuf.capacity() + self.calls;
-        self.charge.set(held);
+        self.charge.set(held, self.calls);
         if held != self.published {
             stats.buffered.store(held as u64, Ordering::Relaxed);
             self.published = held;
         }
+        let reserved = pending.map_or(0, |total| total + CHUNK);
+        if pending.is_some() && inbuf.capacity() >= reserved {
+            // Room for the whole message is reserved, and charged:
+            // receiving the rest of it costs nothing more.
+            return true;
+        }
         let view = LinkView {
-            held,
+            held: held.max(reserved + self.calls),
             calls: self.calls,
             partial: !inbuf.is_empty(),
             link_limit: self.limit,
         };
         self.charge.may_read(view, cx.waker())
+    }
+}
+
+/// Makes room in `inbuf` for the next read: for the whole message being
+/// received if its length (`pending`) is known, at once and exactly (plus
+/// `chunk` for what follows it), rather than doubling the buffer as the
+/// message arrives (which copies it over and over, and leaves up to half
+/// the buffer unused); otherwise `chunk` more.
+pub(super) fn make_room(inbuf: &mut BytesMut, pending: Option<usize>, chunk: usize) {
+    let want = match pending {
+        Some(total) if total > inbuf.len() => total + chunk,
+        _ => 0,
+    };
+    if want > inbuf.capacity() {
+        let mut fresh = BytesMut::with_capacity(want);
+        fresh.extend_from_slice(inbuf);
+        *inbuf = fresh;
+    } else if inbuf.capacity() - inbuf.len() < chunk / 4 {
+        inbuf.reserve(chunk);
     }
 }
 
@@ -135,6 +168,23 @@ mod tests {
     }
 
     #[test]
+    fn room_is_made_for_a_whole_message_at_once() {
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.extend_from_slice(&[1u8; 100]);
+        make_room(&mut buf, Some(5_000_000), 16 * 1024);
+        assert_eq!(buf.capacity(), 5_000_000 + 16 * 1024);
+        assert_eq!(&buf[..], &[1u8; 100][..]);
+        // Known and already room: unchanged.
+        make_room(&mut buf, Some(5_000_000), 16 * 1024);
+        assert_eq!(buf.capacity(), 5_000_000 + 16 * 1024);
+        // Unknown: a chunk more when nearly full.
+        let mut small = BytesMut::with_capacity(1024);
+        small.extend_from_slice(&[0u8; 1020]);
+        make_room(&mut small, None, 16 * 1024);
+        assert!(small.capacity() >= 1020 + 16 * 1024);
+    }
+
+    #[test]
     fn small_calls_are_not_tracked_and_running_none_forgets_all() {
         let config = LinkConfig::default();
         let mut b = Buffered::new(&config, 1);
@@ -147,7 +197,7 @@ mod tests {
         let stats = LinkStats::default();
         let waker = futures_util::task::noop_waker();
         let cx = Context::from_waker(&waker);
-        assert!(b.may_read(&BytesMut::new(), 0, &stats, &cx));
+        assert!(b.may_read(&BytesMut::new(), None, 0, &stats, &cx));
         assert_eq!(b.calls, 0, "no call runs: none is held");
     }
 
@@ -162,10 +212,10 @@ mod tests {
         let waker = futures_util::task::noop_waker();
         let cx = Context::from_waker(&waker);
         b.started(1, 12_000);
-        assert!(!b.may_read(&BytesMut::new(), 1, &stats, &cx));
+        assert!(!b.may_read(&BytesMut::new(), None, 1, &stats, &cx));
         assert_eq!(stats.buffered.load(Ordering::Relaxed), 12_000);
         b.finished(1);
-        assert!(b.may_read(&BytesMut::new(), 0, &stats, &cx));
+        assert!(b.may_read(&BytesMut::new(), None, 0, &stats, &cx));
         assert_eq!(stats.buffered.load(Ordering::Relaxed), 0);
     }
 }

@@ -456,20 +456,34 @@ where
         // of the peer's calls reads only a little ahead, as a saturated
         // one does.
         let within_budget = lingering
-            || self
-                .buffered
-                .may_read(&self.inbuf, self.served.running(), &self.shared.stats, cx);
+            || self.buffered.may_read(
+                &self.inbuf,
+                self.core.pending_input(),
+                self.served.running(),
+                &self.shared.stats,
+                cx,
+            );
         let can_read = !parked.read
             && !self.read_closed
             && ((!saturated && within_budget) || self.inbuf.len() < READ_AHEAD);
         if can_read {
-            if self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
-                self.inbuf.reserve(READ_CHUNK);
-            }
+            let full = !saturated && within_budget;
+            // Room for the whole message being received, once it may be;
+            // reading ahead, only a little.
+            let pending = if full {
+                self.core.pending_input()
+            } else {
+                None
+            };
+            buffered::make_room(&mut self.inbuf, pending, READ_CHUNK);
             // One read takes at most READ_LIMIT, so that a link overshoots
             // its budgets by no more.
-            let mut limited =
-                tokio::io::AsyncReadExt::take(&mut self.io, crate::budget::READ_LIMIT as u64);
+            let limit = if full {
+                crate::budget::READ_LIMIT
+            } else {
+                READ_AHEAD
+            };
+            let mut limited = tokio::io::AsyncReadExt::take(&mut self.io, limit as u64);
             match tokio_util::io::poll_read_buf(Pin::new(&mut limited), cx, &mut self.inbuf) {
                 Poll::Ready(Ok(0)) => {
                     self.read_closed = true;
