@@ -11,8 +11,8 @@
 //!   A link running no call always reads, so one legal message (at most
 //!   `max_message`) always fits.
 //! * **per process** ([`Budget`], shared by the links of a node): a
-//!   ceiling on what the links hold together. Below three quarters of it
-//!   every link reads; up to seven eighths, links under their fair share
+//!   ceiling on what the links hold together. Below five eighths of it
+//!   every link reads; up to three quarters, links under their fair share
 //!   (the budget divided by the links holding more than [`FLOOR`]) read
 //!   and the others pause; beyond, only links under [`FLOOR`] read. So a
 //!   client that floods the node stalls itself, not a well-behaved client
@@ -23,9 +23,12 @@
 //! The policy is [`decide`], a pure function of what a link holds and what
 //! the budget says; the driver only applies it. What the links hold then
 //! stays under the budget as long as the finisher's message, [`FLOOR`]
-//! and a read ([`READ_LIMIT`]) per link fit in its last eighth (16 MiB
-//! messages and tens of links under the default 256 MiB budget); the
-//! process's resident memory adds the allocator's own and the runtime's.
+//! and a read ([`READ_LIMIT`]) per link, and a message reserved by each
+//! link that found room, fit in its last quarter (16 MiB messages and tens
+//! of links under the default 256 MiB budget). The last quarter also
+//! leaves room for what the process holds besides: a message being decoded
+//! is briefly both in its buffer and in its arguments, and the allocator
+//! and the runtime have their own.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -41,12 +44,12 @@ pub const READ_LIMIT: usize = 256 * 1024;
 
 /// Below this much of `limit` every link reads.
 fn open_level(limit: usize) -> usize {
-    limit / 4 * 3
+    limit / 8 * 5
 }
 
 /// Below this much of `limit` links under their fair share read.
 fn share_level(limit: usize) -> usize {
-    limit / 8 * 7
+    limit / 4 * 3
 }
 
 /// The default per-process budget: 256 MiB.
@@ -98,7 +101,7 @@ pub struct BudgetView {
 /// runs no call (then what it holds is at most one message being received,
 /// which must be able to complete). Per process (see the module
 /// documentation): a link reads if it holds at most [`FLOOR`], or the
-/// total is under three quarters of the budget, or under seven eighths
+/// total is under five eighths of the budget, or under three quarters
 /// and the link under its fair share; otherwise it reads only as the
 /// finisher of a partly received message, and only while no call holding
 /// memory runs on any link (calls free memory as they end; the finisher is
@@ -402,7 +405,7 @@ mod tests {
     #[test]
     fn under_the_budget_every_link_reads() {
         assert_eq!(
-            decide(link(40 * MB, 30 * MB, true), Some(budget(190 * MB, 5))),
+            decide(link(40 * MB, 30 * MB, true), Some(budget(150 * MB, 5))),
             Decision::Read
         );
     }
@@ -416,19 +419,19 @@ mod tests {
             Decision::Pause
         );
         assert_eq!(
-            decide(link(12 * MB, 0, true), Some(budget(220 * MB, 20))),
+            decide(link(12 * MB, 0, true), Some(budget(180 * MB, 20))),
             Decision::Read,
-            "under its share, below seven eighths"
+            "under its share, below three quarters"
         );
         assert_eq!(
-            decide(link(15 * MB, 0, true), Some(budget(220 * MB, 20))),
+            decide(link(15 * MB, 0, true), Some(budget(180 * MB, 20))),
             Decision::Finish,
             "over its share"
         );
         assert_eq!(
             decide(link(12 * MB, 12 * MB, true), Some(over)),
             Decision::Pause,
-            "under its share, but past seven eighths"
+            "under its share, but past three quarters"
         );
         assert_eq!(
             decide(link(64 * 1024, 0, false), Some(over)),

@@ -35,6 +35,10 @@ pub(super) struct Buffered {
     charge: Charge,
     /// What was last published in the link's stats.
     published: usize,
+    /// The size of the input buffer's allocation. A `BytesMut` from which
+    /// a message was taken reports as its capacity only what follows the
+    /// message, but holds the whole allocation until it is replaced.
+    alloc: usize,
 }
 
 impl Buffered {
@@ -45,6 +49,7 @@ impl Buffered {
             limit: config.max_buffered,
             charge: Charge::new(config.budget.clone(), link_id),
             published: 0,
+            alloc: super::READ_CHUNK,
         }
     }
 
@@ -77,6 +82,39 @@ impl Buffered {
         self.charge.message_done();
     }
 
+    /// Makes room in `inbuf` for the next read: for the whole message
+    /// being received if its length (`pending`) is known, at once and
+    /// exactly (plus `chunk` for what follows it), rather than doubling the
+    /// buffer as the message arrives (which copies it over and over, and
+    /// leaves up to half the buffer unused); otherwise `chunk` more.
+    pub(super) fn make_room(&mut self, inbuf: &mut BytesMut, pending: Option<usize>, chunk: usize) {
+        let want = match pending {
+            Some(total) if total > inbuf.len() => total + chunk,
+            _ => 0,
+        };
+        if want > inbuf.capacity() {
+            let mut fresh = BytesMut::with_capacity(want);
+            fresh.extend_from_slice(inbuf);
+            *inbuf = fresh;
+            self.alloc = inbuf.capacity();
+        } else if inbuf.capacity() - inbuf.len() < chunk / 4 {
+            inbuf.reserve(chunk);
+            // A new allocation, if it made one; the same one otherwise.
+            self.alloc = self.alloc.max(inbuf.capacity());
+        }
+    }
+
+    /// Gives back the allocation a large message left in `inbuf` once it
+    /// was decoded (see [`SHRINK_ABOVE`]).
+    pub(super) fn shrink(&mut self, inbuf: &mut BytesMut, min_capacity: usize) {
+        if self.alloc > SHRINK_ABOVE && inbuf.len() <= self.alloc / 4 {
+            let mut fresh = BytesMut::with_capacity(min_capacity.max(inbuf.len() * 2));
+            fresh.extend_from_slice(inbuf);
+            *inbuf = fresh;
+            self.alloc = inbuf.capacity();
+        }
+    }
+
     /// Charges what the link holds now (`inbuf`, and its calls; `running`
     /// is how many calls run, to forget any not seen finishing) and says
     /// whether it may read, judging by what it will hold once it has
@@ -96,7 +134,8 @@ impl Buffered {
         }
         // The buffer's capacity: room reserved for a message being
         // received is held (allocators reuse memory, so it is resident).
-        let held = inbuf.capacity() + self.calls;
+        self.alloc = self.alloc.max(inbuf.capacity());
+        let held = self.alloc + self.calls;
         self.charge.set(held, self.calls);
         if held != self.published {
             stats.buffered.store(held as u64, Ordering::Relaxed);
@@ -118,69 +157,46 @@ impl Buffered {
     }
 }
 
-/// Makes room in `inbuf` for the next read: for the whole message being
-/// received if its length (`pending`) is known, at once and exactly (plus
-/// `chunk` for what follows it), rather than doubling the buffer as the
-/// message arrives (which copies it over and over, and leaves up to half
-/// the buffer unused); otherwise `chunk` more.
-pub(super) fn make_room(inbuf: &mut BytesMut, pending: Option<usize>, chunk: usize) {
-    let want = match pending {
-        Some(total) if total > inbuf.len() => total + chunk,
-        _ => 0,
-    };
-    if want > inbuf.capacity() {
-        let mut fresh = BytesMut::with_capacity(want);
-        fresh.extend_from_slice(inbuf);
-        *inbuf = fresh;
-    } else if inbuf.capacity() - inbuf.len() < chunk / 4 {
-        inbuf.reserve(chunk);
-    }
-}
-
-/// Gives back the capacity a large message left in `inbuf` once it was
-/// decoded (see [`SHRINK_ABOVE`]).
-pub(super) fn shrink(inbuf: &mut BytesMut, min_capacity: usize) {
-    let cap = inbuf.capacity();
-    if cap > SHRINK_ABOVE && inbuf.len() <= cap / 4 {
-        let mut fresh = BytesMut::with_capacity(min_capacity.max(inbuf.len() * 2));
-        fresh.extend_from_slice(inbuf);
-        *inbuf = fresh;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_large_buffer_is_given_back_once_its_message_is_taken() {
-        let mut buf = BytesMut::with_capacity(4 << 20);
+        let mut b = Buffered::new(&LinkConfig::default(), 1);
+        let mut buf = BytesMut::new();
+        b.make_room(&mut buf, Some(4 << 20), 16 * 1024);
+        assert_eq!(b.alloc, (4 << 20) + 16 * 1024);
+        buf.extend_from_slice(&vec![1u8; 4 << 20]);
         buf.extend_from_slice(&[7u8; 100]);
-        shrink(&mut buf, 16 * 1024);
-        assert!(buf.capacity() < 64 * 1024, "{}", buf.capacity());
-        assert_eq!(&buf[..], &[7u8; 100][..]);
         // A buffer still mostly full is kept.
-        let mut full = BytesMut::with_capacity(4 << 20);
-        full.extend_from_slice(&vec![1u8; 3 << 20]);
-        let cap = full.capacity();
-        shrink(&mut full, 16 * 1024);
-        assert_eq!(full.capacity(), cap);
+        b.shrink(&mut buf, 16 * 1024);
+        assert_eq!(b.alloc, (4 << 20) + 16 * 1024);
+        // The message is taken: the buffer reports only what follows it
+        // as its capacity, but still holds the allocation, until shrunk.
+        let _message = buf.split_to(4 << 20);
+        drop(_message);
+        assert!(buf.capacity() < 64 * 1024);
+        b.shrink(&mut buf, 16 * 1024);
+        assert!(b.alloc < 64 * 1024, "{}", b.alloc);
+        assert_eq!(&buf[..], &[7u8; 100][..]);
     }
 
     #[test]
     fn room_is_made_for_a_whole_message_at_once() {
+        let mut b = Buffered::new(&LinkConfig::default(), 1);
         let mut buf = BytesMut::with_capacity(1024);
         buf.extend_from_slice(&[1u8; 100]);
-        make_room(&mut buf, Some(5_000_000), 16 * 1024);
+        b.make_room(&mut buf, Some(5_000_000), 16 * 1024);
         assert_eq!(buf.capacity(), 5_000_000 + 16 * 1024);
         assert_eq!(&buf[..], &[1u8; 100][..]);
         // Known and already room: unchanged.
-        make_room(&mut buf, Some(5_000_000), 16 * 1024);
+        b.make_room(&mut buf, Some(5_000_000), 16 * 1024);
         assert_eq!(buf.capacity(), 5_000_000 + 16 * 1024);
         // Unknown: a chunk more when nearly full.
         let mut small = BytesMut::with_capacity(1024);
         small.extend_from_slice(&[0u8; 1020]);
-        make_room(&mut small, None, 16 * 1024);
+        b.make_room(&mut small, None, 16 * 1024);
         assert!(small.capacity() >= 1020 + 16 * 1024);
     }
 
@@ -213,9 +229,11 @@ mod tests {
         let cx = Context::from_waker(&waker);
         b.started(1, 12_000);
         assert!(!b.may_read(&BytesMut::new(), None, 1, &stats, &cx));
-        assert_eq!(stats.buffered.load(Ordering::Relaxed), 12_000);
+        // The calls, and the input buffer's allocation.
+        let base = super::super::READ_CHUNK as u64;
+        assert_eq!(stats.buffered.load(Ordering::Relaxed), 12_000 + base);
         b.finished(1);
         assert!(b.may_read(&BytesMut::new(), None, 0, &stats, &cx));
-        assert_eq!(stats.buffered.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.buffered.load(Ordering::Relaxed), base);
     }
 }

@@ -450,7 +450,7 @@ where
             self.unread = false;
             progress = true;
             self.core.handle_input(&mut self.inbuf, now_std)?;
-            buffered::shrink(&mut self.inbuf, READ_CHUNK);
+            self.buffered.shrink(&mut self.inbuf, READ_CHUNK);
         }
         // The buffer budgets (see `crate::budget`): a link holding too much
         // of the peer's calls reads only a little ahead, as a saturated
@@ -475,7 +475,8 @@ where
             } else {
                 None
             };
-            buffered::make_room(&mut self.inbuf, pending, READ_CHUNK);
+            self.buffered
+                .make_room(&mut self.inbuf, pending, READ_CHUNK);
             // One read takes at most READ_LIMIT, so that a link overshoots
             // its budgets by no more.
             let limit = if full {
@@ -498,7 +499,7 @@ where
                         self.unread = true;
                     } else {
                         self.core.handle_input(&mut self.inbuf, now_std)?;
-                        buffered::shrink(&mut self.inbuf, READ_CHUNK);
+                        self.buffered.shrink(&mut self.inbuf, READ_CHUNK);
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(Error::Transport(e.into())),
