@@ -17,8 +17,9 @@ use crate::shared::LinkStats;
 /// the input buffer, and most finish as they start).
 const TRACK_MIN: usize = 1024;
 
-/// What [`make_room`] reserves beyond a message (the driver's read chunk).
-const CHUNK: usize = super::READ_CHUNK;
+/// Read at least this much at a time (the driver's read chunk; also what
+/// [`Buffered::make_room`] reserves beyond a message).
+pub(super) const READ_CHUNK: usize = 16 * 1024;
 
 /// An input buffer with more capacity than this, three quarters unused
 /// once the messages in it are taken, is reallocated to fit: a large
@@ -49,7 +50,7 @@ impl Buffered {
             limit: config.max_buffered,
             charge: Charge::new(config.budget.clone(), link_id),
             published: 0,
-            alloc: super::READ_CHUNK,
+            alloc: READ_CHUNK,
         }
     }
 
@@ -141,7 +142,7 @@ impl Buffered {
             stats.buffered.store(held as u64, Ordering::Relaxed);
             self.published = held;
         }
-        let reserved = pending.map_or(0, |total| total + CHUNK);
+        let reserved = pending.map_or(0, |total| total + READ_CHUNK);
         if pending.is_some() && inbuf.capacity() >= reserved {
             // Room for the whole message is reserved, and charged:
             // receiving the rest of it costs nothing more.
@@ -230,7 +231,7 @@ mod tests {
         b.started(1, 12_000);
         assert!(!b.may_read(&BytesMut::new(), None, 1, &stats, &cx));
         // The calls, and the input buffer's allocation.
-        let base = super::super::READ_CHUNK as u64;
+        let base = READ_CHUNK as u64;
         assert_eq!(stats.buffered.load(Ordering::Relaxed), 12_000 + base);
         b.finished(1);
         assert!(b.may_read(&BytesMut::new(), None, 0, &stats, &cx));

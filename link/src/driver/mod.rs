@@ -31,7 +31,7 @@ mod buffered;
 mod output;
 mod served;
 
-use buffered::Buffered;
+use buffered::{Buffered, READ_CHUNK};
 use output::Output;
 use served::Served;
 
@@ -66,8 +66,6 @@ pub struct Closed {
 /// link does not hold it).
 pub type HandshakeReceiver = oneshot::Receiver<Result<Option<RemoteObject>, Error>>;
 
-/// Read at least this much at a time.
-const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing link reads (and discards) for the peer's EOF after
 /// shutting down its write side, so that closing does not reset the
 /// connection while the peer is still sending.
