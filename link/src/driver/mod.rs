@@ -6,14 +6,19 @@
 //! one task with no locks and no extra wake-ups: results produced while
 //! handling one batch of input are written with one `write` call.
 //!
-//! Back-pressure: reading pauses while `max_inflight` calls run or while
-//! more than `out_high_water` bytes wait to be written; local calls wait in
-//! a bounded channel meanwhile. A peer that stops reading is detected by the
-//! write timeout and its link closed.
+//! Back-pressure: reading pauses while `max_inflight` calls run (or, with
+//! `Overload::Refuse`, calls past it are refused), while more than
+//! `out_high_water` bytes wait to be written, or while the link holds more
+//! of the peer's calls than its buffer budgets allow (see
+//! [`crate::budget`]); local calls wait in a bounded channel meanwhile. A
+//! peer that stops reading is detected by the write timeout and its link
+//! closed.
 //!
-//! Two parts keep their own state in their own files: [`output`] (writing
-//! the core's output, and noticing a stalled peer) and [`served`] (the
-//! peer's calls running on this task, and their counters).
+//! Three parts keep their own state in their own files: [`output`]
+//! (writing the core's output, and noticing a stalled peer), [`served`]
+//! (the peer's calls running on this task, and their counters) and
+//! [`buffered`] (what the link holds of the peer's calls, against its
+//! budgets).
 
 use std::collections::VecDeque;
 use std::future::Future;
