@@ -209,20 +209,34 @@ async fn five_thousand_one_way_calls_of_a_mebibyte_all_complete_within_the_budge
     close(&client.link).await;
 }
 
-/// Starts two `sleep(3000)` calls on `gw` and waits until the node runs
-/// both (a probe call behind them would otherwise race them).
-async fn two_sleeping(gw: &RemoteObject) -> Vec<tokio::task::JoinHandle<()>> {
+/// Starts two `sleep(5000)` calls on `gw` and waits until the node of
+/// `serve` reports both running (a probe call behind them would otherwise
+/// race them).
+async fn two_sleeping(serve: &Serve, gw: &RemoteObject) -> Vec<tokio::task::JoinHandle<()>> {
     let calls: Vec<_> = (0..2)
         .map(|_| {
             let gw = gw.clone();
             tokio::spawn(async move {
-                let _ = gw.call("sleep", (3000,)).await;
+                let _ = gw.call("sleep", (5000,)).await;
             })
         })
         .collect();
-    // The calls are sent in order on one link: a third, void, call sent
-    // after them is read after them.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + CALL_LIMIT;
+    loop {
+        let status = serve.status().await;
+        let inflight: u64 = status["nodes"]
+            .as_array()
+            .map(|nodes| nodes.iter().filter_map(|n| n["inflight"].as_u64()).sum())
+            .unwrap_or(0);
+        if inflight >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the two calls are not reported running: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     calls
 }
 
@@ -233,7 +247,7 @@ async fn past_max_inflight_refuse_answers_overloaded_at_once_and_wait_waits() {
         Serve::start(Opts::new(1, "grant").args(&["--max-inflight", "2", "--overload", "refuse"]))
             .await;
     let client = connect(serve.port()).await.expect("connects");
-    let _running = two_sleeping(&client.gw).await;
+    let _running = two_sleeping(&serve, &client.gw).await;
     let t = Instant::now();
     match tokio::time::timeout(CALL_LIMIT, client.gw.call("echo", (1,))).await {
         Ok(Err(Error::Overloaded(reason))) => {
@@ -243,7 +257,7 @@ async fn past_max_inflight_refuse_answers_overloaded_at_once_and_wait_waits() {
     }
     let refused_in = t.elapsed();
     assert!(
-        refused_in < Duration::from_secs(2),
+        refused_in < Duration::from_secs(3),
         "refused at once, not after a sleep ended: {refused_in:?}"
     );
     close(&client.link).await;
@@ -251,7 +265,7 @@ async fn past_max_inflight_refuse_answers_overloaded_at_once_and_wait_waits() {
 
     let serve = Serve::start(Opts::new(1, "grant").args(&["--max-inflight", "2"])).await;
     let client = connect(serve.port()).await.expect("connects");
-    let _running = two_sleeping(&client.gw).await;
+    let _running = two_sleeping(&serve, &client.gw).await;
     let t = Instant::now();
     let v = tokio::time::timeout(CALL_LIMIT, client.gw.call("echo", (1,)))
         .await
@@ -261,7 +275,7 @@ async fn past_max_inflight_refuse_answers_overloaded_at_once_and_wait_waits() {
     let waited = t.elapsed();
     println!("[measured] refused in {refused_in:?}; with wait, answered after {waited:?}");
     assert!(
-        waited >= Duration::from_secs(2),
+        waited >= Duration::from_secs(3),
         "the third call waited for a sleep to end: {waited:?}"
     );
     close(&client.link).await;
