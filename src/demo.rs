@@ -2,7 +2,7 @@
 //!
 //! | path | methods |
 //! |---|---|
-//! | `/` | `echo(x)`, `invoke(object, method, args...)`, `raise_exception(args...)`, `sleep(ms)`, `urlget(path)` |
+//! | `/` | `echo(x)`, `invoke(object, method, args...)`, `raise_exception(args...)`, `sleep(ms)`, `consume(data, ms)`, `consumed()`, `urlget(path)` |
 //! | `/text/echo/` | `echo(x)` |
 //! | `/math/adder/` | `add(n)`, `result()`, `reset()` |
 //!
@@ -76,7 +76,27 @@ impl DemoGateway {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
     }
+
+    /// consume(data, ms): holds data for ms milliseconds (at most 60 000), then returns its length; counted by consumed().
+    async fn consume(&self, data: Value, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+        let len = match &data {
+            Entity::Bytes(b) => b.len(),
+            Entity::Str(s) => s.len(),
+            _ => 0,
+        };
+        CONSUMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        len as u64
+    }
+
+    /// consumed(): how many consume() calls this process has finished.
+    fn consumed(&self) -> u64 {
+        CONSUMED.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
+
+/// consume() calls finished in this process.
+static CONSUMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct Echoer;
 

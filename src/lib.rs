@@ -92,6 +92,7 @@ pub fn serve_plain(factory: GatewayFactory) -> Service {
             ..LinkConfig::default()
         },
         node_id: None,
+        admission: Default::default(),
     };
     Service::new(config, factory)
 }

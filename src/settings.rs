@@ -15,6 +15,7 @@ use serde::Deserialize;
 use vole_control::control::Balance;
 use vole_controller::balance::Limits;
 use vole_controller::restart::RestartPolicy;
+use vole_link::Overload;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -51,6 +52,11 @@ pub struct FileConfig {
     threads: Option<usize>,
     max_clients: Option<u64>,
     max_node_clients: Option<u64>,
+    max_clients_per_ip: Option<u64>,
+    max_inflight: Option<usize>,
+    overload: Option<String>,
+    link_buffer_budget: Option<usize>,
+    node_buffer_budget: Option<usize>,
     state_dir: Option<PathBuf>,
     handshake_timeout: Option<f64>,
     write_timeout: Option<f64>,
@@ -178,6 +184,16 @@ pub struct Overrides {
     pub max_clients: Option<u64>,
     /// Most connections per node.
     pub max_node_clients: Option<u64>,
+    /// Most connections from one IP address, per serving process.
+    pub max_clients_per_ip: Option<u64>,
+    /// The peer's calls one link runs at once.
+    pub max_inflight: Option<usize>,
+    /// Beyond `max_inflight`: wait or refuse.
+    pub overload: Option<Overload>,
+    /// Bytes of the peer's calls one link may hold.
+    pub link_buffer_budget: Option<usize>,
+    /// Bytes of the peer's calls the links of one process may hold.
+    pub node_buffer_budget: Option<usize>,
     /// Heartbeat period, seconds.
     pub heartbeat_interval: Option<f64>,
     /// Heartbeat answer limit, seconds.
@@ -346,6 +362,18 @@ pub struct Settings {
     pub threads: Option<usize>,
     /// Connection limits.
     pub limits: Limits,
+    /// Most connections from one IP address, per serving process (each
+    /// node, or the one process).
+    pub max_clients_per_ip: Option<u64>,
+    /// The peer's calls one link runs at once.
+    pub max_inflight: usize,
+    /// What a link does with calls beyond `max_inflight`.
+    pub overload: Overload,
+    /// Bytes of the peer's calls one link may hold before it stops reading.
+    pub link_buffer_budget: usize,
+    /// Bytes of the peer's calls the links of one serving process may hold
+    /// together before the links holding most stop reading.
+    pub node_buffer_budget: usize,
     /// TLS.
     pub tls: TlsSetting,
     /// PLAIN allowed.
@@ -533,6 +561,42 @@ impl Settings {
         if max_message < 1024 {
             return Err(invalid("max-message", "must be at least 1024 bytes"));
         }
+        let max_inflight = args
+            .max_inflight
+            .or(f.max_inflight)
+            .unwrap_or_else(|| vole_link::LinkConfig::default().max_inflight);
+        if max_inflight < 1 {
+            return Err(invalid("max-inflight", "must be at least 1"));
+        }
+        let overload = match (args.overload, f.overload) {
+            (Some(o), _) => o,
+            (None, Some(text)) => text.parse().map_err(|e: String| invalid("overload", e))?,
+            (None, None) => Overload::default(),
+        };
+        let link_buffer_budget = args
+            .link_buffer_budget
+            .or(f.link_buffer_budget)
+            .unwrap_or(vole_link::DEFAULT_MAX_BUFFERED.max(max_message));
+        if link_buffer_budget < max_message {
+            return Err(invalid(
+                "link-buffer-budget",
+                format!("must be at least max-message ({max_message} bytes), so one call fits"),
+            ));
+        }
+        let node_buffer_budget = args
+            .node_buffer_budget
+            .or(f.node_buffer_budget)
+            .unwrap_or(vole_link::budget::DEFAULT_NODE_BUDGET.max(max_message));
+        if node_buffer_budget < max_message {
+            return Err(invalid(
+                "node-buffer-budget",
+                format!("must be at least max-message ({max_message} bytes), so one call fits"),
+            ));
+        }
+        let max_clients_per_ip = args.max_clients_per_ip.or(f.max_clients_per_ip);
+        if max_clients_per_ip == Some(0) {
+            return Err(invalid("max-clients-per-ip", "must be at least 1"));
+        }
         let threads = args.threads.or(f.threads);
         if threads == Some(0) {
             return Err(invalid("threads", "must be at least 1"));
@@ -623,6 +687,11 @@ impl Settings {
                 max_clients: args.max_clients.or(f.max_clients),
                 max_node_clients: args.max_node_clients.or(f.max_node_clients),
             },
+            max_clients_per_ip,
+            max_inflight,
+            overload,
+            link_buffer_budget,
+            node_buffer_budget,
             tls,
             plain,
             state_dir: args
@@ -967,6 +1036,85 @@ mod tests {
             s.node_command,
             Some(vec!["svc".to_owned(), "--port-from-fd".to_owned()])
         );
+    }
+
+    #[test]
+    fn budgets_and_admission_read_from_the_file_and_the_flags() {
+        let s = parse(
+            "max-inflight = 8\noverload = \"refuse\"\nlink-buffer-budget = 20000000\nnode-buffer-budget = 30000000\nmax-clients-per-ip = 4\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            (
+                s.max_inflight,
+                s.overload,
+                s.link_buffer_budget,
+                s.node_buffer_budget,
+                s.max_clients_per_ip
+            ),
+            (8, Overload::Refuse, 20_000_000, 30_000_000, Some(4))
+        );
+        let d = parse("").expect("defaults");
+        assert_eq!(
+            (
+                d.max_inflight,
+                d.overload,
+                d.link_buffer_budget,
+                d.node_buffer_budget,
+                d.max_clients_per_ip
+            ),
+            (1024, Overload::Wait, 64 << 20, 256 << 20, None)
+        );
+        let f = FileConfig::parse(
+            "max-inflight = 8\noverload = \"refuse\"\nnode-buffer-budget = 30000000\n",
+            Path::new("t"),
+        )
+        .expect("file");
+        let args = Overrides {
+            max_inflight: Some(3),
+            overload: Some(Overload::Wait),
+            link_buffer_budget: Some(17 << 20),
+            node_buffer_budget: Some(40 << 20),
+            max_clients_per_ip: Some(2),
+            ..Overrides::default()
+        };
+        let s = Settings::merge(&args, f, &Defaults::default()).expect("valid");
+        assert_eq!(
+            (
+                s.max_inflight,
+                s.overload,
+                s.link_buffer_budget,
+                s.node_buffer_budget,
+                s.max_clients_per_ip
+            ),
+            (3, Overload::Wait, 17 << 20, 40 << 20, Some(2))
+        );
+    }
+
+    #[test]
+    fn bad_budgets_and_admission_name_the_key() {
+        assert!(err("max-inflight = 0\n").starts_with("max-inflight:"));
+        let e = err("max-inflight = -1\n");
+        assert!(e.contains("max-inflight"), "{e}");
+        let e = err("overload = \"drop\"\n");
+        assert!(
+            e.starts_with("overload:") && e.contains("wait, refuse"),
+            "{e}"
+        );
+        let e = err("link-buffer-budget = 1000\n");
+        assert!(
+            e.starts_with("link-buffer-budget:") && e.contains("max-message"),
+            "{e}"
+        );
+        let e = err("max-message = 2048\nnode-buffer-budget = 1024\n");
+        assert!(e.starts_with("node-buffer-budget:"), "{e}");
+        assert!(err("max-clients-per-ip = 0\n").starts_with("max-clients-per-ip:"));
+        let e = err("max-clients-per-ip = \"many\"\n");
+        assert!(e.contains("max-clients-per-ip"), "{e}");
+        // A larger max-message raises the budgets' defaults with it.
+        let s = parse("max-message = 300000000\n").expect("valid");
+        assert_eq!(s.link_buffer_budget, 300_000_000);
+        assert_eq!(s.node_buffer_budget, 300_000_000);
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub fn service_config(transport: ServerSettings) -> ServiceConfig {
             ..LinkConfig::default()
         },
         node_id: None,
+        admission: Default::default(),
     }
 }
 

@@ -199,6 +199,30 @@ pub struct NodeConfig {
     /// the same deserializer that validated it); `None` when there is none.
     #[serde(default)]
     pub service: Option<String>,
+    /// Admission limits and buffer budgets the node applies itself
+    /// (absent from an older controller: the defaults).
+    #[serde(default)]
+    pub budgets: Budgets,
+}
+
+/// Admission limits and buffer budgets a node applies itself; `None`
+/// leaves the node's default (or no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budgets {
+    /// The peer's calls a link runs at once.
+    pub max_inflight: Option<usize>,
+    /// Refuse calls beyond `max_inflight` as overloaded (else reading
+    /// waits).
+    pub overload_refuse: bool,
+    /// Bytes of the peer's calls one link may hold.
+    pub link_buffer_budget: Option<usize>,
+    /// Bytes of the peer's calls the node's links may hold together.
+    pub node_buffer_budget: Option<usize>,
+    /// Most connections this node holds open (set in the modes where the
+    /// node accepts without the controller's say: shared, reuseport).
+    pub max_clients: Option<u64>,
+    /// Most connections from one IP address this node holds open.
+    pub max_clients_per_ip: Option<u64>,
 }
 
 /// TLS ticket keys as sent to nodes: each key is its id and key bytes,

@@ -193,6 +193,7 @@ impl Harness {
                         call_id,
                         future,
                         kind,
+                        ..
                     } => {
                         // Every method of the fuzz gateway completes at once.
                         if let Some(result) = future.now_or_never() {

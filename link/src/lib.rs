@@ -36,6 +36,7 @@
 
 // The modules, leaves first: each uses only modules listed before it
 // (`.ci/file_cycles.py` checks that no file imports in a circle).
+pub mod budget;
 mod calls;
 mod cancel;
 mod core;
@@ -60,7 +61,7 @@ mod shared;
 pub mod uri;
 mod violation;
 
-pub use crate::core::LinkConfig;
+pub use crate::core::{LinkConfig, Overload, DEFAULT_MAX_BUFFERED, OVERLOADED};
 pub use driver::{connect, serve, Closed, Driver, HandshakeReceiver, LinkSetup, DRAIN_REFUSALS};
 pub use handle::Link;
 pub use info::{CallContext, LinkInfo, TlsInfo};

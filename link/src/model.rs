@@ -195,6 +195,12 @@ impl From<Error> for CallError {
         match e {
             Error::Exception(args) => CallError::Exception(args),
             Error::Cancelled(reason) => CallError::cancelled(reason),
+            // Passed on as the same refusal, so the caller's caller may
+            // retry too.
+            Error::Overloaded(reason) => CallError::Exception(vec![
+                Value::str(crate::core::OVERLOADED),
+                Value::Str(reason),
+            ]),
             other => CallError::Failed(error_chain(&other)),
         }
     }
@@ -321,6 +327,12 @@ pub enum Error {
     /// unknown method, wrong arguments, or an internal error there.
     #[error("remote call failed (the peer gives no detail: unknown method, bad arguments or an internal error)")]
     CallError,
+    /// The peer refused the call because it runs too many of this link's
+    /// calls (its `overload = "refuse"` setting): the call was not run, so
+    /// it may be retried. On the wire, an exception whose first argument is
+    /// `"overloaded"`; this is the reason it gives.
+    #[error("the peer is overloaded; the call was not run: {0}")]
+    Overloaded(String),
     /// The peer broke the VOL protocol (the variant names the rule and,
     /// where known, the message); the link was closed.
     #[error("protocol violation: {0}")]
@@ -379,7 +391,7 @@ impl Error {
     pub fn is_remote(&self) -> bool {
         matches!(
             self,
-            Error::Exception(_) | Error::CallError | Error::Cancelled(_)
+            Error::Exception(_) | Error::CallError | Error::Cancelled(_) | Error::Overloaded(_)
         )
     }
 }

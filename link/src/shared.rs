@@ -61,6 +61,12 @@ pub struct LinkStats {
     /// finished (by the caller, by `max-call-time`, or as the link closed);
     /// counted as completed too.
     pub cancelled_in: AtomicU64,
+    /// The peer's calls refused (or, one-way, dropped) as overloaded: past
+    /// `max_inflight` with `overload = "refuse"`. They were never run.
+    pub refused_overload: AtomicU64,
+    /// Bytes of the peer's calls the link holds now: its input buffer and
+    /// the calls it runs (see [`crate::budget`]).
+    pub buffered: AtomicU64,
 }
 
 impl LinkStats {

@@ -570,7 +570,15 @@ async fn demo_gateway_and_its_typed_clients() {
     );
     assert_eq!(
         t(gw.meta_methods()).await.expect("methods"),
-        ["echo", "invoke", "raise_exception", "sleep", "urlget"]
+        [
+            "consume",
+            "consumed",
+            "echo",
+            "invoke",
+            "raise_exception",
+            "sleep",
+            "urlget"
+        ]
     );
     assert_eq!(
         t(gw.meta_signature("invoke"))

@@ -23,7 +23,8 @@ pub mod process;
 mod service;
 
 pub use service::{
-    GatewayFactory, Service, ServiceConfig, ServiceStats, SessionObserver, Snapshot, DRAIN_QUIET,
+    Admission, GatewayFactory, Service, ServiceConfig, ServiceStats, SessionObserver, Snapshot,
+    DRAIN_QUIET,
 };
 
 /// Errors of a node.

@@ -323,10 +323,33 @@ fn service_config(
             max_call_time: cfg
                 .max_call_time_ms
                 .map(|ms| Duration::from_millis(ms.max(1))),
-            ..LinkConfig::default()
+            ..budgeted(&cfg.budgets)
         },
         node_id: Some(cfg.node_id),
+        admission: crate::Admission {
+            max_clients: cfg.budgets.max_clients,
+            max_clients_per_ip: cfg.budgets.max_clients_per_ip,
+        },
     })
+}
+
+/// The link defaults with the budgets the controller sent.
+fn budgeted(b: &vole_control::control::Budgets) -> LinkConfig {
+    let d = LinkConfig::default();
+    LinkConfig {
+        max_inflight: b.max_inflight.unwrap_or(d.max_inflight),
+        overload: if b.overload_refuse {
+            vole_link::Overload::Refuse
+        } else {
+            vole_link::Overload::Wait
+        },
+        max_buffered: b.link_buffer_budget.unwrap_or(d.max_buffered),
+        budget: Some(Arc::new(vole_link::budget::Budget::new(
+            b.node_buffer_budget
+                .unwrap_or(vole_link::budget::DEFAULT_NODE_BUDGET),
+        ))),
+        ..d
+    }
 }
 
 /// Fault injection for tests of the controller's supervision: the
@@ -852,6 +875,7 @@ mod tests {
                 ..LinkConfig::default()
             },
             node_id: Some(0),
+            admission: Default::default(),
         };
         Service::with_observer(
             config,

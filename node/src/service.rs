@@ -49,6 +49,21 @@ pub struct ServiceConfig {
     /// The node id reported by `meta.ping()`, when running under a
     /// controller.
     pub node_id: Option<u32>,
+    /// Which connections this service refuses at once.
+    pub admission: Admission,
+}
+
+/// Connection limits a service applies itself, as it accepts. A refused
+/// connection is closed at once (before VOP), logged (rate-limited) and
+/// counted as a handshake failure with the limit as its reason
+/// (`max-clients`, `max-clients-per-ip`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// Most connections this service holds open at once.
+    pub max_clients: Option<u64>,
+    /// Most connections from one IP address this service holds open at
+    /// once.
+    pub max_clients_per_ip: Option<u64>,
 }
 
 impl std::fmt::Debug for ServiceConfig {
@@ -58,6 +73,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("tls", &self.transport.tls.is_some())
             .field("link", &self.link)
             .field("node_id", &self.node_id)
+            .field("admission", &self.admission)
             .finish()
     }
 }
@@ -125,6 +141,8 @@ struct Inner {
     metrics: Arc<vole_link::metrics::CallMetrics>,
     failure_reasons: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     links: Mutex<HashMap<u64, Link>>,
+    /// Connections admitted and not yet ended: in all, and per address.
+    open: Mutex<Open>,
     tracker: TaskTracker,
     stop_accepting: CancellationToken,
     stats: ServiceStats,
@@ -159,6 +177,7 @@ impl Service {
                 factory,
                 observer,
                 links: Mutex::new(HashMap::new()),
+                open: Mutex::new(Open::default()),
                 tracker: TaskTracker::new(),
                 stop_accepting: CancellationToken::new(),
                 stats: ServiceStats::default(),
@@ -184,19 +203,48 @@ impl Service {
         }
     }
 
-    /// Serves one accepted connection on a new task.
+    /// Serves one accepted connection on a new task (or closes it at once
+    /// if [`Admission`] refuses it).
     pub fn serve_connection(&self, tcp: TcpStream) {
         self.inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let peer = tcp.peer_addr().ok();
+        let ip = peer.map(|a| a.ip());
+        let admitted = match self.inner.open.lock() {
+            Ok(mut open) => open.admit(ip, &self.inner.config.admission),
+            // Poisoned: a panic elsewhere; do not refuse on that account.
+            Err(_) => Ok(()),
+        };
+        if let Err(reason) = admitted {
+            self.refuse(tcp, peer, reason);
+            return;
+        }
         if let Some(o) = &self.inner.observer {
             o.opened();
         }
         let this = self.clone();
         self.inner.tracker.spawn(async move {
             this.session(tcp).await;
+            if let Ok(mut open) = this.inner.open.lock() {
+                open.release(ip);
+            }
             if let Some(o) = &this.inner.observer {
                 o.closed();
             }
         });
+    }
+
+    /// Closes a connection [`Admission`] refused, and counts and logs it.
+    fn refuse(&self, tcp: TcpStream, peer: Option<std::net::SocketAddr>, reason: &'static str) {
+        drop(tcp);
+        let inner = &self.inner;
+        inner
+            .stats
+            .handshake_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut reasons) = inner.failure_reasons.lock() {
+            *reasons.entry(reason).or_default() += 1;
+        }
+        log_refusal(peer, reason);
     }
 
     /// Whether [`Service::stop_accepting`] has been called.
@@ -349,6 +397,77 @@ impl Service {
     }
 }
 
+/// Connections admitted and not yet ended.
+#[derive(Debug, Default)]
+struct Open {
+    total: u64,
+    per_ip: HashMap<std::net::IpAddr, u64>,
+}
+
+impl Open {
+    /// Admits a connection from `ip` under `limits`, or names the limit
+    /// that refuses it.
+    fn admit(
+        &mut self,
+        ip: Option<std::net::IpAddr>,
+        limits: &Admission,
+    ) -> Result<(), &'static str> {
+        if limits.max_clients.is_some_and(|max| self.total >= max) {
+            return Err("max-clients");
+        }
+        if let (Some(max), Some(ip)) = (limits.max_clients_per_ip, ip) {
+            if self.per_ip.get(&ip).copied().unwrap_or(0) >= max {
+                return Err("max-clients-per-ip");
+            }
+        }
+        self.total += 1;
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// A connection admitted from `ip` ended.
+    fn release(&mut self, ip: Option<std::net::IpAddr>) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(ip) = ip {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = self.per_ip.entry(ip) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+    }
+}
+
+/// Connections refused by [`Admission`]: at most this many lines a second
+/// for each limit; the rest are counted, and the count logged when the
+/// second ends.
+static REFUSAL_LOG: LogRate = LogRate::new(5, Duration::from_secs(1));
+
+fn log_refusal(peer: Option<std::net::SocketAddr>, reason: &'static str) {
+    match REFUSAL_LOG.hit(reason, std::time::Instant::now()) {
+        Hit::Log => tracing::warn!(?peer, reason, "connection refused: {reason} reached"),
+        Hit::Suppressed {
+            first: true,
+            report_at,
+        } => {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(report_at.into()).await;
+                if let Some(n) = REFUSAL_LOG.take_suppressed(reason) {
+                    tracing::warn!(
+                        reason,
+                        suppressed = n,
+                        "connection refused: {n} more ({reason}) suppressed in the last second"
+                    );
+                }
+            });
+        }
+        Hit::Suppressed { .. } => {}
+    }
+}
+
 async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
     let mut set: futures_util::stream::FuturesUnordered<F> = futures.into_iter().collect();
     use futures_util::StreamExt;
@@ -431,6 +550,7 @@ mod tests {
                 ..LinkConfig::default()
             },
             node_id: None,
+            admission: Admission::default(),
         };
         Service::new(
             config,
@@ -444,6 +564,35 @@ mod tests {
                     .into_object()
             }),
         )
+    }
+
+    #[test]
+    fn admission_counts_connections_in_all_and_per_address() {
+        let limits = Admission {
+            max_clients: Some(3),
+            max_clients_per_ip: Some(2),
+        };
+        let a: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+        let b: std::net::IpAddr = "127.0.0.2".parse().expect("ip");
+        let mut open = Open::default();
+        assert_eq!(open.admit(Some(a), &limits), Ok(()));
+        assert_eq!(open.admit(Some(a), &limits), Ok(()));
+        assert_eq!(open.admit(Some(a), &limits), Err("max-clients-per-ip"));
+        assert_eq!(open.admit(Some(b), &limits), Ok(()));
+        assert_eq!(open.admit(Some(b), &limits), Err("max-clients"));
+        open.release(Some(a));
+        assert_eq!(open.admit(Some(b), &limits), Ok(()), "room again");
+        open.release(Some(b));
+        open.release(Some(b));
+        assert!(
+            !open.per_ip.contains_key(&b),
+            "an address with none left is forgotten"
+        );
+        // No limits: everything is admitted.
+        let mut open = Open::default();
+        for _ in 0..100 {
+            assert_eq!(open.admit(Some(a), &Admission::default()), Ok(()));
+        }
     }
 
     /// A connection accepted before a stop but set up after it began is

@@ -45,6 +45,7 @@ async fn start(handlers: Arc<Handlers>) -> (Service, std::net::SocketAddr) {
             ..LinkConfig::default()
         },
         node_id: None,
+        admission: Default::default(),
     };
     let service = Service::new(
         config,

@@ -49,6 +49,7 @@ async fn start(
             ..LinkConfig::default()
         },
         node_id: None,
+        admission: Default::default(),
     };
     let service = Service::new(
         config,

@@ -246,12 +246,27 @@ pub struct ServeArgs {
     /// How connections are spread over nodes: grant, shared, dispatch, reuseport [grant].
     #[arg(long, value_name = "MODE")]
     pub balance: Option<vole_control::control::Balance>,
-    /// Most open connections over all nodes (grant and dispatch modes).
+    /// Most open connections over all nodes (grant and dispatch: the controller; shared and reuseport: each node takes max-clients / nodes, rounded up; one process: itself).
     #[arg(long, value_name = "N")]
     pub max_clients: Option<u64>,
-    /// Most open connections per node (grant and dispatch modes).
+    /// Most open connections per node (every mode).
     #[arg(long, value_name = "N")]
     pub max_node_clients: Option<u64>,
+    /// Most open connections from one IP address, per serving process (each node, or the one process).
+    #[arg(long, value_name = "N")]
+    pub max_clients_per_ip: Option<u64>,
+    /// The peer's calls one link runs at once [1024].
+    #[arg(long, value_name = "N")]
+    pub max_inflight: Option<usize>,
+    /// Calls beyond --max-inflight: wait (stop reading) or refuse (answer "overloaded" at once) [wait].
+    #[arg(long, value_name = "MODE")]
+    pub overload: Option<vole_link::Overload>,
+    /// Bytes of the peer's calls one link may hold before it stops reading, at least --max-message [67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub link_buffer_budget: Option<usize>,
+    /// Bytes of the peer's calls the links of one node may hold together before the links holding most stop reading [268435456].
+    #[arg(long, value_name = "BYTES")]
+    pub node_buffer_budget: Option<usize>,
     /// Seconds between heartbeats to each node [1].
     #[arg(long, value_name = "SECS")]
     pub heartbeat_interval: Option<f64>,
@@ -327,6 +342,11 @@ impl ServeArgs {
             balance: a.balance,
             max_clients: a.max_clients,
             max_node_clients: a.max_node_clients,
+            max_clients_per_ip: a.max_clients_per_ip,
+            max_inflight: a.max_inflight,
+            overload: a.overload,
+            link_buffer_budget: a.link_buffer_budget,
+            node_buffer_budget: a.node_buffer_budget,
             heartbeat_interval: a.heartbeat_interval,
             heartbeat_timeout: a.heartbeat_timeout,
             restart_intensity: a.restart_intensity,

@@ -38,6 +38,7 @@ pub(super) fn config(nodes: u32, balance: Balance) -> ControllerConfig {
             grace_ms: 5000,
             tickets: None,
             service: None,
+            budgets: Default::default(),
         },
         node_args: Vec::new(),
         ticket_rotation: Duration::from_secs(3600),

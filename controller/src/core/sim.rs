@@ -202,6 +202,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
             grace_ms: grace.as_millis() as u64,
             tickets: None,
             service: None,
+            budgets: Default::default(),
         },
         node_args: Vec::new(),
         ticket_rotation: Duration::from_secs(3600),

@@ -4,6 +4,49 @@ use std::time::Duration;
 
 use crate::metrics::CallMetrics;
 
+/// The default of [`LinkConfig::max_buffered`]: 64 MiB.
+pub const DEFAULT_MAX_BUFFERED: usize = 64 << 20;
+
+/// What a link does with the peer's calls beyond
+/// [`LinkConfig::max_inflight`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overload {
+    /// Stop reading until a call finishes (the peer's calls wait).
+    #[default]
+    Wait,
+    /// Read on, and answer each call beyond the limit at once with the
+    /// exception `("overloaded", reason)`, which a vole client reports as
+    /// [`Error::Overloaded`](crate::Error::Overloaded): the call was not
+    /// run and may be retried. One-way calls beyond it are dropped and
+    /// counted ([`LinkStats::refused_overload`](crate::LinkStats::refused_overload)).
+    Refuse,
+}
+
+impl Overload {
+    /// The name used in settings: `wait` or `refuse`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Overload::Wait => "wait",
+            Overload::Refuse => "refuse",
+        }
+    }
+}
+
+impl std::str::FromStr for Overload {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "wait" => Ok(Overload::Wait),
+            "refuse" => Ok(Overload::Refuse),
+            other => Err(format!("unknown overload mode {other:?} (wait, refuse)")),
+        }
+    }
+}
+
+/// The first argument of the exception that refuses a call as overloaded.
+pub const OVERLOADED: &str = "overloaded";
+
 /// Settings of one link.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -22,8 +65,19 @@ pub struct LinkConfig {
     pub max_message: usize,
     /// Deepest accepted entity nesting.
     pub max_depth: usize,
-    /// Incoming calls that may run at once; reading pauses beyond this.
+    /// Incoming calls that may run at once. Beyond it, as
+    /// [`LinkConfig::overload`] says: reading pauses, or calls are refused.
     pub max_inflight: usize,
+    /// What a link running `max_inflight` calls does with more.
+    pub overload: Overload,
+    /// Bytes of the peer's calls a link may hold (its input buffer and the
+    /// calls it runs) before it stops reading until calls finish. A link
+    /// running no call always reads, so one message of up to
+    /// `max_message` always fits. See [`crate::budget`].
+    pub max_buffered: usize,
+    /// The budget shared by the links of a process (see
+    /// [`crate::budget::Budget`]), if any.
+    pub budget: Option<std::sync::Arc<crate::budget::Budget>>,
     /// Output buffered beyond this many bytes pauses reading and local calls
     /// until the peer reads.
     pub out_high_water: usize,
@@ -65,6 +119,9 @@ impl Default for LinkConfig {
             max_message: vole_transport::vec::DecodeConfig::default().max_message,
             max_depth: vole_transport::vec::DecodeConfig::default().max_depth,
             max_inflight: 1024,
+            overload: Overload::Wait,
+            max_buffered: DEFAULT_MAX_BUFFERED,
+            budget: None,
             out_high_water: 1 << 20,
             write_timeout: Duration::from_secs(30),
             close_grace: Duration::from_secs(10),

@@ -73,6 +73,23 @@ impl std::fmt::Debug for MethodName {
     }
 }
 
+/// The error an exception with `args` is: [`Error::Overloaded`] for an
+/// overload refusal (first argument `"overloaded"`, see
+/// [`super::OVERLOADED`]; its call was not run), [`Error::Cancelled`] for
+/// vole's `("vole.cancelled", reason)`, [`Error::Exception`] for any other.
+pub(super) fn exception_error(args: Vec<Value>) -> Error {
+    match args.as_slice() {
+        [Value::Str(tag), Value::Str(reason)] if tag == crate::proto::CANCELLED => {
+            Error::Cancelled(reason.clone())
+        }
+        [Value::Str(tag)] if tag == super::OVERLOADED => Error::Overloaded(String::new()),
+        [Value::Str(tag), Value::Str(reason)] if tag == super::OVERLOADED => {
+            Error::Overloaded(reason.clone())
+        }
+        _ => Error::Exception(args),
+    }
+}
+
 /// Reads a VOL message `(id, code, payload)`. The framing and the payloads
 /// of calls and results are taken apart as they are read, so none of their
 /// tuples is built; the other payloads are read whole.
@@ -195,17 +212,6 @@ pub(super) fn read_message(
     })
 }
 
-/// The error an exception with `args` is: [`Error::Cancelled`] for vole's
-/// `("vole.cancelled", reason)`, [`Error::Exception`] for any other.
-fn exception_error(args: Vec<Value>) -> Error {
-    match args.as_slice() {
-        [Value::Str(tag), Value::Str(reason)] if tag == crate::proto::CANCELLED => {
-            Error::Cancelled(reason.clone())
-        }
-        _ => Error::Exception(args),
-    }
-}
-
 /// The two parts of a `(int, value)` payload.
 pub(super) fn pair(payload: Value) -> Option<(i64, Value)> {
     let Value::Tuple(parts) = payload else {
@@ -215,4 +221,31 @@ pub(super) fn pair(payload: Value) -> Option<(i64, Value)> {
         return None;
     };
     Some((id, second))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overloaded_exception_is_told_apart() {
+        let e = exception_error(vec![Value::str("overloaded"), Value::str("too many")]);
+        assert!(
+            matches!(&e, Error::Overloaded(r) if r == "too many"),
+            "{e:?}"
+        );
+        let e = exception_error(vec![Value::str("overloaded")]);
+        assert!(matches!(e, Error::Overloaded(_)), "{e:?}");
+        // Anything else is an ordinary exception, the arguments kept.
+        let e = exception_error(vec![Value::str("overloaded"), Value::Int(3)]);
+        assert!(matches!(&e, Error::Exception(a) if a.len() == 2), "{e:?}");
+        let e = exception_error(vec![Value::str("other")]);
+        assert!(matches!(e, Error::Exception(_)), "{e:?}");
+        // Passed on by a method, it stays a refusal.
+        let passed = crate::model::CallError::from(Error::Overloaded("x".to_owned()));
+        let crate::model::CallError::Exception(args) = passed else {
+            panic!("an exception");
+        };
+        assert!(matches!(exception_error(args), Error::Overloaded(r) if r == "x"));
+    }
 }

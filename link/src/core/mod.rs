@@ -57,7 +57,7 @@ use crate::proto::{self, code, CallKind};
 use crate::seqmap::SeqMap;
 use crate::violation::ProtocolViolation as V;
 
-pub use config::LinkConfig;
+pub use config::{LinkConfig, Overload, DEFAULT_MAX_BUFFERED, OVERLOADED};
 use handshake::{Handshake, HandshakeObject};
 use keepalive::KeepAlive;
 use message::{pair, read_message, Incoming, MethodName};
@@ -72,6 +72,9 @@ pub(crate) enum Event {
         call_id: u64,
         future: CallFuture,
         kind: CallKind,
+        /// The size of the call's message (what its arguments hold, near
+        /// enough), for the buffer budgets.
+        bytes: usize,
     },
     /// The peer gave up its call `call_id` (vole's cancel message).
     Cancel { call_id: u64 },
@@ -133,6 +136,8 @@ pub(crate) struct LinkCore {
     /// completed).
     last_call_in: Instant,
     keep_alive: KeepAlive,
+    /// The size of the message being handled.
+    msg_len: usize,
 }
 
 /// The peer's calls a draining link refused as closing.
@@ -178,6 +183,7 @@ impl LinkCore {
             handshake_deadline: now + config.handshake_timeout,
             last_call_in: now,
             keep_alive: KeepAlive::new(now),
+            msg_len: 0,
             phase: Phase::VecHello,
             config,
             shared,
@@ -233,6 +239,15 @@ impl LinkCore {
             + self.events.len()
             + self.hs.deferred_finish.len()
             + self.keep_alive.footprint()
+    }
+
+    /// The whole length of the message being received, once its headers
+    /// are in (the driver reserves room for it at once).
+    pub(crate) fn pending_input(&self) -> Option<usize> {
+        match self.phase {
+            Phase::Running => self.decoder.pending_len(),
+            _ => None,
+        }
     }
 
     /// Stop accepting new calls from the peer: each gets an exception saying
@@ -305,12 +320,14 @@ impl LinkCore {
                     }
                 }
                 Phase::Running => {
+                    let before = buf.len();
                     let Some(msg) = self
                         .decoder
                         .decode_with(buf, &mut self.refs, read_message)?
                     else {
                         return Ok(());
                     };
+                    self.msg_len = before - buf.len();
                     tracing::trace!(link = self.shared.id, ?msg, "recv");
                     self.handle_message(msg, now)?;
                 }
@@ -719,6 +736,7 @@ impl LinkCore {
             call_id,
             future,
             kind,
+            bytes: self.msg_len,
         });
         Ok(())
     }

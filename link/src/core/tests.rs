@@ -88,6 +88,7 @@ fn answer_calls(s: &mut Side) {
                 call_id,
                 future,
                 kind,
+                ..
             } => {
                 let result = future.now_or_never().expect("ready future");
                 s.core.respond(call_id, kind, result).expect("respond");

@@ -6,14 +6,19 @@
 //! one task with no locks and no extra wake-ups: results produced while
 //! handling one batch of input are written with one `write` call.
 //!
-//! Back-pressure: reading pauses while `max_inflight` calls run or while
-//! more than `out_high_water` bytes wait to be written; local calls wait in
-//! a bounded channel meanwhile. A peer that stops reading is detected by the
-//! write timeout and its link closed.
+//! Back-pressure: reading pauses while `max_inflight` calls run (or, with
+//! `Overload::Refuse`, calls past it are refused), while more than
+//! `out_high_water` bytes wait to be written, or while the link holds more
+//! of the peer's calls than its buffer budgets allow (see
+//! [`crate::budget`]); local calls wait in a bounded channel meanwhile. A
+//! peer that stops reading is detected by the write timeout and its link
+//! closed.
 //!
-//! Two parts keep their own state in their own files: [`output`] (writing
-//! the core's output, and noticing a stalled peer) and [`served`] (the
-//! peer's calls running on this task, and their counters).
+//! Three parts keep their own state in their own files: [`output`]
+//! (writing the core's output, and noticing a stalled peer), [`served`]
+//! (the peer's calls running on this task, and their counters) and
+//! [`buffered`] (what the link holds of the peer's calls, against its
+//! budgets).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -27,14 +32,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
+mod buffered;
 mod output;
 mod served;
 
+use buffered::{Buffered, READ_CHUNK};
 use output::Output;
 use served::Served;
 
 use crate::calls::{Queued, Reply, Wakeups, ALL_TICKETS};
-use crate::core::{Event, LinkConfig, LinkCore};
+use crate::core::{Event, LinkConfig, LinkCore, Overload, OVERLOADED};
 use crate::handle::Link;
 use crate::info::LinkInfo;
 use crate::model::{
@@ -66,8 +73,6 @@ pub struct Closed {
 /// link does not hold it).
 pub type HandshakeReceiver = oneshot::Receiver<Result<Option<RemoteObject>, Error>>;
 
-/// Read at least this much at a time.
-const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing link reads (and discards) for the peer's EOF after
 /// shutting down its write side, so that closing does not reset the
 /// connection while the peer is still sending.
@@ -130,6 +135,8 @@ pub struct Driver<IO> {
     wakeups: Wakeups,
     /// The peer's calls running, and the calls counted during this poll.
     served: Served,
+    /// What the link holds of the peer's calls, against its budgets.
+    buffered: Buffered,
     /// Ids of the peer's objects whose proxies were dropped, taken from
     /// the shared signals and not yet released.
     released: Vec<i64>,
@@ -167,6 +174,7 @@ where
         );
         let start = core.start();
         let (hs_tx, hs_rx) = oneshot::channel();
+        let buffered = Buffered::new(&setup.config, shared.id);
         let driver = Driver {
             io,
             core,
@@ -176,6 +184,7 @@ where
             cancels: Vec::new(),
             wakeups: Wakeups::default(),
             served: Served::default(),
+            buffered,
             released: Vec::new(),
             inbuf: BytesMut::with_capacity(READ_CHUNK),
             unread: false,
@@ -228,6 +237,7 @@ where
             let _ = tx.send(Err(Error::Handshake(reason.to_string())));
         }
         self.served.cancel_all(&self.shared.cancels);
+        self.buffered.cancelled_all();
         self.outcome = Some(Closed { reason, clean });
     }
 
@@ -293,7 +303,17 @@ where
                     call_id,
                     future,
                     kind,
+                    bytes,
                 } => {
+                    self.buffered.message_done();
+                    if self.config.overload == Overload::Refuse
+                        && self.served.running() >= self.config.max_inflight
+                    {
+                        // Never polled, so never run.
+                        drop(future);
+                        self.refuse_overloaded(call_id, kind)?;
+                        continue;
+                    }
                     let started = self.served.start(
                         cx,
                         call_id,
@@ -303,14 +323,18 @@ where
                         &self.shared.cancels,
                         self.config.max_call_time,
                     );
-                    if let Some((call_id, kind, elapsed, result)) = started {
-                        self.finished(call_id, kind, elapsed, result)?;
+                    match started {
+                        Some((call_id, kind, elapsed, result)) => {
+                            self.finished(call_id, kind, elapsed, result)?;
+                        }
+                        None => self.buffered.started(call_id, bytes),
                     }
                 }
                 Event::Cancel { call_id } => {
                     if let Some((call_id, kind, elapsed)) =
                         self.served.cancel(call_id, now, &self.shared.cancels)
                     {
+                        self.buffered.finished(call_id);
                         tracing::debug!(
                             link = self.shared.id,
                             call = call_id,
@@ -335,6 +359,32 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Refuses a call of the peer beyond `max_inflight` (with
+    /// [`Overload::Refuse`]): a one-way call is dropped, the others are
+    /// answered with the exception `("overloaded", reason)`. Both are
+    /// counted.
+    fn refuse_overloaded(&mut self, call_id: u64, kind: CallKind) -> Result<(), Error> {
+        self.shared
+            .stats
+            .refused_overload
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(
+            link = self.shared.id,
+            call = call_id,
+            ?kind,
+            "call refused: overloaded"
+        );
+        if kind == CallKind::Oneway {
+            return Ok(());
+        }
+        let reason = format!(
+            "{} calls of this link are running (max-inflight); the call was not run",
+            self.config.max_inflight
+        );
+        let e = CallError::Exception(vec![Value::str(OVERLOADED), Value::Str(reason)]);
+        self.core.respond(call_id, kind, Err(e))
     }
 
     /// Answers a call of the peer that has finished.
@@ -432,6 +482,7 @@ where
                 continue;
             };
             any = true;
+            self.buffered.finished(call_id);
             let limit = self.config.max_call_time.unwrap_or_default();
             tracing::info!(
                 link = self.shared.id,
@@ -520,6 +571,7 @@ where
         while let Some((call_id, kind, elapsed, result)) =
             self.served.poll_finished(cx, now, &self.shared.cancels)
         {
+            self.buffered.finished(call_id);
             self.finished(call_id, kind, elapsed, result)?;
             progress = true;
         }
@@ -539,22 +591,53 @@ where
             self.unread = false;
             self.inbuf.clear();
         }
+        // With `Overload::Refuse`, calls beyond `max_inflight` are read
+        // and refused rather than left waiting.
         let saturated = !lingering
-            && (self.served.running() >= self.config.max_inflight
+            && ((self.config.overload == Overload::Wait
+                && self.served.running() >= self.config.max_inflight)
                 || self.out_len() >= self.config.out_high_water
                 || self.refused_enough());
         if self.unread && !saturated {
             self.unread = false;
             progress = true;
             self.core.handle_input(&mut self.inbuf, now_std)?;
+            self.buffered.shrink(&mut self.inbuf, READ_CHUNK);
         }
-        let can_read =
-            !parked.read && !self.read_closed && (!saturated || self.inbuf.len() < READ_AHEAD);
+        // The buffer budgets (see `crate::budget`): a link holding too much
+        // of the peer's calls reads only a little ahead, as a saturated
+        // one does.
+        let within_budget = lingering
+            || self.buffered.may_read(
+                &self.inbuf,
+                self.core.pending_input(),
+                self.served.running(),
+                &self.shared.stats,
+                cx,
+            );
+        let can_read = !parked.read
+            && !self.read_closed
+            && ((!saturated && within_budget) || self.inbuf.len() < READ_AHEAD);
         if can_read {
-            if self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
-                self.inbuf.reserve(READ_CHUNK);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.inbuf) {
+            let full = !saturated && within_budget;
+            // Room for the whole message being received, once it may be;
+            // reading ahead, only a little.
+            let pending = if full {
+                self.core.pending_input()
+            } else {
+                None
+            };
+            self.buffered
+                .make_room(&mut self.inbuf, pending, READ_CHUNK);
+            // One read takes at most READ_LIMIT, so that a link overshoots
+            // its budgets by no more.
+            let limit = if full {
+                crate::budget::READ_LIMIT
+            } else {
+                READ_AHEAD
+            };
+            let mut limited = tokio::io::AsyncReadExt::take(&mut self.io, limit as u64);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut limited), cx, &mut self.inbuf) {
                 Poll::Ready(Ok(0)) => {
                     self.read_closed = true;
                     progress = true;
@@ -568,6 +651,7 @@ where
                         self.unread = true;
                     } else {
                         self.core.handle_input(&mut self.inbuf, now_std)?;
+                        self.buffered.shrink(&mut self.inbuf, READ_CHUNK);
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(Error::Transport(e.into())),
@@ -680,6 +764,7 @@ where
                 "peer closed the link; cancelling its running calls"
             );
             self.served.cancel_all(&self.shared.cancels);
+            self.buffered.cancelled_all();
         }
         self.begin_drain(now);
         Ok(())
@@ -888,3 +973,6 @@ where
 mod cancel_tests;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod budget_tests;

@@ -120,6 +120,7 @@ pub fn controller_config(
             grace_ms: s.grace.as_millis() as u64,
             tickets: None,
             service: crate::hosted::table_text(s.service.as_ref()),
+            budgets: super::setup::node_budgets(s),
         },
         name: service.name.clone(),
         node_args,

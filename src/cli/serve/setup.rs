@@ -301,11 +301,94 @@ pub(super) fn service_config(
             idle_timeout: s.idle_timeout,
             drain_quiet: vole_node::DRAIN_QUIET,
             max_call_time: s.max_call_time,
+            max_inflight: s.max_inflight,
+            overload: s.overload,
+            max_buffered: s.link_buffer_budget,
+            budget: Some(Arc::new(vole_link::budget::Budget::new(
+                s.node_buffer_budget,
+            ))),
             ..LinkConfig::default()
         },
         node_id: None,
+        // One process: it is the only node.
+        admission: vole_node::Admission {
+            max_clients: min_some(s.limits.max_clients, s.limits.max_node_clients),
+            max_clients_per_ip: s.max_clients_per_ip,
+        },
+    }
+}
+
+/// The smaller of two optional limits.
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What nodes apply themselves, sent with their configuration. Under
+/// `grant` and `dispatch` the controller's balancer holds connections to
+/// `max-clients` and `max-node-clients`; under `shared` and `reuseport`
+/// nodes accept without it, so each node holds itself to
+/// `max-node-clients` and to its share of `max-clients` (divided by the
+/// number of nodes, rounded up).
+pub(super) fn node_budgets(s: &Settings) -> vole_control::control::Budgets {
+    use vole_control::control::Balance;
+    let max_clients = match s.balance {
+        Balance::Grant | Balance::Dispatch => None,
+        Balance::Shared | Balance::Reuseport => min_some(
+            s.limits
+                .max_clients
+                .map(|m| m.div_ceil(u64::from(s.nodes.max(1)))),
+            s.limits.max_node_clients,
+        ),
+    };
+    vole_control::control::Budgets {
+        max_inflight: Some(s.max_inflight),
+        overload_refuse: s.overload == vole_link::Overload::Refuse,
+        link_buffer_budget: Some(s.link_buffer_budget),
+        node_buffer_budget: Some(s.node_buffer_budget),
+        max_clients,
+        max_clients_per_ip: s.max_clients_per_ip,
     }
 }
 
 /// How long to keep a forced shutdown from hanging.
 pub(super) const FORCE_GRACE: Duration = Duration::from_millis(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{Defaults, Overrides};
+    use vole_control::control::Balance;
+
+    fn settings(balance: Balance, nodes: u32) -> Settings {
+        let args = Overrides {
+            balance: Some(balance),
+            nodes: Some(nodes),
+            max_clients: Some(10),
+            max_clients_per_ip: Some(2),
+            ..Overrides::default()
+        };
+        Settings::merge(&args, Default::default(), &Defaults::default()).expect("valid")
+    }
+
+    #[test]
+    fn nodes_hold_themselves_to_max_clients_where_the_controller_does_not() {
+        for balance in [Balance::Shared, Balance::Reuseport] {
+            let b = node_budgets(&settings(balance, 3));
+            assert_eq!(b.max_clients, Some(4), "{balance:?}: 10 / 3 rounded up");
+            assert_eq!(b.max_clients_per_ip, Some(2));
+        }
+        for balance in [Balance::Grant, Balance::Dispatch] {
+            let b = node_budgets(&settings(balance, 3));
+            assert_eq!(b.max_clients, None, "{balance:?}: the controller's");
+            assert_eq!(b.max_clients_per_ip, Some(2));
+        }
+        let mut s = settings(Balance::Shared, 3);
+        s.limits.max_node_clients = Some(2);
+        assert_eq!(node_budgets(&s).max_clients, Some(2), "the smaller");
+        assert_eq!(min_some(None, Some(3)), Some(3));
+        assert_eq!(min_some(None, None), None);
+    }
+}

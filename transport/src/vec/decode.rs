@@ -122,6 +122,18 @@ impl Decoder {
         self.scan.pos > 0
     }
 
+    /// The whole length of the entity at the front of the buffer, once its
+    /// headers have been scanned (by a [`Decoder::decode`] that found the
+    /// entity incomplete): a reader may reserve room for it at once
+    /// instead of growing its buffer as the payloads arrive.
+    pub fn pending_len(&self) -> Option<usize> {
+        let headers_done = self.scan.root_seen && self.scan.stack.iter().all(|&n| n == 0);
+        // At most `max_message` (the scan checked), so it fits a usize.
+        (headers_done && !self.failed)
+            .then(|| usize::try_from(self.scan.pos as u64 + self.scan.payload_total).ok())
+            .flatten()
+    }
+
     /// Decodes the next entity from the front of `buf`, consuming its bytes.
     ///
     /// Returns `Ok(None)` if `buf` does not yet hold a whole entity; call

@@ -1666,3 +1666,36 @@ fn short_form_integers_just_beyond_i64_decode_as_big() {
         assert_eq!(got, Some(fits), "{v}");
     }
 }
+
+#[test]
+fn the_pending_length_is_known_once_the_headers_are_in() {
+    let entity: Entity<WireRef> = Entity::Tuple(vec![
+        Entity::Int(7),
+        Entity::Bytes(vec![0xab; 100_000]),
+        Entity::Bytes(vec![0xcd; 50_000]),
+    ]);
+    let mut wire = Vec::new();
+    Encoder::new(EncodeConfig::default())
+        .encode(&entity, &mut RawRefs, &mut wire)
+        .expect("encodes");
+    let mut decoder = Decoder::new(DecodeConfig::default());
+    assert_eq!(decoder.pending_len(), None, "nothing scanned");
+    // The headers come first; the payloads follow.
+    let mut buf = BytesMut::from(&wire[..64]);
+    assert!(decoder
+        .decode(&mut buf, &mut RawRefs)
+        .expect("ok")
+        .is_none());
+    assert_eq!(decoder.pending_len(), Some(wire.len()));
+    buf.extend_from_slice(&wire[64..]);
+    let got = decoder.decode(&mut buf, &mut RawRefs).expect("ok");
+    assert_eq!(got.as_ref(), Some(&entity));
+    assert_eq!(decoder.pending_len(), None, "taken whole");
+    // Headers cut short: not known yet.
+    let mut buf = BytesMut::from(&wire[..2]);
+    assert!(decoder
+        .decode(&mut buf, &mut RawRefs)
+        .expect("ok")
+        .is_none());
+    assert_eq!(decoder.pending_len(), None);
+}
