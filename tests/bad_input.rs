@@ -277,22 +277,30 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate() {
     );
 }
 
+/// A peer that sends calls and never reads the results: the node serving it
+/// stops reading from it and closes it after the write timeout, without
+/// buffering the results. Memory is measured where the link is served: in
+/// the node process (the controller only passes connections on, so its RSS
+/// would not move whatever the node did).
 #[tokio::test]
 async fn peer_that_stops_reading_is_closed_with_bounded_memory() {
     const CALLS: usize = 2000;
     const PAYLOAD: usize = 60_000;
     let (server, good) = setup().await;
     let mut peer = RawPeer::linked(server.port).await;
-    let baseline = server.rss_kib();
-    // Sample the server's RSS while it is being flooded. Memory use has no
+    // The good link was served, so the node is up; the raw peer is linked,
+    // so it is the one node's connection too.
+    let (node, node_start) = server.node();
+    let baseline = server::rss_kib(node);
+    // Sample the node's RSS while it is being flooded. Memory use has no
     // event to await, so this polls /proc every 20 ms until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(baseline));
     let sampler = {
-        let (stop, peak, pid) = (stop.clone(), peak.clone(), server.pid());
+        let (stop, peak) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if let Some(rss) = server::try_rss_kib(pid) {
+                if let Some(rss) = server::try_rss_kib(node) {
                     peak.fetch_max(rss, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -300,9 +308,9 @@ async fn peer_that_stops_reading_is_closed_with_bounded_memory() {
         })
     };
     // Echo calls with ~60 KB results (each call within --max-message),
-    // never reading a reply. If the server
-    // buffered every result it would hold ~120 MB; it must instead stop
-    // reading and, when its writes stall for the write timeout, close.
+    // never reading a reply. If the node buffered every result it would
+    // hold ~120 MB; it must instead stop reading and, when its writes stall
+    // for the write timeout, close.
     let gateway = peer.gateway;
     let mut sent = 0;
     for id in 3..3 + CALLS as i64 {
@@ -328,11 +336,24 @@ async fn peer_that_stops_reading_is_closed_with_bounded_memory() {
     peer.expect_closed().await;
     stop.store(true, Ordering::Relaxed);
     sampler.join().expect("sampler");
+    // The same node process throughout: a node that died (and was
+    // replaced) would have freed whatever it buffered.
+    assert_eq!(
+        server::stat(node).map(|(_, _, start)| start),
+        Some(node_start),
+        "the node serving the flood ({node}) died; log:\n{}",
+        server.log_text()
+    );
+    assert_eq!(server.node(), (node, node_start), "the node was replaced");
     let grown_mib = (peak.load(Ordering::Relaxed).saturating_sub(baseline)) / 1024;
-    println!("sent {sent} calls before the server stopped reading; RSS grew by {grown_mib} MiB");
+    println!(
+        "sent {sent} calls before the node stopped reading; node {node} RSS: {} MiB at the \
+         start, grew by {grown_mib} MiB",
+        baseline / 1024
+    );
     assert!(
         grown_mib < 32,
-        "server RSS grew by {grown_mib} MiB while a peer did not read"
+        "node RSS grew by {grown_mib} MiB while a peer did not read"
     );
     server.wait_log(port, "stopped reading").await;
     good.check().await;
