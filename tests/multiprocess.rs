@@ -698,8 +698,29 @@ async fn sigterm_lets_calls_in_flight_finish() {
     assert!(serve.running_nodes().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_sigint_forces_the_stop() {
+/// How long a forced stop may take. The acceptance is "at once, not after
+/// the grace period": the tests set `--grace 30` and run calls of 20 s, so
+/// a stop that waited for either would take 20 s or more; 10 s leaves a
+/// loaded 2-CPU machine room to start and reap processes.
+const FORCED_STOP: Duration = Duration::from_secs(10);
+
+/// What starts a forced stop.
+#[derive(Debug, Clone, Copy)]
+enum Force {
+    /// SIGTERM (graceful), then SIGINT.
+    SecondSignal,
+    /// SIGINT alone: a fast stop (as a terminal's Ctrl-C).
+    Sigint,
+    /// SIGQUIT: a fast stop.
+    Sigquit,
+    /// `vole stop --force` on the admin socket.
+    StopForce,
+}
+
+/// Four calls of 20 s run on two nodes (grace 30 s); `how` stops the
+/// service: it exits with 5 (not every node drained) within
+/// [`FORCED_STOP`], every node is gone, every call is cut.
+async fn forced_stop(how: Force) {
     let _serial = serial().await;
     let serve = Serve::start(Opts::new(2, "grant").args(&["--grace", "30"])).await;
     let clients = connect_many(serve.port(), 4).await;
@@ -712,33 +733,87 @@ async fn a_second_sigint_forces_the_stop() {
         })
         .collect();
     wait_inflight(&serve, 4).await;
-    // SIGTERM: graceful; then SIGINT (a fast stop) forces at once.
-    serve.signal(Signal::SIGTERM);
-    assert!(
-        serve
-            .stderr
-            .wait_contains(Duration::from_secs(5), "stopping gracefully")
-            .await,
-        "SIGTERM starts a graceful stop"
-    );
-    let second = Instant::now();
-    serve.signal(Signal::SIGINT);
-    let status = serve.wait_exit(Duration::from_secs(2)).await;
-    let status = status.expect("controller exits within 2 s of the second SIGINT");
+    let forced = match how {
+        Force::SecondSignal => {
+            serve.signal(Signal::SIGTERM);
+            assert!(
+                serve
+                    .stderr
+                    .wait_contains(Duration::from_secs(10), "stopping gracefully")
+                    .await,
+                "SIGTERM starts a graceful stop"
+            );
+            let at = Instant::now();
+            serve.signal(Signal::SIGINT);
+            at
+        }
+        Force::Sigint | Force::Sigquit => {
+            let at = Instant::now();
+            serve.signal(match how {
+                Force::Sigint => Signal::SIGINT,
+                _ => Signal::SIGQUIT,
+            });
+            at
+        }
+        Force::StopForce => {
+            let at = Instant::now();
+            let admin = serve.admin.to_str().expect("path").to_owned();
+            let out = run_vole(&["stop", "--force", "--admin-socket", &admin]).await;
+            assert!(
+                out.status.success(),
+                "vole stop --force: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            at
+        }
+    };
+    let status = serve.wait_exit(FORCED_STOP).await;
+    let status = status.unwrap_or_else(|| {
+        panic!("{how:?}: the controller still runs {FORCED_STOP:?} after a forced stop")
+    });
     for n in &nodes {
-        let left = Duration::from_secs(2).saturating_sub(second.elapsed());
-        assert!(wait_dead(n, left).await, "node {} remains", n.pid);
+        let left = FORCED_STOP.saturating_sub(forced.elapsed());
+        assert!(wait_dead(n, left).await, "{how:?}: node {} remains", n.pid);
     }
-    println!("forced stop took {:?}, {status}", second.elapsed());
+    println!("{how:?}: forced stop took {:?}, {status}", forced.elapsed());
     // Calls were cut: not every node drained cleanly.
-    assert_eq!(status.code(), Some(5), "exit code {status}");
+    assert_eq!(status.code(), Some(5), "{how:?}: exit code {status}");
     for c in calls {
         let r = tokio::time::timeout(Duration::from_secs(5), c)
             .await
             .expect("the cut call ends")
             .expect("call task");
-        assert!(r.is_err(), "the 20 s call was cut short: {r:?}");
+        assert!(r.is_err(), "{how:?}: the 20 s call was cut short: {r:?}");
     }
+    if !matches!(how, Force::StopForce) {
+        assert!(
+            serve.log().contains("fast stop"),
+            "{how:?}: the log says it is a fast stop:\n{}",
+            serve.log()
+        );
+    }
+    assert!(serve.running_nodes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigint_forces_the_stop() {
+    forced_stop(Force::SecondSignal).await;
+}
+
+/// SIGINT alone is a fast stop (it does not wait for the grace period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_is_a_fast_stop() {
+    forced_stop(Force::Sigint).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigquit_is_a_fast_stop() {
+    forced_stop(Force::Sigquit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vole_stop_force_stops_at_once() {
+    forced_stop(Force::StopForce).await;
 }
 
 /// A stopping controller stops accepting at once: in `dispatch` mode (where
