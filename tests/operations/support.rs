@@ -422,7 +422,17 @@ pub struct Traffic {
     /// Calls answered per (node id, pid).
     per_node: Mutex<BTreeMap<(u32, u32), u64>>,
     started: Mutex<Option<Instant>>,
+    /// Most retries one logical call may take (a reconnection and a new
+    /// attempt after a "closing" refusal or an unsent call); beyond it the
+    /// call is a failure. 0: [`DEFAULT_MAX_RETRIES`].
+    max_retries: AtomicU64,
+    /// The most retries any one call took.
+    worst_retries: AtomicU64,
 }
+
+/// Most retries of one call unless a test sets its own bound
+/// ([`Traffic::set_max_retries`]).
+pub const DEFAULT_MAX_RETRIES: u64 = 4;
 
 impl Traffic {
     pub fn new() -> Arc<Traffic> {
@@ -435,6 +445,36 @@ impl Traffic {
 
     pub fn answered(&self) -> u64 {
         *self.answered.borrow()
+    }
+
+    /// Bounds the retries of each logical call: a call that needs more is
+    /// recorded as a failure. An event that replaces `n` nodes one by one
+    /// may refuse a client's call once on each of them (its new link can
+    /// land on an old node that drains next), so `n` + 1 is a fair bound.
+    pub fn set_max_retries(&self, n: u64) {
+        self.max_retries.store(n, Ordering::Relaxed);
+    }
+
+    fn max_retries(&self) -> u64 {
+        match self.max_retries.load(Ordering::Relaxed) {
+            0 => DEFAULT_MAX_RETRIES,
+            n => n,
+        }
+    }
+
+    /// The most retries one call took so far.
+    pub fn worst_retries(&self) -> u64 {
+        self.worst_retries.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused as "closing" so far.
+    pub fn closing(&self) -> u64 {
+        self.closing_retries.load(Ordering::Relaxed)
+    }
+
+    /// Connections made so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Waits (up to 20 s) until `more` further calls have been answered.
@@ -486,11 +526,13 @@ impl Traffic {
     pub fn summary(&self) -> String {
         format!(
             "{} calls answered, {} connections, retried: {} refused as closing + {} unsent \
-             (link already closed), {} failures; calls per (node, pid): {:?}",
+             (link already closed), at most {} for one call, {} failures; calls per (node, pid): \
+             {:?}",
             self.answered(),
             self.connections.load(Ordering::Relaxed),
             self.closing_retries.load(Ordering::Relaxed),
             self.unsent_retries.load(Ordering::Relaxed),
+            self.worst_retries(),
             self.failures().len(),
             self.per_node()
         )
@@ -534,18 +576,36 @@ impl Traffic {
     /// per the rule); true when answered correctly. A failure is recorded
     /// and the call given up.
     async fn call(&self, port: u16, session: &mut Option<Session>, n: i64, fresh: bool) {
+        let mut retries = 0u64;
         loop {
             if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            self.worst_retries.fetch_max(retries, Ordering::Relaxed);
+            if retries > self.max_retries() {
+                self.fail(format!(
+                    "{} client: echo({n}) retried {retries} times (at most {} allowed)",
+                    kind(fresh),
+                    self.max_retries()
+                ));
+                if let Some(s) = session.take() {
+                    close_later(s.link);
+                }
                 return;
             }
             if session.as_ref().is_none_or(|s| s.link.is_closed()) {
                 if session.take().is_some() {
                     // Closed between calls: the call was never sent.
                     self.unsent_retries.fetch_add(1, Ordering::Relaxed);
+                    retries += 1;
+                    continue;
                 }
                 match self.open(port).await {
                     Ok(Some(s)) => *session = Some(s),
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        retries += 1;
+                        continue;
+                    }
                     Err(e) => {
                         self.fail(format!("{} client: {e}", kind(fresh)));
                         return;
@@ -576,6 +636,7 @@ impl Traffic {
                 }
                 retry => {
                     self.retried(&retry);
+                    retries += 1;
                     if let Some(s) = session.take() {
                         close_later(s.link);
                     }
