@@ -506,6 +506,10 @@ fn running(pid: u32) -> bool {
     harness::proc_info(pid).is_some_and(|p| p.state != 'Z')
 }
 
+/// Held-link and fresh-connection clients of the upgrade tests.
+const UPGRADE_HELD: usize = 32;
+const UPGRADE_FRESH: usize = 16;
+
 /// Upgrades `rounds` times (SIGUSR2 and `vole upgrade` in turn) under load
 /// in `mode`; checks that no call or connection fails and that the admin
 /// socket answers for the new controller only, from the moment it serves.
@@ -529,7 +533,10 @@ async fn upgrade_under_load(mode: &'static str, rounds: usize) {
     wait_nodes(&admin, 2, limit).await;
 
     let t = Traffic::new();
-    let tasks = start_load(&t, serve.port(), 32, 16);
+    // Two old nodes drain at each upgrade: a call may be refused once by
+    // each (see Traffic::set_max_retries).
+    t.set_max_retries(3);
+    let tasks = start_load(&t, serve.port(), UPGRADE_HELD, UPGRADE_FRESH);
     assert!(
         t.more(500).await,
         "{mode}: the load never got going: {}",
@@ -570,6 +577,7 @@ async fn upgrade_under_load(mode: &'static str, rounds: usize) {
         let slow_gw = slow.gw.clone();
         let slow_call = tokio::spawn(async move { sleep_call(&slow_gw, 2000).await });
         let t0 = Instant::now();
+        let (refused_before, conns_before) = (t.closing(), t.connections());
         if how == "SIGUSR2" {
             harness::signal(current, Signal::SIGUSR2);
         } else {
@@ -662,6 +670,21 @@ async fn upgrade_under_load(mode: &'static str, rounds: usize) {
         assert!(
             t.more(1000).await,
             "{mode}: calls stalled after {how}: {}",
+            t.summary()
+        );
+        // Each client is refused at most once by each old node: an old node
+        // stops accepting when it starts to drain, so a client's next
+        // connection goes to a new node or to an old one not yet draining.
+        let refused = t.closing() - refused_before;
+        let conns = t.connections() - conns_before;
+        let bound = ((UPGRADE_HELD + UPGRADE_FRESH) * old_nodes.len()) as u64;
+        println!(
+            "{mode} {how}: {refused} calls refused as closing (at most {bound}) in {conns} \
+             connections"
+        );
+        assert!(
+            refused <= bound,
+            "{mode} {how}: {refused} calls refused as closing, more than {bound}: {}",
             t.summary()
         );
         seen.push(new);
