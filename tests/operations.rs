@@ -29,6 +29,8 @@
 mod harness;
 #[path = "operations/support.rs"]
 mod support;
+#[path = "operations/vpy.rs"]
+mod vpy;
 
 use std::collections::BTreeSet;
 use std::path::Path;
