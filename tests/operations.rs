@@ -32,7 +32,7 @@ mod support;
 #[path = "operations/vpy.rs"]
 mod vpy;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -1157,30 +1157,72 @@ fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The sum of `name` over the series whose labels include all of `labels`.
+fn metric_total(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `--metrics`: after calls, the Prometheus endpoint shows per-node call
 /// counters, the latency histogram's buckets, and a handshake failure with
-/// reason `bad_vop` after a garbage connection.
+/// reason `bad_vop` after a garbage connection. In `grant` mode here; the
+/// other modes below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_shows_calls_latency_and_handshake_failures() {
+    metrics_in("grant").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_shows_calls_latency_and_handshake_failures_shared() {
+    metrics_in("shared").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_shows_calls_latency_and_handshake_failures_dispatch() {
+    metrics_in("dispatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_shows_calls_latency_and_handshake_failures_reuseport() {
+    metrics_in("reuseport").await;
+}
+
+/// The metrics test in `mode`. Six links make five calls each; each node's
+/// counter must show the calls made on its links (which node
+/// served a link, `meta.ping()` says). `grant` and `dispatch` balance, so
+/// both nodes must have served; in `shared` and `reuseport` the kernel
+/// chooses, and whichever nodes served are checked.
+async fn metrics_in(mode: &'static str) {
     let _serial = serial().await;
     let mport = free_port();
     let serve =
-        Serve::start(Opts::new(2, "grant").args(&["--metrics", &format!("127.0.0.1:{mport}")]))
-            .await;
+        Serve::start(Opts::new(2, mode).args(&["--metrics", &format!("127.0.0.1:{mport}")])).await;
     let tree = Tree::new(serve.dir.path());
     tree.not_mine(serve.pid);
-    // Six links, spread over both nodes, five calls each.
+    wait_nodes(&serve.admin, 2, Duration::from_secs(20)).await;
+    const LINKS: usize = 6;
+    const CALLS: usize = 5;
     let mut clients = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..LINKS {
         clients.push(connect(serve.port()).await.expect("connect"));
     }
     for (i, c) in clients.iter().enumerate() {
-        for j in 0..5 {
+        for j in 0..CALLS {
             echo(&c.gw, (i * 10 + j) as i64).await.expect("echo");
         }
     }
-    let nodes: BTreeSet<u32> = clients.iter().map(|c| c.node.0).collect();
-    assert_eq!(nodes.len(), 2, "calls on both nodes");
+    // Calls made per node id: the echoes and the `meta.ping()` that
+    // `connect` makes.
+    let mut made: BTreeMap<u32, f64> = BTreeMap::new();
+    for c in &clients {
+        *made.entry(c.node.0).or_default() += (CALLS + 1) as f64;
+    }
+    if mode == "grant" || mode == "dispatch" {
+        assert_eq!(made.len(), 2, "{mode}: calls on both nodes: {made:?}");
+    }
     // A garbage connection.
     let mut garbage = tokio::net::TcpStream::connect(serve.addr)
         .await
@@ -1197,25 +1239,20 @@ async fn metrics_endpoint_shows_calls_latency_and_handshake_failures() {
     .expect("the server closes a garbage connection");
 
     // The controller polls its nodes every second: poll the endpoint.
+    let calls = |b: &str, n: u32| metric_total(b, "vole_calls_total", &[&format!("node=\"{n}\"")]);
     let deadline = Instant::now() + Duration::from_secs(15);
     let body = loop {
         let body = http_get(mport, "/metrics").await;
         if let Ok(b) = &body {
-            let calls =
-                |n: &str| metric(b, "vole_calls_total", &[&format!("node=\"{n}\"")]).unwrap_or(0.0);
-            if calls("0") + calls("1") >= 30.0
-                && calls("0") > 0.0
-                && calls("1") > 0.0
-                && metric(b, "vole_handshake_failures_total", &["reason=\"bad_vop\""])
-                    .unwrap_or(0.0)
-                    >= 1.0
+            if made.iter().all(|(n, k)| calls(b, *n) >= *k)
+                && metric_total(b, "vole_handshake_failures_total", &["reason=\"bad_vop\""]) >= 1.0
             {
                 break b.clone();
             }
         }
         assert!(
             Instant::now() < deadline,
-            "metrics never showed the calls: {body:?}"
+            "{mode}: metrics never showed the calls {made:?}: {body:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -1223,30 +1260,37 @@ async fn metrics_endpoint_shows_calls_latency_and_handshake_failures() {
         .lines()
         .filter(|l| l.starts_with("vole_calls_total") || l.starts_with("vole_handshake"))
         .collect();
-    println!("{}", show.join("\n"));
-    for n in ["0", "1"] {
+    println!("{mode}: calls made per node {made:?}\n{}", show.join("\n"));
+    // Exactly those: none lost, none counted twice, none on a node that
+    // served no link.
+    for n in 0..2 {
+        let want = made.get(&n).copied().unwrap_or(0.0);
+        assert_eq!(calls(&body, n), want, "{mode}: calls of node {n}:\n{body}");
+    }
+    for n in made.keys() {
         let bucket = metric(
             &body,
             "vole_call_duration_seconds_bucket",
             &[&format!("node=\"{n}\""), "le=\"+Inf\""],
         );
         assert!(
-            bucket.is_some_and(|v| v > 0.0),
-            "+Inf bucket of node {n}:\n{body}"
+            bucket.is_some_and(|v| v >= made[n]),
+            "{mode}: +Inf bucket of node {n} counts the {} calls:\n{body}",
+            made[n]
         );
     }
     let finite_buckets = body
         .lines()
         .filter(|l| l.starts_with("vole_call_duration_seconds_bucket{") && !l.contains("+Inf"))
         .count();
-    assert!(finite_buckets >= 2, "histogram buckets:\n{body}");
+    assert!(finite_buckets >= 2, "{mode}: histogram buckets:\n{body}");
     assert!(body.contains("vole_call_duration_seconds_count{"), "{body}");
     assert!(
         body.lines()
             .any(|l| l.starts_with("vole_handshake_failures_total{")
                 && l.contains("node=\"")
                 && l.contains("reason=\"bad_vop\"")),
-        "{body}"
+        "{mode}: {body}"
     );
     for c in &clients {
         harness::close(&c.link).await;
