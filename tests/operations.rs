@@ -871,11 +871,33 @@ async fn failed_upgrade_keeps_the_old_controller_and_its_pid_file() {
 // ------------------------------------------------------------------ 4
 
 /// SIGTTIN/SIGTTOU and `vole scale N` change the number of nodes; `vole
-/// status --json` follows; SIGTTOU never goes below one node.
+/// status --json` follows; a node removed drains (`retiring`) while a call
+/// on it finishes; SIGTTOU never goes below one node. In `grant` mode here;
+/// the other modes below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_with_signals_and_vole_scale() {
+    scaling_in("grant").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_with_signals_and_vole_scale_shared() {
+    scaling_in("shared").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_with_signals_and_vole_scale_dispatch() {
+    scaling_in("dispatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_with_signals_and_vole_scale_reuseport() {
+    scaling_in("reuseport").await;
+}
+
+/// The scaling test in `mode`.
+async fn scaling_in(mode: &'static str) {
     let _serial = serial().await;
-    let serve = Serve::start(Opts::new(2, "grant")).await;
+    let serve = Serve::start(Opts::new(2, mode)).await;
     let tree = Tree::new(serve.dir.path());
     tree.not_mine(serve.pid);
     let admin = serve.admin.clone();
