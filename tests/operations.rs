@@ -471,6 +471,15 @@ async fn binary_upgrade_hands_over_without_refusing_a_connection_dispatch() {
     upgrade_under_load("dispatch", 2).await;
 }
 
+/// The same in `reuseport` mode. Old and new nodes have their own accept
+/// queues there, and a connection queued on an old node that stops is
+/// reset (design.md): such a lost connection is counted, not failed; no
+/// call on a link may fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_upgrade_hands_over_without_refusing_a_connection_reuseport() {
+    upgrade_under_load("reuseport", 2).await;
+}
+
 /// What the old controller logs when the new one serves (and it drains).
 const HANDED_OVER: &str = "upgrade: the new controller serves; this one drains and exits";
 
@@ -695,7 +704,17 @@ async fn upgrade_under_load(mode: &'static str, rounds: usize) {
 
     stop_load(&t, tasks).await;
     println!("{mode}: upgrades under load: {}", t.summary());
-    let failures = t.failures();
+    let (lost, failures): (Vec<String>, Vec<String>) = t.failures().into_iter().partition(|f| {
+        mode == "reuseport"
+            && f.contains("client: connect: ")
+            && f.contains("Connection reset by peer")
+    });
+    if mode == "reuseport" {
+        println!(
+            "{mode}: {} connections lost in a stopping node's queue",
+            lost.len()
+        );
+    }
     assert!(
         failures.is_empty(),
         "{mode}: failed connections or calls: {failures:#?}"
