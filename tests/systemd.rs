@@ -169,7 +169,14 @@ fn notifications_follow_the_lifecycle() {
         .expect("pid");
     assert_ne!(new, first);
     let deadline = Instant::now() + LIMIT;
-    while Instant::now() < deadline && (alive(first) || pid_in(&dir.join("vole.pid")) != new) {
+    // Polls: the pid file and /proc give no event. The file is read without
+    // panicking (it may be between writes).
+    let pid_now = || {
+        std::fs::read_to_string(dir.join("vole.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+    };
+    while Instant::now() < deadline && (alive(first) || pid_now() != Some(new)) {
         std::thread::sleep(Duration::from_millis(50));
     }
     if let Some(c) = cleanup.child.as_mut() {
