@@ -744,7 +744,7 @@ enum Force {
     /// SIGQUIT: a fast stop.
     Sigquit,
     /// `vole stop --force` on the admin socket.
-    StopForce,
+    AdminStop,
 }
 
 /// Four calls of 20 s run on two nodes (grace 30 s); `how` stops the
@@ -785,7 +785,7 @@ async fn forced_stop(how: Force) {
             });
             at
         }
-        Force::StopForce => {
+        Force::AdminStop => {
             let at = Instant::now();
             let admin = serve.admin.to_str().expect("path").to_owned();
             let out = run_vole(&["stop", "--force", "--admin-socket", &admin]).await;
@@ -815,7 +815,7 @@ async fn forced_stop(how: Force) {
             .expect("call task");
         assert!(r.is_err(), "{how:?}: the 20 s call was cut short: {r:?}");
     }
-    if !matches!(how, Force::StopForce) {
+    if !matches!(how, Force::AdminStop) {
         assert!(
             serve.log().contains("fast stop"),
             "{how:?}: the log says it is a fast stop:\n{}",
@@ -843,7 +843,7 @@ async fn sigquit_is_a_fast_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vole_stop_force_stops_at_once() {
-    forced_stop(Force::StopForce).await;
+    forced_stop(Force::AdminStop).await;
 }
 
 /// A stopping controller stops accepting at once: in `dispatch` mode (where

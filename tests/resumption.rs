@@ -50,7 +50,7 @@ async fn reconnecting_clients_resume_on_any_node() {
     // (first node, second node) -> trials
     let mut crossings: BTreeMap<(u32, u32), u32> = BTreeMap::new();
     for trial in 0..TRIALS {
-        let config = || ClientConfig::tls(&ServerTrust::Pinned(pin.clone())).expect("config");
+        let config = || ClientConfig::tls(&ServerTrust::Pinned(pin)).expect("config");
         if trial % 2 == 1 {
             let (link, gw, _, _) = tls_link(serve.port(), &config()).await;
             held.push((link, gw));

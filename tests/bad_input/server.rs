@@ -127,15 +127,10 @@ impl Server {
         line
     }
 
-    /// The controller's process id. It serves no connection itself: the
-    /// node does (see [`Server::node_pid`]).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The node process that serves the connections: the one child of the
-    /// controller named `vole-node-<id>`, with its start time (pids are
-    /// reused). Call it once a link has been served (the node is up).
+    /// The node process that serves the connections (the controller serves
+    /// none itself): the one child of the controller named
+    /// `vole-node-<id>`, with its start time (pids are reused). Call it
+    /// once a link has been served (the node is up).
     pub fn node(&self) -> (u32, u64) {
         let me = self.child.id();
         let nodes: Vec<(u32, u64)> = std::fs::read_dir("/proc")
