@@ -20,7 +20,13 @@
 //! was never executed: the client reconnects and retries it, and these
 //! retries are counted and printed. Every other error is a failure (in the
 //! upgrade test that includes any error connecting, a reset, a failed
-//! handshake), and every answer must be the right one. The retries are
+//! handshake), and every answer must be the right one. One more case is
+//! the documented limit of a drain (design.md, "Stop"): a draining link
+//! closes once its client has been quiet for `vole_node::DRAIN_QUIET`, and a
+//! call the client sends as it closes is lost (VOL has no goodbye). A call
+//! sent, then lost with its link's close, is therefore retried (and counted)
+//! only if the client had made no call on that link for `DRAIN_QUIET`
+//! before it; sooner, it is a failure. The retries are
 //! bounded: one call may be retried at most once per node the event
 //! replaces, plus one (more is a failure), and each event may refuse each
 //! client at most once per node it replaces (asserted per event).

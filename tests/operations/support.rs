@@ -365,6 +365,10 @@ pub enum Attempt {
     Closing,
     /// Never executed: the link had closed before the call could be sent.
     Unsent,
+    /// Sent, then the link closed without an answer: the call crossed the
+    /// server's close. Whether that is allowed depends on how long the
+    /// client had been quiet (see [`Traffic`]).
+    Crossed(String),
     /// Anything else.
     Fail(String),
 }
@@ -391,6 +395,9 @@ pub async fn attempt(link: &Link, gw: &RemoteObject, args: Vec<Value>) -> Attemp
         {
             Attempt::Unsent
         }
+        Ok(Err(e @ vole_link::Error::Closed(_))) => {
+            Attempt::Crossed(format!("{e} (sent: the link's driver took the call)"))
+        }
         Ok(Err(e)) => Attempt::Fail(format!("{e} (sent: the link's driver took the call)")),
     }
 }
@@ -400,6 +407,8 @@ pub struct Session {
     pub link: Link,
     pub gw: RemoteObject,
     pub node: (u32, u32),
+    /// When its last call was answered.
+    pub answered_at: Instant,
 }
 
 /// Closes a link in the background (gracefully, bounded).
@@ -428,6 +437,10 @@ pub struct Traffic {
     max_retries: AtomicU64,
     /// The most retries any one call took.
     worst_retries: AtomicU64,
+    /// Calls lost with their link's close after the client had been quiet
+    /// for [`vole_node::DRAIN_QUIET`] or more (allowed; retried).
+    pub crossed_quiet: AtomicU64,
+    crossed_log: Mutex<Vec<String>>,
 }
 
 /// Most retries of one call unless a test sets its own bound
@@ -526,12 +539,17 @@ impl Traffic {
     pub fn summary(&self) -> String {
         format!(
             "{} calls answered, {} connections, retried: {} refused as closing + {} unsent \
-             (link already closed), at most {} for one call, {} failures; calls per (node, pid): \
-             {:?}",
+             (link already closed) + {} lost with a close after a quiet of DRAIN_QUIET {:?}, at \
+             most {} for one call, {} failures; calls per (node, pid): {:?}",
             self.answered(),
             self.connections.load(Ordering::Relaxed),
             self.closing_retries.load(Ordering::Relaxed),
             self.unsent_retries.load(Ordering::Relaxed),
+            self.crossed_quiet.load(Ordering::Relaxed),
+            self.crossed_log
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default(),
             self.worst_retries(),
             self.failures().len(),
             self.per_node()
@@ -556,11 +574,13 @@ impl Traffic {
                     link,
                     gw,
                     node: (*id as u32, *pid as u32),
+                    answered_at: Instant::now(),
                 })),
                 other => Err(format!("ping answered {other:?}")),
             },
             Attempt::Done(other) => Err(format!("ping answered {other:?}")),
-            Attempt::Fail(e) => {
+            // Right after the handshake: never quiet, never to be lost.
+            Attempt::Fail(e) | Attempt::Crossed(e) => {
                 link.abort();
                 Err(format!("ping: {e}"))
             }
@@ -612,11 +632,41 @@ impl Traffic {
                     }
                 }
             }
-            let Some(s) = session.as_ref() else { continue };
+            let Some(s) = session.as_mut() else { continue };
+            let quiet = s.answered_at.elapsed();
             let a = attempt(&s.link, &s.gw, vec![Value::str("echo"), Value::Int(n)]).await;
             match a {
                 Attempt::Done(Entity::Int(v)) if v == n => {
+                    s.answered_at = Instant::now();
                     self.done(s.node);
+                    return;
+                }
+                Attempt::Crossed(e) if quiet >= vole_node::DRAIN_QUIET => {
+                    // The client had been quiet for DRAIN_QUIET or more: a
+                    // draining link may close then, and VOL has no goodbye,
+                    // so a call crossing the close is lost (design.md,
+                    // "Stop"). Counted; the call is retried.
+                    self.crossed_quiet.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut c) = self.crossed_log.lock() {
+                        c.push(format!(
+                            "echo({n}) on node {:?} after {quiet:?}: {e}",
+                            s.node
+                        ));
+                    }
+                    retries += 1;
+                    if let Some(s) = session.take() {
+                        s.link.abort();
+                    }
+                }
+                Attempt::Crossed(e) => {
+                    self.fail(format!(
+                        "{} client: echo({n}) on node {:?}, {quiet:?} after the last answer: {e}",
+                        kind(fresh),
+                        s.node
+                    ));
+                    if let Some(s) = session.take() {
+                        s.link.abort();
+                    }
                     return;
                 }
                 Attempt::Done(other) => {

@@ -1,7 +1,9 @@
 """A stock VPy (versile-python3) PLAIN client that calls a vole service in a
 loop, through reloads and upgrades, for tests/operations.rs.
 
-Usage: python vpy_loop_client.py PORT STOPFILE
+Usage: python vpy_loop_client.py PORT STOPFILE QUIET
+
+QUIET is vole_node::DRAIN_QUIET in seconds.
 
 Holds one link and calls ``echo(n)`` on it again and again until STOPFILE
 exists. When a call fails it classifies the failure, drops the link,
@@ -10,6 +12,9 @@ connects again and retries the same call:
 * ``closing``: the service refused the call because the link was closing
   (an exception whose text contains "closing"): the call never ran;
 * ``unsent``: the link had closed before the call was made;
+* ``crossed``: the link closed under the call after the client had made no
+  call on it for QUIET seconds: a draining link closes then,
+  and VOL has no goodbye, so such a call is lost (design.md, "Stop");
 * anything else is ``other``, listed with its text: a failure.
 
 It prints ``{"ready": true}`` after its first answered call,
@@ -43,18 +48,21 @@ def describe(e):
 
 
 class Client(object):
-    def __init__(self, port, stopfile):
+    def __init__(self, port, stopfile, quiet):
         self.port = port
         self.stopfile = stopfile
+        self.quiet = quiet
         self.answered = 0
         self.closing = 0
         self.unsent = 0
+        self.crossed = 0
         self.other = []
         self.worst_retries = 0
         self.connections = 0
         self.nodes = set()
         self.gw = None
         self.link = None
+        self.answered_at = 0.0
 
     def stopped(self):
         return os.path.exists(self.stopfile)
@@ -73,23 +81,28 @@ class Client(object):
         res = VUrl.resolve_with_link(url, conf=VOPInsecureUrlConfig(), nowait=True)
         self.gw, self.link = res.result(CALL_TIMEOUT)
         node = self.gw.meta.ping(nowait=True).result(CALL_TIMEOUT)
+        self.answered_at = time.monotonic()
         self.nodes.add((int(node[0]), int(node[1])))
 
     def attempt(self, n):
         """'ok', 'closing', 'unsent' or 'other' for one try of echo(n)."""
         if self.link is None or not self.link._active:
             return 'unsent'
+        quiet = time.monotonic() - self.answered_at
         try:
             got = self.gw.echo(n, nowait=True).result(CALL_TIMEOUT)
         except Exception as e:  # noqa: BLE001 - classified below
             text = describe(e)
             if 'closing' in text:
                 return 'closing'
-            self.other.append('echo(%d): %s' % (n, text))
+            if quiet >= self.quiet and not self.link._active:
+                return 'crossed'
+            self.other.append('echo(%d) %.3f s after the last answer: %s' % (n, quiet, text))
             return 'other'
         if got != n:
             self.other.append('echo(%d) answered %r' % (n, got))
             return 'other'
+        self.answered_at = time.monotonic()
         return 'ok'
 
     def call(self, n):
@@ -118,6 +131,8 @@ class Client(object):
                 return
             if outcome == 'closing':
                 self.closing += 1
+            elif outcome == 'crossed':
+                self.crossed += 1
             else:
                 self.unsent += 1
             retries += 1
@@ -139,7 +154,7 @@ class Client(object):
                 break
         self.drop()
         emit(done=True, answered=self.answered, closing=self.closing,
-             unsent=self.unsent, other=self.other,
+             unsent=self.unsent, crossed=self.crossed, other=self.other,
              worst_retries=self.worst_retries, connections=self.connections,
              nodes=sorted(self.nodes))
 
@@ -150,13 +165,13 @@ def watchdog():
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.stderr.write('usage: vpy_loop_client.py PORT STOPFILE\n')
+    if len(sys.argv) != 4:
+        sys.stderr.write('usage: vpy_loop_client.py PORT STOPFILE QUIET\n')
         sys.exit(64)
     timer = threading.Timer(RUN_LIMIT, watchdog)
     timer.daemon = True
     timer.start()
-    client = Client(int(sys.argv[1]), sys.argv[2])
+    client = Client(int(sys.argv[1]), sys.argv[2], float(sys.argv[3]))
     try:
         client.run()
     except Exception as e:  # noqa: BLE001 - reported in the summary
