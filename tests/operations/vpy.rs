@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::watch;
 
-use crate::harness::{serial, Opts, Serve, TempDir};
+use crate::harness::{self, serial, Opts, Serve, TempDir};
 use crate::support::{id_pids, vole, wait_nodes, Tree};
 
 const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
@@ -95,15 +95,34 @@ impl VpyClient {
     }
 }
 
+/// What replaces the nodes under the VPy clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// SIGHUP, then `vole reload`: the nodes one by one.
+    Reload,
+    /// SIGUSR2, then `vole upgrade`: a new controller with new nodes.
+    Upgrade,
+}
+
 /// Four VPy clients call in a loop while SIGHUP and `vole reload` replace
 /// both nodes: every client goes on being answered, by the new nodes too;
 /// it sees nothing but "closing" refusals (and calls on a link already
 /// closed, never sent), at most one per replaced node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vpy_client_sees_only_bounded_closing_refusals_through_reloads() {
+    vpy_through(Replace::Reload).await;
+}
+
+/// The same through binary upgrades (SIGUSR2, then `vole upgrade`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vpy_client_sees_only_bounded_closing_refusals_through_upgrades() {
+    vpy_through(Replace::Upgrade).await;
+}
+
+async fn vpy_through(replace: Replace) {
     let python = python();
     let _serial = serial().await;
-    let cfg_dir = TempDir::new("ops-vpy-reload-cfg");
+    let cfg_dir = TempDir::new("ops-vpy-cfg");
     let cfg = cfg_dir.path().join("vole.toml");
     std::fs::write(&cfg, "nodes = 2\ngrace = 5\n").expect("settings file");
     let serve = Serve::start(
@@ -115,6 +134,7 @@ async fn a_vpy_client_sees_only_bounded_closing_refusals_through_reloads() {
     let tree = Tree::new(serve.dir.path());
     tree.not_mine(serve.pid);
     let admin = serve.admin.clone();
+    let a = admin.to_str().expect("path").to_owned();
     let limit = Duration::from_secs(30);
     let initial = wait_nodes(&admin, 2, limit).await;
     let stopfile = serve.dir.path().join("stop-vpy-clients");
@@ -134,11 +154,28 @@ async fn a_vpy_client_sees_only_bounded_closing_refusals_through_reloads() {
         );
     }
 
-    const ROUNDS: [&str; 2] = ["SIGHUP", "vole reload"];
+    let rounds: [&str; 2] = match replace {
+        Replace::Reload => ["SIGHUP", "vole reload"],
+        Replace::Upgrade => ["SIGUSR2", "vole upgrade"],
+    };
     let mut before = initial.clone();
-    for how in ROUNDS {
+    for how in rounds {
         let progress: Vec<u64> = clients.iter().map(VpyClient::progress).collect();
-        if how == "SIGHUP" {
+        let current = before.pid;
+        if replace == Replace::Upgrade {
+            if how == "SIGUSR2" {
+                harness::signal(current, Signal::SIGUSR2);
+            } else {
+                let r = vole(&["upgrade", "--admin-socket", &a]).await;
+                assert_eq!(r.code, Some(0), "vole upgrade: {r:?}");
+            }
+            // The old controller drains its nodes and exits (its exit code
+            // is the upgrade tests' business).
+            assert!(
+                harness::poll_until(limit, || !harness::alive(current)).await,
+                "{how}: the old controller {current} still runs"
+            );
+        } else if how == "SIGHUP" {
             let done = serve.log().matches("reload complete").count();
             serve.signal(Signal::SIGHUP);
             assert!(
@@ -149,13 +186,16 @@ async fn a_vpy_client_sees_only_bounded_closing_refusals_through_reloads() {
                 "SIGHUP: no reload"
             );
         } else {
-            let r = vole(&["reload", "--admin-socket", admin.to_str().expect("path")]).await;
+            let r = vole(&["reload", "--admin-socket", &a]).await;
             assert_eq!(r.code, Some(0), "vole reload: {r:?}");
         }
         let after = wait_nodes(&admin, 2, limit).await;
+        if replace == Replace::Upgrade {
+            assert_ne!(after.pid, current, "{how}: a new controller");
+        }
         println!("{how}: {:?} -> {:?}", id_pids(&before), id_pids(&after));
-        // Every client is answered after the reload (by the new nodes: the
-        // old ones are gone once the reload completes).
+        // Every client is answered afterwards (by the new nodes, as the
+        // served pids checked below show).
         for (i, c) in clients.iter().enumerate() {
             let past = progress[i] + 200;
             assert!(
@@ -171,8 +211,8 @@ async fn a_vpy_client_sees_only_bounded_closing_refusals_through_reloads() {
     std::fs::write(&stopfile, "").expect("stop file");
     let initial_pids: Vec<u32> = initial.nodes.iter().filter_map(|n| n.pid).collect();
     let final_pids: Vec<u32> = before.nodes.iter().filter_map(|n| n.pid).collect();
-    // Each reload replaces 2 nodes.
-    let replaced = ROUNDS.len() as u64 * 2;
+    // Each round replaces 2 nodes.
+    let replaced = rounds.len() as u64 * 2;
     for (i, mut c) in clients.into_iter().enumerate() {
         let exit = tokio::time::timeout(limit, c.child.wait())
             .await
