@@ -1058,6 +1058,8 @@ async fn nodes_inherit_only_their_descriptors(mode: &'static str) {
         );
     }
     let listening = listening_inodes(serve.port());
+    // The listening socket each node holds, by node id.
+    let mut node_listeners: BTreeMap<u32, String> = BTreeMap::new();
     for (id, p) in serve.nodes() {
         let fds = fds(p.pid);
         let expect_conn = mode == "dispatch";
@@ -1100,13 +1102,29 @@ async fn nodes_inherit_only_their_descriptors(mode: &'static str) {
             "node {id}: listening sockets on port {} (inodes {listening:?}): {fds:?}",
             serve.port()
         );
+        if let Some(l) = listeners.first() {
+            node_listeners.insert(id, (*l).clone());
+        }
         println!("{mode} node {id}: {fds:?}");
+    }
+    // `grant` and `shared` nodes accept from the one socket the controller
+    // keeps; `reuseport` nodes each from their own.
+    let distinct: std::collections::BTreeSet<&String> = node_listeners.values().collect();
+    match mode {
+        "grant" | "shared" => assert_eq!(distinct.len(), 1, "{mode}: {node_listeners:?}"),
+        "reuseport" => assert_eq!(distinct.len(), 2, "{mode}: {node_listeners:?}"),
+        _ => assert!(distinct.is_empty(), "{mode}: {node_listeners:?}"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_inherit_only_their_descriptors_grant() {
     nodes_inherit_only_their_descriptors("grant").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_inherit_only_their_descriptors_shared() {
+    nodes_inherit_only_their_descriptors("shared").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
