@@ -700,30 +700,59 @@ async fn wait_inflight(serve: &Serve, n: u64) {
     }
 }
 
+/// SIGTERM drains: every call in flight finishes with its result, the
+/// controller exits 0 (every node drained) and no node remains. In every
+/// balance mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_calls_in_flight_finish() {
+    sigterm_drains("grant").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_calls_in_flight_finish_shared() {
+    sigterm_drains("shared").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_calls_in_flight_finish_dispatch() {
+    sigterm_drains("dispatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_calls_in_flight_finish_reuseport() {
+    sigterm_drains("reuseport").await;
+}
+
+async fn sigterm_drains(mode: &'static str) {
     let _serial = serial().await;
     const CLIENTS: usize = 12;
-    let serve = Serve::start(Opts::new(3, "grant").args(&["--grace", "10"])).await;
+    // Long enough for every call to be seen in flight (status polls) on a
+    // loaded runner before the stop; well within the grace (10 s).
+    const CALL_MS: i64 = 2000;
+    let serve = Serve::start(Opts::new(3, mode).args(&["--grace", "10"])).await;
     let clients = connect_many(serve.port(), CLIENTS).await;
     let nodes: Vec<_> = serve.nodes().into_values().collect();
     let calls: Vec<_> = clients
         .iter()
         .map(|c| {
             let gw = c.gw.clone();
-            tokio::spawn(async move { sleep_call(&gw, 500).await })
+            tokio::spawn(async move { sleep_call(&gw, CALL_MS).await })
         })
         .collect();
     wait_inflight(&serve, CLIENTS as u64).await;
     serve.signal(Signal::SIGTERM);
     for c in calls {
         let r = c.await.expect("call task");
-        assert_eq!(r, Ok(500), "an in-flight call completes with its result");
+        assert_eq!(
+            r,
+            Ok(CALL_MS),
+            "{mode}: an in-flight call completes with its result"
+        );
     }
     let code = serve.wait_code(Duration::from_secs(15)).await;
-    assert_eq!(code, Some(0), "stopped with every node drained");
+    assert_eq!(code, Some(0), "{mode}: stopped with every node drained");
     for n in &nodes {
-        assert!(!still_running(n), "node {} remains", n.pid);
+        assert!(!still_running(n), "{mode}: node {} remains", n.pid);
     }
     assert!(serve.running_nodes().is_empty());
 }
