@@ -246,6 +246,7 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate() {
     let (server, good) = setup().await;
     // A peer that connects and closes (a port probe) is no warning.
     drop(RawPeer::connect(server.port).await);
+    let flood_started = std::time::Instant::now();
     let flood = (0..FLOOD).map(|_| {
         let port = server.port;
         tokio::spawn(async move {
@@ -257,6 +258,7 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate() {
     for task in futures_util::future::join_all(flood).await {
         task.expect("a bad peer");
     }
+    let flood_took = flood_started.elapsed();
     good.check().await;
     // Every refusal is accounted for once the counts are reported.
     let started = std::time::Instant::now();
@@ -267,9 +269,20 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    println!("{FLOOD} refused: {lines} lines, {suppressed} counted as suppressed");
+    println!(
+        "{FLOOD} refused in {flood_took:?}: {lines} lines, {suppressed} counted as suppressed"
+    );
     assert_eq!(lines + suppressed as usize, FLOOD, "{}", server.log_text());
-    assert!(lines <= 50, "{lines} lines for {FLOOD} refusals");
+    // The node logs at most 5 refusals a second (vole_node's handshake
+    // log rate), plus one count line a second: a bound from the flood's
+    // own duration, so a slow (loaded) run does not fail it, while a line
+    // per refusal (300) still does unless the flood took ~40 s.
+    let secs = flood_took.as_secs() as usize + 2;
+    let bound = 6 * secs;
+    assert!(
+        lines <= bound,
+        "{lines} lines for {FLOOD} refusals in {flood_took:?} (at most {bound})"
+    );
     assert!(
         !server.log_text().contains("closed the connection during"),
         "a probe is logged as a warning: {}",
