@@ -1263,9 +1263,16 @@ async fn a_client_leaving_without_close_notify_is_not_a_warning() {
     serve.signal(Signal::SIGTERM);
     let exit = serve.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(exit.and_then(|s| s.code()), Some(0), "{}", serve.log());
+    // No warning at all, but the one about running nodes as `nobody` (when
+    // the tests run as root): whatever words a warning about the client
+    // would use, it would show here.
     let log = serve.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && !l.contains("a uid other services share"))
+        .collect();
     assert!(
-        !log.contains("WARN") || !log.contains("close_notify"),
-        "a client that left is logged as a warning:\n{log}"
+        warnings.is_empty(),
+        "a client that left is logged as a warning: {warnings:#?}"
     );
 }
