@@ -246,6 +246,7 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate() {
     let (server, good) = setup().await;
     // A peer that connects and closes (a port probe) is no warning.
     drop(RawPeer::connect(server.port).await);
+    let flood_started = std::time::Instant::now();
     let flood = (0..FLOOD).map(|_| {
         let port = server.port;
         tokio::spawn(async move {
@@ -257,6 +258,7 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate() {
     for task in futures_util::future::join_all(flood).await {
         task.expect("a bad peer");
     }
+    let flood_took = flood_started.elapsed();
     good.check().await;
     // Every refusal is accounted for once the counts are reported.
     let started = std::time::Instant::now();
@@ -267,9 +269,20 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    println!("{FLOOD} refused: {lines} lines, {suppressed} counted as suppressed");
+    println!(
+        "{FLOOD} refused in {flood_took:?}: {lines} lines, {suppressed} counted as suppressed"
+    );
     assert_eq!(lines + suppressed as usize, FLOOD, "{}", server.log_text());
-    assert!(lines <= 50, "{lines} lines for {FLOOD} refusals");
+    // The node logs at most 5 refusals a second (vole_node's handshake
+    // log rate), plus one count line a second: a bound from the flood's
+    // own duration, so a slow (loaded) run does not fail it, while a line
+    // per refusal (300) still does unless the flood took ~40 s.
+    let secs = flood_took.as_secs() as usize + 2;
+    let bound = 6 * secs;
+    assert!(
+        lines <= bound,
+        "{lines} lines for {FLOOD} refusals in {flood_took:?} (at most {bound})"
+    );
     assert!(
         !server.log_text().contains("closed the connection during"),
         "a probe is logged as a warning: {}",
@@ -277,22 +290,30 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate() {
     );
 }
 
+/// A peer that sends calls and never reads the results: the node serving it
+/// stops reading from it and closes it after the write timeout, without
+/// buffering the results. Memory is measured where the link is served: in
+/// the node process (the controller only passes connections on, so its RSS
+/// would not move whatever the node did).
 #[tokio::test]
 async fn peer_that_stops_reading_is_closed_with_bounded_memory() {
     const CALLS: usize = 2000;
     const PAYLOAD: usize = 60_000;
     let (server, good) = setup().await;
     let mut peer = RawPeer::linked(server.port).await;
-    let baseline = server.rss_kib();
-    // Sample the server's RSS while it is being flooded. Memory use has no
+    // The good link was served, so the node is up; the raw peer is linked,
+    // so it is the one node's connection too.
+    let (node, node_start) = server.node();
+    let baseline = server::rss_kib(node);
+    // Sample the node's RSS while it is being flooded. Memory use has no
     // event to await, so this polls /proc every 20 ms until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(baseline));
     let sampler = {
-        let (stop, peak, pid) = (stop.clone(), peak.clone(), server.pid());
+        let (stop, peak) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if let Some(rss) = server::try_rss_kib(pid) {
+                if let Some(rss) = server::try_rss_kib(node) {
                     peak.fetch_max(rss, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -300,9 +321,9 @@ async fn peer_that_stops_reading_is_closed_with_bounded_memory() {
         })
     };
     // Echo calls with ~60 KB results (each call within --max-message),
-    // never reading a reply. If the server
-    // buffered every result it would hold ~120 MB; it must instead stop
-    // reading and, when its writes stall for the write timeout, close.
+    // never reading a reply. If the node buffered every result it would
+    // hold ~120 MB; it must instead stop reading and, when its writes stall
+    // for the write timeout, close.
     let gateway = peer.gateway;
     let mut sent = 0;
     for id in 3..3 + CALLS as i64 {
@@ -328,11 +349,24 @@ async fn peer_that_stops_reading_is_closed_with_bounded_memory() {
     peer.expect_closed().await;
     stop.store(true, Ordering::Relaxed);
     sampler.join().expect("sampler");
+    // The same node process throughout: a node that died (and was
+    // replaced) would have freed whatever it buffered.
+    assert_eq!(
+        server::stat(node).map(|(_, _, start)| start),
+        Some(node_start),
+        "the node serving the flood ({node}) died; log:\n{}",
+        server.log_text()
+    );
+    assert_eq!(server.node(), (node, node_start), "the node was replaced");
     let grown_mib = (peak.load(Ordering::Relaxed).saturating_sub(baseline)) / 1024;
-    println!("sent {sent} calls before the server stopped reading; RSS grew by {grown_mib} MiB");
+    println!(
+        "sent {sent} calls before the node stopped reading; node {node} RSS: {} MiB at the \
+         start, grew by {grown_mib} MiB",
+        baseline / 1024
+    );
     assert!(
         grown_mib < 32,
-        "server RSS grew by {grown_mib} MiB while a peer did not read"
+        "node RSS grew by {grown_mib} MiB while a peer did not read"
     );
     server.wait_log(port, "stopped reading").await;
     good.check().await;

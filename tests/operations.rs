@@ -20,14 +20,25 @@
 //! was never executed: the client reconnects and retries it, and these
 //! retries are counted and printed. Every other error is a failure (in the
 //! upgrade test that includes any error connecting, a reset, a failed
-//! handshake), and every answer must be the right one.
+//! handshake), and every answer must be the right one. One more case is
+//! the documented limit of a drain (design.md, "Stop"): a draining link
+//! closes once its client has been quiet for `vole_node::DRAIN_QUIET`, and a
+//! call the client sends as it closes is lost (VOL has no goodbye). A call
+//! sent, then lost with its link's close, is therefore retried (and counted)
+//! only if the client had made no call on that link for `DRAIN_QUIET`
+//! before it; sooner, it is a failure. The retries are
+//! bounded: one call may be retried at most once per node the event
+//! replaces, plus one (more is a failure), and each event may refuse each
+//! client at most once per node it replaces (asserted per event).
 
 #[path = "multiprocess/harness.rs"]
 mod harness;
 #[path = "operations/support.rs"]
 mod support;
+#[path = "operations/vpy.rs"]
+mod vpy;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -266,16 +277,43 @@ async fn daemon_start_failure_is_reported_on_the_launching_terminal() {
 
 /// SIGHUP and `vole reload` replace every node one by one while 64 clients
 /// call continuously: no failed call (see the file's doc for the retry
-/// rule). A reload with a broken settings file is refused, naming the key,
-/// and the old nodes keep serving.
+/// rule and its bounds). A reload with a broken settings file is refused,
+/// naming the key, and the old nodes keep serving. In `grant` mode here;
+/// the other modes below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_replaces_every_node_while_64_clients_call() {
+    reload_under_load("grant").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_replaces_every_node_while_64_clients_call_shared() {
+    reload_under_load("shared").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_replaces_every_node_while_64_clients_call_dispatch() {
+    reload_under_load("dispatch").await;
+}
+
+/// In `reuseport` mode the connections queued on a stopping node are lost
+/// (documented): a reconnection reset so is counted, not failed; calls on
+/// links still never fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_replaces_every_node_while_64_clients_call_reuseport() {
+    reload_under_load("reuseport").await;
+}
+
+/// Held-link clients of the reload tests.
+const RELOAD_CLIENTS: usize = 64;
+
+/// The reload test in `mode`.
+async fn reload_under_load(mode: &'static str) {
     let _serial = serial().await;
     let cfg_dir = TempDir::new("ops-reload-cfg");
     let cfg = cfg_dir.path().join("vole.toml");
     std::fs::write(&cfg, "nodes = 2\ngrace = 5\n").expect("settings file");
     let serve = Serve::start(
-        Opts::new(2, "grant")
+        Opts::new(2, mode)
             .nodes_from_config()
             .args(&["--config", &s(&cfg)]),
     )
@@ -287,7 +325,10 @@ async fn reload_replaces_every_node_while_64_clients_call() {
     let initial = wait_nodes(&admin, 2, limit).await;
 
     let t = Traffic::new();
-    let tasks = start_load(&t, serve.port(), 64, 0);
+    // A reload replaces at most 3 nodes here: a call may be refused once
+    // by each (see Traffic::set_max_retries).
+    t.set_max_retries(4);
+    let tasks = start_load(&t, serve.port(), RELOAD_CLIENTS, 0);
     assert!(
         t.more(1000).await,
         "the load never got going: {}",
@@ -308,6 +349,7 @@ async fn reload_replaces_every_node_while_64_clients_call() {
     for (how, nodes) in rounds {
         std::fs::write(&cfg, format!("nodes = {nodes}\ngrace = 5\n")).expect("settings file");
         let t0 = Instant::now();
+        let refused_before = t.closing();
         if how == "SIGHUP" {
             let done = serve.log().matches("reload complete").count();
             serve.signal(Signal::SIGHUP);
@@ -316,11 +358,11 @@ async fn reload_replaces_every_node_while_64_clients_call() {
                     .stderr
                     .wait_for(limit, |l| l.matches("reload complete").count() > done)
                     .await,
-                "SIGHUP: no reload"
+                "{mode}: SIGHUP: no reload"
             );
         } else {
             let r = vole(&["reload", "--admin-socket", &s(&admin)]).await;
-            assert_eq!(r.code, Some(0), "vole reload: {r:?}");
+            assert_eq!(r.code, Some(0), "{mode}: vole reload: {r:?}");
             assert!(r.stdout.contains("reloaded"), "{r:?}");
         }
         let after = wait_nodes(&admin, nodes, limit).await;
@@ -342,7 +384,18 @@ async fn reload_replaces_every_node_while_64_clients_call() {
         assert_eq!(cli.len(), nodes, "vole status --json: {cli:?}");
         assert!(
             t.more(1000).await,
-            "calls stalled after {how}: {}",
+            "{mode}: calls stalled after {how}: {}",
+            t.summary()
+        );
+        // Each client is refused at most once by each old node (it
+        // reconnects after a refusal, and may land on an old node that
+        // drains later).
+        let refused = t.closing() - refused_before;
+        let bound = (RELOAD_CLIENTS * before.nodes.len()) as u64;
+        println!("{mode} {how}: {refused} calls refused as closing (at most {bound})");
+        assert!(
+            refused <= bound,
+            "{mode} {how}: {refused} calls refused as closing, more than {bound}: {}",
             t.summary()
         );
         before = after;
@@ -378,9 +431,23 @@ async fn reload_replaces_every_node_while_64_clients_call() {
     );
 
     stop_load(&t, tasks).await;
-    println!("reload under load: {}", t.summary());
-    let failures = t.failures();
-    assert!(failures.is_empty(), "failed calls: {failures:#?}");
+    println!("{mode}: reload under load: {}", t.summary());
+    // In `reuseport` mode each node has its own accept queue, and the
+    // connections queued on a node that stops are reset (design.md,
+    // "reuseport"): a reconnection can be lost so. Nothing else may fail,
+    // and no call on a link.
+    let (lost, failures): (Vec<String>, Vec<String>) = t.failures().into_iter().partition(|f| {
+        mode == "reuseport"
+            && f.contains("client: connect: ")
+            && f.contains("Connection reset by peer")
+    });
+    if mode == "reuseport" {
+        println!(
+            "{mode}: {} reconnections lost in a stopping node's queue",
+            lost.len()
+        );
+    }
+    assert!(failures.is_empty(), "{mode}: failed calls: {failures:#?}");
 }
 
 // ------------------------------------------------------------------ 3
@@ -408,6 +475,15 @@ async fn binary_upgrade_hands_over_without_refusing_a_connection_shared() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_upgrade_hands_over_without_refusing_a_connection_dispatch() {
     upgrade_under_load("dispatch", 2).await;
+}
+
+/// The same in `reuseport` mode. Old and new nodes have their own accept
+/// queues there, and a connection queued on an old node that stops is
+/// reset (design.md): such a lost connection is counted, not failed; no
+/// call on a link may fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_upgrade_hands_over_without_refusing_a_connection_reuseport() {
+    upgrade_under_load("reuseport", 2).await;
 }
 
 /// What the old controller logs when the new one serves (and it drains).
@@ -447,6 +523,10 @@ fn running(pid: u32) -> bool {
     harness::proc_info(pid).is_some_and(|p| p.state != 'Z')
 }
 
+/// Held-link and fresh-connection clients of the upgrade tests.
+const UPGRADE_HELD: usize = 32;
+const UPGRADE_FRESH: usize = 16;
+
 /// Upgrades `rounds` times (SIGUSR2 and `vole upgrade` in turn) under load
 /// in `mode`; checks that no call or connection fails and that the admin
 /// socket answers for the new controller only, from the moment it serves.
@@ -470,7 +550,10 @@ async fn upgrade_under_load(mode: &'static str, rounds: usize) {
     wait_nodes(&admin, 2, limit).await;
 
     let t = Traffic::new();
-    let tasks = start_load(&t, serve.port(), 32, 16);
+    // Two old nodes drain at each upgrade: a call may be refused once by
+    // each (see Traffic::set_max_retries).
+    t.set_max_retries(3);
+    let tasks = start_load(&t, serve.port(), UPGRADE_HELD, UPGRADE_FRESH);
     assert!(
         t.more(500).await,
         "{mode}: the load never got going: {}",
@@ -511,6 +594,7 @@ async fn upgrade_under_load(mode: &'static str, rounds: usize) {
         let slow_gw = slow.gw.clone();
         let slow_call = tokio::spawn(async move { sleep_call(&slow_gw, 2000).await });
         let t0 = Instant::now();
+        let (refused_before, conns_before) = (t.closing(), t.connections());
         if how == "SIGUSR2" {
             harness::signal(current, Signal::SIGUSR2);
         } else {
@@ -605,13 +689,38 @@ async fn upgrade_under_load(mode: &'static str, rounds: usize) {
             "{mode}: calls stalled after {how}: {}",
             t.summary()
         );
+        // Each client is refused at most once by each old node: an old node
+        // stops accepting when it starts to drain, so a client's next
+        // connection goes to a new node or to an old one not yet draining.
+        let refused = t.closing() - refused_before;
+        let conns = t.connections() - conns_before;
+        let bound = ((UPGRADE_HELD + UPGRADE_FRESH) * old_nodes.len()) as u64;
+        println!(
+            "{mode} {how}: {refused} calls refused as closing (at most {bound}) in {conns} \
+             connections"
+        );
+        assert!(
+            refused <= bound,
+            "{mode} {how}: {refused} calls refused as closing, more than {bound}: {}",
+            t.summary()
+        );
         seen.push(new);
         current = new;
     }
 
     stop_load(&t, tasks).await;
     println!("{mode}: upgrades under load: {}", t.summary());
-    let failures = t.failures();
+    let (lost, failures): (Vec<String>, Vec<String>) = t.failures().into_iter().partition(|f| {
+        mode == "reuseport"
+            && f.contains("client: connect: ")
+            && f.contains("Connection reset by peer")
+    });
+    if mode == "reuseport" {
+        println!(
+            "{mode}: {} connections lost in a stopping node's queue",
+            lost.len()
+        );
+    }
     assert!(
         failures.is_empty(),
         "{mode}: failed connections or calls: {failures:#?}"
@@ -787,11 +896,33 @@ async fn failed_upgrade_keeps_the_old_controller_and_its_pid_file() {
 // ------------------------------------------------------------------ 4
 
 /// SIGTTIN/SIGTTOU and `vole scale N` change the number of nodes; `vole
-/// status --json` follows; SIGTTOU never goes below one node.
+/// status --json` follows; a node removed drains (`retiring`) while a call
+/// on it finishes; SIGTTOU never goes below one node. In `grant` mode here;
+/// the other modes below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_with_signals_and_vole_scale() {
+    scaling_in("grant").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_with_signals_and_vole_scale_shared() {
+    scaling_in("shared").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_with_signals_and_vole_scale_dispatch() {
+    scaling_in("dispatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_with_signals_and_vole_scale_reuseport() {
+    scaling_in("reuseport").await;
+}
+
+/// The scaling test in `mode`.
+async fn scaling_in(mode: &'static str) {
     let _serial = serial().await;
-    let serve = Serve::start(Opts::new(2, "grant")).await;
+    let serve = Serve::start(Opts::new(2, mode)).await;
     let tree = Tree::new(serve.dir.path());
     tree.not_mine(serve.pid);
     let admin = serve.admin.clone();
@@ -1073,30 +1204,72 @@ fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The sum of `name` over the series whose labels include all of `labels`.
+fn metric_total(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `--metrics`: after calls, the Prometheus endpoint shows per-node call
 /// counters, the latency histogram's buckets, and a handshake failure with
-/// reason `bad_vop` after a garbage connection.
+/// reason `bad_vop` after a garbage connection. In `grant` mode here; the
+/// other modes below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_shows_calls_latency_and_handshake_failures() {
+    metrics_in("grant").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_shows_calls_latency_and_handshake_failures_shared() {
+    metrics_in("shared").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_shows_calls_latency_and_handshake_failures_dispatch() {
+    metrics_in("dispatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_shows_calls_latency_and_handshake_failures_reuseport() {
+    metrics_in("reuseport").await;
+}
+
+/// The metrics test in `mode`. Six links make five calls each; each node's
+/// counter must show the calls made on its links (which node
+/// served a link, `meta.ping()` says). `grant` and `dispatch` balance, so
+/// both nodes must have served; in `shared` and `reuseport` the kernel
+/// chooses, and whichever nodes served are checked.
+async fn metrics_in(mode: &'static str) {
     let _serial = serial().await;
     let mport = free_port();
     let serve =
-        Serve::start(Opts::new(2, "grant").args(&["--metrics", &format!("127.0.0.1:{mport}")]))
-            .await;
+        Serve::start(Opts::new(2, mode).args(&["--metrics", &format!("127.0.0.1:{mport}")])).await;
     let tree = Tree::new(serve.dir.path());
     tree.not_mine(serve.pid);
-    // Six links, spread over both nodes, five calls each.
+    wait_nodes(&serve.admin, 2, Duration::from_secs(20)).await;
+    const LINKS: usize = 6;
+    const CALLS: usize = 5;
     let mut clients = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..LINKS {
         clients.push(connect(serve.port()).await.expect("connect"));
     }
     for (i, c) in clients.iter().enumerate() {
-        for j in 0..5 {
+        for j in 0..CALLS {
             echo(&c.gw, (i * 10 + j) as i64).await.expect("echo");
         }
     }
-    let nodes: BTreeSet<u32> = clients.iter().map(|c| c.node.0).collect();
-    assert_eq!(nodes.len(), 2, "calls on both nodes");
+    // Calls made per node id: the echoes and the `meta.ping()` that
+    // `connect` makes.
+    let mut made: BTreeMap<u32, f64> = BTreeMap::new();
+    for c in &clients {
+        *made.entry(c.node.0).or_default() += (CALLS + 1) as f64;
+    }
+    if mode == "grant" || mode == "dispatch" {
+        assert_eq!(made.len(), 2, "{mode}: calls on both nodes: {made:?}");
+    }
     // A garbage connection.
     let mut garbage = tokio::net::TcpStream::connect(serve.addr)
         .await
@@ -1113,25 +1286,20 @@ async fn metrics_endpoint_shows_calls_latency_and_handshake_failures() {
     .expect("the server closes a garbage connection");
 
     // The controller polls its nodes every second: poll the endpoint.
+    let calls = |b: &str, n: u32| metric_total(b, "vole_calls_total", &[&format!("node=\"{n}\"")]);
     let deadline = Instant::now() + Duration::from_secs(15);
     let body = loop {
         let body = http_get(mport, "/metrics").await;
         if let Ok(b) = &body {
-            let calls =
-                |n: &str| metric(b, "vole_calls_total", &[&format!("node=\"{n}\"")]).unwrap_or(0.0);
-            if calls("0") + calls("1") >= 30.0
-                && calls("0") > 0.0
-                && calls("1") > 0.0
-                && metric(b, "vole_handshake_failures_total", &["reason=\"bad_vop\""])
-                    .unwrap_or(0.0)
-                    >= 1.0
+            if made.iter().all(|(n, k)| calls(b, *n) >= *k)
+                && metric_total(b, "vole_handshake_failures_total", &["reason=\"bad_vop\""]) >= 1.0
             {
                 break b.clone();
             }
         }
         assert!(
             Instant::now() < deadline,
-            "metrics never showed the calls: {body:?}"
+            "{mode}: metrics never showed the calls {made:?}: {body:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -1139,30 +1307,37 @@ async fn metrics_endpoint_shows_calls_latency_and_handshake_failures() {
         .lines()
         .filter(|l| l.starts_with("vole_calls_total") || l.starts_with("vole_handshake"))
         .collect();
-    println!("{}", show.join("\n"));
-    for n in ["0", "1"] {
+    println!("{mode}: calls made per node {made:?}\n{}", show.join("\n"));
+    // Exactly those: none lost, none counted twice, none on a node that
+    // served no link.
+    for n in 0..2 {
+        let want = made.get(&n).copied().unwrap_or(0.0);
+        assert_eq!(calls(&body, n), want, "{mode}: calls of node {n}:\n{body}");
+    }
+    for n in made.keys() {
         let bucket = metric(
             &body,
             "vole_call_duration_seconds_bucket",
             &[&format!("node=\"{n}\""), "le=\"+Inf\""],
         );
         assert!(
-            bucket.is_some_and(|v| v > 0.0),
-            "+Inf bucket of node {n}:\n{body}"
+            bucket.is_some_and(|v| v >= made[n]),
+            "{mode}: +Inf bucket of node {n} counts the {} calls:\n{body}",
+            made[n]
         );
     }
     let finite_buckets = body
         .lines()
         .filter(|l| l.starts_with("vole_call_duration_seconds_bucket{") && !l.contains("+Inf"))
         .count();
-    assert!(finite_buckets >= 2, "histogram buckets:\n{body}");
+    assert!(finite_buckets >= 2, "{mode}: histogram buckets:\n{body}");
     assert!(body.contains("vole_call_duration_seconds_count{"), "{body}");
     assert!(
         body.lines()
             .any(|l| l.starts_with("vole_handshake_failures_total{")
                 && l.contains("node=\"")
                 && l.contains("reason=\"bad_vop\"")),
-        "{body}"
+        "{mode}: {body}"
     );
     for c in &clients {
         harness::close(&c.link).await;

@@ -1,6 +1,7 @@
 //! `vole serve` under a stand-in for systemd: this test is the notify socket
-//! (READY, RELOADING with MONOTONIC_USEC, MAINPID on upgrade, STOPPING) and
-//! passes a listening socket the way socket activation does (LISTEN_FDS).
+//! (READY, RELOADING with MONOTONIC_USEC, MAINPID on upgrade, STOPPING, the
+//! periodic WATCHDOG=1 when `WATCHDOG_USEC` is set) and passes a listening
+//! socket the way socket activation does (LISTEN_FDS).
 
 #![allow(unsafe_code)]
 
@@ -146,6 +147,12 @@ fn notifications_follow_the_lifecycle() {
     assert!(usec > 0);
     expect(&sock, &mut seen, |m| m.contains("READY=1"));
 
+    // No watchdog was asked for (no WATCHDOG_USEC): no keep-alives.
+    assert!(
+        !seen.iter().any(|m| m.contains("WATCHDOG=1")),
+        "WATCHDOG=1 without a watchdog: {seen:?}"
+    );
+
     // SIGUSR2: the old controller names the new main pid; the new one takes
     // over; nobody says STOPPING.
     seen.clear();
@@ -162,7 +169,14 @@ fn notifications_follow_the_lifecycle() {
         .expect("pid");
     assert_ne!(new, first);
     let deadline = Instant::now() + LIMIT;
-    while Instant::now() < deadline && (alive(first) || pid_in(&dir.join("vole.pid")) != new) {
+    // Polls: the pid file and /proc give no event. The file is read without
+    // panicking (it may be between writes).
+    let pid_now = || {
+        std::fs::read_to_string(dir.join("vole.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+    };
+    while Instant::now() < deadline && (alive(first) || pid_now() != Some(new)) {
         std::thread::sleep(Duration::from_millis(50));
     }
     if let Some(c) = cleanup.child.as_mut() {
@@ -192,6 +206,82 @@ fn notifications_follow_the_lifecycle() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!alive(new), "the new controller stopped");
+}
+
+/// With `WATCHDOG_USEC` set (as systemd sets it for `WatchdogSec=`), the
+/// controller sends `WATCHDOG=1` every half timeout for as long as it runs:
+/// never a gap as long as the timeout (systemd would kill the service), and
+/// about as many as the window holds half timeouts.
+#[test]
+fn watchdog_keep_alives_come_every_half_timeout() {
+    // The timeout systemd would enforce; the pings come every 1 s.
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    const WINDOW: Duration = Duration::from_secs(6);
+    let dir = temp_dir("watchdog");
+    let notify_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&notify_path).expect("notify socket");
+    let mut cleanup = Cleanup {
+        child: None,
+        pidfile: dir.join("vole.pid"),
+        dir: dir.clone(),
+    };
+    let mut cmd = serve(&dir, Some(&notify_path), &["--listen", "127.0.0.1:0"]);
+    cmd.env("WATCHDOG_USEC", TIMEOUT.as_micros().to_string());
+    let child = cmd.spawn().expect("vole serve");
+    let pid = child.id();
+    cleanup.child = Some(child);
+    let mut seen = Vec::new();
+    expect(&sock, &mut seen, |m| m.contains("READY=1"));
+
+    // The keep-alives are the events measured: each is timed as it comes
+    // for the whole window.
+    let start = Instant::now();
+    let mut pings = Vec::new();
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    while start.elapsed() < WINDOW {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.contains("WATCHDOG=1") {
+                pings.push(start.elapsed());
+            } else {
+                seen.push(msg);
+            }
+        }
+    }
+    let mut gaps = Vec::new();
+    let mut last = Duration::ZERO;
+    for p in &pings {
+        gaps.push(*p - last);
+        last = *p;
+    }
+    gaps.push(WINDOW - last);
+    println!("{} keep-alives in {WINDOW:?}, at {pings:?}", pings.len());
+    let longest = gaps.iter().max().copied().unwrap_or(WINDOW);
+    assert!(
+        longest < TIMEOUT,
+        "a {longest:?} gap between keep-alives: systemd would have killed the service \
+         (pings at {pings:?})"
+    );
+    // 6 half timeouts; a stalled loop may catch up with a burst, so the
+    // count, not each gap's lower bound, shows the pace.
+    let expected = (WINDOW.as_millis() / (TIMEOUT / 2).as_millis()) as usize;
+    assert!(
+        (expected - 2..=expected + 2).contains(&pings.len()),
+        "{} keep-alives in {WINDOW:?}, expected about {expected}: {pings:?}",
+        pings.len()
+    );
+    assert!(!seen.iter().any(|m| m.contains("STOPPING=1")), "{seen:?}");
+
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    expect(&sock, &mut seen, |m| m.contains("STOPPING=1"));
+    if let Some(c) = cleanup.child.as_mut() {
+        let status = c.wait().expect("wait");
+        assert!(status.success(), "{status}");
+    }
+    cleanup.child = None;
 }
 
 #[test]

@@ -28,7 +28,9 @@ pub struct Server {
 
 impl Server {
     /// Starts `vole serve`, PLAIN only, with short timeouts and a 64 KiB
-    /// message cap, and waits for its `listening on ADDR` line.
+    /// message cap, and one node process (so the node that serves every
+    /// connection is known: see [`Server::node`]), and waits for its
+    /// `listening on ADDR` line.
     pub fn start() -> Server {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let state = std::env::temp_dir().join(format!(
@@ -51,6 +53,8 @@ impl Server {
                 "65536",
                 "--threads",
                 "2",
+                "--nodes",
+                "1",
             ])
             .arg("--state-dir")
             .arg(&state)
@@ -123,14 +127,26 @@ impl Server {
         line
     }
 
-    /// The server's resident set size in KiB, from /proc.
-    pub fn rss_kib(&self) -> u64 {
-        rss_kib(self.child.id())
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The node process that serves the connections (the controller serves
+    /// none itself): the one child of the controller named
+    /// `vole-node-<id>`, with its start time (pids are reused). Call it
+    /// once a link has been served (the node is up).
+    pub fn node(&self) -> (u32, u64) {
+        let me = self.child.id();
+        let nodes: Vec<(u32, u64)> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| {
+                let (comm, ppid, start) = stat(pid)?;
+                (ppid == me && comm.starts_with("vole-node-")).then_some((pid, start))
+            })
+            .collect();
+        match nodes.as_slice() {
+            [one] => *one,
+            other => panic!("expected one node process of controller {me}, found {other:?}"),
+        }
     }
 
     /// Opens a good link with the library client and resolves the echoer.
@@ -159,6 +175,23 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// (comm, ppid, start time in clock ticks) of a process, from
+/// /proc/<pid>/stat.
+pub fn stat(pid: u32) -> Option<(String, u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
+    let comm = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_owned();
+    let rest: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    Some((
+        comm,
+        rest.get(1)?.parse().ok()?,
+        rest.get(19)?.parse().ok()?,
+    ))
 }
 
 /// VmRSS of process `pid` in KiB.

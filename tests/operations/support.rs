@@ -365,6 +365,10 @@ pub enum Attempt {
     Closing,
     /// Never executed: the link had closed before the call could be sent.
     Unsent,
+    /// Sent, then the link closed without an answer: the call crossed the
+    /// server's close. Whether that is allowed depends on how long the
+    /// client had been quiet (see [`Traffic`]).
+    Crossed(String),
     /// Anything else.
     Fail(String),
 }
@@ -391,6 +395,9 @@ pub async fn attempt(link: &Link, gw: &RemoteObject, args: Vec<Value>) -> Attemp
         {
             Attempt::Unsent
         }
+        Ok(Err(e @ vole_link::Error::Closed(_))) => {
+            Attempt::Crossed(format!("{e} (sent: the link's driver took the call)"))
+        }
         Ok(Err(e)) => Attempt::Fail(format!("{e} (sent: the link's driver took the call)")),
     }
 }
@@ -400,6 +407,8 @@ pub struct Session {
     pub link: Link,
     pub gw: RemoteObject,
     pub node: (u32, u32),
+    /// When its last call was answered.
+    pub answered_at: Instant,
 }
 
 /// Closes a link in the background (gracefully, bounded).
@@ -422,7 +431,21 @@ pub struct Traffic {
     /// Calls answered per (node id, pid).
     per_node: Mutex<BTreeMap<(u32, u32), u64>>,
     started: Mutex<Option<Instant>>,
+    /// Most retries one logical call may take (a reconnection and a new
+    /// attempt after a "closing" refusal or an unsent call); beyond it the
+    /// call is a failure. 0: [`DEFAULT_MAX_RETRIES`].
+    max_retries: AtomicU64,
+    /// The most retries any one call took.
+    worst_retries: AtomicU64,
+    /// Calls lost with their link's close after the client had been quiet
+    /// for [`vole_node::DRAIN_QUIET`] or more (allowed; retried).
+    pub crossed_quiet: AtomicU64,
+    crossed_log: Mutex<Vec<String>>,
 }
+
+/// Most retries of one call unless a test sets its own bound
+/// ([`Traffic::set_max_retries`]).
+pub const DEFAULT_MAX_RETRIES: u64 = 4;
 
 impl Traffic {
     pub fn new() -> Arc<Traffic> {
@@ -435,6 +458,36 @@ impl Traffic {
 
     pub fn answered(&self) -> u64 {
         *self.answered.borrow()
+    }
+
+    /// Bounds the retries of each logical call: a call that needs more is
+    /// recorded as a failure. An event that replaces `n` nodes one by one
+    /// may refuse a client's call once on each of them (its new link can
+    /// land on an old node that drains next), so `n` + 1 is a fair bound.
+    pub fn set_max_retries(&self, n: u64) {
+        self.max_retries.store(n, Ordering::Relaxed);
+    }
+
+    fn max_retries(&self) -> u64 {
+        match self.max_retries.load(Ordering::Relaxed) {
+            0 => DEFAULT_MAX_RETRIES,
+            n => n,
+        }
+    }
+
+    /// The most retries one call took so far.
+    pub fn worst_retries(&self) -> u64 {
+        self.worst_retries.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused as "closing" so far.
+    pub fn closing(&self) -> u64 {
+        self.closing_retries.load(Ordering::Relaxed)
+    }
+
+    /// Connections made so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Waits (up to 20 s) until `more` further calls have been answered.
@@ -486,11 +539,18 @@ impl Traffic {
     pub fn summary(&self) -> String {
         format!(
             "{} calls answered, {} connections, retried: {} refused as closing + {} unsent \
-             (link already closed), {} failures; calls per (node, pid): {:?}",
+             (link already closed) + {} lost with a close after a quiet of DRAIN_QUIET {:?}, at \
+             most {} for one call, {} failures; calls per (node, pid): {:?}",
             self.answered(),
             self.connections.load(Ordering::Relaxed),
             self.closing_retries.load(Ordering::Relaxed),
             self.unsent_retries.load(Ordering::Relaxed),
+            self.crossed_quiet.load(Ordering::Relaxed),
+            self.crossed_log
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default(),
+            self.worst_retries(),
             self.failures().len(),
             self.per_node()
         )
@@ -514,11 +574,13 @@ impl Traffic {
                     link,
                     gw,
                     node: (*id as u32, *pid as u32),
+                    answered_at: Instant::now(),
                 })),
                 other => Err(format!("ping answered {other:?}")),
             },
             Attempt::Done(other) => Err(format!("ping answered {other:?}")),
-            Attempt::Fail(e) => {
+            // Right after the handshake: never quiet, never to be lost.
+            Attempt::Fail(e) | Attempt::Crossed(e) => {
                 link.abort();
                 Err(format!("ping: {e}"))
             }
@@ -534,29 +596,77 @@ impl Traffic {
     /// per the rule); true when answered correctly. A failure is recorded
     /// and the call given up.
     async fn call(&self, port: u16, session: &mut Option<Session>, n: i64, fresh: bool) {
+        let mut retries = 0u64;
         loop {
             if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            self.worst_retries.fetch_max(retries, Ordering::Relaxed);
+            if retries > self.max_retries() {
+                self.fail(format!(
+                    "{} client: echo({n}) retried {retries} times (at most {} allowed)",
+                    kind(fresh),
+                    self.max_retries()
+                ));
+                if let Some(s) = session.take() {
+                    close_later(s.link);
+                }
                 return;
             }
             if session.as_ref().is_none_or(|s| s.link.is_closed()) {
                 if session.take().is_some() {
                     // Closed between calls: the call was never sent.
                     self.unsent_retries.fetch_add(1, Ordering::Relaxed);
+                    retries += 1;
+                    continue;
                 }
                 match self.open(port).await {
                     Ok(Some(s)) => *session = Some(s),
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        retries += 1;
+                        continue;
+                    }
                     Err(e) => {
                         self.fail(format!("{} client: {e}", kind(fresh)));
                         return;
                     }
                 }
             }
-            let Some(s) = session.as_ref() else { continue };
+            let Some(s) = session.as_mut() else { continue };
+            let quiet = s.answered_at.elapsed();
             let a = attempt(&s.link, &s.gw, vec![Value::str("echo"), Value::Int(n)]).await;
             match a {
                 Attempt::Done(Entity::Int(v)) if v == n => {
+                    s.answered_at = Instant::now();
                     self.done(s.node);
+                    return;
+                }
+                Attempt::Crossed(e) if quiet >= vole_node::DRAIN_QUIET => {
+                    // The client had been quiet for DRAIN_QUIET or more: a
+                    // draining link may close then, and VOL has no goodbye,
+                    // so a call crossing the close is lost (design.md,
+                    // "Stop"). Counted; the call is retried.
+                    self.crossed_quiet.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut c) = self.crossed_log.lock() {
+                        c.push(format!(
+                            "echo({n}) on node {:?} after {quiet:?}: {e}",
+                            s.node
+                        ));
+                    }
+                    retries += 1;
+                    if let Some(s) = session.take() {
+                        s.link.abort();
+                    }
+                }
+                Attempt::Crossed(e) => {
+                    self.fail(format!(
+                        "{} client: echo({n}) on node {:?}, {quiet:?} after the last answer: {e}",
+                        kind(fresh),
+                        s.node
+                    ));
+                    if let Some(s) = session.take() {
+                        s.link.abort();
+                    }
                     return;
                 }
                 Attempt::Done(other) => {
@@ -576,6 +686,7 @@ impl Traffic {
                 }
                 retry => {
                     self.retried(&retry);
+                    retries += 1;
                     if let Some(s) = session.take() {
                         close_later(s.link);
                     }
