@@ -10,6 +10,9 @@ pub enum Lifecycle {
     Reloading,
     /// A reload finished; serving again.
     Reloaded,
+    /// A reload was abandoned (a replacement ended before it served); the
+    /// old nodes serve on.
+    ReloadFailed,
     /// Stopping.
     Stopping,
     /// A new controller (binary upgrade) is now the main process.

@@ -184,6 +184,7 @@ impl Notifier {
         match event {
             Lifecycle::Ready if self.successor => self.take_over(Some("serving")),
             Lifecycle::Ready | Lifecycle::Reloaded => self.ready(Some("serving")),
+            Lifecycle::ReloadFailed => self.ready(Some("serving; the last reload failed")),
             Lifecycle::Reloading => self.reloading(),
             Lifecycle::Stopping => self.stopping(),
             Lifecycle::MainPid(pid) => self.mainpid(pid),

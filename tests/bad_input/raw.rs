@@ -131,10 +131,33 @@ impl RawPeer {
             sender(1),
             "the server's handshake object"
         );
-        // The server calls finish() on our handshake object (its msg 1).
-        let call = peer.recv().await;
+        // The server asks for keep-alives first (`keep-alive`, 30 s by
+        // default; its msg 1): granted as asked, as VPy does for any period
+        // above its minimum.
+        let mut call = peer.recv().await;
+        let mut finish_id = 1;
+        let ask = |ms: i64| {
+            Entity::Tuple(vec![
+                Entity::Int(1),
+                Entity::Int(code::CALL),
+                Entity::Tuple(vec![
+                    receiver(1),
+                    Entity::Tuple(vec![Entity::str("keep_alive"), Entity::Int(ms)]),
+                ]),
+            ])
+        };
+        if call == ask(30_000) {
+            peer.send_msg(
+                code::RESULT,
+                Entity::Tuple(vec![Entity::Int(1), Entity::Int(30_000)]),
+            )
+            .await;
+            call = peer.recv().await;
+            finish_id = 2;
+        }
+        // Then it calls finish() on our handshake object.
         let expected = Entity::Tuple(vec![
-            Entity::Int(1),
+            Entity::Int(finish_id),
             Entity::Int(code::CALL),
             Entity::Tuple(vec![
                 receiver(1),
@@ -142,8 +165,11 @@ impl RawPeer {
             ]),
         ]);
         assert_eq!(call, expected);
-        peer.send_msg(code::RESULT, Entity::Tuple(vec![Entity::Int(1), sender(2)]))
-            .await;
+        peer.send_msg(
+            code::RESULT,
+            Entity::Tuple(vec![Entity::Int(finish_id), sender(2)]),
+        )
+        .await;
         let finish = peer
             .send_msg(
                 code::CALL,

@@ -691,6 +691,12 @@ impl<C> SupervisorCore<C> {
         if slot.decided {
             return;
         }
+        if self.reload_replacement_failed(now, node.id) {
+            return;
+        }
+        let Some(slot) = self.current(node) else {
+            return;
+        };
         slot.decided = true;
         let uptime = now.saturating_duration_since(slot.started_at);
         match self.restarts.on_exit(node.id, now, uptime) {

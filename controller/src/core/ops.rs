@@ -359,7 +359,7 @@ impl<C> SupervisorCore<C> {
         let target = new.nodes;
         self.balancer.set_limits(new.limits);
         self.restarts.set_policy(new.restart);
-        self.config = new;
+        reload.previous = Some(Box::new(std::mem::replace(&mut self.config, new)));
         let queue: VecDeque<NodeId> = self
             .slots
             .values()
@@ -375,6 +375,73 @@ impl<C> SupervisorCore<C> {
         reload.old = queue.iter().copied().collect();
         reload.queue = queue;
         self.reload_progress(now);
+    }
+
+    /// A reload's replacement `node` ended before it served (its program
+    /// or its new settings are broken, as often as not): the reload is
+    /// abandoned rather than the replacement restarted until the restart
+    /// intensity stops the whole service. The old node it was to replace,
+    /// and every other not yet replaced, keep serving, and the settings
+    /// before the reload are put back but for the node count (so a restart
+    /// of an old node runs what it ran). Answers the
+    /// reload's requests with the reason. Returns whether `node` was such
+    /// a replacement (and is now gone).
+    pub(super) fn reload_replacement_failed(&mut self, now: Instant, node: NodeId) -> bool {
+        let replacing = self
+            .reload
+            .as_ref()
+            .and_then(|r| r.current)
+            .is_some_and(|(_, new)| new == node);
+        if !replacing {
+            return false;
+        }
+        let Some(reload) = self.reload.take() else {
+            return false;
+        };
+        let why = match self.slots.get(&node).and_then(|s| s.exit_code) {
+            Some(code) => format!("exited with code {code}"),
+            None => "ended".to_owned(),
+        };
+        // The current old node is not counted: it was not replaced.
+        let replaced = reload.old.len().saturating_sub(reload.queue.len() + 1);
+        if let Some(previous) = reload.previous {
+            // The node count stays (a scale during the reload set it), and
+            // so do the ticket keys (rotated meanwhile, perhaps).
+            let nodes = self.config.nodes;
+            let tickets = self.config.node.tickets.take();
+            self.balancer.set_limits(previous.limits);
+            self.restarts.set_policy(previous.restart);
+            self.config = *previous;
+            self.config.nodes = nodes;
+            self.config.node.tickets = tickets;
+        }
+        let kept = if replaced == 0 {
+            "the settings before the reload are back in force"
+        } else {
+            "the settings before the reload are back in force; the nodes already replaced run the new ones until they are next replaced"
+        };
+        let message = format!(
+            "reload failed: the new node {node} {why} before it served; the old nodes keep serving \
+             ({replaced} of {} replaced; {kept})",
+            reload.old.len()
+        );
+        tracing::error!("{message}");
+        if let Some(slot) = self.slots.get_mut(&node) {
+            slot.retiring = true;
+            slot.decided = true;
+        }
+        self.remove_if_retired(node);
+        // Out of the reloading state (systemd's READY=1 after RELOADING=1).
+        self.commands
+            .push_back(Command::Notify(Lifecycle::ReloadFailed));
+        for req in reload.replies {
+            self.reply(Some(req), AdminResponse::error(message.clone()));
+        }
+        // The failed replacement may have been one a scale counted on.
+        if self.active_nodes() != self.config.nodes {
+            self.scale(now, self.config.nodes, None);
+        }
+        true
     }
 
     /// Advances a reload: once the replacement of the current old node

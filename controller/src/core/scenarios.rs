@@ -746,3 +746,123 @@ fn a_stop_stops_accepting_before_anything_else() {
             .any(|c| matches!(c, Command::StopAccepting)));
     }
 }
+
+/// A reload whose replacement exits before it serves (a broken program or
+/// settings) is abandoned: the old nodes keep serving, the replacement is
+/// not restarted (no restart loop, no escalation), the settings before the
+/// reload are back, and `vole reload` gets the reason.
+#[test]
+fn a_reload_whose_new_node_exits_at_once_keeps_the_old_nodes() {
+    let t0 = Instant::now();
+    let mut core = SupervisorCore::new(config(2, Balance::Grant), 1, t0);
+    let nodes = serving(&mut core, t0, 2);
+    let ids: Vec<u32> = nodes.iter().map(|(n, _)| n.id).collect();
+    let before = core.config().grace;
+
+    core.handle(
+        t0,
+        Event::Admin {
+            req: 7,
+            request: crate::admin::AdminRequest::Reload,
+        },
+    );
+    commands(&mut core);
+    let mut reloaded = config(2, Balance::Grant);
+    reloaded.grace = before * 2;
+    core.handle(t0, Event::ConfigRead(Ok(Box::new(reloaded))));
+    assert_eq!(core.config().grace, before * 2, "the new settings apply");
+    let spawned: Vec<NodeKey> = commands(&mut core)
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Spawn { node, .. } => Some(node),
+            _ => None,
+        })
+        .collect();
+    let [new] = spawned[..] else {
+        panic!("one replacement at a time: {spawned:?}");
+    };
+    core.handle(
+        t0,
+        Event::Spawned {
+            node: new,
+            pid: 300,
+        },
+    );
+    let t1 = t0 + Duration::from_millis(20);
+    core.handle(
+        t1,
+        Event::Exited {
+            node: new,
+            code: Some(1),
+            signal: None,
+        },
+    );
+    let out = commands(&mut core);
+    let reply = reply_to(&out, 7).expect("the reload is answered");
+    let text = format!("{reply:?}");
+    assert!(
+        text.contains("reload failed") && text.contains("exited with code 1"),
+        "{text}"
+    );
+    assert!(
+        out.iter()
+            .any(|c| matches!(c, Command::Notify(Lifecycle::ReloadFailed))),
+        "systemd is told the reload is over: {out:?}"
+    );
+    assert!(
+        !out.iter().any(|c| matches!(
+            c,
+            Command::Timer {
+                timer: Timer::RestartDue(_),
+                ..
+            } | Command::Spawn { .. }
+        )),
+        "the failed replacement is not restarted: {out:?}"
+    );
+    assert_eq!(core.config().grace, before, "the old settings are back");
+    assert_eq!(
+        states(&mut core, t1),
+        named(&[(ids[0], "serving"), (ids[1], "serving")])
+    );
+    assert!(core.outcome.is_none(), "the service goes on");
+
+    // A later reload that works replaces both.
+    core.handle(
+        t1,
+        Event::Admin {
+            req: 8,
+            request: crate::admin::AdminRequest::Reload,
+        },
+    );
+    commands(&mut core);
+    core.handle(
+        t1,
+        Event::ConfigRead(Ok(Box::new(config(2, Balance::Grant)))),
+    );
+    for round in 0..2 {
+        let spawned: Vec<NodeKey> = commands(&mut core)
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Spawn { node, .. } => Some(node),
+                _ => None,
+            })
+            .collect();
+        let [new] = spawned[..] else {
+            panic!("round {round}: one replacement at a time: {spawned:?}");
+        };
+        core.handle(
+            t1,
+            Event::Spawned {
+                node: new,
+                pid: 400 + round,
+            },
+        );
+        core.handle(t1, Event::LinkUp(new));
+        core.handle(t1, Event::Ready(new));
+    }
+    let out = commands(&mut core);
+    assert!(
+        reply_to(&out, 8).is_some_and(|r| !format!("{r:?}").contains("fail")),
+        "{out:?}"
+    );
+}

@@ -32,6 +32,7 @@ type Conn = u64;
 #[derive(Debug, Default)]
 struct Stats {
     reloads_done: u64,
+    reloads_failed: u64,
     escalations: u64,
     config_errors: u64,
     upgrades: u64,
@@ -578,6 +579,18 @@ impl World {
                 Lifecycle::Ready => {
                     self.check(!self.ready_notified, "ready twice");
                     self.ready_notified = true;
+                }
+                Lifecycle::ReloadFailed => {
+                    // Abandoned: the replacement that failed is gone, and
+                    // no old node was retired without a replacement.
+                    self.stats.reloads_failed += 1;
+                    let old = self.reload_old.take().unwrap_or_default();
+                    let kept = self
+                        .core
+                        .slots
+                        .values()
+                        .any(|s| !s.retiring && old.contains(&s.id));
+                    self.check(kept, "a failed reload retired the node it was replacing");
                 }
                 Lifecycle::Reloaded => {
                     self.stats.reloads_done += 1;
@@ -1241,6 +1254,7 @@ fn run(seed: u64, steps: usize, stats: &mut Stats, tracing: bool) {
     w.stop();
     let s = &w.stats;
     stats.reloads_done += s.reloads_done;
+    stats.reloads_failed += s.reloads_failed;
     stats.escalations += s.escalations;
     stats.config_errors += s.config_errors;
     stats.upgrades += s.upgrades;
@@ -1289,6 +1303,7 @@ fn simulation_1_of_4() {
     // The runs reach what they are for (replays of one seed need not).
     if std::env::var("VOLE_SIM_SEED").is_err() {
         assert!(stats.reloads_done > 0 && stats.escalations > 0 && stats.upgrades > 0);
+        assert!(stats.reloads_failed > 0, "no reload was abandoned");
         assert!(stats.hung_killed > 0 && stats.redispatched > 0 && stats.deadline_kills > 0);
         assert!(stats.config_errors > 0 && stats.forced_stops > 0 && stats.scaled > 0);
         assert!(stats.handovers > 0);

@@ -112,6 +112,9 @@ pub(crate) struct ReloadState {
     /// The slots that served when it began (to check that every one is
     /// replaced).
     pub(crate) old: Vec<NodeId>,
+    /// The configuration before the reload, put back if a replacement
+    /// ends before it serves.
+    pub(crate) previous: Option<Box<crate::config::ControllerConfig>>,
 }
 
 /// A binary upgrade in progress.
