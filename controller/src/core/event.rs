@@ -97,6 +97,9 @@ pub enum Timer {
     /// Grants held now go stale (`grant` mode): grant again, the others'
     /// windows open.
     Regrant,
+    /// A reload's external replacement has run for
+    /// [`EXTERNAL_SETTLE`](super::EXTERNAL_SETTLE): the reload goes on.
+    ReloadSettled,
 }
 
 /// A new TLS ticket key (made by the driver: it needs the OS's random

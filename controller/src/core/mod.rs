@@ -57,6 +57,12 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(3);
 /// How long the new controller of a binary upgrade has to serve.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a reload's external replacement must have run before the old
+/// node it replaces retires. An external node counts as serving once it
+/// is started (nothing tells more); one that exits within this time
+/// abandons the reload, and the old nodes serve on.
+pub const EXTERNAL_SETTLE: Duration = Duration::from_secs(1);
+
 /// The signal an external node is stopped with.
 const SIGTERM: i32 = 15;
 
@@ -494,6 +500,7 @@ impl<C> SupervisorCore<C> {
 
     fn timer(&mut self, now: Instant, timer: Timer) {
         match timer {
+            Timer::ReloadSettled => self.reload_progress(now),
             Timer::Regrant => {
                 if self.regrant_at.is_some_and(|due| due <= now) {
                     self.regrant_at = None;

@@ -457,8 +457,24 @@ impl<C> SupervisorCore<C> {
         loop {
             if let Some((old, new)) = reload.current {
                 let new_slot = self.slots.get(&new).filter(|s| !s.retiring);
+                let settled_at = new_slot
+                    .filter(|_| self.config.node_command.is_some())
+                    .map(|s| s.started_at + super::EXTERNAL_SETTLE)
+                    .filter(|at| now < *at);
                 match new_slot {
                     Some(s) if s.phase != Phase::Serving => {
+                        self.reload = Some(reload);
+                        return;
+                    }
+                    // An external replacement serves once started: the old
+                    // node waits until it has run a while.
+                    Some(_) if settled_at.is_some() => {
+                        if let Some(at) = settled_at {
+                            self.commands.push_back(Command::Timer {
+                                at,
+                                timer: Timer::ReloadSettled,
+                            });
+                        }
                         self.reload = Some(reload);
                         return;
                     }

@@ -866,3 +866,109 @@ fn a_reload_whose_new_node_exits_at_once_keeps_the_old_nodes() {
         "{out:?}"
     );
 }
+
+/// External nodes count as serving once started, so a reload's external
+/// replacement must run for [`EXTERNAL_SETTLE`](super::EXTERNAL_SETTLE)
+/// before the old node retires: one that exits sooner (a broken program)
+/// abandons the reload and the old nodes serve on; one that keeps running
+/// lets the reload go on when the settle timer fires.
+#[test]
+fn an_external_replacement_must_settle_before_the_old_node_retires() {
+    let t0 = Instant::now();
+    let mut config = config(1, Balance::Shared);
+    config.node_command = Some(vec!["svc".to_owned()]);
+    let mut core = SupervisorCore::new(config.clone(), 1, t0);
+    core.start(t0, None);
+    let [old] = spawns(&mut core)[..] else {
+        panic!("one node");
+    };
+    core.handle(
+        t0,
+        Event::Spawned {
+            node: old,
+            pid: 200,
+        },
+    );
+    commands(&mut core);
+
+    let reload = |core: &mut SupervisorCore<u32>, at: Instant, req: u64| -> NodeKey {
+        core.handle(
+            at,
+            Event::Admin {
+                req,
+                request: crate::admin::AdminRequest::Reload,
+            },
+        );
+        commands(core);
+        core.handle(at, Event::ConfigRead(Ok(Box::new(config.clone()))));
+        let [new] = spawns(core)[..] else {
+            panic!("one replacement");
+        };
+        core.handle(
+            at,
+            Event::Spawned {
+                node: new,
+                pid: 300 + req as u32,
+            },
+        );
+        new
+    };
+
+    // A replacement that exits 100 ms after it started.
+    let new = reload(&mut core, t0, 1);
+    assert_eq!(
+        states(&mut core, t0),
+        named(&[(old.id, "serving"), (new.id, "serving")]),
+        "the old node keeps serving while the new one settles"
+    );
+    let t1 = t0 + Duration::from_millis(100);
+    core.handle(
+        t1,
+        Event::Exited {
+            node: new,
+            code: Some(1),
+            signal: None,
+        },
+    );
+    let out = commands(&mut core);
+    assert!(
+        reply_to(&out, 1).is_some_and(|r| format!("{r:?}").contains("reload failed")),
+        "{out:?}"
+    );
+    assert_eq!(states(&mut core, t1), named(&[(old.id, "serving")]));
+
+    // One that keeps running: the old node retires when it has settled.
+    let new = reload(&mut core, t1, 2);
+    let out = commands(&mut core);
+    let settle = out
+        .iter()
+        .find_map(|c| match c {
+            Command::Timer {
+                at,
+                timer: Timer::ReloadSettled,
+            } => Some(*at),
+            _ => None,
+        })
+        .expect("a settle timer");
+    assert_eq!(settle, t1 + super::EXTERNAL_SETTLE);
+    core.handle(settle, Event::Timer(Timer::ReloadSettled));
+    let out = commands(&mut core);
+    assert!(
+        reply_to(&out, 2).is_some_and(|r| !format!("{r:?}").contains("fail")),
+        "{out:?}"
+    );
+    assert_eq!(
+        states(&mut core, settle),
+        named(&[(old.id, "retiring"), (new.id, "serving")])
+    );
+}
+
+fn spawns(core: &mut SupervisorCore<u32>) -> Vec<NodeKey> {
+    commands(core)
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Spawn { node, .. } => Some(node),
+            _ => None,
+        })
+        .collect()
+}

@@ -571,7 +571,7 @@ impl World {
                             "retire deadline past the grace and margin",
                         );
                     }
-                    Timer::UpgradeDeadline { .. } | Timer::Regrant => {}
+                    Timer::UpgradeDeadline { .. } | Timer::Regrant | Timer::ReloadSettled => {}
                 }
                 self.schedule(at, Due::Core(timer));
             }
