@@ -372,6 +372,47 @@ async fn peer_that_stops_reading_is_closed_with_bounded_memory() {
     good.check().await;
 }
 
+/// A client may call before it has answered the server's `finish()` (VPy
+/// does, now and then: its answer and its first call leave from different
+/// threads), passing an object of its own: the server's call back on it
+/// waits for the handshake instead of failing ("link handshake has not
+/// completed"), and the client's call gets its result.
+#[tokio::test]
+async fn a_callback_passed_before_the_handshake_completes_is_called_after_it() {
+    let (server, good) = setup().await;
+    let (mut peer, finish_id) = RawPeer::opened(server.port).await;
+    peer.finish().await;
+    let invoke = peer
+        .call_gateway(vec![
+            Entity::str("invoke"),
+            sender(5),
+            Entity::str("hello"),
+            Entity::str("there"),
+        ])
+        .await;
+    // Nothing reaches our object before the handshake is done.
+    let early = tokio::time::timeout(Duration::from_millis(300), peer.recv_code(code::CALL)).await;
+    assert!(early.is_err(), "called before the handshake: {early:?}");
+    peer.answer_finish(finish_id).await;
+    let call = peer.recv_code(code::CALL).await;
+    let Some([Entity::Int(id), _, Entity::Tuple(payload)]) = call.as_tuple() else {
+        panic!("not a call: {call:?}");
+    };
+    assert_eq!(
+        payload.first(),
+        Some(&receiver(5)),
+        "the call is on our object: {call:?}"
+    );
+    let id = *id;
+    peer.send_msg(
+        code::RESULT,
+        Entity::Tuple(vec![Entity::Int(id), Entity::str("hi there")]),
+    )
+    .await;
+    assert_eq!(peer.result_of(invoke).await, Entity::str("hi there"));
+    good.check().await;
+}
+
 /// A client that goes away without closing (a reset; or TLS without
 /// close_notify, as most clients exit) is not a warning: the peer left,
 /// nothing failed. A refused handshake afterwards marks how far the log has

@@ -112,6 +112,49 @@ impl RawPeer {
     /// the server's `finish()` answered with our gateway (id 2), ours
     /// answered with the server's gateway.
     pub async fn linked(server_port: u16) -> RawPeer {
+        let (mut peer, finish_id) = RawPeer::opened(server_port).await;
+        peer.answer_finish(finish_id).await;
+        peer.finish().await;
+        peer
+    }
+
+    /// Answers the server's `finish()` (message `finish_id`) with our
+    /// gateway (id 2).
+    pub async fn answer_finish(&mut self, finish_id: i64) {
+        self.send_msg(
+            code::RESULT,
+            Entity::Tuple(vec![Entity::Int(finish_id), sender(2)]),
+        )
+        .await;
+    }
+
+    /// Calls `finish()` on the server's handshake object and keeps the
+    /// server's gateway it answers with.
+    pub async fn finish(&mut self) {
+        let finish = self
+            .send_msg(
+                code::CALL,
+                Entity::Tuple(vec![
+                    receiver(1),
+                    Entity::Tuple(vec![Entity::str("finish")]),
+                ]),
+            )
+            .await;
+        let result = self.result_of(finish).await;
+        let Entity::Ref(WireRef {
+            owner: Owner::Sender,
+            id,
+        }) = result
+        else {
+            panic!("finish() returned {result:?}, not the server's object");
+        };
+        self.gateway = id;
+    }
+
+    /// Hellos and handshake objects exchanged, the server's keep-alive
+    /// request granted; returns the peer and the id of the server's
+    /// `finish()` call, not answered yet.
+    pub async fn opened(server_port: u16) -> (RawPeer, i64) {
         let mut peer = RawPeer::vec(server_port).await;
         let hello = Entity::Tuple(vec![
             Entity::Bytes(b"VOL_DRAFT".to_vec()),
@@ -165,30 +208,7 @@ impl RawPeer {
             ]),
         ]);
         assert_eq!(call, expected);
-        peer.send_msg(
-            code::RESULT,
-            Entity::Tuple(vec![Entity::Int(finish_id), sender(2)]),
-        )
-        .await;
-        let finish = peer
-            .send_msg(
-                code::CALL,
-                Entity::Tuple(vec![
-                    receiver(1),
-                    Entity::Tuple(vec![Entity::str("finish")]),
-                ]),
-            )
-            .await;
-        let result = peer.result_of(finish).await;
-        let Entity::Ref(WireRef {
-            owner: Owner::Sender,
-            id,
-        }) = result
-        else {
-            panic!("finish() returned {result:?}, not the server's object");
-        };
-        peer.gateway = id;
-        peer
+        (peer, finish_id)
     }
 
     /// Sends bytes as they are.

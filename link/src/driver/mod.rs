@@ -539,6 +539,14 @@ where
         {
             while self.out_len() < self.config.out_high_water {
                 match self.backlog.pop_front() {
+                    // A call on an object the peer sent before the link
+                    // handshake completed (a callback passed in its first
+                    // call, whose answer to our `finish()` is still on its
+                    // way): it waits for the handshake.
+                    Some(call) if !self.core.is_open() => {
+                        self.backlog.push_front(call);
+                        break;
+                    }
                     Some(call) => {
                         self.handle_call(call)?;
                         progress = true;
