@@ -45,7 +45,7 @@ for round in $(seq 1 "$rounds"); do
             echo "FAILED: $pkg --test $target $filter (see $log)" | tee -a "$out/figures.txt"
             continue
         }
-        grep -E "$pattern" "$log" | sed "s/^/[$target r$round] /" >>"$out/figures.txt" || true
+        grep -E "$pattern" "$log" | sed -e "s/^\\.*//" -e "s/^/[$target r$round] /" >>"$out/figures.txt" || true
     done
 done
 cat "$out/figures.txt"
