@@ -304,3 +304,70 @@ async fn modes_that_need_a_control_link_are_refused() {
         );
     }
 }
+
+/// A reload whose new program exits at once (here: the node command's
+/// script now fails) is abandoned: `vole reload` fails and says why, the
+/// old nodes keep serving (same pids), and the service does not end in a
+/// restart loop. Once the script is fixed, a reload replaces every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_whose_new_nodes_exit_at_once_keeps_the_old_ones() {
+    let _serial = serial().await;
+    let dir = TempDir::new("ext-reload");
+    let script = dir.path().join("node.sh");
+    let good = format!("#!/bin/sh\nexec {}\n", node_command());
+    std::fs::write(&script, &good).expect("write the node script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let serve = Serve::start(Opts::new(2, "shared").args(&[
+        "--node-command",
+        script.to_str().expect("utf-8 path"),
+        "--allow-root-nodes",
+    ]))
+    .await;
+    for id in 0..2 {
+        let said = format!("vpy node {id} serving");
+        assert!(
+            serve
+                .stderr
+                .wait_contains(Duration::from_secs(20), &said)
+                .await,
+            "{said:?} missing; log:\n{}",
+            serve.log()
+        );
+    }
+    let before = id_pids(&wait_nodes(&serve.admin, 2, Duration::from_secs(20)).await);
+
+    std::fs::write(&script, "#!/bin/sh\nexit 1\n").expect("break the node script");
+    let admin = serve.admin.to_str().expect("utf-8 path").to_owned();
+    let out = run(Path::new(VOLE), &["reload", "--admin-socket", &admin]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the reload must fail: {stderr}");
+    assert!(
+        stderr.contains("reload failed") && stderr.contains("exited with code 1"),
+        "{stderr}"
+    );
+    let after = id_pids(&wait_nodes(&serve.admin, 2, Duration::from_secs(10)).await);
+    assert_eq!(after, before, "the old nodes keep serving");
+    let out = vpy_call(serve.port()).await;
+    assert!(
+        out.status.success(),
+        "served after the failed reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(serve.exit_status().is_none(), "the service still runs");
+
+    std::fs::write(&script, &good).expect("fix the node script");
+    let out = run(Path::new(VOLE), &["reload", "--admin-socket", &admin]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replaced = id_pids(&wait_nodes(&serve.admin, 2, Duration::from_secs(20)).await);
+    for (id, pid) in &replaced {
+        assert!(
+            before.iter().all(|(_, old)| old != pid),
+            "node {id} ({pid}) was replaced"
+        );
+    }
+}
