@@ -1289,3 +1289,64 @@ async fn a_client_leaving_without_close_notify_is_not_a_warning() {
         "a client that left is logged as a warning: {warnings:#?}"
     );
 }
+
+/// `vole stop` waits until the service has exited (its running call
+/// finished first), so a new `serve` can start at once, and says so;
+/// `--no-wait` returns as soon as the stop is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vole_stop_waits_for_the_service_to_exit_unless_told_not_to() {
+    let _serial = serial().await;
+    for no_wait in [false, true] {
+        let serve = Serve::start(Opts::new(1, "grant")).await;
+        let c = connect(serve.port()).await.expect("a client");
+        let gw = c.gw.clone();
+        let call = tokio::spawn(async move { sleep_call(&gw, 1500).await });
+        wait_inflight(&serve, 1).await;
+        let admin = serve.admin.to_str().expect("path").to_owned();
+        let mut args = vec!["stop", "--admin-socket", &admin];
+        if no_wait {
+            args.push("--no-wait");
+        }
+        let began = Instant::now();
+        let out = run_vole(&args).await;
+        let took = began.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "vole {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if no_wait {
+            assert_eq!(stdout.trim(), "stopping");
+            assert!(
+                serve.exit_status().is_none(),
+                "--no-wait returned after the service exited ({took:?})"
+            );
+        } else {
+            assert!(
+                stdout.starts_with(&format!("stopped (pid {} exited after", serve.pid)),
+                "{stdout}"
+            );
+            assert!(
+                took >= Duration::from_millis(1000),
+                "vole stop returned {took:?} after it asked, before the 1.5 s call ended"
+            );
+            // Gone when stop returned (the harness reaps it at once).
+            assert!(
+                serve.wait_exit(Duration::from_secs(1)).await.is_some(),
+                "the controller still runs after vole stop returned"
+            );
+        }
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(10), call)
+                .await
+                .expect("the call ends")
+                .expect("call task")
+                .ok(),
+            Some(1500),
+            "the running call finished ({no_wait:?})"
+        );
+        let code = serve.wait_exit(Duration::from_secs(15)).await.and_then(|s| s.code());
+        assert_eq!(code, Some(0), "a clean stop ({no_wait:?})");
+    }
+}

@@ -133,6 +133,11 @@ pub struct StatusReport {
     pub uptime_ms: u64,
     /// The nodes.
     pub nodes: Vec<NodeReport>,
+    /// The grace period a graceful stop gives running calls,
+    /// milliseconds (0 if the service did not say): how long `vole stop`
+    /// waits, plus a margin.
+    #[serde(default)]
+    pub grace_ms: u64,
 }
 
 /// The answer to a request.

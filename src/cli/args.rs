@@ -126,6 +126,10 @@ pub struct StopArgs {
     /// Grace period for running calls, seconds [the service's grace].
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+    /// Return once the service has been asked to stop, without waiting for
+    /// it to exit.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Which service.
     #[command(flatten)]
     pub target: TargetArgs,

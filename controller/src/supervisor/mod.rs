@@ -747,6 +747,7 @@ impl Driver {
             listen: self.addrs.iter().map(ToString::to_string).collect(),
             uptime_ms: uptime.as_millis() as u64,
             nodes: Vec::new(),
+            grace_ms: self.core.config().grace.as_millis() as u64,
         };
         tokio::spawn(async move {
             let gathered = futures_util::future::join_all(nodes.into_iter().map(

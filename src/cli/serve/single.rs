@@ -31,6 +31,7 @@ struct SingleAdmin {
     started: Instant,
     listen: Vec<String>,
     asks: mpsc::UnboundedSender<Ask>,
+    grace: Duration,
 }
 
 impl AdminHandler for SingleAdmin {
@@ -63,6 +64,7 @@ impl AdminHandler for SingleAdmin {
                             listen: self.listen.clone(),
                             uptime_ms: self.started.elapsed().as_millis() as u64,
                             nodes: vec![node],
+                            grace_ms: self.grace.as_millis() as u64,
                         }),
                     }
                 }
@@ -187,6 +189,7 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         started: Instant::now(),
         listen: addrs.iter().map(ToString::to_string).collect(),
         asks: asks_tx,
+        grace: s.grace,
     });
     let admin_task = tokio::spawn(async move { admin.serve(handler).await });
     announce(
