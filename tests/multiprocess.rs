@@ -1346,7 +1346,10 @@ async fn vole_stop_waits_for_the_service_to_exit_unless_told_not_to() {
             Some(1500),
             "the running call finished ({no_wait:?})"
         );
-        let code = serve.wait_exit(Duration::from_secs(15)).await.and_then(|s| s.code());
+        let code = serve
+            .wait_exit(Duration::from_secs(15))
+            .await
+            .and_then(|s| s.code());
         assert_eq!(code, Some(0), "a clean stop ({no_wait:?})");
     }
 }

@@ -126,7 +126,11 @@ pub async fn stop(args: StopArgs, service: &HostedService) -> Result<(), Failure
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let how = if args.force { "stopped by force" } else { "stopped" };
+    let how = if args.force {
+        "stopped by force"
+    } else {
+        "stopped"
+    };
     crate::cli::out::outln!(
         "{how} (pid {} exited after {:.1} s)",
         status.pid,
