@@ -244,7 +244,8 @@ impl Host {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = match self.command().try_get_matches_from(args) {
+        let command = self.command();
+        let matches = match command.clone().try_get_matches_from(args) {
             Ok(m) => m,
             Err(e) => {
                 let code = if e.use_stderr() {
@@ -273,7 +274,10 @@ impl Host {
                 return ExitCode::from(exit::USAGE);
             }
         };
-        let result = crate::cli::run_host_command(cli.command, globals, &self.service);
+        // Documentation covers the whole command line, the program's own
+        // subcommands included.
+        let result = crate::cli::docs::generate(&cli.command, command, &self.service.name)
+            .unwrap_or_else(|| crate::cli::run_host_command(cli.command, globals, &self.service));
         finish(&self.service.name, result)
     }
 }

@@ -77,6 +77,11 @@ pub enum HostCommand {
     /// Settings files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell
+    /// (e.g. `vole completions bash > /etc/bash_completion.d/vole`).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff; e.g. `vole man | man -l -`).
+    Man,
     /// Internal: a node process, started by the controller.
     #[command(hide = true)]
     Node(NodeArgs),
@@ -84,6 +89,14 @@ pub enum HostCommand {
     /// socket-activation variables set for its own pid.
     #[command(hide = true, name = "exec-node")]
     ExecNode(ExecNodeArgs),
+}
+
+/// `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `exec-node` (internal).

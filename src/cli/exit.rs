@@ -11,6 +11,7 @@
 //! | 7 | `vole call`: no answer within `--timeout`; the service was told to cancel the call |
 //! | 64 | usage: bad arguments or configuration |
 //! | 70 | internal error |
+//! | 74 | output could not be written (`completions`, `man` to a closed pipe) |
 
 use vole_link::Error as LinkError;
 use vole_transport::Error as TransportError;
@@ -35,6 +36,8 @@ pub const DEADLINE: u8 = 7;
 pub const USAGE: u8 = 64;
 /// A bug in vole.
 pub const INTERNAL: u8 = 70;
+/// Output could not be written (sysexits' `EX_IOERR`).
+pub const IO: u8 = 74;
 
 /// A failure with the exit code it should produce.
 #[derive(Debug)]

@@ -9,6 +9,7 @@ mod args;
 pub mod bench;
 pub mod call;
 pub mod config;
+pub(crate) mod docs;
 pub mod exit;
 pub mod node;
 pub mod out;

@@ -115,6 +115,14 @@ pub fn run_host_command(
                 )),
             })
         }
+        // `Host` documents its whole command line (its own subcommands
+        // too); called directly, the host commands are what there is.
+        c @ (HostCommand::Completions(_) | HostCommand::Man) => {
+            let cli = <super::HostCli as clap::CommandFactory>::command()
+                .name(service.name.clone())
+                .bin_name(service.name.clone());
+            super::docs::generate(&c, cli, &service.name).unwrap_or(Ok(()))
+        }
         HostCommand::Config(cmd) => {
             logging::init(level, LogFormat::Text, false);
             super::config::run(cmd, service)
@@ -166,7 +174,9 @@ pub fn run_host_command(
                     HostCommand::Serve(_)
                     | HostCommand::Node(_)
                     | HostCommand::ExecNode(_)
-                    | HostCommand::Config(_) => Ok(()),
+                    | HostCommand::Config(_)
+                    | HostCommand::Completions(_)
+                    | HostCommand::Man => Ok(()),
                 }
             })
         }
