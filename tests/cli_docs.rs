@@ -47,3 +47,29 @@ fn an_unknown_shell_is_a_usage_error() {
     assert_eq!(code, Some(64), "{out}{err}");
     assert!(err.contains("possible values"), "{err}");
 }
+
+#[test]
+fn serve_help_groups_its_options_under_headings() {
+    let (code, out, err) = vole(&["serve", "--help"]);
+    assert_eq!(code, Some(0), "{err}");
+    for (heading, option) in [
+        ("Daemon and files:", "--pidfile"),
+        ("Network:", "--keep-alive"),
+        ("TLS:", "--tls-cert"),
+        ("Nodes and balancing:", "--balance"),
+        ("Calls and budgets:", "--max-inflight"),
+        ("Supervision:", "--heartbeat-timeout"),
+        ("Logging and metrics:", "--metrics"),
+    ] {
+        let section_start = out
+            .find(&format!("\n{heading}\n"))
+            .unwrap_or_else(|| panic!("no heading {heading:?}:\n{out}"));
+        let next = out[section_start + 2..]
+            .find("\n\n")
+            .map_or(out.len(), |n| section_start + 2 + n);
+        assert!(
+            out[section_start..next].contains(option),
+            "{option} is not under {heading:?}"
+        );
+    }
+}

@@ -210,127 +210,131 @@ pub struct NodeArgs {
 #[derive(Debug, Args, Default, Clone)]
 pub struct ServeArgs {
     /// Settings file (TOML); see `deploy/vole.toml`. A `[service]` table holds the service's own settings.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Daemon and files", long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on; repeat for several [127.0.0.1:<the service's port>].
-    #[arg(long = "listen", value_name = "ADDR")]
+    #[arg(help_heading = "Network", long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
     /// Also accept PLAIN (unencrypted) connections; for trusted networks only.
-    #[arg(long)]
+    #[arg(help_heading = "TLS", long)]
     pub plain: bool,
     /// Disable TLS (then PLAIN must be enabled).
-    #[arg(long)]
+    #[arg(help_heading = "TLS", long)]
     pub no_tls: bool,
     /// TLS certificate chain (PEM); without it a dev certificate is generated.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "TLS", long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "TLS", long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// Where the dev certificate and admin socket live [$VOLE_STATE_DIR, else $XDG_STATE_HOME/<service>, else ~/.local/state/<service>].
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Daemon and files", long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Seconds a connection has to complete VOP and TLS [10].
-    #[arg(long, value_name = "SECS")]
+    #[arg(help_heading = "Network", long, value_name = "SECS")]
     pub handshake_timeout: Option<f64>,
     /// Largest accepted message, in bytes [16777216].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(help_heading = "Network", long, value_name = "BYTES")]
     pub max_message: Option<usize>,
     /// Seconds to let calls finish on stop before closing links by force [10].
-    #[arg(long, value_name = "SECS")]
+    #[arg(help_heading = "Supervision", long, value_name = "SECS")]
     pub grace: Option<f64>,
     /// Seconds a link may make no write progress (the peer stopped reading) before it is closed [30].
-    #[arg(long, value_name = "SECS")]
+    #[arg(help_heading = "Network", long, value_name = "SECS")]
     pub write_timeout: Option<f64>,
     /// Seconds between the keep-alives asked of every peer; a link silent for 1.5 periods is closed; 0 asks none [30].
-    #[arg(long, value_name = "SECS")]
+    #[arg(help_heading = "Network", long, value_name = "SECS")]
     pub keep_alive: Option<f64>,
     /// Seconds a link may go without a call before it is closed; 0 never closes idle links [0].
-    #[arg(long, value_name = "SECS")]
+    #[arg(help_heading = "Network", long, value_name = "SECS")]
     pub idle_timeout: Option<f64>,
     /// Seconds a served call may run before it is cancelled (its caller gets a `vole.cancelled` exception) [no limit].
-    #[arg(long, value_name = "SECS")]
+    #[arg(help_heading = "Calls and budgets", long, value_name = "SECS")]
     pub max_call_time: Option<f64>,
     /// Listen backlog [1024].
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Network", long, value_name = "N")]
     pub backlog: Option<i32>,
     /// Worker threads per process [the number of CPUs in one-process mode, 1 per node].
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Nodes and balancing", long, value_name = "N")]
     pub threads: Option<usize>,
     /// Node processes; 0 serves in this one process [the number of CPUs].
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Nodes and balancing", long, value_name = "N")]
     pub nodes: Option<u32>,
     /// How connections are spread over nodes: grant, shared, dispatch, reuseport [grant].
-    #[arg(long, value_name = "MODE")]
+    #[arg(help_heading = "Nodes and balancing", long, value_name = "MODE")]
     pub balance: Option<vole_control::control::Balance>,
     /// Most open connections over all nodes (grant and dispatch: the controller; shared and reuseport: each node takes max-clients / nodes, rounded up; one process: itself).
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Nodes and balancing", long, value_name = "N")]
     pub max_clients: Option<u64>,
     /// Most open connections per node (every mode).
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Nodes and balancing", long, value_name = "N")]
     pub max_node_clients: Option<u64>,
     /// Most open connections from one IP address, per serving process (each node, or the one process).
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Nodes and balancing", long, value_name = "N")]
     pub max_clients_per_ip: Option<u64>,
     /// The peer's calls one link runs at once [1024].
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Calls and budgets", long, value_name = "N")]
     pub max_inflight: Option<usize>,
     /// Calls beyond --max-inflight: wait (stop reading) or refuse (answer "overloaded" at once) [wait].
-    #[arg(long, value_name = "MODE")]
+    #[arg(help_heading = "Calls and budgets", long, value_name = "MODE")]
     pub overload: Option<vole_link::Overload>,
     /// Bytes of the peer's calls one link may hold before it stops reading, at least --max-message [67108864].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(help_heading = "Calls and budgets", long, value_name = "BYTES")]
     pub link_buffer_budget: Option<usize>,
     /// Bytes of the peer's calls the links of one node may hold together before the links holding most stop reading [268435456].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(help_heading = "Calls and budgets", long, value_name = "BYTES")]
     pub node_buffer_budget: Option<usize>,
     /// Seconds between heartbeats to each node [1].
-    #[arg(long, value_name = "SECS")]
+    #[arg(help_heading = "Supervision", long, value_name = "SECS")]
     pub heartbeat_interval: Option<f64>,
     /// Seconds a node may take to answer a heartbeat before it is killed as hung [3].
-    #[arg(long, value_name = "SECS")]
+    #[arg(help_heading = "Supervision", long, value_name = "SECS")]
     pub heartbeat_timeout: Option<f64>,
     /// Node restarts allowed within --restart-period before the service stops [5].
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Supervision", long, value_name = "N")]
     pub restart_intensity: Option<u32>,
     /// The window for --restart-intensity, seconds [60].
-    #[arg(long, value_name = "SECS")]
+    #[arg(help_heading = "Supervision", long, value_name = "SECS")]
     pub restart_period: Option<f64>,
     /// The admin socket `vole status` talks to [admin-<port>.sock in the state directory].
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = "Daemon and files", long, value_name = "PATH")]
     pub admin_socket: Option<PathBuf>,
     /// Detach and run in the background (needs --pidfile).
-    #[arg(long)]
+    #[arg(help_heading = "Daemon and files", long)]
     pub daemon: bool,
     /// Write the controller's pid here, locked while it runs.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Daemon and files", long, value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
     /// Log to this file instead of stderr (reopened on SIGUSR1).
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Logging and metrics", long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
     /// Log format: text or json [text].
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(help_heading = "Logging and metrics", long, value_name = "FORMAT")]
     pub log_format: Option<crate::settings::LogFormat>,
     /// Log level or filter (e.g. info, debug, vole_link=trace) [info]; RUST_LOG overrides.
-    #[arg(long, value_name = "FILTER")]
+    #[arg(help_heading = "Logging and metrics", long, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Run nodes as this user (the controller binds first, then drops privileges).
-    #[arg(long, value_name = "USER")]
+    #[arg(help_heading = "Supervision", long, value_name = "USER")]
     pub user: Option<String>,
     /// Run nodes as this group.
-    #[arg(long, value_name = "GROUP")]
+    #[arg(help_heading = "Supervision", long, value_name = "GROUP")]
     pub group: Option<String>,
     /// Allow nodes to run as root.
-    #[arg(long)]
+    #[arg(help_heading = "Supervision", long)]
     pub allow_root_nodes: bool,
     /// Serve Prometheus metrics on this address.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(help_heading = "Logging and metrics", long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// Seconds between TLS session-ticket key rotations [3600].
-    #[arg(long, value_name = "SECS")]
+    #[arg(help_heading = "TLS", long, value_name = "SECS")]
     pub ticket_rotation: Option<f64>,
     /// Run this command as each node instead of the service's own code: a program in any language that serves on the listening socket it gets at descriptor 3 (systemd socket activation: LISTEN_FDS, LISTEN_PID, plus VOLE_NODE_ID). Balance shared (default) or reuseport.
-    #[arg(long, value_name = "'CMD ARGS...'")]
+    #[arg(
+        help_heading = "Nodes and balancing",
+        long,
+        value_name = "'CMD ARGS...'"
+    )]
     pub node_command: Option<String>,
 }
 
