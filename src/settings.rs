@@ -45,7 +45,7 @@ impl std::str::FromStr for LogFormat {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
-    listen: Option<Vec<SocketAddr>>,
+    listen: Option<Vec<String>>,
     backlog: Option<i32>,
     nodes: Option<u32>,
     balance: Option<Balance>,
@@ -146,8 +146,8 @@ struct LogSection {
 pub struct Overrides {
     /// The settings file.
     pub config: Option<PathBuf>,
-    /// Listen addresses.
-    pub listen: Vec<SocketAddr>,
+    /// Listen addresses, as written (see [`parse_listen`]).
+    pub listen: Vec<String>,
     /// Allow PLAIN.
     pub plain: bool,
     /// Disable TLS.
@@ -433,6 +433,42 @@ pub struct Settings {
     pub node_command: Option<Vec<String>>,
 }
 
+/// The addresses one `listen` value names: `host:port` with an IPv4
+/// address or a host name (every address it resolves to), `[v6]:port`,
+/// or `:port` for every IPv4 interface (as nginx and HAProxy read it;
+/// `[::]:port` adds IPv6).
+pub fn parse_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
+    use std::net::ToSocketAddrs as _;
+    let value = value.trim();
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(format!(
+            "{value:?} has no port (host:port, [v6]:port or :port)"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{value:?}: {port:?} is not a port number"))?;
+    if host.is_empty() {
+        return Ok(vec![SocketAddr::from(([0, 0, 0, 0], port))]);
+    }
+    if host.starts_with('[') || host.contains(':') {
+        return Err(format!(
+            "{value:?} is not an address (IPv6 goes in brackets: [::1]:{port})"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host:?} resolves to no address"));
+    }
+    Ok(addrs)
+}
+
 /// The default keep-alive period asked of peers, seconds.
 pub const DEFAULT_KEEP_ALIVE: f64 = 30.0;
 
@@ -501,11 +537,24 @@ impl Settings {
         let heartbeat = f.heartbeat.unwrap_or_default();
         let log = f.log.unwrap_or_default();
 
-        let listen = if !args.listen.is_empty() {
-            args.listen.clone()
-        } else {
+        let written = if args.listen.is_empty() {
             f.listen
-                .unwrap_or_else(|| vec![SocketAddr::from(([127, 0, 0, 1], defaults.port))])
+        } else {
+            Some(args.listen.clone())
+        };
+        let listen = match written {
+            None => vec![SocketAddr::from(([127, 0, 0, 1], defaults.port))],
+            Some(all) => {
+                let mut listen = Vec::new();
+                for a in &all {
+                    for addr in parse_listen(a).map_err(|e| invalid("listen", e))? {
+                        if !listen.contains(&addr) {
+                            listen.push(addr);
+                        }
+                    }
+                }
+                listen
+            }
         };
         if listen.is_empty() {
             return Err(invalid("listen", "needs at least one address"));
@@ -892,9 +941,50 @@ mod tests {
         let e = err("[tls]\ncolour = 1\n");
         assert!(e.contains("colour"), "{e}");
         let e = err("listen = [\"localhost\"]\n");
-        assert!(e.contains("listen"), "{e}");
+        assert!(e.contains("listen") && e.contains("no port"), "{e}");
         let e = err("nodes = \n");
         assert!(e.contains("test.toml"), "{e}");
+    }
+
+    #[test]
+    fn listen_takes_host_port_v6_port_and_a_bare_port() {
+        let s =
+            parse("listen = [\"127.0.0.1:5000\", \"[::1]:5001\", \":5002\"]\n").expect("parses");
+        assert_eq!(
+            s.listen,
+            vec![
+                "127.0.0.1:5000".parse().expect("addr"),
+                "[::1]:5001".parse().expect("addr"),
+                "0.0.0.0:5002".parse().expect("addr"),
+            ]
+        );
+        // A host name: every address it resolves to, each once.
+        let s = parse("listen = [\"localhost:5003\", \"127.0.0.1:5003\"]\n").expect("resolves");
+        assert!(
+            s.listen.contains(&"127.0.0.1:5003".parse().expect("addr")),
+            "{:?}",
+            s.listen
+        );
+        let mut unique = s.listen.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), s.listen.len(), "{:?}", s.listen);
+        for (bad, why) in [
+            ("5000", "no port"),
+            ("127.0.0.1:http", "not a port number"),
+            ("127.0.0.1:70000", "not a port number"),
+            ("::1:5000", "brackets"),
+            ("no-such-host.invalid:5000", "cannot resolve"),
+        ] {
+            let e = err(&format!("listen = [{bad:?}]\n"));
+            assert!(e.starts_with("listen:") && e.contains(why), "{bad}: {e}");
+        }
+        let args = Overrides {
+            listen: vec![":6000".to_owned()],
+            ..Overrides::default()
+        };
+        let s =
+            Settings::merge(&args, FileConfig::default(), &Defaults::default()).expect("merges");
+        assert_eq!(s.listen, vec!["0.0.0.0:6000".parse().expect("addr")]);
     }
 
     #[test]

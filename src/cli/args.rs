@@ -212,9 +212,9 @@ pub struct ServeArgs {
     /// Settings file (TOML); see `deploy/vole.toml`. A `[service]` table holds the service's own settings.
     #[arg(help_heading = "Daemon and files", long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on; repeat for several [127.0.0.1:<the service's port>].
+    /// Address to listen on: host:port, [v6]:port, or :port (every IPv4 interface); a host name binds every address it resolves to; repeat for several [127.0.0.1:<the service's port>].
     #[arg(help_heading = "Network", long = "listen", value_name = "ADDR")]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<String>,
     /// Also accept PLAIN (unencrypted) connections; for trusted networks only.
     #[arg(help_heading = "TLS", long)]
     pub plain: bool,
