@@ -1313,6 +1313,13 @@ fn vole_command_against_vpy_service() {
     vole_call(&[&root, "boom"], 2, "", exception);
     vole_call(&[&root, "raise_exception", "boom", "42"], 2, "", exception);
     vole_call(&[&root, "no_such_method"], 2, "", "remote call failed");
+    // VOL's call error says nothing; vole asks the object and explains.
+    vole_call(
+        &[&root, "ecoh", "x"],
+        2,
+        "",
+        "the object has no method \"ecoh\" (did you mean \"echo\"?)",
+    );
     vole_call(&[&service.uri("no/such/")], 2, "", "no object at /no/such/");
 
     let out = vole_cli(&["describe", "--plain", "--timeout", "10", &root]);

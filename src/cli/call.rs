@@ -135,12 +135,33 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
                 };
                 // The call has its own deadline: past it the service is
                 // told to cancel it, and the exit code says so.
-                let target = target.with_timeout(limit);
+                let timed = target.with_timeout(limit);
                 let outcome = match method.strip_prefix("meta.") {
-                    Some(meta) if !meta.is_empty() => target.call_meta(meta, call_args).await,
-                    _ => target.call(method, call_args).await,
+                    Some(meta) if !meta.is_empty() => {
+                        timed.call_meta(meta, call_args.clone()).await
+                    }
+                    _ => timed.call(method, call_args.clone()).await,
                 };
-                outcome.with_context(|| format!("{method}() failed"))?
+                match outcome {
+                    Ok(v) => v,
+                    // VOL's call error carries no reason: ask the object
+                    // what it has, and say what probably went wrong.
+                    Err(e @ vole_link::Error::CallError) if !method.starts_with("meta.") => {
+                        let why = explain_call_error(target, method, &call_args).await;
+                        let failed = format!("{method}() failed");
+                        return Err(anyhow::Error::new(e)
+                            .context(match why {
+                                Some(why) => format!("{failed}: {why}"),
+                                None => failed,
+                            })
+                            .into());
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("{method}() failed"))
+                            .into())
+                    }
+                }
             }
         };
         let json = to_json(value);
@@ -151,6 +172,63 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
     tokio::time::timeout(limit * 3, work)
         .await
         .map_err(|_| Failure::from(anyhow::Error::new(vole_link::Error::Timeout("the call"))))?
+}
+
+/// Why a call of `method` with `args` probably failed with a bare call
+/// error: the object has no such method (with the closest name it has),
+/// or the method's signature (where the service says it) against the
+/// types given. `None` when the object says nothing useful.
+async fn explain_call_error(
+    target: &vole_link::RemoteObject,
+    method: &str,
+    args: &[Value],
+) -> Option<String> {
+    let methods = target.meta_methods().await.ok()?;
+    if !methods.iter().any(|m| m == method) {
+        return Some(match closest(method, &methods) {
+            Some(near) => format!("the object has no method {method:?} (did you mean {near:?}?)"),
+            None if methods.is_empty() => format!("the object has no method {method:?}"),
+            None => format!(
+                "the object has no method {method:?}; it has {}",
+                methods.join(", ")
+            ),
+        });
+    }
+    let given: Vec<&str> = args.iter().map(type_name).collect();
+    let given = format!("({})", given.join(", "));
+    match target.meta_signature(method).await.ok().flatten() {
+        Some(signature) => Some(format!("it takes {signature}; it was given {given}")),
+        None => Some(format!(
+            "the arguments {given} may not suit it (the service gives no reason)"
+        )),
+    }
+}
+
+/// The name among `names` closest to `name`, if one is close enough to be
+/// a likely typo.
+fn closest<'a>(name: &str, names: &'a [String]) -> Option<&'a str> {
+    names
+        .iter()
+        .map(|n| (strsim::damerau_levenshtein(name, n), n))
+        .filter(|(d, n)| *d <= 2.max(n.len() / 3) && *d < n.len().max(name.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n.as_str())
+}
+
+/// The Versile type name of a value, as signatures write them.
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Entity::Int(_) | Entity::BigInt(_) => "int",
+        Entity::Bool(_) => "bool",
+        Entity::None => "none",
+        Entity::Float(_) => "float",
+        Entity::Bytes(_) => "bytes",
+        Entity::Str(_) => "str",
+        Entity::Tuple(_) => "tuple",
+        Entity::Exception(_) => "exception",
+        Entity::Tagged(..) => "tagged",
+        Entity::Ref(_) => "object",
+    }
 }
 
 /// `vole describe`: the object's doc and its methods with their
@@ -201,4 +279,39 @@ pub async fn describe(args: DescribeArgs) -> Result<(), Failure> {
     tokio::time::timeout(limit * 3, work)
         .await
         .map_err(|_| Failure::from(anyhow::Error::new(vole_link::Error::Timeout("describe"))))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closest_method_is_a_likely_typo_or_none() {
+        let names: Vec<String> = ["echo", "invoke", "raise_exception", "sleep"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(closest("ecoh", &names), Some("echo"));
+        assert_eq!(closest("slep", &names), Some("sleep"));
+        assert_eq!(closest("raise_exeption", &names), Some("raise_exception"));
+        assert_eq!(closest("zzzzzzzz", &names), None);
+        assert_eq!(closest("x", &names), None);
+        assert_eq!(closest("echo", &[]), None);
+    }
+
+    #[test]
+    fn values_are_named_as_signatures_write_types() {
+        let given: Vec<&str> = [
+            Value::Int(1),
+            Value::str("a"),
+            Value::Bool(true),
+            Value::None,
+            Value::Tuple(vec![]),
+            Value::Bytes(vec![1]),
+        ]
+        .iter()
+        .map(type_name)
+        .collect();
+        assert_eq!(given, ["int", "str", "bool", "none", "tuple", "bytes"]);
+    }
 }
