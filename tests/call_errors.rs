@@ -38,3 +38,46 @@ async fn a_call_error_says_what_the_object_has_and_takes() {
         assert!(stderr.contains(want), "vole {full:?}: {stderr}");
     }
 }
+
+/// Connection failures in the user's terms: a transport the server does
+/// not serve (it closes during VOP without a word) and a certificate that
+/// is not trusted (a wrong pin, or no trust anchor), each with the flag
+/// that helps, and no rustls debug output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_failures_say_what_to_do() {
+    let _serial = serial().await;
+    let plain_only = Serve::start(Opts::new(1, "grant")).await;
+    let tls_only = Serve::start(Opts::new(1, "grant").tls()).await;
+    let empty = harness::TempDir::new("no-dev-cert");
+    let plain_uri = format!("vop://127.0.0.1:{}/", plain_only.port());
+    let tls_uri = format!("vop://127.0.0.1:{}/", tls_only.port());
+    let zeros = "0".repeat(64);
+    let empty_dir = empty.path().to_str().expect("utf-8 path");
+    for (args, want) in [
+        (
+            vec!["--plain", tls_uri.as_str()],
+            "the server accepted none of the transports offered (PLAIN); it may serve only TLS: drop --plain",
+        ),
+        (
+            vec!["--state-dir", empty_dir, plain_uri.as_str()],
+            "the server accepted none of the transports offered (TLS); it may serve only PLAIN (unencrypted): add --plain",
+        ),
+        (
+            vec!["--pin", zeros.as_str(), tls_uri.as_str()],
+            "not the pinned 0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            vec!["--state-dir", empty_dir, tls_uri.as_str()],
+            "the server's certificate is not trusted (no known issuer): give --ca FILE",
+        ),
+    ] {
+        let mut full = vec!["call"];
+        full.extend(args);
+        full.push("echo");
+        let out = run_vole(&full).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "vole {full:?}: {stderr}");
+        assert!(stderr.contains(want), "vole {full:?}: {stderr}");
+        assert!(!stderr.contains("OtherError"), "vole {full:?}: {stderr}");
+    }
+}

@@ -48,9 +48,23 @@ async fn connect_and_resolve(uri: &str, client: &ClientArgs) -> Result<(Vri, Res
         .parse()
         .map_err(|e| Failure::usage(anyhow::Error::new(e).context(format!("bad uri {uri:?}"))))?;
     let config = client_config(client, &vri.host.to_string()).map_err(Failure::usage)?;
-    let resolved = resolve::resolve(uri, &config)
-        .await
-        .with_context(|| format!("cannot resolve {uri}"))?;
+    let resolved = match resolve::resolve(uri, &config).await {
+        Ok(r) => r,
+        Err(e) => {
+            let e = anyhow::Error::new(e);
+            // Explained, the raw chain (rustls' debug output) adds nothing;
+            // the exit code still comes from it.
+            return Err(
+                match crate::cli::trust::explain(&e, client, &vri.host.to_string()) {
+                    Some(why) => Failure {
+                        code: crate::cli::exit::classify(&e),
+                        error: anyhow::anyhow!("cannot resolve {uri}: {why}"),
+                    },
+                    None => e.context(format!("cannot resolve {uri}")).into(),
+                },
+            );
+        }
+    };
     Ok((vri, resolved))
 }
 

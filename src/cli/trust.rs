@@ -79,3 +79,59 @@ pub fn client_config(args: &ClientArgs, host: &str) -> anyhow::Result<ClientConf
     config.link.handshake_timeout = timeout;
     Ok(config)
 }
+
+/// What a failed connection means in the user's terms, where vole can
+/// tell: the server accepted none of the transports offered (it closes
+/// without a word during VOP), or the certificate was not trusted (a pin
+/// mismatch, or no trust anchor for it); with the flag that helps.
+pub fn explain(error: &anyhow::Error, args: &ClientArgs, host: &str) -> Option<String> {
+    use vole_transport::Error as TransportError;
+    for cause in error.chain() {
+        let Some(e) = cause.downcast_ref::<TransportError>() else {
+            continue;
+        };
+        match e {
+            TransportError::ClosedDuring(step) if step.starts_with("vop") => {
+                return Some(if args.plain {
+                    "the server accepted none of the transports offered (PLAIN); it may serve only TLS: drop --plain".to_owned()
+                } else {
+                    "the server accepted none of the transports offered (TLS); it may serve only PLAIN (unencrypted): add --plain if that is acceptable".to_owned()
+                });
+            }
+            TransportError::Tls(tls_error) => {
+                if let Some(got) = tls::pin_mismatch(tls_error) {
+                    let pinned = args
+                        .pin
+                        .clone()
+                        .unwrap_or_else(|| "the local dev certificate's".to_owned());
+                    return Some(format!(
+                        "the server's certificate has fingerprint {}, not the pinned {pinned}; if the server's certificate changed, pin the new one (vole serve logs it at start), or give --state-dir of the local service",
+                        tls::fingerprint_hex(&got)
+                    ));
+                }
+                if matches!(
+                    tls_error,
+                    rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+                ) {
+                    let local = if is_local(host) {
+                        let dir = args
+                            .state_dir
+                            .clone()
+                            .unwrap_or_else(tls::default_state_dir);
+                        format!(
+                            ", --state-dir of the local service (no dev certificate in {})",
+                            dir.display()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    return Some(format!(
+                        "the server's certificate is not trusted (no known issuer): give --ca FILE (its CA), --pin SHA256 (the fingerprint vole serve logs){local}; --insecure skips verification"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}

@@ -460,6 +460,17 @@ impl std::fmt::Display for PinMismatch {
 
 impl std::error::Error for PinMismatch {}
 
+/// The fingerprint the server's certificate had, if `err` is a pin
+/// mismatch (see [`ServerTrust::Pinned`]).
+pub fn pin_mismatch(err: &rustls::Error) -> Option<Fingerprint> {
+    match err {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            other.0.downcast_ref::<PinMismatch>().map(|m| m.got)
+        }
+        _ => None,
+    }
+}
+
 impl ServerCertVerifier for FingerprintVerifier {
     fn verify_server_cert(
         &self,
