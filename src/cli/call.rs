@@ -25,9 +25,15 @@ pub struct CallArgs {
     /// Method to call on the resolved object; `meta.NAME` sends a meta call
     /// (`meta.ping`, `meta.methods`, `meta.doc`).
     pub method: Option<String>,
-    /// Arguments: each is parsed as JSON if it can be, otherwise taken as a string.
-    #[arg(allow_hyphen_values = true)]
+    /// Arguments: each is parsed as JSON if it can be, otherwise taken as a
+    /// string (with --json, each must be JSON). Flags are flags wherever
+    /// they stand; after `--` everything is an argument (`-- --not-a-flag`).
+    #[arg(allow_negative_numbers = true)]
     pub args: Vec<String>,
+    /// Every argument must be JSON (a string is written "\"text\""); one
+    /// that is not is a usage error.
+    #[arg(long)]
+    pub json: bool,
     /// Connection flags.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -86,6 +92,21 @@ pub fn parse_arg(text: &str) -> Result<Value, Failure> {
     }
 }
 
+/// A command-line argument that must be JSON (`vole call --json`).
+pub fn parse_json_arg(text: &str) -> Result<Value, Failure> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_arg(text);
+    }
+    let json = serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+        Failure::usage(anyhow::anyhow!(
+            "argument {text:?} is not JSON ({e}); with --json a string is written \"\\\"text\\\"\""
+        ))
+    })?;
+    vole_transport::serde::to_entity(&json)
+        .map_err(|e| Failure::usage(anyhow::Error::new(e).context(format!("argument {text:?}"))))
+}
+
 /// An entity as JSON for printing; objects become `{"object": id}`.
 pub fn to_json(value: Value) -> serde_json::Value {
     let wire = value.try_map_refs(&mut |r: ObjectRef| {
@@ -128,7 +149,13 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
     let call_args: Vec<Value> = args
         .args
         .iter()
-        .map(|a| parse_arg(a))
+        .map(|a| {
+            if args.json {
+                parse_json_arg(a)
+            } else {
+                parse_arg(a)
+            }
+        })
         .collect::<Result<_, _>>()?;
     if args.method.is_none() && !call_args.is_empty() {
         return Err(Failure::usage(anyhow::anyhow!(
@@ -327,5 +354,60 @@ mod tests {
         .map(type_name)
         .collect();
         assert_eq!(given, ["int", "str", "bool", "none", "tuple", "bytes"]);
+    }
+}
+
+#[cfg(test)]
+mod arg_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        call: CallArgs,
+    }
+
+    fn parse(args: &[&str]) -> CallArgs {
+        let mut all = vec!["vole-call"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("parses").call
+    }
+
+    #[test]
+    fn flags_are_flags_wherever_they_stand_and_dash_dash_ends_them() {
+        let a = parse(&["vop://h/", "echo", "--plain", "hi", "-5", "--timeout", "3"]);
+        assert!(a.client.plain);
+        assert_eq!(a.client.timeout, 3.0);
+        assert_eq!(a.method.as_deref(), Some("echo"));
+        assert_eq!(a.args, ["hi", "-5"]);
+        let a = parse(&["vop://h/", "echo", "--", "--plain", "-x"]);
+        assert!(!a.client.plain);
+        assert_eq!(a.args, ["--plain", "-x"]);
+        let a = parse(&["--json", "vop://h/", "add", "-1.5"]);
+        assert!(a.json);
+        assert_eq!(a.args, ["-1.5"]);
+    }
+
+    #[test]
+    fn json_arguments_are_strict() {
+        assert_eq!(
+            parse_json_arg("\"hi\"").expect("a string"),
+            Value::str("hi")
+        );
+        assert_eq!(parse_json_arg("42").expect("a number"), Value::Int(42));
+        let big = "1".repeat(30);
+        assert!(matches!(
+            parse_json_arg(&big).expect("big"),
+            Value::BigInt(_)
+        ));
+        for bad in ["hi", "[1,", "'x'"] {
+            let e = parse_json_arg(bad).expect_err("not JSON");
+            assert_eq!(e.code, crate::cli::exit::USAGE, "{bad}");
+            assert!(e.error.to_string().contains("is not JSON"), "{}", e.error);
+        }
+        // Without --json a non-JSON argument is a string.
+        assert_eq!(parse_arg("hi").expect("a string"), Value::str("hi"));
     }
 }
