@@ -1040,6 +1040,14 @@ async fn bad_settings_files_are_refused_naming_the_key() {
             "colour",
         ),
         ("bad-value", "grace = 0\n", "grace"),
+        // What exists only on the machine is checked too, before serve
+        // writes anything.
+        ("no-user", "user = \"no-such-user-vole\"\n", "no user named"),
+        (
+            "no-group",
+            "user = \"nobody\"\ngroup = \"no-such-group-vole\"\n",
+            "no group named",
+        ),
     ];
     for (name, text, key) in cases {
         let f = d.join(format!("{name}.toml"));
@@ -1061,6 +1069,10 @@ async fn bad_settings_files_are_refused_naming_the_key() {
         assert!(serve.stderr.contains(key), "{name}: names {key}: {serve:?}");
         println!("{name}: {}", check.stderr.trim());
     }
+    assert!(
+        !d.join("dev-cert.pem").exists(),
+        "a refused serve wrote a dev certificate"
+    );
     let good = d.join("good.toml");
     std::fs::write(
         &good,

@@ -19,6 +19,13 @@ pub fn run(cmd: ConfigCommand, service: &HostedService) -> Result<(), Failure> {
             service
                 .check(s.service.as_ref())
                 .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", file.display())))?;
+            // What serve checks before it starts: the nodes' user and group.
+            if s.nodes > 0 {
+                super::serve::controller::node_user(&s).map_err(|f| Failure {
+                    code: f.code,
+                    error: f.error.context(file.display().to_string()),
+                })?;
+            }
             if let crate::settings::TlsSetting::Files { cert, key } = &s.tls {
                 vole_transport::tls::server_config(&vole_transport::tls::ServerIdentity::Files {
                     cert: cert.clone(),

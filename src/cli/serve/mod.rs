@@ -8,7 +8,7 @@
 //! runtime. In daemon mode the launching shell waits until the nodes serve,
 //! or prints why the start failed; nothing is lost silently.
 
-mod controller;
+pub(crate) mod controller;
 mod metrics;
 mod setup;
 mod single;

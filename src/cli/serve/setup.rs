@@ -106,6 +106,12 @@ pub fn prepare(
 ) -> Result<Prepared, Failure> {
     let (verbose, quiet) = (globals.verbose, globals.quiet);
     let settings = resolve(&args, service)?;
+    // Everything the settings name is checked before anything is written
+    // (a dev certificate, a pid file, a log file): the nodes' user and
+    // group must exist (and may be used) now.
+    if settings.nodes > 0 {
+        super::controller::node_user(&settings)?;
+    }
     let inherited = upgrade::Inherited::take().map_err(Failure::from)?;
     // SAFETY: no thread exists yet (main calls this before building the
     // runtime), and descriptors from 3 up that LISTEN_FDS names belong to
