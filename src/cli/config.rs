@@ -21,7 +21,7 @@ pub fn run(cmd: ConfigCommand, service: &HostedService) -> Result<(), Failure> {
                 .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", file.display())))?;
             // What serve checks before it starts: the nodes' user and group.
             if s.nodes > 0 {
-                super::serve::controller::node_user(&s).map_err(|f| Failure {
+                super::serve::privileges::node_user(&s).map_err(|f| Failure {
                     code: f.code,
                     error: f.error.context(file.display().to_string()),
                 })?;

@@ -8,8 +8,9 @@
 //! runtime. In daemon mode the launching shell waits until the nodes serve,
 //! or prints why the start failed; nothing is lost silently.
 
-pub(crate) mod controller;
+mod controller;
 mod metrics;
+pub(crate) mod privileges;
 mod setup;
 mod single;
 pub mod upgrade;

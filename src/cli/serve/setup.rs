@@ -110,7 +110,7 @@ pub fn prepare(
     // (a dev certificate, a pid file, a log file): the nodes' user and
     // group must exist (and may be used) now.
     if settings.nodes > 0 {
-        super::controller::node_user(&settings)?;
+        super::privileges::node_user(&settings)?;
     }
     let inherited = upgrade::Inherited::take().map_err(Failure::from)?;
     // SAFETY: no thread exists yet (main calls this before building the
