@@ -106,12 +106,6 @@ pub fn prepare(
 ) -> Result<Prepared, Failure> {
     let (verbose, quiet) = (globals.verbose, globals.quiet);
     let settings = resolve(&args, service)?;
-    // Everything the settings name is checked before anything is written
-    // (a dev certificate, a pid file, a log file): the nodes' user and
-    // group must exist (and may be used) now.
-    if settings.nodes > 0 {
-        super::privileges::node_user(&settings)?;
-    }
     let inherited = upgrade::Inherited::take().map_err(Failure::from)?;
     // SAFETY: no thread exists yet (main calls this before building the
     // runtime), and descriptors from 3 up that LISTEN_FDS names belong to
@@ -150,6 +144,16 @@ pub fn prepare(
         ready = daemon::detach()
             .context("cannot detach")
             .map_err(Failure::from)?;
+    }
+    // Everything the settings name is checked before anything is written
+    // (a log file, a pid file, a dev certificate): the nodes' user and
+    // group must exist (and may be used). Reported through the ready pipe,
+    // so a launching shell or an upgrading controller learns why.
+    if settings.nodes > 0 {
+        if let Err(f) = super::privileges::node_user(&settings) {
+            ready.failed(f.code, &format!("{:#}", f.error));
+            return Err(f);
+        }
     }
     let log = match &settings.log_file {
         Some(path) => {
