@@ -25,8 +25,9 @@
 //! closes once its client has been quiet for `vole_node::DRAIN_QUIET`, and a
 //! call the client sends as it closes is lost (VOL has no goodbye). A call
 //! sent, then lost with its link's close, is therefore retried (and counted)
-//! only if the client had made no call on that link for `DRAIN_QUIET`
-//! before it; sooner, it is a failure. The retries are
+//! only if it was sent `DRAIN_QUIET` or more after the link's previous call
+//! was sent (the server read that one no earlier, so it cannot have seen
+//! less quiet); sooner, it is a failure. The retries are
 //! bounded: one call may be retried at most once per node the event
 //! replaces, plus one (more is a failure), and each event may refuse each
 //! client at most once per node it replaces (asserted per event).

@@ -407,8 +407,11 @@ pub struct Session {
     pub link: Link,
     pub gw: RemoteObject,
     pub node: (u32, u32),
-    /// When its last call was answered.
-    pub answered_at: Instant,
+    /// When its last answered call was sent. The server cannot have read
+    /// that call earlier, so the quiet the server sees when it closes is at
+    /// most the time since (a client slowed down by a loaded machine may
+    /// get its answer late, so the time since the answer would say less).
+    pub sent_at: Instant,
 }
 
 /// Closes a link in the background (gracefully, bounded).
@@ -437,8 +440,8 @@ pub struct Traffic {
     max_retries: AtomicU64,
     /// The most retries any one call took.
     worst_retries: AtomicU64,
-    /// Calls lost with their link's close after the client had been quiet
-    /// for [`vole_node::DRAIN_QUIET`] or more (allowed; retried).
+    /// Calls lost with their link's close, sent [`vole_node::DRAIN_QUIET`]
+    /// or more after the link's previous call was (allowed; retried).
     pub crossed_quiet: AtomicU64,
     crossed_log: Mutex<Vec<String>>,
 }
@@ -567,6 +570,7 @@ impl Traffic {
         .await
         .map_err(|_| "connect timed out".to_owned())?
         .map_err(|e| format!("connect: {}", vole_link::object::error_chain(&e)))?;
+        let pinged = Instant::now();
         let ping = attempt(&link, &gw, vec![Value::None, Value::str("ping")]).await;
         match ping {
             Attempt::Done(Entity::Tuple(items)) => match items.as_slice() {
@@ -574,7 +578,7 @@ impl Traffic {
                     link,
                     gw,
                     node: (*id as u32, *pid as u32),
-                    answered_at: Instant::now(),
+                    sent_at: pinged,
                 })),
                 other => Err(format!("ping answered {other:?}")),
             },
@@ -633,11 +637,12 @@ impl Traffic {
                 }
             }
             let Some(s) = session.as_mut() else { continue };
-            let quiet = s.answered_at.elapsed();
+            let sent = Instant::now();
+            let quiet = sent.saturating_duration_since(s.sent_at);
             let a = attempt(&s.link, &s.gw, vec![Value::str("echo"), Value::Int(n)]).await;
             match a {
                 Attempt::Done(Entity::Int(v)) if v == n => {
-                    s.answered_at = Instant::now();
+                    s.sent_at = sent;
                     self.done(s.node);
                     return;
                 }
@@ -660,7 +665,7 @@ impl Traffic {
                 }
                 Attempt::Crossed(e) => {
                     self.fail(format!(
-                        "{} client: echo({n}) on node {:?}, {quiet:?} after the last answer: {e}",
+                        "{} client: echo({n}) on node {:?}, {quiet:?} after the previous call was sent: {e}",
                         kind(fresh),
                         s.node
                     ));
