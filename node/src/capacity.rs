@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use vole_control::fdpass::MAX_FDS;
 
-use crate::lograte::{Hit, LogRate};
+use crate::lograte::LogRate;
 
 /// Descriptors kept free besides a whole `dispatch` frame.
 pub const FD_MARGIN: u64 = 16;
@@ -130,26 +130,17 @@ static ERROR_LOG: LogRate = LogRate::new(1, Duration::from_secs(1));
 
 /// Logs an accept or receive error of kind `what`, rate-limited.
 pub(crate) fn log_error(what: &'static str, e: &std::io::Error) {
-    match ERROR_LOG.hit(what, Instant::now()) {
-        Hit::Log => {
-            tracing::error!(error = %e, "{what} failed; pausing {} ms and retrying", BACKOFF.as_millis());
-        }
-        Hit::Suppressed {
-            first: true,
-            report_at,
-        } => {
-            tokio::spawn(async move {
-                tokio::time::sleep_until(report_at.into()).await;
-                if let Some(n) = ERROR_LOG.take_suppressed(what) {
-                    tracing::error!(
-                        suppressed = n,
-                        "{what} failed {n} more times in the last second"
-                    );
-                }
-            });
-        }
-        Hit::Suppressed { .. } => {}
-    }
+    crate::lograte::log_limited(
+        &ERROR_LOG,
+        what,
+        || tracing::error!(error = %e, "{what} failed; pausing {} ms and retrying", BACKOFF.as_millis()),
+        move |n| {
+            tracing::error!(
+                suppressed = n,
+                "{what} failed {n} more times in the last second"
+            )
+        },
+    );
 }
 
 /// A node's open connections against its budget: the gate its accept and

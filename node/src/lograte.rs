@@ -3,8 +3,9 @@
 //! in 0.4 s). Per kind of line, at most [`LogRate::burst`] lines a window;
 //! the rest are counted and reported in one line when the window ends.
 //!
-//! Pure and clock-free: the caller passes the time, and schedules the
-//! report (see [`Hit::Suppressed`]).
+//! [`LogRate`] is pure and clock-free: the caller passes the time, and
+//! schedules the report (see [`Hit::Suppressed`]). [`log_limited`] does both
+//! on the current tokio runtime.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -105,6 +106,32 @@ impl LogRate {
         let w = kinds.iter_mut().find(|w| w.kind == kind)?;
         w.report_pending = false;
         Some(std::mem::take(&mut w.suppressed)).filter(|n| *n > 0)
+    }
+}
+
+/// Logs one occurrence of a line of `kind` with `log`, unless `rate`
+/// suppresses it; the first one suppressed in a window schedules
+/// `report(count)` for the window's end, on the current tokio runtime.
+pub fn log_limited(
+    rate: &'static LogRate,
+    kind: &'static str,
+    log: impl FnOnce(),
+    report: impl FnOnce(u64) + Send + 'static,
+) {
+    match rate.hit(kind, Instant::now()) {
+        Hit::Log => log(),
+        Hit::Suppressed {
+            first: true,
+            report_at,
+        } => {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(report_at.into()).await;
+                if let Some(n) = rate.take_suppressed(kind) {
+                    report(n);
+                }
+            });
+        }
+        Hit::Suppressed { .. } => {}
     }
 }
 

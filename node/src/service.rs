@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use vole_link::{Link, LinkConfig, LinkInfo, LinkSetup, Object};
 use vole_transport::stream::{self, ServerSettings};
 
-use crate::lograte::{Hit, LogRate};
+use crate::lograte::{log_limited, LogRate};
 
 /// How long a draining link waits for its peer to stop calling before it
 /// closes (see [`LinkConfig::drain_quiet`]); what a service's link
@@ -447,25 +447,18 @@ impl Open {
 static REFUSAL_LOG: LogRate = LogRate::new(5, Duration::from_secs(1));
 
 fn log_refusal(peer: Option<std::net::SocketAddr>, reason: &'static str) {
-    match REFUSAL_LOG.hit(reason, std::time::Instant::now()) {
-        Hit::Log => tracing::warn!(?peer, reason, "connection refused: {reason} reached"),
-        Hit::Suppressed {
-            first: true,
-            report_at,
-        } => {
-            tokio::spawn(async move {
-                tokio::time::sleep_until(report_at.into()).await;
-                if let Some(n) = REFUSAL_LOG.take_suppressed(reason) {
-                    tracing::warn!(
-                        reason,
-                        suppressed = n,
-                        "connection refused: {n} more ({reason}) suppressed in the last second"
-                    );
-                }
-            });
-        }
-        Hit::Suppressed { .. } => {}
-    }
+    log_limited(
+        &REFUSAL_LOG,
+        reason,
+        || tracing::warn!(?peer, reason, "connection refused: {reason} reached"),
+        move |n| {
+            tracing::warn!(
+                reason,
+                suppressed = n,
+                "connection refused: {n} more ({reason}) suppressed in the last second"
+            )
+        },
+    );
 }
 
 async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
@@ -474,9 +467,6 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) 
     while set.next().await.is_some() {}
 }
 
-/// Accept errors are about this process or the system (out of file
-/// descriptors or memory), not about a peer: log, pause briefly so the loop
-/// does not spin, and go on.
 /// Refused handshakes: at most this many lines a second for each reason;
 /// the rest are counted, and the count logged when the second ends.
 static HANDSHAKE_LOG: LogRate = LogRate::new(5, Duration::from_secs(1));
@@ -490,27 +480,18 @@ fn log_handshake_failure(peer: Option<std::net::SocketAddr>, e: &vole_transport:
         tracing::debug!(?peer, %error, "connection closed during handshake");
         return;
     }
-    match HANDSHAKE_LOG.hit(reason, std::time::Instant::now()) {
-        Hit::Log => {
-            tracing::warn!(?peer, %error, "connection refused during handshake");
-        }
-        Hit::Suppressed {
-            first: true,
-            report_at,
-        } => {
-            tokio::spawn(async move {
-                tokio::time::sleep_until(report_at.into()).await;
-                if let Some(n) = HANDSHAKE_LOG.take_suppressed(reason) {
-                    tracing::warn!(
-                        reason,
-                        suppressed = n,
-                        "connection refused during handshake: {n} more ({reason}) suppressed in the last second"
-                    );
-                }
-            });
-        }
-        Hit::Suppressed { .. } => {}
-    }
+    log_limited(
+        &HANDSHAKE_LOG,
+        reason,
+        || tracing::warn!(?peer, %error, "connection refused during handshake"),
+        move |n| {
+            tracing::warn!(
+                reason,
+                suppressed = n,
+                "connection refused during handshake: {n} more ({reason}) suppressed in the last second"
+            )
+        },
+    );
 }
 
 pub(crate) async fn accept_error(e: std::io::Error) {
