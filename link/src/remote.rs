@@ -38,8 +38,9 @@ impl RemoteObject {
     /// `args` is anything that converts to entities: a tuple of serializable
     /// values, a `Vec<Value>`, or `()`.
     pub async fn call(&self, method: &str, args: impl IntoArgs) -> Result<Value, Error> {
-        let full = args.into_call(Value::str(method))?;
-        self.call_raw(full, CallKind::Normal).await
+        self.with_options(CallOptions::default())
+            .call(method, args)
+            .await
     }
 
     /// Calls `method` and converts the result to `T`.
@@ -48,22 +49,25 @@ impl RemoteObject {
         method: &str,
         args: impl IntoArgs,
     ) -> Result<T, Error> {
-        let value = self.call(method, args).await?;
-        T::from_entity(value).map_err(|e| Error::Convert(e.to_string()))
+        self.with_options(CallOptions::default())
+            .call_as(method, args)
+            .await
     }
 
     /// Calls `method` as a void-result call: the peer discards the result
     /// but errors still come back.
     pub async fn call_void(&self, method: &str, args: impl IntoArgs) -> Result<(), Error> {
-        let full = args.into_call(Value::str(method))?;
-        self.call_raw(full, CallKind::Void).await.map(|_| ())
+        self.with_options(CallOptions::default())
+            .call_void(method, args)
+            .await
     }
 
     /// Calls `method` one-way: no result and no error ever comes back. Returns
     /// once the call is queued on the link.
     pub async fn call_oneway(&self, method: &str, args: impl IntoArgs) -> Result<(), Error> {
-        let full = args.into_call(Value::str(method))?;
-        self.call_raw(full, CallKind::Oneway).await.map(|_| ())
+        self.with_options(CallOptions::default())
+            .call_oneway(method, args)
+            .await
     }
 
     /// A VOL meta call `meta.<name>(args...)`, sent as `(None, name, arg...)`:
@@ -73,9 +77,9 @@ impl RemoteObject {
         name: &str,
         args: impl IntoIterator<Item = Value>,
     ) -> Result<Value, Error> {
-        let mut full = vec![Value::None, Value::str(name)];
-        full.extend(args);
-        self.call_raw(full, CallKind::Normal).await
+        self.with_options(CallOptions::default())
+            .call_meta(name, args)
+            .await
     }
 
     /// `meta.methods()`: the names of the methods the object publishes.
