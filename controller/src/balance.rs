@@ -22,14 +22,25 @@
 //! `max_node_clients`: a node at it gets no grant and no connection, and
 //! connections wait (in the kernel's accept queue) until it reports closes.
 //!
-//! **Stale grants**: a node that holds grants and has not reported for
-//! [`GRANT_STALE`] (hung, stopped, or merely idle) does not hold back the
-//! others: the window of every fresh node is computed as if the stale one
-//! had used all its grants already, and the emptiest fresh node may always
-//! take one more. A stale node gets no new grants while some node is fresh
-//! (when all are stale, as when idle, granting is as without staleness).
-//! The core grants again when grants go stale ([`Balancer::next_stale`]),
-//! so a hung node holds the others back for at most [`GRANT_STALE`].
+//! **Stale grants**: a node that holds grants and does not report may be
+//! hung (then its grants hold the others back while connections wait) or
+//! merely idle; reports alone cannot tell, as they lag the accepts. So a
+//! node that holds grants becomes *suspect* [`GRANT_STALE`] after another
+//! node reported taking a connection, or after its own last report or
+//! answer (a quiet spell that doubles with each answer, up to
+//! [`MAX_QUIET`], so an idle service is not chatty), and the core asks it
+//! whether it still answers ([`Balancer::take_probes`], at
+//! [`Balancer::next_probe`]). A node that answers is idle and nothing
+//! changes; a node that does not answer within [`PROBE_TIMEOUT`] is
+//! *stale* until it reports again, and does not hold back the others: the
+//! window of every fresh node is computed as if the stale one had used all
+//! its grants already, and the emptiest fresh node may always take one
+//! more. A stale node gets no new grants while some node is fresh (when
+//! all are stale, granting is as without staleness). So a hung node holds
+//! the others back for [`GRANT_STALE`] plus [`PROBE_TIMEOUT`] once
+//! connections come (at most [`MAX_QUIET`] plus [`PROBE_TIMEOUT`] if it
+//! hung while the others were already held back), and an idle one never
+//! loses its share, however long it holds its grants.
 //! Its grants are not revoked (there is no message for that) and still
 //! count against `max_clients` and its `max_node_clients`, so the limits
 //! hold exactly; what staleness costs is evenness: while a node is stale
@@ -60,9 +71,17 @@ pub type NodeId = u32;
 /// Most grants a node holds at once in `grant` mode.
 pub const GRANT_WINDOW: u64 = 16;
 
-/// How long a node may hold grants without reporting before they count as
-/// stale (see the [module](self) documentation).
+/// How long a node may hold grants without reporting, after another node
+/// took a connection, before the core asks whether it still answers (see
+/// the [module](self) documentation).
 pub const GRANT_STALE: Duration = Duration::from_millis(100);
+
+/// How long a suspect node has to answer before its grants are stale.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The longest quiet spell after which a node holding grants is asked
+/// whether it answers.
+pub const MAX_QUIET: Duration = Duration::from_millis(1600);
 
 /// How a node gets its connections, which follows from the balance mode:
 /// the one place (with [`Balancer`]) that knows what each mode means.
@@ -116,9 +135,19 @@ struct Load {
     /// Most connections the node can hold (its descriptor limit), if it
     /// said.
     capacity: Option<u64>,
-    /// Since when the node has held grants without reporting: its last
-    /// report, or when it got grants while holding none.
-    holding_since: Option<Instant>,
+    /// Its last report or answer, or when it got grants while holding
+    /// none.
+    quiet_since: Option<Instant>,
+    /// How long it may stay quiet before it is asked whether it answers:
+    /// [`GRANT_STALE`], doubled by each answer (up to [`MAX_QUIET`]).
+    quiet_limit: Duration,
+    /// The first time, since its last report or answer, that another node
+    /// reported taking a connection (which it might have taken).
+    passed_over: Option<Instant>,
+    /// Asked whether it still answers, and not answered yet.
+    probing: bool,
+    /// Did not answer in time: its grants are stale until it reports.
+    stale: bool,
 }
 
 /// The balancing state of a controller.
@@ -144,31 +173,74 @@ impl Balancer {
         }
     }
 
-    /// The time now: what follows happens at `now` (grants go stale by
-    /// it). Without it no grant is ever stale.
+    /// The time now: what follows happens at `now` (probes fall due by
+    /// it). Without it no node is ever probed, so none is ever stale.
     pub fn at(&mut self, now: Instant) {
         self.now = Some(now);
     }
 
     /// Whether a node's grants are stale now.
     fn stale(&self, load: &Load) -> bool {
-        match (self.now, load.holding_since) {
-            (Some(now), Some(since)) => {
-                load.granted > 0 && now.saturating_duration_since(since) >= GRANT_STALE
-            }
-            _ => false,
+        load.granted > 0 && load.stale
+    }
+
+    /// When a node holding grants becomes suspect, unless it reports or
+    /// answers first; `None` if it holds none, or is being asked or stale.
+    fn suspect_at(load: &Load) -> Option<Instant> {
+        if load.granted == 0 || load.stale || load.probing {
+            return None;
+        }
+        let quiet = load
+            .quiet_since
+            .map(|since| since + load.quiet_limit.max(GRANT_STALE));
+        let passed = load.passed_over.map(|since| since + GRANT_STALE);
+        match (quiet, passed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// When the grants held now go stale, the earliest, if any may: a
-    /// moment to grant again at, since the others' windows open then.
-    pub fn next_stale(&self) -> Option<Instant> {
-        self.nodes
-            .values()
-            .filter(|l| l.granted > 0 && !self.stale(l))
-            .filter_map(|l| l.holding_since)
-            .min()
-            .map(|since| since + GRANT_STALE)
+    /// When the next node holding grants becomes suspect (and should be
+    /// asked whether it answers), if any may.
+    pub fn next_probe(&self) -> Option<Instant> {
+        let at = self.nodes.values().filter_map(Self::suspect_at).min()?;
+        // Already due (passed over while it held no grants): now.
+        Some(self.now.map_or(at, |now| at.max(now)))
+    }
+
+    /// The nodes to ask now whether they still answer (each is asked
+    /// once; answer with [`Balancer::probe_answered`]).
+    pub fn take_probes(&mut self) -> Vec<NodeId> {
+        let Some(now) = self.now else {
+            return Vec::new();
+        };
+        let mut due = Vec::new();
+        for (id, load) in self.nodes.iter_mut() {
+            if Self::suspect_at(load).is_some_and(|at| at <= now) {
+                load.probing = true;
+                due.push(*id);
+            }
+        }
+        due
+    }
+
+    /// A probed node answered (`alive`) or did not in time: an answer
+    /// clears the suspicion, silence makes its grants stale. Whether it
+    /// reported meanwhile takes precedence (a report clears both).
+    pub fn probe_answered(&mut self, id: NodeId, alive: bool) {
+        if let Some(load) = self.nodes.get_mut(&id) {
+            if !load.probing {
+                return;
+            }
+            load.probing = false;
+            if alive {
+                load.quiet_since = self.now;
+                load.quiet_limit = (load.quiet_limit.max(GRANT_STALE) * 2).min(MAX_QUIET);
+                load.passed_over = None;
+            } else {
+                load.stale = true;
+            }
+        }
     }
 
     /// Whether `id` holds stale grants now.
@@ -237,9 +309,22 @@ impl Balancer {
     pub fn sessions(&mut self, id: NodeId, opened: u64, closed: u64) {
         let dispatch = self.mode == Balance::Dispatch;
         let now = self.now;
+        if opened > 0 {
+            // Connections came: nodes holding grants may have been passed
+            // over, and should report soon.
+            for (other, load) in self.nodes.iter_mut() {
+                if *other != id && load.passed_over.is_none() {
+                    load.passed_over = now;
+                }
+            }
+        }
         if let Some(load) = self.nodes.get_mut(&id) {
             // A report: the node is not stuck (its grants are fresh again).
-            load.holding_since = now;
+            load.quiet_since = now;
+            load.quiet_limit = GRANT_STALE;
+            load.passed_over = None;
+            load.probing = false;
+            load.stale = false;
             if dispatch {
                 // Counted when dispatched; `opened` only confirms.
             } else {
@@ -355,7 +440,7 @@ impl Balancer {
             let now = self.now;
             if let Some(l) = self.nodes.get_mut(&id) {
                 if l.granted == 0 {
-                    l.holding_since = now;
+                    l.quiet_since = now;
                 }
                 l.granted += room;
             }
@@ -634,23 +719,33 @@ mod tests {
 
     const TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
-    /// A node that holds grants and does not report (stopped) stops holding
-    /// the other back once its grants are stale: the other is granted one
-    /// at a time, as if the stale node had used its grants.
+    /// A node that holds grants and does not report (stopped) is asked
+    /// whether it answers once another node takes a connection; silent, it
+    /// stops holding the other back: the other is granted one at a time,
+    /// as if the stale node had used its grants.
     #[test]
     fn stale_grants_stop_holding_the_others_back() {
         let t0 = Instant::now();
         let mut b = ready(Balance::Grant, 2, Limits::default());
         b.at(t0);
         assert_eq!(grants(&mut b), vec![(0, 1), (1, 1)]);
-        assert_eq!(b.next_stale(), Some(t0 + GRANT_STALE));
+        assert_eq!(b.next_probe(), Some(t0 + GRANT_STALE), "a quiet spell");
         // Node 1 takes a connection; node 0 is stopped (it may catch up).
         b.at(t0 + TICK);
         b.sessions(1, 1, 0);
         assert_eq!(grants(&mut b), vec![(0, 1)], "node 1 waits for node 0");
-        assert!(!b.is_stale(0));
+        assert_eq!(b.next_probe(), Some(t0 + GRANT_STALE));
+        b.at(t0 + GRANT_STALE - TICK / 10);
+        assert!(b.take_probes().is_empty());
         b.at(t0 + GRANT_STALE);
-        assert!(b.is_stale(0), "stale {GRANT_STALE:?} after its first grant");
+        assert_eq!(b.take_probes(), vec![0], "node 1 holds no grants");
+        assert!(b.take_probes().is_empty(), "asked once");
+        assert!(!b.is_stale(0), "not before it fails to answer");
+        assert!(grants(&mut b).is_empty(), "node 1 still waits");
+        b.at(t0 + GRANT_STALE + PROBE_TIMEOUT);
+        b.probe_answered(0, false);
+        assert!(b.is_stale(0));
+        assert_eq!(b.next_probe(), None, "stale: nothing more to ask");
         // Node 1 takes connections, using every grant it gets.
         let mut open = 1;
         for n in 0..20 {
@@ -659,7 +754,7 @@ mod tests {
                 matches!(got[..], [(1, k)] if k >= 1),
                 "connection {n}: node 1 is granted: {got:?}"
             );
-            b.at(t0 + GRANT_STALE + TICK * n);
+            b.at(t0 + GRANT_STALE + PROBE_TIMEOUT + TICK * n);
             let used = b.granted(1);
             open += used;
             b.sessions(1, used, 0);
@@ -668,6 +763,11 @@ mod tests {
         assert_eq!(b.granted(0), 2, "the stale node got nothing more");
         // Node 0 comes back and reports: it is fresh, and behind.
         b.at(t0 + GRANT_STALE * 5);
+        b.probe_answered(0, true);
+        assert!(
+            b.is_stale(0),
+            "a late answer to no question changes nothing"
+        );
         b.sessions(0, 1, 0);
         assert!(!b.is_stale(0));
         assert_eq!(
@@ -677,24 +777,67 @@ mod tests {
         );
     }
 
-    /// Idle nodes all go stale: nothing changes for them (no grants pile
-    /// up), and without a clock nothing ever goes stale.
+    /// Idle nodes that answer never go stale, however long they hold their
+    /// grants, and are asked less and less often; a report that lags an
+    /// accept (the connection came before the other node got its grants,
+    /// as after a burst) costs the other node a question, not its share.
+    /// Without a clock nobody is ever asked.
     #[test]
-    fn idle_nodes_going_stale_change_nothing() {
+    fn idle_nodes_answer_and_keep_their_share() {
         let t0 = Instant::now();
-        let mut b = ready(Balance::Grant, 3, Limits::default());
+        let mut b = ready(Balance::Grant, 2, Limits::default());
         b.at(t0);
-        assert_eq!(grants(&mut b), vec![(0, 1), (1, 1), (2, 1)]);
-        b.at(t0 + GRANT_STALE * 10);
-        assert!((0..3).all(|id| b.is_stale(id)));
-        assert!(grants(&mut b).is_empty());
-        assert_eq!(b.next_stale(), None, "no timer needed while all are stale");
+        assert_eq!(grants(&mut b), vec![(0, 1), (1, 1)]);
+        let mut asked = Vec::new();
+        let mut now = t0;
+        while now < t0 + MAX_QUIET * 4 {
+            let Some(at) = b.next_probe() else {
+                panic!("nodes holding grants are asked at some point");
+            };
+            assert!(at >= now);
+            now = at;
+            b.at(now);
+            let probes = b.take_probes();
+            assert_eq!(probes, vec![0, 1]);
+            for id in probes {
+                b.probe_answered(id, true);
+            }
+            asked.push(now.duration_since(t0).as_millis());
+            assert!(grants(&mut b).is_empty(), "nothing changes");
+        }
+        assert_eq!(asked[..6], [100, 300, 700, 1500, 3100, 4700], "{asked:?}");
+        assert!((0..2).all(|id| !b.is_stale(id)));
+        // Level at 4 each, node 1's last accept reported late: node 0's
+        // clients leave and it gets grants first.
+        let t1 = now + TICK;
+        b.at(t1);
+        b.sessions(0, 4, 0);
+        b.sessions(1, 3, 0);
+        grants(&mut b);
+        b.sessions(0, 0, 4);
+        grants(&mut b);
+        assert!(b.granted(0) >= 4, "node 0 may catch up: {b:?}");
+        assert!(b.granted(1) >= 1, "node 1 holds grants: {b:?}");
+        b.at(t1 + TICK / 5);
+        b.sessions(1, 1, 0);
+        let got = grants(&mut b);
+        assert!(got.iter().all(|(id, _)| *id == 0), "node 1 waits: {got:?}");
+        assert_eq!(b.next_probe(), Some(t1 + GRANT_STALE));
+        b.at(t1 + GRANT_STALE);
+        assert_eq!(b.take_probes(), vec![0]);
+        b.probe_answered(0, true);
+        assert!(!b.is_stale(0), "idle, not stuck");
+        let got = grants(&mut b);
+        assert!(
+            got.iter().all(|(id, _)| *id == 0),
+            "node 1 still waits: {got:?}"
+        );
         let mut clockless = ready(Balance::Grant, 2, Limits::default());
         assert_eq!(grants(&mut clockless), vec![(0, 1), (1, 1)]);
         clockless.sessions(1, 1, 0);
         assert_eq!(grants(&mut clockless), vec![(0, 1)], "node 0 may catch up");
-        assert!(!clockless.is_stale(0));
-        assert_eq!(clockless.next_stale(), None);
+        assert!(clockless.take_probes().is_empty());
+        assert_eq!(clockless.next_probe(), None);
     }
 
     /// Stale grants still count against the limits: a stopped node's
@@ -726,10 +869,26 @@ mod tests {
             .collect();
         let mut stopped: Option<NodeId> = None;
         let mut stuck_since: Option<u32> = None;
-        let stale_steps = (GRANT_STALE.as_millis() / TICK.as_millis()) as u32 + 1;
+        // Unanswered questions, and when they time out.
+        let mut asked: Vec<(NodeId, Instant)> = Vec::new();
+        let stale_steps = ((MAX_QUIET + PROBE_TIMEOUT).as_millis() / TICK.as_millis()) as u32 + 2;
         for step in 0..20_000u32 {
             let now = t0 + TICK * step;
             b.at(now);
+            for id in b.take_probes() {
+                if Some(id) == stopped {
+                    asked.push((id, now + PROBE_TIMEOUT));
+                } else {
+                    b.probe_answered(id, true);
+                }
+            }
+            asked.retain(|&(id, due)| {
+                if due > now {
+                    return true;
+                }
+                b.probe_answered(id, Some(id) != stopped);
+                false
+            });
             for (id, n) in b.take_grants() {
                 let r = real.get_mut(&id).expect("granted nodes exist");
                 r.grants += u64::from(n);

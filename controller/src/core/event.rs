@@ -94,9 +94,9 @@ pub enum Timer {
         /// The new controller.
         pid: u32,
     },
-    /// Grants held now go stale (`grant` mode): grant again, the others'
-    /// windows open.
-    Regrant,
+    /// A node holding grants may be stuck (`grant` mode): ask it whether
+    /// it answers (see [`crate::balance`]).
+    Probe,
     /// A reload's external replacement has run for
     /// [`EXTERNAL_SETTLE`](super::EXTERNAL_SETTLE): the reload goes on.
     ReloadSettled,
@@ -128,6 +128,14 @@ pub enum Event<C> {
     LinkUp(NodeKey),
     /// The node said it serves.
     Ready(NodeKey),
+    /// The answer to [`Command::Probe`]: the node answered in time
+    /// (`alive`) or did not.
+    Probed {
+        /// Which.
+        node: NodeKey,
+        /// Answered in time.
+        alive: bool,
+    },
     /// The node reports connections opened and closed since its last report.
     Sessions {
         /// Which.
@@ -248,6 +256,14 @@ pub enum Command<C> {
         node: NodeKey,
         /// How many.
         n: u32,
+    },
+    /// Ask the node whether it answers within `timeout` (it holds grants
+    /// and may be stuck); answer with [`Event::Probed`].
+    Probe {
+        /// Which.
+        node: NodeKey,
+        /// How long it has.
+        timeout: Duration,
     },
     /// Ask the node to stop.
     Stop {

@@ -83,8 +83,8 @@ pub struct SupervisorCore<C> {
     finished: bool,
     /// Connections waiting for a node (`dispatch` mode).
     queued: VecDeque<C>,
-    /// When a [`Timer::Regrant`] is due, if one is.
-    regrant_at: Option<Instant>,
+    /// When a [`Timer::Probe`] is due, if one is.
+    probe_at: Option<Instant>,
     /// Reports or connections arrived: grant or dispatch at the end of the
     /// batch.
     rebalance: bool,
@@ -125,7 +125,7 @@ impl<C> SupervisorCore<C> {
             outcome: None,
             finished: false,
             queued: VecDeque::new(),
-            regrant_at: None,
+            probe_at: None,
             rebalance: false,
             ever_ready: false,
             started: now,
@@ -225,6 +225,19 @@ impl<C> SupervisorCore<C> {
                 if let Some(slot) = self.current(node) {
                     slot.said_ready = true;
                     self.maybe_serving(now, node.id);
+                }
+            }
+            Event::Probed { node, alive } => {
+                if self.current(node).is_some_and(|s| !s.dead) {
+                    if !alive {
+                        tracing::warn!(
+                            node = node.id,
+                            "node holds grants and did not answer in {:?}: granting the others",
+                            crate::balance::PROBE_TIMEOUT
+                        );
+                    }
+                    self.balancer.probe_answered(node.id, alive);
+                    self.rebalance = true;
                 }
             }
             Event::Sessions {
@@ -435,13 +448,13 @@ impl<C> SupervisorCore<C> {
             }
         }
         // Grants that go unused (a hung node's) must not hold the others
-        // back for longer than the staleness limit: grant again then.
-        if let Some(at) = self.balancer.next_stale() {
-            if self.regrant_at.is_none_or(|due| at < due) {
-                self.regrant_at = Some(at);
+        // back for long: ask the node whether it answers then.
+        if let Some(at) = self.balancer.next_probe() {
+            if self.probe_at.is_none_or(|due| at < due) {
+                self.probe_at = Some(at);
                 self.commands.push_back(Command::Timer {
                     at,
-                    timer: Timer::Regrant,
+                    timer: Timer::Probe,
                 });
             }
         }
@@ -501,11 +514,22 @@ impl<C> SupervisorCore<C> {
     fn timer(&mut self, now: Instant, timer: Timer) {
         match timer {
             Timer::ReloadSettled => self.reload_progress(now),
-            Timer::Regrant => {
-                if self.regrant_at.is_some_and(|due| due <= now) {
-                    self.regrant_at = None;
+            Timer::Probe => {
+                if self.probe_at.is_some_and(|due| due <= now) {
+                    self.probe_at = None;
                 }
                 if self.stopping.is_none() {
+                    for id in self.balancer.take_probes() {
+                        if let Some(slot) = self.slots.get(&id).filter(|s| s.linked) {
+                            self.commands.push_back(Command::Probe {
+                                node: slot.key(),
+                                timeout: crate::balance::PROBE_TIMEOUT,
+                            });
+                        } else {
+                            // Not linked: it cannot answer.
+                            self.balancer.probe_answered(id, false);
+                        }
+                    }
                     self.send_grants();
                 }
             }

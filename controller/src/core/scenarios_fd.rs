@@ -8,7 +8,7 @@ use vole_control::control::Balance;
 use super::event::{Command, Event, NodeKey, Timer};
 use super::scenarios::{commands, config, serving};
 use super::SupervisorCore;
-use crate::balance::GRANT_STALE;
+use crate::balance::{GRANT_STALE, PROBE_TIMEOUT};
 
 fn dispatched(out: &[Command<u32>]) -> Vec<(NodeKey, u32)> {
     out.iter()
@@ -104,54 +104,91 @@ fn a_capacity_counts_for_its_own_node_only() {
     assert_eq!(dispatched(&commands(&mut core)), vec![(nodes[0].0, 1)]);
 }
 
-/// `grant` mode: a node that holds a grant and does not use it (stopped)
-/// holds the other back for [`GRANT_STALE`] at most: the core asks for a
-/// timer then, and grants to the other when it fires.
-#[test]
-fn unused_grants_go_stale_and_the_others_are_granted() {
-    let t0 = Instant::now();
-    let mut core = SupervisorCore::new(config(2, Balance::Grant), 1, t0);
-    let nodes = serving(&mut core, t0, 2);
-    let (stopped, running) = (nodes[0].0, nodes[1].0);
-    core.handle(t0, Event::BatchDone);
-    commands(&mut core);
-    // The running node uses its grant and reports; the stopped one does
-    // not. The running node waits for the other to catch up: no grant.
-    let t1 = t0 + Duration::from_millis(10);
-    core.handle(
-        t1,
-        Event::Sessions {
-            node: running,
-            opened: 1,
-            closed: 0,
-        },
-    );
-    core.handle(t1, Event::BatchDone);
-    let out = commands(&mut core);
-    assert!(
-        !out.iter()
-            .any(|c| matches!(c, Command::Grant { node, .. } if *node == running)),
-        "{out:?}"
-    );
-    // (The timer was asked for with the first grants: see the next test.)
-    let due = t0 + GRANT_STALE;
-    core.handle(due, Event::Timer(Timer::Regrant));
-    let out = commands(&mut core);
-    assert!(
-        out.iter()
-            .any(|c| matches!(c, Command::Grant { node, n } if *node == running && *n >= 1)),
-        "the stale grants no longer hold the running node back: {out:?}"
-    );
-    assert!(
-        !out.iter()
-            .any(|c| matches!(c, Command::Grant { node, .. } if *node == stopped)),
-        "the stopped node gets no more: {out:?}"
-    );
+fn probe_timers(out: &[Command<u32>]) -> Vec<Instant> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Timer {
+                at,
+                timer: Timer::Probe,
+            } => Some(*at),
+            _ => None,
+        })
+        .collect()
 }
 
-/// The first grants ask for a timer at the moment they go stale.
+fn probed(out: &[Command<u32>]) -> Vec<NodeKey> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Probe { node, timeout } => {
+                assert_eq!(*timeout, PROBE_TIMEOUT);
+                Some(*node)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn granted_to(out: &[Command<u32>], who: NodeKey) -> bool {
+    out.iter()
+        .any(|c| matches!(c, Command::Grant { node, n } if *node == who && *n >= 1))
+}
+
+/// `grant` mode: a node that holds a grant and does not use it (stopped)
+/// is asked whether it answers when its quiet spell ends; silent, it holds
+/// the other back no longer. One that answers keeps its share.
 #[test]
-fn granting_asks_for_a_regrant_timer() {
+fn silent_nodes_grants_go_stale_and_the_others_are_granted() {
+    for answers in [false, true] {
+        let t0 = Instant::now();
+        let mut core = SupervisorCore::new(config(2, Balance::Grant), 1, t0);
+        let nodes = serving(&mut core, t0, 2);
+        let (quiet, running) = (nodes[0].0, nodes[1].0);
+        core.handle(t0, Event::BatchDone);
+        commands(&mut core);
+        // The running node uses its grant and reports; the quiet one does
+        // not. The running node waits for the other to catch up: no grant.
+        let t1 = t0 + Duration::from_millis(10);
+        core.handle(
+            t1,
+            Event::Sessions {
+                node: running,
+                opened: 1,
+                closed: 0,
+            },
+        );
+        core.handle(t1, Event::BatchDone);
+        let out = commands(&mut core);
+        assert!(!granted_to(&out, running), "{out:?}");
+        // (The timer was asked for with the first grants: see the next
+        // test.)
+        let due = t0 + GRANT_STALE;
+        core.handle(due, Event::Timer(Timer::Probe));
+        let out = commands(&mut core);
+        assert_eq!(probed(&out), vec![quiet], "{out:?}");
+        assert!(!granted_to(&out, running), "not before it fails to answer");
+        let t2 = due + PROBE_TIMEOUT;
+        core.handle(
+            t2,
+            Event::Probed {
+                node: quiet,
+                alive: answers,
+            },
+        );
+        core.handle(t2, Event::BatchDone);
+        let out = commands(&mut core);
+        assert_eq!(
+            granted_to(&out, running),
+            !answers,
+            "answered {answers}: {out:?}"
+        );
+        assert!(!granted_to(&out, quiet), "{out:?}");
+    }
+}
+
+/// The first grants ask for a timer at the end of the first quiet spell;
+/// an answer asks for one twice as far.
+#[test]
+fn grants_ask_for_a_probe_timer() {
     let t0 = Instant::now();
     let mut core = SupervisorCore::new(config(2, Balance::Grant), 1, t0);
     core.start(t0, None);
@@ -162,29 +199,43 @@ fn granting_asks_for_a_regrant_timer() {
             _ => None,
         })
         .collect();
-    for (i, node) in spawned.into_iter().enumerate() {
+    for (i, node) in spawned.iter().enumerate() {
         core.handle(
             t0,
             Event::Spawned {
-                node,
+                node: *node,
                 pid: 10 + i as u32,
             },
         );
-        core.handle(t0, Event::LinkUp(node));
-        core.handle(t0, Event::Ready(node));
+        core.handle(t0, Event::LinkUp(*node));
+        core.handle(t0, Event::Ready(*node));
     }
     let out = commands(&mut core);
-    let timers: Vec<Instant> = out
-        .iter()
-        .filter_map(|c| match c {
-            Command::Timer {
-                at,
-                timer: Timer::Regrant,
-            } => Some(*at),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(timers, vec![t0 + GRANT_STALE], "one timer: {out:?}");
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Grant { .. })),
+        "{out:?}"
+    );
+    assert_eq!(probe_timers(&out), vec![t0 + GRANT_STALE], "{out:?}");
+    let t1 = t0 + GRANT_STALE;
+    core.handle(t1, Event::Timer(Timer::Probe));
+    let out = commands(&mut core);
+    assert_eq!(probed(&out), spawned, "{out:?}");
+    assert!(
+        probe_timers(&out).is_empty(),
+        "nothing to time while asking"
+    );
+    for node in &spawned {
+        core.handle(
+            t1,
+            Event::Probed {
+                node: *node,
+                alive: true,
+            },
+        );
+    }
+    core.handle(t1, Event::BatchDone);
+    let out = commands(&mut core);
+    assert_eq!(probe_timers(&out), vec![t1 + GRANT_STALE * 2], "{out:?}");
 }
 
 /// At a graceful stop, connections waiting for a full node go to it all

@@ -459,6 +459,14 @@ impl World {
                 let known = self.procs.values().any(|p| p.key == node && p.linked);
                 self.check(n > 0 && known, "grant to a node that never linked up");
             }
+            Command::Probe { node, .. } => {
+                // Answered in order with its heartbeats (a hung node's
+                // silence is reported when the probe times out).
+                let alive = self
+                    .proc_of(node)
+                    .is_some_and(|(_, p)| p.alive && !p.hung && p.linked && !p.link_closed);
+                self.push(Source::Heartbeat(node.gen), Event::Probed { node, alive });
+            }
             Command::Stop {
                 node,
                 graceful,
@@ -571,7 +579,7 @@ impl World {
                             "retire deadline past the grace and margin",
                         );
                     }
-                    Timer::UpgradeDeadline { .. } | Timer::Regrant | Timer::ReloadSettled => {}
+                    Timer::UpgradeDeadline { .. } | Timer::Probe | Timer::ReloadSettled => {}
                 }
                 self.schedule(at, Due::Core(timer));
             }
@@ -1134,7 +1142,14 @@ impl World {
             if busy {
                 continue;
             }
-            if self.timeline.is_empty() {
+            // Questions to idle nodes holding grants recur for as long as
+            // the service runs (like heartbeats): they do not keep the
+            // world from settling.
+            if self
+                .timeline
+                .values()
+                .all(|due| matches!(due, Due::Core(Timer::Probe)))
+            {
                 return;
             }
             self.tick(Duration::from_secs(3600));

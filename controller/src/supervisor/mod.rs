@@ -447,6 +447,21 @@ impl Driver {
                     tasks::call_oneway(control, "grant", (n,));
                 }
             }
+            Command::Probe { node, timeout } => match self.control(node) {
+                Some(control) => {
+                    tokio::spawn(tasks::probe(
+                        self.tx.clone(),
+                        node,
+                        control.clone(),
+                        timeout,
+                    ));
+                }
+                None => {
+                    let _ = self
+                        .tx
+                        .send(Msg::Core(Event::Probed { node, alive: false }));
+                }
+            },
             Command::Stop {
                 node,
                 graceful,

@@ -242,6 +242,21 @@ pub(super) async fn run_control(
     }
 }
 
+/// Asks a node that holds grants whether it answers within `limit` (see
+/// [`crate::balance`]); a failing link counts as no answer.
+pub(super) async fn probe(
+    tx: mpsc::UnboundedSender<Msg>,
+    node: NodeKey,
+    control: RemoteObject,
+    limit: Duration,
+) {
+    let alive = matches!(
+        tokio::time::timeout(limit, control.call("ping", ())).await,
+        Ok(Ok(_))
+    );
+    let _ = tx.send(Msg::Core(Event::Probed { node, alive }));
+}
+
 /// Pings the node; a missed answer means it is hung.
 pub(super) async fn heartbeat(
     tx: mpsc::UnboundedSender<Msg>,
