@@ -32,7 +32,7 @@ use std::marker::PhantomData;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{CommandFactory as _, FromArgMatches as _};
+use clap::FromArgMatches as _;
 use serde::de::DeserializeOwned;
 use vole_link::{LinkInfo, Object};
 
@@ -218,7 +218,7 @@ impl Host {
         let name = self.service.name.clone();
         let serve_about =
             format!("Serve the {name} service (TLS with a generated dev certificate by default)");
-        let mut cmd = HostCli::command()
+        let mut cmd = crate::cli::command()
             .name(name.clone())
             .bin_name(name)
             .version(self.service.version.clone())

@@ -49,6 +49,7 @@
 
 pub mod cli;
 mod daemon;
+mod defaults;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;

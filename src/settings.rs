@@ -17,6 +17,8 @@ use vole_controller::balance::Limits;
 use vole_controller::restart::RestartPolicy;
 use vole_link::Overload;
 
+use crate::defaults;
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -26,6 +28,16 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl LogFormat {
+    /// The name used in settings: `text` or `json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 impl std::str::FromStr for LogFormat {
@@ -469,9 +481,6 @@ pub fn parse_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// The default keep-alive period asked of peers, seconds.
-pub const DEFAULT_KEEP_ALIVE: f64 = 30.0;
-
 /// The keep-alive period: 0 turns it off; anything else must be at least
 /// the 100 ms a link can time (VPy agrees to any positive period).
 fn keep_alive_period(value: f64) -> Result<Option<Duration>, SettingsError> {
@@ -559,10 +568,7 @@ impl Settings {
         if listen.is_empty() {
             return Err(invalid("listen", "needs at least one address"));
         }
-        let backlog = args
-            .backlog
-            .or(f.backlog)
-            .unwrap_or(vole_control::listen::DEFAULT_BACKLOG);
+        let backlog = args.backlog.or(f.backlog).unwrap_or(defaults::BACKLOG);
         if backlog < 1 {
             return Err(invalid("backlog", "must be at least 1"));
         }
@@ -606,14 +612,14 @@ impl Settings {
         let max_message = args
             .max_message
             .or(f.max_message)
-            .unwrap_or(16 * 1024 * 1024);
+            .unwrap_or(defaults::MAX_MESSAGE);
         if max_message < 1024 {
             return Err(invalid("max-message", "must be at least 1024 bytes"));
         }
         let max_inflight = args
             .max_inflight
             .or(f.max_inflight)
-            .unwrap_or_else(|| vole_link::LinkConfig::default().max_inflight);
+            .unwrap_or_else(defaults::max_inflight);
         if max_inflight < 1 {
             return Err(invalid("max-inflight", "must be at least 1"));
         }
@@ -625,7 +631,7 @@ impl Settings {
         let link_buffer_budget = args
             .link_buffer_budget
             .or(f.link_buffer_budget)
-            .unwrap_or(vole_link::DEFAULT_MAX_BUFFERED.max(max_message));
+            .unwrap_or(defaults::LINK_BUFFER_BUDGET.max(max_message));
         if link_buffer_budget < max_message {
             return Err(invalid(
                 "link-buffer-budget",
@@ -635,7 +641,7 @@ impl Settings {
         let node_buffer_budget = args
             .node_buffer_budget
             .or(f.node_buffer_budget)
-            .unwrap_or(vole_link::budget::DEFAULT_NODE_BUDGET.max(max_message));
+            .unwrap_or(defaults::NODE_BUFFER_BUDGET.max(max_message));
         if node_buffer_budget < max_message {
             return Err(invalid(
                 "node-buffer-budget",
@@ -650,7 +656,7 @@ impl Settings {
         if threads == Some(0) {
             return Err(invalid("threads", "must be at least 1"));
         }
-        let default_restart = RestartPolicy::default();
+        let default_restart = defaults::restart();
         let restart = RestartPolicy {
             base: secs(
                 "restart.backoff-base",
@@ -670,7 +676,9 @@ impl Settings {
                 .unwrap_or(default_restart.intensity),
             period: secs(
                 "restart.period",
-                args.restart_period.or(restart.period).unwrap_or(60.0),
+                args.restart_period
+                    .or(restart.period)
+                    .unwrap_or(default_restart.period.as_secs_f64()),
             )?,
             stable_after: default_restart.stable_after,
         };
@@ -684,7 +692,7 @@ impl Settings {
             .log_level
             .clone()
             .or(log.level)
-            .unwrap_or_else(|| "info".to_owned());
+            .unwrap_or_else(|| defaults::LOG_LEVEL.to_owned());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(invalid(
                 "log.level",
@@ -752,20 +760,24 @@ impl Settings {
                 "handshake-timeout",
                 args.handshake_timeout
                     .or(f.handshake_timeout)
-                    .unwrap_or(10.0),
+                    .unwrap_or(defaults::HANDSHAKE_TIMEOUT),
             )?,
             write_timeout: secs(
                 "write-timeout",
-                args.write_timeout.or(f.write_timeout).unwrap_or(30.0),
+                args.write_timeout
+                    .or(f.write_timeout)
+                    .unwrap_or(defaults::WRITE_TIMEOUT),
             )?,
             keep_alive: keep_alive_period(
                 args.keep_alive
                     .or(f.keep_alive)
-                    .unwrap_or(DEFAULT_KEEP_ALIVE),
+                    .unwrap_or(defaults::KEEP_ALIVE),
             )?,
             idle_timeout: optional_secs(
                 "idle-timeout",
-                args.idle_timeout.or(f.idle_timeout).unwrap_or(0.0),
+                args.idle_timeout
+                    .or(f.idle_timeout)
+                    .unwrap_or(defaults::IDLE_TIMEOUT),
             )?,
             max_message,
             max_call_time: args
@@ -773,17 +785,19 @@ impl Settings {
                 .or(f.max_call_time)
                 .map(|v| secs("max-call-time", v))
                 .transpose()?,
-            grace: secs("grace", args.grace.or(f.grace).unwrap_or(10.0))?,
+            grace: secs("grace", args.grace.or(f.grace).unwrap_or(defaults::GRACE))?,
             restart,
             heartbeat_interval: secs(
                 "heartbeat.interval",
                 args.heartbeat_interval
                     .or(heartbeat.interval)
-                    .unwrap_or(1.0),
+                    .unwrap_or(defaults::HEARTBEAT_INTERVAL),
             )?,
             heartbeat_timeout: secs(
                 "heartbeat.timeout",
-                args.heartbeat_timeout.or(heartbeat.timeout).unwrap_or(3.0),
+                args.heartbeat_timeout
+                    .or(heartbeat.timeout)
+                    .unwrap_or(defaults::HEARTBEAT_TIMEOUT),
             )?,
             log_level,
             log_format: args.log_format.or(log.format).unwrap_or_default(),
@@ -797,7 +811,9 @@ impl Settings {
             metrics: args.metrics.or(f.metrics),
             ticket_rotation: secs(
                 "ticket-rotation",
-                args.ticket_rotation.or(f.ticket_rotation).unwrap_or(3600.0),
+                args.ticket_rotation
+                    .or(f.ticket_rotation)
+                    .unwrap_or(defaults::TICKET_ROTATION),
             )?,
             service: f.service,
             node_command,

@@ -28,6 +28,17 @@ fn completions_cover_every_subcommand_in_every_shell() {
     }
     let (_, bash, _) = vole(&["completions", "bash"]);
     assert!(bash.contains("_vole()"), "{bash}");
+    // Internal subcommands are not offered (as `bash` `vole,exec-node)`,
+    // `zsh` `(exec-node)`, `fish` `-a "exec-node"`); `bench-server` is
+    // still named in a help text.
+    for shell in ["bash", "zsh", "fish"] {
+        let (_, out, _) = vole(&["completions", shell]);
+        assert!(!out.contains("exec-node"), "{shell} offers exec-node");
+        assert!(!out.contains("vole,node)"), "{shell} offers node");
+        for offered in ["bench-server)", "\"bench-server\""] {
+            assert!(!out.contains(offered), "{shell} offers bench-server");
+        }
+    }
 }
 
 #[test]
@@ -70,6 +81,31 @@ fn serve_help_groups_its_options_under_headings() {
         assert!(
             out[section_start..next].contains(option),
             "{option} is not under {heading:?}"
+        );
+    }
+}
+
+/// Defaults come from the one place the settings read them from, shown
+/// as clap shows its own.
+#[test]
+fn serve_help_shows_the_defaults_the_settings_use() {
+    let (code, out, err) = vole(&["serve", "--help"]);
+    assert_eq!(code, Some(0), "{err}");
+    for (option, default) in [
+        ("--keep-alive", "30"),
+        ("--handshake-timeout", "10"),
+        ("--max-message", "16777216"),
+        ("--overload", "wait"),
+        ("--log-level", "info"),
+        ("--restart-period", "60"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(option))
+            .unwrap_or_else(|| panic!("no {option}:\n{out}"));
+        assert!(
+            line.ends_with(&format!("[default: {default}]")),
+            "{option}: {line}"
         );
     }
 }

@@ -2,8 +2,10 @@
 //! internal node modes. Turned into settings by [`ServeArgs::overrides`];
 //! the settings know nothing of clap.
 //!
-//! The doc comments here are the `--help` texts, where `[10]` is a default
-//! value, not a link, and `<port>` a placeholder, not HTML.
+//! The doc comments here are the `--help` texts, where `[grant]` is a
+//! default, not a link, and `<port>` a placeholder, not HTML. Fixed
+//! defaults are not written here but added from [`crate::defaults`]
+//! (`cli::help`).
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::net::SocketAddr;
@@ -230,28 +232,28 @@ pub struct ServeArgs {
     /// Where the dev certificate and admin socket live [$VOLE_STATE_DIR, else $XDG_STATE_HOME/<service>, else ~/.local/state/<service>].
     #[arg(help_heading = "Daemon and files", long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Seconds a connection has to complete VOP and TLS [10].
+    /// Seconds a connection has to complete VOP and TLS.
     #[arg(help_heading = "Network", long, value_name = "SECS")]
     pub handshake_timeout: Option<f64>,
-    /// Largest accepted message, in bytes [16777216].
+    /// Largest accepted message, in bytes.
     #[arg(help_heading = "Network", long, value_name = "BYTES")]
     pub max_message: Option<usize>,
-    /// Seconds to let calls finish on stop before closing links by force [10].
+    /// Seconds to let calls finish on stop before closing links by force.
     #[arg(help_heading = "Supervision", long, value_name = "SECS")]
     pub grace: Option<f64>,
-    /// Seconds a link may make no write progress (the peer stopped reading) before it is closed [30].
+    /// Seconds a link may make no write progress (the peer stopped reading) before it is closed.
     #[arg(help_heading = "Network", long, value_name = "SECS")]
     pub write_timeout: Option<f64>,
-    /// Seconds between the keep-alives asked of every peer; a link silent for 1.5 periods is closed; 0 asks none [30].
+    /// Seconds between the keep-alives asked of every peer; a link silent for 1.5 periods is closed; 0 asks none.
     #[arg(help_heading = "Network", long, value_name = "SECS")]
     pub keep_alive: Option<f64>,
-    /// Seconds a link may go without a call before it is closed; 0 never closes idle links [0].
+    /// Seconds a link may go without a call before it is closed; 0 never closes idle links.
     #[arg(help_heading = "Network", long, value_name = "SECS")]
     pub idle_timeout: Option<f64>,
     /// Seconds a served call may run before it is cancelled (its caller gets a `vole.cancelled` exception) [no limit].
     #[arg(help_heading = "Calls and budgets", long, value_name = "SECS")]
     pub max_call_time: Option<f64>,
-    /// Listen backlog [1024].
+    /// Listen backlog.
     #[arg(help_heading = "Network", long, value_name = "N")]
     pub backlog: Option<i32>,
     /// Worker threads per process [the number of CPUs in one-process mode, 1 per node].
@@ -272,28 +274,28 @@ pub struct ServeArgs {
     /// Most open connections from one IP address, per serving process (each node, or the one process).
     #[arg(help_heading = "Nodes and balancing", long, value_name = "N")]
     pub max_clients_per_ip: Option<u64>,
-    /// The peer's calls one link runs at once [1024].
+    /// The peer's calls one link runs at once.
     #[arg(help_heading = "Calls and budgets", long, value_name = "N")]
     pub max_inflight: Option<usize>,
-    /// Calls beyond --max-inflight: wait (stop reading) or refuse (answer "overloaded" at once) [wait].
+    /// Calls beyond --max-inflight: wait (stop reading) or refuse (answer "overloaded" at once).
     #[arg(help_heading = "Calls and budgets", long, value_name = "MODE")]
     pub overload: Option<vole_link::Overload>,
-    /// Bytes of the peer's calls one link may hold before it stops reading, at least --max-message [67108864].
+    /// Bytes of the peer's calls one link may hold before it stops reading, at least --max-message.
     #[arg(help_heading = "Calls and budgets", long, value_name = "BYTES")]
     pub link_buffer_budget: Option<usize>,
-    /// Bytes of the peer's calls the links of one node may hold together before the links holding most stop reading [268435456].
+    /// Bytes of the peer's calls the links of one node may hold together before the links holding most stop reading.
     #[arg(help_heading = "Calls and budgets", long, value_name = "BYTES")]
     pub node_buffer_budget: Option<usize>,
-    /// Seconds between heartbeats to each node [1].
+    /// Seconds between heartbeats to each node.
     #[arg(help_heading = "Supervision", long, value_name = "SECS")]
     pub heartbeat_interval: Option<f64>,
-    /// Seconds a node may take to answer a heartbeat before it is killed as hung [3].
+    /// Seconds a node may take to answer a heartbeat before it is killed as hung.
     #[arg(help_heading = "Supervision", long, value_name = "SECS")]
     pub heartbeat_timeout: Option<f64>,
-    /// Node restarts allowed within --restart-period before the service stops [5].
+    /// Node restarts allowed within --restart-period before the service stops.
     #[arg(help_heading = "Supervision", long, value_name = "N")]
     pub restart_intensity: Option<u32>,
-    /// The window for --restart-intensity, seconds [60].
+    /// The window for --restart-intensity, seconds.
     #[arg(help_heading = "Supervision", long, value_name = "SECS")]
     pub restart_period: Option<f64>,
     /// The admin socket `vole status` talks to [admin-<port>.sock in the state directory].
@@ -308,10 +310,10 @@ pub struct ServeArgs {
     /// Log to this file instead of stderr (reopened on SIGUSR1).
     #[arg(help_heading = "Logging and metrics", long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// Log format: text or json [text].
+    /// Log format: text or json.
     #[arg(help_heading = "Logging and metrics", long, value_name = "FORMAT")]
     pub log_format: Option<crate::settings::LogFormat>,
-    /// Log level or filter (e.g. info, debug, vole_link=trace) [info]; RUST_LOG overrides.
+    /// Log level or filter (e.g. info, debug, vole_link=trace); RUST_LOG overrides.
     #[arg(help_heading = "Logging and metrics", long, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Run nodes as this user (the controller binds first, then drops privileges).
@@ -326,7 +328,7 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on this address.
     #[arg(help_heading = "Logging and metrics", long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// Seconds between TLS session-ticket key rotations [3600].
+    /// Seconds between TLS session-ticket key rotations.
     #[arg(help_heading = "TLS", long, value_name = "SECS")]
     pub ticket_rotation: Option<f64>,
     /// Run this command as each node instead of the service's own code: a program in any language that serves on the listening socket it gets at descriptor 3 (systemd socket activation: LISTEN_FDS, LISTEN_PID, plus VOLE_NODE_ID). Balance shared (default) or reuseport.

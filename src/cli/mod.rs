@@ -11,6 +11,7 @@ pub mod call;
 pub mod config;
 pub(crate) mod docs;
 pub mod exit;
+mod help;
 pub mod node;
 pub mod out;
 mod run;
@@ -23,5 +24,6 @@ pub use args::{
     StatusArgs, StopArgs, TargetArgs,
 };
 pub use call::{CallArgs, DescribeArgs};
+pub(crate) use help::command;
 pub use run::{controller_runtime, init_client_logging, run_host_command, runtime};
 pub use trust::ClientArgs;

@@ -118,7 +118,7 @@ pub fn run_host_command(
         // `Host` documents its whole command line (its own subcommands
         // too); called directly, the host commands are what there is.
         c @ (HostCommand::Completions(_) | HostCommand::Man) => {
-            let cli = <super::HostCli as clap::CommandFactory>::command()
+            let cli = super::command()
                 .name(service.name.clone())
                 .bin_name(service.name.clone());
             super::docs::generate(&c, cli, &service.name).unwrap_or(Ok(()))
