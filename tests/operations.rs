@@ -1352,6 +1352,26 @@ async fn metrics_in(mode: &'static str) {
                 && l.contains("reason=\"bad_vop\"")),
         "{mode}: {body}"
     );
+    // Every metric has its help text, and the build is named.
+    let helped: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for l in body.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = l.split_whitespace().nth(2).unwrap_or_default();
+        assert!(
+            helped.contains(&name),
+            "{mode}: no # HELP for {name}:\n{body}"
+        );
+    }
+    assert!(helped.len() >= 8, "{mode}: {helped:?}");
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        metric(&body, "vole_build_info", &[&version]),
+        Some(1.0),
+        "{mode}: vole_build_info:\n{body}"
+    );
     for c in &clients {
         harness::close(&c.link).await;
     }

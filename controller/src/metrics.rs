@@ -14,6 +14,9 @@
 //! | `vole_node_restarts_total` | counter | node |
 //! | `vole_call_duration_seconds` | histogram | node |
 //! | `vole_nodes` | gauge | — |
+//!
+//! [`describe`] gives each its `# HELP` text (and unit); the embedding
+//! program adds `vole_build_info`.
 
 use std::collections::HashMap;
 
@@ -22,6 +25,44 @@ use vole_link::metrics::BUCKETS;
 
 /// Name of the call latency histogram (the exporter needs its buckets).
 pub const CALL_DURATION: &str = "vole_call_duration_seconds";
+
+/// Every metric above with its help text (the exporter writes it as
+/// `# HELP`): call once the exporter is installed.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("vole_sessions", "Open links (sessions) on the node.");
+    describe_gauge!(
+        "vole_calls_inflight",
+        "Calls the node is running now for its peers."
+    );
+    describe_counter!("vole_calls_total", "Calls the node answered.");
+    describe_counter!(
+        "vole_call_errors_total",
+        "Calls the node answered with an error or exception."
+    );
+    describe_counter!(
+        "vole_calls_cancelled_total",
+        "Calls cancelled before they finished (the caller's deadline or cancel, or max-call-time)."
+    );
+    describe_counter!(
+        "vole_accepts_total",
+        "Connections the node took (accepted or was handed)."
+    );
+    describe_counter!(
+        "vole_handshake_failures_total",
+        "Connections closed before the link was up, by reason."
+    );
+    describe_counter!(
+        "vole_node_restarts_total",
+        "Times the controller restarted the node in this slot."
+    );
+    describe_histogram!(
+        CALL_DURATION,
+        Unit::Seconds,
+        "How long the node took to answer calls."
+    );
+    describe_gauge!("vole_nodes", "Nodes serving now.");
+}
 
 /// Remembers the last histogram counts per node, to record only what is new.
 #[derive(Debug, Default)]

@@ -87,6 +87,12 @@ impl Endpoint {
             )
             .and_then(|b| b.install_recorder())
             .map_err(|e| failure(e.to_string()))?;
+        vole_controller::metrics::describe();
+        metrics::describe_gauge!(
+            "vole_build_info",
+            "Always 1; the labels say which vole serves."
+        );
+        metrics::gauge!("vole_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let upkeep = handle.clone();
         tokio::spawn(async move {
             loop {
