@@ -16,6 +16,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    // ---- peer faults: PROXY protocol ---------------------------------------
+    /// A PROXY protocol header is missing, malformed, too large, or from a
+    /// source not allowed to send one.
+    #[error("bad PROXY protocol header: {0}")]
+    ProxyHeader(String),
     // ---- peer faults: VEC ------------------------------------------------
     /// An entity declares more bytes than the configured message cap.
     #[error("message of at least {declared} bytes exceeds the cap of {max} bytes")]
@@ -149,7 +154,8 @@ impl Error {
     pub fn is_peer_fault(&self) -> bool {
         matches!(
             self,
-            Error::TooLarge { .. }
+            Error::ProxyHeader(_)
+                | Error::TooLarge { .. }
                 | Error::TooDeep { .. }
                 | Error::InvalidCode { .. }
                 | Error::OutOfRange { .. }

@@ -14,6 +14,7 @@
 //! * [`vop`]: the VOP negotiation line in both roles.
 //! * [`tls`] and [`stream`]: TLS 1.3 through rustls, PLAIN, dev certificates,
 //!   and the connection type the link runs over.
+//! * [`proxy`]: the PROXY protocol header a TCP balancer sends first.
 //!
 //! What it is not: it knows nothing of calls, objects or gateways (that is
 //! `vole-link`), and the codec and negotiation code does no I/O: it takes
@@ -28,6 +29,7 @@ pub mod entity;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod proxy;
 pub mod serde;
 pub mod stream;
 pub mod tickets;
