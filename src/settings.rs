@@ -83,6 +83,8 @@ pub struct FileConfig {
     group: Option<String>,
     allow_root_nodes: Option<bool>,
     metrics: Option<SocketAddr>,
+    health: Option<SocketAddr>,
+    shutdown_delay: Option<f64>,
     ticket_rotation: Option<f64>,
     transports: Option<TransportsSection>,
     tls: Option<TlsSection>,
@@ -234,6 +236,10 @@ pub struct Overrides {
     pub allow_root_nodes: bool,
     /// Prometheus endpoint.
     pub metrics: Option<SocketAddr>,
+    /// Health endpoint.
+    pub health: Option<SocketAddr>,
+    /// Not-ready period before a drain, seconds.
+    pub shutdown_delay: Option<f64>,
     /// Ticket rotation, seconds.
     pub ticket_rotation: Option<f64>,
     /// External nodes: this command (split like a shell does).
@@ -434,6 +440,11 @@ pub struct Settings {
     pub allow_root_nodes: bool,
     /// Prometheus endpoint.
     pub metrics: Option<SocketAddr>,
+    /// Health endpoint (`/livez`, `/readyz`).
+    pub health: Option<SocketAddr>,
+    /// How long a graceful stop first serves on while not ready (zero:
+    /// drain at once).
+    pub shutdown_delay: Duration,
     /// Ticket key rotation period.
     pub ticket_rotation: Duration,
     /// The hosted service's own settings (the `[service]` table), unchecked
@@ -809,6 +820,14 @@ impl Settings {
             group,
             allow_root_nodes: args.allow_root_nodes || f.allow_root_nodes.unwrap_or(false),
             metrics: args.metrics.or(f.metrics),
+            health: args.health.or(f.health),
+            shutdown_delay: optional_secs(
+                "shutdown-delay",
+                args.shutdown_delay
+                    .or(f.shutdown_delay)
+                    .unwrap_or(defaults::SHUTDOWN_DELAY),
+            )?
+            .unwrap_or(Duration::ZERO),
             ticket_rotation: secs(
                 "ticket-rotation",
                 args.ticket_rotation

@@ -41,6 +41,8 @@ mod vpy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::{connect, echo, serial, sleep_call, wait_dead, Opts, Serve, TempDir};
@@ -767,11 +769,14 @@ async fn upgrade_with_metrics_hands_the_endpoint_over() {
     let pid_dir = TempDir::new("ops-upgrade-metrics-pid");
     let pidfile = pid_dir.path().join("vole.pid");
     let mport = free_port();
+    let hport = free_port();
     let serve = Serve::start(Opts::new(2, "grant").args(&[
         "--pidfile",
         &s(&pidfile),
         "--metrics",
         &format!("127.0.0.1:{mport}"),
+        "--health",
+        &format!("127.0.0.1:{hport}"),
     ]))
     .await;
     let tree = Tree::new(serve.dir.path());
@@ -780,6 +785,23 @@ async fn upgrade_with_metrics_hands_the_endpoint_over() {
     let limit = Duration::from_secs(30);
     wait_nodes(&admin, 2, limit).await;
     assert_eq!(read_pid(&pidfile), serve.pid);
+    // A balancer's health check every 20 ms, across the upgrade: always
+    // ready (the health socket passes over like the metrics socket).
+    let probing = Arc::new(AtomicBool::new(true));
+    let prober = {
+        let probing = probing.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut bad) = (0u32, Vec::new());
+            while probing.load(Ordering::SeqCst) {
+                match http_get(hport, "/readyz").await {
+                    Ok(_) => ok += 1,
+                    Err(e) => bad.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, bad)
+        })
+    };
     let c = connect(serve.port()).await.expect("connect");
     for i in 0..3 {
         echo(&c.gw, i).await.expect("echo");
@@ -801,6 +823,12 @@ async fn upgrade_with_metrics_hands_the_endpoint_over() {
         serve.log()
     );
     harness::close(&c.link).await;
+    probing.store(false, Ordering::SeqCst);
+    let (ok, bad) = prober.await.expect("prober");
+    assert!(
+        ok > 0 && bad.is_empty(),
+        "/readyz across the upgrade: {ok} ok, {bad:?}"
+    );
     let new = read_pid(&pidfile);
     assert_ne!(new, serve.pid, "the pid file names the new controller");
     assert!(r.stdout.contains("the new controller serves"), "{r:?}");

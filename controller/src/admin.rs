@@ -51,6 +51,33 @@ pub enum AdminRequest {
     /// Start a new controller from the executable on disk, hand it the
     /// listening sockets, and step down once its nodes serve.
     Upgrade,
+    /// Whether the service serves and is ready for new connections,
+    /// answered at once (nothing is asked of the nodes).
+    Health,
+    /// Stop being ready for new connections, serve on for the shutdown
+    /// delay, then drain and stop gracefully (a preStop hook's `vole
+    /// drain`). Idempotent; answered when the delay is over.
+    Drain,
+}
+
+/// The service's health, as load balancers and orchestrators probe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// `serving` (ready for new connections), `draining` (a shutdown
+    /// delay or a drain: no new connections wanted, existing ones served),
+    /// or `not_serving` (no node serves).
+    pub state: String,
+    /// Nodes serving now.
+    pub serving: u32,
+    /// Nodes the service runs when all is well.
+    pub nodes: u32,
+}
+
+impl HealthReport {
+    /// Whether new connections are welcome.
+    pub fn ready(&self) -> bool {
+        self.state == "serving"
+    }
 }
 
 /// One node, as `status` reports it.
@@ -151,6 +178,9 @@ pub struct AdminResponse {
     /// The status, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusReport>,
+    /// The health, for `health`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthReport>,
 }
 
 impl AdminResponse {
@@ -160,6 +190,15 @@ impl AdminResponse {
             ok: true,
             error: None,
             status: None,
+            health: None,
+        }
+    }
+
+    /// A health report.
+    pub fn health(report: HealthReport) -> Self {
+        AdminResponse {
+            health: Some(report),
+            ..AdminResponse::ok()
         }
     }
 
@@ -169,6 +208,7 @@ impl AdminResponse {
             ok: false,
             error: Some(e.into()),
             status: None,
+            health: None,
         }
     }
 }
@@ -397,6 +437,7 @@ mod tests {
                             mode: "single".into(),
                             ..StatusReport::default()
                         }),
+                        health: None,
                     },
                     _ => AdminResponse::error("not here"),
                 }

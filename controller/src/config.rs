@@ -32,6 +32,10 @@ pub struct ControllerConfig {
     pub heartbeat_timeout: Duration,
     /// Default grace period of a graceful stop.
     pub grace: Duration,
+    /// How long a graceful stop (SIGTERM, `vole drain`) first serves on
+    /// while reporting not-ready, so that balancers stop sending new
+    /// connections before the drain begins (0: drain at once).
+    pub shutdown_delay: Duration,
     /// The configuration every node gets (its `node_id` is filled in).
     pub node: NodeConfig,
     /// Extra arguments for `vole node` (threads, verbosity).

@@ -1,4 +1,4 @@
-//! Admin commands (`vole stop`, `reload`, `scale`, `reopen-logs`,
+//! Admin commands (`vole stop`, `drain`, `reload`, `scale`, `reopen-logs`,
 //! `upgrade`): one request over the service's admin socket.
 
 use std::path::PathBuf;

@@ -67,6 +67,9 @@ pub enum HostCommand {
     Status(StatusArgs),
     /// Stop a running service: gracefully, or at once with --force.
     Stop(StopArgs),
+    /// Stop gracefully the way a balancer expects: not ready at once (/readyz 404), serving on for the
+    /// shutdown delay, then draining. Idempotent; returns when the drain begins (a preStop hook).
+    Drain(TargetArgs),
     /// Re-read the configuration and replace the nodes one by one.
     Reload(TargetArgs),
     /// Run this many nodes.
@@ -328,6 +331,12 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on this address.
     #[arg(help_heading = "Logging and metrics", long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Serve HTTP health probes on this address: /livez (the controller answers) and /readyz (200 serving, 404 from the first instant of a shutdown delay or drain, 503 no node serves).
+    #[arg(help_heading = "Supervision", long, value_name = "ADDR")]
+    pub health: Option<SocketAddr>,
+    /// Seconds a graceful stop (SIGTERM, vole drain) first serves on while /readyz says 404, so that balancers stop sending connections before the drain.
+    #[arg(help_heading = "Supervision", long, value_name = "SECS")]
+    pub shutdown_delay: Option<f64>,
     /// Seconds between TLS session-ticket key rotations.
     #[arg(help_heading = "TLS", long, value_name = "SECS")]
     pub ticket_rotation: Option<f64>,
@@ -375,6 +384,8 @@ impl ServeArgs {
             restart_intensity: a.restart_intensity,
             restart_period: a.restart_period,
             admin_socket: a.admin_socket,
+            health: a.health,
+            shutdown_delay: a.shutdown_delay,
             daemon: a.daemon,
             pidfile: a.pidfile,
             log_file: a.log_file,

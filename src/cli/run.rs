@@ -134,6 +134,15 @@ pub fn run_host_command(
                 match command {
                     HostCommand::Status(args) => super::status::run(args, service).await,
                     HostCommand::Stop(args) => super::admin::stop(args, service).await,
+                    HostCommand::Drain(t) => {
+                        super::admin::simple(
+                            t,
+                            service,
+                            vole_controller::admin::AdminRequest::Drain,
+                            "draining: the shutdown delay is over",
+                        )
+                        .await
+                    }
                     HostCommand::Reload(t) => {
                         super::admin::simple(
                             t,

@@ -100,6 +100,8 @@ pub enum Timer {
     /// A reload's external replacement has run for
     /// [`EXTERNAL_SETTLE`](super::EXTERNAL_SETTLE): the reload goes on.
     ReloadSettled,
+    /// The not-ready period before a drain (`shutdown_delay`) is over.
+    ShutdownDelay,
 }
 
 /// A new TLS ticket key (made by the driver: it needs the OS's random

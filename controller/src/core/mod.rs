@@ -32,6 +32,7 @@ use crate::config::ControllerConfig;
 use crate::restart::{Decision, Restarts};
 use crate::spawn::NodeCommand;
 
+mod drain;
 mod event;
 mod ops;
 #[cfg(test)]
@@ -44,7 +45,7 @@ mod state;
 
 pub use crate::lifecycle::{Lifecycle, Outcome};
 pub use event::{Command, DeathCause, Event, NewTicketKey, NodeKey, RequestId, Sig, Timer};
-use state::{Phase, ReloadState, Slot, StopState, Upgrade};
+use state::{NotReady, Phase, ReloadState, Slot, StopState, Upgrade};
 
 /// How long a node whose control link closed may take to exit by itself
 /// before it is killed.
@@ -94,6 +95,11 @@ pub struct SupervisorCore<C> {
     ticket_keys: Vec<TicketKey>,
     reload: Option<ReloadState>,
     upgrade: Option<Upgrade>,
+    /// The not-ready period before a drain, while it runs.
+    not_ready: Option<NotReady>,
+    /// The stop was asked by `vole drain`: a later SIGTERM (the
+    /// orchestrator's, after its preStop hook) does not force it.
+    drain_asked: bool,
     commands: VecDeque<Command<C>>,
 }
 
@@ -132,6 +138,8 @@ impl<C> SupervisorCore<C> {
             ticket_keys: Vec::new(),
             reload: None,
             upgrade: None,
+            not_ready: None,
+            drain_asked: false,
             commands: VecDeque::new(),
         }
     }
@@ -514,6 +522,7 @@ impl<C> SupervisorCore<C> {
     fn timer(&mut self, now: Instant, timer: Timer) {
         match timer {
             Timer::ReloadSettled => self.reload_progress(now),
+            Timer::ShutdownDelay => self.shutdown_delay_over(now),
             Timer::Probe => {
                 if self.probe_at.is_some_and(|due| due <= now) {
                     self.probe_at = None;

@@ -28,7 +28,7 @@ enum Op {
 }
 
 impl<C> SupervisorCore<C> {
-    fn reply(&mut self, req: Option<RequestId>, response: AdminResponse) {
+    pub(super) fn reply(&mut self, req: Option<RequestId>, response: AdminResponse) {
         if let Some(req) = req {
             self.commands.push_back(Command::Reply { req, response });
         }
@@ -37,12 +37,9 @@ impl<C> SupervisorCore<C> {
     pub(super) fn signal(&mut self, now: Instant, sig: Sig) {
         match sig {
             Sig::Term => match self.stopping {
-                None => {
-                    tracing::info!(
-                        signal = "SIGTERM",
-                        "stopping gracefully (a second signal forces)"
-                    );
-                    self.begin_stop(now, false, self.config.grace);
+                None => self.drain(now, None, false),
+                Some(_) if self.drain_asked => {
+                    tracing::info!(signal = "SIGTERM", "already draining (vole drain)");
                 }
                 Some(s) if !s.force => {
                     tracing::warn!(signal = "SIGTERM", "second signal: forcing the stop");
@@ -80,6 +77,11 @@ impl<C> SupervisorCore<C> {
             AdminRequest::Scale { nodes } => self.op(now, Op::Scale(nodes), Some(req)),
             AdminRequest::ReopenLogs => self.op(now, Op::ReopenLogs, Some(req)),
             AdminRequest::Upgrade => self.op(now, Op::Upgrade, Some(req)),
+            AdminRequest::Health => {
+                let report = self.health();
+                self.reply(Some(req), AdminResponse::health(report));
+            }
+            AdminRequest::Drain => self.drain(now, Some(req), true),
         }
     }
 
@@ -161,6 +163,12 @@ impl<C> SupervisorCore<C> {
         // new controller of an upgrade), rather than accepted and closed.
         if self.stopping.is_none() {
             self.commands.push_back(Command::StopAccepting);
+        }
+        // A drain waiting out its delay is overtaken: it has begun.
+        if let Some(not_ready) = self.not_ready.take() {
+            for req in not_ready.replies {
+                self.reply(Some(req), AdminResponse::ok());
+            }
         }
         let overdue = self.stopping.is_some_and(|s| s.overdue);
         self.stopping = Some(StopState {

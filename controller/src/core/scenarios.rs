@@ -24,6 +24,7 @@ pub(super) fn config(nodes: u32, balance: Balance) -> ControllerConfig {
         heartbeat_interval: Duration::from_secs(1),
         heartbeat_timeout: Duration::from_secs(2),
         grace: Duration::from_secs(5),
+        shutdown_delay: Duration::ZERO,
         node: NodeConfig {
             node_id: 0,
             balance,

@@ -186,6 +186,11 @@ fn config(rng: &mut Rng) -> ControllerConfig {
         heartbeat_interval: Duration::from_secs(1),
         heartbeat_timeout: Duration::from_secs(1),
         grace,
+        shutdown_delay: if rng.chance(30) {
+            rng.millis(500)
+        } else {
+            Duration::ZERO
+        },
         node: NodeConfig {
             node_id: 0,
             balance,
@@ -579,7 +584,10 @@ impl World {
                             "retire deadline past the grace and margin",
                         );
                     }
-                    Timer::UpgradeDeadline { .. } | Timer::Probe | Timer::ReloadSettled => {}
+                    Timer::UpgradeDeadline { .. }
+                    | Timer::Probe
+                    | Timer::ReloadSettled
+                    | Timer::ShutdownDelay => {}
                 }
                 self.schedule(at, Due::Core(timer));
             }
@@ -1052,8 +1060,12 @@ impl World {
                 }
             }
             1 => {
-                let sig = [Sig::Term, Sig::Int, Sig::Quit][self.rng.below(3) as usize];
-                self.feed(Event::Signal(sig));
+                if self.rng.chance(25) {
+                    self.admin(AdminRequest::Drain);
+                } else {
+                    let sig = [Sig::Term, Sig::Int, Sig::Quit][self.rng.below(3) as usize];
+                    self.feed(Event::Signal(sig));
+                }
             }
             2..=4 => {
                 if self.rng.chance(50) {
@@ -1212,7 +1224,10 @@ impl World {
             if self.core.stopping.is_none() {
                 self.feed(Event::Signal(Sig::Term));
             }
-            self.check(self.core.stopping.is_some(), "SIGTERM did not stop");
+            self.check(
+                self.core.stopping.is_some() || self.core.not_ready.is_some(),
+                "SIGTERM did not stop",
+            );
             self.settle();
         }
         let Some((_, outcome)) = self.finished.clone() else {

@@ -134,3 +134,10 @@ pub(crate) enum Upgrade {
         req: Option<RequestId>,
     },
 }
+
+/// A not-ready period before a drain, in progress.
+#[derive(Debug)]
+pub(crate) struct NotReady {
+    /// `vole drain` requests, answered when the drain begins.
+    pub(crate) replies: Vec<RequestId>,
+}

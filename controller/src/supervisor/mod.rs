@@ -787,6 +787,7 @@ impl Driver {
                 ok: true,
                 error: None,
                 status: Some(status),
+                health: None,
             });
         });
     }

@@ -46,6 +46,7 @@ pub fn controller_config(
         heartbeat_interval: s.heartbeat_interval,
         heartbeat_timeout: s.heartbeat_timeout,
         grace: s.grace,
+        shutdown_delay: s.shutdown_delay,
         node: NodeConfig {
             node_id: 0,
             balance: s.balance,
@@ -85,6 +86,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         inherited.as_mut().and_then(|i| i.metrics.take()),
     )?
     .map(std::sync::Arc::new);
+    let health =
+        super::health::Endpoint::open(s.health, inherited.as_mut().and_then(|i| i.health.take()))?
+            .map(std::sync::Arc::new);
     // A controller started by an upgrade answers scrapes once it serves
     // (the old one answers until then).
     if let (Some(e), false) = (&endpoint, upgraded) {
@@ -124,6 +128,12 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         }
     };
     tracing::info!(service = %p.service.name, path = %admin.path().display(), nodes, balance = s.balance.name(), "controller starting");
+    // Probes are answered from the start (not ready until a node serves);
+    // after an upgrade, once this controller serves.
+    let admin_path = admin.path().to_owned();
+    if let (Some(h), false) = (&health, upgraded) {
+        h.start(&admin_path)?;
+    }
     if s.balance == vole_control::control::Balance::Reuseport && migrate_req() == Some(false) {
         tracing::warn!("reuseport: net.ipv4.tcp_migrate_req is 0, so connections queued on a node's socket when it retires (reload, upgrade, scale-down, a node replaced) are reset; set it to 1 (sysctl -w net.ipv4.tcp_migrate_req=1) for the kernel to move them to another node, or use balance shared, grant or dispatch");
     }
@@ -146,6 +156,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let ready_endpoint = endpoint.clone();
     let notify_endpoint = endpoint.clone();
     let upgrade_endpoint = endpoint;
+    let ready_health = health.clone();
+    let notify_health = health.clone();
+    let upgrade_health = health;
     let log_to_file = s.log_file.is_some();
     let notifier = p.notifier.clone();
     let watchdog = notifier.watchdog_interval();
@@ -157,6 +170,11 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
             if let (true, Some(e)) = (serving, &ready_endpoint) {
                 if let Err(f) = e.start() {
                     tracing::error!(error = %format!("{:#}", f.error), "metrics endpoint");
+                }
+            }
+            if let (true, Some(h)) = (serving, &ready_health) {
+                if let Err(f) = h.start(&admin_path) {
+                    tracing::error!(error = %format!("{:#}", f.error), "health endpoint");
                 }
             }
         })),
@@ -175,6 +193,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
             if let (Lifecycle::MainPid(_), Some(e)) = (event, &notify_endpoint) {
                 e.stop();
             }
+            if let (Lifecycle::MainPid(_), Some(h)) = (event, &notify_health) {
+                h.stop();
+            }
             if event == Lifecycle::Stopping {
                 // Let systemd wait for the drain (TimeoutStopSec may be
                 // shorter than the grace period).
@@ -191,7 +212,8 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         reopen_logs: Box::new(move || log.reopen().map_err(|e| e.to_string())),
         upgrade: Box::new(move |request| {
             let metrics = upgrade_endpoint.as_ref().map(|e| e.fd());
-            super::upgrade::spawn(&relaunch, request, metrics, &upgrade_notifier)
+            let health = upgrade_health.as_ref().map(|h| h.fd());
+            super::upgrade::spawn(&relaunch, request, metrics, health, &upgrade_notifier)
         }),
     };
     let outcome = bound

@@ -40,7 +40,7 @@ pub struct Endpoint {
 /// Whether `inherited` (from the controller being upgraded) is the socket
 /// for `addr`: the same address, or the same IP when `addr` asks for any
 /// port.
-fn fits(inherited: &std::net::TcpListener, addr: SocketAddr) -> bool {
+pub(super) fn fits(inherited: &std::net::TcpListener, addr: SocketAddr) -> bool {
     inherited.local_addr().is_ok_and(|have| {
         have.ip() == addr.ip() && (addr.port() == 0 || have.port() == addr.port())
     })

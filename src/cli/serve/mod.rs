@@ -9,6 +9,7 @@
 //! or prints why the start failed; nothing is lost silently.
 
 mod controller;
+mod health;
 mod metrics;
 pub(crate) mod privileges;
 mod setup;

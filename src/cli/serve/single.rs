@@ -1,14 +1,15 @@
 //! One-process mode: this process serves.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use vole_controller::admin::{
-    AdminHandler, AdminRequest, AdminResponse, AdminSocket, NodeReport, StatusReport,
+    AdminHandler, AdminRequest, AdminResponse, AdminSocket, HealthReport, NodeReport, StatusReport,
 };
 use vole_node::Service;
 use vole_transport::tickets::{SharedTicketer, TicketKey};
@@ -19,10 +20,14 @@ use super::setup::{
 use crate::cli::exit::Failure;
 
 /// What the admin socket and signals ask of the single process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Ask {
-    Stop { force: bool },
+    Stop {
+        force: bool,
+    },
     ReopenLogs,
+    /// `vole drain`: answered when the drain begins.
+    Drain(oneshot::Sender<()>),
 }
 
 /// Admin requests in one-process mode: status of this process as node 0.
@@ -32,6 +37,8 @@ struct SingleAdmin {
     listen: Vec<String>,
     asks: mpsc::UnboundedSender<Ask>,
     grace: Duration,
+    /// In the shutdown delay: not ready for new connections.
+    not_ready: Arc<AtomicBool>,
 }
 
 impl AdminHandler for SingleAdmin {
@@ -66,6 +73,7 @@ impl AdminHandler for SingleAdmin {
                             nodes: vec![node],
                             grace_ms: self.grace.as_millis() as u64,
                         }),
+                        health: None,
                     }
                 }
                 AdminRequest::Stop { force, .. } => {
@@ -74,6 +82,24 @@ impl AdminHandler for SingleAdmin {
                 }
                 AdminRequest::ReopenLogs => {
                     let _ = self.asks.send(Ask::ReopenLogs);
+                    AdminResponse::ok()
+                }
+                AdminRequest::Health => {
+                    let draining =
+                        self.service.is_stopping() || self.not_ready.load(Ordering::SeqCst);
+                    AdminResponse::health(HealthReport {
+                        state: if draining { "draining" } else { "serving" }.to_owned(),
+                        serving: 1,
+                        nodes: 1,
+                    })
+                }
+                AdminRequest::Drain if self.service.is_stopping() => AdminResponse::ok(),
+                AdminRequest::Drain => {
+                    let (tx, rx) = oneshot::channel();
+                    if self.asks.send(Ask::Drain(tx)).is_ok() {
+                        // Dropped unanswered only when the process stops.
+                        let _ = rx.await;
+                    }
                     AdminResponse::ok()
                 }
                 AdminRequest::Reload | AdminRequest::Scale { .. } | AdminRequest::Upgrade => {
@@ -184,14 +210,21 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let admin = AdminSocket::bind(&s.admin_path(addrs.first()))
         .await
         .map_err(anyhow::Error::from)?;
+    let not_ready = Arc::new(AtomicBool::new(false));
+    let admin_path = admin.path().to_owned();
     let handler: Arc<dyn AdminHandler> = Arc::new(SingleAdmin {
         service: service.clone(),
         started: Instant::now(),
         listen: addrs.iter().map(ToString::to_string).collect(),
         asks: asks_tx,
         grace: s.grace,
+        not_ready: not_ready.clone(),
     });
     let admin_task = tokio::spawn(async move { admin.serve(handler).await });
+    let health = super::health::Endpoint::open(s.health, None)?;
+    if let Some(h) = &health {
+        h.start(&admin_path)?;
+    }
     announce(
         &p.service.name,
         &addrs,
@@ -220,26 +253,74 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let mut int = signal(SignalKind::interrupt()).context("signal handler")?;
     let mut quit = signal(SignalKind::quit()).context("signal handler")?;
     let mut usr1 = signal(SignalKind::user_defined1()).context("signal handler")?;
+    // SIGTERM and `vole drain` first serve on, not ready, for the shutdown
+    // delay (if any); then the drain.
+    let mut drains: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut drain_asked = false;
+    let mut delay_until: Option<tokio::time::Instant> = None;
+    let begin_delay = |by: &str, until: &mut Option<tokio::time::Instant>| -> bool {
+        if until.is_some() {
+            tracing::info!(
+                by,
+                "already not ready; draining when the shutdown delay ends"
+            );
+            return false;
+        }
+        if s.shutdown_delay.is_zero() {
+            tracing::info!(by, "stopping gracefully");
+            return true;
+        }
+        tracing::info!(by, delay = ?s.shutdown_delay, "not ready: serving on for the shutdown delay, then draining");
+        not_ready.store(true, Ordering::SeqCst);
+        *until = Some(tokio::time::Instant::now() + s.shutdown_delay);
+        false
+    };
     let force = loop {
+        let delay_over = async {
+            match delay_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping gracefully"); break false; }
+            _ = term.recv() => if begin_delay("SIGTERM", &mut delay_until) { break false },
             _ = int.recv() => { tracing::info!("SIGINT: fast stop"); break true; }
             _ = quit.recv() => { tracing::info!("SIGQUIT: fast stop"); break true; }
             _ = usr1.recv() => reopen(p),
+            _ = delay_over => { tracing::info!("shutdown delay over: draining"); break false; }
             Some(ask) = asks.recv() => match ask {
                 Ask::Stop { force } => { tracing::info!(force, "stop requested on the admin socket"); break force; }
                 Ask::ReopenLogs => reopen(p),
+                Ask::Drain(reply) => {
+                    drains.push(reply);
+                    drain_asked = true;
+                    if begin_delay("vole drain", &mut delay_until) {
+                        break false;
+                    }
+                }
             },
         }
     };
+    for reply in drains {
+        let _ = reply.send(());
+    }
     p.notifier.extend_timeout(s.grace + Duration::from_secs(5));
     p.notifier.lifecycle(vole_controller::Lifecycle::Stopping);
     let shutdown = service.shutdown(if force { FORCE_GRACE } else { s.grace });
     tokio::pin!(shutdown);
+    // A second signal forces, but not the orchestrator's SIGTERM after its
+    // preStop hook's `vole drain`.
     let forced = tokio::select! {
         forced = &mut shutdown => forced,
         _ = async {
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {}, _ = quit.recv() => {} }
+            loop {
+                tokio::select! {
+                    _ = term.recv() => if !drain_asked { break },
+                    _ = int.recv() => break,
+                    _ = quit.recv() => break,
+                }
+                tracing::info!("SIGTERM: already draining (vole drain)");
+            }
         } => {
             tracing::warn!("forcing the stop: closing every link now");
             for link in service.links() {

@@ -3,8 +3,8 @@
 //! The running controller starts a new controller from the executable path
 //! it was started from (so a binary replaced on disk is picked up), with the
 //! same arguments minus `--daemon`, and hands it, at fixed descriptor
-//! numbers, the listening sockets, the admin socket, the metrics endpoint's
-//! socket and the write end of a readiness pipe; the environment says which
+//! numbers, the listening sockets, the admin socket, the metrics and health
+//! endpoints' sockets and the write end of a readiness pipe; the environment says which
 //! is which. The new controller adopts them instead of binding, starts its
 //! nodes (which accept from the very same sockets, so no connection is
 //! refused), and once they serve takes over the pid file, answers metrics
@@ -28,6 +28,7 @@ const ENV_FROM: &str = "VOLE_UPGRADE_FROM";
 const ENV_LISTEN: &str = "VOLE_UPGRADE_LISTEN_FDS";
 const ENV_ADMIN: &str = "VOLE_UPGRADE_ADMIN_FD";
 const ENV_METRICS: &str = "VOLE_UPGRADE_METRICS_FD";
+const ENV_HEALTH: &str = "VOLE_UPGRADE_HEALTH_FD";
 const ENV_READY: &str = "VOLE_UPGRADE_READY_FD";
 /// The first descriptor handed over.
 const FIRST_FD: RawFd = 3;
@@ -45,6 +46,8 @@ pub struct Inherited {
     pub admin: Option<OwnedFd>,
     /// Its metrics endpoint's listening socket.
     pub metrics: Option<std::net::TcpListener>,
+    /// Its health endpoint's listening socket.
+    pub health: Option<std::net::TcpListener>,
     /// Where to say "ok" once serving.
     pub ready: Option<OwnedFd>,
 }
@@ -91,10 +94,20 @@ impl Inherited {
         let metrics = num(ENV_METRICS)?
             .map(|fd| adopt(fd, "metrics socket").map(std::net::TcpListener::from))
             .transpose()?;
+        let health = num(ENV_HEALTH)?
+            .map(|fd| adopt(fd, "health socket").map(std::net::TcpListener::from))
+            .transpose()?;
         let ready = num(ENV_READY)?
             .map(|fd| adopt(fd, "readiness pipe"))
             .transpose()?;
-        for name in [ENV_FROM, ENV_LISTEN, ENV_ADMIN, ENV_METRICS, ENV_READY] {
+        for name in [
+            ENV_FROM,
+            ENV_LISTEN,
+            ENV_ADMIN,
+            ENV_METRICS,
+            ENV_HEALTH,
+            ENV_READY,
+        ] {
             // Single-threaded here (documented precondition).
             std::env::remove_var(name);
         }
@@ -108,6 +121,7 @@ impl Inherited {
             listeners,
             admin,
             metrics,
+            health,
             ready,
         }))
     }
@@ -135,12 +149,13 @@ impl Relaunch {
 }
 
 /// Starts the new controller of an upgrade, handing it the sockets of
-/// `request` and the metrics endpoint's socket (`metrics`, which this
+/// `request` and the metrics and health endpoints' sockets (which this
 /// program serves, not the controller).
 pub fn spawn(
     relaunch: &Relaunch,
     request: UpgradeRequest<'_>,
     metrics: Option<BorrowedFd<'_>>,
+    health: Option<BorrowedFd<'_>>,
     notifier: &vole_controller::systemd::Notifier,
 ) -> Result<UpgradeChild, String> {
     let (ready_read, ready_write) =
@@ -161,6 +176,10 @@ pub fn spawn(
         fds.push(m.as_raw_fd());
         FIRST_FD + fds.len() as RawFd - 1
     });
+    let health_number = health.map(|h| {
+        fds.push(h.as_raw_fd());
+        FIRST_FD + fds.len() as RawFd - 1
+    });
     fds.push(ready_write.as_raw_fd());
     let ready_number = FIRST_FD + fds.len() as RawFd - 1;
 
@@ -176,6 +195,9 @@ pub fn spawn(
     }
     if let Some(n) = metrics_number {
         cmd.env(ENV_METRICS, n.to_string());
+    }
+    if let Some(n) = health_number {
+        cmd.env(ENV_HEALTH, n.to_string());
     }
     // The new controller talks to systemd as the successor (and must not
     // inherit a WATCHDOG_PID naming this process).
