@@ -57,6 +57,7 @@ pub mod resolve;
 pub mod router;
 pub mod seqmap;
 pub mod service;
+mod session;
 mod shared;
 pub mod uri;
 mod violation;
@@ -69,6 +70,7 @@ pub use model::{CallError, CallFuture, Error, Object, ObjectRef, RemoteObject, V
 pub use pipeline::Pipeline;
 pub use proto::CallKind;
 pub use remote::{CallOptions, CallWith, IntoArgs};
+pub use session::Session;
 pub use shared::LinkStats;
 pub use violation::ProtocolViolation;
-pub use vole_transport::{Entity, FromEntity, IntoEntity};
+pub use vole_transport::{Entity, FromEntity, IntoEntity, PeerIdentity};

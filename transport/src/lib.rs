@@ -13,7 +13,8 @@
 //!   arguments and results need no hand-written code.
 //! * [`vop`]: the VOP negotiation line in both roles.
 //! * [`tls`] and [`stream`]: TLS 1.3 through rustls, PLAIN, dev certificates,
-//!   and the connection type the link runs over.
+//!   client certificates, and the connection type the link runs over.
+//! * [`identity`]: who the peer proved to be ([`PeerIdentity`]).
 //!
 //! What it is not: it knows nothing of calls, objects or gateways (that is
 //! `vole-link`), and the codec and negotiation code does no I/O: it takes
@@ -28,6 +29,7 @@ pub mod entity;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod serde;
 pub mod stream;
 pub mod tickets;
@@ -38,4 +40,5 @@ pub mod vop;
 pub use convert::{FromEntity, IntoEntity};
 pub use entity::{Entity, Owner, RefEncoder, VFloat, WireRef};
 pub use error::Error;
+pub use identity::PeerIdentity;
 pub use num_bigint::BigInt;
