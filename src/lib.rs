@@ -47,6 +47,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod cli;
 mod daemon;
 mod defaults;

@@ -297,9 +297,14 @@ fn service_config(
 ) -> Result<ServiceConfig, Error> {
     let tls = match &cfg.tls {
         Some(material) => {
+            let client_auth = material.client_ca_pem.as_ref().map(|ca| tls::ClientAuth {
+                ca_pem: ca.clone().into_bytes(),
+                required: material.client_auth_required,
+            });
             let config = tls::server_config_from_pem(
                 material.cert_pem.as_bytes(),
                 material.key_pem.as_bytes(),
+                client_auth.as_ref(),
             )?
             .config;
             Some(with_ticketer(&config, ticketer.clone()))

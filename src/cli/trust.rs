@@ -25,6 +25,12 @@ pub struct ClientArgs {
     /// Do not verify the server certificate at all (dangerous).
     #[arg(long)]
     pub insecure: bool,
+    /// Present this client certificate chain (PEM) to servers that ask for one (needs --key).
+    #[arg(long, value_name = "FILE", requires = "key", conflicts_with = "plain")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Where to find the local dev certificate, trusted automatically for localhost.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -72,7 +78,13 @@ pub fn client_config(args: &ClientArgs, host: &str) -> anyhow::Result<ClientConf
                 None => ServerTrust::SystemRoots,
             }
         };
-        ClientConfig::tls(&trust)?
+        let cert = match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::ClientCert::from_files(cert, key).context("--cert/--key")?)
+            }
+            _ => None,
+        };
+        ClientConfig::tls_with_cert(&trust, cert.as_ref())?
     };
     config.transport.connect_timeout = timeout;
     config.transport.handshake_timeout = timeout;

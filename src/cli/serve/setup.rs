@@ -266,17 +266,33 @@ pub fn tls_material(
             tls::ensure_dev_identity(&settings.state_dir).context("dev certificate")?
         }
     };
-    let server = tls::server_config(&ServerIdentity::Files {
-        cert: cert.clone(),
-        key: key.clone(),
-    })
+    let client_auth = settings
+        .client_auth
+        .as_ref()
+        .map(|c| c.load())
+        .transpose()
+        .map_err(Failure::usage)?;
+    let server = tls::server_config_with(
+        &ServerIdentity::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        client_auth.as_ref(),
+    )
     .map_err(|e| Failure::usage(anyhow::Error::new(e).context("tls")))?;
+    if let Some(c) = &settings.client_auth {
+        tracing::info!(ca = %c.ca.display(), mode = c.mode.name(), "tls client certificates");
+    }
     tracing::info!(fingerprint = %tls::fingerprint_hex(&server.fingerprint), cert = %cert.display(), "tls certificate (sha256)");
     let read =
         |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()));
     let material = TlsMaterial {
         cert_pem: read(&cert)?,
         key_pem: read(&key)?,
+        client_ca_pem: client_auth
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(&c.ca_pem).into_owned()),
+        client_auth_required: client_auth.as_ref().is_some_and(|c| c.required),
     };
     Ok(Some((material, server.config)))
 }
