@@ -95,6 +95,7 @@ pub fn serve_plain(factory: GatewayFactory) -> Service {
         },
         node_id: None,
         admission: Default::default(),
+        authorizer: None,
     };
     Service::new(config, factory)
 }

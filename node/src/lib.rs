@@ -17,11 +17,13 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod capacity;
 pub mod lograte;
 pub mod process;
 mod service;
 
+pub use auth::{AllowList, Authorize, Authorizer};
 pub use service::{
     Admission, GatewayFactory, Service, ServiceConfig, ServiceStats, SessionObserver, Snapshot,
     DRAIN_QUIET,

@@ -27,7 +27,7 @@ use vole_transport::tls;
 use vole_transport::vop::ServerPolicy;
 
 use crate::capacity::{Capacity, FdBudget};
-use crate::{Error, GatewayFactory, Service, ServiceConfig, SessionObserver};
+use crate::{Authorizer, Error, GatewayFactory, Service, ServiceConfig, SessionObserver};
 use vole_control::control::{
     Balance, NodeConfig, NodeStatus, TicketKeys, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
 };
@@ -294,6 +294,7 @@ fn listener_from(fd: OwnedFd) -> Result<TcpListener, Error> {
 fn service_config(
     cfg: &NodeConfig,
     ticketer: &Arc<SharedTicketer>,
+    authorizer: Option<Authorizer>,
 ) -> Result<ServiceConfig, Error> {
     let tls = match &cfg.tls {
         Some(material) => {
@@ -335,6 +336,12 @@ fn service_config(
             max_clients: cfg.budgets.max_clients,
             max_clients_per_ip: cfg.budgets.max_clients_per_ip,
         },
+        authorizer: crate::auth::all_of([
+            cfg.access
+                .clone()
+                .map(|rules| Arc::new(crate::AllowList::new(rules)) as Authorizer),
+            authorizer,
+        ]),
     })
 }
 
@@ -410,7 +417,14 @@ pub fn serve_factory(factory: GatewayFactory) -> NodeInit {
 /// ends it. Its failure ends the node: [`InitError::Config`] as a
 /// configuration error (not restarted), [`InitError::Failed`] as
 /// [`Error::Init`] (restarted as the restart policy says).
-pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
+///
+/// `authorizer` (the host's own, if it has one) decides which clients are
+/// served, together with the allow lists the controller sends.
+pub async fn run(
+    args: NodeArgs,
+    init: NodeInit,
+    authorizer: Option<Authorizer>,
+) -> Result<NodeExit, Error> {
     let fault = std::env::var(FAULT_ENV).ok();
     let state = Arc::new(NodeState {
         started: Instant::now(),
@@ -488,7 +502,7 @@ pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
             tracing::warn!("malformed ticket keys from the controller; tickets disabled until the next rotation");
         }
     }
-    let service_cfg = match service_config(&cfg, &state.ticketer) {
+    let service_cfg = match service_config(&cfg, &state.ticketer, authorizer) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %vole_link::object::error_chain(&e), "node configuration is unusable");
@@ -881,6 +895,7 @@ mod tests {
             },
             node_id: Some(0),
             admission: Default::default(),
+            authorizer: None,
         };
         Service::with_observer(
             config,

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use vole_link::{Link, LinkConfig, LinkInfo, LinkSetup, Object};
 use vole_transport::stream::{self, ServerSettings};
 
+use crate::auth::Authorizer;
 use crate::lograte::{log_limited, LogRate};
 
 /// How long a draining link waits for its peer to stop calling before it
@@ -51,6 +52,9 @@ pub struct ServiceConfig {
     pub node_id: Option<u32>,
     /// Which connections this service refuses at once.
     pub admission: Admission,
+    /// Which clients this service serves, asked after the transport
+    /// handshake (see [`crate::auth`]); `None` serves every client.
+    pub authorizer: Option<Authorizer>,
 }
 
 /// Connection limits a service applies itself, as it accepts. A refused
@@ -74,6 +78,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("link", &self.link)
             .field("node_id", &self.node_id)
             .field("admission", &self.admission)
+            .field("authorizer", &self.authorizer.is_some())
             .finish()
     }
 }
@@ -276,6 +281,22 @@ impl Service {
         };
         let mut info = LinkInfo::from_conn(&conn_info);
         info.node_id = inner.config.node_id;
+        if let Some(authorizer) = &inner.config.authorizer {
+            if let Err(reason) = authorizer.authorize(&info) {
+                // Closed before the link handshake: the client learns
+                // nothing but that its link failed.
+                drop(conn);
+                inner
+                    .stats
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut reasons) = inner.failure_reasons.lock() {
+                    *reasons.entry(REFUSED).or_default() += 1;
+                }
+                log_unauthorized(peer, info.identity.as_ref(), &reason);
+                return;
+            }
+        }
         let gateway = (inner.factory)(&info);
         let setup = LinkSetup {
             config: inner.config.link.clone(),
@@ -467,6 +488,29 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) 
     while set.next().await.is_some() {}
 }
 
+/// The handshake failure reason of a client the authorizer refused.
+pub const REFUSED: &str = "refused";
+
+fn log_unauthorized(
+    peer: Option<std::net::SocketAddr>,
+    identity: Option<&vole_link::PeerIdentity>,
+    reason: &str,
+) {
+    let identity = identity.map_or_else(|| "none".to_owned(), ToString::to_string);
+    log_limited(
+        &HANDSHAKE_LOG,
+        REFUSED,
+        || tracing::info!(?peer, %identity, %reason, "client refused by the authorizer"),
+        move |n| {
+            tracing::info!(
+                reason = REFUSED,
+                suppressed = n,
+                "client refused by the authorizer: {n} more suppressed in the last second"
+            )
+        },
+    );
+}
+
 /// Refused handshakes: at most this many lines a second for each reason;
 /// the rest are counted, and the count logged when the second ends.
 static HANDSHAKE_LOG: LogRate = LogRate::new(5, Duration::from_secs(1));
@@ -532,6 +576,7 @@ mod tests {
             },
             node_id: None,
             admission: Admission::default(),
+            authorizer: None,
         };
         Service::new(
             config,

@@ -341,6 +341,8 @@ pub(super) fn service_config(
             max_clients: min_some(s.limits.max_clients, s.limits.max_node_clients),
             max_clients_per_ip: s.max_clients_per_ip,
         },
+        // The host's (see `HostedService::authorizer`); the caller sets it.
+        authorizer: None,
     }
 }
 
