@@ -163,7 +163,7 @@ def scenario_values(port):
 def scenario_errors(port):
     gw, link = connect(port)
     kind, got = outcome(lambda: meta(gw, 'methods'))
-    want = ('consume', 'consumed', 'echo', 'invoke', 'raise_exception', 'sleep', 'urlget')
+    want = ('consume', 'consumed', 'echo', 'invoke', 'raise_exception', 'sleep', 'urlget', 'whoami')
     check('meta.methods', kind == 'ok' and tuple(sorted(got)) == want, '%s %r' % (kind, got))
 
     kind, got = outcome(lambda: meta(gw, 'doc'))
