@@ -283,9 +283,6 @@ impl Service {
         info.node_id = inner.config.node_id;
         if let Some(authorizer) = &inner.config.authorizer {
             if let Err(reason) = authorizer.authorize(&info) {
-                // Closed before the link handshake: the client learns
-                // nothing but that its link failed.
-                drop(conn);
                 inner
                     .stats
                     .handshake_failures
@@ -294,6 +291,10 @@ impl Service {
                     *reasons.entry(REFUSED).or_default() += 1;
                 }
                 log_unauthorized(peer, info.identity.as_ref(), &reason);
+                // Closed before the link handshake (after counting, so a
+                // client that sees the close sees the count): the client
+                // learns nothing but that its link failed.
+                drop(conn);
                 return;
             }
         }
@@ -563,6 +564,10 @@ mod tests {
     const LIMIT: Duration = Duration::from_secs(10);
 
     fn plain_service() -> Service {
+        plain_service_with(None)
+    }
+
+    fn plain_service_with(authorizer: Option<Authorizer>) -> Service {
         let config = ServiceConfig {
             transport: ServerSettings {
                 transports: ServerPolicy::new(false, true),
@@ -576,7 +581,7 @@ mod tests {
             },
             node_id: None,
             admission: Admission::default(),
-            authorizer: None,
+            authorizer,
         };
         Service::new(
             config,
@@ -590,6 +595,79 @@ mod tests {
                     .into_object()
             }),
         )
+    }
+
+    /// Serves one connection on an ephemeral port; connects to it (PLAIN)
+    /// and makes one call.
+    async fn connect_and_echo(service: &Service) -> Result<Value, LinkError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accept = async {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            service.serve_connection(tcp);
+        };
+        let client = async {
+            let config = vole_link::resolve::ClientConfig::plain();
+            let (link, gw) =
+                vole_link::resolve::connect_to("127.0.0.1", addr.port(), &config).await?;
+            let v = gw.call("echo", (1,)).await;
+            link.close().await;
+            v
+        };
+        let ((), result) = tokio::time::timeout(LIMIT, async { tokio::join!(accept, client) })
+            .await
+            .expect("in time");
+        result
+    }
+
+    fn refused(service: &Service) -> u64 {
+        service
+            .snapshot()
+            .handshake_failures_by_reason
+            .iter()
+            .find(|(r, _)| r == REFUSED)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    #[tokio::test]
+    async fn the_authorizer_sees_the_connection_and_may_refuse_it() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let refuse_second: Authorizer = Arc::new(move |info: &LinkInfo| {
+            let mut seen = log.lock().expect("lock");
+            seen.push((
+                info.transport,
+                info.peer_addr.is_some(),
+                info.identity.clone(),
+            ));
+            if seen.len() == 2 {
+                Err("the second one".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+        let service = plain_service_with(Some(refuse_second));
+        assert!(
+            connect_and_echo(&service).await.is_ok(),
+            "the first is served"
+        );
+        assert_eq!(refused(&service), 0);
+        let e = connect_and_echo(&service)
+            .await
+            .expect_err("the second is refused");
+        assert!(
+            !matches!(e, LinkError::Exception(_)),
+            "closed, not answered: {e:?}"
+        );
+        assert_eq!(refused(&service), 1);
+        assert!(
+            connect_and_echo(&service).await.is_ok(),
+            "the third is served"
+        );
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen, vec![(Some("PLAIN"), true, None); 3]);
+        let forced = service.shutdown(LIMIT).await;
+        assert_eq!(forced, 0);
     }
 
     #[test]
