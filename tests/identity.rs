@@ -241,6 +241,117 @@ async fn cpython_ssl_is_served_with_the_right_certificate_only() {
     assert_eq!(seen, "closed", "bob");
 }
 
+/// The identity `whoami` reports on a link, and whether its TLS session
+/// was resumed.
+async fn whoami_on(
+    port: u16,
+    config: &vole::link::resolve::ClientConfig,
+) -> (Option<String>, bool) {
+    try_whoami_on(port, config).await.expect("connect")
+}
+
+/// [`whoami_on`], or the connection's error.
+async fn try_whoami_on(
+    port: u16,
+    config: &vole::link::resolve::ClientConfig,
+) -> Result<(Option<String>, bool), String> {
+    use vole::link::{Entity, Value};
+    let (link, gw) = tokio::time::timeout(
+        Duration::from_secs(10),
+        vole::link::resolve::connect_to("127.0.0.1", port, config),
+    )
+    .await
+    .expect("connect in time")
+    .map_err(|e| format!("{e:#}"))?;
+    let resumed = link.info().tls.as_ref().expect("a TLS link").resumed;
+    let answer: Value = tokio::time::timeout(Duration::from_secs(10), gw.call("whoami", ()))
+        .await
+        .expect("whoami in time")
+        .expect("whoami");
+    let Entity::Tuple(items) = answer else {
+        panic!("whoami answered {answer:?}")
+    };
+    let identity = match items.get(2) {
+        Some(Entity::Str(s)) => Some(s.clone()),
+        Some(Entity::None) => None,
+        other => panic!("whoami's identity is {other:?}"),
+    };
+    tokio::time::timeout(Duration::from_secs(10), link.close())
+        .await
+        .expect("close in time");
+    Ok((identity, resumed))
+}
+
+/// A resumed TLS session is its first session's client: the identity
+/// comes back with it (rustls keeps the chain in the ticket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_keeps_its_identity() {
+    use vole_transport::tls::{local_dev_pin, ClientCert, ServerTrust};
+    let _serial = serial().await;
+    let pki = Pki::new();
+    let ca = pki.ca();
+    let serve = Serve::start(Opts::new(1, "grant").tls().args(&["--tls-client-ca", &ca])).await;
+    let pin = local_dev_pin(serve.dir.path()).expect("the dev certificate");
+    let cert = ClientCert::from_files(
+        Path::new(&pki.path("alice-cert.pem")),
+        Path::new(&pki.path("alice-key.pem")),
+    )
+    .expect("alice's certificate");
+    let config =
+        vole::link::resolve::ClientConfig::tls_with_cert(&ServerTrust::Pinned(pin), Some(&cert))
+            .expect("client config");
+    let first = whoami_on(serve.port(), &config).await;
+    assert_eq!(first, (Some("CN=alice".to_owned()), false));
+    let second = whoami_on(serve.port(), &config).await;
+    assert_eq!(
+        second,
+        (Some("CN=alice".to_owned()), true),
+        "resumed, same client"
+    );
+}
+
+/// A session from before a reload that made client certificates required
+/// does not resume past the requirement: tickets are bound to the client
+/// authentication settings (rustls would resume it with no certificate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_from_before_client_certificates_were_required_does_not_resume() {
+    use vole_transport::tls::{local_dev_pin, ServerTrust};
+    let _serial = serial().await;
+    let pki = Pki::new();
+    let settings = |mode: &str| {
+        format!(
+            "[tls]\nclient-ca = {:?}\nclient-auth = {mode:?}\n",
+            pki.ca()
+        )
+    };
+    let file = write_config(pki.dir.path(), &settings("optional"));
+    let file = file.to_string_lossy().into_owned();
+    let serve = Serve::start(Opts::new(1, "grant").tls().args(&["--config", &file])).await;
+    let pin = local_dev_pin(serve.dir.path()).expect("the dev certificate");
+    let anonymous =
+        vole::link::resolve::ClientConfig::tls(&ServerTrust::Pinned(pin)).expect("client config");
+    assert_eq!(whoami_on(serve.port(), &anonymous).await, (None, false));
+    assert_eq!(
+        whoami_on(serve.port(), &anonymous).await,
+        (None, true),
+        "resumes while the settings stay"
+    );
+    write_config(pki.dir.path(), &settings("required"));
+    let admin = serve.admin.to_string_lossy().into_owned();
+    let reload = run_vole(&["reload", "--admin-socket", &admin]).await;
+    assert_eq!(
+        reload.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    let after = try_whoami_on(serve.port(), &anonymous).await;
+    assert!(
+        after.is_err(),
+        "served without a certificate after the reload: {after:?}"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -33,7 +33,7 @@ use vole_control::control::{
 };
 use vole_control::fdpass;
 use vole_control::quiet::QuietStream;
-use vole_transport::tickets::{with_ticketer, SharedTicketer};
+use vole_transport::tickets::{ticket_context, with_ticketer, SharedTicketer};
 
 /// How long a TLS session ticket is valid, seconds.
 pub const TICKET_LIFETIME_SECS: u32 = 6 * 3600;
@@ -308,7 +308,11 @@ fn service_config(
                 client_auth.as_ref(),
             )?
             .config;
-            Some(with_ticketer(&config, ticketer.clone()))
+            Some(with_ticketer(
+                &config,
+                ticketer.clone(),
+                ticket_context(client_auth.as_ref()),
+            ))
         }
         None => None,
     };

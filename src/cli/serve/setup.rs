@@ -14,7 +14,7 @@ use vole_control::control::TlsMaterial;
 use vole_link::LinkConfig;
 use vole_node::ServiceConfig;
 use vole_transport::stream::ServerSettings;
-use vole_transport::tickets::{with_ticketer, SharedTicketer};
+use vole_transport::tickets::{ticket_context, with_ticketer, SharedTicketer};
 use vole_transport::tls::{self, ServerIdentity};
 use vole_transport::vop::ServerPolicy;
 
@@ -308,10 +308,20 @@ pub(super) fn transports_name(tls: bool, plain: bool) -> &'static str {
 /// The service configuration for one process.
 pub(super) fn service_config(
     s: &Settings,
-    tls: Option<&Arc<rustls::ServerConfig>>,
+    tls: Option<&(TlsMaterial, Arc<rustls::ServerConfig>)>,
     ticketer: &Arc<SharedTicketer>,
 ) -> ServiceConfig {
-    let tls = tls.map(|config| with_ticketer(config, ticketer.clone()));
+    let tls = tls.map(|(material, config)| {
+        let client_auth = material.client_ca_pem.as_ref().map(|ca| tls::ClientAuth {
+            ca_pem: ca.clone().into_bytes(),
+            required: material.client_auth_required,
+        });
+        with_ticketer(
+            config,
+            ticketer.clone(),
+            ticket_context(client_auth.as_ref()),
+        )
+    });
     ServiceConfig {
         transport: ServerSettings {
             transports: ServerPolicy::new(tls.is_some(), s.plain),
