@@ -112,6 +112,19 @@ async fn whoami(serve: &Serve, pki: &Pki, who: Option<&str>) -> (i32, Option<ser
     (code, answer)
 }
 
+/// What `vole call ... echo 1` as `who` printed on stderr.
+async fn call_stderr(serve: &Serve, pki: &Pki, who: Option<&str>) -> String {
+    let uri = format!("vop://localhost:{}/", serve.port());
+    let state = serve.dir.path().to_string_lossy().into_owned();
+    let mut args = vec!["call".to_owned(), "--state-dir".to_owned(), state];
+    if let Some(who) = who {
+        args.extend(pki.creds(who));
+    }
+    args.extend([uri, "echo".to_owned(), "1".to_owned()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    String::from_utf8_lossy(&run_vole(&argv).await.stderr).into_owned()
+}
+
 /// The subject `whoami` reported (`None` for JSON null).
 fn subject(answer: &serde_json::Value) -> Option<String> {
     let items = answer.as_array().expect("whoami answers a tuple");
@@ -153,6 +166,17 @@ async fn required_client_certificates_serve_the_ca_s_clients_only() {
     assert_eq!(
         code, CONNECTION_FAILED,
         "another CA's certificate is refused"
+    );
+    // What vole call says about each.
+    let said = call_stderr(&serve, &pki, None).await;
+    assert!(
+        said.contains("asks for a client certificate: give --cert"),
+        "{said}"
+    );
+    let said = call_stderr(&serve, &pki, Some("mallory")).await;
+    assert!(
+        said.contains("did not accept the client certificate"),
+        "{said}"
     );
     // Still serving the right client after the refusals.
     assert_eq!(whoami(&serve, &pki, Some("bob")).await.0, 0);
@@ -377,14 +401,18 @@ async fn scrape(port: u16) -> String {
         .expect("metrics answered in time")
 }
 
-/// The sum of `vole_handshake_failures_total{...reason="refused"...}`.
-fn refused(body: &str) -> f64 {
+/// The sum of `vole_handshake_failures_total{...reason="<reason>"...}`.
+fn failures(body: &str, reason: &str) -> f64 {
+    let label = format!("reason=\"{reason}\"");
     body.lines()
-        .filter(|l| {
-            l.starts_with("vole_handshake_failures_total{") && l.contains("reason=\"refused\"")
-        })
+        .filter(|l| l.starts_with("vole_handshake_failures_total{") && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Clients the authorizer refused, by the metrics.
+fn refused(body: &str) -> f64 {
+    failures(body, "refused")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,6 +456,19 @@ async fn the_allow_list_refuses_by_subject_logs_and_counts() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(refused(&body), 1.0, "{body}");
+    // A client without a certificate fails in TLS, counted apart.
+    assert_eq!(whoami(&serve, &pki, None).await.0, CONNECTION_FAILED);
+    let mut tls_refusals = 0.0;
+    for _ in 0..100 {
+        body = scrape(mport).await;
+        tls_refusals = failures(&body, "client_certificate");
+        if tls_refusals >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tls_refusals, 1.0, "{body}");
     assert_eq!(refused(&body), 1.0, "{body}");
     // The others are served still.
     assert_eq!(whoami(&serve, &pki, Some("alice")).await.0, 0);

@@ -133,6 +133,7 @@ pub fn handshake_failure_reason(e: &vole_transport::Error) -> &'static str {
         E::BadVopLine(_) | E::UnknownTransport(_) => "bad_vop",
         E::NoCommonTransport { .. } => "no_common_transport",
         E::ClosedDuring(_) => "closed",
+        e if e.is_client_certificate_failure() => "client_certificate",
         E::Tls(_) => "tls",
         E::Io(_) => "io",
         _ => "other",

@@ -145,5 +145,53 @@ pub fn explain(error: &anyhow::Error, args: &ClientArgs, host: &str) -> Option<S
             _ => {}
         }
     }
-    None
+    match received_alert(error) {
+        Some(rustls::AlertDescription::CertificateRequired) => Some(
+            "the server asks for a client certificate: give --cert FILE --key FILE".to_owned(),
+        ),
+        Some(
+            rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::CertificateUnknown
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateExpired
+            | rustls::AlertDescription::UnsupportedCertificate,
+        ) if args.cert.is_some() => Some(
+            "the server did not accept the client certificate (--cert): it must chain to the server's client CA, be valid now, and allow client authentication".to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// The TLS alert the server sent, if the connection ended on one. The
+/// link reports a failed handshake as text (the cause does not survive
+/// it), so this looks for rustls' own words for each alert that matters
+/// here, after the typed causes.
+fn received_alert(error: &anyhow::Error) -> Option<rustls::AlertDescription> {
+    use rustls::AlertDescription as A;
+    let typed = error.chain().find_map(|cause| {
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        match tls {
+            Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
+            _ => None,
+        }
+    });
+    if typed.is_some() {
+        return typed;
+    }
+    let text = format!("{error:#}");
+    [
+        A::CertificateRequired,
+        A::BadCertificate,
+        A::CertificateUnknown,
+        A::UnknownCA,
+        A::CertificateExpired,
+        A::UnsupportedCertificate,
+    ]
+    .into_iter()
+    .find(|alert| text.contains(&rustls::Error::AlertReceived(*alert).to_string()))
 }
