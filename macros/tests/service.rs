@@ -577,8 +577,15 @@ async fn demo_gateway_and_its_typed_clients() {
             "invoke",
             "raise_exception",
             "sleep",
-            "urlget"
+            "urlget",
+            "whoami"
         ]
+    );
+    // Over a duplex pipe: PLAIN (as the link was told), no address, no
+    // identity.
+    assert_eq!(
+        t(demo.whoami()).await.expect("whoami"),
+        (Some("PLAIN".to_owned()), None, None)
     );
     assert_eq!(
         t(gw.meta_signature("invoke"))
