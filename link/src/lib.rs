@@ -24,6 +24,10 @@
 //!   [`LinkConfig::max_call_time`] and when the link closes; handlers see it
 //!   through [`CallContext::is_cancelled`] and
 //!   [`CallContext::cancellation_token`].
+//! * who is calling: [`CallContext::identity`] is what the peer proved in
+//!   the transport handshake (a verified client certificate,
+//!   [`PeerIdentity`]), and [`CallContext::session`] a typed map the calls
+//!   of one link share ([`Session`]).
 //! * [`uri`] parses `vop://host:port/path/name?args` resource identifiers;
 //!   [`resolve`] connects and resolves them; [`router::Router`] builds
 //!   gateways that serve paths.
