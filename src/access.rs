@@ -127,7 +127,7 @@ pub fn resolve(
         (Some(_), _) if !tls_enabled => {
             return Err(invalid(
                 "tls.client-ca",
-                "client certificates need vole's TLS, which is disabled here",
+                "client certificates need vole's TLS, which does not serve here (TLS disabled, or external nodes serving their own transports)",
             ))
         }
         (Some(ca), mode) => Some(ClientAuthSetting {
