@@ -34,6 +34,8 @@ pub const HEARTBEAT_INTERVAL: f64 = 1.0;
 pub const HEARTBEAT_TIMEOUT: f64 = 3.0;
 /// Seconds between TLS session-ticket key rotations.
 pub const TICKET_ROTATION: f64 = 3600.0;
+/// Whether a service with a client CA requires client certificates.
+pub const CLIENT_AUTH: crate::access::ClientAuthMode = crate::access::ClientAuthMode::Required;
 /// Log level or filter.
 pub const LOG_LEVEL: &str = "info";
 

@@ -2,7 +2,7 @@
 //!
 //! | path | methods |
 //! |---|---|
-//! | `/` | `echo(x)`, `invoke(object, method, args...)`, `raise_exception(args...)`, `sleep(ms)`, `consume(data, ms)`, `consumed()`, `urlget(path)` |
+//! | `/` | `echo(x)`, `invoke(object, method, args...)`, `raise_exception(args...)`, `sleep(ms)`, `consume(data, ms)`, `consumed()`, `whoami()`, `urlget(path)` |
 //! | `/text/echo/` | `echo(x)` |
 //! | `/math/adder/` | `add(n)`, `result()`, `reset()` |
 //!
@@ -92,6 +92,15 @@ impl DemoGateway {
     /// consumed(): how many consume() calls this process has finished.
     fn consumed(&self) -> u64 {
         CONSUMED.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// whoami(): (transport, address, identity): "TLS" or "PLAIN", your address as the service sees it, and your client certificate's subject (a key's fingerprint), or None.
+    fn whoami(&self, cx: &CallContext) -> (Option<String>, Option<String>, Option<String>) {
+        (
+            cx.transport().map(str::to_owned),
+            cx.peer_addr().map(|a| a.to_string()),
+            cx.identity().map(|i| i.name().to_owned()),
+        )
     }
 }
 

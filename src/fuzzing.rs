@@ -90,6 +90,27 @@ fn check_settings(s: &Settings) {
         }
         None => assert!(s.tls != TlsSetting::Disabled || s.plain, "nothing to serve"),
     }
+    if s.client_auth.is_some() {
+        assert!(
+            s.tls != TlsSetting::Disabled,
+            "client certificates without TLS"
+        );
+    }
+    if let Some(rules) = &s.access {
+        assert!(s.client_auth.is_some(), "allow lists without a client CA");
+        assert!(
+            !(rules.subjects.is_empty() && rules.keys.is_empty()),
+            "allow lists that refuse everyone"
+        );
+        for k in &rules.keys {
+            assert!(
+                k.len() == 64
+                    && k.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "a fingerprint not normalized: {k:?}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +130,11 @@ mod tests {
             "node-command = \"'\"\n",
             "unknown = 1\n",
             "nodes = \"many\"\n",
+            "[tls]\nclient-auth = \"optional\"\n",
+            "[tls]\nclient-ca = \"ca.pem\"\nclient-auth = \"maybe\"\n",
+            "[tls]\nclient-ca = \"ca.pem\"\n[auth]\nallow-keys = [\"AB:CD\"]\n",
+            "[tls]\nclient-ca = \"ca.pem\"\n[auth]\nallow-subjects = [\"CN=a\"]\nallow-keys = []\n",
+            "[transports]\ntls = false\nplain = true\n[tls]\nclient-ca = \"ca.pem\"\n",
             "[[[",
         ] {
             settings(text.as_bytes());

@@ -169,6 +169,39 @@ impl Host {
         }
     }
 
+    /// Decides which clients are served: `authorize` sees each connection
+    /// after its transport handshake (TLS, PLAIN) and before the link
+    /// handshake, with the peer's address, the transport and the identity
+    /// the client proved ([`LinkInfo::identity`]: a verified client
+    /// certificate's subject and chain, a key), and returns `Err(reason)`
+    /// to refuse it. A refused client's connection is closed (a VPy
+    /// client sees "Link failed"); the refusal is logged at info level
+    /// with the peer and the reason (rate-limited) and counted in
+    /// `vole_handshake_failures_total{reason="refused"}`. It runs in every
+    /// serving process (each node, or the one process), after the
+    /// settings file's allow lists (`[auth]`), which must serve the client
+    /// too.
+    ///
+    /// ```no_run
+    /// use vole::link::LinkInfo;
+    ///
+    /// fn main() -> std::process::ExitCode {
+    ///     vole::Host::new("greeter", |_: &LinkInfo| vole::demo::gateway())
+    ///         .authorize(|link: &LinkInfo| match link.identity.as_ref().and_then(|i| i.subject()) {
+    ///             Some(s) if s.ends_with(", O=Example") => Ok(()),
+    ///             other => Err(format!("{other:?} is not of Example")),
+    ///         })
+    ///         .main()
+    /// }
+    /// ```
+    pub fn authorize<F>(mut self, authorize: F) -> Self
+    where
+        F: Fn(&LinkInfo) -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.service.authorizer = Some(Arc::new(authorize));
+        self
+    }
+
     /// The version `--version` prints (usually
     /// `env!("CARGO_PKG_VERSION")`); vole's own version by default.
     pub fn version(mut self, version: impl Into<String>) -> Self {

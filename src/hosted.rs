@@ -135,6 +135,9 @@ pub struct HostedService {
     pub about: String,
     /// Defaults under the settings file and the command line.
     pub defaults: Defaults,
+    /// The host's own authorizer ([`crate::Host::authorize`]), asked in
+    /// every serving process after the settings' allow lists.
+    pub authorizer: Option<vole_node::Authorizer>,
     spec: Arc<dyn Spec>,
 }
 
@@ -144,6 +147,7 @@ impl std::fmt::Debug for HostedService {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("defaults", &self.defaults)
+            .field("authorizer", &self.authorizer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -159,6 +163,7 @@ impl HostedService {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             name,
             defaults,
+            authorizer: None,
             spec,
         }
     }
@@ -197,6 +202,20 @@ impl HostedService {
     pub fn node_init(&self) -> NodeInit {
         let spec = self.spec.clone();
         Box::new(move |start| spec.init(start))
+    }
+
+    /// The authorizer of a serving process: the settings' allow lists (if
+    /// set), then the host's own (if any); both must serve a client.
+    pub fn authorizer(
+        &self,
+        access: Option<&vole_control::control::AccessRules>,
+    ) -> Option<vole_node::Authorizer> {
+        vole_node::auth::all_of([
+            access.map(|rules| {
+                Arc::new(vole_node::AllowList::new(rules.clone())) as vole_node::Authorizer
+            }),
+            self.authorizer.clone(),
+        ])
     }
 
     /// The node process name for node `id`: `<name>-node-<id>`.

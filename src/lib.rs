@@ -47,6 +47,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod cli;
 mod daemon;
 mod defaults;
@@ -94,6 +95,7 @@ pub fn serve_plain(factory: GatewayFactory) -> Service {
         },
         node_id: None,
         admission: Default::default(),
+        authorizer: None,
     };
     Service::new(config, factory)
 }

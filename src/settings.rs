@@ -17,6 +17,7 @@ use vole_controller::balance::Limits;
 use vole_controller::restart::RestartPolicy;
 use vole_link::Overload;
 
+use crate::access::{ClientAuthMode, ClientAuthSetting};
 use crate::defaults;
 
 /// Log line format.
@@ -88,6 +89,7 @@ pub struct FileConfig {
     ticket_rotation: Option<f64>,
     transports: Option<TransportsSection>,
     tls: Option<TlsSection>,
+    auth: Option<crate::access::AuthSection>,
     restart: Option<RestartSection>,
     heartbeat: Option<HeartbeatSection>,
     log: Option<LogSection>,
@@ -128,6 +130,8 @@ struct TransportsSection {
 struct TlsSection {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    client_auth: Option<ClientAuthMode>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +174,14 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// TLS key.
     pub tls_key: Option<PathBuf>,
+    /// CA file client certificates must chain to.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Client certificates required or optional.
+    pub tls_client_auth: Option<ClientAuthMode>,
+    /// Allowed client certificate subjects (replaces the file's list).
+    pub auth_allow_subjects: Option<Vec<String>>,
+    /// Allowed client fingerprints (replaces the file's list).
+    pub auth_allow_keys: Option<Vec<String>>,
     /// State directory.
     pub state_dir: Option<PathBuf>,
     /// Handshake limit, seconds.
@@ -394,6 +406,12 @@ pub struct Settings {
     pub node_buffer_budget: usize,
     /// TLS.
     pub tls: TlsSetting,
+    /// TLS client certificates: the CA and whether they are required
+    /// (`None`: clients are not asked).
+    pub client_auth: Option<ClientAuthSetting>,
+    /// Allow lists: clients whose identity they do not name are refused
+    /// (`None`: every client is served).
+    pub access: Option<vole_control::control::AccessRules>,
     /// PLAIN allowed.
     pub plain: bool,
     /// State directory.
@@ -609,6 +627,20 @@ impl Settings {
                 "TLS is disabled and PLAIN is not enabled: nothing to serve",
             ));
         }
+        let written = crate::access::Written::merge(
+            crate::access::Written {
+                client_ca: args.tls_client_ca.clone(),
+                client_auth: args.tls_client_auth,
+                allow_subjects: args.auth_allow_subjects.clone(),
+                allow_keys: args.auth_allow_keys.clone(),
+            },
+            tls_files.client_ca,
+            tls_files.client_auth,
+            f.auth,
+        );
+        let (client_auth, access) =
+            crate::access::resolve(written, tls_enabled, defaults::CLIENT_AUTH)
+                .map_err(|(key, problem)| invalid(key, problem))?;
         let cert = args.tls_cert.clone().or(tls_files.cert);
         let key = args.tls_key.clone().or(tls_files.key);
         let tls = match (tls_enabled, cert, key) {
@@ -761,6 +793,8 @@ impl Settings {
             link_buffer_budget,
             node_buffer_budget,
             tls,
+            client_auth,
+            access,
             plain,
             state_dir: args
                 .state_dir

@@ -78,6 +78,11 @@ fn main() -> std::process::ExitCode {
         },
     )
     .version(env!("CARGO_PKG_VERSION"))
+    // The tests set ACC_TYPED_REFUSE to have every client refused.
+    .authorize(|link: &LinkInfo| match std::env::var("ACC_TYPED_REFUSE") {
+        Ok(why) => Err(format!("{why} (over {})", link.transport.unwrap_or("nothing"))),
+        Err(_) => Ok(()),
+    })
     .main()
 }
 "#;
@@ -344,6 +349,44 @@ async fn an_out_of_tree_typed_service_gets_its_settings() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("greting"), "the unknown key is named: {err}");
+}
+
+/// `Host::authorize` in a service's own binary: it runs in the nodes and
+/// in one-process mode, and its refusal closes the connection, with the
+/// reason in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_tree_host_s_authorizer_refuses_clients() {
+    let program = out_of_tree().1.clone();
+    let dir = TempDir::new("acc-auth");
+    let config = dir.path().join("typed.toml");
+    std::fs::write(&config, "[service]\ngreeting = \"salut\"\n").expect("write");
+    let config = config.to_str().expect("path").to_owned();
+    let _serial = serial().await;
+    for nodes in [1, 0] {
+        let serve = Serve::start(
+            Opts::new(nodes, "grant")
+                .program(&program, "acc-typed")
+                .args(&["--config", &config])
+                .env("ACC_TYPED_REFUSE", "closed for inventory"),
+        )
+        .await;
+        let uri = format!("vop://127.0.0.1:{}/", serve.port());
+        let out = run(Path::new(VOLE), &["call", "--plain", &uri, "greet", "ami"]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "nodes={nodes}: refused, a connection failure: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let logged = harness::poll_until(Duration::from_secs(10), || {
+            serve.log().lines().any(|l| {
+                l.contains("client refused by the authorizer")
+                    && l.contains("closed for inventory (over PLAIN)")
+            })
+        })
+        .await;
+        assert!(logged, "nodes={nodes}: {}", serve.log());
+    }
 }
 
 /// Deploying new code: the binary at the served path is replaced and

@@ -778,6 +778,48 @@ fn vole_refuses_plain_unless_enabled_and_keeps_serving() {
     assert!(service.proc.is_running(), "vole serve exited");
 }
 
+#[test]
+fn vpy_client_sees_whoami_over_plain() {
+    let service = vole_serve(true);
+    let report = vpy_client("whoami", service.port);
+    assert_checks(&report, &["whoami", "close.whoami"]);
+}
+
+/// A self-signed CA certificate (PEM) in `dir`, for a client CA no VPy
+/// client has a certificate of.
+fn client_ca(dir: &Path) -> PathBuf {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let cert = params.self_signed(&key).expect("ca");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let path = dir.join("client-ca.pem");
+    std::fs::write(&path, cert.pem()).expect("write");
+    path
+}
+
+#[test]
+fn a_vpy_client_the_allow_list_refuses_sees_its_link_fail() {
+    let ca_dir = Scratch::new("client-ca");
+    let ca = client_ca(&ca_dir.0);
+    let ca = ca.to_string_lossy().into_owned();
+    let mut service = vole_serve_with(
+        true,
+        1,
+        &["--tls-client-ca", &ca, "--auth-allow-subject", "CN=alice"],
+    );
+    let report = vpy_client("unauthorized", service.port);
+    assert_checks(&report, &["unauthorized"]);
+    let why = "client refused by the authorizer";
+    assert!(
+        service.proc.stderr.wait_for(why, WAIT),
+        "vole did not log the refusal (expected {why:?})\n{}",
+        service.proc.diagnostics()
+    );
+    assert!(service.proc.is_running(), "vole serve exited");
+}
+
 // ---- vole (library) against the VPy service -----------------------------
 
 fn block_on<F: Future>(what: &str, f: F) -> F::Output {

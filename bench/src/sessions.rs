@@ -519,7 +519,7 @@ mod tests {
     /// A one-process TLS service with session tickets, and a client
     /// configuration pinning its certificate.
     async fn tls_service(dir: &std::path::Path) -> (vole_node::Service, u16, ClientConfig) {
-        use vole_transport::tickets::{with_ticketer, SharedTicketer, TicketKey};
+        use vole_transport::tickets::{ticket_context, with_ticketer, SharedTicketer, TicketKey};
         use vole_transport::tls::{self, ServerIdentity, ServerTrust};
         let server = tls::server_config(&ServerIdentity::Dev {
             state_dir: dir.to_owned(),
@@ -529,7 +529,11 @@ mod tests {
         ticketer.set_keys(&TicketKey::generate().expect("key"), &[]);
         let config = service_config(vole_transport::stream::ServerSettings {
             transports: vole_transport::vop::ServerPolicy::new(true, false),
-            tls: Some(with_ticketer(&server.config, ticketer)),
+            tls: Some(with_ticketer(
+                &server.config,
+                ticketer,
+                ticket_context(None),
+            )),
             handshake_timeout: Duration::from_secs(10),
         });
         let (service, port) = serve(config, Arc::new(|_| echo_gateway())).await;

@@ -145,6 +145,14 @@ pub struct TlsMaterial {
     pub cert_pem: String,
     /// Private key (PEM).
     pub key_pem: String,
+    /// The CA certificates client certificates must chain to (PEM), when
+    /// the service asks clients for certificates.
+    #[serde(default)]
+    pub client_ca_pem: Option<String>,
+    /// Whether a client without a certificate is refused (`false`: it is
+    /// served without an identity). Meaningless without `client_ca_pem`.
+    #[serde(default)]
+    pub client_auth_required: bool,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -203,6 +211,22 @@ pub struct NodeConfig {
     /// (absent from an older controller: the defaults).
     #[serde(default)]
     pub budgets: Budgets,
+    /// The settings file's allow lists (`[auth]`): when set, the node
+    /// refuses every client whose identity they do not name.
+    #[serde(default)]
+    pub access: Option<AccessRules>,
+}
+
+/// Which clients a service serves, by the identity they proved: a client
+/// certificate whose subject is in `subjects`, or a certificate or key
+/// whose SHA-256 fingerprint (lowercase hex) is in `keys`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRules {
+    /// Allowed certificate subjects, exactly as `PeerIdentity` writes them
+    /// (`"CN=alice, O=Example"`).
+    pub subjects: Vec<String>,
+    /// Allowed fingerprints, 64 lowercase hex digits.
+    pub keys: Vec<String>,
 }
 
 /// Admission limits and buffer budgets a node applies itself; `None`

@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use vole_transport::PeerIdentity;
 
 use crate::cancel::CancelTable;
+use crate::session::Session;
 
 /// What a link knows about its connection, shared by every call on it.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +26,9 @@ pub struct LinkInfo {
     pub tls: Option<TlsInfo>,
     /// The serving node's id, when running under a controller.
     pub node_id: Option<u32>,
+    /// What the peer proved it is during the transport handshake (a
+    /// client certificate the server's client CA verified), if anything.
+    pub identity: Option<PeerIdentity>,
 }
 
 /// TLS details of a link.
@@ -44,7 +49,7 @@ pub struct TlsInfo {
 /// The context a call runs in: which link it came from, who the peer is,
 /// and whether the call is still wanted.
 ///
-/// Cheap to clone (two reference counts; nothing is allocated per call).
+/// Cheap to clone (three reference counts; nothing is allocated per call).
 ///
 /// # Cancellation
 ///
@@ -61,6 +66,8 @@ pub struct TlsInfo {
 #[derive(Debug, Clone)]
 pub struct CallContext {
     info: Arc<LinkInfo>,
+    /// The link's session map, shared by every call on it.
+    session: Arc<Session>,
     /// The link's served calls, and this call's id among them (none for a
     /// context that is no call's).
     call: Option<(Arc<CancelTable>, u64)>,
@@ -69,16 +76,17 @@ pub struct CallContext {
 impl CallContext {
     /// A context for calls arriving on a link described by `info`.
     pub fn new(info: Arc<LinkInfo>) -> Self {
-        CallContext { info, call: None }
+        CallContext {
+            info,
+            session: Arc::default(),
+            call: None,
+        }
     }
 
     /// A context with no connection details, for calls made in-process.
     /// It is never cancelled.
     pub fn detached() -> Self {
-        CallContext {
-            info: Arc::new(LinkInfo::default()),
-            call: None,
-        }
+        CallContext::new(Arc::new(LinkInfo::default()))
     }
 
     /// The context of the peer's call `call_id` on a link whose calls are
@@ -86,6 +94,7 @@ impl CallContext {
     pub(crate) fn for_call(&self, table: &Arc<CancelTable>, call_id: u64) -> Self {
         CallContext {
             info: self.info.clone(),
+            session: self.session.clone(),
             call: Some((table.clone(), call_id)),
         }
     }
@@ -139,6 +148,18 @@ impl CallContext {
     pub fn tls(&self) -> Option<&TlsInfo> {
         self.info.tls.as_ref()
     }
+
+    /// What the peer proved it is (a verified client certificate, a
+    /// key), if anything.
+    pub fn identity(&self) -> Option<&PeerIdentity> {
+        self.info.identity.as_ref()
+    }
+
+    /// The link's session: a typed map every call on this link shares
+    /// (see [`Session`]).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
 }
 
 #[cfg(test)]
@@ -165,5 +186,19 @@ mod tests {
         assert!(!clone.is_cancelled());
         table.end(9);
         assert!(clone.is_cancelled() && token.is_cancelled());
+    }
+
+    #[test]
+    fn the_calls_of_a_link_share_its_session_and_other_links_do_not() {
+        let table = Arc::new(CancelTable::default());
+        let link = CallContext::new(Arc::new(LinkInfo::default()));
+        link.for_call(&table, 1).session().insert(5u8);
+        assert_eq!(
+            link.for_call(&table, 3).session().get::<u8>().as_deref(),
+            Some(&5)
+        );
+        let other = CallContext::new(Arc::new(LinkInfo::default()));
+        assert_eq!(other.session().get::<u8>(), None);
+        assert_eq!(other.identity(), None);
     }
 }

@@ -24,6 +24,10 @@
 //!   [`LinkConfig::max_call_time`] and when the link closes; handlers see it
 //!   through [`CallContext::is_cancelled`] and
 //!   [`CallContext::cancellation_token`].
+//! * who is calling: [`CallContext::identity`] is what the peer proved in
+//!   the transport handshake (a verified client certificate,
+//!   [`PeerIdentity`]), and [`CallContext::session`] a typed map the calls
+//!   of one link share ([`Session`]).
 //! * [`uri`] parses `vop://host:port/path/name?args` resource identifiers;
 //!   [`resolve`] connects and resolves them; [`router::Router`] builds
 //!   gateways that serve paths.
@@ -57,6 +61,7 @@ pub mod resolve;
 pub mod router;
 pub mod seqmap;
 pub mod service;
+mod session;
 mod shared;
 pub mod uri;
 mod violation;
@@ -69,6 +74,7 @@ pub use model::{CallError, CallFuture, Error, Object, ObjectRef, RemoteObject, V
 pub use pipeline::Pipeline;
 pub use proto::CallKind;
 pub use remote::{CallOptions, CallWith, IntoArgs};
+pub use session::Session;
 pub use shared::LinkStats;
 pub use violation::ProtocolViolation;
-pub use vole_transport::{Entity, FromEntity, IntoEntity};
+pub use vole_transport::{Entity, FromEntity, IntoEntity, PeerIdentity};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vole_transport::stream::{self, ClientSettings, ConnInfo};
-use vole_transport::tls::ServerTrust;
+use vole_transport::tls::{ClientCert, ServerTrust};
 use vole_transport::vop::Transport;
 use vole_transport::Entity;
 
@@ -34,7 +34,14 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// TLS only, trusting servers as `trust` says.
     pub fn tls(trust: &ServerTrust) -> Result<Self, Error> {
-        let tls = vole_transport::tls::client_config(trust)?;
+        ClientConfig::tls_with_cert(trust, None)
+    }
+
+    /// TLS only, trusting servers as `trust` says and presenting `cert`
+    /// (see [`ClientCert::from_files`]) to servers that ask for a client
+    /// certificate.
+    pub fn tls_with_cert(trust: &ServerTrust, cert: Option<&ClientCert>) -> Result<Self, Error> {
+        let tls = vole_transport::tls::client_config_with(trust, cert)?;
         Ok(ClientConfig::with_settings(ClientSettings {
             offer: vec![Transport::Tls],
             tls: Some(tls),
@@ -101,6 +108,7 @@ impl LinkInfo {
                 resumed: t.resumed,
             }),
             node_id: None,
+            identity: conn.identity.clone(),
         }
     }
 }

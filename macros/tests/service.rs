@@ -577,8 +577,15 @@ async fn demo_gateway_and_its_typed_clients() {
             "invoke",
             "raise_exception",
             "sleep",
-            "urlget"
+            "urlget",
+            "whoami"
         ]
+    );
+    // Over a duplex pipe: PLAIN (as the link was told), no address, no
+    // identity.
+    assert_eq!(
+        t(demo.whoami()).await.expect("whoami"),
+        (Some("PLAIN".to_owned()), None, None)
     );
     assert_eq!(
         t(gw.meta_signature("invoke"))
@@ -711,4 +718,35 @@ async fn typed_clients_take_a_deadline() {
     // A short nap within the deadline, and one with no deadline.
     assert!(!t(hasty.nap(1)).await.expect("in time"));
     assert!(!t(plain.nap(150)).await.expect("no deadline"));
+}
+
+/// Remembers a login per link, in the link's session.
+struct Desk;
+
+struct Login(String);
+
+#[vole::service(name = "Desk")]
+impl Desk {
+    /// Logs in for the rest of the link.
+    fn login(&self, user: String, cx: &CallContext) -> bool {
+        cx.session().insert(Login(user)).is_none()
+    }
+
+    /// Who logged in on this link.
+    fn who(&self, cx: &CallContext) -> Option<String> {
+        cx.session().get::<Login>().map(|l| l.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn calls_on_one_link_share_its_session_and_other_links_do_not() {
+    let desk: Arc<dyn Object> = Desk.into_object();
+    let one = DeskClient::new(pair(desk.clone(), Published::new("C").into_object()).await);
+    let other = DeskClient::new(pair(desk, Published::new("C").into_object()).await);
+    assert_eq!(t(one.who()).await.expect("who"), None);
+    assert!(t(one.login("ann".to_owned())).await.expect("login"));
+    assert_eq!(t(one.who()).await.expect("who"), Some("ann".to_owned()));
+    assert!(!t(one.login("bo".to_owned())).await.expect("login again"));
+    assert_eq!(t(one.who()).await.expect("who"), Some("bo".to_owned()));
+    assert_eq!(t(other.who()).await.expect("who"), None, "another link");
 }

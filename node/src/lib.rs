@@ -5,6 +5,10 @@
 //! It is the whole server in one-process mode (`vole serve --nodes 0`) and
 //! the serving half of every node process under a controller.
 //!
+//! [`auth`] decides which clients a service serves: an [`Authorize`]r sees
+//! each connection after its transport handshake and may refuse it before
+//! the link handshake; [`AllowList`] is the settings file's form.
+//!
 //! [`process`] is the node process runtime: it takes the sockets the
 //! controller hands over, speaks the control link (its schema is in
 //! `vole-control`) and runs a [`Service`] until told to stop.
@@ -17,11 +21,13 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod capacity;
 pub mod lograte;
 pub mod process;
 mod service;
 
+pub use auth::{AllowList, Authorize, Authorizer};
 pub use service::{
     Admission, GatewayFactory, Service, ServiceConfig, ServiceStats, SessionObserver, Snapshot,
     DRAIN_QUIET,

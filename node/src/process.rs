@@ -27,13 +27,13 @@ use vole_transport::tls;
 use vole_transport::vop::ServerPolicy;
 
 use crate::capacity::{Capacity, FdBudget};
-use crate::{Error, GatewayFactory, Service, ServiceConfig, SessionObserver};
+use crate::{Authorizer, Error, GatewayFactory, Service, ServiceConfig, SessionObserver};
 use vole_control::control::{
     Balance, NodeConfig, NodeStatus, TicketKeys, EXIT_CONFIG, HANDOFF_DISPATCH, HANDOFF_LISTENERS,
 };
 use vole_control::fdpass;
 use vole_control::quiet::QuietStream;
-use vole_transport::tickets::{with_ticketer, SharedTicketer};
+use vole_transport::tickets::{ticket_context, with_ticketer, SharedTicketer};
 
 /// How long a TLS session ticket is valid, seconds.
 pub const TICKET_LIFETIME_SECS: u32 = 6 * 3600;
@@ -294,15 +294,25 @@ fn listener_from(fd: OwnedFd) -> Result<TcpListener, Error> {
 fn service_config(
     cfg: &NodeConfig,
     ticketer: &Arc<SharedTicketer>,
+    authorizer: Option<Authorizer>,
 ) -> Result<ServiceConfig, Error> {
     let tls = match &cfg.tls {
         Some(material) => {
+            let client_auth = material.client_ca_pem.as_ref().map(|ca| tls::ClientAuth {
+                ca_pem: ca.clone().into_bytes(),
+                required: material.client_auth_required,
+            });
             let config = tls::server_config_from_pem(
                 material.cert_pem.as_bytes(),
                 material.key_pem.as_bytes(),
+                client_auth.as_ref(),
             )?
             .config;
-            Some(with_ticketer(&config, ticketer.clone()))
+            Some(with_ticketer(
+                &config,
+                ticketer.clone(),
+                ticket_context(client_auth.as_ref()),
+            ))
         }
         None => None,
     };
@@ -330,6 +340,12 @@ fn service_config(
             max_clients: cfg.budgets.max_clients,
             max_clients_per_ip: cfg.budgets.max_clients_per_ip,
         },
+        authorizer: crate::auth::all_of([
+            cfg.access
+                .clone()
+                .map(|rules| Arc::new(crate::AllowList::new(rules)) as Authorizer),
+            authorizer,
+        ]),
     })
 }
 
@@ -405,7 +421,14 @@ pub fn serve_factory(factory: GatewayFactory) -> NodeInit {
 /// ends it. Its failure ends the node: [`InitError::Config`] as a
 /// configuration error (not restarted), [`InitError::Failed`] as
 /// [`Error::Init`] (restarted as the restart policy says).
-pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
+///
+/// `authorizer` (the host's own, if it has one) decides which clients are
+/// served, together with the allow lists the controller sends.
+pub async fn run(
+    args: NodeArgs,
+    init: NodeInit,
+    authorizer: Option<Authorizer>,
+) -> Result<NodeExit, Error> {
     let fault = std::env::var(FAULT_ENV).ok();
     let state = Arc::new(NodeState {
         started: Instant::now(),
@@ -483,7 +506,7 @@ pub async fn run(args: NodeArgs, init: NodeInit) -> Result<NodeExit, Error> {
             tracing::warn!("malformed ticket keys from the controller; tickets disabled until the next rotation");
         }
     }
-    let service_cfg = match service_config(&cfg, &state.ticketer) {
+    let service_cfg = match service_config(&cfg, &state.ticketer, authorizer) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %vole_link::object::error_chain(&e), "node configuration is unusable");
@@ -876,6 +899,7 @@ mod tests {
             },
             node_id: Some(0),
             admission: Default::default(),
+            authorizer: None,
         };
         Service::with_observer(
             config,

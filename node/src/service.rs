@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use vole_link::{Link, LinkConfig, LinkInfo, LinkSetup, Object};
 use vole_transport::stream::{self, ServerSettings};
 
+use crate::auth::Authorizer;
 use crate::lograte::{log_limited, LogRate};
 
 /// How long a draining link waits for its peer to stop calling before it
@@ -51,6 +52,9 @@ pub struct ServiceConfig {
     pub node_id: Option<u32>,
     /// Which connections this service refuses at once.
     pub admission: Admission,
+    /// Which clients this service serves, asked after the transport
+    /// handshake (see [`crate::auth`]); `None` serves every client.
+    pub authorizer: Option<Authorizer>,
 }
 
 /// Connection limits a service applies itself, as it accepts. A refused
@@ -74,6 +78,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("link", &self.link)
             .field("node_id", &self.node_id)
             .field("admission", &self.admission)
+            .field("authorizer", &self.authorizer.is_some())
             .finish()
     }
 }
@@ -128,6 +133,7 @@ pub fn handshake_failure_reason(e: &vole_transport::Error) -> &'static str {
         E::BadVopLine(_) | E::UnknownTransport(_) => "bad_vop",
         E::NoCommonTransport { .. } => "no_common_transport",
         E::ClosedDuring(_) => "closed",
+        e if e.is_client_certificate_failure() => "client_certificate",
         E::Tls(_) => "tls",
         E::Io(_) => "io",
         _ => "other",
@@ -276,6 +282,23 @@ impl Service {
         };
         let mut info = LinkInfo::from_conn(&conn_info);
         info.node_id = inner.config.node_id;
+        if let Some(authorizer) = &inner.config.authorizer {
+            if let Err(reason) = authorizer.authorize(&info) {
+                inner
+                    .stats
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut reasons) = inner.failure_reasons.lock() {
+                    *reasons.entry(REFUSED).or_default() += 1;
+                }
+                log_unauthorized(peer, info.identity.as_ref(), &reason);
+                // Closed before the link handshake (after counting, so a
+                // client that sees the close sees the count): the client
+                // learns nothing but that its link failed.
+                drop(conn);
+                return;
+            }
+        }
         let gateway = (inner.factory)(&info);
         let setup = LinkSetup {
             config: inner.config.link.clone(),
@@ -467,6 +490,29 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) 
     while set.next().await.is_some() {}
 }
 
+/// The handshake failure reason of a client the authorizer refused.
+pub const REFUSED: &str = "refused";
+
+fn log_unauthorized(
+    peer: Option<std::net::SocketAddr>,
+    identity: Option<&vole_link::PeerIdentity>,
+    reason: &str,
+) {
+    let identity = identity.map_or_else(|| "none".to_owned(), ToString::to_string);
+    log_limited(
+        &HANDSHAKE_LOG,
+        REFUSED,
+        || tracing::info!(?peer, %identity, %reason, "client refused by the authorizer"),
+        move |n| {
+            tracing::info!(
+                reason = REFUSED,
+                suppressed = n,
+                "client refused by the authorizer: {n} more suppressed in the last second"
+            )
+        },
+    );
+}
+
 /// Refused handshakes: at most this many lines a second for each reason;
 /// the rest are counted, and the count logged when the second ends.
 static HANDSHAKE_LOG: LogRate = LogRate::new(5, Duration::from_secs(1));
@@ -519,6 +565,10 @@ mod tests {
     const LIMIT: Duration = Duration::from_secs(10);
 
     fn plain_service() -> Service {
+        plain_service_with(None)
+    }
+
+    fn plain_service_with(authorizer: Option<Authorizer>) -> Service {
         let config = ServiceConfig {
             transport: ServerSettings {
                 transports: ServerPolicy::new(false, true),
@@ -532,6 +582,7 @@ mod tests {
             },
             node_id: None,
             admission: Admission::default(),
+            authorizer,
         };
         Service::new(
             config,
@@ -545,6 +596,79 @@ mod tests {
                     .into_object()
             }),
         )
+    }
+
+    /// Serves one connection on an ephemeral port; connects to it (PLAIN)
+    /// and makes one call.
+    async fn connect_and_echo(service: &Service) -> Result<Value, LinkError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accept = async {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            service.serve_connection(tcp);
+        };
+        let client = async {
+            let config = vole_link::resolve::ClientConfig::plain();
+            let (link, gw) =
+                vole_link::resolve::connect_to("127.0.0.1", addr.port(), &config).await?;
+            let v = gw.call("echo", (1,)).await;
+            link.close().await;
+            v
+        };
+        let ((), result) = tokio::time::timeout(LIMIT, async { tokio::join!(accept, client) })
+            .await
+            .expect("in time");
+        result
+    }
+
+    fn refused(service: &Service) -> u64 {
+        service
+            .snapshot()
+            .handshake_failures_by_reason
+            .iter()
+            .find(|(r, _)| r == REFUSED)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    #[tokio::test]
+    async fn the_authorizer_sees_the_connection_and_may_refuse_it() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let refuse_second: Authorizer = Arc::new(move |info: &LinkInfo| {
+            let mut seen = log.lock().expect("lock");
+            seen.push((
+                info.transport,
+                info.peer_addr.is_some(),
+                info.identity.clone(),
+            ));
+            if seen.len() == 2 {
+                Err("the second one".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+        let service = plain_service_with(Some(refuse_second));
+        assert!(
+            connect_and_echo(&service).await.is_ok(),
+            "the first is served"
+        );
+        assert_eq!(refused(&service), 0);
+        let e = connect_and_echo(&service)
+            .await
+            .expect_err("the second is refused");
+        assert!(
+            !matches!(e, LinkError::Exception(_)),
+            "closed, not answered: {e:?}"
+        );
+        assert_eq!(refused(&service), 1);
+        assert!(
+            connect_and_echo(&service).await.is_ok(),
+            "the third is served"
+        );
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen, vec![(Some("PLAIN"), true, None); 3]);
+        let forced = service.shutdown(LIMIT).await;
+        assert_eq!(forced, 0);
     }
 
     #[test]

@@ -46,6 +46,7 @@ async fn start(handlers: Arc<Handlers>) -> (Service, std::net::SocketAddr) {
         },
         node_id: None,
         admission: Default::default(),
+        authorizer: None,
     };
     let service = Service::new(
         config,

@@ -50,6 +50,7 @@ async fn start(
         },
         node_id: None,
         admission: Default::default(),
+        authorizer: None,
     };
     let service = Service::new(
         config,

@@ -232,6 +232,18 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(help_heading = "TLS", long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Ask TLS clients for a certificate chaining to a CA in this file (PEM); a verified certificate is the client's identity.
+    #[arg(help_heading = "TLS", long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: required (a client without a certificate is refused) or optional (it is served without an identity).
+    #[arg(help_heading = "TLS", long, value_name = "MODE")]
+    pub tls_client_auth: Option<crate::access::ClientAuthMode>,
+    /// Serve only clients whose certificate has this subject (as whoami shows it, e.g. "CN=alice, O=Example"), or that --auth-allow-key names; repeat for several [every client].
+    #[arg(help_heading = "TLS", long, value_name = "SUBJECT")]
+    pub auth_allow_subject: Vec<String>,
+    /// Serve only clients whose certificate (or key) has this SHA-256 fingerprint, or that --auth-allow-subject names; repeat for several [every client].
+    #[arg(help_heading = "TLS", long, value_name = "SHA256")]
+    pub auth_allow_key: Vec<String>,
     /// Where the dev certificate and admin socket live [$VOLE_STATE_DIR, else $XDG_STATE_HOME/<service>, else ~/.local/state/<service>].
     #[arg(help_heading = "Daemon and files", long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -360,6 +372,10 @@ impl ServeArgs {
             no_tls: a.no_tls,
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,
+            tls_client_ca: a.tls_client_ca,
+            tls_client_auth: a.tls_client_auth,
+            auth_allow_subjects: (!a.auth_allow_subject.is_empty()).then_some(a.auth_allow_subject),
+            auth_allow_keys: (!a.auth_allow_key.is_empty()).then_some(a.auth_allow_key),
             state_dir: a.state_dir,
             handshake_timeout: a.handshake_timeout,
             max_message: a.max_message,

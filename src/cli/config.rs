@@ -26,6 +26,9 @@ pub fn run(cmd: ConfigCommand, service: &HostedService) -> Result<(), Failure> {
                     error: f.error.context(file.display().to_string()),
                 })?;
             }
+            if let Some(c) = &s.client_auth {
+                c.load().map_err(Failure::usage)?;
+            }
             if let crate::settings::TlsSetting::Files { cert, key } = &s.tls {
                 vole_transport::tls::server_config(&vole_transport::tls::ServerIdentity::Files {
                     cert: cert.clone(),

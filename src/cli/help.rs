@@ -40,6 +40,7 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ("log_format", LogFormat::default().name().to_owned()),
         ("log_level", defaults::LOG_LEVEL.to_owned()),
         ("ticket_rotation", defaults::TICKET_ROTATION.to_string()),
+        ("tls_client_auth", defaults::CLIENT_AUTH.name().to_owned()),
     ]
 }
 

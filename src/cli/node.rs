@@ -27,13 +27,13 @@ pub fn forbid_inspection() {
 }
 
 /// Runs the node; returns its exit code.
-pub async fn run(args: NodeArgs, init: NodeInit) -> i32 {
+pub async fn run(args: NodeArgs, init: NodeInit, authorizer: Option<vole_node::Authorizer>) -> i32 {
     let run_args = RunArgs {
         id: args.id,
         control_fd: args.control_fd,
         conn_fd: args.conn_fd,
     };
-    match process::run(run_args, init).await {
+    match process::run(run_args, init, authorizer).await {
         Ok(exit) => {
             if exit != NodeExit::Orphaned {
                 tracing::info!(?exit, "node stopped");

@@ -84,10 +84,13 @@ pub fn run_host_command(
             super::node::set_process_name(&name);
             let rt = runtime(Some(args.threads.unwrap_or(1)), Some(name))?;
             let init = service.node_init();
+            // The allow lists arrive from the controller; this is the
+            // host's own.
+            let authorizer = service.authorizer.clone();
             // On a worker thread, so every log line carries the node's
             // thread name.
             let code = rt.block_on(async {
-                tokio::spawn(super::node::run(args, init))
+                tokio::spawn(super::node::run(args, init, authorizer))
                     .await
                     .unwrap_or(1)
             });

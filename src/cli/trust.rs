@@ -25,6 +25,12 @@ pub struct ClientArgs {
     /// Do not verify the server certificate at all (dangerous).
     #[arg(long)]
     pub insecure: bool,
+    /// Present this client certificate chain (PEM) to servers that ask for one (needs --key).
+    #[arg(long, value_name = "FILE", requires = "key", conflicts_with = "plain")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Where to find the local dev certificate, trusted automatically for localhost.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -72,7 +78,13 @@ pub fn client_config(args: &ClientArgs, host: &str) -> anyhow::Result<ClientConf
                 None => ServerTrust::SystemRoots,
             }
         };
-        ClientConfig::tls(&trust)?
+        let cert = match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::ClientCert::from_files(cert, key).context("--cert/--key")?)
+            }
+            _ => None,
+        };
+        ClientConfig::tls_with_cert(&trust, cert.as_ref())?
     };
     config.transport.connect_timeout = timeout;
     config.transport.handshake_timeout = timeout;
@@ -133,5 +145,53 @@ pub fn explain(error: &anyhow::Error, args: &ClientArgs, host: &str) -> Option<S
             _ => {}
         }
     }
-    None
+    match received_alert(error) {
+        Some(rustls::AlertDescription::CertificateRequired) => Some(
+            "the server asks for a client certificate: give --cert FILE --key FILE".to_owned(),
+        ),
+        Some(
+            rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::CertificateUnknown
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateExpired
+            | rustls::AlertDescription::UnsupportedCertificate,
+        ) if args.cert.is_some() => Some(
+            "the server did not accept the client certificate (--cert): it must chain to the server's client CA, be valid now, and allow client authentication".to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// The TLS alert the server sent, if the connection ended on one. The
+/// link reports a failed handshake as text (the cause does not survive
+/// it), so this looks for rustls' own words for each alert that matters
+/// here, after the typed causes.
+fn received_alert(error: &anyhow::Error) -> Option<rustls::AlertDescription> {
+    use rustls::AlertDescription as A;
+    let typed = error.chain().find_map(|cause| {
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        match tls {
+            Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
+            _ => None,
+        }
+    });
+    if typed.is_some() {
+        return typed;
+    }
+    let text = format!("{error:#}");
+    [
+        A::CertificateRequired,
+        A::BadCertificate,
+        A::CertificateUnknown,
+        A::UnknownCA,
+        A::CertificateExpired,
+        A::UnsupportedCertificate,
+    ]
+    .into_iter()
+    .find(|alert| text.contains(&rustls::Error::AlertReceived(*alert).to_string()))
 }

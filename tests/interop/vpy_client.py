@@ -163,7 +163,7 @@ def scenario_values(port):
 def scenario_errors(port):
     gw, link = connect(port)
     kind, got = outcome(lambda: meta(gw, 'methods'))
-    want = ('consume', 'consumed', 'echo', 'invoke', 'raise_exception', 'sleep', 'urlget')
+    want = ('consume', 'consumed', 'echo', 'invoke', 'raise_exception', 'sleep', 'urlget', 'whoami')
     check('meta.methods', kind == 'ok' and tuple(sorted(got)) == want, '%s %r' % (kind, got))
 
     kind, got = outcome(lambda: meta(gw, 'doc'))
@@ -432,6 +432,25 @@ def scenario_refused(port):
     check('refused.promptly', took < 5.0, '%.1f s' % took)
 
 
+def scenario_unauthorized(port):
+    """Against a service whose allow lists name no PLAIN client: the
+    link fails, as when a VPy service's auth(link) refuses."""
+    kind, got = outcome(lambda: VUrl.resolve(url(port), conf=VOPInsecureUrlConfig(),
+                                             nowait=True).result(CALL_TIMEOUT))
+    check('unauthorized', kind == 'raised' and isinstance(got, VUrlException)
+          and 'Link failed' in str(got), '%s %s %r' % (kind, type(got).__name__, got))
+
+
+def scenario_whoami(port):
+    """The demo's whoami(): what vole sees of a PLAIN VPy client."""
+    gw, link = connect(port)
+    kind, got = outcome(lambda: call(gw, 'whoami'))
+    ok = (kind == 'ok' and isinstance(got, tuple) and len(got) == 3 and got[0] == 'PLAIN'
+          and isinstance(got[1], str) and got[1].startswith('127.0.0.1:') and got[2] is None)
+    check('whoami', ok, '%s %r' % (kind, got))
+    close(link, 'close.whoami')
+
+
 def scenario_max_call_time(port):
     """Against vole serve --max-call-time 0.3: a call that runs too long is
     answered with vole's cancelled exception; the link goes on."""
@@ -454,6 +473,8 @@ def scenario_max_call_time(port):
 
 SCENARIOS = {
     'values': scenario_values,
+    'unauthorized': scenario_unauthorized,
+    'whoami': scenario_whoami,
     'errors': scenario_errors,
     'callback': scenario_callback,
     'adder': scenario_adder,

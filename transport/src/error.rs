@@ -172,4 +172,16 @@ impl Error {
                 | Error::NoCommonTransport { .. }
         )
     }
+
+    /// On a server: whether its TLS handshake failed on the client's
+    /// certificate (none sent where one is required, or one the client CA
+    /// does not verify).
+    pub fn is_client_certificate_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::Tls(
+                rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)
+            )
+        )
+    }
 }

@@ -13,7 +13,8 @@
 //!   arguments and results need no hand-written code.
 //! * [`vop`]: the VOP negotiation line in both roles.
 //! * [`tls`] and [`stream`]: TLS 1.3 through rustls, PLAIN, dev certificates,
-//!   and the connection type the link runs over.
+//!   client certificates, and the connection type the link runs over.
+//! * [`identity`]: who the peer proved to be ([`PeerIdentity`]).
 //! * [`proxy`]: the PROXY protocol header a TCP balancer sends first.
 //!
 //! What it is not: it knows nothing of calls, objects or gateways (that is
@@ -29,6 +30,7 @@ pub mod entity;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod proxy;
 pub mod serde;
 pub mod stream;
@@ -40,4 +42,5 @@ pub mod vop;
 pub use convert::{FromEntity, IntoEntity};
 pub use entity::{Entity, Owner, RefEncoder, VFloat, WireRef};
 pub use error::Error;
+pub use identity::PeerIdentity;
 pub use num_bigint::BigInt;

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::identity::PeerIdentity;
 use crate::tls::{fingerprint, Fingerprint};
 use crate::vop::{self, ServerPolicy, Transport};
 use crate::Error;
@@ -221,6 +222,10 @@ pub struct ConnInfo {
     pub transport: Transport,
     /// TLS details, for TLS connections.
     pub tls: Option<TlsInfo>,
+    /// Server side: what the client proved it is (a client certificate
+    /// the client CA verified), if anything. Client side: `None` (the
+    /// server's certificate is in [`TlsInfo::peer_fingerprint`]).
+    pub identity: Option<PeerIdentity>,
 }
 
 /// Details of a TLS session.
@@ -234,7 +239,7 @@ pub struct TlsInfo {
     /// Client side: `None`.
     pub sni: Option<String>,
     /// SHA-256 of the peer's end-entity certificate, if it sent one (the
-    /// server always does; vole clients never do).
+    /// server always does; clients do when they have a client certificate).
     pub peer_fingerprint: Option<Fingerprint>,
     /// Whether the session was resumed (a ticket or session id from an
     /// earlier connection) rather than a full handshake.
@@ -378,8 +383,8 @@ pub async fn accept(
     let (transport, leftover) =
         vop::negotiate_server(&mut tcp, &settings.transports, settings.handshake_timeout).await?;
     let io = Prefixed::new(leftover, tcp);
-    let (conn, tls) = match (transport, &settings.tls) {
-        (Transport::Plain, _) => (Conn::Plain(io), None),
+    let (conn, tls, identity) = match (transport, &settings.tls) {
+        (Transport::Plain, _) => (Conn::Plain(io), None, None),
         (Transport::Tls, Some(config)) => {
             let stream = timeout_at(deadline, TlsAcceptor::from(config.clone()).accept(io))
                 .await
@@ -387,7 +392,12 @@ pub async fn accept(
                 .map_err(map_tls_error)?;
             let session = stream.get_ref().1;
             let info = TlsInfo::from_state(session, session.server_name().map(str::to_owned));
-            (Conn::TlsServer(Box::new(stream)), Some(info))
+            // rustls hands out a client's chain only once its verifier
+            // accepted it (and keeps it across resumption).
+            let identity = session
+                .peer_certificates()
+                .and_then(PeerIdentity::from_chain);
+            (Conn::TlsServer(Box::new(stream)), Some(info), identity)
         }
         // `validate` and `vop::choose` rule these out.
         (t, _) => {
@@ -401,6 +411,7 @@ pub async fn accept(
         local,
         transport,
         tls,
+        identity,
     };
     Ok((conn, info))
 }
@@ -501,6 +512,7 @@ pub async fn connect(
         local,
         transport,
         tls,
+        identity: None,
     };
     Ok((conn, info))
 }
@@ -620,6 +632,85 @@ mod tests {
             assert_eq!(&back, b"hello");
         })
         .await;
+    }
+
+    /// Runs one TLS handshake against a server asking for client
+    /// certificates, then one byte each way (in TLS 1.3 the server judges
+    /// the client's certificate after the client's handshake ends, so a
+    /// refusal shows on the client's first read). Returns the server's
+    /// view of the client, or the server's error.
+    async fn mtls_once(
+        auth: &crate::tls::ClientAuth,
+        cert: Option<&crate::tls::ClientCert>,
+    ) -> Result<Option<PeerIdentity>, Error> {
+        let (_dir, server_tls) = dev_server("stream-mtls");
+        let tls = crate::tls::server_config_with(
+            &crate::tls::ServerIdentity::Files {
+                cert: _dir.0.join("state").join(crate::tls::DEV_CERT_FILE),
+                key: _dir.0.join("state").join(crate::tls::DEV_KEY_FILE),
+            },
+            Some(auth),
+        )
+        .expect("server config");
+        let (port, server) = serve_one(server_settings(Some(tls.config), false)).await;
+        let client_tls =
+            crate::tls::client_config_with(&ServerTrust::Pinned(server_tls.fingerprint), cert)
+                .expect("client");
+        let settings = client_settings(Some(client_tls), &[Transport::Tls]);
+        bounded(async {
+            let client = connect("localhost", port, &settings);
+            let (client, accepted) = tokio::join!(client, server);
+            let accepted = accepted.expect("join");
+            let (mut sconn, sinfo) = match accepted {
+                Ok(a) => a,
+                Err(e) => return Err(e),
+            };
+            let (mut conn, _) = client.expect("the client's side completes");
+            conn.write_all(b"x").await.expect("write");
+            conn.flush().await.expect("flush");
+            let mut b = [0u8; 1];
+            sconn.read_exact(&mut b).await.expect("server reads");
+            Ok(sinfo.identity)
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn client_certificates_required_and_optional() {
+        use crate::tls::tests::{TempDir, TestCa};
+        use crate::tls::ClientAuth;
+        let dir = TempDir::new("stream-client-certs");
+        let ca = TestCa::new("client ca");
+        let other = TestCa::new("other ca");
+        let alice = ca.issue(&dir.0, "alice");
+        let mallory = other.issue(&dir.0.join("other"), "mallory");
+        let required = ClientAuth {
+            ca_pem: ca.pem.clone().into_bytes(),
+            required: true,
+        };
+        let optional = ClientAuth {
+            required: false,
+            ..required.clone()
+        };
+
+        let id = mtls_once(&required, Some(&alice)).await.expect("served");
+        let id = id.expect("an identity");
+        assert_eq!(id.subject(), Some("CN=alice"));
+        assert!(matches!(
+            mtls_once(&required, None).await,
+            Err(Error::Tls(rustls::Error::NoCertificatesPresented))
+        ));
+        assert!(matches!(
+            mtls_once(&required, Some(&mallory)).await,
+            Err(Error::Tls(rustls::Error::InvalidCertificate(_)))
+        ));
+        assert_eq!(mtls_once(&optional, None).await.expect("served"), None);
+        let id = mtls_once(&optional, Some(&alice)).await.expect("served");
+        assert_eq!(id.as_ref().and_then(|i| i.subject()), Some("CN=alice"));
+        assert!(
+            mtls_once(&optional, Some(&mallory)).await.is_err(),
+            "a certificate that does not verify fails even when optional"
+        );
     }
 
     #[tokio::test]

@@ -191,13 +191,69 @@ impl ProducesTickets for SharedTicketer {
     }
 }
 
-/// A copy of `config` that issues tickets with `ticketer`.
+/// What a server's tickets are bound to: its client authentication (the
+/// client CA and whether a certificate is required), or none.
+///
+/// rustls resumes any session whose ticket opens, with the client
+/// certificate chain the ticket recorded, and never asks again for one.
+/// Without the binding, a ticket issued before a reload that made client
+/// certificates required (or changed the client CA) would resume without
+/// a certificate (or with one the new CA never verified); bound, it does
+/// not open and the client does a full handshake.
+pub type TicketContext = [u8; 32];
+
+/// The [`TicketContext`] of a server with `client_auth`.
+pub fn ticket_context(client_auth: Option<&crate::tls::ClientAuth>) -> TicketContext {
+    let mut material = b"vole ticket context 1".to_vec();
+    if let Some(auth) = client_auth {
+        material.push(if auth.required { 2 } else { 1 });
+        material.extend_from_slice(&auth.ca_pem);
+    }
+    crate::tls::fingerprint(&material)
+}
+
+/// Tickets of a [`SharedTicketer`] that open only where the context is
+/// the same: the context leads the sealed plaintext.
+#[derive(Debug)]
+struct Bound {
+    inner: Arc<SharedTicketer>,
+    context: TicketContext,
+}
+
+impl ProducesTickets for Bound {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let mut bound = Vec::with_capacity(self.context.len() + plain.len());
+        bound.extend_from_slice(&self.context);
+        bound.extend_from_slice(plain);
+        self.inner.encrypt(&bound)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let plain = self.inner.decrypt(cipher)?;
+        plain.strip_prefix(&self.context[..]).map(<[u8]>::to_vec)
+    }
+}
+
+/// A copy of `config` that issues tickets with `ticketer`, bound to
+/// `context` (see [`TicketContext`]).
 pub fn with_ticketer(
     config: &rustls::ServerConfig,
     ticketer: Arc<SharedTicketer>,
+    context: TicketContext,
 ) -> Arc<rustls::ServerConfig> {
     let mut config = config.clone();
-    config.ticketer = ticketer;
+    config.ticketer = Arc::new(Bound {
+        inner: ticketer,
+        context,
+    });
     Arc::new(config)
 }
 
@@ -207,6 +263,48 @@ mod tests {
 
     fn key() -> TicketKey {
         TicketKey::generate().expect("randomness")
+    }
+
+    #[test]
+    fn bound_tickets_open_only_under_the_same_client_authentication() {
+        let shared = SharedTicketer::new(3600);
+        shared.set_keys(&key(), &[]);
+        let auth = |required| crate::tls::ClientAuth {
+            ca_pem: b"ca one".to_vec(),
+            required,
+        };
+        let contexts = [
+            ticket_context(None),
+            ticket_context(Some(&auth(true))),
+            ticket_context(Some(&auth(false))),
+            ticket_context(Some(&crate::tls::ClientAuth {
+                ca_pem: b"ca two".to_vec(),
+                required: true,
+            })),
+        ];
+        for (i, a) in contexts.iter().enumerate() {
+            let sealer = Bound {
+                inner: shared.clone(),
+                context: *a,
+            };
+            let ticket = sealer.encrypt(b"session").expect("sealed");
+            for (j, b) in contexts.iter().enumerate() {
+                let opener = Bound {
+                    inner: shared.clone(),
+                    context: *b,
+                };
+                let opened = opener.decrypt(&ticket);
+                assert_eq!(
+                    opened.is_some(),
+                    i == j,
+                    "sealed under {i}, opened under {j}"
+                );
+                if i == j {
+                    assert_eq!(opened.as_deref(), Some(&b"session"[..]));
+                }
+            }
+        }
+        assert_eq!(ticket_context(Some(&auth(true))), contexts[1], "stable");
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub enum ServerIdentity {
 /// A ready server configuration and the fingerprint of its certificate.
 #[derive(Debug, Clone)]
 pub struct ServerTls {
-    /// The rustls configuration (TLS 1.3, no client authentication).
+    /// The rustls configuration (TLS 1.3; client certificates as its
+    /// [`ClientAuth`] said).
     pub config: Arc<ServerConfig>,
     /// SHA-256 of the end-entity certificate, for clients to pin.
     pub fingerprint: Fingerprint,
@@ -71,6 +72,106 @@ pub enum ServerTrust {
     /// nothing authenticates the server: anyone on the path can impersonate
     /// it. For tests and debugging only.
     DangerAcceptAny,
+}
+
+/// Whether a server asks its TLS clients for a certificate, and which it
+/// accepts: those chaining to a CA in `ca_pem` (with expiry and key-usage
+/// checks). A client whose certificate does not verify fails the
+/// handshake either way.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// The client CA certificates (PEM text; a node gets them from its
+    /// controller this way).
+    pub ca_pem: Vec<u8>,
+    /// `true`: a client without a certificate fails the handshake.
+    /// `false`: it is served, without an identity.
+    pub required: bool,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
+            .field("required", &self.required)
+            .finish()
+    }
+}
+
+impl ClientAuth {
+    /// Reads the client CA file; checks that it holds at least one usable
+    /// CA certificate.
+    pub fn from_file(ca: &Path, required: bool) -> Result<ClientAuth, Error> {
+        let auth = ClientAuth {
+            ca_pem: read_file(ca)?,
+            required,
+        };
+        auth.verifier_at(ca)?;
+        Ok(auth)
+    }
+
+    fn verifier_at(
+        &self,
+        path: &Path,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Error> {
+        let mut roots = RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(parse_certs(&self.ca_pem, path)?);
+        if added == 0 {
+            return Err(cred(path, "no usable CA certificate"));
+        }
+        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        );
+        let builder = if self.required {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
+        builder
+            .build()
+            .map_err(|e| cred(path, format!("unusable client CA: {e}")))
+    }
+}
+
+/// A certificate chain and key a client presents to servers that ask.
+#[derive(Clone)]
+pub struct ClientCert {
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl std::fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        write!(f, "ClientCert({} certificate(s))", self.chain.len())
+    }
+}
+
+impl ClientCert {
+    /// Reads a certificate chain (end-entity first) and its private key
+    /// from PEM files, and checks that they match.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<ClientCert, Error> {
+        let chain = load_certs(cert)?;
+        let key_der = load_key(key)?;
+        let signing = provider()
+            .key_provider
+            .load_private_key(key_der.clone_key())
+            .map_err(|e| cred(key, format!("unusable private key: {e}")))?;
+        let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
+        certified.keys_match().map_err(|_| {
+            cred(
+                key,
+                format!(
+                    "private key does not match the certificate in {}",
+                    cert.display()
+                ),
+            )
+        })?;
+        Ok(ClientCert {
+            chain,
+            key: Arc::new(key_der),
+        })
+    }
 }
 
 /// The crypto provider of every configuration built here.
@@ -208,11 +309,26 @@ fn parse_key(data: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, Error> 
 /// With [`ServerIdentity::Dev`] the dev certificate is generated first if
 /// the state directory has none; its fingerprint is logged at info level.
 pub fn server_config(identity: &ServerIdentity) -> Result<ServerTls, Error> {
+    server_config_with(identity, None)
+}
+
+/// [`server_config`], asking clients for certificates as `client_auth`
+/// says (no client authentication if `None`).
+pub fn server_config_with(
+    identity: &ServerIdentity,
+    client_auth: Option<&ClientAuth>,
+) -> Result<ServerTls, Error> {
     let (cert_path, key_path) = match identity {
         ServerIdentity::Files { cert, key } => (cert.clone(), key.clone()),
         ServerIdentity::Dev { state_dir } => ensure_dev_identity(state_dir)?,
     };
-    let tls = server_config_from_files(&cert_path, &key_path)?;
+    let tls = server_config_from_parts(
+        &read_file(&cert_path)?,
+        &cert_path,
+        &read_file(&key_path)?,
+        &key_path,
+        client_auth,
+    )?;
     if let ServerIdentity::Dev { .. } = identity {
         tracing::info!(
             cert = %cert_path.display(),
@@ -223,24 +339,21 @@ pub fn server_config(identity: &ServerIdentity) -> Result<ServerTls, Error> {
     Ok(tls)
 }
 
-fn server_config_from_files(cert_path: &Path, key_path: &Path) -> Result<ServerTls, Error> {
-    server_config_from_parts(
-        &read_file(cert_path)?,
-        cert_path,
-        &read_file(key_path)?,
-        key_path,
-    )
-}
-
 /// Builds a server configuration from PEM text already read (a node gets
 /// its certificate and key this way from the controller, so it needs no
-/// access to the files after dropping privileges).
-pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerTls, Error> {
+/// access to the files after dropping privileges), asking clients for
+/// certificates as `client_auth` says.
+pub fn server_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_auth: Option<&ClientAuth>,
+) -> Result<ServerTls, Error> {
     server_config_from_parts(
         cert_pem,
         Path::new("<certificate>"),
         key_pem,
         Path::new("<private key>"),
+        client_auth,
     )
 }
 
@@ -249,6 +362,7 @@ fn server_config_from_parts(
     cert_path: &Path,
     key_pem: &[u8],
     key_path: &Path,
+    client_auth: Option<&ClientAuth>,
 ) -> Result<ServerTls, Error> {
     let certs = parse_certs(cert_pem, cert_path)?;
     let key = parse_key(key_pem, key_path)?;
@@ -261,21 +375,25 @@ fn server_config_from_parts(
         .map_err(|e| cred(key_path, format!("unusable private key: {e}")))?;
     // `certs` is not empty (load_certs refuses that).
     let fp = fingerprint(&certs[0]);
-    let config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| Error::TlsConfig(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => cred(
-                key_path,
-                format!(
-                    "private key does not match the certificate in {}",
-                    cert_path.display()
-                ),
+        .map_err(|e| Error::TlsConfig(e.to_string()))?;
+    let builder = match client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => {
+            builder.with_client_cert_verifier(auth.verifier_at(Path::new("<client CA>"))?)
+        }
+    };
+    let config = builder.with_single_cert(certs, key).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => cred(
+            key_path,
+            format!(
+                "private key does not match the certificate in {}",
+                cert_path.display()
             ),
-            e => cred(cert_path, format!("unusable certificate: {e}")),
-        })?;
+        ),
+        e => cred(cert_path, format!("unusable certificate: {e}")),
+    })?;
     Ok(ServerTls {
         config: Arc::new(config),
         fingerprint: fp,
@@ -388,6 +506,15 @@ pub fn local_dev_pin(state_dir: &Path) -> Option<Fingerprint> {
 
 /// Builds a client configuration trusting servers as `trust` says.
 pub fn client_config(trust: &ServerTrust) -> Result<Arc<ClientConfig>, Error> {
+    client_config_with(trust, None)
+}
+
+/// [`client_config`], presenting `cert` to servers that ask for a client
+/// certificate.
+pub fn client_config_with(
+    trust: &ServerTrust,
+    cert: Option<&ClientCert>,
+) -> Result<Arc<ClientConfig>, Error> {
     let provider = provider();
     let algorithms = provider.signature_verification_algorithms;
     let builder = ClientConfig::builder_with_provider(provider)
@@ -400,7 +527,7 @@ pub fn client_config(trust: &ServerTrust) -> Result<Arc<ClientConfig>, Error> {
             if added == 0 {
                 return Err(cred(path, "no usable CA certificate"));
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
         }
         ServerTrust::SystemRoots => {
             let found = rustls_native_certs::load_native_certs();
@@ -413,22 +540,28 @@ pub fn client_config(trust: &ServerTrust) -> Result<Arc<ClientConfig>, Error> {
                     errors.join("; ")
                 )));
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
         }
         ServerTrust::Pinned(pin) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(FingerprintVerifier {
                 pin: Some(*pin),
                 algorithms,
-            }))
-            .with_no_client_auth(),
-        ServerTrust::DangerAcceptAny => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(FingerprintVerifier {
-                pin: None,
-                algorithms,
-            }))
-            .with_no_client_auth(),
+            })),
+        ServerTrust::DangerAcceptAny => {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(FingerprintVerifier {
+                    pin: None,
+                    algorithms,
+                }))
+        }
+    };
+    let config = match cert {
+        None => config.with_no_client_auth(),
+        Some(c) => config
+            .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+            .map_err(|e| Error::TlsConfig(format!("client certificate: {e}")))?,
     };
     Ok(Arc::new(config))
 }
@@ -551,6 +684,77 @@ pub(crate) mod tests {
         })
         .expect("dev identity");
         (dir, tls)
+    }
+
+    /// A test CA (its PEM) and a function issuing client certificates
+    /// with the given common name, written as `<name>-cert.pem` and
+    /// `<name>-key.pem` into `dir`.
+    pub(crate) struct TestCa {
+        pub(crate) pem: String,
+        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    }
+
+    impl TestCa {
+        pub(crate) fn new(name: &str) -> TestCa {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyCertSign,
+                rcgen::KeyUsagePurpose::DigitalSignature,
+            ];
+            let mut dn = rcgen::DistinguishedName::new();
+            dn.push(rcgen::DnType::CommonName, name);
+            params.distinguished_name = dn;
+            let pem = params.self_signed(&key).expect("ca").pem();
+            TestCa {
+                pem,
+                issuer: rcgen::Issuer::new(params, key),
+            }
+        }
+
+        pub(crate) fn issue(&self, dir: &Path, cn: &str) -> ClientCert {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            let mut dn = rcgen::DistinguishedName::new();
+            dn.push(rcgen::DnType::CommonName, cn);
+            params.distinguished_name = dn;
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = params.signed_by(&key, &self.issuer).expect("sign");
+            fs::create_dir_all(dir).expect("mkdir");
+            let (c, k) = (
+                dir.join(format!("{cn}-cert.pem")),
+                dir.join(format!("{cn}-key.pem")),
+            );
+            fs::write(&c, cert.pem()).expect("write");
+            fs::write(&k, key.serialize_pem()).expect("write");
+            ClientCert::from_files(&c, &k).expect("client cert")
+        }
+    }
+
+    #[test]
+    fn client_auth_needs_a_usable_ca_and_a_client_cert_its_own_key() {
+        let dir = TempDir::new("client-auth");
+        fs::create_dir_all(&dir.0).expect("mkdir");
+        let missing = dir.0.join("missing.pem");
+        let (path, why) = reason(ClientAuth::from_file(&missing, true).expect_err("missing"));
+        assert_eq!(path, missing);
+        assert!(why.starts_with("cannot read"), "{why}");
+        let junk = dir.0.join("junk.pem");
+        fs::write(&junk, b"hello").expect("write");
+        let (_, why) = reason(ClientAuth::from_file(&junk, true).expect_err("junk"));
+        assert_eq!(why, "no certificate found");
+        let ca = TestCa::new("test ca");
+        let ca_file = dir.0.join("ca.pem");
+        fs::write(&ca_file, &ca.pem).expect("write");
+        assert!(ClientAuth::from_file(&ca_file, false).is_ok());
+        ca.issue(&dir.0, "alice");
+        ca.issue(&dir.0, "bob");
+        let (_, why) = reason(
+            ClientCert::from_files(&dir.0.join("alice-cert.pem"), &dir.0.join("bob-key.pem"))
+                .expect_err("mismatch"),
+        );
+        assert!(why.starts_with("private key does not match"), "{why}");
     }
 
     fn reason(e: Error) -> (PathBuf, String) {

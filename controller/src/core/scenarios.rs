@@ -40,6 +40,7 @@ pub(super) fn config(nodes: u32, balance: Balance) -> ControllerConfig {
             tickets: None,
             service: None,
             budgets: Default::default(),
+            access: None,
         },
         node_args: Vec::new(),
         ticket_rotation: Duration::from_secs(3600),

@@ -197,6 +197,8 @@ fn config(rng: &mut Rng) -> ControllerConfig {
             tls: (!external && rng.chance(30)).then(|| TlsMaterial {
                 cert_pem: String::new(),
                 key_pem: String::new(),
+                client_ca_pem: None,
+                client_auth_required: false,
             }),
             plain: true,
             handshake_timeout_ms: 10_000,
@@ -209,6 +211,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
             tickets: None,
             service: None,
             budgets: Default::default(),
+            access: None,
         },
         node_args: Vec::new(),
         ticket_rotation: Duration::from_secs(3600),

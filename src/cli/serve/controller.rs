@@ -62,6 +62,7 @@ pub fn controller_config(
             tickets: None,
             service: crate::hosted::table_text(s.service.as_ref()),
             budgets: super::setup::node_budgets(s),
+            access: s.access.clone(),
         },
         name: service.name.clone(),
         node_args,

@@ -14,7 +14,7 @@ use vole_control::control::TlsMaterial;
 use vole_link::LinkConfig;
 use vole_node::ServiceConfig;
 use vole_transport::stream::ServerSettings;
-use vole_transport::tickets::{with_ticketer, SharedTicketer};
+use vole_transport::tickets::{ticket_context, with_ticketer, SharedTicketer};
 use vole_transport::tls::{self, ServerIdentity};
 use vole_transport::vop::ServerPolicy;
 
@@ -266,17 +266,33 @@ pub fn tls_material(
             tls::ensure_dev_identity(&settings.state_dir).context("dev certificate")?
         }
     };
-    let server = tls::server_config(&ServerIdentity::Files {
-        cert: cert.clone(),
-        key: key.clone(),
-    })
+    let client_auth = settings
+        .client_auth
+        .as_ref()
+        .map(|c| c.load())
+        .transpose()
+        .map_err(Failure::usage)?;
+    let server = tls::server_config_with(
+        &ServerIdentity::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        client_auth.as_ref(),
+    )
     .map_err(|e| Failure::usage(anyhow::Error::new(e).context("tls")))?;
+    if let Some(c) = &settings.client_auth {
+        tracing::info!(ca = %c.ca.display(), mode = c.mode.name(), "tls client certificates");
+    }
     tracing::info!(fingerprint = %tls::fingerprint_hex(&server.fingerprint), cert = %cert.display(), "tls certificate (sha256)");
     let read =
         |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()));
     let material = TlsMaterial {
         cert_pem: read(&cert)?,
         key_pem: read(&key)?,
+        client_ca_pem: client_auth
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(&c.ca_pem).into_owned()),
+        client_auth_required: client_auth.as_ref().is_some_and(|c| c.required),
     };
     Ok(Some((material, server.config)))
 }
@@ -292,10 +308,20 @@ pub(super) fn transports_name(tls: bool, plain: bool) -> &'static str {
 /// The service configuration for one process.
 pub(super) fn service_config(
     s: &Settings,
-    tls: Option<&Arc<rustls::ServerConfig>>,
+    tls: Option<&(TlsMaterial, Arc<rustls::ServerConfig>)>,
     ticketer: &Arc<SharedTicketer>,
 ) -> ServiceConfig {
-    let tls = tls.map(|config| with_ticketer(config, ticketer.clone()));
+    let tls = tls.map(|(material, config)| {
+        let client_auth = material.client_ca_pem.as_ref().map(|ca| tls::ClientAuth {
+            ca_pem: ca.clone().into_bytes(),
+            required: material.client_auth_required,
+        });
+        with_ticketer(
+            config,
+            ticketer.clone(),
+            ticket_context(client_auth.as_ref()),
+        )
+    });
     ServiceConfig {
         transport: ServerSettings {
             transports: ServerPolicy::new(tls.is_some(), s.plain),
@@ -325,6 +351,8 @@ pub(super) fn service_config(
             max_clients: min_some(s.limits.max_clients, s.limits.max_node_clients),
             max_clients_per_ip: s.max_clients_per_ip,
         },
+        // The host's (see `HostedService::authorizer`); the caller sets it.
+        authorizer: None,
     }
 }
 

@@ -160,7 +160,8 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let s = &p.settings;
     let tls = tls_material(s)?;
     let ticketer = SharedTicketer::new(vole_node::process::TICKET_LIFETIME_SECS);
-    let config = service_config(s, tls.as_ref().map(|(_, c)| c), &ticketer);
+    let mut config = service_config(s, tls.as_ref(), &ticketer);
+    config.authorizer = p.service.authorizer(s.access.as_ref());
     let rotation = tokio::spawn(rotate_own_tickets(ticketer, s.ticket_rotation));
     let activated = p.activated.lock().ok().and_then(|mut a| a.take());
     let sockets = match activated {
