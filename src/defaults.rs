@@ -15,6 +15,8 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub const GRACE: f64 = 10.0;
 /// Seconds a graceful stop first serves on while not ready (0: none).
 pub const SHUTDOWN_DELAY: f64 = 0.0;
+/// Whether connections start with a PROXY protocol header.
+pub const PROXY_PROTOCOL: &str = "off";
 /// Seconds a link may make no write progress.
 pub const WRITE_TIMEOUT: f64 = 30.0;
 /// Seconds between the keep-alives asked of every peer.

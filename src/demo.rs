@@ -94,12 +94,21 @@ impl DemoGateway {
         CONSUMED.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// whoami(): (transport, address, identity): "TLS" or "PLAIN", your address as the service sees it, and your client certificate's subject (a key's fingerprint), or None.
-    fn whoami(&self, cx: &CallContext) -> (Option<String>, Option<String>, Option<String>) {
+    /// whoami(): (transport, address, identity, balancer): "TLS" or "PLAIN", your address as the service sees it (behind a balancer, as its PROXY header said), your client certificate's subject (a key's fingerprint) or None, and the balancer's address or None.
+    fn whoami(
+        &self,
+        cx: &CallContext,
+    ) -> (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) {
         (
             cx.transport().map(str::to_owned),
             cx.peer_addr().map(|a| a.to_string()),
             cx.identity().map(|i| i.name().to_owned()),
+            cx.proxy_addr().map(|a| a.to_string()),
         )
     }
 }

@@ -96,6 +96,7 @@ pub fn serve_plain(factory: GatewayFactory) -> Service {
         node_id: None,
         admission: Default::default(),
         authorizer: None,
+        proxy_from: None,
     };
     Service::new(config, factory)
 }

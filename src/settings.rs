@@ -86,6 +86,8 @@ pub struct FileConfig {
     metrics: Option<SocketAddr>,
     health: Option<SocketAddr>,
     shutdown_delay: Option<f64>,
+    proxy_protocol: Option<String>,
+    proxy_protocol_from: Option<Vec<String>>,
     ticket_rotation: Option<f64>,
     transports: Option<TransportsSection>,
     tls: Option<TlsSection>,
@@ -252,6 +254,10 @@ pub struct Overrides {
     pub health: Option<SocketAddr>,
     /// Not-ready period before a drain, seconds.
     pub shutdown_delay: Option<f64>,
+    /// `off` or `required`.
+    pub proxy_protocol: Option<String>,
+    /// Balancers allowed to send PROXY headers (empty: not given).
+    pub proxy_protocol_from: Vec<String>,
     /// Ticket rotation, seconds.
     pub ticket_rotation: Option<f64>,
     /// External nodes: this command (split like a shell does).
@@ -463,6 +469,9 @@ pub struct Settings {
     /// How long a graceful stop first serves on while not ready (zero:
     /// drain at once).
     pub shutdown_delay: Duration,
+    /// PROXY protocol required, from balancers in these networks; `None`:
+    /// off.
+    pub proxy_protocol_from: Option<Vec<vole_transport::proxy::IpNet>>,
     /// Ticket key rotation period.
     pub ticket_rotation: Duration,
     /// The hosted service's own settings (the `[service]` table), unchecked
@@ -538,6 +547,47 @@ fn optional_secs(key: &'static str, value: f64) -> Result<Option<Duration>, Sett
                 format!("must be a positive number of seconds (or 0 for off), not {value}"),
             )
         })
+}
+
+/// `proxy-protocol` and `proxy-protocol-from`: the balancers' networks when
+/// the header is required, `None` when off. A bare address is its own
+/// network (`/32`, `/128`).
+fn proxy_protocol(
+    mode: Option<String>,
+    from: Option<Vec<String>>,
+) -> Result<Option<Vec<vole_transport::proxy::IpNet>>, SettingsError> {
+    let from = from.unwrap_or_default();
+    match mode.as_deref().unwrap_or(defaults::PROXY_PROTOCOL) {
+        "off" if from.is_empty() => Ok(None),
+        "off" => Err(invalid(
+            "proxy-protocol-from",
+            "takes effect only with proxy-protocol = \"required\"",
+        )),
+        "required" if from.is_empty() => Err(invalid(
+            "proxy-protocol-from",
+            "proxy-protocol = \"required\" needs the balancers' networks, e.g. [\"10.0.0.0/8\"]",
+        )),
+        "required" => from
+            .iter()
+            .map(|n| {
+                n.parse::<vole_transport::proxy::IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(Into::into))
+                    .map_err(|_| {
+                        invalid(
+                            "proxy-protocol-from",
+                            format!(
+                                "{n:?} is not a network (CIDR such as 10.0.0.0/8) or an address"
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        other => Err(invalid(
+            "proxy-protocol",
+            format!("{other:?} is not a mode (off, required)"),
+        )),
+    }
 }
 
 fn secs(key: &'static str, value: f64) -> Result<Duration, SettingsError> {
@@ -769,6 +819,20 @@ impl Settings {
                 "external nodes (node-command) need nodes >= 1",
             ));
         }
+        let proxy_protocol_from = proxy_protocol(
+            args.proxy_protocol.clone().or(f.proxy_protocol),
+            if args.proxy_protocol_from.is_empty() {
+                f.proxy_protocol_from
+            } else {
+                Some(args.proxy_protocol_from.clone())
+            },
+        )?;
+        if external && proxy_protocol_from.is_some() {
+            return Err(invalid(
+                "proxy-protocol",
+                "external nodes (node-command) read their own connections; vole cannot take the PROXY header off them",
+            ));
+        }
         let user = args.user.clone().or(f.user);
         let group = args.group.clone().or(f.group);
         if nodes == 0 && (user.is_some() || group.is_some()) {
@@ -855,6 +919,7 @@ impl Settings {
             allow_root_nodes: args.allow_root_nodes || f.allow_root_nodes.unwrap_or(false),
             metrics: args.metrics.or(f.metrics),
             health: args.health.or(f.health),
+            proxy_protocol_from,
             shutdown_delay: optional_secs(
                 "shutdown-delay",
                 args.shutdown_delay

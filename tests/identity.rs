@@ -128,7 +128,8 @@ async fn call_stderr(serve: &Serve, pki: &Pki, who: Option<&str>) -> String {
 /// The subject `whoami` reported (`None` for JSON null).
 fn subject(answer: &serde_json::Value) -> Option<String> {
     let items = answer.as_array().expect("whoami answers a tuple");
-    assert_eq!(items.len(), 3, "{answer}");
+    assert_eq!(items.len(), 4, "{answer}");
+    assert!(items[3].is_null(), "no balancer: {answer}");
     assert_eq!(items[0], "TLS", "{answer}");
     assert!(
         items[1]

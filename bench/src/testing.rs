@@ -41,6 +41,7 @@ pub fn service_config(transport: ServerSettings) -> ServiceConfig {
         node_id: None,
         admission: Default::default(),
         authorizer: None,
+        proxy_from: None,
     }
 }
 

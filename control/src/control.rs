@@ -215,6 +215,11 @@ pub struct NodeConfig {
     /// refuses every client whose identity they do not name.
     #[serde(default)]
     pub access: Option<AccessRules>,
+    /// Every connection starts with a PROXY protocol header from a
+    /// balancer in these networks (CIDR), others are refused; `None`: no
+    /// header is expected.
+    #[serde(default)]
+    pub proxy_from: Option<Vec<String>>,
 }
 
 /// Which clients a service serves, by the identity they proved: a client

@@ -29,6 +29,10 @@ pub struct LinkInfo {
     /// What the peer proved it is during the transport handshake (a
     /// client certificate the server's client CA verified), if anything.
     pub identity: Option<PeerIdentity>,
+    /// The balancer's address, when the connection came through one that
+    /// sent a PROXY protocol header; `peer_addr` is then the client's
+    /// address as the header gave it.
+    pub proxy_addr: Option<SocketAddr>,
 }
 
 /// TLS details of a link.
@@ -134,9 +138,16 @@ impl CallContext {
         &self.info
     }
 
-    /// The peer's socket address.
+    /// The peer's address: the client's, also behind a balancer that
+    /// sent a PROXY protocol header.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.info.peer_addr
+    }
+
+    /// The balancer's address, when the connection came through one that
+    /// sent a PROXY protocol header.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.info.proxy_addr
     }
 
     /// The negotiated transport.

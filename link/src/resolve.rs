@@ -109,6 +109,7 @@ impl LinkInfo {
             }),
             node_id: None,
             identity: conn.identity.clone(),
+            proxy_addr: None,
         }
     }
 }

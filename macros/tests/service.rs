@@ -582,10 +582,10 @@ async fn demo_gateway_and_its_typed_clients() {
         ]
     );
     // Over a duplex pipe: PLAIN (as the link was told), no address, no
-    // identity.
+    // identity, no balancer.
     assert_eq!(
         t(demo.whoami()).await.expect("whoami"),
-        (Some("PLAIN".to_owned()), None, None)
+        (Some("PLAIN".to_owned()), None, None, None)
     );
     assert_eq!(
         t(gw.meta_signature("invoke"))

@@ -52,4 +52,7 @@ pub enum Error {
     /// The hosted service's per-node init failed.
     #[error("the service's init failed: {0}")]
     Init(String),
+    /// The configuration the controller sent is not usable.
+    #[error("node configuration: {0}")]
+    Config(String),
 }

@@ -316,7 +316,19 @@ fn service_config(
         }
         None => None,
     };
+    let proxy_from = match &cfg.proxy_from {
+        None => None,
+        Some(nets) => Some(
+            nets.iter()
+                .map(|n| {
+                    n.parse()
+                        .map_err(|e| Error::Config(format!("proxy-protocol-from {n:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
     Ok(ServiceConfig {
+        proxy_from,
         transport: ServerSettings {
             transports: ServerPolicy::new(tls.is_some(), cfg.plain),
             tls,
@@ -900,6 +912,7 @@ mod tests {
             node_id: Some(0),
             admission: Default::default(),
             authorizer: None,
+            proxy_from: None,
         };
         Service::with_observer(
             config,

@@ -55,6 +55,9 @@ pub struct ServiceConfig {
     /// Which clients this service serves, asked after the transport
     /// handshake (see [`crate::auth`]); `None` serves every client.
     pub authorizer: Option<Authorizer>,
+    /// Every connection starts with a PROXY protocol header from a
+    /// balancer in these networks (others are refused); `None`: no header.
+    pub proxy_from: Option<Vec<vole_transport::proxy::IpNet>>,
 }
 
 /// Connection limits a service applies itself, as it accepts. A refused
@@ -133,6 +136,7 @@ pub fn handshake_failure_reason(e: &vole_transport::Error) -> &'static str {
         E::BadVopLine(_) | E::UnknownTransport(_) => "bad_vop",
         E::NoCommonTransport { .. } => "no_common_transport",
         E::ClosedDuring(_) => "closed",
+        E::ProxyHeader(_) => "proxy",
         e if e.is_client_certificate_failure() => "client_certificate",
         E::Tls(_) => "tls",
         E::Io(_) => "io",
@@ -263,25 +267,69 @@ impl Service {
         self.inner.stop_accepting.cancelled().await
     }
 
-    async fn session(&self, tcp: TcpStream) {
+    /// Counts and logs a connection that failed before its link was up.
+    fn handshake_failed(&self, peer: Option<std::net::SocketAddr>, e: &vole_transport::Error) {
+        let inner = &self.inner;
+        inner
+            .stats
+            .handshake_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut reasons) = inner.failure_reasons.lock() {
+            *reasons.entry(handshake_failure_reason(e)).or_default() += 1;
+        }
+        log_handshake_failure(peer, e);
+    }
+
+    /// Behind a balancer: the PROXY header, read only from a trusted
+    /// source. The client's address and the balancer's, or why not.
+    async fn proxied(
+        &self,
+        tcp: &mut TcpStream,
+        peer: Option<std::net::SocketAddr>,
+        from: &[vole_transport::proxy::IpNet],
+    ) -> Result<(Option<std::net::SocketAddr>, Option<std::net::SocketAddr>), vole_transport::Error>
+    {
+        use vole_transport::proxy::{self, ProxyHeader};
+        let Some(balancer) = peer.filter(|p| proxy::trusted(p.ip(), from)) else {
+            return Err(vole_transport::Error::ProxyHeader(
+                "the connection's source may not send one (proxy-protocol-from)".to_owned(),
+            ));
+        };
+        let limit = self.inner.config.transport.handshake_timeout;
+        match proxy::read_header(tcp, limit).await? {
+            ProxyHeader::Proxied { client, .. } => Ok((Some(client), Some(balancer))),
+            // The balancer's own connection (a health check).
+            ProxyHeader::Local => Ok((peer, None)),
+        }
+    }
+
+    async fn session(&self, mut tcp: TcpStream) {
         let peer = tcp.peer_addr().ok();
         let inner = &self.inner;
+        let (client, balancer) = match &inner.config.proxy_from {
+            None => (peer, None),
+            Some(from) => match self.proxied(&mut tcp, peer, from).await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    self.handshake_failed(peer, &e);
+                    return;
+                }
+            },
+        };
         let (conn, conn_info) = match stream::accept(tcp, &inner.config.transport).await {
             Ok(accepted) => accepted,
             Err(e) => {
-                inner
-                    .stats
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut reasons) = inner.failure_reasons.lock() {
-                    *reasons.entry(handshake_failure_reason(&e)).or_default() += 1;
-                }
-                log_handshake_failure(peer, &e);
+                self.handshake_failed(client, &e);
                 return;
             }
         };
+        let peer = client;
         let mut info = LinkInfo::from_conn(&conn_info);
         info.node_id = inner.config.node_id;
+        if balancer.is_some() {
+            info.peer_addr = client;
+            info.proxy_addr = balancer;
+        }
         if let Some(authorizer) = &inner.config.authorizer {
             if let Err(reason) = authorizer.authorize(&info) {
                 inner
@@ -583,6 +631,7 @@ mod tests {
             node_id: None,
             admission: Admission::default(),
             authorizer,
+            proxy_from: None,
         };
         Service::new(
             config,

@@ -47,6 +47,7 @@ async fn start(handlers: Arc<Handlers>) -> (Service, std::net::SocketAddr) {
         node_id: None,
         admission: Default::default(),
         authorizer: None,
+        proxy_from: None,
     };
     let service = Service::new(
         config,

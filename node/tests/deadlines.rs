@@ -51,6 +51,7 @@ async fn start(
         node_id: None,
         admission: Default::default(),
         authorizer: None,
+        proxy_from: None,
     };
     let service = Service::new(
         config,

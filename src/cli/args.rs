@@ -343,6 +343,12 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on this address.
     #[arg(help_heading = "Logging and metrics", long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Connections come through a TCP balancer that starts each with a PROXY protocol header (v1 or v2; HAProxy send-proxy-v2, nginx proxy_protocol): off or required.
+    #[arg(help_heading = "Network", long, value_name = "MODE")]
+    pub proxy_protocol: Option<String>,
+    /// A balancer's network (CIDR) or address allowed to send PROXY headers; connections from elsewhere are refused. Repeat for several.
+    #[arg(help_heading = "Network", long, value_name = "CIDR")]
+    pub proxy_protocol_from: Vec<String>,
     /// Serve HTTP health probes on this address: /livez (the controller answers) and /readyz (200 serving, 404 from the first instant of a shutdown delay or drain, 503 no node serves).
     #[arg(help_heading = "Supervision", long, value_name = "ADDR")]
     pub health: Option<SocketAddr>,
@@ -402,6 +408,8 @@ impl ServeArgs {
             admin_socket: a.admin_socket,
             health: a.health,
             shutdown_delay: a.shutdown_delay,
+            proxy_protocol: a.proxy_protocol,
+            proxy_protocol_from: a.proxy_protocol_from,
             daemon: a.daemon,
             pidfile: a.pidfile,
             log_file: a.log_file,

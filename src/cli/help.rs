@@ -16,6 +16,7 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ("max_message", defaults::MAX_MESSAGE.to_string()),
         ("grace", defaults::GRACE.to_string()),
         ("shutdown_delay", defaults::SHUTDOWN_DELAY.to_string()),
+        ("proxy_protocol", defaults::PROXY_PROTOCOL.to_owned()),
         ("write_timeout", defaults::WRITE_TIMEOUT.to_string()),
         ("keep_alive", defaults::KEEP_ALIVE.to_string()),
         ("idle_timeout", defaults::IDLE_TIMEOUT.to_string()),

@@ -445,8 +445,9 @@ def scenario_whoami(port):
     """The demo's whoami(): what vole sees of a PLAIN VPy client."""
     gw, link = connect(port)
     kind, got = outcome(lambda: call(gw, 'whoami'))
-    ok = (kind == 'ok' and isinstance(got, tuple) and len(got) == 3 and got[0] == 'PLAIN'
-          and isinstance(got[1], str) and got[1].startswith('127.0.0.1:') and got[2] is None)
+    ok = (kind == 'ok' and isinstance(got, tuple) and len(got) == 4 and got[0] == 'PLAIN'
+          and isinstance(got[1], str) and got[1].startswith('127.0.0.1:') and got[2] is None
+          and got[3] is None)
     check('whoami', ok, '%s %r' % (kind, got))
     close(link, 'close.whoami')
 

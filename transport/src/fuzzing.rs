@@ -232,6 +232,37 @@ pub fn vop_client(data: &[u8]) {
     assert_eq!(&reply[..used], vop::server_reply(t).as_slice());
 }
 
+/// PROXY protocol header (v1 or v2) at the start of a connection.
+///
+/// Invariants: never panics; a header is at most [`crate::proxy::MAX_HEADER`]
+/// bytes and within the input, parses the same without what follows it,
+/// and every shorter prefix of it asks for more; "need more" is only
+/// answered below the cap.
+pub fn proxy_header(data: &[u8]) {
+    use crate::proxy::{self, Parsed};
+    match proxy::parse(data) {
+        Ok(Parsed::Header { header, len }) => {
+            assert!(len <= data.len() && len <= proxy::MAX_HEADER);
+            assert_eq!(
+                proxy::parse(&data[..len]).ok(),
+                Some(Parsed::Header { header, len }),
+                "the header alone parses differently"
+            );
+            for cut in [0, len / 2, len.saturating_sub(1)] {
+                if cut < len {
+                    assert_eq!(
+                        proxy::parse(&data[..cut]).ok(),
+                        Some(Parsed::NeedMore),
+                        "a prefix of {cut} of a {len}-byte header"
+                    );
+                }
+            }
+        }
+        Ok(Parsed::NeedMore) => assert!(data.len() < proxy::MAX_HEADER),
+        Err(e) => assert!(matches!(e, crate::Error::ProxyHeader(_))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

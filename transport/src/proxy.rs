@@ -8,15 +8,20 @@
 //! whole header is there (and how long it is: the bytes after it are the
 //! client's and go to VOP), whether more bytes are needed, or what is wrong.
 //! [`trusted`] is the policy for who may send a header at all. The decoding
-//! itself is the `ppp` crate's.
+//! itself is the `ppp` crate's. [`read_header`] is the thin I/O around
+//! them: it peeks, so it consumes exactly the header and not a byte of what
+//! follows.
 //!
 //! A header is at most [`MAX_HEADER`] bytes (a v1 line is at most 107; a v2
 //! header with its TLVs is capped here, far above what balancers send).
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
-use ipnet::IpNet;
+pub use ipnet::IpNet;
 use ppp::{v1, v2};
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
 
 use crate::Error;
 
@@ -164,6 +169,42 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, Error> {
         }
         Err(e) if ppp::PartialResult::is_incomplete(&e) => Ok(Parsed::NeedMore),
         Err(e) => Err(bad(format!("v2: {e}"))),
+    }
+}
+
+/// Reads the PROXY header at the start of `tcp` within `limit`, consuming
+/// exactly its bytes: what the client sent after it stays in the socket
+/// for VOP. A connection that closes, sends something else, or stalls
+/// gets an error (close it).
+pub async fn read_header(tcp: &mut TcpStream, limit: Duration) -> Result<ProxyHeader, Error> {
+    let work = async {
+        let mut buf = vec![0u8; MAX_HEADER];
+        let mut seen = 0;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let n = tcp.peek(&mut buf).await?;
+            if n == 0 {
+                return Err(bad("the connection closed before its PROXY header"));
+            }
+            match parse(&buf[..n])? {
+                Parsed::Header { header, len } => {
+                    tcp.read_exact(&mut buf[..len]).await?;
+                    return Ok(header);
+                }
+                Parsed::NeedMore if n == seen => {
+                    // Peeking again returns at once with the same bytes:
+                    // wait a little for the rest (balancers send a header in
+                    // one segment, so this is rare).
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Parsed::NeedMore => seen = n,
+            }
+        }
+    };
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => Err(bad(format!("no whole PROXY header within {limit:?}"))),
     }
 }
 
@@ -337,6 +378,74 @@ mod tests {
         ok.extend_from_slice(&[0x21, 0x11]);
         ok.extend_from_slice(&((MAX_HEADER - 16) as u16).to_be_bytes());
         assert_eq!(parse(&ok).expect("at the cap"), Parsed::NeedMore);
+    }
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (client.expect("connect"), accepted.expect("accept").0)
+    }
+
+    /// A header split over two writes is read whole, and the client's bytes
+    /// after it stay in the socket.
+    #[tokio::test]
+    async fn read_header_consumes_exactly_the_header() {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut client, mut server) = pair().await;
+        let line = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 4433\r\n";
+        let writer = tokio::spawn(async move {
+            client.write_all(&line[..10]).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            client.write_all(&line[10..]).await.expect("write");
+            client.write_all(b"VOP_DRAFT").await.expect("write");
+            client
+        });
+        let header = read_header(&mut server, Duration::from_secs(5))
+            .await
+            .expect("a header");
+        assert_eq!(
+            header,
+            ProxyHeader::Proxied {
+                client: addr("192.0.2.7:40000"),
+                destination: addr("198.51.100.1:4433"),
+            }
+        );
+        let _client = writer.await.expect("writer");
+        let mut rest = [0u8; 9];
+        server.read_exact(&mut rest).await.expect("the rest");
+        assert_eq!(&rest, b"VOP_DRAFT");
+    }
+
+    /// Stalling, closing, or sending something else: an error each.
+    #[tokio::test]
+    async fn read_header_fails_on_stall_close_and_garbage() {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"PROXY TCP4 1").await.expect("write");
+        let e = read_header(&mut server, Duration::from_millis(100))
+            .await
+            .expect_err("stalled");
+        assert!(e.to_string().contains("within"), "{e}");
+
+        let (client, mut server) = pair().await;
+        drop(client);
+        let e = read_header(&mut server, Duration::from_secs(5))
+            .await
+            .expect_err("closed");
+        assert!(e.to_string().contains("closed"), "{e}");
+
+        let (mut client, mut server) = pair().await;
+        client
+            .write_all(b"VOP_DRAFT-0.8 TRANSPORTS:PLAIN\n")
+            .await
+            .expect("write");
+        let e = read_header(&mut server, Duration::from_secs(5))
+            .await
+            .expect_err("no header");
+        assert!(e.to_string().contains("did not start"), "{e}");
     }
 
     #[test]

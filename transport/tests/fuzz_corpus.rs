@@ -68,3 +68,8 @@ fn vop_server_corpus() {
 fn vop_client_corpus() {
     replay("vop_client", fuzzing::vop_client);
 }
+
+#[test]
+fn proxy_header_corpus() {
+    replay("proxy_header", fuzzing::proxy_header);
+}

@@ -41,6 +41,7 @@ pub(super) fn config(nodes: u32, balance: Balance) -> ControllerConfig {
             service: None,
             budgets: Default::default(),
             access: None,
+            proxy_from: None,
         },
         node_args: Vec::new(),
         ticket_rotation: Duration::from_secs(3600),

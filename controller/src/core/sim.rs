@@ -212,6 +212,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
             service: None,
             budgets: Default::default(),
             access: None,
+            proxy_from: None,
         },
         node_args: Vec::new(),
         ticket_rotation: Duration::from_secs(3600),

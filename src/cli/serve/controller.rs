@@ -63,6 +63,10 @@ pub fn controller_config(
             service: crate::hosted::table_text(s.service.as_ref()),
             budgets: super::setup::node_budgets(s),
             access: s.access.clone(),
+            proxy_from: s
+                .proxy_protocol_from
+                .as_ref()
+                .map(|nets| nets.iter().map(ToString::to_string).collect()),
         },
         name: service.name.clone(),
         node_args,

@@ -353,6 +353,7 @@ pub(super) fn service_config(
         },
         // The host's (see `HostedService::authorizer`); the caller sets it.
         authorizer: None,
+        proxy_from: s.proxy_protocol_from.clone(),
     }
 }
 
