@@ -134,6 +134,8 @@ struct TlsSection {
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     client_auth: Option<ClientAuthMode>,
+    ticket_key_file: Option<PathBuf>,
+    watch: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +182,10 @@ pub struct Overrides {
     pub tls_client_ca: Option<PathBuf>,
     /// Client certificates required or optional.
     pub tls_client_auth: Option<ClientAuthMode>,
+    /// Session-ticket keys shared with other hosts.
+    pub tls_ticket_key_file: Option<PathBuf>,
+    /// Seconds between checks of the TLS files for a change (0: off).
+    pub tls_watch: Option<f64>,
     /// Allowed client certificate subjects (replaces the file's list).
     pub auth_allow_subjects: Option<Vec<String>>,
     /// Allowed client fingerprints (replaces the file's list).
@@ -412,6 +418,12 @@ pub struct Settings {
     pub node_buffer_budget: usize,
     /// TLS.
     pub tls: TlsSetting,
+    /// Session-ticket keys shared with other hosts (`[tls]
+    /// ticket-key-file`), read at start and on every reload.
+    pub ticket_key_file: Option<PathBuf>,
+    /// How often the TLS files are checked for a change, which reloads the
+    /// service if they are usable (`[tls] watch`; `None`: never).
+    pub tls_watch: Option<Duration>,
     /// TLS client certificates: the CA and whether they are required
     /// (`None`: clients are not asked).
     pub client_auth: Option<ClientAuthSetting>,
@@ -702,6 +714,29 @@ impl Settings {
                 return Err(invalid("tls.cert", "a key needs its certificate"))
             }
         };
+        let ticket_key_file = args
+            .tls_ticket_key_file
+            .clone()
+            .or(tls_files.ticket_key_file);
+        if ticket_key_file.is_some() && matches!(tls, TlsSetting::Disabled) {
+            return Err(invalid(
+                "tls.ticket-key-file",
+                "session tickets are TLS's: enable TLS or drop the key file",
+            ));
+        }
+        let tls_watch = optional_secs(
+            "tls.watch",
+            args.tls_watch.or(tls_files.watch).unwrap_or(0.0),
+        )?;
+        if tls_watch.is_some()
+            && !matches!(tls, TlsSetting::Files { .. })
+            && ticket_key_file.is_none()
+        {
+            return Err(invalid(
+                "tls.watch",
+                "watches [tls] cert and key or ticket-key-file, and none is set",
+            ));
+        }
         let max_message = args
             .max_message
             .or(f.max_message)
@@ -833,6 +868,12 @@ impl Settings {
                 "external nodes (node-command) read their own connections; vole cannot take the PROXY header off them",
             ));
         }
+        if nodes == 0 && tls_watch.is_some() {
+            return Err(invalid(
+                "tls.watch",
+                "reloads the service, which needs node processes (nodes >= 1)",
+            ));
+        }
         let user = args.user.clone().or(f.user);
         let group = args.group.clone().or(f.group);
         if nodes == 0 && (user.is_some() || group.is_some()) {
@@ -857,6 +898,8 @@ impl Settings {
             link_buffer_budget,
             node_buffer_budget,
             tls,
+            ticket_key_file,
+            tls_watch,
             client_auth,
             access,
             plain,

@@ -127,7 +127,11 @@ fn kubernetes_manifests_agree_with_their_settings() {
     for mounted in ["/etc/vole/tls/tls.crt", "/etc/vole/tls/tls.key"] {
         assert!(text.contains(mounted), "{mounted} not in the settings");
     }
+    let tickets = dir.0.join("ticket.keys");
+    std::fs::write(&tickets, [7u8; 48]).expect("ticket keys");
+    assert!(text.contains("/etc/vole/tickets/ticket.keys"), "{text}");
     let mapped = text
+        .replace("/etc/vole/tickets/ticket.keys", &tickets.to_string_lossy())
         .replace("/etc/vole/tls/tls.crt", &cert.to_string_lossy())
         .replace("/etc/vole/tls/tls.key", &key.to_string_lossy())
         .replace("/var/lib/vole", &dir.0.join("state").to_string_lossy())

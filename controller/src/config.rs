@@ -42,6 +42,10 @@ pub struct ControllerConfig {
     pub node_args: Vec<String>,
     /// How often the shared TLS ticket key is replaced.
     pub ticket_rotation: Duration,
+    /// TLS ticket keys from `[tls] ticket-key-file`, newest first, shared
+    /// with other hosts (so a client resumes on whichever host it reaches):
+    /// when set, the controller uses these and rotates none of its own.
+    pub shared_ticket_keys: Option<Vec<vole_transport::tickets::TicketKey>>,
     /// Run nodes as this user and group (uid, gid).
     pub node_user: Option<(u32, u32)>,
     /// If set, node metrics are polled at this period and recorded through

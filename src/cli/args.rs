@@ -238,6 +238,12 @@ pub struct ServeArgs {
     /// With --tls-client-ca: required (a client without a certificate is refused) or optional (it is served without an identity).
     #[arg(help_heading = "TLS", long, value_name = "MODE")]
     pub tls_client_auth: Option<crate::access::ClientAuthMode>,
+    /// Session-ticket keys shared with other hosts behind one balancer, so a client resumes on any of them: 48 bytes per key (16-byte id, 32-byte key), newest first (`head -c 48 /dev/urandom`); re-read on reload [keys of this host's own, rotated].
+    #[arg(help_heading = "TLS", long, value_name = "FILE")]
+    pub tls_ticket_key_file: Option<PathBuf>,
+    /// Seconds between checks of --tls-cert, --tls-key and --tls-ticket-key-file for a change; a change reloads the service if the new files are usable (cert-manager swaps them in place); 0 never checks.
+    #[arg(help_heading = "TLS", long, value_name = "SECS")]
+    pub tls_watch: Option<f64>,
     /// Serve only clients whose certificate has this subject (as whoami shows it, e.g. "CN=alice, O=Example"), or that --auth-allow-key names; repeat for several [every client].
     #[arg(help_heading = "TLS", long, value_name = "SUBJECT")]
     pub auth_allow_subject: Vec<String>,
@@ -379,6 +385,8 @@ impl ServeArgs {
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,
             tls_client_ca: a.tls_client_ca,
+            tls_ticket_key_file: a.tls_ticket_key_file,
+            tls_watch: a.tls_watch,
             tls_client_auth: a.tls_client_auth,
             auth_allow_subjects: (!a.auth_allow_subject.is_empty()).then_some(a.auth_allow_subject),
             auth_allow_keys: (!a.auth_allow_key.is_empty()).then_some(a.auth_allow_key),

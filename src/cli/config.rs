@@ -36,6 +36,7 @@ pub fn run(cmd: ConfigCommand, service: &HostedService) -> Result<(), Failure> {
                 })
                 .map_err(|e| Failure::usage(anyhow::Error::new(e).context("tls")))?;
             }
+            super::serve::setup::shared_ticket_keys(&s)?;
             let listen: Vec<String> = s.listen.iter().map(ToString::to_string).collect();
             crate::cli::out::outln!(
                 "{}: ok ({} node(s), balance {}, listening on {})",

@@ -58,6 +58,31 @@ impl TicketKey {
         Ok(TicketKey { id, key })
     }
 
+    /// The keys of a ticket-key file shared by several hosts (a Kubernetes
+    /// Secret, say): 48 bytes per key (a 16-byte id, then the 32-byte
+    /// key), newest first: the first seals new tickets, the others still
+    /// open tickets they sealed. Make one with `head -c 48 /dev/urandom`;
+    /// rotate by putting a new key in front and reloading every host.
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<Vec<TicketKey>, Error> {
+        const LEN: usize = KEY_ID_LEN + KEY_LEN;
+        if bytes.is_empty() || !bytes.len().is_multiple_of(LEN) {
+            return Err(Error::TlsConfig(format!(
+                "a ticket-key file holds 48 bytes per key (16-byte id, 32-byte key), not {} bytes",
+                bytes.len()
+            )));
+        }
+        if bytes.len() / LEN > 1 + KEEP_PREVIOUS {
+            return Err(Error::TlsConfig(format!(
+                "a ticket-key file holds at most {} keys (the current one and {KEEP_PREVIOUS} previous)",
+                1 + KEEP_PREVIOUS
+            )));
+        }
+        bytes
+            .chunks(LEN)
+            .map(|k| TicketKey::from_parts(&k[..KEY_ID_LEN], &k[KEY_ID_LEN..]))
+            .collect()
+    }
+
     /// Rebuilds a key from its parts (as received over a control link).
     pub fn from_parts(id: &[u8], key: &[u8]) -> Result<TicketKey, Error> {
         let id = <[u8; KEY_ID_LEN]>::try_from(id)
@@ -260,6 +285,20 @@ pub fn with_ticketer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticket_key_files_hold_whole_keys() {
+        let bytes: Vec<u8> = (0..96u8).collect();
+        let keys = TicketKey::from_file_bytes(&bytes).expect("two keys");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].id[0], 0);
+        assert_eq!(keys[0].key[0], 16);
+        assert_eq!(keys[1].id[0], 48);
+        for bad in [0usize, 47, 49, 4 * 48] {
+            let e = TicketKey::from_file_bytes(&vec![7u8; bad]).expect_err("bad length");
+            assert!(e.to_string().contains("ticket-key file"), "{bad}: {e}");
+        }
+    }
 
     fn key() -> TicketKey {
         TicketKey::generate().expect("randomness")

@@ -147,8 +147,10 @@ impl<C> SupervisorCore<C> {
     /// Starts the configured nodes, with `key` as the first TLS ticket key
     /// (if the driver could make one).
     pub fn start(&mut self, now: Instant, key: Option<NewTicketKey>) {
-        if let Some(key) = key {
-            self.rotate_tickets(key);
+        match (self.config.shared_ticket_keys.clone(), key) {
+            (Some(shared), _) => self.install_ticket_keys(shared),
+            (None, Some(key)) => self.rotate_tickets(key),
+            (None, None) => {}
         }
         for id in 0..self.config.nodes {
             self.slots.insert(id, Slot::new(id, now));

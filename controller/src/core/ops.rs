@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use vole_control::control::TicketKeys;
+use vole_transport::tickets::TicketKey;
 
 use super::event::{Command, NewTicketKey, RequestId, Sig, Timer};
 use super::state::{Phase, ReloadState, Slot, StopState, Upgrade};
@@ -212,13 +213,34 @@ impl<C> SupervisorCore<C> {
     /// Replaces the shared ticket key (keeping the previous ones for
     /// tickets issued before) and hands the keys to every node.
     pub(super) fn rotate_tickets(&mut self, key: NewTicketKey) {
-        if self.config.node.tls.is_none() {
+        if self.config.node.tls.is_none() || self.config.shared_ticket_keys.is_some() {
             return;
         }
         self.ticket_keys.insert(0, key.0);
         self.ticket_keys.truncate(3);
-        // Not empty: one was just inserted.
-        let keys = TicketKeys::new(&self.ticket_keys[0], &self.ticket_keys[1..]);
+        self.send_ticket_keys();
+        tracing::debug!("tls ticket key rotated");
+    }
+
+    /// Uses `keys` (a ticket-key file's, newest first) as the ticket keys.
+    pub(super) fn install_ticket_keys(&mut self, keys: Vec<TicketKey>) {
+        if self.config.node.tls.is_none() || keys.is_empty() {
+            return;
+        }
+        self.ticket_keys = keys;
+        self.send_ticket_keys();
+        tracing::info!(
+            keys = self.ticket_keys.len(),
+            "tls ticket keys from the ticket-key file"
+        );
+    }
+
+    /// Sends the ticket keys to every node (and to the ones that start).
+    fn send_ticket_keys(&mut self) {
+        let Some((current, previous)) = self.ticket_keys.split_first() else {
+            return;
+        };
+        let keys = TicketKeys::new(current, previous);
         self.config.node.tickets = Some(keys.clone());
         for slot in self.slots.values().filter(|s| s.linked) {
             self.commands.push_back(Command::TicketKeys {
@@ -226,7 +248,6 @@ impl<C> SupervisorCore<C> {
                 keys: keys.clone(),
             });
         }
-        tracing::debug!("tls ticket key rotated");
     }
 
     /// Nodes that are not being retired.
@@ -362,8 +383,13 @@ impl<C> SupervisorCore<C> {
         new.balance = old.balance;
         new.listen = old.listen.clone();
         new.backlog = old.backlog;
-        // Keep the current ticket keys: clients keep resuming.
+        // Keep the current ticket keys (clients keep resuming), unless the
+        // ticket-key file gives new ones.
         new.node.tickets = old.node.tickets.clone();
+        let shared = new.shared_ticket_keys.clone();
+        if let Some((current, previous)) = shared.as_deref().and_then(<[_]>::split_first) {
+            new.node.tickets = Some(TicketKeys::new(current, previous));
+        }
         let target = new.nodes;
         self.balancer.set_limits(new.limits);
         self.restarts.set_policy(new.restart);
@@ -382,6 +408,11 @@ impl<C> SupervisorCore<C> {
         reload.reading = false;
         reload.old = queue.iter().copied().collect();
         reload.queue = queue;
+        // The nodes still serving take the file's keys too: a ticket one
+        // host seals opens everywhere.
+        if let Some(keys) = shared {
+            self.install_ticket_keys(keys);
+        }
         self.reload_progress(now);
     }
 

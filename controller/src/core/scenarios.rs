@@ -45,6 +45,7 @@ pub(super) fn config(nodes: u32, balance: Balance) -> ControllerConfig {
         },
         node_args: Vec::new(),
         ticket_rotation: Duration::from_secs(3600),
+        shared_ticket_keys: None,
         node_user: None,
         metrics_interval: None,
         log_json: false,

@@ -216,6 +216,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
         },
         node_args: Vec::new(),
         ticket_rotation: Duration::from_secs(3600),
+        shared_ticket_keys: None,
         node_user: None,
         metrics_interval: None,
         log_json: false,

@@ -71,6 +71,7 @@ pub fn controller_config(
         name: service.name.clone(),
         node_args,
         ticket_rotation: s.ticket_rotation,
+        shared_ticket_keys: super::setup::shared_ticket_keys(s)?,
         node_user: node_user(s)?,
         metrics_interval: s.metrics.map(|_| std::time::Duration::from_secs(1)),
         log_json: s.log_format == crate::settings::LogFormat::Json,
@@ -139,6 +140,13 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     if let (Some(h), false) = (&health, upgraded) {
         h.start(&admin_path)?;
     }
+    let watcher = s.tls_watch.map(|every| {
+        tokio::spawn(super::watch::run(
+            super::watch::watched(s),
+            every,
+            admin_path.clone(),
+        ))
+    });
     if s.balance == vole_control::control::Balance::Reuseport && migrate_req() == Some(false) {
         tracing::warn!("reuseport: net.ipv4.tcp_migrate_req is 0, so connections queued on a node's socket when it retires (reload, upgrade, scale-down, a node replaced) are reset; set it to 1 (sysctl -w net.ipv4.tcp_migrate_req=1) for the kernel to move them to another node, or use balance shared, grant or dispatch");
     }
@@ -221,10 +229,11 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
             super::upgrade::spawn(&relaunch, request, metrics, health, &upgrade_notifier)
         }),
     };
-    let outcome = bound
-        .run(Some(admin), hooks)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let outcome = bound.run(Some(admin), hooks).await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    let outcome = outcome.map_err(anyhow::Error::from)?;
     match outcome {
         Outcome::Stopped => {
             tracing::info!("stopped: every node drained");

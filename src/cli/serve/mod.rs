@@ -12,9 +12,10 @@ mod controller;
 mod health;
 mod metrics;
 pub(crate) mod privileges;
-mod setup;
+pub(crate) mod setup;
 mod single;
 pub mod upgrade;
+mod watch;
 
 pub use setup::{prepare, resolve, tls_material, Prepared};
 

@@ -431,3 +431,23 @@ mod tests {
         assert_eq!(min_some(None, None), None);
     }
 }
+
+/// The keys of the ticket-key file (`[tls] ticket-key-file`), if one is
+/// set: read at start and on every reload.
+pub(crate) fn shared_ticket_keys(
+    s: &Settings,
+) -> Result<Option<Vec<vole_transport::tickets::TicketKey>>, Failure> {
+    let Some(path) = &s.ticket_key_file else {
+        return Ok(None);
+    };
+    let failure = |e: String| {
+        Failure::usage(anyhow::anyhow!(
+            "tls.ticket-key-file {}: {e}",
+            path.display()
+        ))
+    };
+    let bytes = std::fs::read(path).map_err(|e| failure(e.to_string()))?;
+    vole_transport::tickets::TicketKey::from_file_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| failure(e.to_string()))
+}

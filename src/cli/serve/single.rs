@@ -162,7 +162,16 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let ticketer = SharedTicketer::new(vole_node::process::TICKET_LIFETIME_SECS);
     let mut config = service_config(s, tls.as_ref(), &ticketer);
     config.authorizer = p.service.authorizer(s.access.as_ref());
-    let rotation = tokio::spawn(rotate_own_tickets(ticketer, s.ticket_rotation));
+    let rotation = match super::setup::shared_ticket_keys(s)? {
+        // Keys shared with other hosts: used as they are, never rotated here.
+        Some(keys) => {
+            if let Some((current, previous)) = keys.split_first() {
+                ticketer.set_keys(current, previous);
+            }
+            tokio::spawn(std::future::pending::<()>())
+        }
+        None => tokio::spawn(rotate_own_tickets(ticketer, s.ticket_rotation)),
+    };
     let activated = p.activated.lock().ok().and_then(|mut a| a.take());
     let sockets = match activated {
         Some(sockets) => sockets,
