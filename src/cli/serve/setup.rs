@@ -395,6 +395,26 @@ pub(super) fn node_budgets(s: &Settings) -> vole_control::control::Budgets {
 /// How long to keep a forced shutdown from hanging.
 pub(super) const FORCE_GRACE: Duration = Duration::from_millis(1);
 
+/// The keys of the ticket-key file (`[tls] ticket-key-file`), if one is
+/// set: read at start and on every reload.
+pub(crate) fn shared_ticket_keys(
+    s: &Settings,
+) -> Result<Option<Vec<vole_transport::tickets::TicketKey>>, Failure> {
+    let Some(path) = &s.ticket_key_file else {
+        return Ok(None);
+    };
+    let failure = |e: String| {
+        Failure::usage(anyhow::anyhow!(
+            "tls.ticket-key-file {}: {e}",
+            path.display()
+        ))
+    };
+    let bytes = std::fs::read(path).map_err(|e| failure(e.to_string()))?;
+    vole_transport::tickets::TicketKey::from_file_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| failure(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,24 +450,4 @@ mod tests {
         assert_eq!(min_some(None, Some(3)), Some(3));
         assert_eq!(min_some(None, None), None);
     }
-}
-
-/// The keys of the ticket-key file (`[tls] ticket-key-file`), if one is
-/// set: read at start and on every reload.
-pub(crate) fn shared_ticket_keys(
-    s: &Settings,
-) -> Result<Option<Vec<vole_transport::tickets::TicketKey>>, Failure> {
-    let Some(path) = &s.ticket_key_file else {
-        return Ok(None);
-    };
-    let failure = |e: String| {
-        Failure::usage(anyhow::anyhow!(
-            "tls.ticket-key-file {}: {e}",
-            path.display()
-        ))
-    };
-    let bytes = std::fs::read(path).map_err(|e| failure(e.to_string()))?;
-    vole_transport::tickets::TicketKey::from_file_bytes(&bytes)
-        .map(Some)
-        .map_err(|e| failure(e.to_string()))
 }
