@@ -68,6 +68,14 @@ async fn until_ready_is(port: u16, code: u16, limit: Duration) -> Duration {
 
 const DELAY: Duration = Duration::from_secs(1);
 
+/// `meta.health()` over a link.
+async fn meta_health(gw: &vole_link::RemoteObject) -> String {
+    match gw.call_meta("health", []).await.expect("meta.health()") {
+        vole_link::Value::Str(s) => s,
+        other => panic!("meta.health() answered {other:?}"),
+    }
+}
+
 fn opts(nodes: u32, health: u16) -> Opts {
     Opts::new(nodes, "grant").args(&[
         "--health",
@@ -92,6 +100,7 @@ async fn sigterm_turns_readyz_404_serves_for_the_delay_then_drains() {
         let (_, body) = probe(hport, "/readyz").await.expect("readyz");
         assert!(body.starts_with("serving"), "{body}");
         let before = connect_only(serve.port()).await.expect("a link before");
+        assert_eq!(meta_health(&before.1).await, "SERVING");
 
         let sent = Instant::now();
         serve.signal(Signal::SIGTERM);
@@ -99,6 +108,15 @@ async fn sigterm_turns_readyz_404_serves_for_the_delay_then_drains() {
         println!("nodes {nodes}: /readyz 404 {not_ready:?} after SIGTERM");
         assert!(not_ready < DELAY / 2, "nodes {nodes}: {not_ready:?}");
         assert_eq!(probe(hport, "/livez").await.expect("livez").0, 200);
+        // Over the link too (the node is told a moment after).
+        let told = Instant::now();
+        while meta_health(&before.1).await != "DRAINING" {
+            assert!(
+                told.elapsed() < DELAY / 2,
+                "meta.health() never said DRAINING"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Still serving, new links included.
         let during = connect_only(serve.port())
             .await

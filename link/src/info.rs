@@ -33,6 +33,39 @@ pub struct LinkInfo {
     /// sent a PROXY protocol header; `peer_addr` is then the client's
     /// address as the header gave it.
     pub proxy_addr: Option<SocketAddr>,
+    /// The serving process's health, which `meta.health()` answers (a
+    /// link without one answers `SERVING`).
+    pub health: Option<std::sync::Arc<ServiceHealth>>,
+}
+
+/// Whether a service wants new work, as `meta.health()` tells its callers
+/// (the states of gRPC's health service): `SERVING`, or `DRAINING` from
+/// the first instant of a shutdown delay or a drain.
+#[derive(Debug, Default)]
+pub struct ServiceHealth {
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl ServiceHealth {
+    /// From now on the service is draining (it never serves again).
+    pub fn set_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether it is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `SERVING` or `DRAINING`.
+    pub fn name(&self) -> &'static str {
+        if self.is_draining() {
+            "DRAINING"
+        } else {
+            "SERVING"
+        }
+    }
 }
 
 /// TLS details of a link.

@@ -69,7 +69,7 @@ mod violation;
 pub use crate::core::{LinkConfig, Overload, DEFAULT_MAX_BUFFERED, OVERLOADED};
 pub use driver::{connect, serve, Closed, Driver, HandshakeReceiver, LinkSetup, DRAIN_REFUSALS};
 pub use handle::Link;
-pub use info::{CallContext, LinkInfo, TlsInfo};
+pub use info::{CallContext, LinkInfo, ServiceHealth, TlsInfo};
 pub use model::{CallError, CallFuture, Error, Object, ObjectRef, RemoteObject, Value};
 pub use pipeline::Pipeline;
 pub use proto::CallKind;

@@ -314,6 +314,13 @@ impl<S: Send + Sync + 'static> Published<S> {
                 Some(method) => Ok(method.signature.clone().map_or(Value::None, Value::Str)),
                 None => Err(CallError::exception(format!("no method {name:?}"))),
             },
+            [Value::Str(m)] if m == "health" => Ok(Value::Str(
+                cx.link()
+                    .health
+                    .as_ref()
+                    .map_or("SERVING", |h| h.name())
+                    .to_owned(),
+            )),
             [Value::Str(m)] if m == "ping" => Ok(Value::Tuple(vec![
                 cx.link()
                     .node_id

@@ -110,6 +110,7 @@ impl LinkInfo {
             node_id: None,
             identity: conn.identity.clone(),
             proxy_addr: None,
+            health: None,
         }
     }
 }

@@ -88,6 +88,9 @@ struct NodeState {
     stop: watch::Sender<Option<StopRequest>>,
     /// TLS tickets, with keys from the controller.
     ticketer: Arc<SharedTicketer>,
+    /// The controller said a shutdown delay began (possibly before the
+    /// service exists).
+    not_ready: std::sync::atomic::AtomicBool,
 }
 
 impl NodeState {
@@ -188,6 +191,17 @@ fn control_object(state: Arc<NodeState>) -> Arc<dyn Object> {
                 }
                 tracing::debug!("ticket keys rotated");
                 Ok(())
+            },
+        )
+        .method(
+            "not_ready",
+            "not_ready(): a shutdown delay began: meta.health() answers DRAINING.",
+            |s: Arc<Arc<NodeState>>, (): ()| async move {
+                s.not_ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Some(service) = s.service.get() {
+                    service.set_not_ready();
+                }
+                Ok::<_, CallError>(())
             },
         )
         .method(
@@ -449,6 +463,7 @@ pub async fn run(
         grants: Semaphore::new(0),
         stop: watch::channel(None).0,
         ticketer: SharedTicketer::new(TICKET_LIFETIME_SECS),
+        not_ready: std::sync::atomic::AtomicBool::new(false),
     });
 
     let control = fdpass::adopt_unix_stream(args.control_fd)
@@ -556,6 +571,9 @@ pub async fn run(
     let observer: Arc<dyn SessionObserver> = Arc::new(Observers(reports.clone(), capacity.clone()));
     let service = Service::with_observer(service_cfg, factory, Some(observer));
     let _ = state.service.set(service.clone());
+    if state.not_ready.load(std::sync::atomic::Ordering::SeqCst) {
+        service.set_not_ready();
+    }
     tokio::spawn(report_sessions(
         reports.clone(),
         controller.clone(),

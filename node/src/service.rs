@@ -156,6 +156,8 @@ struct Inner {
     tracker: TaskTracker,
     stop_accepting: CancellationToken,
     stats: ServiceStats,
+    /// What `meta.health()` answers on every link.
+    health: Arc<vole_link::ServiceHealth>,
 }
 
 /// A running service. Cheap to clone.
@@ -191,6 +193,7 @@ impl Service {
                 tracker: TaskTracker::new(),
                 stop_accepting: CancellationToken::new(),
                 stats: ServiceStats::default(),
+                health: Arc::default(),
                 metrics,
                 failure_reasons: Mutex::new(std::collections::BTreeMap::new()),
             }),
@@ -326,6 +329,7 @@ impl Service {
         let peer = client;
         let mut info = LinkInfo::from_conn(&conn_info);
         info.node_id = inner.config.node_id;
+        info.health = Some(inner.health.clone());
         if balancer.is_some() {
             info.peer_addr = client;
             info.proxy_addr = balancer;
@@ -392,7 +396,14 @@ impl Service {
 
     /// Stops accepting new connections; open links continue.
     pub fn stop_accepting(&self) {
+        self.inner.health.set_draining();
         self.inner.stop_accepting.cancel();
+    }
+
+    /// The service is not ready for new work (a shutdown delay began):
+    /// `meta.health()` answers `DRAINING`, while it serves on.
+    pub fn set_not_ready(&self) {
+        self.inner.health.set_draining();
     }
 
     /// The open links.

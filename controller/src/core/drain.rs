@@ -42,6 +42,17 @@ impl<C> SupervisorCore<C> {
         self.not_ready = Some(NotReady {
             replies: req.into_iter().collect(),
         });
+        // External nodes have no control link to be told on.
+        let external = self.config.node_command.is_some();
+        let linked: Vec<_> = self
+            .slots
+            .values()
+            .filter(|s| s.linked && !external)
+            .map(|s| s.key())
+            .collect();
+        for node in linked {
+            self.commands.push_back(Command::NotReady { node });
+        }
         self.commands.push_back(Command::Timer {
             at: now + delay,
             timer: Timer::ShutdownDelay,
@@ -140,6 +151,13 @@ mod tests {
         assert!(
             !out.iter().any(|c| matches!(c, Command::StopAccepting)),
             "{out:?}"
+        );
+        assert_eq!(
+            out.iter()
+                .filter(|c| matches!(c, Command::NotReady { .. }))
+                .count(),
+            2,
+            "every node is told (meta.health): {out:?}"
         );
         assert!(
             out.iter().any(|c| matches!(

@@ -259,6 +259,12 @@ pub enum Command<C> {
         /// How many.
         n: u32,
     },
+    /// Tell the node a shutdown delay began (`meta.health()` answers
+    /// `DRAINING` on its links).
+    NotReady {
+        /// Which.
+        node: NodeKey,
+    },
     /// Ask the node whether it answers within `timeout` (it holds grants
     /// and may be stuck); answer with [`Event::Probed`].
     Probe {

@@ -397,6 +397,10 @@ impl<C> SupervisorCore<C> {
                 interval,
                 timeout,
             });
+            if self.not_ready.is_some() {
+                // Started during a shutdown delay (a restart).
+                self.commands.push_back(Command::NotReady { node });
+            }
         }
         if retiring {
             // Retired while it started: it never serves.

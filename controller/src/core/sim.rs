@@ -469,6 +469,14 @@ impl World {
                 let known = self.procs.values().any(|p| p.key == node && p.linked);
                 self.check(n > 0 && known, "grant to a node that never linked up");
             }
+            Command::NotReady { node } => {
+                let known = self.procs.values().any(|p| p.key == node && p.linked);
+                self.check(known, "not-ready to a node that never linked up");
+                self.check(
+                    self.core.not_ready.is_some(),
+                    "not-ready outside a shutdown delay",
+                );
+            }
             Command::Probe { node, .. } => {
                 // Answered in order with its heartbeats (a hung node's
                 // silence is reported when the probe times out).

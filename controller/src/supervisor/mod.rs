@@ -447,6 +447,11 @@ impl Driver {
                     tasks::call_oneway(control, "grant", (n,));
                 }
             }
+            Command::NotReady { node } => {
+                if let Some(control) = self.control(node) {
+                    tasks::call_oneway(control, "not_ready", ());
+                }
+            }
             Command::Probe { node, timeout } => match self.control(node) {
                 Some(control) => {
                     tokio::spawn(tasks::probe(

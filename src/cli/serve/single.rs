@@ -282,6 +282,7 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
         }
         tracing::info!(by, delay = ?s.shutdown_delay, "not ready: serving on for the shutdown delay, then draining");
         not_ready.store(true, Ordering::SeqCst);
+        service.set_not_ready();
         *until = Some(tokio::time::Instant::now() + s.shutdown_delay);
         false
     };
