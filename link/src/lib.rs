@@ -54,6 +54,7 @@ pub mod metrics;
 mod model;
 pub mod object;
 mod pipeline;
+pub mod pool;
 pub mod proto;
 pub mod publish;
 mod remote;

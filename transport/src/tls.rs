@@ -199,6 +199,13 @@ pub fn fingerprint_hex(fp: &Fingerprint) -> String {
     s
 }
 
+/// `host` as the name a TLS client verifies the server against and sends
+/// as SNI (a DNS name or an IP address).
+pub fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Error> {
+    rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|_| Error::TransportConfig(format!("{host:?} is not a valid TLS server name")))
+}
+
 /// Parses a pinned fingerprint: 64 hex digits, optionally separated by `:`
 /// and optionally prefixed `sha256:` (any case).
 pub fn parse_fingerprint(s: &str) -> Result<Fingerprint, Error> {
