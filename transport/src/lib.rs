@@ -34,6 +34,7 @@ pub mod tickets;
 pub mod tls;
 pub mod vec;
 pub mod vop;
+pub mod vts;
 
 pub use convert::{FromEntity, IntoEntity};
 pub use entity::{Entity, Owner, RefEncoder, VFloat, WireRef};
