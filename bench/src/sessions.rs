@@ -530,6 +530,7 @@ mod tests {
         let config = service_config(vole_transport::stream::ServerSettings {
             transports: vole_transport::vop::ServerPolicy::new(true, false),
             tls: Some(with_ticketer(&server.config, ticketer)),
+            vts: None,
             handshake_timeout: Duration::from_secs(10),
         });
         let (service, port) = serve(config, Arc::new(|_| echo_gateway())).await;

@@ -306,10 +306,17 @@ fn service_config(
         }
         None => None,
     };
+    let vts = match &cfg.vts {
+        Some(material) => Some(Arc::new(vole_transport::vts::ServerSettings::new(
+            Arc::new(vole_transport::vts::VtsKey::from_pem(&material.key_pem)?),
+        ))),
+        None => None,
+    };
     Ok(ServiceConfig {
         transport: ServerSettings {
-            transports: ServerPolicy::new(tls.is_some(), cfg.plain),
+            transports: ServerPolicy::with_vts(tls.is_some(), vts.is_some(), cfg.plain),
             tls,
+            vts,
             handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms.max(1)),
         },
         link: LinkConfig {
@@ -868,6 +875,7 @@ mod tests {
             transport: ServerSettings {
                 transports: ServerPolicy::new(false, true),
                 tls: None,
+                vts: None,
                 handshake_timeout: Duration::from_secs(10),
             },
             link: LinkConfig {

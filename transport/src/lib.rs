@@ -14,6 +14,8 @@
 //! * [`vop`]: the VOP negotiation line in both roles.
 //! * [`tls`] and [`stream`]: TLS 1.3 through rustls, PLAIN, dev certificates,
 //!   and the connection type the link runs over.
+//! * [`vts`] and [`vts_io`]: VTS, VPy's default transport (sans-IO, and its
+//!   async driver), byte for byte as VPy 0.8.5 speaks it (`docs/vts.md`).
 //!
 //! What it is not: it knows nothing of calls, objects or gateways (that is
 //! `vole-link`), and the codec and negotiation code does no I/O: it takes
@@ -35,6 +37,7 @@ pub mod tls;
 pub mod vec;
 pub mod vop;
 pub mod vts;
+pub mod vts_io;
 
 pub use convert::{FromEntity, IntoEntity};
 pub use entity::{Entity, Owner, RefEncoder, VFloat, WireRef};

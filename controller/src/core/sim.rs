@@ -194,6 +194,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
                 key_pem: String::new(),
             }),
             plain: true,
+            vts: None,
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
             keep_alive_ms: None,

@@ -51,6 +51,7 @@ pub fn controller_config(
             balance: s.balance,
             tls: tls.map(|(material, _)| material),
             plain: s.plain,
+            vts: None,
             handshake_timeout_ms: s.handshake_timeout.as_millis() as u64,
             write_timeout_ms: s.write_timeout.as_millis() as u64,
             keep_alive_ms: s.keep_alive.map(|d| d.as_millis() as u64),

@@ -300,6 +300,7 @@ pub(super) fn service_config(
         transport: ServerSettings {
             transports: ServerPolicy::new(tls.is_some(), s.plain),
             tls,
+            vts: None,
             handshake_timeout: s.handshake_timeout,
         },
         link: LinkConfig {
