@@ -119,6 +119,8 @@ fn split_command(key: &'static str, line: &str) -> Result<Vec<String>, SettingsE
 struct TransportsSection {
     tls: Option<bool>,
     plain: Option<bool>,
+    vts: Option<bool>,
+    vts_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +170,10 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// TLS key.
     pub tls_key: Option<PathBuf>,
+    /// Also accept VTS.
+    pub vts: bool,
+    /// VTS server key file.
+    pub vts_key: Option<PathBuf>,
     /// State directory.
     pub state_dir: Option<PathBuf>,
     /// Handshake limit, seconds.
@@ -359,6 +365,17 @@ pub enum TlsSetting {
     },
 }
 
+/// VTS, as resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VtsSetting {
+    /// No VTS.
+    Disabled,
+    /// A key generated once in the state directory.
+    Generated,
+    /// The key in this file.
+    File(PathBuf),
+}
+
 /// Everything `vole serve` runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -390,6 +407,8 @@ pub struct Settings {
     pub tls: TlsSetting,
     /// PLAIN allowed.
     pub plain: bool,
+    /// VTS (VPy's default transport).
+    pub vts: VtsSetting,
     /// State directory.
     pub state_dir: PathBuf,
     /// VOP + TLS handshake limit.
@@ -592,10 +611,29 @@ impl Settings {
                 "external nodes (node-command) serve their own transports; vole's TLS does not apply",
             ));
         }
-        if !external && !tls_enabled && !plain {
+        let vts_enabled = args.vts || transports.vts.unwrap_or(false);
+        let vts_key = args.vts_key.clone().or(transports.vts_key);
+        if external && (vts_enabled || vts_key.is_some()) {
+            return Err(invalid(
+                "transports.vts",
+                "external nodes (node-command) serve their own transports; vole's VTS does not apply",
+            ));
+        }
+        let vts = match (vts_enabled, vts_key) {
+            (false, None) => VtsSetting::Disabled,
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "transports.vts-key",
+                    "a VTS key needs VTS enabled (vts = true, or --vts)",
+                ))
+            }
+            (true, None) => VtsSetting::Generated,
+            (true, Some(key)) => VtsSetting::File(key),
+        };
+        if !external && !tls_enabled && !plain && vts == VtsSetting::Disabled {
             return Err(invalid(
                 "transports",
-                "TLS is disabled and PLAIN is not enabled: nothing to serve",
+                "TLS is disabled and neither VTS nor PLAIN is enabled: nothing to serve",
             ));
         }
         let cert = args.tls_cert.clone().or(tls_files.cert);
@@ -751,6 +789,7 @@ impl Settings {
             node_buffer_budget,
             tls,
             plain,
+            vts,
             state_dir: args
                 .state_dir
                 .clone()
@@ -1026,10 +1065,35 @@ mod tests {
     }
 
     #[test]
+    fn vts_is_off_by_default_and_read_from_file_and_flags() {
+        assert_eq!(parse("").expect("empty").vts, VtsSetting::Disabled);
+        let s = parse("[transports]\nvts = true\n").expect("vts");
+        assert_eq!(s.vts, VtsSetting::Generated);
+        let s = parse("[transports]\nvts = true\nvts-key = \"k.pem\"\n").expect("vts key");
+        assert_eq!(s.vts, VtsSetting::File("k.pem".into()));
+        // VTS alone is something to serve.
+        let s = parse("[transports]\ntls = false\nvts = true\n").expect("vts only");
+        assert_eq!((s.tls, s.plain), (TlsSetting::Disabled, false));
+        let args = Overrides {
+            vts: true,
+            vts_key: Some("f.pem".into()),
+            ..Overrides::default()
+        };
+        let s =
+            Settings::merge(&args, FileConfig::default(), &Defaults::default()).expect("merges");
+        assert_eq!(s.vts, VtsSetting::File("f.pem".into()));
+    }
+
+    #[test]
     fn invalid_values_name_the_key() {
         assert!(err("grace = 0\n").starts_with("grace:"));
         assert!(err("[transports]\ntls = false\n").starts_with("transports:"));
         assert!(err("[tls]\ncert = \"a.pem\"\n").starts_with("tls.key:"));
+        assert!(err("[transports]\nvts-key = \"k.pem\"\n").starts_with("transports.vts-key:"));
+        assert!(err("[transports]\nvts = 1\n").contains("vts"));
+        assert!(
+            err("node-command = \"x\"\n[transports]\nvts = true\n").starts_with("transports.vts:")
+        );
         assert!(err("max-message = 10\n").starts_with("max-message:"));
         assert!(err("backlog = 0\n").starts_with("backlog:"));
         assert!(err("[log]\nlevel = \"not[a filter\"\n").starts_with("log.level:"));

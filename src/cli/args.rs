@@ -229,6 +229,12 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(help_heading = "TLS", long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Also accept VTS, the legacy transport stock Versile Python clients use by default.
+    #[arg(help_heading = "TLS", long)]
+    pub vts: bool,
+    /// VTS server RSA key (PEM, PKCS#8 or PKCS#1); without it a key is generated in the state directory.
+    #[arg(help_heading = "TLS", long, value_name = "FILE")]
+    pub vts_key: Option<PathBuf>,
     /// Where the dev certificate and admin socket live [$VOLE_STATE_DIR, else $XDG_STATE_HOME/<service>, else ~/.local/state/<service>].
     #[arg(help_heading = "Daemon and files", long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -351,6 +357,8 @@ impl ServeArgs {
             no_tls: a.no_tls,
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,
+            vts: a.vts,
+            vts_key: a.vts_key,
             state_dir: a.state_dir,
             handshake_timeout: a.handshake_timeout,
             max_message: a.max_message,

@@ -14,7 +14,8 @@ use vole_node::Service;
 use vole_transport::tickets::{SharedTicketer, TicketKey};
 
 use super::setup::{
-    announce, announce_ready, service_config, tls_material, transports_name, Prepared, FORCE_GRACE,
+    announce, announce_ready, service_config, tls_material, transports_name, vts_material,
+    Prepared, FORCE_GRACE,
 };
 use crate::cli::exit::Failure;
 
@@ -133,8 +134,14 @@ async fn rotate_own_tickets(ticketer: Arc<SharedTicketer>, every: Duration) {
 pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let s = &p.settings;
     let tls = tls_material(s)?;
+    let vts = vts_material(s)?;
     let ticketer = SharedTicketer::new(vole_node::process::TICKET_LIFETIME_SECS);
-    let config = service_config(s, tls.as_ref().map(|(_, c)| c), &ticketer);
+    let config = service_config(
+        s,
+        tls.as_ref().map(|(_, c)| c),
+        vts.as_ref().map(|(_, c)| c),
+        &ticketer,
+    );
     let rotation = tokio::spawn(rotate_own_tickets(ticketer, s.ticket_rotation));
     let activated = p.activated.lock().ok().and_then(|mut a| a.take());
     let sockets = match activated {
@@ -195,7 +202,7 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     announce(
         &p.service.name,
         &addrs,
-        transports_name(tls.is_some(), s.plain),
+        &transports_name(tls.is_some(), vts.is_some(), s.plain),
     );
     let mut tasks = Vec::new();
     for l in listeners {

@@ -20,6 +20,22 @@ pub const MAX_PEER_KEY_BITS: usize = 4096;
 /// Bits of a key vole generates.
 pub const GENERATED_KEY_BITS: usize = 2048;
 
+/// The file in the state directory holding the server's generated VTS key.
+pub const VTS_KEY_FILE: &str = "vts-key.pem";
+
+/// The fingerprint of the VTS key generated in `state_dir`, if there is a
+/// usable one: what a client on the same machine trusts for localhost, as
+/// it does the dev certificate.
+pub fn local_vts_pin(state_dir: &Path) -> Option<Fingerprint> {
+    match VtsKey::load(&state_dir.join(VTS_KEY_FILE)) {
+        Ok(key) => Some(key.public().fingerprint()),
+        Err(e) => {
+            tracing::debug!(error = %e, "no usable local VTS key");
+            None
+        }
+    }
+}
+
 /// An RSA key pair of this side: the server key, or a client's key.
 #[derive(Clone)]
 pub struct VtsKey {

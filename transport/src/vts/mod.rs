@@ -23,7 +23,7 @@ pub mod suite;
 use std::sync::Arc;
 
 pub use handshake::{HANDSHAKE_LIMIT, VTS_LINE};
-pub use key::{PublicKey, VtsKey};
+pub use key::{local_vts_pin, PublicKey, VtsKey, VTS_KEY_FILE};
 pub use suite::{Cipher, Mode, Suite};
 
 pub use config::{ClientSettings, ServerSettings, VtsTrust};
