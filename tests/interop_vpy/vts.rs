@@ -79,10 +79,10 @@ fn vole_pins_a_vpy_vts_service_and_refuses_a_wrong_pin() {
 
         let mut wrong = pin;
         wrong[0] ^= 1;
-        let err = resolve(&service.uri(""), &vts_config(VtsTrust::Pinned(wrong), None))
-            .await
-            .err()
-            .expect("a wrong pin is refused");
+        let Err(err) = resolve(&service.uri(""), &vts_config(VtsTrust::Pinned(wrong), None)).await
+        else {
+            panic!("a wrong pin must be refused");
+        };
         let mut text = err.to_string();
         let mut cause = std::error::Error::source(&err);
         while let Some(c) = cause {
