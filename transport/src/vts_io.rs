@@ -107,6 +107,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for VtsStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // Records released by the core on reading (see `Vts::send`) go out
+        // here; a socket not ready for them wakes this task again.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
         loop {
             if this.plain_pos < this.plain.len() {
                 let n = buf.remaining().min(this.plain.len() - this.plain_pos);
@@ -136,6 +141,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for VtsStream<S> {
             }
             this.plain = this.vts.take_plaintext();
             this.plain_pos = 0;
+            if this.vts.has_output() {
+                this.out.extend(this.vts.take_output());
+                if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                    return Poll::Ready(Err(e));
+                }
+            }
         }
     }
 }

@@ -57,6 +57,9 @@ pub(crate) struct Established {
     /// The server's key (client side) or the client's proven key (server
     /// side, only if it sent one).
     pub peer_key: Option<PublicKey>,
+    /// Whether this side sent the last handshake message (so it must hold
+    /// its records until the peer's first one: see [`super::Vts::send`]).
+    pub sent_last: bool,
 }
 
 enum Role {
@@ -362,6 +365,7 @@ impl Handshake {
                 Crypt::new(suite, &keys.c_key, &keys.c_iv, false)?,
                 keys.c_mac,
             ),
+            sent_last: client_key.is_some(),
             peer_key: client_key,
         })
     }
@@ -440,7 +444,7 @@ impl Handshake {
             return Ok(None);
         }
         self.step = Step::Done;
-        self.client_keys(suite, None).map(Some)
+        self.client_keys(suite, None, true).map(Some)
     }
 
     fn client_secret(&mut self, c: &ClientSettings, msg: &Entity) -> Result<Established, Error> {
@@ -452,10 +456,15 @@ impl Handshake {
         };
         let srand_s = nonce(&rsa_open(key, sealed)?, "server secret")?;
         self.step = Step::Done;
-        self.client_keys(suite, Some(&srand_s))
+        self.client_keys(suite, Some(&srand_s), false)
     }
 
-    fn client_keys(&mut self, suite: Suite, srand_s: Option<&[u8]>) -> Result<Established, Error> {
+    fn client_keys(
+        &mut self,
+        suite: Suite,
+        srand_s: Option<&[u8]>,
+        sent_last: bool,
+    ) -> Result<Established, Error> {
         let keys = derive(suite, &self.rand_c, &self.rand_s, &self.srand_c, srand_s);
         Ok(Established {
             suite,
@@ -468,6 +477,7 @@ impl Handshake {
                 keys.s_mac,
             ),
             peer_key: self.peer_key.take(),
+            sent_last,
         })
     }
 }

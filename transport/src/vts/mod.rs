@@ -42,6 +42,8 @@ pub struct Vts {
     peer_key: Option<PublicKey>,
     out: Vec<u8>,
     plain: Vec<u8>,
+    /// Plaintext sent while waiting for the peer's first record.
+    held: Option<Vec<u8>>,
     rng: Box<dyn Random>,
 }
 
@@ -87,6 +89,7 @@ impl Vts {
             peer_key: None,
             out,
             plain: Vec::new(),
+            held: None,
             rng,
         }
     }
@@ -107,6 +110,11 @@ impl Vts {
             recv.push(&data);
             recv.open(&mut self.plain)?;
         }
+        if !self.plain.is_empty() {
+            if let Some(held) = self.held.take() {
+                self.send(&held)?;
+            }
+        }
         Ok(())
     }
 
@@ -116,6 +124,9 @@ impl Vts {
         self.peer_key = done.peer_key;
         self.send = Some(done.send);
         self.recv = Some(done.recv);
+        if done.sent_last {
+            self.held = Some(Vec::new());
+        }
     }
 
     /// The peer closed its side: an error if that cut a handshake or a
@@ -132,7 +143,18 @@ impl Vts {
 
     /// Encrypts `plain` into records of at most 16 KiB. Only after the
     /// handshake.
+    ///
+    /// The side that sent the last handshake message holds what it sends
+    /// until the peer's first record has arrived: VPy finishes its side of
+    /// the handshake in a later reactor turn and leaves records that
+    /// arrive before then unread until more bytes come, which stalls a
+    /// link whose peer then waits for an answer. Both sides of a VOL link
+    /// speak first (their VEC hellos), so the wait always ends.
     pub fn send(&mut self, plain: &[u8]) -> Result<(), Error> {
+        if let Some(held) = &mut self.held {
+            held.extend_from_slice(plain);
+            return Ok(());
+        }
         let Some(send) = &mut self.send else {
             return Err(Error::TransportConfig(
                 "VTS data sent before the handshake completed".into(),

@@ -219,6 +219,10 @@ fn both_roles_reproduce_vpy_transcripts_byte_for_byte() {
             case.name
         );
         assert!(c_recs[0].starts_with(b"VEC_DRAFT-0.8"), "{}", case.name);
+        // Each side has "seen" the other's records (through its opener
+        // directly), so nothing is held back.
+        client.held = None;
+        server.held = None;
         for (sender, recs, want) in [
             (&mut client, &c_recs, &case.c2s[c_hs.len()..]),
             (&mut server, &s_recs, &case.s2c[s_hs.len()..]),
@@ -459,6 +463,17 @@ fn fresh_keys_complete_a_handshake_with_every_suite() {
         let mut client = Vts::client(Arc::new(ClientSettings::new(VtsTrust::Insecure)));
         handshake(&mut client, &mut server);
         assert_eq!(server.suite(), Some(suite));
+        // The client sent the last handshake message: it holds its records
+        // until the server's first one has arrived.
+        client.send(b"early").expect("send");
+        assert!(!client.has_output(), "held until the server speaks");
+        server.send(b"hello").expect("server speaks first");
+        client
+            .receive(&server.take_output())
+            .expect("client receives");
+        assert_eq!(client.take_plaintext(), b"hello");
+        server.receive(&client.take_output()).expect("released");
+        assert_eq!(server.take_plaintext(), b"early");
         let payload = vec![42u8; 70000];
         client.send(&payload).expect("send");
         server.receive(&client.take_output()).expect("receive");
