@@ -68,3 +68,13 @@ fn vop_server_corpus() {
 fn vop_client_corpus() {
     replay("vop_client", fuzzing::vop_client);
 }
+
+#[test]
+fn vts_server_corpus() {
+    replay("vts_server", fuzzing::vts_server);
+}
+
+#[test]
+fn vts_client_corpus() {
+    replay("vts_client", fuzzing::vts_client);
+}
