@@ -197,3 +197,30 @@ fn a_tampered_vts_record_closes_only_its_link() {
     );
     assert!(service.proc.is_running(), "vole serve exited");
 }
+
+#[test]
+fn vole_serve_refuses_an_unusable_vts_key_as_a_usage_error() {
+    let state = Scratch::new("vts-bad-key");
+    let bad = state.0.join("bad.pem");
+    std::fs::write(&bad, "not a key\n").expect("write");
+    for key in [bad.clone(), state.0.join("missing.pem")] {
+        let mut cmd = Command::new(VOLE);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--vts", "--vts-key"])
+            .arg(&key)
+            .arg("--state-dir")
+            .arg(&state.0);
+        let out = run("vole serve --vts-key (unusable)", cmd, WAIT);
+        assert_eq!(
+            out.status.and_then(|s| s.code()),
+            Some(64),
+            "stderr:\n{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("transports.vts-key:")
+                && out.stderr.contains(&*key.to_string_lossy()),
+            "the error names the key and the file:\n{}",
+            out.stderr
+        );
+    }
+}

@@ -336,3 +336,96 @@ impl RsaDecrypt<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vole-vts-key-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn a_generated_key_is_private_to_its_owner_and_reloads() {
+        let dir = scratch("gen");
+        let path = dir.join(VTS_KEY_FILE);
+        let (key, new) = VtsKey::load_or_generate(&path).expect("generate");
+        assert!(new);
+        assert_eq!(key.public().bits(), GENERATED_KEY_BITS);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (again, new) = VtsKey::load_or_generate(&path).expect("load");
+        assert!(!new);
+        assert_eq!(again.public(), key.public());
+        assert_eq!(local_vts_pin(&dir), Some(key.public().fingerprint()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unusable_key_files_name_the_file() {
+        let dir = scratch("bad");
+        let bad = dir.join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        for path in [bad, dir.join("missing.pem")] {
+            match VtsKey::load(&path) {
+                Err(Error::Credentials { path: p, .. }) => assert_eq!(p, path),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(local_vts_pin(&dir), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn wire_form_round_trips_and_refuses_other_shapes() {
+        let key = VtsKey::generate(1024).expect("key").public();
+        assert_eq!(
+            PublicKey::from_entity(&key.to_entity()).expect("parse"),
+            key
+        );
+        let Entity::Tuple(mut parts) = key.to_entity() else {
+            panic!("tuple")
+        };
+        parts[0] = Entity::str("dsa");
+        assert!(matches!(
+            PublicKey::from_entity(&Entity::Tuple(parts)),
+            Err(Error::BadVtsHandshake(_))
+        ));
+        let private = Entity::tuple([
+            Entity::str("rsa"),
+            Entity::tuple([
+                Entity::Int(3233),
+                Entity::Int(17),
+                Entity::Int(2753),
+                Entity::None,
+                Entity::None,
+            ]),
+        ]);
+        assert!(PublicKey::from_entity(&private).is_err());
+        let huge = Entity::tuple([
+            Entity::str("rsa"),
+            Entity::tuple([
+                Entity::int(BigInt::from(1) << 5000usize),
+                Entity::Int(65537),
+                Entity::None,
+                Entity::None,
+                Entity::None,
+            ]),
+        ]);
+        assert!(matches!(
+            PublicKey::from_entity(&huge),
+            Err(Error::BadVtsHandshake("peer rsa key exceeds 4096 bits"))
+        ));
+    }
+}
