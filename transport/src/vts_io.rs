@@ -16,6 +16,12 @@ const READ_CHUNK: usize = 16 * 1024;
 const WRITE_CHUNK: usize = 64 * 1024;
 
 /// A connection after a completed VTS handshake.
+///
+/// The side that sent the last handshake message (a client without a key,
+/// a server whose client sent one) holds what it writes until the peer's
+/// first record has arrived (see [`Vts::send`]); a protocol in which that
+/// side must speak first while the other waits would stall. VOL is not
+/// one: both ends start with their VEC hello.
 #[derive(Debug)]
 pub struct VtsStream<S> {
     io: S,
