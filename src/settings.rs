@@ -94,6 +94,30 @@ pub struct FileConfig {
     node_command: Option<CommandLine>,
 }
 
+/// The VTS cipher list, in order, duplicates dropped; an unknown name or an
+/// empty list is an error naming `transports.vts-ciphers`.
+fn parse_vts_ciphers<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Vec<vole_transport::vts::Suite>, SettingsError> {
+    let key = "transports.vts-ciphers";
+    let mut out = Vec::new();
+    for name in names {
+        let suite = vole_transport::vts::Suite::parse(name).ok_or_else(|| {
+            invalid(
+                key,
+                format!("unknown cipher {name:?} (cipher-mode: aes256, blowfish or blowfish128, and cbc or ofb)"),
+            )
+        })?;
+        if !out.contains(&suite) {
+            out.push(suite);
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid(key, "needs at least one cipher"));
+    }
+    Ok(out)
+}
+
 /// A command as the file writes it: one string (split like a shell does)
 /// or a list of arguments.
 #[derive(Debug, Deserialize)]
@@ -121,6 +145,7 @@ struct TransportsSection {
     plain: Option<bool>,
     vts: Option<bool>,
     vts_key: Option<PathBuf>,
+    vts_ciphers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +199,8 @@ pub struct Overrides {
     pub vts: bool,
     /// VTS server key file.
     pub vts_key: Option<PathBuf>,
+    /// VTS ciphers, comma-separated, in order of preference.
+    pub vts_ciphers: Option<String>,
     /// State directory.
     pub state_dir: Option<PathBuf>,
     /// Handshake limit, seconds.
@@ -409,6 +436,8 @@ pub struct Settings {
     pub plain: bool,
     /// VTS (VPy's default transport).
     pub vts: VtsSetting,
+    /// VTS ciphers and modes accepted, in order of preference.
+    pub vts_ciphers: Vec<vole_transport::vts::Suite>,
     /// State directory.
     pub state_dir: PathBuf,
     /// VOP + TLS handshake limit.
@@ -630,6 +659,11 @@ impl Settings {
             (true, None) => VtsSetting::Generated,
             (true, Some(key)) => VtsSetting::File(key),
         };
+        let vts_ciphers = match (&args.vts_ciphers, transports.vts_ciphers) {
+            (Some(line), _) => parse_vts_ciphers(line.split(',').map(str::trim))?,
+            (None, Some(list)) => parse_vts_ciphers(list.iter().map(String::as_str))?,
+            (None, None) => defaults::vts_ciphers(),
+        };
         if !external && !tls_enabled && !plain && vts == VtsSetting::Disabled {
             return Err(invalid(
                 "transports",
@@ -790,6 +824,7 @@ impl Settings {
             tls,
             plain,
             vts,
+            vts_ciphers,
             state_dir: args
                 .state_dir
                 .clone()
@@ -1082,6 +1117,32 @@ mod tests {
         let s =
             Settings::merge(&args, FileConfig::default(), &Defaults::default()).expect("merges");
         assert_eq!(s.vts, VtsSetting::File("f.pem".into()));
+        assert_eq!(s.vts_ciphers, crate::defaults::vts_ciphers());
+    }
+
+    #[test]
+    fn vts_ciphers_read_in_order_and_refuse_unknown_names() {
+        use vole_transport::vts::Suite;
+        let s = parse(
+            "[transports]\nvts = true\nvts-ciphers = [\"blowfish-cbc\", \"aes256-ofb\", \"blowfish-cbc\"]\n",
+        )
+        .expect("ciphers");
+        let want: Vec<Suite> = ["blowfish-cbc", "aes256-ofb"]
+            .iter()
+            .filter_map(|n| Suite::parse(n))
+            .collect();
+        assert_eq!(s.vts_ciphers, want);
+        let args = Overrides {
+            vts: true,
+            vts_ciphers: Some("blowfish128-ofb, blowfish-cbc".to_owned()),
+            ..Overrides::default()
+        };
+        let s =
+            Settings::merge(&args, FileConfig::default(), &Defaults::default()).expect("merges");
+        assert_eq!(s.vts_ciphers.len(), 2);
+        assert!(err("[transports]\nvts-ciphers = [\"des-cbc\"]\n")
+            .starts_with("transports.vts-ciphers:"));
+        assert!(err("[transports]\nvts-ciphers = []\n").starts_with("transports.vts-ciphers:"));
     }
 
     #[test]

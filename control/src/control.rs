@@ -164,6 +164,10 @@ impl std::fmt::Debug for TlsMaterial {
 pub struct VtsMaterial {
     /// The RSA private key (PEM).
     pub key_pem: String,
+    /// Ciphers and modes accepted, in order of preference (`blowfish-cbc`
+    /// etc.); empty: every one vole implements.
+    #[serde(default)]
+    pub ciphers: Vec<String>,
 }
 
 impl std::fmt::Debug for VtsMaterial {

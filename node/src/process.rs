@@ -307,9 +307,19 @@ fn service_config(
         None => None,
     };
     let vts = match &cfg.vts {
-        Some(material) => Some(Arc::new(vole_transport::vts::ServerSettings::new(
-            Arc::new(vole_transport::vts::VtsKey::from_pem(&material.key_pem)?),
-        ))),
+        Some(material) => {
+            let key = vole_transport::vts::VtsKey::from_pem(&material.key_pem)?;
+            let mut settings = vole_transport::vts::ServerSettings::new(Arc::new(key));
+            let ciphers: Vec<_> = material
+                .ciphers
+                .iter()
+                .filter_map(|c| vole_transport::vts::Suite::parse(c))
+                .collect();
+            if !ciphers.is_empty() {
+                settings.suites = ciphers;
+            }
+            Some(Arc::new(settings))
+        }
         None => None,
     };
     Ok(ServiceConfig {

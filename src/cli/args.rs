@@ -235,6 +235,9 @@ pub struct ServeArgs {
     /// VTS server RSA key (PEM, PKCS#8 or PKCS#1); without it a key is generated in the state directory.
     #[arg(help_heading = "TLS", long, value_name = "FILE")]
     pub vts_key: Option<PathBuf>,
+    /// VTS ciphers accepted, in order of preference, comma-separated (cipher-mode; ciphers aes256, blowfish, blowfish128; modes cbc, ofb).
+    #[arg(help_heading = "TLS", long, value_name = "LIST")]
+    pub vts_ciphers: Option<String>,
     /// Where the dev certificate and admin socket live [$VOLE_STATE_DIR, else $XDG_STATE_HOME/<service>, else ~/.local/state/<service>].
     #[arg(help_heading = "Daemon and files", long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -359,6 +362,7 @@ impl ServeArgs {
             tls_key: a.tls_key,
             vts: a.vts,
             vts_key: a.vts_key,
+            vts_ciphers: a.vts_ciphers,
             state_dir: a.state_dir,
             handshake_timeout: a.handshake_timeout,
             max_message: a.max_message,

@@ -39,6 +39,14 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ("log_format", LogFormat::default().name().to_owned()),
         ("log_level", defaults::LOG_LEVEL.to_owned()),
         ("ticket_rotation", defaults::TICKET_ROTATION.to_string()),
+        (
+            "vts_ciphers",
+            defaults::vts_ciphers()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
     ]
 }
 

@@ -492,8 +492,17 @@ def scenario_vts(port):
         close(l, 'vts.links.8.close%d' % j)
 
 
+def scenario_vts_refused(port):
+    """The default (VTS) client against a vole serve --vts that accepts no
+    cipher a stock VPy has."""
+    res = outcome(lambda: connect_default(port))
+    check('vts.refused', res[0] == 'raised' and isinstance(res[1], VUrlException),
+          '%s %r' % res)
+
+
 SCENARIOS = {
     'vts': scenario_vts,
+    'vts_refused': scenario_vts_refused,
     'values': scenario_values,
     'errors': scenario_errors,
     'callback': scenario_callback,

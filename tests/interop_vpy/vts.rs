@@ -224,3 +224,37 @@ fn vole_serve_refuses_an_unusable_vts_key_as_a_usage_error() {
         );
     }
 }
+
+#[test]
+fn vts_ciphers_are_the_servers_choice_and_a_mismatch_is_logged() {
+    let key = fixture("server-key.pem");
+    let key = key.to_str().expect("utf-8 path");
+    // AES only: a stock VPy (no PyCrypto) has none of it.
+    let service = vole_serve_with(
+        false,
+        2,
+        &["--vts", "--vts-key", key, "--vts-ciphers", "aes256-cbc"],
+    );
+    let report = vpy_client("vts_refused", service.port);
+    assert_checks(&report, &["vts.refused"]);
+    let why = "no common VTS cipher (peer offered blowfish-cbc, blowfish-ofb, blowfish128-cbc, blowfish128-ofb; local allows aes256-cbc)";
+    assert!(
+        service.proc.stderr.wait_for(why, WAIT),
+        "vole did not log why it refused the VPy client (expected {why:?})\n{}",
+        service.proc.diagnostics()
+    );
+    // vole's own client offers AES and gets through.
+    let pin = server_key().public().fingerprint();
+    block_on("vts aes256 to vole", async {
+        let root = resolve(
+            &format!("vop://127.0.0.1:{}/", service.port),
+            &vts_config(VtsTrust::Pinned(pin), None),
+        )
+        .await
+        .expect("vole's client offers aes256-cbc");
+        let gw = remote(&root.value, "the root");
+        let got = gw.call("echo", ("aes",)).await.expect("echo");
+        assert_eq!(got, Value::str("aes"));
+        root.link.close().await;
+    });
+}

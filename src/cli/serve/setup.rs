@@ -308,11 +308,15 @@ pub fn vts_material(
     tracing::warn!("VTS is enabled: a legacy transport for Versile Python clients (64-bit block ciphers, no forward secrecy); prefer TLS where the client allows it");
     let material = VtsMaterial {
         key_pem: key.to_pem().context("VTS key")?,
+        ciphers: settings
+            .vts_ciphers
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     };
-    Ok(Some((
-        material,
-        Arc::new(vts::ServerSettings::new(Arc::new(key))),
-    )))
+    let mut server = vts::ServerSettings::new(Arc::new(key));
+    server.suites = settings.vts_ciphers.clone();
+    Ok(Some((material, Arc::new(server))))
 }
 
 pub(super) fn transports_name(tls: bool, vts: bool, plain: bool) -> String {
