@@ -41,6 +41,12 @@ pub const CLIENT_AUTH: crate::access::ClientAuthMode = crate::access::ClientAuth
 /// Log level or filter.
 pub const LOG_LEVEL: &str = "info";
 
+/// VTS ciphers and modes a server accepts, in its order of preference:
+/// every one vole implements, strongest first.
+pub fn vts_ciphers() -> Vec<vole_transport::vts::Suite> {
+    vole_transport::vts::Suite::ALL.to_vec()
+}
+
 /// The peer's calls one link runs at once (the link's own default).
 pub fn max_inflight() -> usize {
     vole_link::LinkConfig::default().max_inflight

@@ -86,6 +86,7 @@ pub fn serve_plain(factory: GatewayFactory) -> Service {
         transport: ServerSettings {
             transports: ServerPolicy::new(false, true),
             tls: None,
+            vts: None,
             handshake_timeout: Duration::from_secs(10),
         },
         link: LinkConfig {

@@ -100,6 +100,30 @@ pub struct FileConfig {
     node_command: Option<CommandLine>,
 }
 
+/// The VTS cipher list, in order, duplicates dropped; an unknown name or an
+/// empty list is an error naming `transports.vts-ciphers`.
+fn parse_vts_ciphers<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Vec<vole_transport::vts::Suite>, SettingsError> {
+    let key = "transports.vts-ciphers";
+    let mut out = Vec::new();
+    for name in names {
+        let suite = vole_transport::vts::Suite::parse(name).ok_or_else(|| {
+            invalid(
+                key,
+                format!("unknown cipher {name:?} (cipher-mode: aes256, blowfish or blowfish128, and cbc or ofb)"),
+            )
+        })?;
+        if !out.contains(&suite) {
+            out.push(suite);
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid(key, "needs at least one cipher"));
+    }
+    Ok(out)
+}
+
 /// A command as the file writes it: one string (split like a shell does)
 /// or a list of arguments.
 #[derive(Debug, Deserialize)]
@@ -125,6 +149,9 @@ fn split_command(key: &'static str, line: &str) -> Result<Vec<String>, SettingsE
 struct TransportsSection {
     tls: Option<bool>,
     plain: Option<bool>,
+    vts: Option<bool>,
+    vts_key: Option<PathBuf>,
+    vts_ciphers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,6 +217,12 @@ pub struct Overrides {
     pub auth_allow_subjects: Option<Vec<String>>,
     /// Allowed client fingerprints (replaces the file's list).
     pub auth_allow_keys: Option<Vec<String>>,
+    /// Also accept VTS.
+    pub vts: bool,
+    /// VTS server key file.
+    pub vts_key: Option<PathBuf>,
+    /// VTS ciphers, comma-separated, in order of preference.
+    pub vts_ciphers: Option<String>,
     /// State directory.
     pub state_dir: Option<PathBuf>,
     /// Handshake limit, seconds.
@@ -389,6 +422,17 @@ pub enum TlsSetting {
     },
 }
 
+/// VTS, as resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VtsSetting {
+    /// No VTS.
+    Disabled,
+    /// A key generated once in the state directory.
+    Generated,
+    /// The key in this file.
+    File(PathBuf),
+}
+
 /// Everything `vole serve` runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -432,6 +476,10 @@ pub struct Settings {
     pub access: Option<vole_control::control::AccessRules>,
     /// PLAIN allowed.
     pub plain: bool,
+    /// VTS (VPy's default transport).
+    pub vts: VtsSetting,
+    /// VTS ciphers and modes accepted, in order of preference.
+    pub vts_ciphers: Vec<vole_transport::vts::Suite>,
     /// State directory.
     pub state_dir: PathBuf,
     /// VOP + TLS handshake limit.
@@ -683,10 +731,34 @@ impl Settings {
                 "external nodes (node-command) serve their own transports; vole's TLS does not apply",
             ));
         }
-        if !external && !tls_enabled && !plain {
+        let vts_enabled = args.vts || transports.vts.unwrap_or(false);
+        let vts_key = args.vts_key.clone().or(transports.vts_key);
+        if external && (vts_enabled || vts_key.is_some()) {
+            return Err(invalid(
+                "transports.vts",
+                "external nodes (node-command) serve their own transports; vole's VTS does not apply",
+            ));
+        }
+        let vts = match (vts_enabled, vts_key) {
+            (false, None) => VtsSetting::Disabled,
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "transports.vts-key",
+                    "a VTS key needs VTS enabled (vts = true, or --vts)",
+                ))
+            }
+            (true, None) => VtsSetting::Generated,
+            (true, Some(key)) => VtsSetting::File(key),
+        };
+        let vts_ciphers = match (&args.vts_ciphers, transports.vts_ciphers) {
+            (Some(line), _) => parse_vts_ciphers(line.split(',').map(str::trim))?,
+            (None, Some(list)) => parse_vts_ciphers(list.iter().map(String::as_str))?,
+            (None, None) => defaults::vts_ciphers(),
+        };
+        if !external && !tls_enabled && !plain && vts == VtsSetting::Disabled {
             return Err(invalid(
                 "transports",
-                "TLS is disabled and PLAIN is not enabled: nothing to serve",
+                "TLS is disabled and neither VTS nor PLAIN is enabled: nothing to serve",
             ));
         }
         let written = crate::access::Written::merge(
@@ -903,6 +975,8 @@ impl Settings {
             client_auth,
             access,
             plain,
+            vts,
+            vts_ciphers,
             state_dir: args
                 .state_dir
                 .clone()
@@ -1187,10 +1261,61 @@ mod tests {
     }
 
     #[test]
+    fn vts_is_off_by_default_and_read_from_file_and_flags() {
+        assert_eq!(parse("").expect("empty").vts, VtsSetting::Disabled);
+        let s = parse("[transports]\nvts = true\n").expect("vts");
+        assert_eq!(s.vts, VtsSetting::Generated);
+        let s = parse("[transports]\nvts = true\nvts-key = \"k.pem\"\n").expect("vts key");
+        assert_eq!(s.vts, VtsSetting::File("k.pem".into()));
+        // VTS alone is something to serve.
+        let s = parse("[transports]\ntls = false\nvts = true\n").expect("vts only");
+        assert_eq!((s.tls, s.plain), (TlsSetting::Disabled, false));
+        let args = Overrides {
+            vts: true,
+            vts_key: Some("f.pem".into()),
+            ..Overrides::default()
+        };
+        let s =
+            Settings::merge(&args, FileConfig::default(), &Defaults::default()).expect("merges");
+        assert_eq!(s.vts, VtsSetting::File("f.pem".into()));
+        assert_eq!(s.vts_ciphers, crate::defaults::vts_ciphers());
+    }
+
+    #[test]
+    fn vts_ciphers_read_in_order_and_refuse_unknown_names() {
+        use vole_transport::vts::Suite;
+        let s = parse(
+            "[transports]\nvts = true\nvts-ciphers = [\"blowfish-cbc\", \"aes256-ofb\", \"blowfish-cbc\"]\n",
+        )
+        .expect("ciphers");
+        let want: Vec<Suite> = ["blowfish-cbc", "aes256-ofb"]
+            .iter()
+            .filter_map(|n| Suite::parse(n))
+            .collect();
+        assert_eq!(s.vts_ciphers, want);
+        let args = Overrides {
+            vts: true,
+            vts_ciphers: Some("blowfish128-ofb, blowfish-cbc".to_owned()),
+            ..Overrides::default()
+        };
+        let s =
+            Settings::merge(&args, FileConfig::default(), &Defaults::default()).expect("merges");
+        assert_eq!(s.vts_ciphers.len(), 2);
+        assert!(err("[transports]\nvts-ciphers = [\"des-cbc\"]\n")
+            .starts_with("transports.vts-ciphers:"));
+        assert!(err("[transports]\nvts-ciphers = []\n").starts_with("transports.vts-ciphers:"));
+    }
+
+    #[test]
     fn invalid_values_name_the_key() {
         assert!(err("grace = 0\n").starts_with("grace:"));
         assert!(err("[transports]\ntls = false\n").starts_with("transports:"));
         assert!(err("[tls]\ncert = \"a.pem\"\n").starts_with("tls.key:"));
+        assert!(err("[transports]\nvts-key = \"k.pem\"\n").starts_with("transports.vts-key:"));
+        assert!(err("[transports]\nvts = 1\n").contains("vts"));
+        assert!(
+            err("node-command = \"x\"\n[transports]\nvts = true\n").starts_with("transports.vts:")
+        );
         assert!(err("max-message = 10\n").starts_with("max-message:"));
         assert!(err("backlog = 0\n").starts_with("backlog:"));
         assert!(err("[log]\nlevel = \"not[a filter\"\n").starts_with("log.level:"));

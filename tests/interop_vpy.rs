@@ -1,5 +1,6 @@
 //! Interop with Versile Python (VPy, versile-python3 0.8.5) over PLAIN on
-//! loopback, in both directions:
+//! loopback, in both directions (and over VTS, VPy's default transport, in
+//! `interop_vpy/vts.rs`):
 //!
 //! * VPy clients against `vole serve --plain` (`tests/interop/vpy_client.py`
 //!   runs one scenario per test and prints one JSON line per check);
@@ -29,6 +30,9 @@ use vole::link::publish::Published;
 use vole::link::resolve::{resolve, resolve_relative, ClientConfig, Resolved};
 use vole::link::{CallError, Error, Object, ObjectRef, RemoteObject, Value};
 use vole::transport::VFloat;
+
+#[path = "interop_vpy/vts.rs"]
+mod vts;
 
 const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
 const VOLE: &str = env!("CARGO_BIN_EXE_vole");

@@ -534,6 +534,7 @@ mod tests {
                 ticketer,
                 ticket_context(None),
             )),
+            vts: None,
             handshake_timeout: Duration::from_secs(10),
         });
         let (service, port) = serve(config, Arc::new(|_| echo_gateway())).await;

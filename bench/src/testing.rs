@@ -62,6 +62,7 @@ pub async fn serve_plain(factory: GatewayFactory) -> (Service, u16) {
     let transport = ServerSettings {
         transports: ServerPolicy::new(false, true),
         tls: None,
+        vts: None,
         handshake_timeout: Duration::from_secs(10),
     };
     serve(service_config(transport), factory).await

@@ -166,6 +166,25 @@ impl std::fmt::Debug for TlsMaterial {
     }
 }
 
+/// The VTS server key a node serves with, as PKCS#8 PEM text, sent like
+/// [`TlsMaterial`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VtsMaterial {
+    /// The RSA private key (PEM).
+    pub key_pem: String,
+    /// Ciphers and modes accepted, in order of preference (`blowfish-cbc`
+    /// etc.); empty: every one vole implements.
+    #[serde(default)]
+    pub ciphers: Vec<String>,
+}
+
+impl std::fmt::Debug for VtsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.write_str("VtsMaterial(..)")
+    }
+}
+
 /// What a node needs to know to serve, sent by the controller in answer to
 /// `hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +197,9 @@ pub struct NodeConfig {
     pub tls: Option<TlsMaterial>,
     /// Whether PLAIN is allowed.
     pub plain: bool,
+    /// VTS, if enabled (absent from an older controller: off).
+    #[serde(default)]
+    pub vts: Option<VtsMaterial>,
     /// VOP + TLS handshake limit, milliseconds.
     pub handshake_timeout_ms: u64,
     /// Write-progress limit per link, milliseconds.

@@ -275,6 +275,7 @@ mod tests {
                     let settings = vole_transport::stream::ServerSettings {
                         transports: vole_transport::vop::ServerPolicy::new(false, true),
                         tls: None,
+                        vts: None,
                         handshake_timeout: Duration::from_secs(5),
                     };
                     if let Ok((conn, info)) = vole_transport::stream::accept(tcp, &settings).await {

@@ -45,6 +45,7 @@ impl ClientConfig {
         Ok(ClientConfig::with_settings(ClientSettings {
             offer: vec![Transport::Tls],
             tls: Some(tls),
+            vts: None,
             server_name: None,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
@@ -56,6 +57,20 @@ impl ClientConfig {
         ClientConfig::with_settings(ClientSettings {
             offer: vec![Transport::Plain],
             tls: None,
+            vts: None,
+            server_name: None,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// VTS only (VPy's default transport): trusts the server key and sends
+    /// a client key as `vts` says.
+    pub fn vts(vts: vole_transport::vts::ClientSettings) -> Self {
+        ClientConfig::with_settings(ClientSettings {
+            offer: vec![Transport::Vts],
+            tls: None,
+            vts: Some(Arc::new(vts)),
             server_name: None,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),

@@ -341,11 +341,28 @@ fn service_config(
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
+    let vts = match &cfg.vts {
+        Some(material) => {
+            let key = vole_transport::vts::VtsKey::from_pem(&material.key_pem)?;
+            let mut settings = vole_transport::vts::ServerSettings::new(Arc::new(key));
+            let ciphers: Vec<_> = material
+                .ciphers
+                .iter()
+                .filter_map(|c| vole_transport::vts::Suite::parse(c))
+                .collect();
+            if !ciphers.is_empty() {
+                settings.suites = ciphers;
+            }
+            Some(Arc::new(settings))
+        }
+        None => None,
+    };
     Ok(ServiceConfig {
         proxy_from,
         transport: ServerSettings {
-            transports: ServerPolicy::new(tls.is_some(), cfg.plain),
+            transports: ServerPolicy::with_vts(tls.is_some(), vts.is_some(), cfg.plain),
             tls,
+            vts,
             handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms.max(1)),
         },
         link: LinkConfig {
@@ -921,6 +938,7 @@ mod tests {
             transport: ServerSettings {
                 transports: ServerPolicy::new(false, true),
                 tls: None,
+                vts: None,
                 handshake_timeout: Duration::from_secs(10),
             },
             link: LinkConfig {

@@ -632,6 +632,7 @@ mod tests {
             transport: ServerSettings {
                 transports: ServerPolicy::new(false, true),
                 tls: None,
+                vts: None,
                 handshake_timeout: LIMIT,
             },
             link: LinkConfig {

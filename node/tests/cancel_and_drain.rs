@@ -37,6 +37,7 @@ async fn start(handlers: Arc<Handlers>) -> (Service, std::net::SocketAddr) {
         transport: ServerSettings {
             transports: ServerPolicy::new(false, true),
             tls: None,
+            vts: None,
             handshake_timeout: LIMIT,
         },
         link: LinkConfig {

@@ -40,6 +40,7 @@ async fn start(
         transport: ServerSettings {
             transports: ServerPolicy::new(false, true),
             tls: None,
+            vts: None,
             handshake_timeout: LIMIT,
         },
         link: LinkConfig {

@@ -250,6 +250,15 @@ pub struct ServeArgs {
     /// Serve only clients whose certificate (or key) has this SHA-256 fingerprint, or that --auth-allow-subject names; repeat for several [every client].
     #[arg(help_heading = "TLS", long, value_name = "SHA256")]
     pub auth_allow_key: Vec<String>,
+    /// Also accept VTS, the legacy transport stock Versile Python clients use by default.
+    #[arg(help_heading = "TLS", long)]
+    pub vts: bool,
+    /// VTS server RSA key (PEM, PKCS#8 or PKCS#1); without it a key is generated in the state directory.
+    #[arg(help_heading = "TLS", long, value_name = "FILE")]
+    pub vts_key: Option<PathBuf>,
+    /// VTS ciphers accepted, in order of preference, comma-separated (cipher-mode; ciphers aes256, blowfish, blowfish128; modes cbc, ofb).
+    #[arg(help_heading = "TLS", long, value_name = "LIST")]
+    pub vts_ciphers: Option<String>,
     /// Where the dev certificate and admin socket live [$VOLE_STATE_DIR, else $XDG_STATE_HOME/<service>, else ~/.local/state/<service>].
     #[arg(help_heading = "Daemon and files", long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -390,6 +399,9 @@ impl ServeArgs {
             tls_client_auth: a.tls_client_auth,
             auth_allow_subjects: (!a.auth_allow_subject.is_empty()).then_some(a.auth_allow_subject),
             auth_allow_keys: (!a.auth_allow_key.is_empty()).then_some(a.auth_allow_key),
+            vts: a.vts,
+            vts_key: a.vts_key,
+            vts_ciphers: a.vts_ciphers,
             state_dir: a.state_dir,
             handshake_timeout: a.handshake_timeout,
             max_message: a.max_message,

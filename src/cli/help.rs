@@ -42,6 +42,14 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ("log_level", defaults::LOG_LEVEL.to_owned()),
         ("ticket_rotation", defaults::TICKET_ROTATION.to_string()),
         ("tls_client_auth", defaults::CLIENT_AUTH.name().to_owned()),
+        (
+            "vts_ciphers",
+            defaults::vts_ciphers()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
     ]
 }
 

@@ -5,8 +5,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use vole_link::resolve::ClientConfig;
 use vole_transport::tls::{self, ServerTrust};
+use vole_transport::vts::{self, VtsTrust};
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 
@@ -14,12 +16,18 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// Offer only PLAIN (unencrypted); the server must allow it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "vts")]
     pub plain: bool,
+    /// Offer only VTS, the legacy transport of Versile Python services; --pin takes the server key's fingerprint.
+    #[arg(long, conflicts_with = "ca")]
+    pub vts: bool,
+    /// With --vts: authenticate with this RSA key (PEM), as VPy's `key=` does.
+    #[arg(long, value_name = "FILE", requires = "vts")]
+    pub vts_key: Option<PathBuf>,
     /// Trust servers whose certificate chains to this CA file (PEM).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["pin", "insecure"])]
     pub ca: Option<PathBuf>,
-    /// Trust exactly the server certificate with this SHA-256 fingerprint (hex).
+    /// Trust exactly the server certificate (with --vts: the server's VTS key) with this SHA-256 fingerprint (hex).
     #[arg(long, value_name = "SHA256", conflicts_with = "insecure")]
     pub pin: Option<String>,
     /// Do not verify the server certificate at all (dangerous).
@@ -31,7 +39,7 @@ pub struct ClientArgs {
     /// The private key (PEM) of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
-    /// Where to find the local dev certificate, trusted automatically for localhost.
+    /// Where to find the local dev certificate (and VTS key), trusted automatically for localhost.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Seconds to wait for the connection, the handshake and each call.
@@ -58,6 +66,8 @@ pub fn client_config(args: &ClientArgs, host: &str) -> anyhow::Result<ClientConf
         .ok_or_else(|| anyhow::anyhow!("--timeout must be a positive number of seconds"))?;
     let mut config = if args.plain {
         ClientConfig::plain()
+    } else if args.vts {
+        vts_config(args, host)?
     } else {
         let trust = if args.insecure {
             ServerTrust::DangerAcceptAny
@@ -92,6 +102,35 @@ pub fn client_config(args: &ClientArgs, host: &str) -> anyhow::Result<ClientConf
     Ok(config)
 }
 
+/// `--vts`: trust, in order, `--insecure`, `--pin`, then for localhost the
+/// local service's generated key; a remote server needs one of the flags.
+fn vts_config(args: &ClientArgs, host: &str) -> anyhow::Result<ClientConfig> {
+    let trust = if args.insecure {
+        VtsTrust::Insecure
+    } else if let Some(pin) = &args.pin {
+        VtsTrust::Pinned(tls::parse_fingerprint(pin).context("--pin")?)
+    } else {
+        let state_dir = args
+            .state_dir
+            .clone()
+            .unwrap_or_else(tls::default_state_dir);
+        match vts::local_vts_pin(&state_dir).filter(|_| is_local(host)) {
+            Some(pin) => {
+                tracing::debug!(fingerprint = %tls::fingerprint_hex(&pin), "trusting the local VTS key");
+                VtsTrust::Pinned(pin)
+            }
+            None => anyhow::bail!(
+                "VTS cannot verify the server without its key's fingerprint: give --pin SHA256 (vole serve logs it as \"vts key\"), --state-dir of the local service, or --insecure"
+            ),
+        }
+    };
+    let mut settings = vts::ClientSettings::new(trust);
+    if let Some(path) = &args.vts_key {
+        settings.key = Some(Arc::new(vts::VtsKey::load(path).context("--vts-key")?));
+    }
+    Ok(ClientConfig::vts(settings))
+}
+
 /// What a failed connection means in the user's terms, where vole can
 /// tell: the server accepted none of the transports offered (it closes
 /// without a word during VOP), or the certificate was not trusted (a pin
@@ -103,6 +142,14 @@ pub fn explain(error: &anyhow::Error, args: &ClientArgs, host: &str) -> Option<S
             continue;
         };
         match e {
+            TransportError::VtsKeyMismatch { got, want } => {
+                return Some(format!(
+                    "the server's VTS key has fingerprint {got}, not the pinned {want}; if the server's key changed, pin the new one (vole serve logs it as \"vts key\")"
+                ));
+            }
+            TransportError::ClosedDuring(step) if step.starts_with("vop") && args.vts => {
+                return Some("the server does not accept VTS; vole serve needs --vts (or vts = true under [transports])".to_owned());
+            }
             TransportError::ClosedDuring(step) if step.starts_with("vop") => {
                 return Some(if args.plain {
                     "the server accepted none of the transports offered (PLAIN); it may serve only TLS: drop --plain".to_owned()

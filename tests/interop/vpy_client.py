@@ -84,6 +84,12 @@ def connect(port, path=''):
     return res.result(CALL_TIMEOUT)
 
 
+def connect_default(port, path=''):
+    """VPy's default URL configuration: it offers only VTS."""
+    res = VUrl.resolve_with_link(url(port, path), nowait=True)
+    return res.result(CALL_TIMEOUT)
+
+
 def wait_closed(link, timeout):
     """Whether the link closes within timeout seconds."""
     deadline = time.monotonic() + timeout
@@ -472,7 +478,51 @@ def scenario_max_call_time(port):
     close(link, 'close')
 
 
+def scenario_vts(port):
+    """A stock VPy client on its default settings (VTS) against vole serve
+    --vts: every value type, a 1 MiB value spanning many records, 500
+    pipelined calls and 8 links with calls in flight at once."""
+    gw, link = connect_default(port)
+    check('vts.connected', gw is not None, type(gw).__name__)
+    echo_all('vts.echo', gw)
+
+    big = bytes(range(256)) * 4096
+    kind, got = outcome(lambda: call(gw, 'echo', big, timeout=30.0))
+    check('vts.echo.1mib', kind == 'ok' and got == big,
+          '%s %d bytes' % (kind, len(got)) if kind == 'ok' else '%s %r' % (kind, got))
+
+    pending = [gw.echo(('n', i), nowait=True) for i in range(500)]
+    kind, got = outcome(lambda: [r.result(CALL_TIMEOUT) for r in pending])
+    check('vts.pipelined.500', kind == 'ok' and got == [('n', i) for i in range(500)],
+          '%s %r' % (kind, got[:3] if kind == 'ok' else got))
+    close(link, 'vts.close')
+
+    links = []
+    kind, got = outcome(lambda: [connect_default(port) for _ in range(8)])
+    check('vts.links.8.connected', kind == 'ok', '%s %r' % (kind, got if kind != 'ok' else ''))
+    if kind != 'ok':
+        return
+    links = got
+    pending = [(j, i, g.echo((j, i), nowait=True))
+               for i in range(20) for j, (g, _) in enumerate(links)]
+    kind, got = outcome(lambda: [(j, i, r.result(CALL_TIMEOUT)) for j, i, r in pending])
+    check('vts.links.8.echo', kind == 'ok' and all(v == (j, i) for j, i, v in got),
+          '%s' % kind)
+    for j, (_, l) in enumerate(links):
+        close(l, 'vts.links.8.close%d' % j)
+
+
+def scenario_vts_refused(port):
+    """The default (VTS) client against a vole serve --vts that accepts no
+    cipher a stock VPy has."""
+    res = outcome(lambda: connect_default(port))
+    check('vts.refused', res[0] == 'raised' and isinstance(res[1], VUrlException),
+          '%s %r' % res)
+
+
 SCENARIOS = {
+    'vts': scenario_vts,
+    'vts_refused': scenario_vts_refused,
     'values': scenario_values,
     'unauthorized': scenario_unauthorized,
     'whoami': scenario_whoami,

@@ -1,6 +1,6 @@
 """A VPy (versile-python3 0.8.5) PLAIN service for vole's interop tests.
 
-Usage: python vpy_service.py [--keep-alive-min-send MS]
+Usage: python vpy_service.py [--keep-alive-min-send MS] [--vts KEYS_JSON]
 
 Binds 127.0.0.1 on an ephemeral port, prints ``listening on 127.0.0.1:PORT``
 on stdout once it accepts connections, and serves until stdin reaches EOF
@@ -17,22 +17,29 @@ The gateway mirrors vole's demo gateway (src/demo.rs):
 agrees to send (VPy's default is 300 000 ms), so a test can see VPy send
 keep-alives.
 
+``--vts`` serves VTS only (VPy's default ``VOPServiceConfig``) with the
+server key from KEYS_JSON (``transport/tests/fixtures/vts/keys.json``:
+``{"server": {"n": hex, "e": hex, "d": hex, "p": hex, "q": hex}}``) instead
+of PLAIN.
+
 ``urlget`` is written by hand: VPy's SimpleGateway/VDispatcher calls
 ``inspect.getargspec``, which Python 3.11 no longer has.
 """
 
 import argparse
 import gc
+import json
 import os
 import signal
 import sys
 import threading
 import time
 
+from versile.crypto import VCrypto
 from versile.quick import VException, VExternal, VNoResult, VOPService, doc, publish
 from versile.orb.link import VLinkKeepAlive
 from versile.reactor.io.link import VLinkAgentConfig
-from versile.reactor.io.service import VOPInsecureServiceConfig
+from versile.reactor.io.service import VOPInsecureServiceConfig, VOPServiceConfig
 
 # Nothing in the tests needs the service longer than this; it is a guard
 # against a harness that forgets it.
@@ -137,6 +144,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--keep-alive-min-send', type=int, default=None,
                         metavar='MS')
+    parser.add_argument('--vts', default=None, metavar='KEYS_JSON')
     args = parser.parse_args()
     link_config = VLinkAgentConfig(hold_peer=False)
     if args.keep_alive_min_send is not None:
@@ -146,8 +154,15 @@ def main():
 
     sock = VOPService.create_socket(interface='127.0.0.1', port=0)
     port = sock.getsockname()[1]
-    service = VOPService(lambda: Gateway(), None, sock=sock,
-                         conf=VOPInsecureServiceConfig(link_config=link_config))
+    if args.vts is None:
+        service = VOPService(lambda: Gateway(), None, sock=sock,
+                             conf=VOPInsecureServiceConfig(link_config=link_config))
+    else:
+        k = json.load(open(args.vts))['server']
+        nums = tuple(int(k[x], 16) for x in ('n', 'e', 'd', 'p', 'q'))
+        key = VCrypto.lazy().rsa.key_factory.load(nums)
+        service = VOPService(lambda: Gateway(), None, key=key, sock=sock,
+                             conf=VOPServiceConfig(link_config=link_config))
     service.start()
     try:
         service.wait(active=True, timeout=10)

@@ -102,7 +102,45 @@ pub enum Error {
     #[error("{0} timed out")]
     Timeout(&'static str),
 
+    // ---- peer faults: VTS --------------------------------------------------
+    /// The peer's VTS protocol line is malformed or names another version.
+    #[error("bad VTS protocol line: {0}")]
+    BadVtsHello(String),
+    /// A VTS handshake message is malformed or not what the protocol allows.
+    #[error("bad VTS handshake: {0}")]
+    BadVtsHandshake(&'static str),
+    /// No VTS cipher, mode and hashes are allowed by both sides.
+    #[error("no common VTS cipher (peer offered {offered}; local allows {allowed})")]
+    NoCommonVtsCipher {
+        /// What the peer offered.
+        offered: String,
+        /// What this side allows.
+        allowed: String,
+    },
+    /// RSA-sealed VTS data has the wrong size or does not decrypt to VPy's
+    /// block framing.
+    #[error("bad VTS RSA block: {0}")]
+    BadVtsRsaBlock(&'static str),
+    /// A VTS record (or sealed handshake part) failed its integrity check:
+    /// it was altered, or the keys do not match.
+    #[error("VTS record {record} failed its integrity check")]
+    VtsBadMac {
+        /// The record's number in its direction, from 0.
+        record: u64,
+    },
+    /// The VTS server's key is not the pinned one.
+    #[error("the VTS server key has fingerprint {got}, not the pinned {want}")]
+    VtsKeyMismatch {
+        /// The fingerprint of the key the server sent.
+        got: String,
+        /// The pinned fingerprint.
+        want: String,
+    },
+
     // ---- local faults --------------------------------------------------------
+    /// A VTS key cannot be made, read or used.
+    #[error("vts key: {0}")]
+    VtsKey(String),
     /// A float that the wire cannot carry (infinity or NaN).
     #[error("cannot encode a non-finite float")]
     NonFiniteFloat,
@@ -170,6 +208,12 @@ impl Error {
                 | Error::BadVopLine(_)
                 | Error::UnknownTransport(_)
                 | Error::NoCommonTransport { .. }
+                | Error::BadVtsHello(_)
+                | Error::BadVtsHandshake(_)
+                | Error::NoCommonVtsCipher { .. }
+                | Error::BadVtsRsaBlock(_)
+                | Error::VtsBadMac { .. }
+                | Error::VtsKeyMismatch { .. }
         )
     }
 

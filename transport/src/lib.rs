@@ -14,6 +14,8 @@
 //! * [`vop`]: the VOP negotiation line in both roles.
 //! * [`tls`] and [`stream`]: TLS 1.3 through rustls, PLAIN, dev certificates,
 //!   client certificates, and the connection type the link runs over.
+//! * [`vts`] and [`vts_io`]: VTS, VPy's default transport (sans-IO, and its
+//!   async driver), byte for byte as VPy 0.8.5 speaks it (`docs/vts.md`).
 //! * [`identity`]: who the peer proved to be ([`PeerIdentity`]).
 //! * [`proxy`]: the PROXY protocol header a TCP balancer sends first.
 //!
@@ -38,6 +40,8 @@ pub mod tickets;
 pub mod tls;
 pub mod vec;
 pub mod vop;
+pub mod vts;
+pub mod vts_io;
 
 pub use convert::{FromEntity, IntoEntity};
 pub use entity::{Entity, Owner, RefEncoder, VFloat, WireRef};

@@ -1,5 +1,5 @@
-//! The connection the link layer runs over: TCP, VOP negotiation, then TLS
-//! or PLAIN, behind one [`Conn`] type that is `AsyncRead + AsyncWrite`.
+//! The connection the link layer runs over: TCP, VOP negotiation, then TLS,
+//! VTS or PLAIN, behind one [`Conn`] type that is `AsyncRead + AsyncWrite`.
 //!
 //! [`accept`] and [`connect`] run the whole handshake (TCP_NODELAY, VOP, TLS)
 //! under one handshake timeout and describe the result in a [`ConnInfo`].
@@ -23,10 +23,14 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::identity::PeerIdentity;
 use crate::tls::{fingerprint, Fingerprint};
 use crate::vop::{self, ServerPolicy, Transport};
+use crate::vts::{self, Vts};
+use crate::vts_io::VtsStream;
 use crate::Error;
 
 /// The label of TLS handshake timeouts and early closes.
 const TLS_STEP: &str = "tls handshake";
+/// The label of VTS handshake timeouts.
+const VTS_STEP: &str = "vts handshake";
 
 /// A stream with some bytes already read from it: reads return `prefix`
 /// first, then read from the inner stream. Writes go straight through.
@@ -134,6 +138,8 @@ pub enum Conn {
     /// TLS, client side. (A TLS server cannot speak first, so the client
     /// never has bytes left over from negotiation.)
     TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// VTS, either side.
+    Vts(Box<VtsStream<Prefixed<TcpStream>>>),
 }
 
 impl Conn {
@@ -143,6 +149,7 @@ impl Conn {
             Conn::Plain(s) => s.get_ref(),
             Conn::TlsServer(s) => s.get_ref().0.get_ref(),
             Conn::TlsClient(s) => s.get_ref().0,
+            Conn::Vts(s) => s.get_ref().get_ref(),
         }
     }
 }
@@ -160,6 +167,10 @@ macro_rules! delegate {
                 $e
             }
             Conn::TlsClient($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+            Conn::Vts($s) => {
                 let $s = Pin::new(&mut **$s);
                 $e
             }
@@ -199,6 +210,7 @@ impl AsyncWrite for Conn {
             Conn::Plain(s) => s.is_write_vectored(),
             Conn::TlsServer(s) => s.is_write_vectored(),
             Conn::TlsClient(s) => s.is_write_vectored(),
+            Conn::Vts(s) => s.is_write_vectored(),
         }
     }
 
@@ -223,9 +235,32 @@ pub struct ConnInfo {
     /// TLS details, for TLS connections.
     pub tls: Option<TlsInfo>,
     /// Server side: what the client proved it is (a client certificate
-    /// the client CA verified), if anything. Client side: `None` (the
-    /// server's certificate is in [`TlsInfo::peer_fingerprint`]).
+    /// the client CA verified, or the key a VTS client authenticated
+    /// with), if anything. Client side: `None` (the server's certificate is
+    /// in [`TlsInfo::peer_fingerprint`], its VTS key in [`VtsInfo`]).
     pub identity: Option<PeerIdentity>,
+    /// VTS details, for VTS connections.
+    pub vts: Option<VtsInfo>,
+}
+
+/// Details of a VTS session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VtsInfo {
+    /// The cipher and mode, e.g. `blowfish-cbc`.
+    pub suite: String,
+    /// Client side: the server key's fingerprint (hex). Server side: the
+    /// fingerprint of the client's key if the client authenticated with
+    /// one, in the form `--pin` takes.
+    pub peer_key_fingerprint: Option<String>,
+}
+
+impl VtsInfo {
+    fn from_session(vts: &Vts) -> VtsInfo {
+        VtsInfo {
+            suite: vts.suite().map(|s| s.to_string()).unwrap_or_default(),
+            peer_key_fingerprint: vts.peer_key().map(vts::PublicKey::fingerprint_hex),
+        }
+    }
 }
 
 /// Details of a TLS session.
@@ -279,6 +314,8 @@ pub struct ServerSettings {
     pub transports: ServerPolicy,
     /// The TLS configuration; required if `transports` allows TLS.
     pub tls: Option<Arc<ServerConfig>>,
+    /// The VTS configuration; required if `transports` allows VTS.
+    pub vts: Option<Arc<vts::ServerSettings>>,
     /// The time a client has for VOP negotiation and the TLS handshake
     /// together.
     pub handshake_timeout: Duration,
@@ -296,6 +333,11 @@ impl ServerSettings {
                 "TLS is enabled but has no server configuration".into(),
             ));
         }
+        if self.transports.allows(Transport::Vts) && self.vts.is_none() {
+            return Err(Error::TransportConfig(
+                "VTS is enabled but has no server key".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -307,6 +349,8 @@ pub struct ClientSettings {
     pub offer: Vec<Transport>,
     /// The TLS configuration; required if `offer` includes TLS.
     pub tls: Option<Arc<ClientConfig>>,
+    /// The VTS configuration; required if `offer` includes VTS.
+    pub vts: Option<Arc<vts::ClientSettings>>,
     /// The name to verify the server certificate against and send as SNI;
     /// `None` uses the host passed to [`connect`].
     pub server_name: Option<ServerName<'static>>,
@@ -324,6 +368,11 @@ impl ClientSettings {
         if self.offer.contains(&Transport::Tls) && self.tls.is_none() {
             return Err(Error::TransportConfig(
                 "TLS is offered but has no client configuration".into(),
+            ));
+        }
+        if self.offer.contains(&Transport::Vts) && self.vts.is_none() {
+            return Err(Error::TransportConfig(
+                "VTS is offered but has no client configuration".into(),
             ));
         }
         Ok(())
@@ -383,6 +432,30 @@ pub async fn accept(
     let (transport, leftover) =
         vop::negotiate_server(&mut tcp, &settings.transports, settings.handshake_timeout).await?;
     let io = Prefixed::new(leftover, tcp);
+    if let (Transport::Vts, Some(config)) = (transport, &settings.vts) {
+        let stream = timeout_at(
+            deadline,
+            VtsStream::handshake(io, Vts::server(config.clone())),
+        )
+        .await
+        .map_err(|_| Error::Timeout(VTS_STEP))??;
+        let vts = VtsInfo::from_session(stream.session());
+        // The key the handshake verified the client holds, if it gave one.
+        let identity = vts
+            .peer_key_fingerprint
+            .as_deref()
+            .and_then(|fp| crate::tls::parse_fingerprint(fp).ok())
+            .map(|fp| PeerIdentity::key(&fp));
+        let info = ConnInfo {
+            peer,
+            local,
+            transport,
+            tls: None,
+            identity,
+            vts: Some(vts),
+        };
+        return Ok((Conn::Vts(Box::new(stream)), info));
+    }
     let (conn, tls, identity) = match (transport, &settings.tls) {
         (Transport::Plain, _) => (Conn::Plain(io), None, None),
         (Transport::Tls, Some(config)) => {
@@ -412,6 +485,7 @@ pub async fn accept(
         transport,
         tls,
         identity,
+        vts: None,
     };
     Ok((conn, info))
 }
@@ -481,6 +555,24 @@ pub async fn connect(
     let local = tcp.local_addr()?;
     let (transport, leftover) =
         vop::negotiate_client(&mut tcp, &settings.offer, settings.handshake_timeout).await?;
+    if let (Transport::Vts, Some(config)) = (transport, &settings.vts) {
+        let io = Prefixed::new(leftover, tcp);
+        let stream = timeout_at(
+            deadline,
+            VtsStream::handshake(io, Vts::client(config.clone())),
+        )
+        .await
+        .map_err(|_| Error::Timeout(VTS_STEP))??;
+        let info = ConnInfo {
+            peer,
+            local,
+            transport,
+            tls: None,
+            identity: None,
+            vts: Some(VtsInfo::from_session(stream.session())),
+        };
+        return Ok((Conn::Vts(Box::new(stream)), info));
+    }
     let (conn, tls) = match (transport, &settings.tls, server_name) {
         (Transport::Plain, _, _) => (Conn::Plain(Prefixed::new(leftover, tcp)), None),
         (Transport::Tls, Some(config), Some(name)) => {
@@ -513,6 +605,7 @@ pub async fn connect(
         transport,
         tls,
         identity: None,
+        vts: None,
     };
     Ok((conn, info))
 }
@@ -531,6 +624,7 @@ mod tests {
         ServerSettings {
             transports: ServerPolicy::new(tls.is_some(), plain),
             tls,
+            vts: None,
             handshake_timeout: T,
         }
     }
@@ -539,6 +633,7 @@ mod tests {
         ClientSettings {
             offer: offer.to_vec(),
             tls,
+            vts: None,
             server_name: None,
             handshake_timeout: T,
             connect_timeout: T,
@@ -571,6 +666,82 @@ mod tests {
 
     async fn bounded<F: std::future::Future>(f: F) -> F::Output {
         timeout(Duration::from_secs(20), f).await.expect("bounded")
+    }
+
+    fn vts_pair(pin: Option<[u8; 32]>, client_key: bool) -> (ServerSettings, ClientSettings) {
+        let key = Arc::new(vts::VtsKey::generate(1024).expect("key"));
+        let trust = vts::VtsTrust::Pinned(pin.unwrap_or_else(|| key.public().fingerprint()));
+        let mut c = vts::ClientSettings::new(trust);
+        if client_key {
+            c.key = Some(Arc::new(vts::VtsKey::generate(1024).expect("client key")));
+        }
+        let server = ServerSettings {
+            transports: ServerPolicy::with_vts(false, true, false),
+            tls: None,
+            vts: Some(Arc::new(vts::ServerSettings::new(key))),
+            handshake_timeout: T,
+        };
+        let client = ClientSettings {
+            vts: Some(Arc::new(c)),
+            ..client_settings(None, &[Transport::Vts])
+        };
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn vts_echo_with_a_pinned_server_and_a_client_key() {
+        bounded(async {
+            let (server, client) = vts_pair(None, true);
+            let want = client
+                .vts
+                .as_ref()
+                .and_then(|c| c.key.as_ref())
+                .map(|k| k.public().fingerprint_hex());
+            let (port, task) = serve_one(server).await;
+            let (mut conn, info) = connect("127.0.0.1", port, &client).await.expect("connect");
+            let (mut sconn, sinfo) = task.await.expect("join").expect("accept");
+            assert_eq!(
+                (info.transport, sinfo.transport),
+                (Transport::Vts, Transport::Vts)
+            );
+            let svts = sinfo.vts.expect("vts info");
+            assert_eq!(svts.suite, "aes256-cbc");
+            assert_eq!(svts.peer_key_fingerprint, want);
+            let big = vec![7u8; 200_000];
+            let writer = async {
+                conn.write_all(&big).await.expect("write");
+                conn.flush().await.expect("flush");
+                let mut back = vec![0u8; big.len()];
+                conn.read_exact(&mut back).await.expect("read back");
+                back
+            };
+            let echo = async {
+                let mut buf = vec![0u8; 200_000];
+                sconn.read_exact(&mut buf).await.expect("read");
+                sconn.write_all(&buf).await.expect("write");
+                sconn.flush().await.expect("flush");
+            };
+            let (back, ()) = tokio::join!(writer, echo);
+            assert_eq!(back, big);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn vts_wrong_pin_fails_with_both_fingerprints() {
+        bounded(async {
+            let (server, client) = vts_pair(Some([9; 32]), false);
+            let (port, task) = serve_one(server).await;
+            let err = connect("127.0.0.1", port, &client)
+                .await
+                .expect_err("wrong pin");
+            assert!(matches!(err, Error::VtsKeyMismatch { .. }), "{err:?}");
+            assert!(
+                task.await.expect("join").is_err(),
+                "the server sees the close"
+            );
+        })
+        .await;
     }
 
     #[tokio::test]

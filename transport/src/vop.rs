@@ -35,8 +35,8 @@ const STEP: &str = "vop negotiation";
 /// A transport that can be named in VOP negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
-    /// Versile Transport Security. A known token, but vole does not
-    /// implement it, so vole never offers or accepts it.
+    /// Versile Transport Security, VPy's default (`crate::vts`); a legacy
+    /// transport vole offers only to reach VPy peers.
     Vts,
     /// TLS (1.3 only in vole).
     Tls,
@@ -66,7 +66,7 @@ impl Transport {
 
     /// Whether vole has an implementation of this transport.
     pub fn is_implemented(self) -> bool {
-        !matches!(self, Transport::Vts)
+        true
     }
 }
 
@@ -80,18 +80,24 @@ impl fmt::Display for Transport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerPolicy {
     /// Enabled transports in the server's order of preference. The client's
-    /// order does not matter. [`Transport::Vts`] must not appear (vole does
-    /// not implement it); [`choose`] skips it and the stream layer refuses
-    /// such a policy.
+    /// order does not matter.
     pub preference: Vec<Transport>,
 }
 
 impl ServerPolicy {
     /// The vole policy for the given switches: TLS preferred over PLAIN.
     pub fn new(tls: bool, plain: bool) -> ServerPolicy {
-        let mut preference = Vec::with_capacity(2);
+        ServerPolicy::with_vts(tls, false, plain)
+    }
+
+    /// The vole policy with VTS too: TLS, then VTS, then PLAIN.
+    pub fn with_vts(tls: bool, vts: bool, plain: bool) -> ServerPolicy {
+        let mut preference = Vec::with_capacity(3);
         if tls {
             preference.push(Transport::Tls);
+        }
+        if vts {
+            preference.push(Transport::Vts);
         }
         if plain {
             preference.push(Transport::Plain);
@@ -498,11 +504,20 @@ mod tests {
             preference: vec![Transport::Plain, Transport::Tls],
         };
         assert_eq!(choose(&ALL, &plain_first).expect("plain"), Transport::Plain);
-        // VTS is never chosen, even if a policy lists it.
+        // VTS is chosen where the server prefers it.
         let with_vts = ServerPolicy {
             preference: vec![Transport::Vts, Transport::Tls],
         };
-        assert_eq!(choose(&ALL, &with_vts).expect("tls"), Transport::Tls);
+        assert_eq!(choose(&ALL, &with_vts).expect("vts"), Transport::Vts);
+        let tls_first = ServerPolicy::with_vts(true, true, true);
+        assert_eq!(
+            tls_first.preference,
+            [Transport::Tls, Transport::Vts, Transport::Plain]
+        );
+        assert_eq!(
+            choose(&[Transport::Vts], &tls_first).expect("vts"),
+            Transport::Vts
+        );
         assert_eq!(ServerPolicy::default().preference, [Transport::Tls]);
     }
 
@@ -521,7 +536,7 @@ mod tests {
         assert!(choose(
             &[Transport::Vts],
             &ServerPolicy {
-                preference: vec![Transport::Vts]
+                preference: vec![Transport::Plain]
             }
         )
         .is_err());
@@ -697,7 +712,9 @@ mod tests {
 
     #[tokio::test]
     async fn client_refuses_bad_offers_before_sending() {
-        for offer in [&[][..], &[Transport::Vts, Transport::Tls]] {
+        // Every known transport is implemented now; only an empty offer is
+        // refused.
+        for offer in [&[][..]] {
             let (mut c, s) = duplex(1024);
             let err = negotiate_client(&mut c, offer, T)
                 .await

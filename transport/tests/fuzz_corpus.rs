@@ -73,3 +73,13 @@ fn vop_client_corpus() {
 fn proxy_header_corpus() {
     replay("proxy_header", fuzzing::proxy_header);
 }
+
+#[test]
+fn vts_server_corpus() {
+    replay("vts_server", fuzzing::vts_server);
+}
+
+#[test]
+fn vts_client_corpus() {
+    replay("vts_client", fuzzing::vts_client);
+}

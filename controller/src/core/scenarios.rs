@@ -30,6 +30,7 @@ pub(super) fn config(nodes: u32, balance: Balance) -> ControllerConfig {
             balance,
             tls: None,
             plain: true,
+            vts: None,
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
             keep_alive_ms: None,

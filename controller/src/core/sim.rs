@@ -201,6 +201,7 @@ fn config(rng: &mut Rng) -> ControllerConfig {
                 client_auth_required: false,
             }),
             plain: true,
+            vts: None,
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
             keep_alive_ms: None,

@@ -7,7 +7,9 @@ use vole_controller::admin::AdminSocket;
 use vole_controller::{Bound, ControllerConfig, Hooks, Lifecycle, Outcome};
 
 use super::privileges::node_user;
-use super::setup::{announce, announce_ready, tls_material, transports_name, Prepared};
+use super::setup::{
+    announce, announce_ready, tls_material, transports_name, vts_material, Prepared,
+};
 use super::upgrade::Relaunch;
 use crate::cli::exit::{self, Failure};
 use crate::hosted::HostedService;
@@ -31,6 +33,7 @@ pub fn controller_config(
     service: &HostedService,
 ) -> Result<ControllerConfig, Failure> {
     let tls = tls_material(s)?;
+    let vts = vts_material(s)?;
     let mut node_args = vec!["--threads".to_owned(), s.threads.unwrap_or(1).to_string()];
     if s.log_format == crate::settings::LogFormat::Json {
         node_args.extend(["--log-format".to_owned(), "json".to_owned()]);
@@ -52,6 +55,7 @@ pub fn controller_config(
             balance: s.balance,
             tls: tls.map(|(material, _)| material),
             plain: s.plain,
+            vts: vts.map(|(material, _)| material),
             handshake_timeout_ms: s.handshake_timeout.as_millis() as u64,
             write_timeout_ms: s.write_timeout.as_millis() as u64,
             keep_alive_ms: s.keep_alive.map(|d| d.as_millis() as u64),
@@ -153,8 +157,9 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     announce(
         &p.service.name,
         bound.addrs(),
-        transports_name(
+        &transports_name(
             !matches!(s.tls, crate::settings::TlsSetting::Disabled),
+            !matches!(s.vts, crate::settings::VtsSetting::Disabled),
             s.plain,
         ),
     );

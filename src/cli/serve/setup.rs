@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use vole_control::control::TlsMaterial;
+use vole_control::control::{TlsMaterial, VtsMaterial};
 use vole_link::LinkConfig;
 use vole_node::ServiceConfig;
 use vole_transport::stream::ServerSettings;
 use vole_transport::tickets::{ticket_context, with_ticketer, SharedTicketer};
 use vole_transport::tls::{self, ServerIdentity};
 use vole_transport::vop::ServerPolicy;
+use vole_transport::vts;
 
 use super::upgrade;
 use crate::cli::args::{Globals, ServeArgs};
@@ -24,7 +25,7 @@ use crate::cli::exit::Failure;
 use crate::daemon::{self, PidSlot, ReadyPipe};
 use crate::hosted::HostedService;
 use crate::logging::{self, LogTarget};
-use crate::settings::{Settings, TlsSetting};
+use crate::settings::{Settings, TlsSetting, VtsSetting};
 
 /// Everything set up before the runtime starts.
 pub struct Prepared {
@@ -297,18 +298,62 @@ pub fn tls_material(
     Ok(Some((material, server.config)))
 }
 
-pub(super) fn transports_name(tls: bool, plain: bool) -> &'static str {
-    match (tls, plain) {
-        (true, true) => "TLS,PLAIN",
-        (true, false) => "TLS",
-        (false, _) => "PLAIN",
+/// The VTS server key (read or generated here, before any privilege
+/// drop), with its fingerprint logged and a warning that VTS is legacy.
+pub fn vts_material(
+    settings: &Settings,
+) -> Result<Option<(VtsMaterial, Arc<vts::ServerSettings>)>, Failure> {
+    let (key, path, generated) = match &settings.vts {
+        VtsSetting::Disabled => return Ok(None),
+        VtsSetting::File(path) => {
+            let key = vts::VtsKey::load(path)
+                .map_err(|e| Failure::usage(anyhow::Error::new(e).context("transports.vts-key")))?;
+            (key, path.clone(), false)
+        }
+        VtsSetting::Generated => {
+            std::fs::create_dir_all(&settings.state_dir).with_context(|| {
+                format!("create state directory {}", settings.state_dir.display())
+            })?;
+            let path = settings.state_dir.join(vts::VTS_KEY_FILE);
+            let (key, generated) = vts::VtsKey::load_or_generate(&path).context("VTS key")?;
+            (key, path, generated)
+        }
+    };
+    let fingerprint = key.public().fingerprint_hex();
+    tracing::info!(%fingerprint, key = %path.display(), bits = key.public().bits(), generated, "vts key (sha256)");
+    tracing::warn!("VTS is enabled: a legacy transport for Versile Python clients (64-bit block ciphers, no forward secrecy); prefer TLS where the client allows it");
+    let material = VtsMaterial {
+        key_pem: key.to_pem().context("VTS key")?,
+        ciphers: settings
+            .vts_ciphers
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    };
+    let mut server = vts::ServerSettings::new(Arc::new(key));
+    server.suites = settings.vts_ciphers.clone();
+    Ok(Some((material, Arc::new(server))))
+}
+
+pub(super) fn transports_name(tls: bool, vts: bool, plain: bool) -> String {
+    let mut names = Vec::new();
+    if tls {
+        names.push("TLS");
     }
+    if vts {
+        names.push("VTS");
+    }
+    if plain {
+        names.push("PLAIN");
+    }
+    names.join(",")
 }
 
 /// The service configuration for one process.
 pub(super) fn service_config(
     s: &Settings,
     tls: Option<&(TlsMaterial, Arc<rustls::ServerConfig>)>,
+    vts: Option<&Arc<vts::ServerSettings>>,
     ticketer: &Arc<SharedTicketer>,
 ) -> ServiceConfig {
     let tls = tls.map(|(material, config)| {
@@ -324,8 +369,9 @@ pub(super) fn service_config(
     });
     ServiceConfig {
         transport: ServerSettings {
-            transports: ServerPolicy::new(tls.is_some(), s.plain),
+            transports: ServerPolicy::with_vts(tls.is_some(), vts.is_some(), s.plain),
             tls,
+            vts: vts.cloned(),
             handshake_timeout: s.handshake_timeout,
         },
         link: LinkConfig {

@@ -15,7 +15,8 @@ use vole_node::Service;
 use vole_transport::tickets::{SharedTicketer, TicketKey};
 
 use super::setup::{
-    announce, announce_ready, service_config, tls_material, transports_name, Prepared, FORCE_GRACE,
+    announce, announce_ready, service_config, tls_material, transports_name, vts_material,
+    Prepared, FORCE_GRACE,
 };
 use crate::cli::exit::Failure;
 
@@ -159,8 +160,9 @@ async fn rotate_own_tickets(ticketer: Arc<SharedTicketer>, every: Duration) {
 pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     let s = &p.settings;
     let tls = tls_material(s)?;
+    let vts = vts_material(s)?;
     let ticketer = SharedTicketer::new(vole_node::process::TICKET_LIFETIME_SECS);
-    let mut config = service_config(s, tls.as_ref(), &ticketer);
+    let mut config = service_config(s, tls.as_ref(), vts.as_ref().map(|(_, c)| c), &ticketer);
     config.authorizer = p.service.authorizer(s.access.as_ref());
     let rotation = match super::setup::shared_ticket_keys(s)? {
         // Keys shared with other hosts: used as they are, never rotated here.
@@ -238,7 +240,7 @@ pub(super) async fn run(p: &Prepared) -> Result<bool, Failure> {
     announce(
         &p.service.name,
         &addrs,
-        transports_name(tls.is_some(), s.plain),
+        &transports_name(tls.is_some(), vts.is_some(), s.plain),
     );
     let mut tasks = Vec::new();
     for l in listeners {
