@@ -109,11 +109,13 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> Invalid {
 }
 
 /// Checks what was written against whether vole's TLS serves
-/// (`tls_enabled`), and resolves it (`client-auth` is `default_mode` when
+/// (`tls_enabled`) and whether VTS does (`vts_enabled`: a VTS client may
+/// prove a key), and resolves it (`client-auth` is `default_mode` when
 /// not written).
 pub fn resolve(
     w: Written,
     tls_enabled: bool,
+    vts_enabled: bool,
     default_mode: ClientAuthMode,
 ) -> Result<(Option<ClientAuthSetting>, Option<AccessRules>), Invalid> {
     let client_auth = match (w.client_ca, w.client_auth) {
@@ -157,14 +159,16 @@ pub fn resolve(
             format!("{s:?} is not a subject (write it as whoami shows it, e.g. \"CN=alice, O=Example\")"),
         ));
     }
-    if client_auth.is_none() {
+    // Without a client CA only a VTS client key can prove an identity: an
+    // allow list of keys is then usable, subjects never are.
+    if client_auth.is_none() && !(vts_enabled && subjects.is_empty()) {
         return Err(invalid(
             if subjects.is_empty() {
                 "auth.allow-keys"
             } else {
                 "auth.allow-subjects"
             },
-            "needs tls.client-ca: without it no client proves an identity, so every client would be refused",
+            "needs tls.client-ca (or, for allow-keys alone, VTS): without it no client proves an identity, so every client would be refused",
         ));
     }
     Ok((client_auth, Some(AccessRules { subjects, keys })))
@@ -190,14 +194,15 @@ mod tests {
             ..Written::default()
         };
         assert_eq!(
-            resolve(w(None, None), true, ClientAuthMode::Required).expect("none"),
+            resolve(w(None, None), true, false, ClientAuthMode::Required).expect("none"),
             (None, None)
         );
-        let (auth, _) = resolve(w(ca(), None), true, ClientAuthMode::Required).expect("ca");
+        let (auth, _) = resolve(w(ca(), None), true, false, ClientAuthMode::Required).expect("ca");
         assert_eq!(auth.expect("auth").mode, ClientAuthMode::Required);
         let (auth, _) = resolve(
             w(ca(), Some(ClientAuthMode::Optional)),
             true,
+            false,
             ClientAuthMode::Required,
         )
         .expect("opt");
@@ -207,6 +212,7 @@ mod tests {
                 resolve(
                     w(None, Some(ClientAuthMode::Required)),
                     true,
+                    false,
                     ClientAuthMode::Required
                 )
                 .expect_err("no ca")
@@ -214,7 +220,9 @@ mod tests {
             "tls.client-auth"
         );
         assert_eq!(
-            key_of(resolve(w(ca(), None), false, ClientAuthMode::Required).expect_err("no tls")),
+            key_of(
+                resolve(w(ca(), None), false, false, ClientAuthMode::Required).expect_err("no tls")
+            ),
             "tls.client-ca"
         );
         assert_eq!("optional".parse(), Ok(ClientAuthMode::Optional));
@@ -233,6 +241,7 @@ mod tests {
         let (_, rules) = resolve(
             w(Some(vec!["CN=alice"]), Some(vec![&upper]), ca()),
             true,
+            false,
             ClientAuthMode::Required,
         )
         .expect("ok");
@@ -248,6 +257,7 @@ mod tests {
                 resolve(
                     w(None, Some(vec!["xyz"]), ca()),
                     true,
+                    false,
                     ClientAuthMode::Required
                 )
                 .expect_err("bad key")
@@ -259,6 +269,7 @@ mod tests {
                 resolve(
                     w(Some(vec![]), Some(vec![]), ca()),
                     true,
+                    false,
                     ClientAuthMode::Required
                 )
                 .expect_err("empty")
@@ -270,6 +281,7 @@ mod tests {
                 resolve(
                     w(Some(vec![" "]), None, ca()),
                     true,
+                    false,
                     ClientAuthMode::Required
                 )
                 .expect_err("blank")
@@ -281,9 +293,57 @@ mod tests {
                 resolve(
                     w(Some(vec!["CN=a"]), None, None),
                     true,
+                    false,
                     ClientAuthMode::Required
                 )
                 .expect_err("no ca")
+            ),
+            "auth.allow-subjects"
+        );
+    }
+
+    /// Without a client CA, a list of keys is usable when VTS serves (a VTS
+    /// client proves its key); subjects never are.
+    #[test]
+    fn vts_clients_prove_keys_without_a_client_ca() {
+        let w =
+            |subjects: Option<Vec<&str>>, keys: Option<Vec<&str>>, ca: Option<PathBuf>| Written {
+                client_ca: ca,
+                client_auth: None,
+                allow_subjects: subjects.map(|v| v.into_iter().map(str::to_owned).collect()),
+                allow_keys: keys.map(|v| v.into_iter().map(str::to_owned).collect()),
+            };
+        let key = "ab".repeat(32);
+        let (auth, rules) = resolve(
+            w(None, Some(vec![&key]), None),
+            true,
+            true,
+            ClientAuthMode::Required,
+        )
+        .expect("keys with VTS");
+        assert!(auth.is_none());
+        assert_eq!(rules.expect("rules").keys, vec![key.clone()]);
+        assert_eq!(
+            key_of(
+                resolve(
+                    w(None, Some(vec![&key]), None),
+                    true,
+                    false,
+                    ClientAuthMode::Required
+                )
+                .expect_err("keys without VTS or a CA")
+            ),
+            "auth.allow-keys"
+        );
+        assert_eq!(
+            key_of(
+                resolve(
+                    w(Some(vec!["CN=a"]), None, None),
+                    true,
+                    true,
+                    ClientAuthMode::Required
+                )
+                .expect_err("subjects need a CA")
             ),
             "auth.allow-subjects"
         );

@@ -772,9 +772,13 @@ impl Settings {
             tls_files.client_auth,
             f.auth,
         );
-        let (client_auth, access) =
-            crate::access::resolve(written, tls_enabled, defaults::CLIENT_AUTH)
-                .map_err(|(key, problem)| invalid(key, problem))?;
+        let (client_auth, access) = crate::access::resolve(
+            written,
+            tls_enabled,
+            vts != VtsSetting::Disabled,
+            defaults::CLIENT_AUTH,
+        )
+        .map_err(|(key, problem)| invalid(key, problem))?;
         let cert = args.tls_cert.clone().or(tls_files.cert);
         let key = args.tls_key.clone().or(tls_files.key);
         let tls = match (tls_enabled, cert, key) {

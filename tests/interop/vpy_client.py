@@ -26,6 +26,7 @@ import weakref
 
 from versile.quick import (VCallError, VException, VExternal, VProxy, VUrl,
                            VUrlException, publish)
+from versile.crypto import VCrypto
 from versile.orb.link import VLinkKeepAlive
 from versile.reactor.io.link import VLinkAgentConfig
 from versile.reactor.io.url import VOPInsecureUrlConfig
@@ -512,6 +513,32 @@ def scenario_vts(port):
         close(l, 'vts.links.8.close%d' % j)
 
 
+def scenario_vts_whoami(port):
+    """whoami() over VTS, without and with a client key (keys.json's
+    'client', its fingerprint in VOLE_VTS_CLIENT_FP): the key the handshake
+    verified is the identity vole sees."""
+    gw, link = connect_default(port)
+    kind, got = outcome(lambda: call(gw, 'whoami'))
+    check('vts.whoami', kind == 'ok' and len(got) == 4 and got[0] == 'VTS'
+          and got[1].startswith('127.0.0.1:') and got[2] is None and got[3] is None,
+          '%s %r' % (kind, got))
+    close(link, 'vts.whoami.close')
+    k = json.load(open(os.environ['VOLE_VTS_KEYS']))['client']
+    nums = tuple(int(k[x], 16) for x in ('n', 'e', 'd', 'p', 'q'))
+    key = VCrypto.lazy().rsa.key_factory.load(nums)
+    res = VUrl.resolve_with_link(url(port), key=key, nowait=True)
+    kind, got = outcome(lambda: res.result(CALL_TIMEOUT))
+    check('vts.whoami.key.connected', kind == 'ok', '%s %r' % (kind, got))
+    if kind != 'ok':
+        return
+    gw, link = got
+    kind, got = outcome(lambda: call(gw, 'whoami'))
+    want = os.environ['VOLE_VTS_CLIENT_FP']
+    check('vts.whoami.key', kind == 'ok' and len(got) == 4 and got[0] == 'VTS'
+          and got[2] == want, '%s %r (want %s)' % (kind, got, want))
+    close(link, 'vts.whoami.key.close')
+
+
 def scenario_vts_refused(port):
     """The default (VTS) client against a vole serve --vts that accepts no
     cipher a stock VPy has."""
@@ -523,6 +550,7 @@ def scenario_vts_refused(port):
 SCENARIOS = {
     'vts': scenario_vts,
     'vts_refused': scenario_vts_refused,
+    'vts_whoami': scenario_vts_whoami,
     'values': scenario_values,
     'unauthorized': scenario_unauthorized,
     'whoami': scenario_whoami,

@@ -59,6 +59,36 @@ fn vpy_default_client_reaches_vole_serve_vts_on_two_nodes() {
     assert_checks(&report, &expected);
 }
 
+/// A VPy client's key is its identity: `whoami()` over VTS shows the
+/// transport and the key's fingerprint (None without a key).
+#[test]
+fn whoami_over_vts_shows_the_client_key() {
+    let key = fixture("server-key.pem");
+    let service = vole_serve_with(
+        false,
+        1,
+        &["--vts", "--vts-key", key.to_str().expect("utf-8 path")],
+    );
+    let client = VtsKey::load(&fixture("client-key.pem")).expect("client key");
+    let mut cmd = vpy_client_cmd("vts_whoami", service.port);
+    cmd.env("VOLE_VTS_KEYS", fixture("keys.json"))
+        .env("VOLE_VTS_CLIENT_FP", client.public().fingerprint_hex());
+    let report = Report::parse(
+        "vts_whoami",
+        run("vpy_client.py vts_whoami", cmd, CLIENT_WAIT),
+    );
+    assert_checks(
+        &report,
+        &[
+            "vts.whoami",
+            "vts.whoami.close",
+            "vts.whoami.key.connected",
+            "vts.whoami.key",
+            "vts.whoami.key.close",
+        ],
+    );
+}
+
 #[test]
 fn vole_pins_a_vpy_vts_service_and_refuses_a_wrong_pin() {
     let keys = fixture("keys.json");
