@@ -3,7 +3,8 @@ scenario (d).
 
 Usage: echo_client.py URL SECONDS [WARMUP_SECONDS [SERVER_PID]]
 
-Resolves URL (e.g. vop://127.0.0.1:4433/) over PLAIN, then calls
+Resolves URL (e.g. vop://127.0.0.1:4433/) over PLAIN (over VTS, VPy's
+default, when VOLE_BENCH_VTS=1), then calls
 `echo('hello')` one call at a time: WARMUP_SECONDS (default 1) unmeasured,
 then SECONDS measured. Prints one JSON line:
 {"calls": N, "seconds": S, "calls_per_s": R, "errors": E, ...}; with
@@ -45,7 +46,10 @@ def main():
     warmup = float(sys.argv[3]) if len(sys.argv) > 3 else 1.0
     server_pid = sys.argv[4] if len(sys.argv) > 4 else None
     Versile.set_agpl_internal_use()
-    gw = VUrl.resolve(url, conf=VOPInsecureUrlConfig())
+    if os.environ.get('VOLE_BENCH_VTS') == '1':
+        gw = VUrl.resolve(url)
+    else:
+        gw = VUrl.resolve(url, conf=VOPInsecureUrlConfig())
     errors = 0
     end = time.monotonic() + warmup
     while time.monotonic() < end:
