@@ -73,7 +73,7 @@ for round in $(seq "$runs"); do
     for target in vole vpy; do
         if [[ $target == vole ]]; then port=$vport; spid=$vole_pid; else port=$pport; spid=$vpy_pid; fi
         line=$(VOLE_BENCH_VTS=1 taskset -c "$client_cpu" "$vpy" "$here/vpy/echo_client.py" \
-            "vop://127.0.0.1:$port/text/echo/" "$duration" 1 "$spid")
+            "vop://127.0.0.1:$port/" "$duration" 1 "$spid")
         echo "{\"scenario\":\"v1\",\"variant\":\"$target\",\"round\":$round,\"result\":$line}" >>"$results"
     done
     for shape in "64 1" "8 16"; do
