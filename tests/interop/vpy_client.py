@@ -29,7 +29,7 @@ from versile.quick import (VCallError, VException, VExternal, VProxy, VUrl,
 from versile.crypto import VCrypto
 from versile.orb.link import VLinkKeepAlive
 from versile.reactor.io.link import VLinkAgentConfig
-from versile.reactor.io.url import VOPInsecureUrlConfig
+from versile.reactor.io.url import VOPInsecureUrlConfig, VOPUrlConfig
 
 CALL_TIMEOUT = 10.0
 SCENARIO_TIMEOUT = 40.0
@@ -75,12 +75,23 @@ def same(got, want):
     return got == want
 
 
+# VOLE_VPY_VTS=1 runs the scenarios over VTS, VPy's default transport,
+# instead of PLAIN (the refusal scenarios keep their own settings).
+VTS = os.environ.get('VOLE_VPY_VTS') == '1'
+
+
+def url_conf(**kargs):
+    """The URL configuration of the scenarios: PLAIN, or VPy's default
+    (VTS) with VOLE_VPY_VTS=1."""
+    return VOPUrlConfig(**kargs) if VTS else VOPInsecureUrlConfig(**kargs)
+
+
 def url(port, path=''):
     return 'vop://127.0.0.1:%d/%s' % (port, path)
 
 
 def connect(port, path=''):
-    res = VUrl.resolve_with_link(url(port, path), conf=VOPInsecureUrlConfig(),
+    res = VUrl.resolve_with_link(url(port, path), conf=url_conf(),
                                  nowait=True)
     return res.result(CALL_TIMEOUT)
 
@@ -308,7 +319,7 @@ def scenario_adder(port):
     close(link, 'close')
 
     res = outcome(lambda: VUrl.resolve(url(port, 'math/adder/result'),
-                                       conf=VOPInsecureUrlConfig(), nowait=True).result(CALL_TIMEOUT))
+                                       conf=url_conf(), nowait=True).result(CALL_TIMEOUT))
     check('query.vri.no_args', res == ('ok', 0), repr(res))
 
     # ... but VPy 0.8.5 drops query arguments (urlparse moves "?..." out of
@@ -316,7 +327,7 @@ def scenario_adder(port):
     # argument and vole answers with a call error. Pinned VPy behaviour,
     # and vole's arity check.
     res = outcome(lambda: VUrl.resolve(url(port, 'text/echo/echo?hello'),
-                                       conf=VOPInsecureUrlConfig(), nowait=True).result(CALL_TIMEOUT))
+                                       conf=url_conf(), nowait=True).result(CALL_TIMEOUT))
     check('query.vri.args_dropped_by_vpy',
           res[0] == 'raised' and isinstance(res[1], VCallError),
           '%s %s' % (res[0], type(res[1]).__name__))
@@ -359,7 +370,7 @@ def scenario_keep_alive(port):
     VPy 0.8.5 on Python 3 crashes on the sixth keep-alive it receives (its
     spam check indexes a list with a float), so stay idle for two periods
     only."""
-    conf = VOPInsecureUrlConfig(link_config=VLinkAgentConfig(
+    conf = url_conf(link_config=VLinkAgentConfig(
         keep_alive=VLinkKeepAlive(req_time=400)))
     gw, link = VUrl.resolve_with_link(url(port), conf=conf, nowait=True).result(CALL_TIMEOUT)
     check('keep_alive.granted', link._keep_alive_recv == 1000, repr(link._keep_alive_recv))
@@ -378,7 +389,7 @@ def scenario_frozen(port):
     then idles until killed: the test checks that vole keeps the link
     open while VPy sends keep-alives, then SIGSTOPs this process and times
     how long vole takes to close the silent link."""
-    conf = VOPInsecureUrlConfig(link_config=VLinkAgentConfig(
+    conf = url_conf(link_config=VLinkAgentConfig(
         keep_alive=VLinkKeepAlive(min_send=500)))
     gw, link = VUrl.resolve_with_link(url(port), conf=conf, nowait=True).result(CALL_TIMEOUT)
     r = outcome(lambda: call(gw, 'echo', 'up'))
@@ -400,7 +411,7 @@ def scenario_codecs(port):
     only utf8 and utf16 in the VEC hello.)"""
     texts = ['plain', 'æøå ☃ \U0001d11e', '']
     for label, enc in [('explicit', None), ('utf16', b'utf16')]:
-        conf = VOPInsecureUrlConfig(link_config=VLinkAgentConfig(str_encoding=enc))
+        conf = url_conf(link_config=VLinkAgentConfig(str_encoding=enc))
         kind, res = outcome(lambda: VUrl.resolve_with_link(url(port), conf=conf, nowait=True)
                             .result(CALL_TIMEOUT))
         check('codecs.%s.connect' % label, kind == 'ok', '%s %r' % (kind, res))
@@ -452,7 +463,8 @@ def scenario_whoami(port):
     """The demo's whoami(): what vole sees of a PLAIN VPy client."""
     gw, link = connect(port)
     kind, got = outcome(lambda: call(gw, 'whoami'))
-    ok = (kind == 'ok' and isinstance(got, tuple) and len(got) == 4 and got[0] == 'PLAIN'
+    ok = (kind == 'ok' and isinstance(got, tuple) and len(got) == 4
+          and got[0] == ('VTS' if VTS else 'PLAIN')
           and isinstance(got[1], str) and got[1].startswith('127.0.0.1:') and got[2] is None
           and got[3] is None)
     check('whoami', ok, '%s %r' % (kind, got))

@@ -59,6 +59,51 @@ fn vpy_default_client_reaches_vole_serve_vts_on_two_nodes() {
     assert_checks(&report, &expected);
 }
 
+/// The PLAIN interop suite, again over VTS: a stock VPy client on its
+/// default settings against `vole serve --vts` with 2 nodes sees what a
+/// PLAIN client sees against one process: the same checks, all passing
+/// (values of every type, other string codecs, callbacks both ways, two
+/// links, whoami).
+#[test]
+fn the_plain_interop_scenarios_pass_over_vts_on_two_nodes() {
+    let key = fixture("server-key.pem");
+    let vts = vole_serve_with(
+        false,
+        2,
+        &["--vts", "--vts-key", key.to_str().expect("utf-8 path")],
+    );
+    let plain = vole_serve_nodes(true, 0);
+    // (`errors` and `adder` are left out: after a run of failed calls,
+    // VPy's `VUrl.relative` sometimes gets no result within its 10 s,
+    // over PLAIN as over VTS, about 1 run in 5 in a loop; see issue #15's
+    // note.)
+    for scenario in ["values", "codecs", "callback", "two_links", "whoami"] {
+        let over_plain = vpy_client(scenario, plain.port);
+        let mut cmd = vpy_client_cmd(scenario, vts.port);
+        cmd.env("VOLE_VPY_VTS", "1");
+        let over_vts = Report::parse(
+            scenario,
+            run(&format!("vpy_client.py {scenario} (VTS)"), cmd, CLIENT_WAIT),
+        );
+        let outcomes = |r: &Report| -> Vec<(String, bool)> {
+            r.checks.iter().map(|c| (c.name.clone(), c.ok)).collect()
+        };
+        assert!(!over_plain.checks.is_empty(), "{scenario}: no check ran");
+        assert_eq!(
+            over_plain.failed,
+            Some(0),
+            "{scenario} over PLAIN: {:?}",
+            outcomes(&over_plain)
+        );
+        assert_eq!(
+            outcomes(&over_vts),
+            outcomes(&over_plain),
+            "{scenario}: VTS on 2 nodes differs from PLAIN"
+        );
+        assert_eq!(over_vts.failed, Some(0), "{scenario} over VTS");
+    }
+}
+
 /// A VPy client's key is its identity: `whoami()` over VTS shows the
 /// transport and the key's fingerprint (None without a key).
 #[test]
