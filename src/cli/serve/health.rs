@@ -15,29 +15,24 @@
 //! Both ask the controller through its admin socket, so they see exactly
 //! what `vole status` would, and need nothing shared with it.
 
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::StatusCode;
 use vole_controller::admin::{AdminRequest, HealthReport};
 
+use super::http::{self, Answer, Socket};
 use crate::cli::exit::Failure;
 
 /// How long the controller has to answer a probe.
 pub const LIVE_LIMIT: Duration = Duration::from_secs(1);
 
-/// The health endpoint's socket, and its accept loop while it answers.
+/// The health endpoint's socket.
 #[derive(Debug)]
 pub struct Endpoint {
-    listener: std::net::TcpListener,
-    addr: SocketAddr,
-    serving: Mutex<Option<tokio::task::AbortHandle>>,
+    socket: Socket,
 }
 
 impl Endpoint {
@@ -45,98 +40,48 @@ impl Endpoint {
     /// socket, if it is for the same address). Nothing is answered before
     /// [`Endpoint::start`].
     pub fn open(
-        addr: Option<SocketAddr>,
+        addr: Option<std::net::SocketAddr>,
         inherited: Option<std::net::TcpListener>,
     ) -> Result<Option<Endpoint>, Failure> {
         let Some(addr) = addr else {
             return Ok(None);
         };
-        let failure = |e: String| Failure {
-            code: crate::cli::exit::CONNECTION,
-            error: anyhow::anyhow!("health endpoint {addr}: {e}"),
-        };
-        let listener = match inherited {
-            Some(l) if super::metrics::fits(&l, addr) => l,
-            other => {
-                if let Some(l) = other {
-                    tracing::warn!(
-                        inherited = ?l.local_addr().ok(),
-                        %addr,
-                        "health: the address changed; binding the new one"
-                    );
-                }
-                vole_control::listen::bind(addr, 128).map_err(|e| failure(format!("{e:#}")))?
-            }
-        };
-        let addr = listener.local_addr().map_err(|e| failure(e.to_string()))?;
         Ok(Some(Endpoint {
-            listener,
-            addr,
-            serving: Mutex::new(None),
+            socket: Socket::open("health", addr, inherited)?,
         }))
     }
 
     /// The socket, for a binary upgrade to hand over.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.listener.as_fd()
+        self.socket.fd()
     }
 
     /// Starts answering probes about the service whose admin socket is
     /// `admin` (a no-op while it answers).
     pub fn start(&self, admin: &Path) -> Result<(), Failure> {
-        let Ok(mut serving) = self.serving.lock() else {
-            return Ok(());
-        };
-        if serving.is_some() {
-            return Ok(());
-        }
-        let listener = self
-            .listener
-            .try_clone()
-            .and_then(|l| {
-                l.set_nonblocking(true)?;
-                tokio::net::TcpListener::from_std(l)
-            })
-            .map_err(|e| Failure {
-                code: crate::cli::exit::CONNECTION,
-                error: anyhow::anyhow!("health endpoint {}: {e}", self.addr),
-            })?;
         let admin: Arc<PathBuf> = Arc::new(admin.to_owned());
-        *serving = Some(tokio::spawn(accept_loop(listener, admin)).abort_handle());
-        let addr = self.addr;
-        tracing::info!(%addr, "health probes at http://{addr}/livez and /readyz");
+        let answer: Answer = Arc::new(move |req| {
+            let admin = admin.clone();
+            Box::pin(async move {
+                let path = req.uri().path();
+                let health = match path {
+                    "/livez" | "/readyz" => ask(&admin).await,
+                    _ => Err(String::new()),
+                };
+                let (status, body) = verdict(path, &health);
+                http::text(status, body)
+            })
+        });
+        if self.socket.start(answer)? {
+            let addr = self.socket.addr();
+            tracing::info!(%addr, "health probes at http://{addr}/livez and /readyz");
+        }
         Ok(())
     }
 
     /// Stops answering (the new controller of an upgrade answers now).
     pub fn stop(&self) {
-        if let Some(task) = self.serving.lock().ok().and_then(|mut s| s.take()) {
-            task.abort();
-            tracing::debug!("health endpoint handed over");
-        }
-    }
-}
-
-async fn accept_loop(listener: tokio::net::TcpListener, admin: Arc<PathBuf>) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "health endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| answer(req, admin.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), conn).await {
-                tracing::debug!(error = %e, "health endpoint: connection");
-            }
-        });
+        self.socket.stop();
     }
 }
 
@@ -178,32 +123,6 @@ pub fn verdict(path: &str, health: &Result<HealthReport, String>) -> (StatusCode
             "no such probe (/livez, /readyz)\n".to_owned(),
         ),
     }
-}
-
-async fn answer(
-    req: Request<Incoming>,
-    admin: Arc<PathBuf>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let response = |status: StatusCode, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = status;
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        r
-    };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed\n".to_owned(),
-        ));
-    }
-    let path = req.uri().path();
-    let health = match path {
-        "/livez" | "/readyz" => ask(&admin).await,
-        _ => Err(String::new()),
-    };
-    let (status, body) = verdict(path, &health);
-    Ok(response(status, body))
 }
 
 #[cfg(test)]

@@ -10,17 +10,14 @@
 //! new one is the main process, so scrapes go to the controller that
 //! serves (the socket's queue is shared: no scrape is refused).
 
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::Mutex;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::StatusCode;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use super::http::{self, Answer, Socket};
 use crate::cli::exit::Failure;
 use crate::settings::Settings;
 
@@ -30,20 +27,8 @@ const UPKEEP: Duration = Duration::from_secs(5);
 /// The Prometheus endpoint: the installed recorder and its socket.
 #[derive(Debug)]
 pub struct Endpoint {
-    listener: std::net::TcpListener,
-    addr: SocketAddr,
+    socket: Socket,
     handle: PrometheusHandle,
-    /// The accept loop, while it answers.
-    serving: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-/// Whether `inherited` (from the controller being upgraded) is the socket
-/// for `addr`: the same address, or the same IP when `addr` asks for any
-/// port.
-pub(super) fn fits(inherited: &std::net::TcpListener, addr: SocketAddr) -> bool {
-    inherited.local_addr().is_ok_and(|have| {
-        have.ip() == addr.ip() && (addr.port() == 0 || have.port() == addr.port())
-    })
 }
 
 impl Endpoint {
@@ -59,24 +44,7 @@ impl Endpoint {
         let Some(addr) = s.metrics else {
             return Ok(None);
         };
-        let failure = |e: String| Failure {
-            code: crate::cli::exit::CONNECTION,
-            error: anyhow::anyhow!("metrics endpoint {addr}: {e}"),
-        };
-        let listener = match inherited {
-            Some(l) if fits(&l, addr) => l,
-            other => {
-                if let Some(l) = other {
-                    tracing::warn!(
-                        inherited = ?l.local_addr().ok(),
-                        %addr,
-                        "metrics: the address changed; binding the new one"
-                    );
-                }
-                vole_control::listen::bind(addr, 128).map_err(|e| failure(format!("{e:#}")))?
-            }
-        };
-        let addr = listener.local_addr().map_err(|e| failure(e.to_string()))?;
+        let socket = Socket::open("metrics", addr, inherited)?;
         let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
             .add_global_label("service", service)
             .set_buckets_for_metric(
@@ -86,7 +54,7 @@ impl Endpoint {
                 &vole_link::metrics::BUCKETS,
             )
             .and_then(|b| b.install_recorder())
-            .map_err(|e| failure(e.to_string()))?;
+            .map_err(|e| http::failure("metrics", socket.addr(), e))?;
         vole_controller::metrics::describe();
         metrics::describe_gauge!(
             "vole_build_info",
@@ -100,42 +68,35 @@ impl Endpoint {
                 upkeep.run_upkeep();
             }
         });
-        Ok(Some(Endpoint {
-            listener,
-            addr,
-            handle,
-            serving: Mutex::new(None),
-        }))
+        Ok(Some(Endpoint { socket, handle }))
     }
 
     /// The socket, for a binary upgrade to hand over.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.listener.as_fd()
+        self.socket.fd()
     }
 
     /// Starts answering scrapes (again a no-op while it answers).
     pub fn start(&self) -> Result<(), Failure> {
-        let Ok(mut serving) = self.serving.lock() else {
-            return Ok(());
-        };
-        if serving.is_some() {
-            return Ok(());
-        }
-        let listener = self
-            .listener
-            .try_clone()
-            .and_then(|l| {
-                l.set_nonblocking(true)?;
-                tokio::net::TcpListener::from_std(l)
-            })
-            .map_err(|e| Failure {
-                code: crate::cli::exit::CONNECTION,
-                error: anyhow::anyhow!("metrics endpoint {}: {e}", self.addr),
-            })?;
         let handle = self.handle.clone();
-        *serving = Some(tokio::spawn(accept_loop(listener, handle)).abort_handle());
-        let addr = self.addr;
-        tracing::info!(%addr, "prometheus metrics at http://{addr}/metrics");
+        // Any path but `/health` renders the metrics, as the exporter's own
+        // listener did; `/health` answers `OK`.
+        let answer: Answer = Arc::new(move |req| {
+            let handle = handle.clone();
+            Box::pin(async move {
+                if req.uri().path() == "/health" {
+                    return http::text(StatusCode::OK, "OK");
+                }
+                let text = tokio::task::spawn_blocking(move || handle.render())
+                    .await
+                    .unwrap_or_default();
+                http::text(StatusCode::OK, text)
+            })
+        });
+        if self.socket.start(answer)? {
+            let addr = self.socket.addr();
+            tracing::info!(%addr, "prometheus metrics at http://{addr}/metrics");
+        }
         Ok(())
     }
 
@@ -143,61 +104,6 @@ impl Endpoint {
     /// that already took it; scrapes wait in its queue for the new
     /// controller). Scrapes being answered finish.
     pub fn stop(&self) {
-        if let Some(task) = self.serving.lock().ok().and_then(|mut s| s.take()) {
-            task.abort();
-            tracing::debug!("metrics endpoint handed over");
-        }
+        self.socket.stop();
     }
-}
-
-async fn accept_loop(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of descriptors and the like: back off, keep going.
-                tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| answer(req, handle.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            // A scraper that stops reading must not hold a task for ever.
-            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), conn).await {
-                tracing::debug!(error = %e, "metrics endpoint: connection");
-            }
-        });
-    }
-}
-
-/// `GET` (or `HEAD`) of any path but `/health` renders the metrics, as the
-/// exporter's own listener did; `/health` answers `OK`.
-async fn answer(
-    req: Request<Incoming>,
-    handle: PrometheusHandle,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let response = |status: StatusCode, body: Bytes| {
-        let mut r = Response::new(Full::new(body));
-        *r.status_mut() = status;
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        r
-    };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            Bytes::from_static(b"method not allowed\n"),
-        ));
-    }
-    if req.uri().path() == "/health" {
-        return Ok(response(StatusCode::OK, Bytes::from_static(b"OK")));
-    }
-    let text = tokio::task::spawn_blocking(move || handle.render())
-        .await
-        .unwrap_or_default();
-    Ok(response(StatusCode::OK, Bytes::from(text.into_bytes())))
 }

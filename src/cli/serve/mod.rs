@@ -10,6 +10,7 @@
 
 mod controller;
 mod health;
+mod http;
 mod metrics;
 pub(crate) mod privileges;
 pub(crate) mod setup;
