@@ -13,8 +13,8 @@
 //!
 //! **Failed calls.** The reload and upgrade tests run clients that call
 //! continuously and must see zero failed calls. A call the server refused
-//! because its link was closing (a VException whose text contains
-//! "closing"), or a call that could not be sent because the link had
+//! because its link was closing (`vole_link::Error::Closing`, on the wire
+//! the exception `("vole.closing", reason)`), or a call that could not be sent because the link had
 //! already closed (the link was closed before the call, or the link's
 //! driver never took the call, so its count of calls sent did not move),
 //! was never executed: the client reconnects and retries it, and these

@@ -162,7 +162,9 @@ fn answered_right(result: &Result<Value, LinkError>, plan: &Plan, payload: &str)
 /// Sets `lost` (logging it once) if a failed call says the link is gone.
 fn note_lost(link: &Link, result: &Result<Value, LinkError>, lost: &mut bool) {
     if let Err(e) = result {
-        if (link.is_closed() || matches!(e, LinkError::Closed(_))) && !*lost {
+        if (link.is_closed() || matches!(e, LinkError::Closed(_) | LinkError::Interrupted(_)))
+            && !*lost
+        {
             tracing::warn!(link = link.id(), error = %e, "link lost");
             *lost = true;
         }

@@ -138,6 +138,14 @@ impl<C, O> Default for Calls<C, O> {
 }
 
 /// Wakers to wake once the lock is released.
+/// The outcomes of the calls a closing link fails (see [`Calls::close`]).
+pub(crate) struct Closing<I, C> {
+    /// For a call that was sent and not answered: it may have run.
+    pub(crate) interrupted: I,
+    /// For a call that was never sent.
+    pub(crate) closed: C,
+}
+
 #[derive(Default)]
 pub(crate) struct Wakeups(Vec<Waker>);
 
@@ -534,9 +542,24 @@ impl<C, O> Calls<C, O> {
     pub(crate) fn close(
         &self,
         reason: &str,
-        held: impl IntoIterator<Item = Reply>,
-        closed: impl Fn() -> O,
+        sent: impl IntoIterator<Item = Reply>,
+        unsent: impl IntoIterator<Item = Reply>,
+        outcomes: Closing<impl Fn() -> O, impl Fn() -> O>,
     ) {
+        let Closing {
+            interrupted,
+            closed,
+        } = outcomes;
+        let sent: Vec<Reply> = sent.into_iter().collect();
+        let mut sent_slots: Vec<usize> = sent
+            .iter()
+            .filter_map(|r| match r {
+                Reply::Slot(i) => Some(*i),
+                Reply::Pipe { .. } => None,
+            })
+            .collect();
+        sent_slots.sort_unstable();
+        let in_flight = |i: usize| sent_slots.binary_search(&i).is_ok();
         let mut wakeups = Wakeups::default();
         let mut dropped = Vec::new();
         {
@@ -554,9 +577,14 @@ impl<C, O> Calls<C, O> {
                     .filter_map(|c| c.1),
             );
             // Pipelines get an outcome per call; slots are failed below.
-            for reply in held.into_iter().chain(queued.iter().map(|q| q.reply)) {
+            for (reply, was_sent) in sent
+                .iter()
+                .map(|r| (*r, true))
+                .chain(unsent.into_iter().map(|r| (r, false)))
+                .chain(queued.iter().map(|q| (q.reply, false)))
+            {
                 if let Reply::Pipe { .. } = reply {
-                    let e = closed();
+                    let e = if was_sent { interrupted() } else { closed() };
                     dropped.extend(Self::complete_locked(&mut inner, reply, e, &mut wakeups));
                 }
             }
@@ -566,7 +594,11 @@ impl<C, O> Calls<C, O> {
             for i in 0..inner.slots.len() {
                 match &mut inner.slots[i] {
                     s @ Slot::Waiting(_) => {
-                        let done = Slot::Done(closed());
+                        let done = Slot::Done(if in_flight(i) {
+                            interrupted()
+                        } else {
+                            closed()
+                        });
                         if let Slot::Waiting(w) = std::mem::replace(s, done) {
                             wakeups.push(w);
                         }
@@ -629,7 +661,15 @@ mod tests {
         inner.slots.push(Slot::Done(Ok(5)));
         inner.slots.push(Slot::Abandoned);
         drop(inner);
-        calls.close("gone", [], || Err("gone".to_owned()));
+        calls.close(
+            "gone",
+            [],
+            [],
+            Closing {
+                interrupted: || Err("cut".to_owned()),
+                closed: || Err("gone".to_owned()),
+            },
+        );
         let mut cx = noop_cx();
         assert_eq!(
             calls.poll_outcome(&mut cx, 0),

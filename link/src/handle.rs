@@ -59,8 +59,9 @@ impl Link {
         self.closed().await;
     }
 
-    /// Closes at once: every pending call fails with
-    /// [`Error::Closed`](crate::Error::Closed).
+    /// Closes at once: every pending call fails, with
+    /// [`Error::Interrupted`](crate::Error::Interrupted) if it was sent (it
+    /// may have run) or [`Error::Closed`](crate::Error::Closed) if not.
     pub fn abort(&self) {
         self.shared.signals.abort();
     }

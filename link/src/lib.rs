@@ -45,6 +45,7 @@ mod calls;
 mod cancel;
 mod core;
 mod driver;
+pub mod failover;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;

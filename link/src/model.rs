@@ -166,6 +166,16 @@ impl CallError {
         ])
     }
 
+    /// The exception a closing link refuses a call with:
+    /// `("vole.closing", reason)` (see [`crate::proto::CLOSING`]); a vole
+    /// caller sees it as [`Error::Closing`] and knows the call was not run.
+    pub fn closing(reason: impl Into<String>) -> Self {
+        CallError::Exception(vec![
+            Value::str(crate::proto::CLOSING),
+            Value::Str(reason.into()),
+        ])
+    }
+
     /// A failure with a reason that is logged locally.
     pub fn failed(reason: impl Into<String>) -> Self {
         CallError::Failed(reason.into())
@@ -337,9 +347,20 @@ pub enum Error {
     /// where known, the message); the link was closed.
     #[error("protocol violation: {0}")]
     Protocol(ProtocolViolation),
-    /// The link closed before the call completed, or was already closed.
+    /// The link was closed before the call was sent: the call was not
+    /// run, so it may be retried on another link.
     #[error("link closed: {0}")]
     Closed(String),
+    /// The link closed while the call was in flight: it was sent, and the
+    /// peer may or may not have run it. Retry it only if it is idempotent.
+    #[error("link closed with the call in flight (it may have run): {0}")]
+    Interrupted(String),
+    /// The peer refused the call because its link is closing (a stop,
+    /// drain, reload or upgrade): the call was not run, so it may be
+    /// retried on another link. On the wire, an exception whose first
+    /// argument is `"vole.closing"`; this is the reason it gives.
+    #[error("the peer is closing; the call was not run: {0}")]
+    Closing(String),
     /// The link handshake did not complete.
     #[error("link handshake failed: {0}")]
     Handshake(String),
@@ -391,7 +412,23 @@ impl Error {
     pub fn is_remote(&self) -> bool {
         matches!(
             self,
-            Error::Exception(_) | Error::CallError | Error::Cancelled(_) | Error::Overloaded(_)
+            Error::Exception(_)
+                | Error::CallError
+                | Error::Cancelled(_)
+                | Error::Overloaded(_)
+                | Error::Closing(_)
+        )
+    }
+
+    /// Whether the call provably never ran at the peer, so trying it again
+    /// (on another link, or later) is safe even if it is not idempotent:
+    /// the link was closed before it was sent, or the peer refused it as
+    /// closing or overloaded. A call cut off in flight
+    /// ([`Error::Interrupted`]) or past its deadline may have run.
+    pub fn never_ran(&self) -> bool {
+        matches!(
+            self,
+            Error::Closed(_) | Error::Closing(_) | Error::Overloaded(_)
         )
     }
 }

@@ -161,6 +161,14 @@ impl Pool {
             .unwrap_or_default()
     }
 
+    /// Sets `addr` aside as if a connection to it had failed: a call on it
+    /// found it unresponsive.
+    pub fn set_aside(&self, addr: SocketAddr) {
+        if let Ok(mut e) = self.endpoints.lock() {
+            e.failed(addr, Instant::now());
+        }
+    }
+
     /// A new link, to the next host in turn that connects; the host it
     /// went to. Hosts that fail are set aside and the next is tried; the
     /// error is the last host's when none connects.

@@ -41,6 +41,13 @@ pub const CANCEL: &str = "vole.cancel";
 /// [`Error::Cancelled`](crate::Error::Cancelled).
 pub const CANCELLED: &str = "vole.cancelled";
 
+/// The first argument of the exception a closing vole link refuses a call
+/// with: `("vole.closing", reason)`. The call was not run, so it may be
+/// retried on another link; callers see it as
+/// [`Error::Closing`](crate::Error::Closing). A VPy caller sees an
+/// ordinary exception.
+pub const CLOSING: &str = "vole.closing";
+
 /// The raw argument tuple of the cancel message for `call_id` (see
 /// [`CANCEL`]).
 pub fn cancel_args<R>(call_id: i64) -> Vec<Entity<R>> {

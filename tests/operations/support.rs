@@ -374,8 +374,8 @@ pub enum Attempt {
 }
 
 /// Makes one call, classifying the outcome by the retry rule: a
-/// VException whose text contains "closing" (the server refused the call
-/// because its link was closing), or a call that could not be sent because
+/// [`vole_link::Error::Closing`] refusal (the server refused the call
+/// because its link was closing: `("vole.closing", reason)`), or a call that could not be sent because
 /// the link had already closed (the link was closed before the call, or
 /// the link's driver never took the call: its count of calls sent did not
 /// move), was never executed. Everything else is a failure.
@@ -387,15 +387,13 @@ pub async fn attempt(link: &Link, gw: &RemoteObject, args: Vec<Value>) -> Attemp
     match tokio::time::timeout(harness::CALL_LIMIT, gw.call_raw(args, CallKind::Normal)).await {
         Err(_) => Attempt::Fail("call timed out".to_owned()),
         Ok(Ok(v)) => Attempt::Done(v),
-        Ok(Err(e @ vole_link::Error::Exception(_))) if e.to_string().contains("closing") => {
-            Attempt::Closing
-        }
+        Ok(Err(vole_link::Error::Closing(_))) => Attempt::Closing,
         Ok(Err(vole_link::Error::Closed(_)))
             if link.stats().calls_out.load(Ordering::SeqCst) == sent_before =>
         {
             Attempt::Unsent
         }
-        Ok(Err(e @ vole_link::Error::Closed(_))) => {
+        Ok(Err(e @ (vole_link::Error::Closed(_) | vole_link::Error::Interrupted(_)))) => {
             Attempt::Crossed(format!("{e} (sent: the link's driver took the call)"))
         }
         Ok(Err(e)) => Attempt::Fail(format!("{e} (sent: the link's driver took the call)")),

@@ -76,11 +76,16 @@ impl std::fmt::Debug for MethodName {
 /// The error an exception with `args` is: [`Error::Overloaded`] for an
 /// overload refusal (first argument `"overloaded"`, see
 /// [`super::OVERLOADED`]; its call was not run), [`Error::Cancelled`] for
-/// vole's `("vole.cancelled", reason)`, [`Error::Exception`] for any other.
+/// vole's `("vole.cancelled", reason)`, [`Error::Closing`] for a closing
+/// link's refusal `("vole.closing", reason)` (its call was not run either),
+/// [`Error::Exception`] for any other.
 pub(super) fn exception_error(args: Vec<Value>) -> Error {
     match args.as_slice() {
         [Value::Str(tag), Value::Str(reason)] if tag == crate::proto::CANCELLED => {
             Error::Cancelled(reason.clone())
+        }
+        [Value::Str(tag), Value::Str(reason)] if tag == crate::proto::CLOSING => {
+            Error::Closing(reason.clone())
         }
         [Value::Str(tag)] if tag == super::OVERLOADED => Error::Overloaded(String::new()),
         [Value::Str(tag), Value::Str(reason)] if tag == super::OVERLOADED => {

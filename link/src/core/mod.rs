@@ -724,7 +724,7 @@ impl LinkCore {
             return self.respond(
                 call_id,
                 kind,
-                Err(CallError::exception("the link is closing; call refused")),
+                Err(CallError::closing("the link is closing; call refused")),
             );
         }
         let cx = self.context.for_call(&self.shared.cancels, call_id);

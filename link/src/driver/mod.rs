@@ -40,7 +40,7 @@ use buffered::{Buffered, READ_CHUNK};
 use output::Output;
 use served::Served;
 
-use crate::calls::{Queued, Reply, Wakeups, ALL_TICKETS};
+use crate::calls::{Closing, Queued, Reply, Wakeups, ALL_TICKETS};
 use crate::core::{Event, LinkConfig, LinkCore, Overload, OVERLOADED};
 use crate::handle::Link;
 use crate::info::LinkInfo;
@@ -226,11 +226,15 @@ where
         } else {
             tracing::warn!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed on error");
         }
-        // Every call sent, taken or queued fails with the reason.
-        let mut held = self.core.take_user_calls();
-        held.extend(self.backlog.iter().map(|q| q.reply));
-        let closed = || Err(Error::Closed(reason.to_string()));
-        self.shared.calls.close(&reason, held, closed);
+        // Every call sent, taken or queued fails with the reason: as
+        // interrupted if it was sent (it may have run), else as closed.
+        let sent = self.core.take_user_calls();
+        let unsent = self.backlog.iter().map(|q| q.reply);
+        let outcomes = Closing {
+            interrupted: || Err(Error::Interrupted(reason.to_string())),
+            closed: || Err(Error::Closed(reason.to_string())),
+        };
+        self.shared.calls.close(&reason, sent, unsent, outcomes);
         self.backlog.clear();
         self.wakeups.wake();
         if let Some(tx) = self.handshake_tx.take() {
@@ -756,8 +760,9 @@ where
             )));
         }
         // The peer will send nothing more: calls we made cannot complete.
+        // They were sent, so they may have run.
         for slot in unanswered {
-            let e = Error::Closed("peer closed the link".to_owned());
+            let e = Error::Interrupted("peer closed the link".to_owned());
             self.shared.calls.complete(slot, Err(e), &mut self.wakeups);
         }
         // A peer that closes its sending side has gone: a vole link shuts
@@ -865,10 +870,13 @@ impl<IO> Drop for Driver<IO> {
         if self.outcome.is_none() && self.phase != Phase::Done {
             let reason: Arc<str> = Arc::from("link driver stopped");
             self.shared.signals.set_closed(reason.clone());
-            let mut held = self.core.take_user_calls();
-            held.extend(self.backlog.iter().map(|q| q.reply));
-            let closed = || Err(Error::Closed(reason.to_string()));
-            self.shared.calls.close(&reason, held, closed);
+            let sent = self.core.take_user_calls();
+            let unsent = self.backlog.iter().map(|q| q.reply);
+            let outcomes = Closing {
+                interrupted: || Err(Error::Interrupted(reason.to_string())),
+                closed: || Err(Error::Closed(reason.to_string())),
+            };
+            self.shared.calls.close(&reason, sent, unsent, outcomes);
             self.shared.cancels.close();
         }
     }

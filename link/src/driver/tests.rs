@@ -185,11 +185,11 @@ async fn a_drain_refuses_calls_for_the_quiet_period_after_the_first_refusal() {
         // Each call comes within the quiet period of the one before.
         tokio::time::sleep(every).await;
         match gw.call("echo", (2,)).await {
-            Err(e @ Error::Exception(_)) => {
-                assert!(e.to_string().contains("closing"), "{e}");
+            Err(e @ Error::Closing(_)) => {
+                assert!(e.never_ran(), "{e}");
                 refused += 1;
             }
-            Err(Error::Closed(_)) => break,
+            Err(Error::Closed(_) | Error::Interrupted(_)) => break,
             other => panic!("expected a closing refusal, got {other:?}"),
         }
     }
@@ -229,11 +229,11 @@ async fn a_drain_closes_after_enough_refusals() {
     let mut refused = 0;
     loop {
         match gw.call("echo", (2,)).await {
-            Err(e @ Error::Exception(_)) => {
-                assert!(e.to_string().contains("closing"), "{e}");
+            Err(e @ Error::Closing(_)) => {
+                assert!(e.never_ran(), "{e}");
                 refused += 1;
             }
-            Err(Error::Closed(_)) => break,
+            Err(Error::Closed(_) | Error::Interrupted(_)) => break,
             other => panic!("expected a closing refusal, got {other:?}"),
         }
     }
@@ -290,7 +290,7 @@ async fn a_link_drained_at_once_still_refuses_its_first_call() {
         .expect("handshake in time")
         .expect("the handshake completes");
     match gw.call("echo", (1,)).await {
-        Err(e @ Error::Exception(_)) => assert!(e.to_string().contains("closing"), "{e}"),
+        Err(e @ Error::Closing(_)) => assert!(e.to_string().contains("closing"), "{e}"),
         other => panic!("expected a closing refusal, got {other:?}"),
     }
     drop(gw);
@@ -390,7 +390,7 @@ async fn peer_eof_with_a_call_pending_closes_without_waiting() {
         .expect("the call ends")
         .expect("call task")
     {
-        Err(Error::Closed(_)) => {}
+        Err(Error::Interrupted(_)) => {}
         other => panic!("expected a closed link, got {other:?}"),
     }
     timeout(Duration::from_secs(1), link.closed())

@@ -165,17 +165,23 @@ fn describe(args: &[Value]) -> String {
         .join(", ")
 }
 
-/// Whether a failed call was never carried out, so that trying it again on
-/// a new link is safe: the link broke or could not be made, or the node
-/// refused it because it is closing (a stop, reload or upgrade).
+/// Whether trying a failed call again on a new link is safe: it never ran
+/// (the node refused it because it is closing, for a stop, reload or
+/// upgrade, or the link closed before it was sent), or the link broke or
+/// could not be made. A call cut off in flight may have run; this client's
+/// calls (`put` of a fixed value, `get`, `keys`) are idempotent, so it is
+/// tried again too.
 fn retry_safe(e: &Error) -> bool {
-    match e {
-        Error::Exception(args) => args
-            .iter()
-            .any(|a| matches!(a, Value::Str(s) if s.contains("closing"))),
-        Error::CallError | Error::Convert(_) | Error::Usage(_) | Error::Uri(_) => false,
-        _ => true,
-    }
+    e.never_ran()
+        || !matches!(
+            e,
+            Error::Exception(_)
+                | Error::CallError
+                | Error::Cancelled(_)
+                | Error::Convert(_)
+                | Error::Usage(_)
+                | Error::Uri(_)
+        )
 }
 
 /// A link that is made again when it breaks.
