@@ -73,3 +73,37 @@ fn bench_loads_a_baseline_server_and_maps_errors_to_exit_codes() {
         "{out:?}"
     );
 }
+
+/// The failover flags' bad values are usage errors (64) that name the flag.
+#[test]
+fn bad_failover_flags_are_usage_errors() {
+    for (args, names) in [
+        (&["--rate", "0"][..], "--rate"),
+        (&["--rate", "nan"][..], "--rate"),
+        (&["--endpoints", "localhost"][..], "--endpoints"),
+        (&["--idempotent"][..], "--idempotent"),
+        (&["--call-timeout", "1"][..], "--call-timeout"),
+        (
+            &["--rate", "10", "--call-timeout", "0"][..],
+            "--call-timeout",
+        ),
+        (
+            &[
+                "--endpoints",
+                "127.0.0.1:1",
+                "--target",
+                "raw-tcp://127.0.0.1:1",
+            ][..],
+            "vop://",
+        ),
+        (
+            &["--endpoints", "127.0.0.1:1", "--sessions"][..],
+            "--sessions",
+        ),
+    ] {
+        let out = bench(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+    }
+}

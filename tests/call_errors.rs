@@ -81,3 +81,47 @@ async fn connection_failures_say_what_to_do() {
         assert!(!stderr.contains("OtherError"), "vole {full:?}: {stderr}");
     }
 }
+
+/// `--endpoints`: hosts tried in turn until one connects (a dead one is
+/// passed over), the URI giving only the path; a bad address is a usage
+/// error that names the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_pass_over_a_dead_host() {
+    let _serial = serial().await;
+    let serve = Serve::start(Opts::new(1, "grant")).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let live = format!("127.0.0.1:{}", serve.port());
+    let endpoints = format!("{dead},{live}");
+    // The URI's own port is nobody's: only the endpoints are used.
+    let uri = format!("vop://127.0.0.1:{}/text/echo/", dead.port());
+    for cmd in ["call", "describe"] {
+        let mut full = vec![cmd, "--plain", "--endpoints", &endpoints, &uri];
+        if cmd == "call" {
+            full.extend(["echo", "hi"]);
+        }
+        let out = run_vole(&full).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "vole {full:?}: {stderr}");
+        if cmd == "call" {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"hi\"");
+        }
+    }
+    let out = run_vole(&["call", "--plain", "--endpoints", "nohost", &uri, "echo"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--endpoints"), "{stderr}");
+    // Every endpoint dead: a connection failure (3).
+    let out = run_vole(&[
+        "call",
+        "--plain",
+        "--endpoints",
+        &dead.to_string(),
+        &uri,
+        "echo",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+}

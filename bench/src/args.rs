@@ -44,6 +44,32 @@ pub struct BenchArgs {
     /// it empty and do a full handshake).
     #[arg(long, requires = "sessions", conflicts_with = "no_resume")]
     pub cache_per_worker: bool,
+    /// The hosts of the service (HOST:PORT, comma-separated or repeated):
+    /// links spread over them and fail over between them (a failing host is
+    /// set aside with backoff), calls that provably never ran are tried
+    /// again, and the report counts ok / retried / interrupted / failed.
+    /// The target still gives the path and the name TLS verifies.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_delimiter = ',',
+        conflicts_with = "sessions"
+    )]
+    pub endpoints: Vec<String>,
+    /// A fixed rate of calls per second over all links, instead of calls
+    /// back to back; runs the failover client (over every address the
+    /// target's host resolves to, unless --endpoints is given).
+    #[arg(long, value_name = "CALLS", conflicts_with = "sessions")]
+    pub rate: Option<f64>,
+    /// With --endpoints or --rate: the calls are idempotent, so a call cut
+    /// off in flight (or past --call-timeout) is tried again on another
+    /// link instead of counting as interrupted.
+    #[arg(long)]
+    pub idempotent: bool,
+    /// With --endpoints or --rate: a deadline for each try of a call; a
+    /// host that misses it is set aside.
+    #[arg(long, value_name = "SECS")]
+    pub call_timeout: Option<f64>,
     /// Payload size in bytes (a string of this many ASCII characters).
     #[arg(long, value_name = "BYTES", default_value_t = 64)]
     pub payload: usize,

@@ -58,6 +58,7 @@
 mod args;
 mod cpu;
 mod error;
+mod failover;
 mod load;
 mod nodes;
 mod plan;
@@ -94,6 +95,7 @@ where
     let summary = match plan.mode {
         Mode::Held => load::run(&plan, &config).await?,
         Mode::Sessions => sessions::run(&plan, &config).await?,
+        Mode::Failover => failover::run(&plan, &config).await?,
     };
     if args.json {
         println!("{}", summary.to_json());

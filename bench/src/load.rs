@@ -426,6 +426,7 @@ mod tests {
             resume: true,
             cache_per_worker: false,
             label: None,
+            failover: None,
         }
     }
 

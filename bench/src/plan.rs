@@ -95,6 +95,8 @@ pub enum Mode {
     Held,
     /// New sessions, one call each.
     Sessions,
+    /// Calls through the failover client, over several hosts.
+    Failover,
 }
 
 impl Mode {
@@ -103,6 +105,7 @@ impl Mode {
         match self {
             Mode::Held => "held",
             Mode::Sessions => "sessions",
+            Mode::Failover => "failover",
         }
     }
 }
@@ -140,6 +143,60 @@ pub struct Plan {
     pub cache_per_worker: bool,
     /// Label for the report.
     pub label: Option<String>,
+    /// With [`Mode::Failover`]: how.
+    pub failover: Option<FailoverPlan>,
+}
+
+/// How a [`Mode::Failover`] run calls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverPlan {
+    /// The hosts (empty: every address the target's host resolves to).
+    pub endpoints: Vec<std::net::SocketAddr>,
+    /// Calls per second over all links (`None`: back to back).
+    pub rate: Option<f64>,
+    /// Whether calls cut off in flight are tried again.
+    pub idempotent: bool,
+    /// A deadline for each try of a call.
+    pub call_timeout: Option<Duration>,
+}
+
+impl FailoverPlan {
+    fn from_args(args: &BenchArgs, target: &Target) -> Result<Option<FailoverPlan>, Error> {
+        if args.endpoints.is_empty() && args.rate.is_none() {
+            if args.idempotent || args.call_timeout.is_some() {
+                return Err(Error::usage(
+                    "--idempotent and --call-timeout need --endpoints or --rate",
+                ));
+            }
+            return Ok(None);
+        }
+        if !matches!(target, Target::Vop(_)) {
+            return Err(Error::usage("--endpoints and --rate need a vop:// target"));
+        }
+        let mut endpoints = Vec::with_capacity(args.endpoints.len());
+        for text in &args.endpoints {
+            let addr = text.trim().parse().map_err(|e| Error::Usage {
+                message: format!("bad --endpoints address {text:?} (expected IP:PORT)"),
+                source: Some(Box::new(e)),
+            })?;
+            endpoints.push(addr);
+        }
+        let rate = match args.rate {
+            Some(r) if r.is_finite() && r > 0.0 => Some(r),
+            Some(_) => return Err(Error::usage("--rate must be a positive number of calls/s")),
+            None => None,
+        };
+        let call_timeout = match args.call_timeout {
+            Some(t) => Some(seconds(t, "--call-timeout", false)?),
+            None => None,
+        };
+        Ok(Some(FailoverPlan {
+            endpoints,
+            rate,
+            idempotent: args.idempotent,
+            call_timeout,
+        }))
+    }
 }
 
 impl Plan {
@@ -162,6 +219,12 @@ impl Plan {
             Mode::Sessions
         } else {
             Mode::Held
+        };
+        let failover = FailoverPlan::from_args(args, &target)?;
+        let mode = if failover.is_some() {
+            Mode::Failover
+        } else {
+            mode
         };
         if args.payload > MAX_FRAME {
             return Err(Error::usage(format!(
@@ -195,6 +258,7 @@ impl Plan {
             resume: !args.no_resume,
             cache_per_worker: args.cache_per_worker,
             label: args.label.clone(),
+            failover,
         })
     }
 }

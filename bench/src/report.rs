@@ -73,6 +73,25 @@ pub struct StageErrors {
     pub timeout: u64,
 }
 
+/// The outcomes of the calls of a [`Mode::Failover`] run, in the window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FailoverCounts {
+    /// Answered right at the first try.
+    pub ok: u64,
+    /// Answered right after being tried again (on a new link).
+    pub retried: u64,
+    /// Cut off in flight or past their deadline, and not tried again.
+    pub interrupted: u64,
+    /// Every other failure (a wrong answer included).
+    pub failed: u64,
+    /// Tries beyond the first, in all.
+    pub retries: u64,
+    /// The calls per second asked for.
+    pub rate: Option<f64>,
+    /// Per host: links made to it, and failed connections.
+    pub hosts: Vec<vole_link::pool::HostStats>,
+}
+
 /// What a run measured.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -114,6 +133,8 @@ pub struct Summary {
     pub latency: Latency,
     /// CPU use over the window.
     pub cpu: CpuUse,
+    /// A failover run's outcomes.
+    pub failover: Option<FailoverCounts>,
 }
 
 impl Summary {
@@ -146,6 +167,7 @@ impl Summary {
             links_lost,
             latency: Latency::from_histogram(hist),
             cpu,
+            failover: None,
         }
     }
 
@@ -237,6 +259,31 @@ impl Summary {
                 map.extend(extra);
             }
         }
+        if let (Some(f), Some(map)) = (&self.failover, json.as_object_mut()) {
+            let hosts: Vec<serde_json::Value> = f
+                .hosts
+                .iter()
+                .map(|h| {
+                    serde_json::json!({
+                        "addr": h.addr.to_string(),
+                        "links": h.links,
+                        "failed": h.failed,
+                    })
+                })
+                .collect();
+            map.insert(
+                "failover".to_owned(),
+                serde_json::json!({
+                    "ok": f.ok,
+                    "retried": f.retried,
+                    "interrupted": f.interrupted,
+                    "failed": f.failed,
+                    "retries": f.retries,
+                    "rate": f.rate,
+                    "hosts": hosts,
+                }),
+            );
+        }
         json.to_string()
     }
 
@@ -265,6 +312,42 @@ impl Summary {
                     self.errors,
                     self.links_lost
                 );
+                "call"
+            }
+            Mode::Failover => {
+                let rate = self
+                    .failover
+                    .as_ref()
+                    .and_then(|f| f.rate)
+                    .map_or("back to back".to_owned(), |r| format!("at {r:.0} calls/s"));
+                let _ = writeln!(
+                    s,
+                    "load        {} link(s) x {} in flight through the failover client, {rate}, {}-byte payload, {:.1} s measured after {:.1} s warm-up",
+                    self.links,
+                    self.inflight,
+                    self.payload,
+                    self.duration.as_secs_f64(),
+                    self.warmup.as_secs_f64()
+                );
+                if let Some(f) = &self.failover {
+                    let _ = writeln!(
+                        s,
+                        "calls       {} ok, {} retried, {} interrupted, {} failed ({:.0} calls/s; {} tries again in all)",
+                        f.ok,
+                        f.retried,
+                        f.interrupted,
+                        f.failed,
+                        self.calls_per_s(),
+                        f.retries
+                    );
+                    for h in &f.hosts {
+                        let _ = writeln!(
+                            s,
+                            "host        {}: {} link(s), {} failed connection(s)",
+                            h.addr, h.links, h.failed
+                        );
+                    }
+                }
                 "call"
             }
             Mode::Sessions => {
@@ -378,6 +461,7 @@ mod tests {
             resume: true,
             cache_per_worker: false,
             label: Some("x".into()),
+            failover: None,
         }
     }
 

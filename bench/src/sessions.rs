@@ -420,6 +420,7 @@ mod tests {
             resume: true,
             cache_per_worker: false,
             label: None,
+            failover: None,
         }
     }
 

@@ -24,7 +24,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 struct Host {
     addr: SocketAddr,
+    /// Failures since it last connected.
     failures: u32,
+    /// Links made to it.
+    links: u64,
+    /// Connections to it that failed, in all.
+    failed: u64,
     /// Set aside until then.
     aside_until: Option<Instant>,
 }
@@ -45,6 +50,8 @@ impl Endpoints {
                 hosts.push(Host {
                     addr,
                     failures: 0,
+                    links: 0,
+                    failed: 0,
                     aside_until: None,
                 });
             }
@@ -89,6 +96,7 @@ impl Endpoints {
                 .saturating_mul(1u32 << h.failures.min(16))
                 .min(MAX_BACKOFF);
             h.failures = h.failures.saturating_add(1);
+            h.failed += 1;
             h.aside_until = Some(now + backoff);
         }
     }
@@ -97,6 +105,7 @@ impl Endpoints {
     pub fn succeeded(&mut self, addr: SocketAddr) {
         if let Some(h) = self.hosts.iter_mut().find(|h| h.addr == addr) {
             h.failures = 0;
+            h.links += 1;
             h.aside_until = None;
         }
     }
@@ -107,6 +116,17 @@ impl Endpoints {
             .iter()
             .any(|h| h.addr == addr && h.aside_until.is_some_and(|t| t > now))
     }
+}
+
+/// What a [`Pool`] did with one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostStats {
+    /// The host.
+    pub addr: SocketAddr,
+    /// Links made to it.
+    pub links: u64,
+    /// Connections to it that failed (or calls that found it frozen).
+    pub failed: u64,
 }
 
 /// Links to one service over several hosts (see the
@@ -158,6 +178,23 @@ impl Pool {
         self.endpoints
             .lock()
             .map(|e| e.hosts.iter().map(|h| h.addr).collect())
+            .unwrap_or_default()
+    }
+
+    /// What the pool did with each host, in the order given.
+    pub fn stats(&self) -> Vec<HostStats> {
+        self.endpoints
+            .lock()
+            .map(|e| {
+                e.hosts
+                    .iter()
+                    .map(|h| HostStats {
+                        addr: h.addr,
+                        links: h.links,
+                        failed: h.failed,
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

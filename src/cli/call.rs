@@ -4,9 +4,11 @@
 //! syntax, not a link.
 #![allow(rustdoc::broken_intra_doc_links)]
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use vole_link::pool::Pool;
 use vole_link::resolve::{self, Resolved};
 use vole_link::uri::Vri;
 use vole_link::{Entity, ObjectRef, Value};
@@ -34,6 +36,11 @@ pub struct CallArgs {
     /// that is not is a usage error.
     #[arg(long)]
     pub json: bool,
+    /// The hosts of the service (IP:PORT, comma-separated or repeated):
+    /// tried in turn until one connects; the URI still gives the path and
+    /// the name TLS verifies.
+    #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+    pub endpoints: Vec<SocketAddr>,
     /// Connection flags.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -44,17 +51,47 @@ pub struct CallArgs {
 pub struct DescribeArgs {
     /// vop://host[:port]/path/
     pub uri: String,
+    /// The hosts of the service (IP:PORT, comma-separated or repeated):
+    /// tried in turn until one connects.
+    #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+    pub endpoints: Vec<SocketAddr>,
     /// Connection flags.
     #[command(flatten)]
     pub client: ClientArgs,
 }
 
-async fn connect_and_resolve(uri: &str, client: &ClientArgs) -> Result<(Vri, Resolved), Failure> {
+/// Connects to the service `uri` names and resolves it: over the first of
+/// `pool`'s hosts that connects if there is a pool (`--endpoints`), else to
+/// the URI's host.
+async fn connect_and_resolve(
+    uri: &str,
+    client: &ClientArgs,
+    pool: Option<&Pool>,
+) -> Result<(Vri, Resolved), Failure> {
     let vri: Vri = uri
         .parse()
         .map_err(|e| Failure::usage(anyhow::Error::new(e).context(format!("bad uri {uri:?}"))))?;
     let config = client_config(client, &vri.host.to_string()).map_err(Failure::usage)?;
-    let resolved = match resolve::resolve(uri, &config).await {
+    let resolving = async {
+        match pool {
+            None => resolve::resolve(uri, &config).await,
+            Some(pool) => {
+                let (link, gateway, _) = pool.connect().await?;
+                match resolve::resolve_on(&gateway, &vri.path, vri.query.as_ref()).await {
+                    Ok(value) => Ok(Resolved {
+                        link,
+                        gateway,
+                        value,
+                    }),
+                    Err(e) => {
+                        link.abort();
+                        Err(e)
+                    }
+                }
+            }
+        }
+    };
+    let resolved = match resolving.await {
         Ok(r) => r,
         Err(e) => {
             let e = anyhow::Error::new(e);
@@ -144,6 +181,31 @@ fn call_timeout(client: &ClientArgs) -> Duration {
     Duration::try_from_secs_f64(client.timeout).unwrap_or(Duration::from_secs(10))
 }
 
+/// The pool of `--endpoints`, if given.
+fn endpoints_pool(
+    uri: &str,
+    endpoints: &[SocketAddr],
+    client: &ClientArgs,
+) -> Result<Option<Pool>, Failure> {
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    let vri: Vri = uri
+        .parse()
+        .map_err(|e| Failure::usage(anyhow::Error::new(e).context(format!("bad uri {uri:?}"))))?;
+    let host = vri.host.to_string();
+    let config = client_config(client, &host).map_err(Failure::usage)?;
+    Ok(Some(Pool::with_addrs(
+        &host,
+        endpoints.iter().copied(),
+        config,
+    )))
+}
+
+/// Tries of a call that provably never ran (refused as closing or
+/// overloaded, or its link closed before it was sent), each on a new link.
+const CALL_TRIES: u32 = 3;
+
 /// `vole call`: prints the result as one line of JSON.
 pub async fn call(args: CallArgs) -> Result<(), Failure> {
     let call_args: Vec<Value> = args
@@ -163,46 +225,26 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
         )));
     }
     let limit = call_timeout(&args.client);
+    let pool = endpoints_pool(&args.uri, &args.endpoints, &args.client)?;
     let work = async {
-        let (vri, resolved) = connect_and_resolve(&args.uri, &args.client).await?;
-        let value = match &args.method {
-            None => resolved.value,
-            Some(method) => {
-                let Entity::Ref(ObjectRef::Remote(target)) = &resolved.value else {
-                    return Err(Failure::usage(anyhow::anyhow!(
-                        "{} resolves to a value (the query result), not an object; drop the method or the query",
-                        vri
-                    )));
-                };
-                // The call has its own deadline: past it the service is
-                // told to cancel it, and the exit code says so.
-                let timed = target.with_timeout(limit);
-                let outcome = match method.strip_prefix("meta.") {
-                    Some(meta) if !meta.is_empty() => {
-                        timed.call_meta(meta, call_args.clone()).await
-                    }
-                    _ => timed.call(method, call_args.clone()).await,
-                };
-                match outcome {
-                    Ok(v) => v,
-                    // VOL's call error carries no reason: ask the object
-                    // what it has, and say what probably went wrong.
-                    Err(e @ vole_link::Error::CallError) if !method.starts_with("meta.") => {
-                        let why = explain_call_error(target, method, &call_args).await;
-                        let failed = format!("{method}() failed");
-                        return Err(anyhow::Error::new(e)
-                            .context(match why {
-                                Some(why) => format!("{failed}: {why}"),
-                                None => failed,
-                            })
-                            .into());
-                    }
-                    Err(e) => {
-                        return Err(anyhow::Error::new(e)
-                            .context(format!("{method}() failed"))
-                            .into())
-                    }
+        let mut tries = 0;
+        let (resolved, value) = loop {
+            tries += 1;
+            let (vri, resolved) =
+                connect_and_resolve(&args.uri, &args.client, pool.as_ref()).await?;
+            match call_once(&vri, &resolved, args.method.as_deref(), &call_args, limit).await {
+                Err(Tried::NeverRan(e)) if tries < CALL_TRIES => {
+                    tracing::info!(error = %e, "the call did not run; trying again on a new link");
+                    resolved.link.abort();
                 }
+                Err(Tried::NeverRan(e)) => {
+                    let method = args.method.as_deref().unwrap_or_default();
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("{method}() failed {tries} times"))
+                        .into());
+                }
+                Err(Tried::Failed(f)) => return Err(f),
+                Ok(value) => break (resolved, value),
             }
         };
         let json = to_json(value);
@@ -213,6 +255,63 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
     tokio::time::timeout(limit * 3, work)
         .await
         .map_err(|_| Failure::from(anyhow::Error::new(vole_link::Error::Timeout("the call"))))?
+}
+
+/// How one try of a call failed.
+enum Tried {
+    /// It never ran: it may be tried again.
+    NeverRan(vole_link::Error),
+    /// Any other way.
+    Failed(Failure),
+}
+
+/// One try of `vole call`'s call (or, with no method, the resolved value).
+async fn call_once(
+    vri: &Vri,
+    resolved: &Resolved,
+    method: Option<&str>,
+    call_args: &[Value],
+    limit: Duration,
+) -> Result<Value, Tried> {
+    let Some(method) = method else {
+        return Ok(resolved.value.clone());
+    };
+    let Entity::Ref(ObjectRef::Remote(target)) = &resolved.value else {
+        return Err(Tried::Failed(Failure::usage(anyhow::anyhow!(
+            "{} resolves to a value (the query result), not an object; drop the method or the query",
+            vri
+        ))));
+    };
+    // The call has its own deadline: past it the service is told to cancel
+    // it, and the exit code says so.
+    let timed = target.with_timeout(limit);
+    let outcome = match method.strip_prefix("meta.") {
+        Some(meta) if !meta.is_empty() => timed.call_meta(meta, call_args.to_vec()).await,
+        _ => timed.call(method, call_args.to_vec()).await,
+    };
+    match outcome {
+        Ok(v) => Ok(v),
+        Err(e) if e.never_ran() => Err(Tried::NeverRan(e)),
+        // VOL's call error carries no reason: ask the object what it has,
+        // and say what probably went wrong.
+        Err(e @ vole_link::Error::CallError) if !method.starts_with("meta.") => {
+            let why = explain_call_error(target, method, call_args).await;
+            let failed = format!("{method}() failed");
+            Err(Tried::Failed(
+                anyhow::Error::new(e)
+                    .context(match why {
+                        Some(why) => format!("{failed}: {why}"),
+                        None => failed,
+                    })
+                    .into(),
+            ))
+        }
+        Err(e) => Err(Tried::Failed(
+            anyhow::Error::new(e)
+                .context(format!("{method}() failed"))
+                .into(),
+        )),
+    }
 }
 
 /// Why a call of `method` with `args` probably failed with a bare call
@@ -277,7 +376,8 @@ fn type_name(v: &Value) -> &'static str {
 pub async fn describe(args: DescribeArgs) -> Result<(), Failure> {
     let limit = call_timeout(&args.client);
     let work = async {
-        let (vri, resolved) = connect_and_resolve(&args.uri, &args.client).await?;
+        let pool = endpoints_pool(&args.uri, &args.endpoints, &args.client)?;
+        let (vri, resolved) = connect_and_resolve(&args.uri, &args.client, pool.as_ref()).await?;
         let Entity::Ref(ObjectRef::Remote(target)) = &resolved.value else {
             return Err(Failure::usage(anyhow::anyhow!(
                 "{vri} resolves to a value, not an object"
