@@ -45,6 +45,13 @@ fn classify(result: &Result<Value, LinkError>, retries: u32, payload: &str, chec
     }
 }
 
+/// The run's clock: when the load began, and its window.
+#[derive(Debug, Clone, Copy)]
+struct When {
+    begun: Instant,
+    window: Window,
+}
+
 /// One call loop's tally.
 struct Tally {
     rec: Recorder,
@@ -52,9 +59,11 @@ struct Tally {
 }
 
 impl Tally {
-    fn note(&mut self, window: Window, sent: Instant, done: Instant, kind: Kind, retries: u32) {
+    fn note(&mut self, when: When, sent: Instant, done: Instant, kind: Kind, retries: u32) {
+        let window = when.window;
         let ok = matches!(kind, Kind::Ok | Kind::Retried);
         self.rec.record(sent, done, ok);
+        self.counts.longest_call = self.counts.longest_call.max(done - sent);
         // As the recorder counts: a success if it completed in the window, a
         // failure if it happened after the window began.
         let counted = if ok {
@@ -66,6 +75,11 @@ impl Tally {
             return;
         }
         self.counts.retries += u64::from(retries);
+        if !ok {
+            let at = (done - when.begun).as_secs_f64();
+            let (first, last) = self.counts.failures_between.unwrap_or((at, at));
+            self.counts.failures_between = Some((first.min(at), last.max(at)));
+        }
         match kind {
             Kind::Ok => self.counts.ok += 1,
             Kind::Retried => self.counts.retried += 1,
@@ -84,7 +98,7 @@ struct Loop {
     interval: Option<Duration>,
     /// When its first call goes.
     first: Instant,
-    window: Window,
+    when: When,
 }
 
 async fn call_loop(l: Loop, mut tally: Tally) -> Tally {
@@ -99,7 +113,7 @@ async fn call_loop(l: Loop, mut tally: Tally) -> Tally {
             next = (next + interval).max(Instant::now());
         }
         let sent = Instant::now();
-        if sent >= l.window.end {
+        if sent >= l.when.window.end {
             return tally;
         }
         let args = vec![Value::Str(payload.clone())];
@@ -111,7 +125,7 @@ async fn call_loop(l: Loop, mut tally: Tally) -> Tally {
                 tracing::debug!(error = %e, "call failed");
             }
         }
-        tally.note(l.window, sent, done, kind, outcome.retries);
+        tally.note(l.when, sent, done, kind, outcome.retries);
     }
 }
 
@@ -163,6 +177,8 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Error> {
     }
 
     let begun = Instant::now();
+    // Scripts that time an event by the load wait for this line.
+    eprintln!("bench: load begins");
     let window = Window {
         start: begun + plan.warmup,
         end: begun + plan.warmup + plan.duration,
@@ -190,7 +206,7 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Error> {
             retry,
             interval,
             first,
-            window,
+            when: When { begun, window },
         };
         let tally = Tally {
             rec: Recorder::new(window, counters.clone()),
@@ -226,6 +242,11 @@ pub async fn run(plan: &Plan, config: &ClientConfig) -> Result<Summary, Error> {
         counts.interrupted += t.counts.interrupted;
         counts.failed += t.counts.failed;
         counts.retries += t.counts.retries;
+        counts.longest_call = counts.longest_call.max(t.counts.longest_call);
+        if let Some((first, last)) = t.counts.failures_between {
+            let (f0, l0) = counts.failures_between.unwrap_or((first, last));
+            counts.failures_between = Some((f0.min(first), l0.max(last)));
+        }
     })
     .await;
     let sampled = watch.finish().await;

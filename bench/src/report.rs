@@ -88,6 +88,11 @@ pub struct FailoverCounts {
     pub retries: u64,
     /// The calls per second asked for.
     pub rate: Option<f64>,
+    /// When the first and the last counted failure (interrupted or failed)
+    /// ended, in seconds since the load began.
+    pub failures_between: Option<(f64, f64)>,
+    /// The longest any call took (all its tries), whatever its outcome.
+    pub longest_call: Duration,
     /// Per host: links made to it, and failed connections.
     pub hosts: Vec<vole_link::pool::HostStats>,
 }
@@ -280,6 +285,9 @@ impl Summary {
                     "failed": f.failed,
                     "retries": f.retries,
                     "rate": f.rate,
+                    "first_failure_s": f.failures_between.map(|b| b.0),
+                    "last_failure_s": f.failures_between.map(|b| b.1),
+                    "longest_call_s": f.longest_call.as_secs_f64(),
                     "hosts": hosts,
                 }),
             );
