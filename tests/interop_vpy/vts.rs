@@ -62,8 +62,9 @@ fn vpy_default_client_reaches_vole_serve_vts_on_two_nodes() {
 /// The PLAIN interop suite, again over VTS: a stock VPy client on its
 /// default settings against `vole serve --vts` with 2 nodes sees what a
 /// PLAIN client sees against one process: the same checks, all passing
-/// (values of every type, other string codecs, callbacks both ways, two
-/// links, whoami).
+/// (values of every type, other string codecs, meta calls, exceptions and
+/// call errors, callbacks both ways, the adder and VRI queries, two links,
+/// whoami).
 #[test]
 fn the_plain_interop_scenarios_pass_over_vts_on_two_nodes() {
     let key = fixture("server-key.pem");
@@ -73,11 +74,16 @@ fn the_plain_interop_scenarios_pass_over_vts_on_two_nodes() {
         &["--vts", "--vts-key", key.to_str().expect("utf-8 path")],
     );
     let plain = vole_serve_nodes(true, 0);
-    // (`errors` and `adder` are left out: after a run of failed calls,
-    // VPy's `VUrl.relative` sometimes gets no result within its 10 s,
-    // over PLAIN as over VTS, about 1 run in 5 in a loop; see issue #15's
-    // note.)
-    for scenario in ["values", "codecs", "callback", "two_links", "whoami"] {
+    for scenario in [
+        "values",
+        "codecs",
+        "errors",
+        "errors_repeated",
+        "callback",
+        "adder",
+        "two_links",
+        "whoami",
+    ] {
         let over_plain = vpy_client(scenario, plain.port);
         let mut cmd = vpy_client_cmd(scenario, vts.port);
         cmd.env("VOLE_VPY_VTS", "1");
