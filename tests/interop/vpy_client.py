@@ -550,9 +550,10 @@ def scenario_refused(port):
 
 
 def scenario_unauthorized(port):
-    """Against a service whose allow lists name no PLAIN client: the
-    link fails, as when a VPy service's auth(link) refuses."""
-    kind, got = outcome(lambda: VUrl.resolve(url(port), conf=VOPInsecureUrlConfig(),
+    """Against a service whose allow lists name no such client (PLAIN, or
+    VTS without a key it names): the link fails, as when a VPy service's
+    auth(link) refuses."""
+    kind, got = outcome(lambda: VUrl.resolve(url(port), conf=url_conf(),
                                              nowait=True).result(CALL_TIMEOUT))
     check('unauthorized', kind == 'raised' and isinstance(got, VUrlException)
           and 'Link failed' in str(got), '%s %s %r' % (kind, type(got).__name__, got))

@@ -339,3 +339,65 @@ fn vts_ciphers_are_the_servers_choice_and_a_mismatch_is_logged() {
         root.link.close().await;
     });
 }
+
+/// The scenarios that need a service of their own, again over VTS: a
+/// stock VPy client on its default settings asks for keep-alives and gets
+/// them, gets `--max-call-time`'s cancellation as an exception and goes
+/// on, and, without a key the allow-list names, sees its link refused.
+#[test]
+fn keep_alive_max_call_time_and_refusal_over_vts() {
+    let key = fixture("server-key.pem");
+    let key = key.to_str().expect("utf-8 path");
+    // A key no client here has: its fingerprint is the only one allowed.
+    let other = server_key().public().fingerprint_hex();
+    let cases: [(&str, Vec<&str>, &[&str]); 3] = [
+        (
+            "keep_alive",
+            vec![],
+            &[
+                "keep_alive.granted",
+                "keep_alive.echo_before",
+                "keep_alive.link_open_after_idle",
+                "keep_alive.echo_after",
+                "close",
+            ],
+        ),
+        (
+            "max_call_time",
+            vec!["--max-call-time", "0.3"],
+            &[
+                "sleep.cancelled",
+                "sleep.cancelled.promptly",
+                "sleep.short",
+                "usable_after_cancel",
+                "close",
+            ],
+        ),
+        (
+            "unauthorized",
+            vec!["--auth-allow-key", other.as_str()],
+            &["unauthorized"],
+        ),
+    ];
+    for (scenario, extra, checks) in cases {
+        let mut args = vec!["--vts", "--vts-key", key];
+        args.extend(extra);
+        let mut service = vole_serve_with(false, 1, &args);
+        let mut cmd = vpy_client_cmd(scenario, service.port);
+        cmd.env("VOLE_VPY_VTS", "1");
+        let report = Report::parse(
+            scenario,
+            run(&format!("vpy_client.py {scenario} (VTS)"), cmd, CLIENT_WAIT),
+        );
+        assert_checks(&report, checks);
+        if scenario == "unauthorized" {
+            let why = "client refused by the authorizer";
+            assert!(
+                service.proc.stderr.wait_for(why, WAIT),
+                "vole did not log the refusal (expected {why:?})\n{}",
+                service.proc.diagnostics()
+            );
+            assert!(service.proc.is_running(), "vole serve exited");
+        }
+    }
+}
