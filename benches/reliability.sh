@@ -30,6 +30,7 @@ scenarios=(
     "vole multiprocess killed_node_is_replaced replacement.pid"
     "vole dead_peers . session.gone"
     "vole deadlines a_deadline_cancels returned.after"
+    "vole scaleout . via.haproxy|failover,|resumption.across|of.new.links"
 )
 {
     echo "# benches/reliability.sh $rounds, $(date -u +%FT%TZ), $(git rev-parse --short HEAD)"

@@ -348,6 +348,15 @@ impl Summary {
                         self.calls_per_s(),
                         f.retries
                     );
+                    let when = match f.failures_between {
+                        Some((a, b)) => format!("failures between {a:.3} s and {b:.3} s"),
+                        None => "no failures".to_owned(),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "timing      {when} into the load; the longest call took {:.3} s",
+                        f.longest_call.as_secs_f64()
+                    );
                     for h in &f.hosts {
                         let _ = writeln!(
                             s,
