@@ -61,6 +61,40 @@ async fn haproxy_passes_the_client_address() {
     );
 }
 
+/// The hosts found by DNS SRV records (`_vop._tcp.vole.test`, as a
+/// Kubernetes headless Service publishes them for its port `vop`): `vole
+/// call --srv` reaches the service, `vole bench --srv` spreads its links
+/// over the three, and a name without records is a connection error that
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_records_name_the_hosts() {
+    let _serial = serial().await;
+    let Some(c) = Cluster::start(false).await else {
+        return;
+    };
+    let (code, out, err) = c.call("vop://vole.test/text/echo/", &["--srv", "echo", "hi"]);
+    assert_eq!((code, out.as_str()), (Some(0), "\"hi\""), "{err}");
+    let r = c
+        .bench(&[
+            "--srv",
+            "--target",
+            "vop://vole.test/text/echo/",
+            "-n",
+            "6",
+            "-d",
+            "1",
+            "-w",
+            "0",
+        ])
+        .unwrap_or_else(|(code, err)| panic!("vole bench --srv: {code:?} {err}"));
+    println!("SRV: {r}");
+    assert_eq!(r.hosts_used(), 3, "{r}");
+    r.assert_no_failures();
+    let (code, _, err) = c.call("vop://nothing.test/", &["--srv", "echo", "hi"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("_vop._tcp.nothing.test"), "{err}");
+}
+
 /// TLS resumption across hosts behind HAProxy: with the hosts sharing a
 /// ticket-key file nearly every new session resumes, whichever host it
 /// lands on; without it nearly none does (each session presents the

@@ -56,6 +56,11 @@ pub struct BenchArgs {
         conflicts_with = "sessions"
     )]
     pub endpoints: Vec<String>,
+    /// Find the hosts by the DNS SRV records of `_vop._tcp.HOST` (HOST
+    /// from --target; a Kubernetes headless Service's port named `vop`),
+    /// with the ports they give, and run the failover client over them.
+    #[arg(long, conflicts_with_all = ["sessions", "endpoints"])]
+    pub srv: bool,
     /// A fixed rate of calls per second over all links, instead of calls
     /// back to back; runs the failover client (over every address the
     /// target's host resolves to, unless --endpoints is given).

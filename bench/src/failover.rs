@@ -268,7 +268,9 @@ async fn pool(
     how: &FailoverPlan,
     config: &ClientConfig,
 ) -> Result<Pool, LinkError> {
-    if how.endpoints.is_empty() {
+    if how.srv {
+        Pool::resolve_srv(host, config.clone()).await
+    } else if how.endpoints.is_empty() {
         Pool::resolve(host, port, config.clone()).await
     } else {
         Ok(Pool::with_addrs(
@@ -336,6 +338,7 @@ mod tests {
             };
             let live = std::net::SocketAddr::from(([127, 0, 0, 1], port));
             let how = FailoverPlan {
+                srv: false,
                 endpoints: vec![dead, live],
                 rate: Some(400.0),
                 idempotent: false,
@@ -369,6 +372,7 @@ mod tests {
                 l.local_addr().expect("addr")
             };
             let how = FailoverPlan {
+                srv: false,
                 endpoints: vec![dead],
                 rate: None,
                 idempotent: true,

@@ -150,8 +150,11 @@ pub struct Plan {
 /// How a [`Mode::Failover`] run calls.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailoverPlan {
-    /// The hosts (empty: every address the target's host resolves to).
+    /// The hosts (empty: every address the target's host resolves to, or
+    /// with `srv` its SRV records name).
     pub endpoints: Vec<std::net::SocketAddr>,
+    /// Find the hosts by the SRV records of `_vop._tcp.HOST`.
+    pub srv: bool,
     /// Calls per second over all links (`None`: back to back).
     pub rate: Option<f64>,
     /// Whether calls cut off in flight are tried again.
@@ -162,16 +165,18 @@ pub struct FailoverPlan {
 
 impl FailoverPlan {
     fn from_args(args: &BenchArgs, target: &Target) -> Result<Option<FailoverPlan>, Error> {
-        if args.endpoints.is_empty() && args.rate.is_none() {
+        if args.endpoints.is_empty() && args.rate.is_none() && !args.srv {
             if args.idempotent || args.call_timeout.is_some() {
                 return Err(Error::usage(
-                    "--idempotent and --call-timeout need --endpoints or --rate",
+                    "--idempotent and --call-timeout need --endpoints, --srv or --rate",
                 ));
             }
             return Ok(None);
         }
         if !matches!(target, Target::Vop(_)) {
-            return Err(Error::usage("--endpoints and --rate need a vop:// target"));
+            return Err(Error::usage(
+                "--endpoints, --srv and --rate need a vop:// target",
+            ));
         }
         let mut endpoints = Vec::with_capacity(args.endpoints.len());
         for text in &args.endpoints {
@@ -192,6 +197,7 @@ impl FailoverPlan {
         };
         Ok(Some(FailoverPlan {
             endpoints,
+            srv: args.srv,
             rate,
             idempotent: args.idempotent,
             call_timeout,

@@ -4,7 +4,10 @@
 //! host whose connection fails is set aside, for a backoff that doubles
 //! with each failure, and the next one is tried; a host that connects is
 //! trusted again. No membership protocol: DNS (or the list) says which
-//! hosts there are.
+//! hosts there are. A name may also be looked up as DNS SRV records
+//! (`_vop._tcp.NAME`, [`Pool::resolve_srv`]), which name the hosts and
+//! their ports: a Kubernetes headless Service publishes them for a port
+//! named `vop`.
 //!
 //! [`Endpoints`] is the policy, with no I/O or clock of its own (the time
 //! is passed in); [`Pool`] connects with it.
@@ -118,6 +121,38 @@ impl Endpoints {
     }
 }
 
+/// What SRV records are looked up for a name: `_vop._tcp.` before it.
+pub const SRV_PREFIX: &str = "_vop._tcp.";
+
+/// One SRV record's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SrvTarget {
+    priority: u16,
+    weight: u16,
+    port: u16,
+    target: String,
+}
+
+/// SRV targets by priority, lowest first; within one, heaviest first (a
+/// deterministic order: the pool spreads links over all of a tier, so the
+/// weights' random draw of RFC 2782 would only reorder them).
+fn srv_tiers(mut records: Vec<SrvTarget>) -> Vec<Vec<SrvTarget>> {
+    records.sort_by(|a, b| {
+        a.priority
+            .cmp(&b.priority)
+            .then(b.weight.cmp(&a.weight))
+            .then(a.target.cmp(&b.target))
+    });
+    let mut tiers: Vec<Vec<SrvTarget>> = Vec::new();
+    for r in records {
+        match tiers.last_mut() {
+            Some(t) if t.first().is_some_and(|f| f.priority == r.priority) => t.push(r),
+            _ => tiers.push(vec![r]),
+        }
+    }
+    tiers
+}
+
 /// What a [`Pool`] did with one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostStats {
@@ -158,6 +193,62 @@ impl Pool {
             return Err(Error::Usage(format!("{host} resolves to no address")));
         }
         Ok(Pool::with_addrs(host, addrs, config))
+    }
+
+    /// The hosts the SRV records of `_vop._tcp.NAME` name (RFC 2782), at
+    /// the ports they give, resolved now with the system's DNS settings
+    /// (`/etc/resolv.conf`, search domains included). The targets of the
+    /// lowest priority are used (the others are backups: used only when
+    /// none of those resolves), in the order of their weights; every
+    /// address of each. TLS verifies each host as `name`.
+    pub async fn resolve_srv(name: &str, config: ClientConfig) -> Result<Pool, Error> {
+        let query = format!("{SRV_PREFIX}{name}");
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            Error::Transport(vole_transport::Error::Io(std::io::Error::other(format!(
+                "{what}: {e}"
+            ))))
+        };
+        let limit = config.transport.connect_timeout;
+        let lookups = async {
+            let resolver = hickory_resolver::Resolver::builder_tokio()
+                .and_then(|b| b.build())
+                .map_err(|e| failed("reading the system's DNS settings", &e))?;
+            let srv = resolver
+                .srv_lookup(query.as_str())
+                .await
+                .map_err(|e| failed(&format!("SRV lookup of {query}"), &e))?;
+            let records: Vec<SrvTarget> = srv
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_resolver::proto::rr::RData::SRV(srv) => Some(SrvTarget {
+                        priority: srv.priority,
+                        weight: srv.weight,
+                        port: srv.port,
+                        target: srv.target.to_utf8(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let mut last = None;
+            for tier in srv_tiers(records) {
+                let mut addrs = Vec::new();
+                for t in &tier {
+                    match resolver.lookup_ip(t.target.as_str()).await {
+                        Ok(ips) => addrs.extend(ips.iter().map(|ip| SocketAddr::new(ip, t.port))),
+                        Err(e) => last = Some(failed(&format!("resolving {}", t.target), &e)),
+                    }
+                }
+                if !addrs.is_empty() {
+                    return Ok(addrs);
+                }
+            }
+            Err(last.unwrap_or_else(|| Error::Usage(format!("{query} names no host"))))
+        };
+        let addrs = tokio::time::timeout(limit, lookups)
+            .await
+            .map_err(|_| Error::Timeout("SRV lookup"))??;
+        Ok(Pool::with_addrs(name, addrs, config))
     }
 
     /// The hosts at `addrs`, each verified (TLS) as `host`.
@@ -283,6 +374,33 @@ mod tests {
         assert!(!e.is_aside(addr(2), t0 + MAX_BACKOFF));
         e.succeeded(addr(2));
         assert!(!e.is_aside(addr(2), t0));
+    }
+
+    /// SRV targets go by priority, then weight; a tier is all of one
+    /// priority.
+    #[test]
+    fn srv_targets_are_tiered_by_priority_and_ordered_by_weight() {
+        let t = |priority, weight, target: &str| SrvTarget {
+            priority,
+            weight,
+            port: 4433,
+            target: target.to_owned(),
+        };
+        let tiers = srv_tiers(vec![
+            t(20, 5, "backup."),
+            t(10, 1, "light."),
+            t(10, 9, "heavy."),
+            t(10, 1, "also-light."),
+        ]);
+        let names: Vec<Vec<&str>> = tiers
+            .iter()
+            .map(|tier| tier.iter().map(|r| r.target.as_str()).collect())
+            .collect();
+        assert_eq!(
+            names,
+            [vec!["heavy.", "also-light.", "light."], vec!["backup."]]
+        );
+        assert!(srv_tiers(Vec::new()).is_empty());
     }
 
     /// With every host aside, a link is still attempted: soonest back

@@ -41,6 +41,11 @@ pub struct CallArgs {
     /// the name TLS verifies.
     #[arg(long, value_name = "ADDR", value_delimiter = ',')]
     pub endpoints: Vec<SocketAddr>,
+    /// Find the hosts by the DNS SRV records of `_vop._tcp.HOST` (a
+    /// Kubernetes headless Service's port named `vop`), at the ports they
+    /// give, and try them in turn.
+    #[arg(long, conflicts_with = "endpoints")]
+    pub srv: bool,
     /// Connection flags.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -55,6 +60,9 @@ pub struct DescribeArgs {
     /// tried in turn until one connects.
     #[arg(long, value_name = "ADDR", value_delimiter = ',')]
     pub endpoints: Vec<SocketAddr>,
+    /// Find the hosts by the DNS SRV records of `_vop._tcp.HOST`.
+    #[arg(long, conflicts_with = "endpoints")]
+    pub srv: bool,
     /// Connection flags.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -181,13 +189,14 @@ fn call_timeout(client: &ClientArgs) -> Duration {
     Duration::try_from_secs_f64(client.timeout).unwrap_or(Duration::from_secs(10))
 }
 
-/// The pool of `--endpoints`, if given.
-fn endpoints_pool(
+/// The pool of `--endpoints` or `--srv`, if given.
+async fn endpoints_pool(
     uri: &str,
     endpoints: &[SocketAddr],
+    srv: bool,
     client: &ClientArgs,
 ) -> Result<Option<Pool>, Failure> {
-    if endpoints.is_empty() {
+    if endpoints.is_empty() && !srv {
         return Ok(None);
     }
     let vri: Vri = uri
@@ -195,6 +204,12 @@ fn endpoints_pool(
         .map_err(|e| Failure::usage(anyhow::Error::new(e).context(format!("bad uri {uri:?}"))))?;
     let host = vri.host.to_string();
     let config = client_config(client, &host).map_err(Failure::usage)?;
+    if srv {
+        let pool = Pool::resolve_srv(&host, config).await.map_err(|e| {
+            anyhow::Error::new(e).context(format!("cannot find the hosts of {uri}"))
+        })?;
+        return Ok(Some(pool));
+    }
     Ok(Some(Pool::with_addrs(
         &host,
         endpoints.iter().copied(),
@@ -225,8 +240,8 @@ pub async fn call(args: CallArgs) -> Result<(), Failure> {
         )));
     }
     let limit = call_timeout(&args.client);
-    let pool = endpoints_pool(&args.uri, &args.endpoints, &args.client)?;
     let work = async {
+        let pool = endpoints_pool(&args.uri, &args.endpoints, args.srv, &args.client).await?;
         let mut tries = 0;
         let (resolved, value) = loop {
             tries += 1;
@@ -376,7 +391,7 @@ fn type_name(v: &Value) -> &'static str {
 pub async fn describe(args: DescribeArgs) -> Result<(), Failure> {
     let limit = call_timeout(&args.client);
     let work = async {
-        let pool = endpoints_pool(&args.uri, &args.endpoints, &args.client)?;
+        let pool = endpoints_pool(&args.uri, &args.endpoints, args.srv, &args.client).await?;
         let (vri, resolved) = connect_and_resolve(&args.uri, &args.client, pool.as_ref()).await?;
         let Entity::Ref(ObjectRef::Remote(target)) = &resolved.value else {
             return Err(Failure::usage(anyhow::anyhow!(

@@ -308,7 +308,14 @@ impl Cluster {
             "--user=root",
         ]);
         for m in ["h1", "h2", "h3"] {
-            cmd.arg(format!("--host-record={NAME},{}", net::addr(m)));
+            let addr = net::addr(m);
+            cmd.arg(format!("--host-record={NAME},{addr}"));
+            // Each host by its own name too, and the SRV records naming
+            // them (as a Kubernetes headless Service's port `vop` does).
+            cmd.arg(format!("--host-record={m}.{NAME},{addr}"));
+            cmd.arg(format!(
+                "--srv-host=_vop._tcp.{NAME},{m}.{NAME},{VOP_PORT},0,10"
+            ));
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -559,6 +566,28 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout).trim().to_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// `vole bench` in the client's namespace with `args` (and the pin);
+    /// its JSON summary, or its exit code and stderr.
+    pub fn bench(&self, args: &[&str]) -> Result<Report, (Option<i32>, String)> {
+        let out = self
+            .net
+            .command("cl", VOLE)
+            .arg("bench")
+            .args(args)
+            .args(["--pin", &self.pin, "--json"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("vole bench runs");
+        serde_json::from_slice(&out.stdout)
+            .map(|json| Report { json })
+            .map_err(|_| {
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
     }
 
     /// The VOP URI of the service through HAProxy, or of host `member`.
