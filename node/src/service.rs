@@ -795,9 +795,7 @@ mod tests {
             .expect("in time")
             .expect("the link handshake completes");
         match gw.call("echo", (1,)).await {
-            Err(e @ LinkError::Exception(_)) => {
-                assert!(e.to_string().contains("closing"), "{e}")
-            }
+            Err(e @ LinkError::Closing(_)) => assert!(e.never_ran(), "{e}"),
             other => panic!("expected a closing refusal, got {other:?}"),
         }
         // The client goes away; the drain ends cleanly.
