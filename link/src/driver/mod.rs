@@ -918,6 +918,14 @@ where
                             continue;
                         }
                     }
+                    if parked.read {
+                        // Waiting for the peer with nothing buffered: an
+                        // idle link holds no read or write buffer (the
+                        // largest part of its memory otherwise; allocating
+                        // them again costs little beside the wake-up).
+                        self.buffered.release_idle(&mut self.inbuf);
+                        self.core.release_idle_output();
+                    }
                     return Poll::Pending;
                 }
                 Err(e) => self.fail(e),
