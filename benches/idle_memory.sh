@@ -65,7 +65,8 @@ for r in $(seq "$runs"); do
             sleep 0.1
         done
         grep -q '^held' "$out/hold.out" || { echo "hold_links failed" >&2; cat "$out/hold.err" >&2; exit 70; }
-        sleep 1
+        # Idle links give back their buffers after a second (link::driver::IDLE_RELEASE).
+        sleep 5
         with=$(rss "$server_pid")
         exec 3>&-
         wait "$hold_pid" || true

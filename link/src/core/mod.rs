@@ -206,6 +206,11 @@ impl LinkCore {
         &mut self.out
     }
 
+    /// The output buffer's capacity.
+    pub(crate) fn output_capacity(&self) -> usize {
+        self.out.capacity()
+    }
+
     /// Gives back the output buffer's allocation if all of it has been
     /// written: for a driver whose link is idle (the next message
     /// allocates it again).

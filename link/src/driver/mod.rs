@@ -89,6 +89,9 @@ const READ_AHEAD: usize = READ_CHUNK;
 pub const DRAIN_REFUSALS: u64 = 64;
 /// Iterations of the driver loop before it yields to other tasks.
 const BUDGET: usize = 32;
+/// How long an idle link waits before it gives back its buffers (see
+/// [`Driver::idle_release`]).
+pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// The sources that returned `Pending` during the current poll of the
 /// driver. Their wakers are registered, so polling them again before the
@@ -152,6 +155,11 @@ pub struct Driver<IO> {
     outcome: Option<Closed>,
     /// When a call of the peer's last finished (for `idle_timeout`).
     last_done: Instant,
+    /// When the link last had a call in flight either way (see
+    /// [`Driver::idle_release`]).
+    quiet_since: Instant,
+    /// When [`Driver::idle_release`] looks again.
+    release_due: Option<Instant>,
 }
 
 impl<IO> Driver<IO>
@@ -195,6 +203,8 @@ where
             timer: Box::pin(tokio::time::sleep_until(now)),
             outcome: None,
             last_done: now,
+            quiet_since: now,
+            release_due: None,
         };
         let mut driver = driver;
         if let Err(e) = start {
@@ -830,9 +840,45 @@ where
             && self.core.refused().count >= DRAIN_REFUSALS
     }
 
-    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+    /// An idle link gives back its read and write buffers (the largest
+    /// part of its memory otherwise) once it has waited for its peer
+    /// [`IDLE_RELEASE`] with no call in flight either way and nothing
+    /// buffered; the next read or message allocates them again. Not at
+    /// once: a busy link would free and allocate them at every wake-up.
+    /// Returns when to look again, if the link still holds them: a
+    /// deadline that stays put until it passes, so that a busy link does
+    /// not move its timer at every wake-up but looks once a period.
+    fn idle_release(&mut self, now: Instant, parked: &Parked) -> Option<Instant> {
+        let quiet = parked.read && self.served.running() == 0 && !self.core.has_pending_calls();
+        if !quiet {
+            self.quiet_since = now;
+        }
+        if self.inbuf.capacity() == 0 && self.core.output_capacity() == 0 {
+            self.release_due = None;
+            return None;
+        }
+        if let Some(due) = self.release_due.filter(|due| *due > now) {
+            return Some(due);
+        }
+        let last = Instant::from_std(self.core.last_call_in()).max(self.quiet_since);
+        if quiet && now >= last + IDLE_RELEASE {
+            self.buffered.release_idle(&mut self.inbuf);
+            self.core.release_idle_output();
+            self.release_due = None;
+            return None;
+        }
+        self.release_due = Some(last + IDLE_RELEASE);
+        self.release_due
+    }
+
+    /// The driver's next timer: the earliest of its deadlines, and
+    /// `release` (see [`Driver::idle_release`]).
+    fn next_deadline(&self, now: Instant, release: Option<Instant>) -> Option<Instant> {
         let mut next = self.core.poll_timeout().map(Instant::from_std);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        if let Some(t) = release {
+            consider(t);
+        }
         if let Some(since) = self.output.stalled_since() {
             consider(since + self.config.write_timeout);
         }
@@ -910,21 +956,14 @@ where
                     if let Some(outcome) = self.outcome.take() {
                         return Poll::Ready(outcome);
                     }
-                    if let Some(deadline) = self.next_deadline(now) {
+                    let release = self.idle_release(now, &parked);
+                    if let Some(deadline) = self.next_deadline(now, release) {
                         if self.timer.deadline() != deadline {
                             self.timer.as_mut().reset(deadline);
                         }
                         if self.timer.as_mut().poll(cx).is_ready() {
                             continue;
                         }
-                    }
-                    if parked.read {
-                        // Waiting for the peer with nothing buffered: an
-                        // idle link holds no read or write buffer (the
-                        // largest part of its memory otherwise; allocating
-                        // them again costs little beside the wake-up).
-                        self.buffered.release_idle(&mut self.inbuf);
-                        self.core.release_idle_output();
                     }
                     return Poll::Pending;
                 }

@@ -516,10 +516,10 @@ where
     panic!("the task did not finish");
 }
 
-/// A link waiting for its peer holds no read or write buffer (they are
-/// most of an idle link's memory), and allocates them again for the next
-/// call.
-#[tokio::test]
+/// A link that has waited for its peer a while holds no read or write
+/// buffer (they are most of an idle link's memory), and allocates them
+/// again for the next call; a link between calls keeps them.
+#[tokio::test(start_paused = true)]
 async fn an_idle_link_holds_no_buffers() {
     let (a, b) = tokio::io::duplex(64 * 1024);
     let server = LinkSetup {
@@ -544,6 +544,10 @@ async fn an_idle_link_holds_no_buffers() {
         let call = tokio::spawn(async move { g.call("echo", (i,)).await });
         let v = drive_until(&mut driver, call).await.expect("echo");
         assert_eq!(v, Value::Int(i));
+        assert!(poll_once(&mut driver).await.is_pending());
+        assert!(driver.inbuf.capacity() > 0, "just after call {i}");
+        // The driver's timer wakes it once the link has been idle so long.
+        tokio::time::sleep(IDLE_RELEASE).await;
         assert!(poll_once(&mut driver).await.is_pending());
         assert_eq!(driver.inbuf.capacity(), 0, "read buffer after call {i}");
         assert_eq!(
