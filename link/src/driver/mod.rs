@@ -33,10 +33,14 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 mod buffered;
+mod idle;
 mod output;
 mod served;
 
 use buffered::{Buffered, READ_CHUNK};
+#[cfg(test)]
+use idle::IDLE_RELEASE;
+use idle::{IdleRelease, Seen, Verdict};
 use output::Output;
 use served::Served;
 
@@ -89,9 +93,6 @@ const READ_AHEAD: usize = READ_CHUNK;
 pub const DRAIN_REFUSALS: u64 = 64;
 /// Iterations of the driver loop before it yields to other tasks.
 const BUDGET: usize = 32;
-/// How long an idle link waits before it gives back its buffers (see
-/// [`Driver::idle_release`]).
-pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// The sources that returned `Pending` during the current poll of the
 /// driver. Their wakers are registered, so polling them again before the
@@ -155,11 +156,8 @@ pub struct Driver<IO> {
     outcome: Option<Closed>,
     /// When a call of the peer's last finished (for `idle_timeout`).
     last_done: Instant,
-    /// When the link last had a call in flight either way (see
-    /// [`Driver::idle_release`]).
-    quiet_since: Instant,
-    /// When [`Driver::idle_release`] looks again.
-    release_due: Option<Instant>,
+    /// When an idle link gives back its buffers.
+    idle: IdleRelease,
 }
 
 impl<IO> Driver<IO>
@@ -203,8 +201,7 @@ where
             timer: Box::pin(tokio::time::sleep_until(now)),
             outcome: None,
             last_done: now,
-            quiet_since: now,
-            release_due: None,
+            idle: IdleRelease::new(now),
         };
         let mut driver = driver;
         if let Err(e) = start {
@@ -840,35 +837,23 @@ where
             && self.core.refused().count >= DRAIN_REFUSALS
     }
 
-    /// An idle link gives back its read and write buffers (the largest
-    /// part of its memory otherwise) once it has waited for its peer
-    /// [`IDLE_RELEASE`] with no call in flight either way and nothing
-    /// buffered; the next read or message allocates them again. Not at
-    /// once: a busy link would free and allocate them at every wake-up.
-    /// Returns when to look again, if the link still holds them: a
-    /// deadline that stays put until it passes, so that a busy link does
-    /// not move its timer at every wake-up but looks once a period.
+    /// Gives back an idle link's buffers when [`idle`] says so. Returns
+    /// when to look again, if the link still holds them.
     fn idle_release(&mut self, now: Instant, parked: &Parked) -> Option<Instant> {
-        let quiet = parked.read && self.served.running() == 0 && !self.core.has_pending_calls();
-        if !quiet {
-            self.quiet_since = now;
+        let seen = Seen {
+            quiet: parked.read && self.served.running() == 0 && !self.core.has_pending_calls(),
+            holds_buffers: self.inbuf.capacity() > 0 || self.core.output_capacity() > 0,
+            last_call_in: Instant::from_std(self.core.last_call_in()),
+        };
+        match self.idle.check(now, seen) {
+            Verdict::Nothing => None,
+            Verdict::LookAt(t) => Some(t),
+            Verdict::Release => {
+                self.buffered.release_idle(&mut self.inbuf);
+                self.core.release_idle_output();
+                None
+            }
         }
-        if self.inbuf.capacity() == 0 && self.core.output_capacity() == 0 {
-            self.release_due = None;
-            return None;
-        }
-        if let Some(due) = self.release_due.filter(|due| *due > now) {
-            return Some(due);
-        }
-        let last = Instant::from_std(self.core.last_call_in()).max(self.quiet_since);
-        if quiet && now >= last + IDLE_RELEASE {
-            self.buffered.release_idle(&mut self.inbuf);
-            self.core.release_idle_output();
-            self.release_due = None;
-            return None;
-        }
-        self.release_due = Some(last + IDLE_RELEASE);
-        self.release_due
     }
 
     /// The driver's next timer: the earliest of its deadlines, and
