@@ -117,9 +117,9 @@ impl Buffered {
     }
 
     /// Gives back the input buffer's allocation if it holds nothing: the
-    /// driver calls this when it waits for the peer, so an idle link holds
-    /// no read buffer (the next read allocates one again, in
-    /// [`Buffered::make_room`]).
+    /// driver calls this when its link has been idle a while (see
+    /// `driver::idle`), so an idle link holds no read buffer (the next read
+    /// allocates one again, in [`Buffered::make_room`]).
     pub(super) fn release_idle(&mut self, inbuf: &mut BytesMut) {
         if inbuf.is_empty() && inbuf.capacity() > 0 {
             *inbuf = BytesMut::new();
