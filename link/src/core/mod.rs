@@ -212,12 +212,14 @@ impl LinkCore {
     }
 
     /// Gives back the output buffer's allocation if all of it has been
-    /// written: for a driver whose link is idle (the next message
-    /// allocates it again).
+    /// written, and the table of calls in flight if there are none: for a
+    /// driver whose link is idle (the next message or call allocates them
+    /// again).
     pub(crate) fn release_idle_output(&mut self) {
         if self.out.is_empty() && self.out.capacity() > 0 {
             self.out = Vec::new();
         }
+        self.pending.release_if_empty();
     }
 
     /// The next event, if any.
