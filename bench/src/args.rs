@@ -31,6 +31,7 @@ pub struct BenchArgs {
     /// New sessions instead of held links: each of --links workers loops
     /// connect, VOP and TLS, link handshake, resolve the path, one call
     /// (checked), close. Counts sessions; the latency is the whole session.
+    /// Against a raw-tls:// or raw-tcp:// target: connect, TLS, one echo, close.
     #[arg(long)]
     pub sessions: bool,
     /// With --sessions: no TLS resumption, every session a full handshake

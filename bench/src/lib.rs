@@ -72,6 +72,7 @@ mod watch;
 mod testing;
 
 use vole_link::resolve::ClientConfig;
+use vole_transport::tickets::{ticket_context, with_ticketer, SharedTicketer, TicketKey};
 
 pub use args::{BenchArgs, ServerArgs};
 pub use error::{BoxError, Error, ErrorKind};
@@ -105,6 +106,11 @@ where
     Ok(())
 }
 
+/// Lifetime of the baseline server's TLS tickets: that of `vole serve`'s
+/// (`vole_node::process::TICKET_LIFETIME_SECS`; this crate does not depend
+/// on the node).
+const TICKET_LIFETIME_SECS: u32 = 6 * 3600;
+
 /// Runs a baseline echo server until SIGTERM or SIGINT, printing
 /// `listening on ADDR` on stdout once it listens.
 pub async fn run_server(args: ServerArgs) -> Result<(), Error> {
@@ -115,7 +121,15 @@ pub async fn run_server(args: ServerArgs) -> Result<(), Error> {
             .unwrap_or_else(vole_transport::tls::default_state_dir);
         let identity = vole_transport::tls::ServerIdentity::Dev { state_dir };
         let server = vole_transport::tls::server_config(&identity).map_err(Error::ServerTls)?;
-        Some(server.config)
+        // Resumption as `vole serve` has it: stateless tickets.
+        let ticketer = SharedTicketer::new(TICKET_LIFETIME_SECS);
+        let key = TicketKey::generate().map_err(Error::ServerTls)?;
+        ticketer.set_keys(&key, &[]);
+        Some(with_ticketer(
+            &server.config,
+            ticketer,
+            ticket_context(None),
+        ))
     } else {
         None
     };

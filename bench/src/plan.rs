@@ -219,9 +219,6 @@ impl Plan {
                     "--sessions makes one call per session: --inflight must be 1",
                 ));
             }
-            if !matches!(target, Target::Vop(_)) {
-                return Err(Error::usage("--sessions needs a vop:// target"));
-            }
             Mode::Sessions
         } else {
             Mode::Held
@@ -387,13 +384,11 @@ mod tests {
         assert!(plan.resume && plan.cache_per_worker);
         let plan = plan_of(&["--server-pid", "7"]).expect("plan");
         assert_eq!(plan.server, Some(cpu::Server::Pid(7)));
-        for bad in [
-            &["--sessions", "--inflight", "2"][..],
-            &["--sessions", "--target", "raw-tls://127.0.0.1:1"],
-        ] {
-            let err = plan_of(bad).expect_err("bad plan");
-            assert_eq!(err.kind(), ErrorKind::Usage, "{bad:?}");
-        }
+        // New raw sessions are the baseline of new vole sessions.
+        let plan = plan_of(&["--sessions", "--target", "raw-tls://127.0.0.1:1"]).expect("plan");
+        assert_eq!(plan.mode, Mode::Sessions);
+        let err = plan_of(&["--sessions", "--inflight", "2"]).expect_err("bad plan");
+        assert_eq!(err.kind(), ErrorKind::Usage);
         // Flags that need others, or exclude each other.
         for bad in [
             &["--no-resume"][..],

@@ -86,7 +86,9 @@ pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> io::Resul
         make_room(&mut inbuf);
         if stream.read_buf(&mut inbuf).await? == 0 {
             return if inbuf.is_empty() {
-                Ok(())
+                // Closed in turn (with TLS, a close_notify), as vole's
+                // links close.
+                stream.shutdown().await
             } else {
                 Err(io::ErrorKind::UnexpectedEof.into())
             };
@@ -166,6 +168,86 @@ pub async fn connect(
     tokio::time::timeout(limit, work)
         .await
         .map_err(|_| anyhow::anyhow!("timed out after {limit:?}"))?
+}
+
+/// One new session against a baseline server, bounded by `limit`: connect
+/// (and the TLS handshake if `tls` is given), one echo of `payload`
+/// (checked), then a graceful close that waits for the server's side to
+/// close, as a `vole bench --sessions` session does on a link. Returns
+/// whether the TLS session was resumed.
+pub async fn session(
+    host: &str,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    payload: &[u8],
+    limit: Duration,
+) -> Result<bool, SessionError> {
+    let work = async {
+        let stream = connect(host, port, tls, limit)
+            .await
+            .map_err(SessionError::Connect)?;
+        let resumed = match &stream {
+            RawStream::Tcp(_) => false,
+            RawStream::Tls(s) => {
+                s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+            }
+        };
+        match stream {
+            RawStream::Tcp(s) => echo_once(s, payload).await,
+            RawStream::Tls(s) => echo_once(*s, payload).await,
+        }
+        .map_err(SessionError::Call)?;
+        Ok(resumed)
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| SessionError::Timeout)?
+}
+
+/// Why a baseline session failed.
+#[derive(Debug)]
+pub enum SessionError {
+    /// The TCP connect or the TLS handshake.
+    Connect(anyhow::Error),
+    /// The echo or the close.
+    Call(io::Error),
+    /// The session took longer than its bound.
+    Timeout,
+}
+
+/// Sends one frame of `payload`, checks its echo, then closes the write
+/// side and waits for the server to close its own.
+async fn echo_once<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    payload: &[u8],
+) -> io::Result<()> {
+    stream.write_all(&frame(payload)?).await?;
+    stream.flush().await?;
+    let mut inbuf = Vec::with_capacity(HEADER + payload.len());
+    loop {
+        if let Some(len) = body_len(&inbuf)? {
+            if let Some(body) = inbuf.get(HEADER..HEADER + len) {
+                if body != payload || inbuf.len() != HEADER + len {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "wrong answer"));
+                }
+                break;
+            }
+        }
+        make_room(&mut inbuf);
+        if stream.read_buf(&mut inbuf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    stream.shutdown().await?;
+    // The server closes once it has read our close.
+    let mut rest = [0u8; 64];
+    if stream.read(&mut rest).await? != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bytes after the answer",
+        ));
+    }
+    Ok(())
 }
 
 /// Keeps `inflight` echo requests of `payload` in flight on `stream` until
@@ -360,6 +442,63 @@ mod tests {
     #[tokio::test]
     async fn pipelined_tls() {
         tokio::time::timeout(Duration::from_secs(20), pipelined(true))
+            .await
+            .expect("in time");
+    }
+
+    async fn sessions(tls: bool) {
+        let (addr, client_tls) = server(tls).await;
+        let limit = Duration::from_secs(5);
+        for i in 0..3 {
+            let resumed = session(
+                "127.0.0.1",
+                addr.port(),
+                client_tls.clone(),
+                b"hello",
+                limit,
+            )
+            .await
+            .expect("session");
+            assert!(i > 0 || !resumed, "the first session has nothing to resume");
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_plain_and_tls() {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            sessions(false).await;
+            sessions(true).await;
+        })
+        .await
+        .expect("in time");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_echo_fails_the_session() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let work = async {
+            let server = async {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                let mut buf = [0u8; 64];
+                let _ = s.read(&mut buf).await.expect("read");
+                s.write_all(&frame(b"other").expect("frame"))
+                    .await
+                    .expect("write");
+                s
+            };
+            let (_s, result) = tokio::join!(
+                server,
+                session("127.0.0.1", port, None, b"hello", Duration::from_secs(5))
+            );
+            assert!(matches!(result, Err(SessionError::Call(_))), "{result:?}");
+            let refused = session("127.0.0.1", 1, None, b"x", Duration::from_secs(5)).await;
+            assert!(
+                matches!(refused, Err(SessionError::Connect(_))),
+                "{refused:?}"
+            );
+        };
+        tokio::time::timeout(Duration::from_secs(10), work)
             .await
             .expect("in time");
     }

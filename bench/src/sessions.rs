@@ -18,6 +18,12 @@
 //! `--cache-per-worker` each worker has its own cache, as many separate
 //! clients each reconnecting do.
 //!
+//! Against a `raw-tls://` or `raw-tcp://` target (a `vole bench-server`)
+//! a session is the baseline's: connect (and the TLS handshake), one echo
+//! of the payload (checked), and the same graceful close
+//! ([`raw::session`]), so new vole sessions compare with new raw TLS
+//! connections in one run.
+//!
 //! Each session is bounded, as a whole, by three times `--timeout` (the
 //! connect, the handshakes and the calls are each bounded by it); past
 //! that it counts as a timeout and its link is aborted.
@@ -34,6 +40,7 @@ use vole_link::{Entity, Error as LinkError, Value};
 use crate::error::{Error, ErrorKind};
 use crate::nodes::Basis;
 use crate::plan::{Plan, Target};
+use crate::raw::{self, SessionError};
 use crate::record::{new_histogram, Counters, Recorder, Window};
 use crate::report::{StageErrors, Summary};
 use crate::watch::{join_until, Watch};
@@ -51,13 +58,25 @@ pub struct SessionTarget {
     pub port: u16,
     /// Path segments resolved on the gateway.
     pub path: Vec<String>,
+    /// A baseline server instead (`raw-tls://`, `raw-tcp://`): whether it
+    /// speaks TLS.
+    pub raw: Option<bool>,
 }
 
 impl SessionTarget {
-    /// The target of a plan: a vop:// URI naming an object (no query).
+    /// The target of a plan: a vop:// URI naming an object (no query), or
+    /// a baseline server.
     pub fn of(plan: &Plan) -> Result<SessionTarget, Error> {
-        let Target::Vop(uri) = &plan.target else {
-            return Err(Error::usage("--sessions needs a vop:// target"));
+        let uri = match &plan.target {
+            Target::Vop(uri) => uri,
+            Target::Raw { host, port, tls } => {
+                return Ok(SessionTarget {
+                    host: host.clone(),
+                    port: *port,
+                    path: Vec::new(),
+                    raw: Some(*tls),
+                })
+            }
         };
         let vri: Vri = uri.parse().map_err(|e| Error::Usage {
             message: format!("bad target uri {uri:?}"),
@@ -74,6 +93,7 @@ impl SessionTarget {
                 .to_owned(),
             port: vri.port,
             path: vri.path,
+            raw: None,
         })
     }
 }
@@ -98,11 +118,30 @@ pub struct Failed {
     pub stage: Stage,
     /// Why, if the link said.
     pub error: Option<LinkError>,
+    /// Why, for a baseline session.
+    pub raw_error: Option<anyhow::Error>,
 }
 
 impl Failed {
     fn new(stage: Stage, error: Option<LinkError>) -> Failed {
-        Failed { stage, error }
+        Failed {
+            stage,
+            error,
+            raw_error: None,
+        }
+    }
+
+    fn raw(e: SessionError) -> Failed {
+        let (stage, error) = match e {
+            SessionError::Connect(e) => (Stage::Connect, Some(e)),
+            SessionError::Call(e) => (Stage::Call, Some(anyhow::Error::new(e))),
+            SessionError::Timeout => (Stage::Timeout, None),
+        };
+        Failed {
+            stage,
+            error: None,
+            raw_error: error,
+        }
     }
 
     fn stage_name(&self) -> &'static str {
@@ -116,6 +155,9 @@ impl Failed {
 
     fn describe(&self) -> String {
         let stage = self.stage_name();
+        if let Some(e) = &self.raw_error {
+            return format!("{stage}: {e:#}");
+        }
         match &self.error {
             Some(e) => format!("{stage}: {}", vole_link::object::error_chain(e)),
             None if self.stage == Stage::Call => "call: wrong answer".to_owned(),
@@ -128,6 +170,9 @@ impl Failed {
     /// remote's and a timeout the connection's.
     fn into_error(self, target: &str) -> Error {
         let stage = self.stage_name();
+        if let Some(e) = self.raw_error {
+            return Error::setting_up(target, e.context(stage), ErrorKind::Connection);
+        }
         let (error, otherwise) = match self.error {
             Some(e) => (anyhow::Error::new(e).context(stage), ErrorKind::Connection),
             None if self.stage == Stage::Call => {
@@ -196,6 +241,21 @@ pub async fn session(
     payload: &str,
     deadline: Instant,
 ) -> Result<bool, Failed> {
+    if let Some(tls) = target.raw {
+        let tls = match (tls, &config.transport.tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => {
+                return Err(Failed::raw(SessionError::Connect(anyhow::anyhow!(
+                    "raw-tls target with --plain"
+                ))))
+            }
+        };
+        let limit = deadline.saturating_duration_since(Instant::now());
+        return raw::session(&target.host, target.port, tls, payload.as_bytes(), limit)
+            .await
+            .map_err(Failed::raw);
+    }
     let connecting = resolve::connect_to(&target.host, target.port, config);
     let (link, gateway) = match tokio::time::timeout_at(deadline, connecting).await {
         Ok(Ok(connected)) => connected,
@@ -461,7 +521,12 @@ mod tests {
         let t = SessionTarget::of(&plan("vop://127.0.0.1:9/", "echo")).expect("target");
         assert!(t.path.is_empty());
         assert!(SessionTarget::of(&plan("vop://127.0.0.1:9/text/echo/echo?hi", "echo")).is_err());
-        assert!(SessionTarget::of(&plan("raw-tcp://127.0.0.1:9", "echo")).is_err());
+        let t = SessionTarget::of(&plan("raw-tls://127.0.0.1:9", "echo")).expect("target");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.raw),
+            ("127.0.0.1", 9, Some(true))
+        );
+        assert!(t.path.is_empty());
     }
 
     #[tokio::test]
@@ -568,6 +633,43 @@ mod tests {
             assert_eq!(summary.resumed, 0, "{}", summary.to_text());
             let json: serde_json::Value = serde_json::from_str(&summary.to_json()).expect("json");
             assert_eq!(json["resume"], false);
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn raw_tls_sessions_are_the_baseline() {
+        use vole_transport::tickets::{ticket_context, with_ticketer, SharedTicketer, TicketKey};
+        use vole_transport::tls::{self, ServerIdentity, ServerTrust};
+        let dir = std::env::temp_dir().join(format!("vole-bench-raw-sess-{}", std::process::id()));
+        bounded(async {
+            let server = tls::server_config(&ServerIdentity::Dev {
+                state_dir: dir.clone(),
+            })
+            .expect("dev certificate");
+            let ticketer = SharedTicketer::new(3600);
+            ticketer.set_keys(&TicketKey::generate().expect("key"), &[]);
+            let config = with_ticketer(&server.config, ticketer, ticket_context(None));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            tokio::spawn(raw::serve(listener, Some(config)));
+            let client =
+                ClientConfig::tls(&ServerTrust::Pinned(server.fingerprint)).expect("client");
+            let mut p = plan(&format!("raw-tls://127.0.0.1:{port}"), "echo");
+            let summary = run(&p, &client).await.expect("run");
+            assert!(summary.calls > 0, "{}", summary.to_text());
+            assert_eq!(summary.errors, 0);
+            assert_eq!(summary.resumed, summary.calls, "{}", summary.to_text());
+            p.resume = false;
+            let summary = run(&p, &client).await.expect("run");
+            assert!(summary.calls > 0);
+            assert_eq!((summary.errors, summary.resumed), (0, 0));
+            // TLS needs a TLS configuration.
+            let err = run(&p, &ClientConfig::plain()).await.expect_err("plain");
+            assert_eq!(err.kind(), ErrorKind::Connection);
         })
         .await;
         let _ = std::fs::remove_dir_all(&dir);

@@ -116,6 +116,15 @@ impl<V> SeqMap<V> {
             .chain(self.late.drain())
     }
 
+    /// Gives back the ring's and the map's memory if there are no
+    /// entries (for an idle link; the next insert allocates the ring again).
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() {
+            self.ring = Vec::new();
+            self.late = IdMap::default();
+        }
+    }
+
     /// Doubles the ring, moving its entries to their new slots.
     fn grow(&mut self) {
         let old = std::mem::take(&mut self.ring);
@@ -142,6 +151,20 @@ impl<V> SeqMap<V> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn an_empty_map_gives_back_its_memory() {
+        let mut m = SeqMap::default();
+        m.insert(1, "a");
+        m.release_if_empty();
+        assert_eq!(m.ring.len(), FIRST, "kept while it holds an entry");
+        assert_eq!(m.remove(1), Some("a"));
+        m.release_if_empty();
+        assert_eq!(m.ring.capacity(), 0);
+        // Usable again.
+        assert_eq!(m.insert(2, "b"), None);
+        assert_eq!(m.remove(2), Some("b"));
+    }
 
     /// Random-ish operations against a `HashMap` model.
     #[test]

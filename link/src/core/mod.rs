@@ -63,6 +63,9 @@ use keepalive::KeepAlive;
 use message::{pair, read_message, Incoming, MethodName};
 use refs::{object_key, RefTable};
 
+/// What the output buffer is given when it is (re)allocated.
+const OUT_CHUNK: usize = 4096;
+
 /// What the core reports to its driver.
 pub(crate) enum Event {
     /// The handshake completed; this is the peer's gateway.
@@ -171,7 +174,7 @@ impl LinkCore {
             }),
             decoder,
             refs: RefTable::new(shared.clone()),
-            out: Vec::with_capacity(4096),
+            out: Vec::with_capacity(OUT_CHUNK),
             next_msg_id: 1,
             pending: SeqMap::default(),
             cancelled: 0,
@@ -201,6 +204,22 @@ impl LinkCore {
     /// Bytes waiting to be written.
     pub(crate) fn output(&mut self) -> &mut Vec<u8> {
         &mut self.out
+    }
+
+    /// The output buffer's capacity.
+    pub(crate) fn output_capacity(&self) -> usize {
+        self.out.capacity()
+    }
+
+    /// Gives back the output buffer's allocation if all of it has been
+    /// written, and the table of calls in flight if there are none: for a
+    /// driver whose link is idle (the next message or call allocates them
+    /// again).
+    pub(crate) fn release_idle_output(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = Vec::new();
+        }
+        self.pending.release_if_empty();
     }
 
     /// The next event, if any.
@@ -534,6 +553,10 @@ impl LinkCore {
     }
 
     fn write_part(&mut self, part: &Part<'_, ObjectRef>) -> Result<(), Error> {
+        if self.out.capacity() == 0 {
+            // Given back while idle (see `release_idle_output`).
+            self.out.reserve(OUT_CHUNK);
+        }
         self.refs.journal.clear();
         match self
             .encoder

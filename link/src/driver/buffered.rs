@@ -116,6 +116,17 @@ impl Buffered {
         }
     }
 
+    /// Gives back the input buffer's allocation if it holds nothing: the
+    /// driver calls this when its link has been idle a while (see
+    /// `driver::idle`), so an idle link holds no read buffer (the next read
+    /// allocates one again, in [`Buffered::make_room`]).
+    pub(super) fn release_idle(&mut self, inbuf: &mut BytesMut) {
+        if inbuf.is_empty() && inbuf.capacity() > 0 {
+            *inbuf = BytesMut::new();
+            self.alloc = 0;
+        }
+    }
+
     /// Charges what the link holds now (`inbuf`, and its calls; `running`
     /// is how many calls run, to forget any not seen finishing) and says
     /// whether it may read, judging by what it will hold once it has
@@ -181,6 +192,23 @@ mod tests {
         b.shrink(&mut buf, 16 * 1024);
         assert!(b.alloc < 64 * 1024, "{}", b.alloc);
         assert_eq!(&buf[..], &[7u8; 100][..]);
+    }
+
+    #[test]
+    fn an_empty_buffer_is_given_back_when_idle() {
+        let mut b = Buffered::new(&LinkConfig::default(), 1);
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // A partial message is kept.
+        buf.extend_from_slice(&[1u8; 10]);
+        b.release_idle(&mut buf);
+        assert_eq!((buf.len(), b.alloc), (10, READ_CHUNK));
+        buf.clear();
+        b.release_idle(&mut buf);
+        assert_eq!((buf.capacity(), b.alloc), (0, 0));
+        // The next read gets a whole chunk again.
+        b.make_room(&mut buf, None, READ_CHUNK);
+        assert!(buf.capacity() >= READ_CHUNK);
+        assert_eq!(b.alloc, buf.capacity());
     }
 
     #[test]

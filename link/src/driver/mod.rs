@@ -33,10 +33,14 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 mod buffered;
+mod idle;
 mod output;
 mod served;
 
 use buffered::{Buffered, READ_CHUNK};
+#[cfg(test)]
+use idle::IDLE_RELEASE;
+use idle::{IdleRelease, Seen, Verdict};
 use output::Output;
 use served::Served;
 
@@ -152,6 +156,8 @@ pub struct Driver<IO> {
     outcome: Option<Closed>,
     /// When a call of the peer's last finished (for `idle_timeout`).
     last_done: Instant,
+    /// When an idle link gives back its buffers.
+    idle: IdleRelease,
 }
 
 impl<IO> Driver<IO>
@@ -195,6 +201,7 @@ where
             timer: Box::pin(tokio::time::sleep_until(now)),
             outcome: None,
             last_done: now,
+            idle: IdleRelease::new(now),
         };
         let mut driver = driver;
         if let Err(e) = start {
@@ -835,9 +842,33 @@ where
             && self.core.refused().count >= DRAIN_REFUSALS
     }
 
-    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+    /// Gives back an idle link's buffers when [`idle`] says so. Returns
+    /// when to look again, if the link still holds them.
+    fn idle_release(&mut self, now: Instant, parked: &Parked) -> Option<Instant> {
+        let seen = Seen {
+            quiet: parked.read && self.served.running() == 0 && !self.core.has_pending_calls(),
+            holds_buffers: self.inbuf.capacity() > 0 || self.core.output_capacity() > 0,
+            last_call_in: Instant::from_std(self.core.last_call_in()),
+        };
+        match self.idle.check(now, seen) {
+            Verdict::Nothing => None,
+            Verdict::LookAt(t) => Some(t),
+            Verdict::Release => {
+                self.buffered.release_idle(&mut self.inbuf);
+                self.core.release_idle_output();
+                None
+            }
+        }
+    }
+
+    /// The driver's next timer: the earliest of its deadlines, and
+    /// `release` (see [`Driver::idle_release`]).
+    fn next_deadline(&self, now: Instant, release: Option<Instant>) -> Option<Instant> {
         let mut next = self.core.poll_timeout().map(Instant::from_std);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        if let Some(t) = release {
+            consider(t);
+        }
         if let Some(since) = self.output.stalled_since() {
             consider(since + self.config.write_timeout);
         }
@@ -918,7 +949,8 @@ where
                     if let Some(outcome) = self.outcome.take() {
                         return Poll::Ready(outcome);
                     }
-                    if let Some(deadline) = self.next_deadline(now) {
+                    let release = self.idle_release(now, &parked);
+                    if let Some(deadline) = self.next_deadline(now, release) {
                         if self.timer.deadline() != deadline {
                             self.timer.as_mut().reset(deadline);
                         }

@@ -492,3 +492,68 @@ async fn without_an_idle_timeout_an_idle_link_stays_open() {
     );
     assert!(!link.is_closed());
 }
+
+/// Polls `driver` once.
+async fn poll_once<IO>(driver: &mut Driver<IO>) -> Poll<Closed>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *driver).poll(cx))).await
+}
+
+/// Polls `driver` until `task` is done (boundedly) and returns its output.
+async fn drive_until<IO, T>(driver: &mut Driver<IO>, task: JoinHandle<T>) -> T
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    for _ in 0..10_000 {
+        if task.is_finished() {
+            return task.await.expect("task");
+        }
+        assert!(poll_once(driver).await.is_pending(), "the link closed");
+        tokio::task::yield_now().await;
+    }
+    panic!("the task did not finish");
+}
+
+/// A link that has waited for its peer a while holds no read or write
+/// buffer (they are most of an idle link's memory), and allocates them
+/// again for the next call; a link between calls keeps them.
+#[tokio::test(start_paused = true)]
+async fn an_idle_link_holds_no_buffers() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = LinkSetup {
+        config: LinkConfig::default(),
+        gateway: Published::new("Server")
+            .method("echo", "", echo)
+            .into_object(),
+        info: LinkInfo::default(),
+    };
+    let (_server_link, mut driver, _hs) = Driver::new(b, server);
+    let client = LinkSetup {
+        config: LinkConfig::default(),
+        gateway: Published::new("Client").into_object(),
+        info: LinkInfo::default(),
+    };
+    let connecting = tokio::spawn(connect(a, client));
+    let (_link, gateway) = drive_until(&mut driver, connecting)
+        .await
+        .expect("handshake");
+    for i in 0..3 {
+        let g = gateway.clone();
+        let call = tokio::spawn(async move { g.call("echo", (i,)).await });
+        let v = drive_until(&mut driver, call).await.expect("echo");
+        assert_eq!(v, Value::Int(i));
+        assert!(poll_once(&mut driver).await.is_pending());
+        assert!(driver.inbuf.capacity() > 0, "just after call {i}");
+        // The driver's timer wakes it once the link has been idle so long.
+        tokio::time::sleep(IDLE_RELEASE).await;
+        assert!(poll_once(&mut driver).await.is_pending());
+        assert_eq!(driver.inbuf.capacity(), 0, "read buffer after call {i}");
+        assert_eq!(
+            driver.core.output().capacity(),
+            0,
+            "write buffer after call {i}"
+        );
+    }
+}

@@ -662,7 +662,7 @@ impl<'a, D> Reader<'a, D> {
             Codec::Ascii => data.is_ascii(),
             _ => true,
         };
-        match std::str::from_utf8(data) {
+        match simdutf8::basic::from_utf8(data) {
             Ok(text) if valid => {
                 self.consumed();
                 Ok(Some(text))

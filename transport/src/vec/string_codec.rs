@@ -68,7 +68,7 @@ impl Codec {
             codec: self.wire_name(),
         };
         match self {
-            Codec::Utf8 => std::str::from_utf8(data)
+            Codec::Utf8 => simdutf8::basic::from_utf8(data)
                 .map(str::to_owned)
                 .map_err(|_| bad()),
             Codec::Ascii => {
