@@ -40,6 +40,7 @@ pub mod tickets;
 pub mod tls;
 pub mod vec;
 pub mod vop;
+pub mod vop_ahead;
 pub mod vts;
 pub mod vts_io;
 

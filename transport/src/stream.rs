@@ -23,6 +23,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::identity::PeerIdentity;
 use crate::tls::{fingerprint, Fingerprint};
 use crate::vop::{self, ServerPolicy, Transport};
+use crate::vop_ahead::VopAhead;
 use crate::vts::{self, Vts};
 use crate::vts_io::VtsStream;
 use crate::Error;
@@ -137,7 +138,7 @@ pub enum Conn {
     TlsServer(Box<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>>),
     /// TLS, client side. (A TLS server cannot speak first, so the client
     /// never has bytes left over from negotiation.)
-    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    TlsClient(Box<tokio_rustls::client::TlsStream<VopAhead<TcpStream>>>),
     /// VTS, either side.
     Vts(Box<VtsStream<Prefixed<TcpStream>>>),
 }
@@ -148,7 +149,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.get_ref(),
             Conn::TlsServer(s) => s.get_ref().0.get_ref(),
-            Conn::TlsClient(s) => s.get_ref().0,
+            Conn::TlsClient(s) => s.get_ref().0.get_ref(),
             Conn::Vts(s) => s.get_ref().get_ref(),
         }
     }
@@ -553,6 +554,39 @@ pub async fn connect(
     tcp.set_nodelay(true)?;
     let peer = tcp.peer_addr()?;
     let local = tcp.local_addr()?;
+    if let (&[Transport::Tls], Some(config), Some(name)) = (
+        settings.offer.as_slice(),
+        &settings.tls,
+        server_name.clone(),
+    ) {
+        // TLS is the only answer that lets this client go on: its
+        // ClientHello goes out behind the VOP line (see `vop_ahead`).
+        let (ahead, state) = VopAhead::new(tcp);
+        let handshake = timeout_at(
+            deadline,
+            TlsConnector::from(config.clone()).connect(name, ahead),
+        )
+        .await;
+        let vop_failure = || state.lock().ok().and_then(|mut s| s.failure());
+        let stream = match handshake {
+            Err(_) => {
+                let replied = state.lock().map(|s| s.replied()).unwrap_or(true);
+                return Err(Error::Timeout(if replied { TLS_STEP } else { vop::STEP }));
+            }
+            Ok(Err(e)) => return Err(vop_failure().unwrap_or_else(|| map_tls_error(e))),
+            Ok(Ok(stream)) => stream,
+        };
+        let tls = TlsInfo::from_state(stream.get_ref().1, None);
+        let info = ConnInfo {
+            peer,
+            local,
+            transport: Transport::Tls,
+            tls: Some(tls),
+            identity: None,
+            vts: None,
+        };
+        return Ok((Conn::TlsClient(Box::new(stream)), info));
+    }
     let (transport, leftover) =
         vop::negotiate_client(&mut tcp, &settings.offer, settings.handshake_timeout).await?;
     if let (Transport::Vts, Some(config)) = (transport, &settings.vts) {
@@ -582,9 +616,12 @@ pub async fn connect(
                     leftover.len()
                 )));
             }
+            // The reply is read: the wrapper passes everything through.
+            let (mut ahead, _) = VopAhead::new(tcp);
+            ahead.negotiated();
             let stream = timeout_at(
                 deadline,
-                TlsConnector::from(config.clone()).connect(name, tcp),
+                TlsConnector::from(config.clone()).connect(name, ahead),
             )
             .await
             .map_err(|_| Error::Timeout(TLS_STEP))?
@@ -1050,20 +1087,62 @@ mod tests {
         .await;
     }
 
+    /// Bytes from the server behind its reply: a client that also offered
+    /// PLAIN waited for the reply, so they came before its ClientHello and
+    /// are refused as such; a TLS-only client sent its ClientHello ahead,
+    /// so they are the server's TLS bytes, and not TLS: refused by TLS.
     #[tokio::test]
     async fn client_refuses_server_bytes_before_tls() {
-        let (port, server) = raw_server(b"VOP_DRAFT-0.8 USE_TRANSPORT:TLS\nhi").await;
+        for offer in [&[Transport::Tls, Transport::Plain][..], &[Transport::Tls]] {
+            let (port, server) = raw_server(b"VOP_DRAFT-0.8 USE_TRANSPORT:TLS\nhi").await;
+            let client_tls = client_config(&ServerTrust::DangerAcceptAny).expect("client");
+            bounded(async {
+                let err = connect("127.0.0.1", port, &client_settings(Some(client_tls), offer))
+                    .await
+                    .expect_err("refused");
+                if offer.len() == 2 {
+                    assert!(matches!(err, Error::BadVopLine(_)), "{err:?}");
+                } else {
+                    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+                }
+                server.await.expect("join");
+            })
+            .await;
+        }
+    }
+
+    /// A TLS-only client sends its ClientHello behind its VOP line, before
+    /// any reply: a server that answers nothing still gets both.
+    #[tokio::test]
+    async fn a_tls_only_client_sends_its_client_hello_ahead() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.expect("accept");
+            let line = b"VOP_DRAFT-0.8 TRANSPORTS:TLS\n";
+            let mut got = vec![0u8; line.len() + 1];
+            tcp.read_exact(&mut got).await.expect("line and more");
+            got
+        });
         let client_tls = client_config(&ServerTrust::DangerAcceptAny).expect("client");
+        let settings = ClientSettings {
+            handshake_timeout: Duration::from_millis(300),
+            ..client_settings(Some(client_tls), &[Transport::Tls])
+        };
         bounded(async {
-            let err = connect(
-                "127.0.0.1",
-                port,
-                &client_settings(Some(client_tls), &[Transport::Tls]),
-            )
-            .await
-            .expect_err("refused");
-            assert!(matches!(err, Error::BadVopLine(_)), "{err:?}");
-            server.await.expect("join");
+            let (got, err) = tokio::join!(server, connect("127.0.0.1", port, &settings));
+            let got = got.expect("join");
+            assert_eq!(&got[..got.len() - 1], b"VOP_DRAFT-0.8 TRANSPORTS:TLS\n");
+            // 0x16: a TLS handshake record, the ClientHello.
+            assert_eq!(got[got.len() - 1], 0x16);
+            let err = err.expect_err("no reply");
+            assert!(
+                matches!(
+                    err,
+                    Error::Timeout(vop::STEP) | Error::ClosedDuring(vop::STEP)
+                ),
+                "{err:?}"
+            );
         })
         .await;
     }

@@ -30,7 +30,8 @@ const CLIENT_PREFIX: &[u8] = b"VOP_DRAFT-0.8 TRANSPORTS";
 const SERVER_PREFIX: &[u8] = b"VOP_DRAFT-0.8 USE_TRANSPORT:";
 
 /// The label of negotiation timeouts and early closes.
-const STEP: &str = "vop negotiation";
+/// The label of negotiation timeouts and early closes.
+pub const STEP: &str = "vop negotiation";
 
 /// A transport that can be named in VOP negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
