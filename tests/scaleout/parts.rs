@@ -492,8 +492,13 @@ impl Cluster {
             ])
             .args(["--pin", &self.pin, "--json"])
             .stdin(Stdio::null())
-            .output();
-        let _ = out;
+            .output()
+            .expect("vole bench runs");
+        assert!(
+            out.status.success(),
+            "vole bench --sessions after recovery: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let after = self.accepts().await;
         let delta: Vec<f64> = before
             .iter()

@@ -617,8 +617,7 @@ pub async fn connect(
                 )));
             }
             // The reply is read: the wrapper passes everything through.
-            let (mut ahead, _) = VopAhead::new(tcp);
-            ahead.negotiated();
+            let ahead = VopAhead::through(tcp);
             let stream = timeout_at(
                 deadline,
                 TlsConnector::from(config.clone()).connect(name, ahead),

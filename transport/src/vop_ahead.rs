@@ -81,13 +81,18 @@ impl<S> VopAhead<S> {
         (ahead, state)
     }
 
-    /// Marks VOP as done already (negotiated the usual way): the wrapper
-    /// then writes and reads straight through.
-    pub fn negotiated(&mut self) {
-        self.written = self.line.len();
-        self.reply = Reply::Through;
-        if let Ok(mut s) = self.state.lock() {
-            s.replied = true;
+    /// Wraps `inner` after VOP was negotiated the usual way: reads and
+    /// writes go straight through.
+    pub fn through(inner: S) -> VopAhead<S> {
+        VopAhead {
+            inner,
+            line: Vec::new(),
+            written: 0,
+            reply: Reply::Through,
+            state: Arc::new(Mutex::new(AheadState {
+                replied: true,
+                failure: None,
+            })),
         }
     }
 
@@ -254,6 +259,21 @@ mod tests {
         b.write_all(b"more").await.expect("w");
         ahead.read_exact(&mut out).await.expect("read");
         assert_eq!(&out, b"more");
+    }
+
+    /// After the usual negotiation the wrapper adds and takes nothing.
+    #[tokio::test]
+    async fn through_passes_bytes_as_they_are() {
+        let (a, mut b) = duplex(4096);
+        let mut ahead = VopAhead::through(a);
+        ahead.write_all(b"\x16hi").await.expect("write");
+        let mut got = [0u8; 3];
+        b.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"\x16hi");
+        b.write_all(b"\x16yo").await.expect("w");
+        ahead.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"\x16yo");
+        assert!(ahead.state.lock().expect("lock").replied());
     }
 
     /// A reply choosing anything but TLS, or no reply, fails the read and
