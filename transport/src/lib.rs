@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod ahead;
 pub mod convert;
 pub mod entity;
 mod error;

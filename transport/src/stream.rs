@@ -10,16 +10,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, CommonState, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::ahead::Ahead;
 use crate::identity::PeerIdentity;
 use crate::tls::{fingerprint, Fingerprint};
 use crate::vop::{self, ServerPolicy, Transport};
@@ -35,19 +36,34 @@ const VTS_STEP: &str = "vts handshake";
 
 /// A stream with some bytes already read from it: reads return `prefix`
 /// first, then read from the inner stream. Writes go straight through.
+///
+/// A server may also hold its VOP reply back, to go out in front of its
+/// first write ([`Prefixed::with_reply`]).
 #[derive(Debug)]
 pub struct Prefixed<S> {
     prefix: Vec<u8>,
     pos: usize,
+    reply: Ahead,
     inner: S,
 }
 
 impl<S> Prefixed<S> {
     /// Wraps `inner`, with `prefix` to be read before anything from it.
     pub fn new(prefix: Vec<u8>, inner: S) -> Prefixed<S> {
+        Prefixed::with_reply(prefix, Vec::new(), inner)
+    }
+
+    /// Wraps `inner`, with `prefix` to be read before anything from it and
+    /// `reply` to be written in front of the first bytes written (or by
+    /// the first flush): one system call for a VOP reply and the TLS
+    /// ServerHello. Only for a peer that does not wait for `reply` before
+    /// sending what the first write answers (a TLS client whose
+    /// ClientHello came with its VOP line).
+    pub fn with_reply(prefix: Vec<u8>, reply: Vec<u8>, inner: S) -> Prefixed<S> {
         Prefixed {
             prefix,
             pos: 0,
+            reply: Ahead::new(reply),
             inner,
         }
     }
@@ -68,7 +84,9 @@ impl<S> Prefixed<S> {
         &self.prefix[self.pos..]
     }
 
-    /// The unread prefix bytes and the inner stream.
+    /// The unread prefix bytes and the inner stream. (A reply held back
+    /// and not yet written is dropped: take parts only of a stream built
+    /// with [`Prefixed::new`], or written to.)
     pub fn into_parts(mut self) -> (Vec<u8>, S) {
         self.prefix.drain(..self.pos);
         (self.prefix, self.inner)
@@ -102,7 +120,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.reply.is_done() {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        this.reply
+            .poll_write(&mut this.inner, cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -110,7 +133,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.reply.is_done() {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
+        this.reply.poll_write(&mut this.inner, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -118,11 +145,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.reply.poll_drain(&mut this.inner, cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.reply.poll_drain(&mut this.inner, cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -431,8 +462,22 @@ pub async fn accept(
     let peer = tcp.peer_addr()?;
     let local = tcp.local_addr()?;
     let (transport, leftover) =
-        vop::negotiate_server(&mut tcp, &settings.transports, settings.handshake_timeout).await?;
-    let io = Prefixed::new(leftover, tcp);
+        vop::read_offer(&mut tcp, &settings.transports, settings.handshake_timeout).await?;
+    let reply = vop::server_reply(transport);
+    // A TLS ClientHello that came with the offer (see `vop_ahead`) is
+    // answered with the reply and the ServerHello in one write. Otherwise
+    // the client waits for the reply before it sends more.
+    let io = if transport == Transport::Tls && !leftover.is_empty() {
+        Prefixed::with_reply(leftover, reply, tcp)
+    } else {
+        timeout_at(deadline, async {
+            tcp.write_all(&reply).await?;
+            tcp.flush().await
+        })
+        .await
+        .map_err(|_| Error::Timeout(vop::STEP))??;
+        Prefixed::new(leftover, tcp)
+    };
     if let (Transport::Vts, Some(config)) = (transport, &settings.vts) {
         let stream = timeout_at(
             deadline,

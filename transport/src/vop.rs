@@ -23,6 +23,10 @@ use crate::Error;
 /// included.
 pub const MAX_LINE: usize = 64;
 
+/// How much one read of a VOP line may take: the line and a TLS
+/// ClientHello behind it.
+const READ_SIZE: usize = 4096;
+
 /// What every client line starts with (the first token follows a `:`).
 const CLIENT_PREFIX: &[u8] = b"VOP_DRAFT-0.8 TRANSPORTS";
 
@@ -257,18 +261,23 @@ where
     S: AsyncRead + Unpin,
     P: Fn(&[u8]) -> Result<Option<(T, usize)>, Error>,
 {
-    let mut buf = [0u8; MAX_LINE];
-    let mut filled = 0;
+    // Room for what a client sends with its line (a TLS ClientHello, see
+    // `vop_ahead`), so one read takes both.
+    let mut buf = Vec::with_capacity(READ_SIZE);
     loop {
-        // `parse` fails once MAX_LINE bytes hold no newline, so the slice
-        // below is never empty (an empty read would look like EOF).
-        let n = io.read(&mut buf[filled..]).await?;
+        // `parse` fails once MAX_LINE bytes hold no newline, so the buffer
+        // always has room here (an empty read would look like EOF).
+        let n = io.read_buf(&mut buf).await?;
         if n == 0 {
             return Err(Error::ClosedDuring(STEP));
         }
-        filled += n;
-        if let Some((value, used)) = parse(&buf[..filled])? {
-            return Ok((value, buf[used..filled].to_vec()));
+        if let Some((value, used)) = parse(&buf)? {
+            if used == buf.len() {
+                // Nothing came past the line: keep no buffer for it.
+                return Ok((value, Vec::new()));
+            }
+            buf.drain(..used);
+            return Ok((value, buf));
         }
     }
 }
@@ -288,12 +297,34 @@ pub async fn negotiate_server<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let started = tokio::time::Instant::now();
+    let (chosen, leftover) = read_offer(io, policy, timeout).await?;
+    let reply = async {
+        io.write_all(&server_reply(chosen)).await?;
+        io.flush().await
+    };
+    tokio::time::timeout_at(started + timeout, reply)
+        .await
+        .map_err(|_| Error::Timeout(STEP))??;
+    Ok((chosen, leftover))
+}
+
+/// The server side of VOP up to its reply: reads the client's offer and
+/// chooses by `policy`, within `timeout`. Returns the transport chosen and
+/// any bytes read past the offer; the caller sends
+/// [`server_reply`]`(chosen)` (with its own first bytes, when the client
+/// did not wait for it).
+pub async fn read_offer<S>(
+    io: &mut S,
+    policy: &ServerPolicy,
+    timeout: Duration,
+) -> Result<(Transport, Vec<u8>), Error>
+where
+    S: AsyncRead + Unpin,
+{
     let exchange = async {
         let (offered, leftover) = read_line(io, parse_client_line).await?;
-        let chosen = choose(&offered, policy)?;
-        io.write_all(&server_reply(chosen)).await?;
-        io.flush().await?;
-        Ok((chosen, leftover))
+        Ok((choose(&offered, policy)?, leftover))
     };
     tokio::time::timeout(timeout, exchange)
         .await
@@ -636,20 +667,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn server_reads_at_most_one_line_worth() {
-        // A long burst after the line: the server reads no more than
-        // MAX_LINE bytes in all, the rest stays on the stream.
-        let (mut c, mut s) = duplex(4096);
+    async fn server_reads_the_line_and_what_came_with_it_in_one_read() {
+        // A ClientHello-sized burst after the line: one read takes it all
+        // (READ_SIZE at most), and every byte past the line is handed back,
+        // the rest stays on the stream.
+        let (mut c, mut s) = duplex(8192);
         let mut burst = b"VOP_DRAFT-0.8 TRANSPORTS:TLS\n".to_vec();
-        burst.extend_from_slice(&[7u8; 1000]);
+        burst.extend_from_slice(&[7u8; 6000]);
         c.write_all(&burst).await.expect("write");
-        let (_, leftover) = negotiate_server(&mut s, &ServerPolicy::default(), T)
+        let (_, leftover) = read_offer(&mut s, &ServerPolicy::default(), T)
             .await
             .expect("server");
-        assert!(leftover.len() <= MAX_LINE - 29);
-        let mut rest = vec![0u8; 1000 - leftover.len()];
+        assert_eq!(leftover.len(), READ_SIZE - 29);
+        let mut rest = vec![0u8; 6000 - leftover.len()];
         s.read_exact(&mut rest).await.expect("rest");
-        assert!(rest.iter().all(|&b| b == 7));
+        assert!(leftover.iter().chain(&rest).all(|&b| b == 7));
+    }
+
+    #[tokio::test]
+    async fn nothing_past_the_line_keeps_no_buffer() {
+        let (mut c, mut s) = duplex(1024);
+        c.write_all(b"VOP_DRAFT-0.8 TRANSPORTS:PLAIN\n")
+            .await
+            .expect("write");
+        let policy = ServerPolicy::new(false, true);
+        let (t, leftover) = read_offer(&mut s, &policy, T).await.expect("server");
+        assert_eq!(t, Transport::Plain);
+        assert_eq!(leftover.capacity(), 0);
     }
 
     #[tokio::test]

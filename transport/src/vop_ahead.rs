@@ -21,6 +21,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::ahead::Ahead;
 use crate::vop::{self, Transport, MAX_LINE};
 use crate::Error;
 
@@ -60,8 +61,7 @@ enum Reply {
 #[derive(Debug)]
 pub struct VopAhead<S> {
     inner: S,
-    line: Vec<u8>,
-    written: usize,
+    line: Ahead,
     reply: Reply,
     state: Arc<Mutex<AheadState>>,
 }
@@ -73,8 +73,7 @@ impl<S> VopAhead<S> {
         let state = Arc::new(Mutex::new(AheadState::default()));
         let ahead = VopAhead {
             inner,
-            line: vop::client_line(&[Transport::Tls]),
-            written: 0,
+            line: Ahead::new(vop::client_line(&[Transport::Tls])),
             reply: Reply::Reading(Vec::new()),
             state: state.clone(),
         };
@@ -86,8 +85,7 @@ impl<S> VopAhead<S> {
     pub fn through(inner: S) -> VopAhead<S> {
         VopAhead {
             inner,
-            line: Vec::new(),
-            written: 0,
+            line: Ahead::default(),
             reply: Reply::Through,
             state: Arc::new(Mutex::new(AheadState {
                 replied: true,
@@ -168,32 +166,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for VopAhead<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> VopAhead<S> {
-    /// Writes what is left of the line in front of `bufs`; the bytes of
-    /// `bufs` written, once the line is out.
-    fn poll_ahead(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        while self.written < self.line.len() {
-            let mut slices = Vec::with_capacity(bufs.len() + 1);
-            slices.push(io::IoSlice::new(&self.line[self.written..]));
-            slices.extend(bufs.iter().map(|b| io::IoSlice::new(b)));
-            let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices))?;
-            if n == 0 {
-                return Poll::Ready(Ok(0));
-            }
-            let of_line = n.min(self.line.len() - self.written);
-            self.written += of_line;
-            if n > of_line {
-                return Poll::Ready(Ok(n - of_line));
-            }
-        }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-}
-
 impl<S: AsyncWrite + Unpin> AsyncWrite for VopAhead<S> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -201,10 +173,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for VopAhead<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.written == this.line.len() {
+        if this.line.is_done() {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
-        this.poll_ahead(cx, &[io::IoSlice::new(buf)])
+        this.line
+            .poll_write(&mut this.inner, cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -212,7 +185,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for VopAhead<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_ahead(cx, bufs)
+        let this = self.get_mut();
+        this.line.poll_write(&mut this.inner, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -221,9 +195,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for VopAhead<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.written < this.line.len() {
-            ready!(this.poll_ahead(cx, &[]))?;
-        }
+        ready!(this.line.poll_drain(&mut this.inner, cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 

@@ -324,19 +324,21 @@ impl LinkCore {
                     };
                     self.phase = Phase::Running;
                     self.hs.peer_object = Some(peer_hs.clone());
-                    match self.config.keep_alive {
-                        Some(period) => {
-                            let ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
-                            let id = self.send_call(
-                                &peer_hs,
-                                &[Value::str("keep_alive"), Value::Int(ms)],
-                                CallKind::Normal,
-                            )?;
-                            self.pending.insert(id as u64, Pending::KeepAlive);
-                            self.hs.keep_alive_call = Some(id);
-                        }
-                        None => self.can_finish(&peer_hs)?,
+                    if let Some(period) = self.config.keep_alive {
+                        let ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+                        let id = self.send_call(
+                            &peer_hs,
+                            &[Value::str("keep_alive"), Value::Int(ms)],
+                            CallKind::Normal,
+                        )?;
+                        self.pending.insert(id as u64, Pending::KeepAlive);
+                        self.hs.keep_alive_call = Some(id);
                     }
+                    // `finish()` goes in the same flight as the keep-alive
+                    // request: waiting for that answer first would cost a
+                    // round trip. The handshake completes only once both
+                    // are answered.
+                    self.can_finish(&peer_hs)?;
                 }
                 Phase::Running => {
                     let before = buf.len();
@@ -619,7 +621,11 @@ impl LinkCore {
     }
 
     fn check_handshake_done(&mut self) {
-        if self.hs.done || !self.hs.sent_gateway || self.hs.peer_gateway.is_none() {
+        if self.hs.done
+            || !self.hs.sent_gateway
+            || self.hs.peer_gateway.is_none()
+            || self.hs.keep_alive_call.is_some()
+        {
             return;
         }
         self.hs.done = true;
@@ -852,12 +858,9 @@ impl LinkCore {
                         )));
                     }
                 }
-                let peer_hs = self
-                    .hs
-                    .peer_object
-                    .clone()
-                    .ok_or_else(|| Error::Handshake("handshake object missing".to_owned()))?;
-                self.can_finish(&peer_hs)
+                self.hs.keep_alive_call = None;
+                self.check_handshake_done();
+                Ok(())
             }
             Pending::Finish => match result {
                 Ok(Value::Ref(ObjectRef::Remote(gw))) => {

@@ -321,6 +321,40 @@ fn keep_alive_is_negotiated_sent_and_expires() {
     }
 }
 
+/// Flights until both sides are open: each round carries what `a` has to
+/// send to `b`, then what `b` has to send back.
+fn rounds_to_open(a_cfg: LinkConfig, b_cfg: LinkConfig) -> usize {
+    let now = Instant::now();
+    let mut a = side(a_cfg, echo_gateway(), now);
+    let mut b = side(b_cfg, echo_gateway(), now);
+    for round in 1..=10 {
+        transfer(&mut a, &mut b, now).expect("a to b");
+        transfer(&mut b, &mut a, now).expect("b to a");
+        if a.core.is_open() && b.core.is_open() {
+            return round;
+        }
+    }
+    panic!("the handshake did not complete in 10 rounds");
+}
+
+#[test]
+fn a_keep_alive_request_costs_the_handshake_no_round_trip() {
+    let plain = rounds_to_open(LinkConfig::default(), LinkConfig::default());
+    let with_keep_alive = |d| LinkConfig {
+        keep_alive: Some(Duration::from_millis(d)),
+        ..LinkConfig::default()
+    };
+    // `finish()` goes out with the keep-alive request, not after its answer.
+    assert_eq!(
+        rounds_to_open(LinkConfig::default(), with_keep_alive(200)),
+        plain
+    );
+    assert_eq!(
+        rounds_to_open(with_keep_alive(200), with_keep_alive(300)),
+        plain
+    );
+}
+
 #[test]
 fn handshake_times_out() {
     let t0 = Instant::now();

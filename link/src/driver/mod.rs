@@ -528,20 +528,6 @@ where
         let now_std = now.into_std();
         self.core.set_now(now_std);
 
-        // Dropped proxies, and a close at once.
-        if !parked.signals {
-            if self.shared.signals.poll_driver(cx, &mut self.released) {
-                return Err(Error::Closed("closed locally".to_owned()));
-            }
-            if self.released.is_empty() {
-                parked.signals = true;
-            }
-            for id in std::mem::take(&mut self.released) {
-                self.core.release(id)?;
-                progress = true;
-            }
-        }
-
         // Local calls, while there is room to write. Calls are taken from
         // the shared queue only once the last batch is sent, so a full
         // output buffer leaves them queued and callers wait for room.
@@ -684,6 +670,22 @@ where
         // not when other traffic next wakes the driver.
         if self.core.poll_timeout().is_some_and(|t| t <= now_std) {
             self.core.handle_timeout(now_std)?;
+        }
+
+        // Dropped proxies, and a close at once: after the input and its
+        // events, so that what they released (the handshake objects, a
+        // peer gateway not kept) goes out in this write, not another.
+        if !parked.signals {
+            if self.shared.signals.poll_driver(cx, &mut self.released) {
+                return Err(Error::Closed("closed locally".to_owned()));
+            }
+            if self.released.is_empty() {
+                parked.signals = true;
+            }
+            for id in std::mem::take(&mut self.released) {
+                self.core.release(id)?;
+                progress = true;
+            }
         }
 
         // Write.
