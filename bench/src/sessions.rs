@@ -256,17 +256,17 @@ pub async fn session(
             .await
             .map_err(Failed::raw);
     }
-    let connecting = resolve::connect_to(&target.host, target.port, config);
-    let (link, gateway) = match tokio::time::timeout_at(deadline, connecting).await {
+    // Resolving goes out with the link's hellos where the server agrees
+    // (the direct handshake between vole peers).
+    let connecting = resolve::connect_resolving(&target.host, target.port, &target.path, config);
+    let (link, gateway, object) = match tokio::time::timeout_at(deadline, connecting).await {
         Ok(Ok(connected)) => connected,
+        Ok(Err(e @ LinkError::Resolve { .. })) => return Err(Failed::new(Stage::Resolve, Some(e))),
         Ok(Err(e)) => return Err(Failed::new(Stage::Connect, Some(e))),
         Err(_) => return Err(Failed::new(Stage::Timeout, None)),
     };
     let resumed = link.info().tls.as_ref().is_some_and(|t| t.resumed);
     let work = async {
-        let object = resolve::resolve_path(&gateway, &target.path)
-            .await
-            .map_err(|e| Failed::new(Stage::Resolve, Some(e)))?;
         let answer = object
             .call(method, vec![Value::Str(payload.to_owned())])
             .await

@@ -81,6 +81,9 @@ pub struct TlsInfo {
     pub peer_cert_sha256: Option<[u8; 32]>,
     /// Whether the TLS session was resumed.
     pub resumed: bool,
+    /// The ALPN protocol both sides agreed on, if any: `vole/1` between
+    /// two vole peers, whose link then runs the direct handshake.
+    pub alpn: Option<String>,
 }
 
 /// The context a call runs in: which link it came from, who the peer is,

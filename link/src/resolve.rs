@@ -14,10 +14,11 @@ use vole_transport::tls::{ClientCert, ServerTrust};
 use vole_transport::vop::Transport;
 use vole_transport::Entity;
 
+use crate::driver::{start_client, Started};
 use crate::object::{LinkInfo, Object, TlsInfo};
 use crate::publish::Published;
 use crate::uri::{format_relative, parse_relative, Query, Vri};
-use crate::{connect, Error, Link, LinkConfig, LinkSetup, ObjectRef, RemoteObject, Value};
+use crate::{Error, Link, LinkConfig, LinkSetup, ObjectRef, RemoteObject, Value};
 
 /// How a client connects.
 #[derive(Clone)]
@@ -121,6 +122,10 @@ impl LinkInfo {
                 server_name: t.sni.clone(),
                 peer_cert_sha256: t.peer_fingerprint,
                 resumed: t.resumed,
+                alpn: t
+                    .alpn
+                    .as_deref()
+                    .map(|a| String::from_utf8_lossy(a).into_owned()),
             }),
             node_id: None,
             identity: conn.identity.clone(),
@@ -136,7 +141,13 @@ pub async fn connect_to(
     port: u16,
     config: &ClientConfig,
 ) -> Result<(Link, RemoteObject), Error> {
-    let (conn, info) = stream::connect(host, port, &config.transport).await?;
+    start(host, port, config).await?.opened().await
+}
+
+/// Connects to `host:port` and starts the link.
+async fn start(host: &str, port: u16, config: &ClientConfig) -> Result<Started, Error> {
+    // The link writes its hellos at once: the TLS Finished goes with them.
+    let (conn, info) = stream::connect_held(host, port, &config.transport).await?;
     let gateway = config
         .gateway
         .clone()
@@ -146,7 +157,36 @@ pub async fn connect_to(
         gateway,
         info: LinkInfo::from_conn(&info),
     };
-    connect(conn, setup).await
+    Ok(start_client(conn, setup))
+}
+
+/// Connects to `host:port` and resolves `path` there ([`resolve_path`]):
+/// the link, the service's gateway and the object found.
+///
+/// Between two vole peers (the direct handshake, see `vole_link`'s
+/// `core::direct`) the `urlget` call goes out with the link's hellos, so
+/// resolving costs no round trip of its own. A link that does not open is
+/// reported as by [`connect_to`]; a path that does not resolve as
+/// [`Error::Resolve`].
+pub async fn connect_resolving(
+    host: &str,
+    port: u16,
+    path: &[String],
+    config: &ClientConfig,
+) -> Result<(Link, RemoteObject, RemoteObject), Error> {
+    let started = start(host, port, config).await?;
+    match started.early.clone() {
+        Some(early) if !path.is_empty() => {
+            let (opened, target) = tokio::join!(started.opened(), resolve_path(&early, path));
+            let (link, gateway) = opened?;
+            Ok((link, gateway, target?))
+        }
+        _ => {
+            let (link, gateway) = started.opened().await?;
+            let target = resolve_path(&gateway, path).await?;
+            Ok((link, gateway, target))
+        }
+    }
 }
 
 /// Connects to the service `uri` names and resolves it.
@@ -154,8 +194,11 @@ pub async fn resolve(uri: &str, config: &ClientConfig) -> Result<Resolved, Error
     let vri: Vri = uri.parse()?;
     let host = vri.host.to_string();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let (link, gateway) = connect_to(host, vri.port, config).await?;
-    let value = resolve_on(&gateway, &vri.path, vri.query.as_ref()).await?;
+    let (link, gateway, target) = connect_resolving(host, vri.port, &vri.path, config).await?;
+    let value = match vri.query.as_ref() {
+        None => Value::from(target),
+        Some(q) => call_query(&target, q).await?,
+    };
     Ok(Resolved {
         link,
         gateway,

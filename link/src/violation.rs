@@ -20,6 +20,14 @@ pub enum ProtocolViolation {
         /// What is wrong with it.
         reason: String,
     },
+    /// On a link with the direct handshake (both vole, agreed by TLS ALPN)
+    /// the peer must send its settings after its hello; it sent something
+    /// else, or settings this side cannot take.
+    #[error("bad direct-handshake settings: {reason}")]
+    BadDirectSettings {
+        /// What is wrong with them.
+        reason: String,
+    },
     /// After its hello the peer must send a reference to its handshake
     /// object; it sent something else.
     #[error("expected a reference to the peer's handshake object, got {found}")]

@@ -1,7 +1,9 @@
-//! Bytes that go out in front of a stream's first write, in the same
-//! system call: a client's VOP line ahead of its TLS ClientHello
-//! ([`crate::vop_ahead`]), a server's VOP reply ahead of its ServerHello
-//! ([`crate::stream::Prefixed::with_reply`]).
+//! Bytes that go out in front of a stream's next write, in the same system
+//! call ([`Ahead`]), and writes held back to go out together ([`Hold`]): a
+//! client's VOP line with its TLS ClientHello, and its TLS Finished with
+//! the link's first bytes ([`crate::vop_ahead`]); a server's VOP reply
+//! with its ServerHello, and its session tickets with the link's first
+//! bytes ([`crate::prefixed`]).
 
 use std::io;
 use std::pin::Pin;
@@ -24,6 +26,25 @@ impl Ahead {
     /// Whether all of it has gone out (or there was none).
     pub(crate) fn is_done(&self) -> bool {
         self.written == self.bytes.len()
+    }
+
+    /// How many bytes are still to go out.
+    pub(crate) fn pending(&self) -> usize {
+        self.bytes.len() - self.written
+    }
+
+    /// Adds `bufs` to the bytes to go out; their length.
+    pub(crate) fn hold(&mut self, bufs: &[io::IoSlice<'_>]) -> usize {
+        if self.is_done() {
+            self.bytes.clear();
+            self.written = 0;
+        }
+        let mut n = 0;
+        for b in bufs {
+            self.bytes.extend_from_slice(b);
+            n += b.len();
+        }
+        n
     }
 
     /// Writes what is left of these bytes in front of `bufs`, then `bufs`;
@@ -74,10 +95,99 @@ impl Ahead {
     }
 }
 
+/// Writes held back while a TLS handshake runs, to go out together: kept
+/// while holding and sent when the handshake would wait for the peer (its
+/// read finds nothing: call [`Hold::poll_read_pending`]); what the end of
+/// the handshake left held (a client's Finished, a server's session
+/// tickets) goes out with the first write after the hold ends, or at a
+/// flush or shutdown.
+///
+/// Only for a handshake that, having sent all it will before the peer
+/// answers, next reads (TLS does), followed by a caller that writes at
+/// once (a link, whose hellos go out when it starts): the held bytes then
+/// go out no later than before, and in one system call with the next.
+#[derive(Debug, Default)]
+pub(crate) struct Hold {
+    held: Ahead,
+    holding: bool,
+}
+
+impl Hold {
+    /// Holding, with `first` to go out before anything written.
+    pub(crate) fn new(first: Vec<u8>) -> Hold {
+        Hold {
+            held: Ahead::new(first),
+            holding: true,
+        }
+    }
+
+    /// Ends the hold: what is held goes out with the next write, or at the
+    /// next flush, shutdown or read that waits.
+    pub(crate) fn stop(&mut self) {
+        self.holding = false;
+    }
+
+    /// How many bytes are held, not yet sent.
+    pub(crate) fn held(&self) -> usize {
+        self.held.pending()
+    }
+
+    pub(crate) fn poll_write<S: AsyncWrite + Unpin>(
+        &mut self,
+        inner: &mut S,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.holding {
+            return Poll::Ready(Ok(self.held.hold(bufs)));
+        }
+        if self.held.is_done() {
+            return Pin::new(inner).poll_write_vectored(cx, bufs);
+        }
+        self.held.poll_write(inner, cx, bufs)
+    }
+
+    pub(crate) fn poll_flush<S: AsyncWrite + Unpin>(
+        &mut self,
+        inner: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.holding {
+            // Held on purpose: they go when a read waits or the hold ends.
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.held.poll_drain(inner, cx))?;
+        Pin::new(inner).poll_flush(cx)
+    }
+
+    pub(crate) fn poll_shutdown<S: AsyncWrite + Unpin>(
+        &mut self,
+        inner: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        ready!(self.held.poll_drain(inner, cx))?;
+        Pin::new(inner).poll_shutdown(cx)
+    }
+
+    /// The stream's read found nothing. During the handshake the peer may
+    /// be waiting for what is held, so it goes now; after it, the caller
+    /// writes next. (The read's waker is registered; the caller returns
+    /// `Pending` unless this fails.)
+    pub(crate) fn poll_read_pending<S: AsyncWrite + Unpin>(
+        &mut self,
+        inner: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.holding {
+            return Poll::Ready(Ok(()));
+        }
+        self.held.poll_drain(inner, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A writer that takes at most `limit` bytes per call.
     struct Trickle {
@@ -183,19 +293,5 @@ mod tests {
         ));
         assert_eq!(inner.got, b"REPLY\n");
         assert!(ahead.is_done());
-    }
-
-    #[tokio::test]
-    async fn over_a_real_pipe() {
-        let (a, mut b) = tokio::io::duplex(4);
-        let mut w = crate::stream::Prefixed::with_reply(Vec::new(), b"VOP\n".to_vec(), a);
-        let writer = tokio::spawn(async move {
-            w.write_all(b"tls bytes").await.expect("write");
-            w.shutdown().await.expect("shutdown");
-        });
-        let mut got = Vec::new();
-        b.read_to_end(&mut got).await.expect("read");
-        writer.await.expect("writer");
-        assert_eq!(got, b"VOP\ntls bytes");
     }
 }

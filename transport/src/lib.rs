@@ -34,6 +34,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+mod prefixed;
 pub mod proxy;
 pub mod serde;
 pub mod stream;

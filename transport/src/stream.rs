@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -20,7 +20,6 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::ahead::Ahead;
 use crate::identity::PeerIdentity;
 use crate::tls::{fingerprint, Fingerprint};
 use crate::vop::{self, ServerPolicy, Transport};
@@ -34,128 +33,7 @@ const TLS_STEP: &str = "tls handshake";
 /// The label of VTS handshake timeouts.
 const VTS_STEP: &str = "vts handshake";
 
-/// A stream with some bytes already read from it: reads return `prefix`
-/// first, then read from the inner stream. Writes go straight through.
-///
-/// A server may also hold its VOP reply back, to go out in front of its
-/// first write ([`Prefixed::with_reply`]).
-#[derive(Debug)]
-pub struct Prefixed<S> {
-    prefix: Vec<u8>,
-    pos: usize,
-    reply: Ahead,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    /// Wraps `inner`, with `prefix` to be read before anything from it.
-    pub fn new(prefix: Vec<u8>, inner: S) -> Prefixed<S> {
-        Prefixed::with_reply(prefix, Vec::new(), inner)
-    }
-
-    /// Wraps `inner`, with `prefix` to be read before anything from it and
-    /// `reply` to be written in front of the first bytes written (or by
-    /// the first flush): one system call for a VOP reply and the TLS
-    /// ServerHello. Only for a peer that does not wait for `reply` before
-    /// sending what the first write answers (a TLS client whose
-    /// ClientHello came with its VOP line).
-    pub fn with_reply(prefix: Vec<u8>, reply: Vec<u8>, inner: S) -> Prefixed<S> {
-        Prefixed {
-            prefix,
-            pos: 0,
-            reply: Ahead::new(reply),
-            inner,
-        }
-    }
-
-    /// The inner stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner stream, mutably. Reading from it directly skips the
-    /// prefix bytes not yet returned.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The prefix bytes not yet returned by a read.
-    pub fn buffered(&self) -> &[u8] {
-        &self.prefix[self.pos..]
-    }
-
-    /// The unread prefix bytes and the inner stream. (A reply held back
-    /// and not yet written is dropped: take parts only of a stream built
-    /// with [`Prefixed::new`], or written to.)
-    pub fn into_parts(mut self) -> (Vec<u8>, S) {
-        self.prefix.drain(..self.pos);
-        (self.prefix, self.inner)
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.prefix.len() {
-            let n = buf.remaining().min(this.prefix.len() - this.pos);
-            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.reply.is_done() {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
-        }
-        this.reply
-            .poll_write(&mut this.inner, cx, &[io::IoSlice::new(buf)])
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.reply.is_done() {
-            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        }
-        this.reply.poll_write(&mut this.inner, cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.reply.poll_drain(&mut this.inner, cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.reply.poll_drain(&mut this.inner, cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
-    }
-}
+pub use crate::prefixed::Prefixed;
 
 /// An established connection, after negotiation and any TLS handshake.
 ///
@@ -311,6 +189,9 @@ pub struct TlsInfo {
     /// Whether the session was resumed (a ticket or session id from an
     /// earlier connection) rather than a full handshake.
     pub resumed: bool,
+    /// The ALPN protocol both sides agreed on, if any (vole peers agree on
+    /// [`crate::tls::ALPN_DIRECT`]).
+    pub alpn: Option<Vec<u8>>,
 }
 
 impl TlsInfo {
@@ -331,6 +212,7 @@ impl TlsInfo {
             cipher_suite,
             sni,
             resumed: state.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            alpn: state.alpn_protocol().map(<[u8]>::to_vec),
             peer_fingerprint: state
                 .peer_certificates()
                 .and_then(|chain| chain.first())
@@ -411,6 +293,42 @@ impl ClientSettings {
     }
 }
 
+/// The client side of a TLS handshake over `io`, whose writes are held
+/// (see `VopAhead`), by `deadline`. On success the hold ends: the client's
+/// Finished is sent now, or with `hold` goes out with the first bytes
+/// written (see [`connect_held`]). On a TLS error the alert rustls wrote
+/// is sent before the error is returned; `None` is the deadline passing.
+async fn connect_tls(
+    config: &Arc<ClientConfig>,
+    name: ServerName<'static>,
+    io: VopAhead<TcpStream>,
+    deadline: Instant,
+    hold: bool,
+) -> Result<tokio_rustls::client::TlsStream<VopAhead<TcpStream>>, Option<io::Error>> {
+    let connect = TlsConnector::from(config.clone())
+        .connect(name, io)
+        .into_fallible();
+    match timeout_at(deadline, connect).await {
+        Err(_) => Err(None),
+        Ok(Ok(mut stream)) => {
+            stream.get_mut().0.stop_holding();
+            if !hold {
+                match timeout_at(deadline, stream.get_mut().0.flush()).await {
+                    Err(_) => return Err(None),
+                    Ok(Err(e)) => return Err(Some(e)),
+                    Ok(Ok(())) => {}
+                }
+            }
+            Ok(stream)
+        }
+        Ok(Err((e, mut io))) => {
+            io.stop_holding();
+            let _ = timeout_at(deadline, io.flush()).await;
+            Err(Some(e))
+        }
+    }
+}
+
 /// Turns an I/O error from a TLS handshake into the crate error, keeping
 /// the rustls error if there is one.
 pub(crate) fn map_tls_error(e: io::Error) -> Error {
@@ -464,11 +382,14 @@ pub async fn accept(
     let (transport, leftover) =
         vop::read_offer(&mut tcp, &settings.transports, settings.handshake_timeout).await?;
     let reply = vop::server_reply(transport);
-    // A TLS ClientHello that came with the offer (see `vop_ahead`) is
-    // answered with the reply and the ServerHello in one write. Otherwise
-    // the client waits for the reply before it sends more.
-    let io = if transport == Transport::Tls && !leftover.is_empty() {
-        Prefixed::with_reply(leftover, reply, tcp)
+    // TLS: the reply goes in front of the handshake's writes, which are
+    // held until it waits for the client (see `Prefixed::holding`). So a
+    // ClientHello that came with the offer (see `vop_ahead`) is answered
+    // with the reply and the ServerHello in one write (a client that waits
+    // for the reply gets it when the handshake waits for its ClientHello),
+    // and the session tickets go in the link's first write.
+    let io = if transport == Transport::Tls {
+        Prefixed::holding(leftover, reply, tcp)
     } else {
         timeout_at(deadline, async {
             tcp.write_all(&reply).await?;
@@ -505,10 +426,18 @@ pub async fn accept(
     let (conn, tls, identity) = match (transport, &settings.tls) {
         (Transport::Plain, _) => (Conn::Plain(io), None, None),
         (Transport::Tls, Some(config)) => {
-            let stream = timeout_at(deadline, TlsAcceptor::from(config.clone()).accept(io))
-                .await
-                .map_err(|_| Error::Timeout(TLS_STEP))?
-                .map_err(map_tls_error)?;
+            let accept = TlsAcceptor::from(config.clone()).accept(io).into_fallible();
+            let mut stream = match timeout_at(deadline, accept).await {
+                Err(_) => return Err(Error::Timeout(TLS_STEP)),
+                Ok(Ok(stream)) => stream,
+                Ok(Err((e, mut io))) => {
+                    // The alert rustls wrote to tell the client why.
+                    io.stop_holding();
+                    let _ = timeout_at(deadline, io.flush()).await;
+                    return Err(map_tls_error(e));
+                }
+            };
+            stream.get_mut().0.stop_holding();
             let session = stream.get_ref().1;
             let info = TlsInfo::from_state(session, session.server_name().map(str::to_owned));
             // rustls hands out a client's chain only once its verifier
@@ -549,6 +478,29 @@ pub async fn connect(
     host: &str,
     port: u16,
     settings: &ClientSettings,
+) -> Result<(Conn, ConnInfo), Error> {
+    connect_with(host, port, settings, false).await
+}
+
+/// [`connect`], for a caller that writes at once (a link, whose hellos go
+/// out when it starts): the client's TLS Finished is held back to go out
+/// in the same system call and TCP segment as the first bytes written (or
+/// at the first flush, or read that waits), rather than on its own. Until
+/// then the server has not finished its handshake: a caller that waits for
+/// the server without writing, flushing or reading waits for ever.
+pub async fn connect_held(
+    host: &str,
+    port: u16,
+    settings: &ClientSettings,
+) -> Result<(Conn, ConnInfo), Error> {
+    connect_with(host, port, settings, true).await
+}
+
+async fn connect_with(
+    host: &str,
+    port: u16,
+    settings: &ClientSettings,
+    hold: bool,
 ) -> Result<(Conn, ConnInfo), Error> {
     settings.validate()?;
     let bare = host
@@ -607,19 +559,15 @@ pub async fn connect(
         // TLS is the only answer that lets this client go on: its
         // ClientHello goes out behind the VOP line (see `vop_ahead`).
         let (ahead, state) = VopAhead::new(tcp);
-        let handshake = timeout_at(
-            deadline,
-            TlsConnector::from(config.clone()).connect(name, ahead),
-        )
-        .await;
+        let handshake = connect_tls(config, name, ahead, deadline, hold).await;
         let vop_failure = || state.lock().ok().and_then(|mut s| s.failure());
         let stream = match handshake {
-            Err(_) => {
+            Err(None) => {
                 let replied = state.lock().map(|s| s.replied()).unwrap_or(true);
                 return Err(Error::Timeout(if replied { TLS_STEP } else { vop::STEP }));
             }
-            Ok(Err(e)) => return Err(vop_failure().unwrap_or_else(|| map_tls_error(e))),
-            Ok(Ok(stream)) => stream,
+            Err(Some(e)) => return Err(vop_failure().unwrap_or_else(|| map_tls_error(e))),
+            Ok(stream) => stream,
         };
         let tls = TlsInfo::from_state(stream.get_ref().1, None);
         let info = ConnInfo {
@@ -661,15 +609,14 @@ pub async fn connect(
                     leftover.len()
                 )));
             }
-            // The reply is read: the wrapper passes everything through.
+            // The reply is read: the wrapper only holds the handshake's
+            // writes.
             let ahead = VopAhead::through(tcp);
-            let stream = timeout_at(
-                deadline,
-                TlsConnector::from(config.clone()).connect(name, ahead),
-            )
-            .await
-            .map_err(|_| Error::Timeout(TLS_STEP))?
-            .map_err(map_tls_error)?;
+            let stream = match connect_tls(config, name, ahead, deadline, hold).await {
+                Ok(stream) => stream,
+                Err(None) => return Err(Error::Timeout(TLS_STEP)),
+                Err(Some(e)) => return Err(map_tls_error(e)),
+            };
             let info = TlsInfo::from_state(stream.get_ref().1, None);
             (Conn::TlsClient(Box::new(stream)), Some(info))
         }
@@ -1321,23 +1268,5 @@ mod tests {
             Error::Io(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[tokio::test]
-    async fn prefixed_returns_the_prefix_first() {
-        let (mut a, b) = tokio::io::duplex(64);
-        a.write_all(b"world").await.expect("write");
-        drop(a);
-        let mut p = Prefixed::new(b"hello ".to_vec(), b);
-        let mut small = [0u8; 4];
-        p.read_exact(&mut small).await.expect("read");
-        assert_eq!(&small, b"hell");
-        assert_eq!(p.buffered(), b"o ");
-        let mut rest = Vec::new();
-        p.read_to_end(&mut rest).await.expect("read");
-        assert_eq!(rest, b"o world");
-        assert!(p.buffered().is_empty());
-        let (left, _) = Prefixed::new(b"abc".to_vec(), tokio::io::empty()).into_parts();
-        assert_eq!(left, b"abc");
     }
 }

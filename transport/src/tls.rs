@@ -19,6 +19,13 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 
 use crate::Error;
 
+/// The TLS ALPN protocol by which two vole peers agree on the link's direct
+/// handshake (see `vole_link`): vole clients offer it and vole servers
+/// accept it. A peer that does not know it (a VPy peer, an older vole)
+/// offers or accepts no ALPN protocol, and the link runs the standard
+/// handshake.
+pub const ALPN_DIRECT: &[u8] = b"vole/1";
+
 /// File name of the dev certificate inside the state directory.
 pub const DEV_CERT_FILE: &str = "dev-cert.pem";
 /// File name of the dev private key inside the state directory.
@@ -391,7 +398,7 @@ fn server_config_from_parts(
             builder.with_client_cert_verifier(auth.verifier_at(Path::new("<client CA>"))?)
         }
     };
-    let config = builder.with_single_cert(certs, key).map_err(|e| match e {
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => cred(
             key_path,
             format!(
@@ -401,6 +408,7 @@ fn server_config_from_parts(
         ),
         e => cred(cert_path, format!("unusable certificate: {e}")),
     })?;
+    config.alpn_protocols = vec![ALPN_DIRECT.to_vec()];
     Ok(ServerTls {
         config: Arc::new(config),
         fingerprint: fp,
@@ -564,12 +572,13 @@ pub fn client_config_with(
                 }))
         }
     };
-    let config = match cert {
+    let mut config = match cert {
         None => config.with_no_client_auth(),
         Some(c) => config
             .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
             .map_err(|e| Error::TlsConfig(format!("client certificate: {e}")))?,
     };
+    config.alpn_protocols = vec![ALPN_DIRECT.to_vec()];
     Ok(Arc::new(config))
 }
 

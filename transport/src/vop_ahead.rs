@@ -21,7 +21,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::ahead::Ahead;
+use crate::ahead::Hold;
 use crate::vop::{self, Transport, MAX_LINE};
 use crate::Error;
 
@@ -61,7 +61,8 @@ enum Reply {
 #[derive(Debug)]
 pub struct VopAhead<S> {
     inner: S,
-    line: Ahead,
+    /// The VOP line, then the handshake's writes, held (see [`Hold`]).
+    hold: Hold,
     reply: Reply,
     state: Arc<Mutex<AheadState>>,
 }
@@ -73,7 +74,7 @@ impl<S> VopAhead<S> {
         let state = Arc::new(Mutex::new(AheadState::default()));
         let ahead = VopAhead {
             inner,
-            line: Ahead::new(vop::client_line(&[Transport::Tls])),
+            hold: Hold::new(vop::client_line(&[Transport::Tls])),
             reply: Reply::Reading(Vec::new()),
             state: state.clone(),
         };
@@ -85,7 +86,7 @@ impl<S> VopAhead<S> {
     pub fn through(inner: S) -> VopAhead<S> {
         VopAhead {
             inner,
-            line: Ahead::default(),
+            hold: Hold::new(Vec::new()),
             reply: Reply::Through,
             state: Arc::new(Mutex::new(AheadState {
                 replied: true,
@@ -99,6 +100,13 @@ impl<S> VopAhead<S> {
         &self.inner
     }
 
+    /// Ends the hold on writes (after the TLS handshake): what is held
+    /// (the client's Finished) goes out with the next write, the link's
+    /// first bytes, or at the next flush or shutdown.
+    pub fn stop_holding(&mut self) {
+        self.hold.stop();
+    }
+
     fn fail(&self, e: Error) -> io::Error {
         let text = e.to_string();
         if let Ok(mut s) = self.state.lock() {
@@ -108,7 +116,7 @@ impl<S> VopAhead<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for VopAhead<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for VopAhead<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -117,7 +125,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for VopAhead<S> {
         let this = self.get_mut();
         loop {
             match &mut this.reply {
-                Reply::Through => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Reply::Through => {
+                    return match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                        Poll::Pending => {
+                            ready!(this.hold.poll_read_pending(&mut this.inner, cx))?;
+                            Poll::Pending
+                        }
+                        done => done,
+                    };
+                }
                 Reply::Past(bytes, pos) => {
                     let n = buf.remaining().min(bytes.len() - *pos);
                     buf.put_slice(&bytes[*pos..*pos + n]);
@@ -131,7 +147,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for VopAhead<S> {
                     let mut chunk = [0u8; MAX_LINE];
                     let room = MAX_LINE.saturating_sub(got.len()).max(1);
                     let mut rb = ReadBuf::new(&mut chunk[..room]);
-                    let read = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb));
+                    let read = match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                        Poll::Pending => {
+                            // The line and the ClientHello, held till now.
+                            ready!(this.hold.poll_read_pending(&mut this.inner, cx))?;
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(read) => read,
+                    };
                     let closed = match read {
                         Ok(()) if rb.filled().is_empty() => true,
                         Ok(()) => false,
@@ -172,12 +195,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for VopAhead<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.line.is_done() {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
-        }
-        this.line
-            .poll_write(&mut this.inner, cx, &[io::IoSlice::new(buf)])
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -186,27 +204,28 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for VopAhead<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.line.poll_write(&mut this.inner, cx, bufs)
+        this.hold.poll_write(&mut this.inner, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.line.poll_drain(&mut this.inner, cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        this.hold.poll_flush(&mut this.inner, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        this.hold.poll_shutdown(&mut this.inner, cx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 
     /// The line goes out in front of the first write; the reply comes off
@@ -217,14 +236,20 @@ mod tests {
         let (mut ahead, state) = VopAhead::new(a);
         ahead.write_all(b"\x16hello").await.expect("write");
         ahead.flush().await.expect("flush");
+        // Held (the handshake's writes go out when it waits for the server).
         let mut got = vec![0u8; 64];
-        let n = b.read(&mut got).await.expect("read");
-        assert_eq!(&got[..n], b"VOP_DRAFT-0.8 TRANSPORTS:TLS\n\x16hello");
-        // The reply arrives in pieces, with TLS bytes behind it.
-        b.write_all(b"VOP_DRAFT-0.8 USE_TRA").await.expect("w");
-        b.write_all(b"NSPORT:TLS\n\x16srv").await.expect("w");
+        let early = tokio::time::timeout(Duration::ZERO, b.read(&mut got)).await;
+        assert!(early.is_err(), "nothing sent before the handshake reads");
         let mut out = [0u8; 4];
-        ahead.read_exact(&mut out).await.expect("read");
+        let server = async {
+            let n = b.read(&mut got).await.expect("read");
+            assert_eq!(&got[..n], b"VOP_DRAFT-0.8 TRANSPORTS:TLS\n\x16hello");
+            // The reply arrives in pieces, with TLS bytes behind it.
+            b.write_all(b"VOP_DRAFT-0.8 USE_TRA").await.expect("w");
+            b.write_all(b"NSPORT:TLS\n\x16srv").await.expect("w");
+        };
+        let (read, ()) = tokio::join!(ahead.read_exact(&mut out), server);
+        read.expect("read");
         assert_eq!(&out, b"\x16srv");
         assert!(state.lock().expect("lock").replied());
         // Then straight through.
@@ -239,6 +264,9 @@ mod tests {
         let (a, mut b) = duplex(4096);
         let mut ahead = VopAhead::through(a);
         ahead.write_all(b"\x16hi").await.expect("write");
+        // Held until the hold ends (or a read waits).
+        ahead.stop_holding();
+        ahead.flush().await.expect("flush");
         let mut got = [0u8; 3];
         b.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"\x16hi");

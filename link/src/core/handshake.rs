@@ -25,6 +25,9 @@ impl Object for HandshakeObject {
 /// made on the peer's, and what has been exchanged.
 #[derive(Default)]
 pub(super) struct Handshake {
+    /// The peer agreed on the direct handshake (see `direct`): none of
+    /// the rest is used.
+    pub(super) direct: bool,
     pub(super) our_id: i64,
     pub(super) peer_object: Option<RemoteObject>,
     pub(super) keep_alive_call: Option<i64>,

@@ -35,6 +35,7 @@
 //! [`LinkCore::handle_timeout`] when it fires.
 
 mod config;
+mod direct;
 mod handshake;
 mod keepalive;
 mod message;
@@ -94,7 +95,10 @@ pub(crate) enum Event {
 enum Phase {
     VecHello,
     VolHello,
+    /// The standard handshake: the peer's handshake object comes next.
     PeerHandshake,
+    /// The direct handshake: the peer's settings come next.
+    PeerSettings,
     Running,
 }
 
@@ -179,7 +183,14 @@ impl LinkCore {
             pending: SeqMap::default(),
             cancelled: 0,
             events: VecDeque::new(),
-            hs: Handshake::default(),
+            hs: Handshake {
+                direct: shared
+                    .info
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.alpn.as_deref() == Some(direct::ALPN)),
+                ..Handshake::default()
+            },
             draining: false,
             refused: Refused::default(),
             now,
@@ -194,11 +205,58 @@ impl LinkCore {
         }
     }
 
-    /// Queues this side's VEC hello and VOL hello.
+    /// Queues this side's VEC hello and VOL hello, and on a link whose
+    /// peer agreed on the direct handshake (see [`direct`]), its settings;
+    /// calls may then be made at once, on [`LinkCore::early_gateway`].
     pub(crate) fn start(&mut self) -> Result<(), Error> {
         self.out
             .extend_from_slice(&vec_hello::line(Some(Codec::Utf8)));
-        self.write_raw(&proto::hello())
+        self.write_raw(&proto::hello())?;
+        if self.hs.direct {
+            self.start_direct()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the direct handshake (see [`direct`]): queues this side's
+    /// settings and takes both gateways as exchanged, so calls may go at
+    /// once ([`LinkCore::early_gateway`]); the peer's gateway is reported
+    /// when the peer has said its part.
+    fn start_direct(&mut self) -> Result<(), Error> {
+        self.write_raw(&direct::settings(&self.config))?;
+        let gateway = self.gateway.clone();
+        let key = object_key(&gateway);
+        let id = self.refs.register_sent(gateway, key);
+        if id != direct::GATEWAY_ID {
+            // The table is empty when a link starts, so its first object
+            // gets id 1; anything else is a bug here, not the peer's.
+            return Err(Error::Handshake(format!(
+                "direct handshake: gateway got id {id}, not {}",
+                direct::GATEWAY_ID
+            )));
+        }
+        self.hs.peer_gateway = Some(self.refs.received(direct::GATEWAY_ID));
+        self.hs.done = true;
+        self.last_call_in = self.now;
+        Ok(())
+    }
+
+    /// On a direct link (see [`direct`]) whose peer has not yet sent its
+    /// settings: the peer's gateway, to call before the handshake
+    /// completes (the calls go out with this side's hellos). It is
+    /// reported as usual, by [`Event::HandshakeDone`], once the peer's
+    /// settings arrive.
+    pub(crate) fn early_gateway(&self) -> Option<RemoteObject> {
+        if !self.hs.direct {
+            return None;
+        }
+        self.hs.peer_gateway.clone()
+    }
+
+    /// Whether the handshake is still under way: the peer has not yet sent
+    /// all it owes (on a direct link, its hellos and settings).
+    fn handshaking(&self) -> bool {
+        !self.hs.done || !matches!(self.phase, Phase::Running)
     }
 
     /// Bytes waiting to be written.
@@ -307,6 +365,10 @@ impl LinkCore {
                     if let Some((license, url)) = &peer.copyleft {
                         tracing::debug!(link = self.shared.id, %license, %url, "peer announces copyleft license");
                     }
+                    if self.hs.direct {
+                        self.phase = Phase::PeerSettings;
+                        continue;
+                    }
                     // Publish the handshake object.
                     let hs: Arc<dyn Object> = Arc::new(HandshakeObject);
                     self.hs.our_id = self.refs.register_local(hs.clone(), object_key(&hs));
@@ -339,6 +401,17 @@ impl LinkCore {
                     // round trip. The handshake completes only once both
                     // are answered.
                     self.can_finish(&peer_hs)?;
+                }
+                Phase::PeerSettings => {
+                    let Some(settings) = self.decoder.decode(buf, &mut self.refs)? else {
+                        return Ok(());
+                    };
+                    direct::agree(&settings, &self.config, &mut self.keep_alive, self.now)?;
+                    if let Some(gateway) = self.hs.peer_gateway.take() {
+                        self.events.push_back(Event::HandshakeDone(gateway));
+                    }
+                    tracing::debug!(link = self.shared.id, "direct link handshake completed");
+                    self.phase = Phase::Running;
                 }
                 Phase::Running => {
                     let before = buf.len();
@@ -524,7 +597,7 @@ impl LinkCore {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if !self.hs.done {
+        if self.handshaking() {
             consider(self.handshake_deadline);
         }
         if let Some(t) = self.keep_alive.deadline() {
@@ -536,7 +609,7 @@ impl LinkCore {
     /// Advances timers.
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
         self.now = now;
-        if !self.hs.done && now >= self.handshake_deadline {
+        if self.handshaking() && now >= self.handshake_deadline {
             return Err(Error::Timeout("link handshake"));
         }
         if self.keep_alive.expired(now) {

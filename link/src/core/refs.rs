@@ -81,6 +81,37 @@ impl RefTable {
         id
     }
 
+    /// Registers `object` (whose address is `key`) as sent once, though
+    /// no reference went on the wire: the gateway of a direct handshake.
+    pub(super) fn register_sent(&mut self, object: Arc<dyn Object>, key: usize) -> i64 {
+        let id = self.register_local(object, key);
+        if let Some(entry) = self.local.get_mut(&id) {
+            entry.sends += 1;
+        }
+        id
+    }
+
+    /// A proxy for the peer's object `id`, counted as received once more
+    /// (a direct handshake's peer gateway is received so, though no
+    /// reference came on the wire).
+    pub(super) fn received(&mut self, id: i64) -> RemoteObject {
+        let entry = self.peer.entry(id).or_insert(PeerEntry {
+            proxy: Weak::new(),
+            recvs: 0,
+            deref_sent: false,
+        });
+        entry.recvs += 1;
+        match RemoteObject::upgrade(&entry.proxy) {
+            Some(p) => p,
+            None => {
+                let p = RemoteObject::new(id, self.shared.clone());
+                entry.proxy = p.downgrade();
+                entry.deref_sent = false;
+                p
+            }
+        }
+    }
+
     /// Undoes the send counts raised by an encode that failed.
     pub(super) fn rollback(&mut self) {
         for id in self.journal.drain(..) {
@@ -211,24 +242,7 @@ impl RefDecoder<ObjectRef> for RefTable {
                 .get(&wire.id)
                 .map(|e| ObjectRef::Local(e.object.clone()))
                 .ok_or(vole_transport::Error::UnknownObject { id: wire.id }),
-            Owner::Sender => {
-                let entry = self.peer.entry(wire.id).or_insert(PeerEntry {
-                    proxy: Weak::new(),
-                    recvs: 0,
-                    deref_sent: false,
-                });
-                entry.recvs += 1;
-                let proxy = match RemoteObject::upgrade(&entry.proxy) {
-                    Some(p) => p,
-                    None => {
-                        let p = RemoteObject::new(wire.id, self.shared.clone());
-                        entry.proxy = p.downgrade();
-                        entry.deref_sent = false;
-                        p
-                    }
-                };
-                Ok(ObjectRef::Remote(proxy))
-            }
+            Owner::Sender => Ok(ObjectRef::Remote(self.received(wire.id))),
         }
     }
 }

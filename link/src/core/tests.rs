@@ -733,3 +733,118 @@ fn a_cancelled_exception_is_an_error_of_its_own() {
         done[1].1
     );
 }
+
+/// A side whose TLS peer agreed on the direct handshake.
+fn direct_side(config: LinkConfig, now: Instant) -> Side {
+    let info = LinkInfo {
+        tls: Some(crate::info::TlsInfo {
+            alpn: Some(direct::ALPN.to_owned()),
+            ..crate::info::TlsInfo::default()
+        }),
+        ..LinkInfo::default()
+    };
+    let shared = Arc::new(Shared::new(info));
+    let mut core = LinkCore::new(config, shared, echo_gateway(), now);
+    core.start().expect("start");
+    Side {
+        core,
+        inbuf: BytesMut::new(),
+        events: Vec::new(),
+    }
+}
+
+#[test]
+fn a_direct_handshake_lets_the_first_call_go_with_the_hellos() {
+    let now = Instant::now();
+    let mut a = direct_side(LinkConfig::default(), now);
+    let mut b = direct_side(LinkConfig::default(), now);
+    // Both know the peer's gateway before a byte has moved, and may call.
+    let early_b = a.core.early_gateway().expect("a has b's gateway");
+    assert!(b.core.early_gateway().is_some());
+    assert!(a.core.is_open() && b.core.is_open());
+    assert_eq!(early_b.id(), 1);
+    call_echo(&mut a, &early_b, 7);
+    drop(early_b);
+    // One flight each way: a's hellos, settings and call; b's hellos,
+    // settings and answer. The handshake completes on each side as the
+    // peer's settings arrive.
+    transfer(&mut a, &mut b, now).expect("a to b");
+    let gw_a = take_gateway(&mut b);
+    answer_calls(&mut b);
+    transfer(&mut b, &mut a, now).expect("b to a");
+    let gw_b = take_gateway(&mut a);
+    assert_eq!((gw_a.id(), gw_b.id()), (1, 1));
+    let done = completed(&mut a);
+    assert_eq!(done.len(), 1);
+    assert!(matches!(&done[0], (Reply::Slot(7), Ok(Value::Int(7)))));
+    assert!(!a.core.handshaking() && !b.core.handshaking());
+    assert!(a.core.early_gateway().is_none(), "reported, not kept");
+    // Releasing a gateway works as for one that came on the wire.
+    drop(gw_a);
+    pump(&mut a, &mut b, now).expect("derefs");
+    assert_eq!(a.core.refs.local.len(), 0, "b released a's gateway");
+    assert_eq!(b.core.refs.peer.len(), 0);
+    assert_eq!(b.core.refs.local.len(), 1, "a still holds b's");
+}
+
+#[test]
+fn a_direct_handshake_agrees_keep_alives_as_the_standard_one_does() {
+    let t0 = Instant::now();
+    let mut a = direct_side(
+        LinkConfig {
+            keep_alive: Some(Duration::from_millis(200)),
+            ..LinkConfig::default()
+        },
+        t0,
+    );
+    let mut b = direct_side(
+        LinkConfig {
+            keep_alive_min_send: Duration::from_millis(300),
+            ..LinkConfig::default()
+        },
+        t0,
+    );
+    pump(&mut a, &mut b, t0).expect("handshake");
+    assert_eq!(a.core.keep_alive.recv, Some(Duration::from_millis(300)));
+    assert_eq!(b.core.keep_alive.send, Some(Duration::from_millis(300)));
+    assert_eq!(a.core.keep_alive.send, None);
+    assert_eq!(b.core.keep_alive.recv, None);
+}
+
+#[test]
+fn a_direct_side_refuses_a_standard_peer_and_waits_no_longer_than_the_deadline() {
+    let t0 = Instant::now();
+    let mut a = direct_side(LinkConfig::default(), t0);
+    let mut b = side(LinkConfig::default(), echo_gateway(), t0);
+    // The standard peer's handshake object is no settings entity.
+    let mut err = None;
+    for _ in 0..4 {
+        if let Err(e) = transfer(&mut b, &mut a, t0).and_then(|_| transfer(&mut a, &mut b, t0)) {
+            err = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(
+            err,
+            Some(Error::Protocol(V::BadDirectSettings { .. }))
+                | Some(Error::Protocol(V::NotAHandshakeObject { .. }))
+        ),
+        "{err:?}"
+    );
+    // A peer that sends nothing: the handshake deadline still holds,
+    // though calls could be made at once.
+    let mut c = direct_side(
+        LinkConfig {
+            handshake_timeout: Duration::from_secs(1),
+            ..LinkConfig::default()
+        },
+        t0,
+    );
+    assert!(c.core.is_open());
+    assert_eq!(c.core.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+    assert!(matches!(
+        c.core.handle_timeout(t0 + Duration::from_secs(1)),
+        Err(Error::Timeout("link handshake"))
+    ));
+}

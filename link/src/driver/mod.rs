@@ -1004,18 +1004,50 @@ where
 
 /// Runs a link on the connecting side: spawns its driver and waits for the
 /// handshake. Returns the link and the peer's gateway.
-pub async fn connect<IO>(io: IO, mut setup: LinkSetup) -> Result<(Link, RemoteObject), Error>
+pub async fn connect<IO>(io: IO, setup: LinkSetup) -> Result<(Link, RemoteObject), Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    start_client(io, setup).opened().await
+}
+
+/// A connecting side's link whose driver runs, before its handshake has
+/// completed.
+pub(crate) struct Started {
+    link: Link,
+    /// On a direct link, the peer's gateway, to call at once (see
+    /// `LinkCore::early_gateway`).
+    pub(crate) early: Option<RemoteObject>,
+    handshake: HandshakeReceiver,
+}
+
+impl Started {
+    /// Waits for the handshake: the link and the peer's gateway, or why
+    /// the link did not open (a server that refused the TLS session is
+    /// reported here, not by the calls made early).
+    pub(crate) async fn opened(self) -> Result<(Link, RemoteObject), Error> {
+        match self.handshake.await {
+            Ok(Ok(Some(gateway))) => Ok((self.link, gateway)),
+            Ok(Ok(None)) => Err(Error::Handshake("peer gateway was not kept".to_owned())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Handshake(self.link.closed().await.to_string())),
+        }
+    }
+}
+
+/// Starts a link on the connecting side: spawns its driver.
+pub(crate) fn start_client<IO>(io: IO, mut setup: LinkSetup) -> Started
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     setup.config.hold_peer = true;
     let (link, driver, handshake) = Driver::new(io, setup);
+    let early = driver.core.early_gateway();
     tokio::spawn(driver);
-    match handshake.await {
-        Ok(Ok(Some(gateway))) => Ok((link, gateway)),
-        Ok(Ok(None)) => Err(Error::Handshake("peer gateway was not kept".to_owned())),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(Error::Handshake(link.closed().await.to_string())),
+    Started {
+        link,
+        early,
+        handshake,
     }
 }
 
