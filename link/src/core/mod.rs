@@ -25,7 +25,9 @@
 //!
 //! The parts with a state of their own have their own files: [`config`]
 //! (the settings), [`handshake`] (the handshake object and the state of the
-//! exchange), [`refs`] (the id spaces and reference counts), [`keepalive`]
+//! exchange) with [`standard`] (the core's part in the call-based
+//! handshake), [`direct`] (the direct handshake between two vole peers,
+//! agreed by TLS ALPN), [`refs`] (the id spaces and reference counts), [`keepalive`]
 //! (periods, deadlines, flood check) and [`message`] (taking a message
 //! apart as it is decoded). This file sequences them.
 //!
@@ -40,16 +42,16 @@ mod handshake;
 mod keepalive;
 mod message;
 mod refs;
+mod standard;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use vole_transport::vec::{
     hello as vec_hello, Codec, DecodeConfig, Decoder, EncodeConfig, Encoder, Part,
 };
-use vole_transport::Entity;
 
 use crate::calls::Reply;
 use crate::info::CallContext;
@@ -59,7 +61,7 @@ use crate::seqmap::SeqMap;
 use crate::violation::ProtocolViolation as V;
 
 pub use config::{LinkConfig, Overload, DEFAULT_MAX_BUFFERED, OVERLOADED};
-use handshake::{Handshake, HandshakeObject};
+use handshake::Handshake;
 use keepalive::KeepAlive;
 use message::{pair, read_message, Incoming, MethodName};
 use refs::{object_key, RefTable};
@@ -369,38 +371,15 @@ impl LinkCore {
                         self.phase = Phase::PeerSettings;
                         continue;
                     }
-                    // Publish the handshake object.
-                    let hs: Arc<dyn Object> = Arc::new(HandshakeObject);
-                    self.hs.our_id = self.refs.register_local(hs.clone(), object_key(&hs));
-                    self.write_raw(&Entity::Ref(ObjectRef::Local(hs)))?;
+                    self.publish_handshake_object()?;
                     self.phase = Phase::PeerHandshake;
                 }
                 Phase::PeerHandshake => {
                     let Some(obj) = self.decoder.decode(buf, &mut self.refs)? else {
                         return Ok(());
                     };
-                    let Entity::Ref(ObjectRef::Remote(peer_hs)) = obj else {
-                        return Err(Error::Protocol(V::NotAHandshakeObject {
-                            found: obj.kind(),
-                        }));
-                    };
                     self.phase = Phase::Running;
-                    self.hs.peer_object = Some(peer_hs.clone());
-                    if let Some(period) = self.config.keep_alive {
-                        let ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
-                        let id = self.send_call(
-                            &peer_hs,
-                            &[Value::str("keep_alive"), Value::Int(ms)],
-                            CallKind::Normal,
-                        )?;
-                        self.pending.insert(id as u64, Pending::KeepAlive);
-                        self.hs.keep_alive_call = Some(id);
-                    }
-                    // `finish()` goes in the same flight as the keep-alive
-                    // request: waiting for that answer first would cost a
-                    // round trip. The handshake completes only once both
-                    // are answered.
-                    self.can_finish(&peer_hs)?;
+                    self.peer_handshake_object(obj)?;
                 }
                 Phase::PeerSettings => {
                     let Some(settings) = self.decoder.decode(buf, &mut self.refs)? else {
@@ -674,45 +653,6 @@ impl LinkCore {
         self.send_message(kind.code(), Part::Tuple(&payload))
     }
 
-    fn can_finish(&mut self, peer_hs: &RemoteObject) -> Result<(), Error> {
-        self.hs.allow_finish = true;
-        for call_id in std::mem::take(&mut self.hs.deferred_finish) {
-            self.answer_finish(call_id)?;
-        }
-        let id = self.send_call(peer_hs, &[Value::str("finish")], CallKind::Normal)?;
-        self.pending.insert(id as u64, Pending::Finish);
-        self.hs.finish_call = Some(id);
-        Ok(())
-    }
-
-    fn answer_finish(&mut self, call_id: u64) -> Result<(), Error> {
-        let gw = Value::Ref(ObjectRef::Local(self.gateway.clone()));
-        self.respond(call_id, CallKind::Normal, Ok(gw))?;
-        self.hs.sent_gateway = true;
-        self.check_handshake_done();
-        Ok(())
-    }
-
-    fn check_handshake_done(&mut self) {
-        if self.hs.done
-            || !self.hs.sent_gateway
-            || self.hs.peer_gateway.is_none()
-            || self.hs.keep_alive_call.is_some()
-        {
-            return;
-        }
-        self.hs.done = true;
-        // The peer calls next: a drain waits for that as for any call.
-        self.last_call_in = self.now;
-        // Release the peer's handshake object (its proxy drop sends the
-        // NOTIFY_DEREF).
-        self.hs.peer_object = None;
-        if let Some(gw) = self.hs.peer_gateway.take() {
-            self.events.push_back(Event::HandshakeDone(gw));
-        }
-        tracing::debug!(link = self.shared.id, "link handshake completed");
-    }
-
     fn handle_message(&mut self, msg: Incoming, now: Instant) -> Result<(), Error> {
         match msg {
             Incoming::Call {
@@ -843,48 +783,6 @@ impl LinkCore {
         Ok(())
     }
 
-    fn handshake_call(
-        &mut self,
-        call_id: u64,
-        kind: CallKind,
-        args: Vec<Value>,
-    ) -> Result<(), Error> {
-        match args.as_slice() {
-            [Value::Str(m)] if m == "finish" => {
-                if self.hs.sent_gateway {
-                    return Err(Error::Protocol(V::FinishCalledTwice {
-                        msg_id: call_id as i64,
-                    }));
-                }
-                if self.hs.allow_finish {
-                    self.answer_finish(call_id)
-                } else {
-                    self.hs.deferred_finish.push(call_id);
-                    Ok(())
-                }
-            }
-            [Value::Str(m), Value::Int(ms)] if m == "keep_alive" => {
-                if self.hs.got_keep_alive_request || *ms <= 0 {
-                    return Err(Error::Protocol(V::BadKeepAliveRequest {
-                        msg_id: call_id as i64,
-                        period_ms: *ms,
-                    }));
-                }
-                self.hs.got_keep_alive_request = true;
-                let min =
-                    i64::try_from(self.config.keep_alive_min_send.as_millis()).unwrap_or(i64::MAX);
-                let granted = (*ms).max(min);
-                self.keep_alive.send = Some(Duration::from_millis(granted as u64));
-                self.keep_alive.last_sent = self.now;
-                self.respond(call_id, kind, Ok(Value::Int(granted)))
-            }
-            _ => Err(Error::Protocol(V::UnexpectedHandshakeCall {
-                msg_id: call_id as i64,
-                call: format!("{args:?}"),
-            })),
-        }
-    }
-
     /// The outcome `result` of this side's call `call_id`, which message
     /// `msg_id` of code `code` carried.
     fn outcome(
@@ -916,36 +814,8 @@ impl LinkCore {
                 );
                 Ok(())
             }
-            Pending::KeepAlive => {
-                let requested = self.config.keep_alive.unwrap_or_default();
-                match result {
-                    Ok(Value::Int(ms))
-                        if ms > 0 && Duration::from_millis(ms as u64) >= requested =>
-                    {
-                        self.keep_alive.recv = Some(Duration::from_millis(ms as u64));
-                    }
-                    other => {
-                        return Err(Error::Handshake(format!(
-                            "peer refused keep-alive: {:?}",
-                            other.map(|v| v.kind())
-                        )));
-                    }
-                }
-                self.hs.keep_alive_call = None;
-                self.check_handshake_done();
-                Ok(())
-            }
-            Pending::Finish => match result {
-                Ok(Value::Ref(ObjectRef::Remote(gw))) => {
-                    self.hs.peer_gateway = Some(gw);
-                    self.check_handshake_done();
-                    Ok(())
-                }
-                Ok(other) => Err(Error::Protocol(V::GatewayNotAnObject {
-                    found: other.kind(),
-                })),
-                Err(e) => Err(Error::Handshake(format!("peer refused finish(): {e}"))),
-            },
+            Pending::KeepAlive => self.keep_alive_answer(result),
+            Pending::Finish => self.finish_answer(result),
         }
     }
 

@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use super::*;
 use crate::info::LinkInfo;
 use crate::publish::Published;
+use vole_transport::Entity;
 
 struct Side {
     core: LinkCore,

@@ -11,6 +11,7 @@ use tokio::time::timeout;
 
 use super::*;
 use crate::budget::Budget;
+use crate::model::Value;
 use crate::publish::Published;
 
 const LIMIT: Duration = Duration::from_secs(10);

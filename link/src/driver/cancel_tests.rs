@@ -11,6 +11,7 @@ use tokio::time::timeout;
 
 use super::*;
 use crate::info::CallContext;
+use crate::model::{CallError, Value};
 use crate::publish::Published;
 
 /// What the server's handlers report: how many run now, and a signal at

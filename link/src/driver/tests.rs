@@ -6,6 +6,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use super::*;
+use crate::model::{CallError, Value};
 use crate::publish::Published;
 
 async fn echo((v,): (Value,)) -> Result<Value, CallError> {
