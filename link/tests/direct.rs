@@ -48,13 +48,26 @@ impl Drop for StateDir {
 /// accepted link's agreed ALPN protocol. Returns the port, the client
 /// settings that trust it, and the reports.
 async fn service(state: &StateDir) -> (u16, ClientConfig, mpsc::UnboundedReceiver<Option<String>>) {
+    service_with(state, true).await
+}
+
+/// [`service`]; without `alpn` the server accepts no ALPN protocol (a
+/// vole from before the direct handshake, or another VOP server).
+async fn service_with(
+    state: &StateDir,
+    alpn: bool,
+) -> (u16, ClientConfig, mpsc::UnboundedReceiver<Option<String>>) {
     let server = tls::server_config(&ServerIdentity::Dev {
         state_dir: state.0.clone(),
     })
     .expect("server tls");
+    let mut server_tls = (*server.config).clone();
+    if !alpn {
+        server_tls.alpn_protocols.clear();
+    }
     let settings = ServerSettings {
         transports: ServerPolicy::new(true, false),
-        tls: Some(server.config.clone()),
+        tls: Some(Arc::new(server_tls)),
         vts: None,
         handshake_timeout: LIMIT,
     };
@@ -197,6 +210,18 @@ async fn a_client_without_alpn_gets_the_standard_handshake() {
         id, 2,
         "the standard handshake's gateway follows its handshake object"
     );
+}
+
+#[tokio::test]
+async fn a_server_without_alpn_gets_the_standard_handshake_from_a_vole_client() {
+    let state = StateDir::new();
+    let (port, client, mut agreed) = service_with(&state, false).await;
+    let id = timeout(LIMIT, session(port, &client))
+        .await
+        .expect("in time")
+        .expect("session");
+    assert_eq!(agreed.recv().await, Some(None));
+    assert_eq!(id, 2);
 }
 
 #[tokio::test]
