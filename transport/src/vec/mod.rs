@@ -14,6 +14,7 @@
 //!
 //! Everything here is sans-IO: bytes in, entities out.
 
+mod build;
 pub mod code;
 #[cfg(test)]
 #[path = "tests.rs"]
@@ -24,6 +25,7 @@ pub mod hello;
 pub(crate) mod netbytes;
 mod string_codec;
 
-pub use decode::{decode_complete, DecodeConfig, Decoder, Reader, RefDecoder};
+pub use build::{Reader, RefDecoder};
+pub use decode::{decode_complete, DecodeConfig, Decoder};
 pub use encode::{encode_to_vec, EncodeConfig, Encoder, Part};
 pub use string_codec::Codec;
