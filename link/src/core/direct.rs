@@ -25,7 +25,7 @@
 use std::time::{Duration, Instant};
 
 use super::config::LinkConfig;
-use super::keepalive::KeepAlive;
+use super::keepalive::{millis, KeepAlive};
 use crate::model::{Error, Value};
 use crate::violation::ProtocolViolation as V;
 
@@ -50,10 +50,6 @@ struct PeerSettings {
     keep_alive_min_send: i64,
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// This side's settings entity, sent after its hellos.
 pub(super) fn settings(config: &LinkConfig) -> Value {
     Value::Tuple(vec![
@@ -76,9 +72,7 @@ pub(super) fn agree(
 ) -> Result<(), Error> {
     let peer = parse(entity).map_err(|reason| Error::Protocol(V::BadDirectSettings { reason }))?;
     if let Some(ms) = peer.keep_alive {
-        let granted = ms.max(millis(config.keep_alive_min_send));
-        keep_alive.send = Some(Duration::from_millis(granted as u64));
-        keep_alive.last_sent = now;
+        keep_alive.grant(ms, config.keep_alive_min_send, now);
     }
     if let Some(asked) = config.keep_alive {
         let granted = millis(asked).max(peer.keep_alive_min_send);

@@ -34,7 +34,22 @@ pub(super) struct KeepAlive {
     times: VecDeque<Instant>,
 }
 
+/// A period in whole milliseconds, as the handshakes carry it.
+pub(super) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 impl KeepAlive {
+    /// The peer asked for keep-alives every `asked_ms` (> 0): this side
+    /// sends them at that period, or at `min_send` if that is longer, from
+    /// `now`. Returns the period granted, in ms (the answer the peer gets).
+    pub(super) fn grant(&mut self, asked_ms: i64, min_send: Duration, now: Instant) -> i64 {
+        let granted = asked_ms.max(millis(min_send));
+        self.send = Some(Duration::from_millis(granted as u64));
+        self.last_sent = now;
+        granted
+    }
+
     /// Nothing agreed yet; the link starts at `now`.
     pub(super) fn new(now: Instant) -> Self {
         KeepAlive {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use vole_transport::Entity;
 
 use super::handshake::HandshakeObject;
+use super::keepalive::millis;
 use super::refs::object_key;
 use super::{Event, LinkCore, Pending};
 use crate::model::{Error, Object, ObjectRef, RemoteObject, Value};
@@ -34,10 +35,9 @@ impl LinkCore {
         };
         self.hs.peer_object = Some(peer_hs.clone());
         if let Some(period) = self.config.keep_alive {
-            let ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
             let id = self.send_call(
                 &peer_hs,
-                &[Value::str("keep_alive"), Value::Int(ms)],
+                &[Value::str("keep_alive"), Value::Int(millis(period))],
                 CallKind::Normal,
             )?;
             self.pending.insert(id as u64, Pending::KeepAlive);
@@ -116,11 +116,9 @@ impl LinkCore {
                     }));
                 }
                 self.hs.got_keep_alive_request = true;
-                let min =
-                    i64::try_from(self.config.keep_alive_min_send.as_millis()).unwrap_or(i64::MAX);
-                let granted = (*ms).max(min);
-                self.keep_alive.send = Some(Duration::from_millis(granted as u64));
-                self.keep_alive.last_sent = self.now;
+                let granted = self
+                    .keep_alive
+                    .grant(*ms, self.config.keep_alive_min_send, self.now);
                 self.respond(call_id, kind, Ok(Value::Int(granted)))
             }
             _ => Err(Error::Protocol(V::UnexpectedHandshakeCall {

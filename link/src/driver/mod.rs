@@ -231,15 +231,7 @@ where
         } else {
             tracing::warn!(link = self.shared.id, peer = ?self.shared.info.peer_addr, %reason, "link closed on error");
         }
-        // Every call sent, taken or queued fails with the reason: as
-        // interrupted if it was sent (it may have run), else as closed.
-        let sent = self.core.take_user_calls();
-        let unsent = self.backlog.iter().map(|q| q.reply);
-        let outcomes = Closing {
-            interrupted: || Err(Error::Interrupted(reason.to_string())),
-            closed: || Err(Error::Closed(reason.to_string())),
-        };
-        self.shared.calls.close(&reason, sent, unsent, outcomes);
+        self.fail_calls(&reason);
         self.backlog.clear();
         self.wakeups.wake();
         if let Some(tx) = self.handshake_tx.take() {
@@ -650,6 +642,20 @@ where
     }
 }
 
+impl<IO> Driver<IO> {
+    /// Fails every call sent, taken or queued with `reason`: as
+    /// interrupted if it was sent (it may have run), else as closed.
+    fn fail_calls(&mut self, reason: &Arc<str>) {
+        let sent = self.core.take_user_calls();
+        let unsent = self.backlog.iter().map(|q| q.reply);
+        let outcomes = Closing {
+            interrupted: || Err(Error::Interrupted(reason.to_string())),
+            closed: || Err(Error::Closed(reason.to_string())),
+        };
+        self.shared.calls.close(reason, sent, unsent, outcomes);
+    }
+}
+
 impl<IO> Drop for Driver<IO> {
     /// A driver dropped before it finished (its task was aborted, or a
     /// panic unwound through it) still marks the link closed, so callers
@@ -658,13 +664,7 @@ impl<IO> Drop for Driver<IO> {
         if self.outcome.is_none() && self.phase != Phase::Done {
             let reason: Arc<str> = Arc::from("link driver stopped");
             self.shared.signals.set_closed(reason.clone());
-            let sent = self.core.take_user_calls();
-            let unsent = self.backlog.iter().map(|q| q.reply);
-            let outcomes = Closing {
-                interrupted: || Err(Error::Interrupted(reason.to_string())),
-                closed: || Err(Error::Closed(reason.to_string())),
-            };
-            self.shared.calls.close(&reason, sent, unsent, outcomes);
+            self.fail_calls(&reason);
             self.shared.cancels.close();
         }
     }
